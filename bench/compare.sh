@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Runs the same workloads against Ripstream and two peers on this machine, one
+# after the other, measures the machine's own limits in the same run, and
+# writes a table of figures with the ratio Ripstream/peer.
+#
+#   bench/compare.sh                      # everything, 10 s per workload
+#   DURATION=20 PEERS="ferrokinesis" bench/compare.sh
+#
+# Peers: kinesalite (Node, installed from npm) and ferrokinesis (Rust,
+# in-memory, installed with `cargo install`). Both bind every interface, so each
+# runs inside a private network namespace (`unshare -n`) together with the load
+# generator. Ripstream runs with its defaults (fsync before every
+# acknowledgement) and `--quotas off`, since the peers enforce no per-shard
+# quotas either. Results go to bench/results/ (raw JSON lines and table.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/bench/results}
+DURATION=${DURATION:-10}
+PEERS=${PEERS:-"kinesalite ferrokinesis"}
+TOOLS=$OUT/tools
+mkdir -p "$OUT" "$TOOLS"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+
+echo "== building ripstream (release)"
+cargo build --release -p ripstream
+RS=$ROOT/target/release/ripstream
+
+if [[ " $PEERS " == *" kinesalite "* && ! -x $TOOLS/node_modules/.bin/kinesalite ]]; then
+  echo "== installing kinesalite from npm"
+  npm install --silent --prefix "$TOOLS" kinesalite@3 >/dev/null
+fi
+if [[ " $PEERS " == *" ferrokinesis "* && ! -x $TOOLS/bin/ferrokinesis ]]; then
+  echo "== installing ferrokinesis with cargo install (a few minutes)"
+  cargo install --quiet --locked --root "$TOOLS" ferrokinesis
+fi
+
+echo "== machine limits"
+python3 - "$OUT" >> "$RESULTS" <<'PY'
+import json, os, socket, subprocess, sys, threading, time
+out = sys.argv[1]
+# Sequential write bandwidth with a final fdatasync (dd conv=fdatasync).
+path = os.path.join(out, "dd.tmp")
+r = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=1024", "conv=fdatasync"], capture_output=True, text=True)
+os.remove(path)
+line = r.stderr.strip().splitlines()[-1]
+secs = float(line.split(" copied, ")[1].split(" s")[0])
+disk_mib = 1024 / secs
+# fdatasync latency of small appends, as a group commit pays it.
+fd = os.open(os.path.join(out, "sync.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+lat = []
+for _ in range(500):
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter(); os.fdatasync(fd); lat.append((time.perf_counter() - t) * 1000)
+os.close(fd); os.remove(os.path.join(out, "sync.tmp"))
+lat.sort()
+# Loopback bandwidth with one TCP stream.
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+port = srv.getsockname()[1]
+total = 2 * 1024 ** 3
+def sink():
+    c, _ = srv.accept(); n = 0
+    while n < total:
+        d = c.recv(1 << 20)
+        if not d: break
+        n += len(d)
+    c.close()
+t = threading.Thread(target=sink); t.start()
+s = socket.create_connection(("127.0.0.1", port)); buf = b"\0" * (1 << 20)
+start = time.perf_counter()
+for _ in range(total >> 20): s.sendall(buf)
+s.close(); t.join()
+loop_mib = 2048 / (time.perf_counter() - start)
+print(json.dumps({"target": "machine", "disk_fdatasync_seq_mib_s": disk_mib, "fdatasync_p50_ms": lat[len(lat)//2],
+                  "fdatasync_p99_ms": lat[int(len(lat)*0.99)], "loopback_mib_s": loop_mib,
+                  "cores": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}))
+PY
+
+# Workloads: name and bench arguments.
+WORKLOADS=(
+  "putrecords-1k|produce --record-size 1024 --batch 500 --concurrency 8"
+  "putrecord-c64|produce --record-size 1024 --batch 1 --concurrency 64"
+  "consume-backlog|consume"
+  "e2e-getrecords|e2e --record-size 1024 --batch 10 --concurrency 4"
+)
+
+run_workloads() { # target endpoint
+  local target=$1 endpoint=$2 spec name args stream
+  for spec in "${WORKLOADS[@]}"; do
+    name=${spec%%|*}; args=${spec#*|}
+    # consume reads the backlog the PutRecords workload left in its stream.
+    if [[ $name == consume-backlog ]]; then stream=bench-putrecords-1k; else stream=bench-$name; fi
+    echo "-- $target: $name" >&2
+    local line
+    line=$("$RS" bench $args --endpoint "$endpoint" --stream "$stream" --shards 4 --duration "$DURATION" --json 2>/dev/null | tail -n 1) || true
+    if [[ $line == \{* ]]; then
+      python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["target"]=sys.argv[2]; d["name"]=sys.argv[3]; print(json.dumps(d))' "$line" "$target" "$name"
+    else
+      echo "{\"target\": \"$target\", \"name\": \"$name\", \"failed\": true}"
+    fi
+  done
+}
+export -f run_workloads
+export RS DURATION
+WORKLOADS_STR=$(printf '%s\n' "${WORKLOADS[@]}")
+
+echo "== ripstream"
+DATA=$(mktemp -d)
+"$RS" serve --listen 127.0.0.1:45670 --data-dir "$DATA" --quotas off --log-level warn > /dev/null 2>&1 &
+PID=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:45670/health >/dev/null 2>&1 && break; sleep 0.2; done
+run_workloads ripstream http://127.0.0.1:45670 >> "$RESULTS"
+"$RS" bench e2e-efo --record-size 1024 --batch 1 --concurrency 8 --endpoint http://127.0.0.1:45670 --stream bench-efo --shards 4 --duration "$DURATION" --json 2>/dev/null | tail -n 1 \
+  | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["target"]="ripstream"; d["name"]="e2e-efo-push"; print(json.dumps(d))' >> "$RESULTS" || true
+kill -TERM $PID; wait $PID || true
+rm -rf "$DATA"
+
+for peer in $PEERS; do
+  echo "== $peer (in a private network namespace)"
+  case $peer in
+    kinesalite) START="$TOOLS/node_modules/.bin/kinesalite --port 45671 --createStreamMs 0 --deleteStreamMs 0 --updateStreamMs 0 --shardLimit 1000" ;;
+    ferrokinesis) START="$TOOLS/bin/ferrokinesis --port 45671 --create-stream-ms 0 --delete-stream-ms 0 --update-stream-ms 0" ;;
+  esac
+  unshare -n bash -c "
+    ip link set lo up
+    $START > /dev/null 2>&1 &
+    for _ in \$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/45671) 2>/dev/null && break; sleep 0.1; done
+    WORKLOADS=(); while IFS= read -r l; do WORKLOADS+=(\"\$l\"); done <<< \"$WORKLOADS_STR\"
+    $(declare -f run_workloads)
+    run_workloads $peer http://127.0.0.1:45671
+    kill %1
+  " >> "$RESULTS"
+done
+
+echo "== table"
+python3 - "$RESULTS" "$OUT/table.md" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+machine = next((r for r in rows if r["target"] == "machine"), {})
+by = {(r["target"], r.get("name")): r for r in rows if r["target"] != "machine"}
+names = ["putrecords-1k", "putrecord-c64", "consume-backlog", "e2e-getrecords", "e2e-efo-push"]
+peers = sorted({t for t, _ in by if t != "ripstream"})
+out = []
+out.append(f"Machine: {machine.get('cores')} cores, {machine.get('mem_gib')} GiB; disk sequential write with fdatasync "
+           f"{machine.get('disk_fdatasync_seq_mib_s', 0):.0f} MiB/s; fdatasync p50 {machine.get('fdatasync_p50_ms', 0):.2f} ms, "
+           f"p99 {machine.get('fdatasync_p99_ms', 0):.2f} ms; loopback {machine.get('loopback_mib_s', 0):.0f} MiB/s.\n")
+hdr = "| workload | figure | ripstream | " + " | ".join(f"{p} | ripstream/{p}" for p in peers) + " |"
+out.append(hdr)
+out.append("|" + "---|" * (3 + 2 * len(peers)))
+def fmt(v):
+    return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
+for n in names:
+    for fig in ["records_per_sec", "mib_per_sec", "p50_ms", "p99_ms", "server_rss_mib_peak", "server_cpu_cores"]:
+        r = by.get(("ripstream", n), {})
+        if r.get(fig) is None:
+            continue
+        cells = [n, fig, fmt(r.get(fig))]
+        for p in peers:
+            pv = by.get((p, n), {}).get(fig)
+            ratio = (r[fig] / pv) if pv else None
+            cells += [fmt(pv), "-" if ratio is None else f"{ratio:.2f}x"]
+        out.append("| " + " | ".join(cells) + " |")
+    r = by.get(("ripstream", n), {})
+    if r.get("lost") is not None:
+        out.append(f"| {n} | lost/duplicated/corrupted | {r['lost']}/{r['duplicated']}/{r['corrupted']} | " + " | ".join(
+            f"{by.get((p, n), {}).get('lost', '-')}/{by.get((p, n), {}).get('duplicated', '-')}/{by.get((p, n), {}).get('corrupted', '-')} | " for p in peers) + " |")
+w = by.get(("ripstream", "putrecords-1k"), {}).get("mib_per_sec")
+if w and machine.get("disk_fdatasync_seq_mib_s"):
+    out.append(f"\nRipstream PutRecords ingest: {w:.1f} MiB/s of payload = {100 * w / machine['disk_fdatasync_seq_mib_s']:.0f}% of the disk's sequential fdatasync bandwidth.")
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY

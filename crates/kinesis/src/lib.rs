@@ -1,0 +1,465 @@
+//! The Kinesis Data Streams service, free of any wire protocol.
+//!
+//! [`Service`] implements each operation on typed inputs and outputs
+//! ([`types`]) and returns [`Error`]s whose variants are the AWS error types.
+//! It owns the stream catalog (durable in [`ripstream_meta`]), routes records
+//! by hash key to shards, and keeps each shard's records in a partition of the
+//! shard log ([`ripstream_log`]). The HTTP server decodes requests into these
+//! types and encodes the results; nothing here knows about HTTP.
+//!
+//! ```
+//! # #[tokio::main] async fn main() {
+//! use ripstream_kinesis::{Service, ServiceConfig, types::*};
+//! let dir = tempfile::tempdir().unwrap();
+//! let svc = Service::open(ServiceConfig::new(dir.path())).await.unwrap();
+//! svc.create_stream(CreateStreamInput { stream_name: "orders".into(), shard_count: Some(2), ..Default::default() }).await.unwrap();
+//! let put = svc.put_record(PutRecordInput {
+//!     stream_name: Some("orders".into()),
+//!     partition_key: Some("customer-1".into()),
+//!     data: Blob(b"hello".to_vec().into()),
+//!     ..Default::default()
+//! }).await.unwrap();
+//! assert_eq!(put.sequence_number.len(), 56);
+//! # }
+//! ```
+
+mod access;
+mod capacity;
+pub mod consumers;
+pub mod error;
+pub mod hash;
+pub mod iterator;
+pub mod kms;
+mod metrics;
+pub mod policy;
+pub mod quota;
+mod records;
+mod reshard;
+mod scaler;
+pub mod seq;
+mod streams;
+mod tags;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use prometheus_client::registry::Registry;
+use ripstream_log::{Log, LogConfig, Partition};
+use ripstream_meta::{Catalog, StreamRecord, StreamStatus};
+use tracing::{info, warn};
+
+pub use error::{Error, Result};
+pub use metrics::StreamMetrics;
+pub use ripstream_log::metrics::LogMetrics;
+pub use ripstream_log::{Clock, FsyncPolicy, SystemClock};
+
+/// The shard log's process-wide counters.
+pub fn log_metrics() -> LogMetrics {
+    ripstream_log::metrics::snapshot()
+}
+
+use iterator::IteratorCodec;
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub account_id: String,
+    pub fsync: FsyncPolicy,
+    /// How long a new stream stays CREATING.
+    pub create_delay: Duration,
+    /// How long a deleted stream stays DELETING.
+    pub delete_delay: Duration,
+    /// How long an updated stream stays UPDATING.
+    pub update_delay: Duration,
+    /// Most open shards across all streams.
+    pub shard_limit: u32,
+    /// Most streams in on-demand mode.
+    pub on_demand_stream_limit: u32,
+    /// Size at which log segments are sealed.
+    pub segment_max_bytes: u64,
+    /// How often expired segments are deleted.
+    pub retention_check_interval: Duration,
+    /// Per-shard throughput quotas: AWS's, or none.
+    pub quotas: quota::QuotaMode,
+    /// How often on-demand streams are checked for hot and cold shards.
+    pub on_demand_scale_interval: Duration,
+    /// How long two adjacent on-demand shards must be cold before they merge.
+    pub on_demand_merge_after: Duration,
+    /// How long a SubscribeToShard subscription lasts.
+    pub subscription_lifetime: Duration,
+    /// The keyring file standing in for KMS (created with a key for
+    /// `alias/aws/kinesis` if missing); default `<data_dir>/keyring.toml`.
+    pub keyring: Option<PathBuf>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServiceConfig {
+    /// Defaults: us-east-1, account 000000000000, fsync always, no status delays.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServiceConfig {
+        ServiceConfig {
+            data_dir: data_dir.into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            fsync: FsyncPolicy::Always,
+            create_delay: Duration::ZERO,
+            delete_delay: Duration::ZERO,
+            update_delay: Duration::ZERO,
+            shard_limit: 500,
+            on_demand_stream_limit: 50,
+            segment_max_bytes: 64 * 1024 * 1024,
+            retention_check_interval: Duration::from_secs(60),
+            quotas: quota::QuotaMode::Aws,
+            on_demand_scale_interval: Duration::from_secs(10),
+            on_demand_merge_after: Duration::from_secs(600),
+            subscription_lifetime: Duration::from_secs(300),
+            keyring: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// An open shard and where its records go.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub start: u128,
+    pub end: u128,
+    pub index: u32,
+    pub created_ms: i64,
+    pub part: Arc<Partition>,
+}
+
+/// An immutable snapshot of a stream; mutations replace it whole.
+#[derive(Debug)]
+pub(crate) struct StreamState {
+    pub rec: StreamRecord,
+    /// Open shards ordered by starting hash key.
+    pub routes: Vec<Route>,
+    /// The partition of every shard, open or closed.
+    pub parts: HashMap<u32, Arc<Partition>>,
+    /// Round-robin position for streams that distribute records themselves.
+    pub spread: std::sync::atomic::AtomicU64,
+    /// Throughput quotas and meters per shard, kept across snapshots.
+    pub quotas: HashMap<u32, Arc<quota::ShardQuota>>,
+}
+
+impl StreamState {
+    /// The status now, `None` once a deletion has completed.
+    pub fn status(&self, now_ms: i64) -> Option<StreamStatus> {
+        effective_status(&self.rec, now_ms)
+    }
+
+    /// Position in `routes` of the open shard whose range holds `hash`.
+    pub fn route_slot(&self, hash: u128) -> Option<usize> {
+        let i = self
+            .routes
+            .partition_point(|r| r.start <= hash)
+            .checked_sub(1)?;
+        (hash <= self.routes[i].end).then_some(i)
+    }
+}
+
+pub(crate) fn effective_status(rec: &StreamRecord, now_ms: i64) -> Option<StreamStatus> {
+    match rec.status {
+        StreamStatus::Creating | StreamStatus::Updating if now_ms >= rec.status_until_ms => {
+            Some(StreamStatus::Active)
+        }
+        StreamStatus::Deleting if now_ms >= rec.status_until_ms => None,
+        s => Some(s),
+    }
+}
+
+pub(crate) fn partition_id(uid: u64, shard_index: u32) -> String {
+    format!("stream{uid}-shard{shard_index}")
+}
+
+pub(crate) fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+pub(crate) fn retention_ms(hours: u32) -> i64 {
+    i64::from(hours) * 3_600_000
+}
+
+/// The Kinesis Data Streams service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub cfg: ServiceConfig,
+    pub catalog: Catalog,
+    pub log: Log,
+    pub streams: RwLock<BTreeMap<String, Arc<StreamState>>>,
+    /// Serializes changes to the catalog.
+    pub control: tokio::sync::Mutex<()>,
+    pub iterators: IteratorCodec,
+    pub epoch: u64,
+    pub metrics: StreamMetrics,
+    /// Since when each on-demand shard, by (stream uid, shard index), has been cold.
+    pub cold_since: parking_lot::Mutex<HashMap<(u64, u32), i64>>,
+    /// Live SubscribeToShard subscriptions by (consumer ARN, shard index).
+    pub subscriptions: parking_lot::Mutex<HashMap<(String, u32), consumers::SubscriptionEntry>>,
+    pub keyring: Arc<kms::Keyring>,
+    pub next_subscription: std::sync::atomic::AtomicU64,
+}
+
+impl Service {
+    /// Opens the data directory: the catalog, then the log, then reconciles the two.
+    pub async fn open(cfg: ServiceConfig) -> Result<Service> {
+        Self::open_with_registry(cfg, &mut Registry::default()).await
+    }
+
+    /// Like [`Service::open`], registering the per-stream metrics in `registry`.
+    pub async fn open_with_registry(
+        cfg: ServiceConfig,
+        registry: &mut Registry,
+    ) -> Result<Service> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data directory {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        let catalog = Catalog::open(&cfg.data_dir.join("meta.redb"))?;
+        let epoch = catalog.begin_epoch()?;
+        let key = catalog.setting_or_init("iterator-key", || {
+            let mut k = vec![0u8; 32];
+            rand::fill(&mut k[..]);
+            k
+        })?;
+        let mut key_bytes = [0u8; 32];
+        if key.len() == 32 {
+            key_bytes.copy_from_slice(&key);
+        }
+        let mut log_cfg = LogConfig::new(cfg.data_dir.join("log"), epoch);
+        log_cfg.fsync = cfg.fsync;
+        log_cfg.segment_max_bytes = cfg.segment_max_bytes;
+        log_cfg.clock = cfg.clock.clone();
+        let log = Log::open(log_cfg)?;
+        let keyring_path = cfg
+            .keyring
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("keyring.toml"));
+        let keyring = Arc::new(kms::Keyring::open(
+            &keyring_path,
+            &cfg.region,
+            &cfg.account_id,
+        )?);
+        log.set_cipher(keyring.clone());
+        let inner = Inner {
+            metrics: StreamMetrics::register(registry),
+            cfg,
+            catalog,
+            log,
+            streams: RwLock::new(BTreeMap::new()),
+            control: tokio::sync::Mutex::new(()),
+            iterators: IteratorCodec::new(key_bytes),
+            epoch,
+            cold_since: Default::default(),
+            subscriptions: Default::default(),
+            keyring,
+            next_subscription: Default::default(),
+        };
+        inner.reconcile().await?;
+        info!(
+            epoch,
+            streams = inner.streams.read().len(),
+            "service opened"
+        );
+        Ok(Service {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The leader epoch of this process.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.cfg
+    }
+
+    /// Runs the background chores (retention, completing delayed deletions)
+    /// until the returned handle is aborted.
+    pub fn spawn_background(&self) -> tokio::task::JoinHandle<()> {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut retention = tokio::time::interval(svc.inner.cfg.retention_check_interval);
+            let mut reaper = tokio::time::interval(Duration::from_millis(100));
+            let mut scaler = tokio::time::interval(svc.inner.cfg.on_demand_scale_interval);
+            loop {
+                tokio::select! {
+                    _ = retention.tick() => {
+                        let s = svc.clone();
+                        let deleted = tokio::task::spawn_blocking(move || s.inner.log.enforce_retention()).await.unwrap_or(0);
+                        if deleted > 0 {
+                            info!(segments = deleted, "retention deleted expired segments");
+                        }
+                    }
+                    _ = reaper.tick() => {
+                        svc.finish_deletions().await;
+                    }
+                    _ = scaler.tick() => {
+                        svc.scale_on_demand().await;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Forces all appended records to disk and stops the log writer.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.log.sync().await {
+            warn!(error = %e, "final sync failed");
+        }
+        self.inner.log.shutdown();
+    }
+
+    /// Deletes the data of streams whose DELETING period is over.
+    pub async fn finish_deletions(&self) {
+        let now = self.inner.now_ms();
+        let due: Vec<Arc<StreamState>> = self
+            .inner
+            .streams
+            .read()
+            .values()
+            .filter(|s| s.rec.status == StreamStatus::Deleting && s.status(now).is_none())
+            .cloned()
+            .collect();
+        for s in due {
+            let _guard = self.inner.control.lock().await;
+            if let Err(e) = self.inner.purge_stream(&s).await {
+                warn!(stream = %s.rec.name, error = %e, "could not finish deleting stream");
+            }
+        }
+    }
+
+    /// Where the data lives.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.cfg.data_dir
+    }
+}
+
+impl Inner {
+    pub fn now_ms(&self) -> i64 {
+        self.cfg.clock.now_ms()
+    }
+
+    pub fn stream_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{}",
+            self.cfg.region, self.cfg.account_id, name
+        )
+    }
+
+    pub fn not_found(&self, name: &str) -> Error {
+        Error::ResourceNotFound(format!(
+            "Stream {name} under account {} not found.",
+            self.cfg.account_id
+        ))
+    }
+
+    /// Builds the in-memory state of a stream from its record, opening or
+    /// creating the partitions of its shards.
+    /// `prev` is the snapshot being replaced, whose quota buckets carry over.
+    pub fn build_state(
+        &self,
+        rec: StreamRecord,
+        prev: Option<&StreamState>,
+    ) -> Result<Arc<StreamState>> {
+        let now = self.now_ms();
+        let retention = retention_ms(rec.retention_hours);
+        let mut parts = HashMap::with_capacity(rec.shards.len());
+        let mut routes = Vec::new();
+        let mut quotas = HashMap::new();
+        for shard in &rec.shards {
+            let part = self
+                .log
+                .create_partition(&partition_id(rec.uid, shard.index), retention)?;
+            part.set_sealed(shard.end.is_some());
+            let q = prev
+                .and_then(|p| p.quotas.get(&shard.index).cloned())
+                .unwrap_or_else(|| Arc::new(quota::ShardQuota::new(now)));
+            quotas.insert(shard.index, q);
+            if shard.end.is_none() {
+                routes.push(Route {
+                    start: shard.starting_hash_key,
+                    end: shard.ending_hash_key,
+                    index: shard.index,
+                    created_ms: shard.created_ms,
+                    part: part.clone(),
+                });
+            }
+            parts.insert(shard.index, part);
+        }
+        routes.sort_by_key(|r| r.start);
+        Ok(Arc::new(StreamState {
+            rec,
+            routes,
+            parts,
+            spread: Default::default(),
+            quotas,
+        }))
+    }
+
+    /// Loads the catalog, finishes interrupted deletions and removes partitions
+    /// no stream owns (left by a crash between creating them and committing).
+    async fn reconcile(&self) -> Result<()> {
+        let mut owned = std::collections::HashSet::new();
+        let mut pending_delete = Vec::new();
+        for rec in self.catalog.streams()? {
+            if rec.status == StreamStatus::Deleting {
+                pending_delete.push(rec);
+                continue;
+            }
+            for s in &rec.shards {
+                owned.insert(partition_id(rec.uid, s.index));
+            }
+            let state = self.build_state(rec, None)?;
+            self.streams.write().insert(state.rec.name.clone(), state);
+        }
+        for rec in pending_delete {
+            info!(stream = %rec.name, "finishing deletion interrupted by a restart");
+            self.catalog.remove_stream(&rec.name)?;
+        }
+        for id in self.log.partition_ids() {
+            if !owned.contains(&id) {
+                warn!(partition = %id, "removing log partition that no stream owns");
+                self.log.delete_partition(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a stream's partitions and its catalog entry. Caller holds `control`.
+    pub async fn purge_stream(&self, s: &Arc<StreamState>) -> Result<()> {
+        // The catalog entry goes first: a crash afterwards leaves only orphan
+        // partitions, which the next start removes.
+        self.catalog.remove_stream(&s.rec.name)?;
+        {
+            let mut map = self.streams.write();
+            if map.get(&s.rec.name).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+                map.remove(&s.rec.name);
+            }
+        }
+        for shard in &s.rec.shards {
+            self.log
+                .delete_partition(&partition_id(s.rec.uid, shard.index))
+                .await?;
+        }
+        self.metrics.forget(&s.rec.name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! IAM-style policies: identity policies of principals and resource policies
+//! of streams and consumers, evaluated the AWS way: an explicit Deny wins,
+//! otherwise an Allow is needed.
+
+use serde_json::Value;
+
+/// What a policy says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// No statement applies.
+    NotApplicable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Allow,
+    Deny,
+}
+
+/// A list of patterns, or the complement of one (`NotAction`, `NotResource`).
+#[derive(Debug, Clone)]
+struct Patterns {
+    negated: bool,
+    patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Statement {
+    effect: Effect,
+    actions: Patterns,
+    resources: Patterns,
+    /// Resource policies name who they apply to.
+    principals: Option<Patterns>,
+}
+
+/// A parsed policy document.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    statements: Vec<Statement>,
+}
+
+/// `*` matches any run of characters, `?` any one character.
+pub fn wildcard_match(pattern: &str, text: &str, case_insensitive: bool) -> bool {
+    let norm = |s: &str| {
+        if case_insensitive {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
+    let (p, t) = (norm(pattern), norm(text));
+    let (p, t) = (p.as_bytes(), t.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| format!("{what} must be strings"))
+            })
+            .collect(),
+        _ => Err(format!("{what} must be a string or a list of strings")),
+    }
+}
+
+fn patterns(
+    stmt: &serde_json::Map<String, Value>,
+    key: &str,
+    not_key: &str,
+) -> Result<Patterns, String> {
+    match (stmt.get(key), stmt.get(not_key)) {
+        (Some(v), None) => Ok(Patterns {
+            negated: false,
+            patterns: strings(v, key)?,
+        }),
+        (None, Some(v)) => Ok(Patterns {
+            negated: true,
+            patterns: strings(v, not_key)?,
+        }),
+        (Some(_), Some(_)) => Err(format!("a statement cannot have both {key} and {not_key}")),
+        (None, None) => Err(format!("a statement needs {key} or {not_key}")),
+    }
+}
+
+fn principal_patterns(v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::String(s) if s == "*" => Ok(vec!["*".into()]),
+        Value::Object(o) => {
+            let mut out = Vec::new();
+            for (k, v) in o {
+                if k != "AWS" {
+                    return Err(format!("principal type {k} is not supported; use AWS"));
+                }
+                out.extend(strings(v, "Principal.AWS")?);
+            }
+            Ok(out)
+        }
+        _ => Err("Principal must be \"*\" or {\"AWS\": ...}".into()),
+    }
+}
+
+impl Policy {
+    /// Parses a policy document.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| format!("the policy is not valid JSON: {e}"))?;
+        let stmts = match doc.get("Statement") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(o @ Value::Object(_)) => vec![o.clone()],
+            _ => return Err("the policy needs a Statement".into()),
+        };
+        let mut statements = Vec::new();
+        for s in stmts {
+            let o = s.as_object().ok_or("each statement must be an object")?;
+            let effect = match o.get("Effect").and_then(Value::as_str) {
+                Some("Allow") => Effect::Allow,
+                Some("Deny") => Effect::Deny,
+                _ => return Err("Effect must be Allow or Deny".into()),
+            };
+            if o.contains_key("Condition") {
+                return Err("Condition is not supported".into());
+            }
+            let principals = match (o.get("Principal"), o.get("NotPrincipal")) {
+                (Some(p), None) => Some(Patterns {
+                    negated: false,
+                    patterns: principal_patterns(p)?,
+                }),
+                (None, Some(p)) => Some(Patterns {
+                    negated: true,
+                    patterns: principal_patterns(p)?,
+                }),
+                (None, None) => None,
+                _ => return Err("a statement cannot have both Principal and NotPrincipal".into()),
+            };
+            statements.push(Statement {
+                effect,
+                actions: patterns(o, "Action", "NotAction")?,
+                resources: patterns(o, "Resource", "NotResource").or_else(|e| {
+                    if principals.is_some() {
+                        Ok(Patterns {
+                            negated: false,
+                            patterns: vec!["*".into()],
+                        })
+                    } else {
+                        Err(e)
+                    }
+                })?,
+                principals,
+            });
+        }
+        Ok(Policy { statements })
+    }
+
+    /// Whether the document names principals (a resource policy) in every statement.
+    pub fn is_resource_policy(&self) -> bool {
+        !self.statements.is_empty() && self.statements.iter().all(|s| s.principals.is_some())
+    }
+
+    /// Evaluates `action` on `resource` by `principal` (an IAM ARN, with its account id).
+    pub fn evaluate(
+        &self,
+        action: &str,
+        resource: &str,
+        principal: &str,
+        account: &str,
+    ) -> Decision {
+        let mut allowed = false;
+        for s in &self.statements {
+            let matches = |p: &Patterns, text: &str, ci: bool| {
+                p.negated != p.patterns.iter().any(|pat| wildcard_match(pat, text, ci))
+            };
+            if !matches(&s.actions, action, true) || !matches(&s.resources, resource, false) {
+                continue;
+            }
+            if let Some(pr) = &s.principals {
+                let hit = pr.patterns.iter().any(|p| {
+                    p == "*"
+                        || p == principal
+                        || p == account
+                        || *p == format!("arn:aws:iam::{account}:root")
+                        || wildcard_match(p, principal, false)
+                });
+                if hit == pr.negated {
+                    continue;
+                }
+            }
+            match s.effect {
+                Effect::Deny => return Decision::Deny,
+                Effect::Allow => allowed = true,
+            }
+        }
+        if allowed {
+            Decision::Allow
+        } else {
+            Decision::NotApplicable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "arn:aws:iam::000000000000:user/ingest";
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("kinesis:Get*", "kinesis:GetRecords", true));
+        assert!(wildcard_match("KINESIS:get*", "kinesis:GetRecords", true));
+        assert!(!wildcard_match("kinesis:Get*", "kinesis:PutRecord", true));
+        assert!(wildcard_match(
+            "arn:aws:kinesis:*:*:stream/orders*",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/orders-eu",
+            false
+        ));
+        assert!(!wildcard_match(
+            "arn:aws:kinesis:*:*:stream/Orders*",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/orders",
+            false
+        ));
+        assert!(wildcard_match("a?c", "abc", false));
+        assert!(wildcard_match("*", "", false));
+    }
+
+    #[test]
+    fn explicit_deny_wins_and_no_allow_means_no() {
+        let p = Policy::parse(
+            r#"{"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["kinesis:*"], "Resource": "*"},
+                {"Effect": "Deny", "Action": "kinesis:DeleteStream", "Resource": "arn:aws:kinesis:*:*:stream/prod-*"}
+            ]}"#,
+        )
+        .unwrap();
+        let prod = "arn:aws:kinesis:us-east-1:000000000000:stream/prod-orders";
+        assert_eq!(
+            p.evaluate("kinesis:DeleteStream", prod, ME, "000000000000"),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.evaluate("kinesis:PutRecord", prod, ME, "000000000000"),
+            Decision::Allow
+        );
+        let narrow = Policy::parse(
+            r#"{"Statement": {"Effect": "Allow", "Action": "kinesis:Describe*", "Resource": "*"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            narrow.evaluate("kinesis:PutRecord", prod, ME, "000000000000"),
+            Decision::NotApplicable
+        );
+        let not_action = Policy::parse(r#"{"Statement": {"Effect": "Allow", "NotAction": "kinesis:Delete*", "Resource": "*"}}"#).unwrap();
+        assert_eq!(
+            not_action.evaluate("kinesis:DeleteStream", prod, ME, "000000000000"),
+            Decision::NotApplicable
+        );
+        assert_eq!(
+            not_action.evaluate("kinesis:ListShards", prod, ME, "000000000000"),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn resource_policies_name_principals() {
+        let p = Policy::parse(&format!(
+            r#"{{"Statement": [{{"Effect": "Allow", "Principal": {{"AWS": "{ME}"}}, "Action": "kinesis:GetRecords", "Resource": "*"}}]}}"#
+        ))
+        .unwrap();
+        assert!(p.is_resource_policy());
+        assert_eq!(
+            p.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.evaluate(
+                "kinesis:GetRecords",
+                "x",
+                "arn:aws:iam::000000000000:user/other",
+                "000000000000"
+            ),
+            Decision::NotApplicable
+        );
+        let account = Policy::parse(r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kinesis:*"}]}"#).unwrap();
+        assert_eq!(
+            account.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn bad_documents_are_refused() {
+        for bad in [
+            "not json",
+            "{}",
+            r#"{"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]}"#,
+            r#"{"Statement": [{"Effect": "Allow", "Resource": "*"}]}"#,
+            r#"{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}]}"#,
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

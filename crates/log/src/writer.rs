@@ -1,0 +1,572 @@
+//! The writer thread: one per log, owning every active segment's write handle.
+//!
+//! Each loop turn takes every command that has queued up (a commit window),
+//! writes the batches, syncs each touched file once (in parallel), publishes the
+//! new ends to readers and then answers. Many concurrent requests therefore
+//! share one `fdatasync`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use tracing::error;
+
+use crate::frame::PendingBatch;
+use crate::partition::{ActiveWriter, Partition};
+use crate::segment::{IndexEntry, NO_TIMESTAMP, Segment, idx_path, log_path};
+use crate::{
+    Appended, Clock, FsyncPolicy, INDEX_INTERVAL_BYTES, LogConfig, LogError, metrics, sync_dir,
+};
+
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+pub(crate) enum Command {
+    Append {
+        partition: Arc<Partition>,
+        batch: PendingBatch,
+        reply: Reply<Appended>,
+    },
+    Delete {
+        partition: Arc<Partition>,
+        reply: Reply<()>,
+    },
+    Truncate {
+        partition: Arc<Partition>,
+        keep_until: u64,
+        reply: Reply<()>,
+    },
+    Sync {
+        reply: Reply<()>,
+    },
+    Seal {
+        partition: Arc<Partition>,
+        reply: Reply<u64>,
+    },
+    Roll {
+        partition: Arc<Partition>,
+        reply: Reply<()>,
+    },
+}
+
+/// Most commands taken into one commit window; more wait for the next.
+const MAX_WINDOW_COMMANDS: usize = 4096;
+/// Most bytes taken into one commit window.
+const MAX_WINDOW_BYTES: usize = 64 * 1024 * 1024;
+
+pub(crate) struct Writer {
+    epoch: u64,
+    policy: FsyncPolicy,
+    segment_max_bytes: u64,
+    segment_max_age_ms: i64,
+    clock: Arc<dyn Clock>,
+    /// Partitions written since their last sync (interval and never policies).
+    unsynced: Vec<Arc<Partition>>,
+}
+
+struct Pending {
+    partition: Arc<Partition>,
+    reply: Reply<Appended>,
+    result: Result<Appended, LogError>,
+}
+
+impl Writer {
+    pub fn new(config: &LogConfig) -> Writer {
+        Writer {
+            epoch: config.epoch,
+            policy: config.fsync,
+            segment_max_bytes: config.segment_max_bytes,
+            segment_max_age_ms: config.segment_max_age_ms,
+            clock: config.clock.clone(),
+            unsynced: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<Command>) {
+        let mut last_sync = Instant::now();
+        loop {
+            let first = match self.policy {
+                FsyncPolicy::Interval(every) if !self.unsynced.is_empty() => {
+                    let wait = every.saturating_sub(last_sync.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(cmd) => cmd,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_unsynced();
+                            last_sync = Instant::now();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                },
+            };
+            let mut window = vec![first];
+            let mut bytes = 0;
+            while window.len() < MAX_WINDOW_COMMANDS && bytes < MAX_WINDOW_BYTES {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if let Command::Append { batch, .. } = &cmd {
+                            bytes += batch.frame_len();
+                        }
+                        window.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(window);
+            if let FsyncPolicy::Interval(every) = self.policy
+                && last_sync.elapsed() >= every
+            {
+                self.sync_unsynced();
+                last_sync = Instant::now();
+            }
+        }
+        self.sync_unsynced();
+    }
+
+    fn commit(&mut self, window: Vec<Command>) {
+        let mut pending: Vec<Pending> = Vec::with_capacity(window.len());
+        let mut dirty: Vec<Arc<Partition>> = Vec::new();
+        let mut after: Vec<(Reply<()>, Result<(), LogError>)> = Vec::new();
+        let mut sync_all = false;
+        for cmd in window {
+            match cmd {
+                Command::Append {
+                    partition,
+                    mut batch,
+                    reply,
+                } => {
+                    let result = self.write(&partition, &mut batch);
+                    if result.is_ok() && !dirty.iter().any(|p| Arc::ptr_eq(p, &partition)) {
+                        dirty.push(partition.clone());
+                    }
+                    pending.push(Pending {
+                        partition,
+                        reply,
+                        result,
+                    });
+                }
+                Command::Seal { partition, reply } => {
+                    // Everything appended before the seal is made durable and
+                    // published first, so the end offset returned is final.
+                    self.finish(&mut pending, &mut dirty);
+                    partition.sealed.store(true, Ordering::Release);
+                    partition.notify();
+                    let _ = reply.send(Ok(partition.end_offset()));
+                }
+                Command::Sync { reply } => {
+                    sync_all = true;
+                    after.push((reply, Ok(())));
+                }
+                Command::Roll { partition, reply } => {
+                    let r = self.roll_now(&partition);
+                    if r.is_ok() && !dirty.iter().any(|p| Arc::ptr_eq(p, &partition)) {
+                        dirty.push(partition);
+                    }
+                    let _ = reply.send(r);
+                }
+                Command::Truncate {
+                    partition,
+                    keep_until,
+                    reply,
+                } => {
+                    // Truncation publishes itself; earlier appends of this window are
+                    // published first so the order of operations holds.
+                    self.finish(&mut pending, &mut dirty);
+                    let _ = reply.send(self.truncate(&partition, keep_until));
+                }
+                Command::Delete { partition, reply } => {
+                    self.finish(&mut pending, &mut dirty);
+                    partition.deleted.store(true, Ordering::Release);
+                    *partition.writer.lock() = None;
+                    self.unsynced.retain(|p| !Arc::ptr_eq(p, &partition));
+                    let r = fs::remove_dir_all(&partition.dir)
+                        .map_err(|e| LogError::io(&partition.dir, e));
+                    let r = r.and_then(|()| match partition.dir.parent() {
+                        Some(parent) => sync_dir(parent),
+                        None => Ok(()),
+                    });
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        self.finish(&mut pending, &mut dirty);
+        if sync_all {
+            self.sync_unsynced();
+        }
+        for (reply, r) in after {
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Syncs (per policy), publishes and answers the appends written so far.
+    fn finish(&mut self, pending: &mut Vec<Pending>, dirty: &mut Vec<Arc<Partition>>) {
+        if dirty.is_empty() && pending.is_empty() {
+            return;
+        }
+        flush_index(dirty);
+        let failed = if self.policy == FsyncPolicy::Always {
+            sync_partitions(dirty)
+        } else {
+            for p in dirty.iter() {
+                if !self.unsynced.iter().any(|u| Arc::ptr_eq(u, p)) {
+                    self.unsynced.push(p.clone());
+                }
+            }
+            Vec::new()
+        };
+        for p in dirty.iter() {
+            if failed.iter().any(|f| Arc::ptr_eq(f, p)) {
+                continue;
+            }
+            publish(p);
+        }
+        for mut item in pending.drain(..) {
+            if failed.iter().any(|f| Arc::ptr_eq(f, &item.partition)) {
+                item.result = Err(LogError::Poisoned(item.partition.id.clone()));
+            }
+            let _ = item.reply.send(item.result);
+        }
+        dirty.clear();
+    }
+
+    fn sync_unsynced(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let parts = std::mem::take(&mut self.unsynced);
+        flush_index(&parts);
+        let _ = sync_partitions(&parts);
+    }
+
+    fn write(
+        &mut self,
+        part: &Arc<Partition>,
+        batch: &mut PendingBatch,
+    ) -> Result<Appended, LogError> {
+        if part.deleted.load(Ordering::Acquire) {
+            return Err(LogError::NoSuchPartition(part.id.clone()));
+        }
+        if part.sealed.load(Ordering::Acquire) {
+            return Err(LogError::Sealed(part.id.clone()));
+        }
+        let mut guard = part.writer.lock();
+        if guard.is_none() {
+            *guard = Some(open_active(part)?);
+        }
+        let w = guard.as_mut().expect("opened above");
+        if w.poisoned {
+            return Err(LogError::Poisoned(part.id.clone()));
+        }
+        let now = self.clock.now_ms();
+        let len = batch.frame_len() as u64;
+        let too_big = w.position > 0 && w.position + len > self.segment_max_bytes;
+        let too_old =
+            w.first_timestamp != NO_TIMESTAMP && now - w.first_timestamp >= self.segment_max_age_ms;
+        if too_big || too_old {
+            roll(part, w)?;
+        }
+        let ts = now.max(w.last_timestamp);
+        let base = w.next_offset;
+        let frame = batch.seal(base, ts, self.epoch);
+        if let Err(e) = w.file.write_all_at(frame, w.position) {
+            // Nothing past `position` is published, so the next write overwrites
+            // whatever part of this one reached the file.
+            error!(partition = %part.id, error = %e, "log write failed");
+            return Err(LogError::io(&w.segment.log_path, e));
+        }
+        metrics::BYTES_WRITTEN.fetch_add(len, Ordering::Relaxed);
+        if w.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            let entry = IndexEntry {
+                offset: base,
+                timestamp_ms: ts,
+                position: w.position,
+            };
+            w.segment.push_index(entry);
+            entry.encode(&mut w.idx_pending);
+            w.bytes_since_index = 0;
+        }
+        if w.first_timestamp == NO_TIMESTAMP {
+            w.first_timestamp = ts;
+            w.segment.set_first_timestamp(ts);
+        }
+        w.position += len;
+        w.bytes_since_index += len;
+        w.next_offset += u64::from(batch.record_count());
+        w.last_timestamp = ts;
+        Ok(Appended {
+            base_offset: base,
+            record_count: batch.record_count(),
+            timestamp_ms: ts,
+            epoch: self.epoch,
+        })
+    }
+
+    fn roll_now(&mut self, part: &Arc<Partition>) -> Result<(), LogError> {
+        if part.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut guard = part.writer.lock();
+        if guard.is_none() {
+            *guard = Some(open_active(part)?);
+        }
+        let w = guard.as_mut().expect("opened above");
+        if w.position == 0 {
+            return Ok(());
+        }
+        roll(part, w)
+    }
+
+    fn truncate(&mut self, part: &Arc<Partition>, keep_until: u64) -> Result<(), LogError> {
+        let mut guard = part.writer.lock();
+        if guard.is_none() {
+            *guard = Some(open_active(part)?);
+        }
+        let w = guard.as_mut().expect("opened above");
+        if keep_until >= w.next_offset {
+            return Ok(());
+        }
+        let seg = w.segment.clone();
+        if keep_until < seg.base_offset {
+            return Err(LogError::Corrupt(format!(
+                "cannot truncate to {keep_until}: before the active segment at {}",
+                seg.base_offset
+            )));
+        }
+        // Truncation is rare: a plain scan of the active segment finds the
+        // boundary and the timestamps that remain.
+        let (mut pos, mut first_ts, mut last_ts) = (0u64, NO_TIMESTAMP, NO_TIMESTAMP);
+        loop {
+            let Some((h, _)) = seg.read_frame_at(pos, w.position)? else {
+                return Err(LogError::Corrupt(format!(
+                    "offset {keep_until} is not a batch boundary"
+                )));
+            };
+            if h.base_offset == keep_until {
+                break;
+            }
+            if h.next_offset() > keep_until {
+                return Err(LogError::Corrupt(format!(
+                    "offset {keep_until} is not a batch boundary"
+                )));
+            }
+            if first_ts == NO_TIMESTAMP {
+                first_ts = h.timestamp_ms;
+            }
+            last_ts = h.timestamp_ms;
+            pos += u64::from(h.frame_len);
+        }
+        w.file
+            .set_len(pos)
+            .map_err(|e| LogError::io(&seg.log_path, e))?;
+        w.file
+            .sync_data()
+            .map_err(|e| LogError::io(&seg.log_path, e))?;
+        let kept: Vec<IndexEntry> = seg
+            .index()?
+            .iter()
+            .copied()
+            .filter(|e| e.position < pos)
+            .collect();
+        let mut raw = Vec::new();
+        for e in &kept {
+            e.encode(&mut raw);
+        }
+        w.idx_file
+            .set_len(0)
+            .map_err(|e| LogError::io(&seg.idx_path, e))?;
+        w.idx_file
+            .write_all_at(&raw, 0)
+            .map_err(|e| LogError::io(&seg.idx_path, e))?;
+        w.idx_pending.clear();
+        w.bytes_since_index = kept
+            .last()
+            .map_or(INDEX_INTERVAL_BYTES, |e| pos - e.position);
+        *seg.index_lock().write() = Some(kept);
+        w.position = pos;
+        w.next_offset = keep_until;
+        w.first_timestamp = first_ts;
+        seg.set_first_timestamp(first_ts);
+        if last_ts != NO_TIMESTAMP {
+            w.last_timestamp = last_ts;
+        }
+        let mut st = part.state.write();
+        seg.set_readable_len(pos);
+        st.next_offset = keep_until;
+        st.last_timestamp = w.last_timestamp;
+        Ok(())
+    }
+}
+
+fn open_active(part: &Partition) -> Result<ActiveWriter, LogError> {
+    let st = part.state.read();
+    let seg = st
+        .segments
+        .last()
+        .cloned()
+        .ok_or_else(|| LogError::Corrupt(format!("partition {} has no segment", part.id)))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&seg.log_path)
+        .map_err(|e| LogError::io(&seg.log_path, e))?;
+    let idx_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&seg.idx_path)
+        .map_err(|e| LogError::io(&seg.idx_path, e))?;
+    let position = seg.readable_len();
+    let bytes_since_index = seg
+        .index()?
+        .last()
+        .map_or(INDEX_INTERVAL_BYTES, |e| position - e.position);
+    Ok(ActiveWriter {
+        first_timestamp: seg.first_timestamp(),
+        segment: seg,
+        file: Arc::new(file),
+        idx_file,
+        position,
+        next_offset: st.next_offset,
+        last_timestamp: st.last_timestamp,
+        bytes_since_index,
+        idx_pending: Vec::new(),
+        new_segments: Vec::new(),
+        sealed: Vec::new(),
+        poisoned: false,
+    })
+}
+
+/// Seals the active segment (always synced, whatever the policy, so recovery
+/// only ever has to verify the last segment) and starts a new one.
+fn roll(part: &Partition, w: &mut ActiveWriter) -> Result<(), LogError> {
+    w.file
+        .sync_data()
+        .map_err(|e| LogError::io(&w.segment.log_path, e))?;
+    w.idx_file
+        .write_all(&w.idx_pending)
+        .map_err(|e| LogError::io(&w.segment.idx_path, e))?;
+    w.idx_pending.clear();
+    w.idx_file
+        .sync_data()
+        .map_err(|e| LogError::io(&w.segment.idx_path, e))?;
+    w.sealed.push((w.segment.clone(), w.position));
+    let base = w.next_offset;
+    let path = log_path(&part.dir, base);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(&path, e))?;
+    let ipath = idx_path(&part.dir, base);
+    let idx_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&ipath)
+        .map_err(|e| LogError::io(&ipath, e))?;
+    idx_file.set_len(0).map_err(|e| LogError::io(&ipath, e))?;
+    sync_dir(&part.dir)?;
+    let reader = File::open(&path).map_err(|e| LogError::io(&path, e))?;
+    let seg = Arc::new(Segment::new(
+        &part.dir,
+        base,
+        reader,
+        0,
+        NO_TIMESTAMP,
+        Some(Vec::new()),
+    ));
+    w.new_segments.push(seg.clone());
+    w.segment = seg;
+    w.file = Arc::new(file);
+    w.idx_file = idx_file;
+    w.position = 0;
+    w.bytes_since_index = INDEX_INTERVAL_BYTES;
+    w.first_timestamp = NO_TIMESTAMP;
+    metrics::SEGMENTS_ROLLED.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn flush_index(parts: &[Arc<Partition>]) {
+    for p in parts {
+        if let Some(w) = p.writer.lock().as_mut()
+            && !w.idx_pending.is_empty()
+        {
+            // The index is a hint rebuilt on recovery, so it is written but not synced.
+            if let Err(e) = w.idx_file.write_all(&w.idx_pending) {
+                error!(partition = %p.id, error = %e, "index write failed");
+            }
+            w.idx_pending.clear();
+        }
+    }
+}
+
+/// `fdatasync`s the active file of each partition, in parallel when there are
+/// several. Returns the partitions whose sync failed; they are poisoned, since
+/// after a failed sync the page cache no longer tells what is on disk.
+fn sync_partitions(parts: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
+    let files: Vec<(Arc<Partition>, Arc<File>)> = parts
+        .iter()
+        .filter_map(|p| {
+            p.writer
+                .lock()
+                .as_ref()
+                .map(|w| (p.clone(), w.file.clone()))
+        })
+        .collect();
+    let started = Instant::now();
+    let results: Vec<std::io::Result<()>> = if files.len() <= 1 {
+        files.iter().map(|(_, f)| f.sync_data()).collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = files[1..]
+                .iter()
+                .map(|(_, f)| s.spawn(move || f.sync_data()))
+                .collect();
+            let mut out = vec![files[0].1.sync_data()];
+            for h in handles {
+                out.push(
+                    h.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked"))),
+                );
+            }
+            out
+        })
+    };
+    metrics::FSYNCS.fetch_add(files.len() as u64, Ordering::Relaxed);
+    metrics::FSYNC_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for ((p, _), r) in files.into_iter().zip(results) {
+        if let Err(e) = r {
+            error!(partition = %p.id, error = %e, "fdatasync failed: the partition refuses writes until restart");
+            if let Some(w) = p.writer.lock().as_mut() {
+                w.poisoned = true;
+            }
+            failed.push(p);
+        }
+    }
+    failed
+}
+
+/// Makes everything the writer wrote visible to readers.
+fn publish(part: &Partition) {
+    let mut guard = part.writer.lock();
+    let Some(w) = guard.as_mut() else { return };
+    let mut st = part.state.write();
+    for (seg, len) in w.sealed.drain(..) {
+        seg.set_readable_len(len);
+    }
+    st.segments.append(&mut w.new_segments);
+    w.segment.set_readable_len(w.position);
+    st.next_offset = w.next_offset;
+    st.last_timestamp = w.last_timestamp;
+    drop(st);
+    drop(guard);
+    part.notify();
+}

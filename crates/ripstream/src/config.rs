@@ -1,0 +1,324 @@
+//! Server settings from flags, `RIPSTREAM_*` environment variables and a TOML
+//! file, in that order of precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ripstream_server::ServerConfig;
+use ripstream_server::ripstream_kinesis::{FsyncPolicy, ServiceConfig};
+use serde::Deserialize;
+
+/// Flags of `ripstream serve`. Each also reads a `RIPSTREAM_*` variable.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:4567]
+    #[arg(long, env = "RIPSTREAM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for streams and records [default: ./ripstream-data]
+    #[arg(long, env = "RIPSTREAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with any of these settings (flags and variables win)
+    #[arg(long, env = "RIPSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// TOML file of principals (access keys, secrets, policies); with it every
+    /// request must carry a valid SigV4 signature
+    #[arg(long, env = "RIPSTREAM_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+    /// Accept unsigned requests even on a non-loopback address (dangerous)
+    #[arg(long, env = "RIPSTREAM_INSECURE_ALLOW_ANONYMOUS")]
+    pub insecure_allow_anonymous: bool,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN) instead of cleartext
+    #[arg(long, env = "RIPSTREAM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "RIPSTREAM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Keyring of master keys for server-side encryption, standing in for KMS
+    /// (created with a key for alias/aws/kinesis if missing) [default: <data-dir>/keyring.toml]
+    #[arg(long, env = "RIPSTREAM_KEYRING")]
+    pub keyring: Option<PathBuf>,
+    /// Most connections served at once [default: 10000]
+    #[arg(long, env = "RIPSTREAM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most requests handled at once before shedding with 503 [default: 4096]
+    #[arg(long, env = "RIPSTREAM_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Region shown in ARNs [default: us-east-1]
+    #[arg(long, env = "RIPSTREAM_REGION")]
+    pub region: Option<String>,
+    /// Account id shown in ARNs and messages [default: 000000000000]
+    #[arg(long, env = "RIPSTREAM_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// When records are forced to disk before being acknowledged:
+    /// always (fdatasync before every acknowledgement, shared by concurrent
+    /// requests), interval:<ms> (acknowledge once written, sync every <ms>),
+    /// or never (leave it to the OS) [default: always]
+    #[arg(long, env = "RIPSTREAM_FSYNC")]
+    pub fsync: Option<String>,
+    /// Per-shard throughput quotas: aws (1 MiB/s and 1000 records/s in,
+    /// 2 MiB/s and 5 reads/s out, per shard) or off [default: aws]
+    #[arg(long, env = "RIPSTREAM_QUOTAS")]
+    pub quotas: Option<String>,
+    /// How often on-demand streams are checked for hot and cold shards, in
+    /// milliseconds [default: 10000]
+    #[arg(long, env = "RIPSTREAM_ON_DEMAND_SCALE_INTERVAL_MS")]
+    pub on_demand_scale_interval_ms: Option<u64>,
+    /// How long two adjacent on-demand shards stay cold before they are merged,
+    /// in seconds [default: 600]
+    #[arg(long, env = "RIPSTREAM_ON_DEMAND_MERGE_AFTER_SECS")]
+    pub on_demand_merge_after_secs: Option<u64>,
+    /// How long a SubscribeToShard subscription lasts, in seconds [default: 300]
+    #[arg(long, env = "RIPSTREAM_SUBSCRIPTION_LIFETIME_SECS")]
+    pub subscription_lifetime_secs: Option<u64>,
+    /// How long a new stream stays CREATING, in milliseconds [default: 0]
+    #[arg(long, env = "RIPSTREAM_CREATE_STREAM_DELAY_MS")]
+    pub create_stream_delay_ms: Option<u64>,
+    /// How long a deleted stream stays DELETING, in milliseconds [default: 0]
+    #[arg(long, env = "RIPSTREAM_DELETE_STREAM_DELAY_MS")]
+    pub delete_stream_delay_ms: Option<u64>,
+    /// How long an updated stream stays UPDATING, in milliseconds [default: 0]
+    #[arg(long, env = "RIPSTREAM_UPDATE_STREAM_DELAY_MS")]
+    pub update_stream_delay_ms: Option<u64>,
+    /// Most open shards across all streams [default: 500]
+    #[arg(long, env = "RIPSTREAM_SHARD_LIMIT")]
+    pub shard_limit: Option<u32>,
+    /// Largest request body accepted, in bytes [default: 16777216]
+    #[arg(long, env = "RIPSTREAM_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Size at which a shard's log segment is sealed, in bytes [default: 67108864]
+    #[arg(long, env = "RIPSTREAM_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// How often expired log segments are deleted, in seconds [default: 60]
+    #[arg(long, env = "RIPSTREAM_RETENTION_CHECK_SECS")]
+    pub retention_check_secs: Option<u64>,
+}
+
+/// The same settings as they appear in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub credentials: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_allow_anonymous: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub keyring: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    pub fsync: Option<String>,
+    pub quotas: Option<String>,
+    pub on_demand_scale_interval_ms: Option<u64>,
+    pub on_demand_merge_after_secs: Option<u64>,
+    pub subscription_lifetime_secs: Option<u64>,
+    pub log_level: Option<String>,
+    pub create_stream_delay_ms: Option<u64>,
+    pub delete_stream_delay_ms: Option<u64>,
+    pub update_stream_delay_ms: Option<u64>,
+    pub shard_limit: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+    pub segment_bytes: Option<u64>,
+    pub retention_check_secs: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Resolves the server configuration.
+pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4567)));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("ripstream-data"));
+    let mut service = ServiceConfig::new(data_dir);
+    if let Some(r) = args.region.clone().or_else(|| file.region.clone()) {
+        service.region = r;
+    }
+    if let Some(a) = args.account_id.clone().or_else(|| file.account_id.clone()) {
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("account id must be 12 digits, got {a:?}");
+        }
+        service.account_id = a;
+    }
+    if let Some(f) = args.fsync.clone().or_else(|| file.fsync.clone()) {
+        service.fsync = f.parse::<FsyncPolicy>().map_err(anyhow::Error::msg)?;
+    }
+    service.keyring = args.keyring.clone().or_else(|| file.keyring.clone());
+    if let Some(q) = args.quotas.clone().or_else(|| file.quotas.clone()) {
+        service.quotas = q.parse().map_err(anyhow::Error::msg)?;
+    }
+    if let Some(ms) = args
+        .on_demand_scale_interval_ms
+        .or(file.on_demand_scale_interval_ms)
+    {
+        service.on_demand_scale_interval = Duration::from_millis(ms.max(10));
+    }
+    if let Some(secs) = args
+        .on_demand_merge_after_secs
+        .or(file.on_demand_merge_after_secs)
+    {
+        service.on_demand_merge_after = Duration::from_secs(secs);
+    }
+    if let Some(secs) = args
+        .subscription_lifetime_secs
+        .or(file.subscription_lifetime_secs)
+    {
+        service.subscription_lifetime = Duration::from_secs(secs.max(1));
+    }
+    let ms = |a: Option<u64>, f: Option<u64>| Duration::from_millis(a.or(f).unwrap_or(0));
+    service.create_delay = ms(args.create_stream_delay_ms, file.create_stream_delay_ms);
+    service.delete_delay = ms(args.delete_stream_delay_ms, file.delete_stream_delay_ms);
+    service.update_delay = ms(args.update_stream_delay_ms, file.update_stream_delay_ms);
+    if let Some(l) = args.shard_limit.or(file.shard_limit) {
+        service.shard_limit = l;
+    }
+    if let Some(b) = args.segment_bytes.or(file.segment_bytes) {
+        if b < 4096 {
+            bail!("segment size must be at least 4096 bytes");
+        }
+        service.segment_max_bytes = b;
+    }
+    if let Some(s) = args.retention_check_secs.or(file.retention_check_secs) {
+        service.retention_check_interval = Duration::from_secs(s.max(1));
+    }
+    let mut cfg = ServerConfig::new(listen, service);
+    if let Some(b) = args.max_body_bytes.or(file.max_body_bytes) {
+        cfg.max_body_bytes = b;
+    }
+    if let Some(n) = args.max_connections.or(file.max_connections) {
+        cfg.max_connections = n.max(1);
+    }
+    if let Some(n) = args.max_in_flight.or(file.max_in_flight) {
+        cfg.max_in_flight = n.max(1);
+    }
+    match (
+        args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+        args.tls_key.clone().or_else(|| file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => cfg.tls = Some(ripstream_server::tls::TlsFiles { cert, key }),
+        (None, None) => {}
+        _ => bail!("tls_cert and tls_key go together"),
+    }
+    if let Some(path) = args
+        .credentials
+        .clone()
+        .or_else(|| file.credentials.clone())
+    {
+        let principals =
+            ripstream_server::auth::Principals::load(&path).map_err(anyhow::Error::msg)?;
+        cfg.principals = Some(std::sync::Arc::new(principals));
+    }
+    // Safe default: without credentials, only a loopback listener may accept
+    // unsigned requests.
+    let anonymous_ok = args.insecure_allow_anonymous || file.insecure_allow_anonymous;
+    if cfg.principals.is_none() && !cfg.listen.ip().is_loopback() && !anonymous_ok {
+        bail!(
+            "refusing to listen on {} without credentials: anyone who can reach it could read and write every stream. \
+             Give --credentials FILE (see the README's SECURITY section), listen on a loopback address, \
+             or pass --insecure-allow-anonymous if the network is trusted",
+            cfg.listen
+        );
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ripstream_server::ripstream_kinesis::quota::QuotaMode;
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let file: FileConfig = toml::from_str(
+            "insecure_allow_anonymous = true\nlisten = \"0.0.0.0:9000\"\nregion = \"eu-west-1\"\nfsync = \"interval:50\"\nshard_limit = 7\nquotas = \"off\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            region: Some("ap-south-1".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&args, &file).unwrap();
+        assert_eq!(cfg.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(cfg.service.region, "ap-south-1");
+        assert_eq!(
+            cfg.service.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(50))
+        );
+        assert_eq!(cfg.service.shard_limit, 7);
+        assert_eq!(cfg.service.quotas, QuotaMode::Off);
+        assert_eq!(cfg.service.account_id, "000000000000");
+        let defaults = resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(defaults.listen.to_string(), "127.0.0.1:4567");
+        assert_eq!(defaults.service.fsync, FsyncPolicy::Always);
+        assert_eq!(defaults.service.quotas, QuotaMode::Aws);
+    }
+
+    #[test]
+    fn public_listeners_need_credentials() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:4567".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = resolve(&args, &FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without credentials"), "{e}");
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:4567".parse().unwrap()),
+            insecure_allow_anonymous: true,
+            ..Default::default()
+        };
+        assert!(resolve(&args, &FileConfig::default()).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds.toml");
+        std::fs::write(
+            &creds,
+            "[[principal]]\nname = \"a\"\naccess_key_id = \"AKID1\"\nsecret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:4567".parse().unwrap()),
+            credentials: Some(creds),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&args, &FileConfig::default())
+                .unwrap()
+                .principals
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        let args = ServeArgs {
+            fsync: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&args, &FileConfig::default()).is_err());
+        let args = ServeArgs {
+            account_id: Some("123".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&args, &FileConfig::default()).is_err());
+    }
+}

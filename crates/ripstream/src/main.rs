@@ -1,0 +1,134 @@
+//! `ripstream`: the server (`ripstream serve`) and a command line for humans.
+
+mod bench;
+mod cli;
+mod config;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Ripstream: a durable, self-hosted server for the Amazon Kinesis Data Streams API.
+///
+/// Any Kinesis client works against it by pointing its endpoint at the server.
+#[derive(Debug, Parser)]
+#[command(name = "ripstream", version, propagate_version = true)]
+struct Cli {
+    /// Log filter, e.g. info, debug, ripstream_log=trace [env: RIPSTREAM_LOG]
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server
+    Serve(Box<config::ServeArgs>),
+    /// Create, list, describe and delete streams
+    Stream(cli::StreamCommand),
+    /// Write records to a stream
+    Put(cli::PutArgs),
+    /// Read records from every shard of a stream
+    Tail(cli::TailArgs),
+    /// Measure a Kinesis endpoint: throughput, latency, and that nothing is lost
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = level
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_env("RIPSTREAM_LOG").ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args, cli.log_level).await,
+        other => {
+            init_logging(Some(cli.log_level.as_deref().unwrap_or("warn")));
+            match other {
+                Command::Stream(c) => cli::stream(c).await,
+                Command::Put(a) => cli::put(a).await,
+                Command::Tail(a) => cli::tail(a).await,
+                Command::Bench(a) => bench::run(a).await,
+                Command::Serve(_) => unreachable!("handled above"),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => config::FileConfig::load(path)?,
+        None => config::FileConfig::default(),
+    };
+    init_logging(log_level.or_else(|| file.log_level.clone()).as_deref());
+    let cfg = config::resolve(&args, &file)?;
+    tracing::info!(
+        data_dir = %cfg.service.data_dir.display(),
+        fsync = %cfg.service.fsync,
+        quotas = %cfg.service.quotas,
+        region = %cfg.service.region,
+        account = %cfg.service.account_id,
+        "starting ripstream {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    match &cfg.principals {
+        Some(p) => tracing::info!(
+            principals = p.len(),
+            "requests must be signed (SigV4) by a configured principal"
+        ),
+        None => tracing::warn!(
+            "no credentials configured: accepting unsigned requests from anyone who can reach {} (use --credentials to require signatures)",
+            cfg.listen
+        ),
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let server = ripstream_server::Server::bind(cfg).await?;
+    let addr = server.local_addr()?;
+    // A machine-readable line on stdout, for scripts and tests that start the
+    // server on port 0.
+    println!("ripstream listening on {scheme}://{addr}");
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}

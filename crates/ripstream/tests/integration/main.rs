@@ -1,0 +1,17 @@
+//! Integration tests: the real `ripstream` binary, driven by the official
+//! AWS SDK for Rust and by raw HTTP. One test binary, so it links once.
+
+mod capacity;
+mod cbor;
+mod cli;
+mod crash;
+mod efo;
+mod encryption;
+mod hostile;
+mod protocol;
+mod quotas;
+mod records;
+mod reshard;
+mod security;
+mod streams;
+mod support;

@@ -1,0 +1,629 @@
+//! SplitShard, MergeShards, UpdateShardCount: lineage, reads across a
+//! reshard, per-key order, shard filters and crash safety.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::types::{
+    ScalingType, Shard, ShardFilter, ShardFilterType, ShardIteratorType, StreamStatus,
+};
+
+use crate::support::*;
+
+const HALF: &str = "170141183460469231731687303715884105728";
+
+pub(crate) async fn shards(c: &Client, stream: &str) -> Vec<Shard> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let req = match &token {
+            Some(t) => c.list_shards().next_token(t),
+            None => c.list_shards().stream_name(stream),
+        };
+        let page = req.send().await.unwrap();
+        out.extend(page.shards().iter().cloned());
+        match page.next_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return out,
+        }
+    }
+}
+
+pub(crate) fn open(shards: &[Shard]) -> Vec<&Shard> {
+    let mut v: Vec<&Shard> = shards
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .unwrap()
+                .ending_sequence_number()
+                .is_none()
+        })
+        .collect();
+    v.sort_by_key(|s| {
+        s.hash_key_range()
+            .unwrap()
+            .starting_hash_key()
+            .parse::<u128>()
+            .unwrap()
+    });
+    v
+}
+
+pub(crate) fn assert_tiling(shards: &[Shard]) {
+    let open = open(shards);
+    let mut next = 0u128;
+    for (i, s) in open.iter().enumerate() {
+        let r = s.hash_key_range().unwrap();
+        assert_eq!(
+            r.starting_hash_key().parse::<u128>().unwrap(),
+            next,
+            "gap or overlap before {}",
+            s.shard_id()
+        );
+        let end: u128 = r.ending_hash_key().parse().unwrap();
+        if i + 1 < open.len() {
+            next = end + 1;
+        } else {
+            assert_eq!(end, u128::MAX);
+        }
+    }
+}
+
+/// Reads every record of the stream the way the KCL does: a shard only after
+/// all its parents are read to their end. Returns (partition key, data) pairs
+/// per key, in read order.
+pub(crate) async fn read_lineage_ordered(c: &Client, stream: &str) -> HashMap<String, Vec<String>> {
+    let all = shards(c, stream).await;
+    let ids: HashSet<String> = all.iter().map(|s| s.shard_id().to_string()).collect();
+    let mut done: HashSet<String> = HashSet::new();
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    while done.len() < all.len() {
+        let ready: Vec<&Shard> = all
+            .iter()
+            .filter(|s| !done.contains(s.shard_id()))
+            .filter(|s| {
+                s.parent_shard_id()
+                    .into_iter()
+                    .chain(s.adjacent_parent_shard_id())
+                    .all(|p| done.contains(p) || !ids.contains(p))
+            })
+            .collect();
+        assert!(!ready.is_empty(), "lineage has a cycle");
+        for s in ready {
+            for r in read_shard(c, stream, s.shard_id()).await {
+                out.entry(r.partition_key().unwrap().to_string())
+                    .or_default()
+                    .push(String::from_utf8(r.data().as_ref().to_vec()).unwrap());
+            }
+            done.insert(s.shard_id().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn split_closes_the_parent_and_reads_continue_in_the_children() {
+    let srv = TestServer::start();
+    let c = srv.client();
+    create_stream(&c, "sp", 1).await;
+    for i in 0..10 {
+        c.put_record()
+            .stream_name("sp")
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(format!("before-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let it = c
+        .get_shard_iterator()
+        .stream_name("sp")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    c.split_shard()
+        .stream_name("sp")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(HALF)
+        .send()
+        .await
+        .unwrap();
+    let d = c.describe_stream().stream_name("sp").send().await.unwrap();
+    let d = d.stream_description().unwrap();
+    assert_eq!(d.stream_status(), &StreamStatus::Active);
+    let ids: Vec<&str> = d.shards().iter().map(|s| s.shard_id()).collect();
+    assert_eq!(
+        ids,
+        [
+            "shardId-000000000000",
+            "shardId-000000000001",
+            "shardId-000000000002"
+        ]
+    );
+    let parent = &d.shards()[0];
+    let ending = parent
+        .sequence_number_range()
+        .unwrap()
+        .ending_sequence_number()
+        .unwrap()
+        .to_string();
+    let c1 = &d.shards()[1];
+    assert_eq!(c1.parent_shard_id(), Some("shardId-000000000000"));
+    assert_eq!(
+        c1.hash_key_range().unwrap().ending_hash_key(),
+        "170141183460469231731687303715884105727"
+    );
+    assert_eq!(
+        d.shards()[2].hash_key_range().unwrap().starting_hash_key(),
+        HALF
+    );
+    assert_eq!(
+        c.describe_stream_summary()
+            .stream_name("sp")
+            .send()
+            .await
+            .unwrap()
+            .stream_description_summary()
+            .unwrap()
+            .open_shard_count(),
+        2
+    );
+
+    let mut child_seqs = Vec::new();
+    for i in 0..10 {
+        let out = c
+            .put_record()
+            .stream_name("sp")
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(format!("after-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(out.shard_id(), "shardId-000000000000");
+        child_seqs.push(out.sequence_number().to_string());
+    }
+    // Children number their records above everything in the parent.
+    assert!(child_seqs.iter().all(|s| s.as_str() > ending.as_str()));
+    // The old iterator reads the parent to its end, then learns the children.
+    let r = c.get_records().shard_iterator(&it).send().await.unwrap();
+    assert_eq!(r.records().len(), 10);
+    assert!(
+        r.records()
+            .iter()
+            .all(|rec| rec.sequence_number() < ending.as_str())
+    );
+    let r = if r.next_shard_iterator().is_some() {
+        c.get_records()
+            .shard_iterator(r.next_shard_iterator().unwrap())
+            .send()
+            .await
+            .unwrap()
+    } else {
+        r
+    };
+    assert!(r.next_shard_iterator().is_none());
+    let children: Vec<&str> = r.child_shards().iter().map(|c| c.shard_id()).collect();
+    assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
+    assert_eq!(
+        r.child_shards()[0].parent_shards(),
+        ["shardId-000000000000"]
+    );
+
+    let by_key = read_lineage_ordered(&c, "sp").await;
+    for i in 0..10 {
+        assert_eq!(
+            by_key[&format!("k{i}")],
+            [format!("before-{i}"), format!("after-{i}")]
+        );
+    }
+
+    let e = c
+        .split_shard()
+        .stream_name("sp")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(HALF)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    let e = c
+        .split_shard()
+        .stream_name("sp")
+        .shard_to_split("shardId-000000000001")
+        .new_starting_hash_key("1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    let e = c
+        .split_shard()
+        .stream_name("sp")
+        .shard_to_split("shardId-000000000009")
+        .new_starting_hash_key("5")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn merge_requires_adjacent_open_shards() {
+    let srv = TestServer::start();
+    let c = srv.client();
+    create_stream(&c, "mg", 3).await;
+    let e = c
+        .merge_shards()
+        .stream_name("mg")
+        .shard_to_merge("shardId-000000000000")
+        .adjacent_shard_to_merge("shardId-000000000002")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    // Order matters: the adjacent shard must follow ShardToMerge.
+    let e = c
+        .merge_shards()
+        .stream_name("mg")
+        .shard_to_merge("shardId-000000000001")
+        .adjacent_shard_to_merge("shardId-000000000000")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(&e),
+        "Shards shardId-000000000001 and shardId-000000000000 in stream mg under account 000000000000 are not an adjacent pair of shards eligible for merging"
+    );
+    c.merge_shards()
+        .stream_name("mg")
+        .shard_to_merge("shardId-000000000000")
+        .adjacent_shard_to_merge("shardId-000000000001")
+        .send()
+        .await
+        .unwrap();
+    let all = shards(&c, "mg").await;
+    assert_tiling(&all);
+    let child = all
+        .iter()
+        .find(|s| s.shard_id() == "shardId-000000000003")
+        .unwrap();
+    assert_eq!(child.parent_shard_id(), Some("shardId-000000000000"));
+    assert_eq!(
+        child.adjacent_parent_shard_id(),
+        Some("shardId-000000000001")
+    );
+    assert_eq!(child.hash_key_range().unwrap().starting_hash_key(), "0");
+    let e = c
+        .merge_shards()
+        .stream_name("mg")
+        .shard_to_merge("shardId-000000000000")
+        .adjacent_shard_to_merge("shardId-000000000002")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    // Shard filters after the merge.
+    let filter = |t: ShardFilterType| ShardFilter::builder().r#type(t).build().unwrap();
+    let latest = c
+        .list_shards()
+        .stream_name("mg")
+        .shard_filter(filter(ShardFilterType::AtLatest))
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = latest.shards().iter().map(|s| s.shard_id()).collect();
+    assert_eq!(ids, ["shardId-000000000002", "shardId-000000000003"]);
+    let horizon = c
+        .list_shards()
+        .stream_name("mg")
+        .shard_filter(filter(ShardFilterType::AtTrimHorizon))
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = horizon.shards().iter().map(|s| s.shard_id()).collect();
+    assert_eq!(
+        ids,
+        [
+            "shardId-000000000000",
+            "shardId-000000000001",
+            "shardId-000000000002"
+        ]
+    );
+    let from = c
+        .list_shards()
+        .stream_name("mg")
+        .shard_filter(filter(ShardFilterType::FromTrimHorizon))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(from.shards().len(), 4);
+    let future = DateTime::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 1000,
+    );
+    let at = c
+        .list_shards()
+        .stream_name("mg")
+        .shard_filter(
+            ShardFilter::builder()
+                .r#type(ShardFilterType::FromTimestamp)
+                .timestamp(future)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at.shards().len(), 2);
+}
+
+#[tokio::test]
+async fn update_shard_count_scales_uniformly_within_the_rules() {
+    let srv = TestServer::start();
+    let c = srv.client();
+    create_stream(&c, "us", 3).await;
+    for (target, expect_current) in [(4, 3), (8, 4), (5, 8), (3, 5)] {
+        let out = c
+            .update_shard_count()
+            .stream_name("us")
+            .target_shard_count(target)
+            .scaling_type(ScalingType::UniformScaling)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.current_shard_count(), Some(expect_current));
+        assert_eq!(out.target_shard_count(), Some(target));
+        let all = shards(&c, "us").await;
+        assert_tiling(&all);
+        let open = open(&all);
+        assert_eq!(open.len(), target as usize);
+        let even = ripstream_server::ripstream_kinesis::hash::even_ranges(target as u32);
+        for (s, (a, b)) in open.iter().zip(even) {
+            let r = s.hash_key_range().unwrap();
+            assert_eq!(
+                (
+                    r.starting_hash_key().to_string(),
+                    r.ending_hash_key().to_string()
+                ),
+                (a.to_string(), b.to_string())
+            );
+        }
+    }
+    let e = c
+        .update_shard_count()
+        .stream_name("us")
+        .target_shard_count(7)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "LimitExceededException");
+    let e = c
+        .update_shard_count()
+        .stream_name("us")
+        .target_shard_count(1)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "LimitExceededException");
+    c.update_stream_mode()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/us")
+        .stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .update_shard_count()
+        .stream_name("us")
+        .target_shard_count(4)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ValidationException");
+}
+
+#[tokio::test]
+async fn reshards_show_updating_and_respect_the_shard_limit() {
+    let srv = TestServer::start_with(&["--update-stream-delay-ms", "500", "--shard-limit", "3"]);
+    let c = srv.client();
+    create_stream(&c, "up", 2).await;
+    c.split_shard()
+        .stream_name("up")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("1000")
+        .send()
+        .await
+        .unwrap();
+    let s = c
+        .describe_stream_summary()
+        .stream_name("up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.stream_description_summary().unwrap().stream_status(),
+        &StreamStatus::Updating
+    );
+    let e = c
+        .merge_shards()
+        .stream_name("up")
+        .shard_to_merge("shardId-000000000002")
+        .adjacent_shard_to_merge("shardId-000000000003")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceInUseException");
+    // Records still flow while UPDATING.
+    c.put_record()
+        .stream_name("up")
+        .partition_key("k")
+        .data(Blob::new("x"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let e = c
+        .split_shard()
+        .stream_name("up")
+        .shard_to_split("shardId-000000000001")
+        .new_starting_hash_key("200000000000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "LimitExceededException");
+}
+
+type Acked = Arc<Mutex<BTreeMap<String, Vec<(String, String)>>>>;
+
+async fn write_keys(
+    url: String,
+    acked: Acked,
+    writer: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let c = client_for(&url);
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("w{writer}-k{}", n % 5);
+        let data = format!("{writer}-{n}");
+        if let Ok(out) = c
+            .put_record()
+            .stream_name("ord")
+            .partition_key(&key)
+            .data(Blob::new(data.clone()))
+            .send()
+            .await
+        {
+            acked
+                .lock()
+                .unwrap()
+                .entry(key)
+                .or_default()
+                .push((out.sequence_number().to_string(), data));
+        }
+        n += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_across_many_reshards_under_load() {
+    let srv = TestServer::start_with(&["--quotas", "off"]);
+    let c = srv.client();
+    create_stream(&c, "ord", 2).await;
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(write_keys(srv.url(), acked.clone(), w, stop.clone())))
+        .collect();
+    for target in [4, 6, 3, 5, 3] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.update_shard_count()
+            .stream_name("ord")
+            .target_shard_count(target)
+            .scaling_type(ScalingType::UniformScaling)
+            .send()
+            .await
+            .unwrap();
+    }
+    let open_now = open(&shards(&c, "ord").await)
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect::<Vec<_>>();
+    c.merge_shards()
+        .stream_name("ord")
+        .shard_to_merge(&open_now[0])
+        .adjacent_shard_to_merge(&open_now[1])
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let read = read_lineage_ordered(&c, "ord").await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.values().map(Vec::len).sum::<usize>() > 50);
+    for (key, records) in acked.iter() {
+        let expected: Vec<String> = records.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(read.get(key), Some(&expected), "key {key}");
+    }
+    assert_tiling(&shards(&c, "ord").await);
+}
+
+#[tokio::test]
+async fn kill_9_during_resharding_leaves_a_whole_layout() {
+    let mut srv = TestServer::start();
+    create_stream(&srv.client(), "cr", 2).await;
+    let mut acked: Vec<(String, String)> = Vec::new();
+    for round in 0..6u64 {
+        let c = srv.client();
+        for i in 0..20 {
+            let out = c
+                .put_record()
+                .stream_name("cr")
+                .partition_key(format!("k{i}"))
+                .data(Blob::new(format!("{round}-{i}")))
+                .send()
+                .await
+                .unwrap();
+            acked.push((
+                out.shard_id().to_string(),
+                out.sequence_number().to_string(),
+            ));
+        }
+        let before = open(&shards(&c, "cr").await).len();
+        let target = if before >= 4 { 2 } else { before as i32 * 2 };
+        let call = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.update_shard_count()
+                    .stream_name("cr")
+                    .target_shard_count(target)
+                    .scaling_type(ScalingType::UniformScaling)
+                    .send()
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_micros(500 * round)).await;
+        srv.kill9();
+        let finished = call.await.unwrap().is_ok();
+        srv.restart();
+        let c = srv.client();
+        let all = shards(&c, "cr").await;
+        assert_tiling(&all);
+        let after = open(&all).len();
+        assert!(
+            after == before || after == target as usize,
+            "round {round}: {before} -> {after} (target {target})"
+        );
+        if finished {
+            assert_eq!(after, target as usize, "an acknowledged reshard was lost");
+        }
+        let mut stored = HashSet::new();
+        for s in &all {
+            for r in read_shard(&c, "cr", s.shard_id()).await {
+                stored.insert((s.shard_id().to_string(), r.sequence_number().to_string()));
+            }
+        }
+        for a in &acked {
+            assert!(stored.contains(a), "round {round}: lost {a:?}");
+        }
+    }
+}

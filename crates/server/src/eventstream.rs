@@ -1,0 +1,176 @@
+//! The `application/vnd.amazon.eventstream` response of SubscribeToShard.
+//!
+//! Framing (prelude, header and message CRCs) is done by the maintained
+//! `aws-smithy-eventstream` crate; this module decides the messages: an
+//! `initial-response` event, then one `SubscribeToShardEvent` per push, or an
+//! exception event that ends the stream.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use ripstream_kinesis::consumers::SubscriptionItem;
+use tokio::sync::mpsc;
+
+use crate::wire::WireError;
+
+pub const CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
+fn frame(headers: Vec<Header>, payload: Vec<u8>) -> Bytes {
+    let message = Message::new_from_parts(headers, payload);
+    let mut out = Vec::with_capacity(message.payload().len() + 128);
+    // Writing to a Vec cannot fail; an encoding error would be a bug in our headers.
+    if let Err(e) = aws_smithy_eventstream::frame::write_message_to(&message, &mut out) {
+        tracing::error!(error = %e, "could not encode an event stream message");
+        return Bytes::new();
+    }
+    Bytes::from(out)
+}
+
+fn header(name: &'static str, value: &'static str) -> Header {
+    Header::new(name, HeaderValue::String(value.into()))
+}
+
+/// The event that opens every subscription: `{}` for JSON clients, an empty
+/// payload for CBOR ones (whose SDK would otherwise try to read it as CBOR).
+pub fn initial_response(cbor: bool) -> Bytes {
+    let (content_type, payload) = if cbor {
+        ("application/x-amz-cbor-1.1", Vec::new())
+    } else {
+        ("application/json", b"{}".to_vec())
+    };
+    frame(
+        vec![
+            header(":message-type", "event"),
+            header(":event-type", "initial-response"),
+            header(":content-type", content_type),
+        ],
+        payload,
+    )
+}
+
+/// One pushed event, its payload encoded in `content_type`.
+pub fn event(payload: Vec<u8>, content_type: &'static str) -> Bytes {
+    frame(
+        vec![
+            header(":message-type", "event"),
+            header(":event-type", "SubscribeToShardEvent"),
+            header(":content-type", content_type),
+        ],
+        payload,
+    )
+}
+
+/// Encodes an event's payload in the request's protocol.
+pub type EventEncoder =
+    Box<dyn Fn(&ripstream_kinesis::types::SubscribeToShardEvent) -> Vec<u8> + Send + Sync>;
+
+/// An error that ends the stream, its payload in the client's protocol.
+pub fn exception(e: &WireError, cbor: bool) -> Bytes {
+    let (content_type, payload) = if cbor {
+        let map = ciborium::Value::Map(vec![(
+            ciborium::Value::Text("message".into()),
+            ciborium::Value::Text(e.message.clone()),
+        )]);
+        let mut out = Vec::new();
+        let _ = ciborium::into_writer(&map, &mut out);
+        ("application/x-amz-cbor-1.1", out)
+    } else {
+        let body = serde_json::json!({ "message": e.message });
+        (
+            "application/json",
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )
+    };
+    frame(
+        vec![
+            header(":message-type", "exception"),
+            Header::new(
+                ":exception-type",
+                HeaderValue::String(e.code.to_string().into()),
+            ),
+            header(":content-type", content_type),
+        ],
+        payload,
+    )
+}
+
+/// The streaming HTTP body of a subscription: encodes events as they arrive.
+pub struct SubscriptionBody {
+    started: bool,
+    done: bool,
+    rx: mpsc::Receiver<SubscriptionItem>,
+    cbor: bool,
+    encode: EventEncoder,
+}
+
+impl SubscriptionBody {
+    pub fn new(
+        rx: mpsc::Receiver<SubscriptionItem>,
+        cbor: bool,
+        encode: EventEncoder,
+    ) -> SubscriptionBody {
+        SubscriptionBody {
+            started: false,
+            done: false,
+            rx,
+            cbor,
+            encode,
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        if self.cbor {
+            "application/x-amz-cbor-1.1"
+        } else {
+            "application/json"
+        }
+    }
+}
+
+impl Body for SubscriptionBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.started {
+            self.started = true;
+            return Poll::Ready(Some(Ok(Frame::data(initial_response(self.cbor)))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(ev))) => {
+                let payload = (self.encode)(&ev);
+                Poll::Ready(Some(Ok(Frame::data(event(payload, self.content_type())))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Ok(Frame::data(exception(
+                    &WireError::from(e),
+                    self.cbor,
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

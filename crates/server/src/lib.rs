@@ -1,0 +1,254 @@
+//! The HTTP front door of Ripstream.
+//!
+//! One port serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge, as the AWS
+//! SDKs use it). `POST /` requests are routed on `X-Amz-Target`, decoded by
+//! the JSON protocol codec, checked against the AWS service model
+//! ([`model`]), and handed to [`ripstream_kinesis::Service`]; `GET /health`
+//! and `GET /metrics` serve operators. This crate knows no storage: errors
+//! from below arrive as `ripstream_kinesis::Error` and leave as AWS error
+//! types through the single table in [`wire`].
+
+pub mod auth;
+pub mod eventstream;
+pub mod metrics;
+pub mod model;
+mod router;
+pub mod tls;
+pub mod wire;
+
+#[cfg(test)]
+mod fuzz;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
+use ripstream_kinesis::{Service, ServiceConfig};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+pub use ripstream_kinesis;
+
+/// Settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    pub service: ServiceConfig,
+    /// Principals whose signatures are checked; `None` accepts anyone (loopback only).
+    pub principals: Option<Arc<auth::Principals>>,
+    /// Serve TLS with this certificate and key instead of cleartext.
+    pub tls: Option<tls::TlsFiles>,
+    /// Most connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Most requests handled at once; beyond, requests are shed with a retryable 503.
+    pub max_in_flight: usize,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, service: ServiceConfig) -> ServerConfig {
+        ServerConfig {
+            listen,
+            // A 10 MiB PutRecords grows by a third in base64, plus JSON framing.
+            max_body_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            service,
+            principals: None,
+            tls: None,
+            max_connections: 10_000,
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data directory: {0}")]
+    Open(#[from] ripstream_kinesis::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared by every request.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub service: Service,
+    pub kinesis_model: Arc<model::ServiceModel>,
+    pub registry: Registry,
+    pub metrics: metrics::RequestMetrics,
+    pub max_body_bytes: usize,
+    pub principals: Option<Arc<auth::Principals>>,
+    /// Permits for requests being handled; when none is left, requests are shed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// A bound, ready server.
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Opens the data directory and binds the listening socket.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let mut registry = Registry::default();
+        let service = Service::open_with_registry(config.service.clone(), &mut registry).await?;
+        let metrics = metrics::RequestMetrics::register(&mut registry);
+        let tls = match &config.tls {
+            Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
+            None => None,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = Arc::new(AppState {
+            service,
+            kinesis_model: Arc::new(model::ServiceModel::kinesis()),
+            registry,
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+            principals: config.principals.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        });
+        Ok(Server {
+            listener,
+            tls,
+            state,
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The service behind the server.
+    pub fn service(&self) -> &Service {
+        &self.state.service
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (up to the grace period), syncs the log and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let background = self.state.service.spawn_background();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(64 * 1024)
+            // A client may shut down its sending side while it waits for the answer.
+            .half_close(true)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(1024)
+            .max_header_list_size(64 * 1024)
+            .keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let graceful = GracefulShutdown::new();
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        let mut shutdown = std::pin::pin!(shutdown);
+        info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+        loop {
+            tokio::select! {
+                permit = connections.clone().acquire_owned() => {
+                    let Ok(permit) = permit else { break };
+                    let accepted = tokio::select! {
+                        a = self.listener.accept() => a,
+                        _ = &mut shutdown => break,
+                    };
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let state = self.state.clone();
+                    let service = hyper::service::service_fn(move |req| router::handle(state.clone(), req));
+                    match &self.tls {
+                        None => {
+                            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                drop(permit);
+                            });
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            let builder = builder.clone();
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                // A client that never finishes its handshake is dropped.
+                                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                };
+                                let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service).into_owned());
+                                if let Err(e) = conn.await {
+                                    debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        info!("shutting down: no longer accepting connections");
+        drop(self.listener);
+        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("in-flight requests did not finish within the grace period");
+        }
+        background.abort();
+        self.state.service.shutdown().await;
+        info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Request metrics and the `/metrics` endpoint (Prometheus text format).
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub operation: String,
+    pub code: String,
+}
+
+/// Counters and latency histograms per operation, and errors by code.
+#[derive(Debug, Clone)]
+pub struct RequestMetrics {
+    requests: Family<OperationLabel, Counter>,
+    errors: Family<ErrorLabel, Counter>,
+    latency: Family<OperationLabel, Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00005, 2.0, 16,
+    ))
+}
+
+impl RequestMetrics {
+    pub fn register(registry: &mut Registry) -> RequestMetrics {
+        let m = RequestMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        };
+        registry.register(
+            "ripstream_requests",
+            "API requests by operation",
+            m.requests.clone(),
+        );
+        registry.register(
+            "ripstream_request_errors",
+            "API error responses by operation and error type",
+            m.errors.clone(),
+        );
+        registry.register(
+            "ripstream_request_duration_seconds",
+            "Time to serve an API request, by operation",
+            m.latency.clone(),
+        );
+        registry.register_collector(Box::new(LogCollector));
+        m
+    }
+
+    pub fn observe(&self, operation: &str, seconds: f64, error: Option<&str>) {
+        let op = OperationLabel {
+            operation: operation.to_string(),
+        };
+        self.requests.get_or_create(&op).inc();
+        self.latency.get_or_create(&op).observe(seconds);
+        if let Some(code) = error {
+            self.errors
+                .get_or_create(&ErrorLabel {
+                    operation: operation.to_string(),
+                    code: code.to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// Exposes the shard log's process-wide counters.
+#[derive(Debug)]
+struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = ripstream_kinesis::log_metrics();
+        let seconds = ConstCounter::new(m.fsync_nanos as f64 / 1e9);
+        let enc = encoder.encode_descriptor(
+            "ripstream_log_fsync_seconds",
+            "Wall time spent in fdatasync calls for appends",
+            None,
+            seconds.metric_type(),
+        )?;
+        seconds.encode(enc)?;
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "ripstream_log_written_bytes",
+                "Bytes of batch frames written to the shard log",
+                m.bytes_written,
+            ),
+            (
+                "ripstream_log_fsyncs",
+                "fdatasync calls made for appends (one per touched shard per commit)",
+                m.fsyncs,
+            ),
+            (
+                "ripstream_log_segments_rolled",
+                "Log segments sealed",
+                m.segments_rolled,
+            ),
+            (
+                "ripstream_log_corrupt_batches",
+                "Corrupt batches met by readers and skipped",
+                m.corrupt_batches,
+            ),
+            (
+                "ripstream_log_truncated_bytes",
+                "Bytes of torn or corrupt tail truncated by recovery",
+                m.truncated_bytes,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            let enc = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(enc)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Fuzzes every decoder that input reaches: JSON and CBOR request bodies (through
+# the model validator and the whole service), SigV4 headers and query strings,
+# shard iterator tokens, and the shard log's recovery and reader over garbage
+# and bit-flipped segments.
+#
+#   fuzz/run.sh            # about 20k cases per target (a few minutes on 2 cores)
+#   CASES=200000 fuzz/run.sh
+#
+# The targets are proptest properties: a failure is shrunk to a minimal input
+# and saved under proptest-regressions/ next to the test, where every later
+# `cargo test` replays it first. Commit those files with the fix.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PROPTEST_CASES="${CASES:-20000}"
+start=$(date +%s)
+cargo test --release -p ripstream-server fuzz
+cargo test --release -p ripstream-kinesis fuzz
+PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-log fuzz
+echo "fuzzing done in $(( $(date +%s) - start )) s with ${PROPTEST_CASES} cases per target"
