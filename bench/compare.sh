@@ -21,13 +21,15 @@ PEERS=${PEERS:-"kinesalite ferrokinesis"}
 TOOLS=$OUT/tools
 mkdir -p "$OUT" "$TOOLS"
 RESULTS=$OUT/results.jsonl
-: > "$RESULTS"
+# PEERS_ONLY=1 appends the peers' figures to the results of an earlier run.
+PEERS_ONLY=${PEERS_ONLY:-0}
+[[ $PEERS_ONLY == 1 ]] || : > "$RESULTS"
 
 echo "== building ripstream (release)"
 cargo build --release -p ripstream
-RS=$ROOT/target/release/ripstream
+RS=${CARGO_TARGET_DIR:-$ROOT/target}/release/ripstream
 
-if [[ " $PEERS " == *" kinesalite "* && ! -x $TOOLS/node_modules/.bin/kinesalite ]]; then
+if [[ " $PEERS " == *" kinesalite "* && ! -f $TOOLS/node_modules/kinesalite/cli.js ]]; then
   echo "== installing kinesalite from npm"
   npm install --silent --prefix "$TOOLS" kinesalite@3 >/dev/null
 fi
@@ -36,6 +38,7 @@ if [[ " $PEERS " == *" ferrokinesis "* && ! -x $TOOLS/bin/ferrokinesis ]]; then
   cargo install --quiet --locked --root "$TOOLS" ferrokinesis
 fi
 
+if [[ $PEERS_ONLY != 1 ]]; then
 echo "== machine limits"
 python3 - "$OUT" >> "$RESULTS" <<'PY'
 import json, os, socket, subprocess, sys, threading, time
@@ -76,6 +79,7 @@ print(json.dumps({"target": "machine", "disk_fdatasync_seq_mib_s": disk_mib, "fd
                   "fdatasync_p99_ms": lat[int(len(lat)*0.99)], "loopback_mib_s": loop_mib,
                   "cores": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}))
 PY
+fi # PEERS_ONLY
 
 # Workloads: name and bench arguments.
 WORKLOADS=(
@@ -105,6 +109,7 @@ export -f run_workloads
 export RS DURATION
 WORKLOADS_STR=$(printf '%s\n' "${WORKLOADS[@]}")
 
+if [[ $PEERS_ONLY != 1 ]]; then
 echo "== ripstream"
 DATA=$(mktemp -d)
 "$RS" serve --listen 127.0.0.1:45670 --data-dir "$DATA" --quotas off --log-level warn > /dev/null 2>&1 &
@@ -116,10 +121,53 @@ run_workloads ripstream http://127.0.0.1:45670 >> "$RESULTS"
 kill -TERM $PID; wait $PID || true
 rm -rf "$DATA"
 
+# Ripstream's own limits: memory with 1,000 idle shards, and the time from a
+# kill -9 to serving again with RESTART_GB of data in the log.
+RESTART_GB=${RESTART_GB:-10}
+echo "== ripstream: 1,000 idle shards"
+DATA=$(mktemp -d -p "$OUT")
+"$RS" serve --listen 127.0.0.1:45670 --data-dir "$DATA" --shard-limit 2000 --log-level warn > /dev/null 2>&1 &
+PID=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:45670/health >/dev/null 2>&1 && break; sleep 0.2; done
+for i in $(seq 0 9); do
+  "$RS" stream create idle-$i --shards 100 --endpoint http://127.0.0.1:45670 > /dev/null
+done
+sleep 2
+IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+kill -TERM $PID; wait $PID || true
+rm -rf "$DATA"
+echo "{\"target\": \"ripstream\", \"name\": \"idle-1000-shards\", \"server_rss_mib\": $((IDLE_RSS / 1024))}" >> "$RESULTS"
+
+echo "== ripstream: restart with ${RESTART_GB} GB in the log"
+DATA=$(mktemp -d -p "$OUT")
+"$RS" serve --listen 127.0.0.1:45670 --data-dir "$DATA" --quotas off --log-level warn > /dev/null 2>&1 &
+PID=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:45670/health >/dev/null 2>&1 && break; sleep 0.2; done
+while (( $(du -sm "$DATA" | cut -f1) < RESTART_GB * 1024 )); do
+  "$RS" bench produce --record-size 100000 --batch 50 --concurrency 4 --endpoint http://127.0.0.1:45670 \
+    --stream bench-restart --shards 4 --duration 10 --json > /dev/null 2>&1
+done
+DATA_GB=$(du -sm "$DATA" | awk '{printf "%.1f", $1 / 1024}')
+kill -KILL $PID; wait $PID 2>/dev/null || true
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+START_NS=$(date +%s%N)
+"$RS" serve --listen 127.0.0.1:45670 --data-dir "$DATA" --quotas off --log-level warn > /dev/null 2>&1 &
+PID=$!
+until curl -fs http://127.0.0.1:45670/health >/dev/null 2>&1; do sleep 0.01; done
+READY_MS=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+# Serving means reading: the newest records of the stream come back.
+"$RS" tail bench-restart --endpoint http://127.0.0.1:45670 --from latest > /dev/null 2>&1 || true
+RESTART_RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+kill -TERM $PID; wait $PID || true
+rm -rf "$DATA"
+echo "{\"target\": \"ripstream\", \"name\": \"restart\", \"data_gb\": $DATA_GB, \"ready_ms\": $READY_MS, \"server_rss_mib\": $((RESTART_RSS / 1024))}" >> "$RESULTS"
+
+fi # PEERS_ONLY
+
 for peer in $PEERS; do
   echo "== $peer (in a private network namespace)"
   case $peer in
-    kinesalite) START="$TOOLS/node_modules/.bin/kinesalite --port 45671 --createStreamMs 0 --deleteStreamMs 0 --updateStreamMs 0 --shardLimit 1000" ;;
+    kinesalite) START="node $TOOLS/node_modules/kinesalite/cli.js --port 45671 --createStreamMs 0 --deleteStreamMs 0 --updateStreamMs 0 --shardLimit 1000" ;;
     ferrokinesis) START="$TOOLS/bin/ferrokinesis --port 45671 --create-stream-ms 0 --delete-stream-ms 0 --update-stream-ms 0" ;;
   esac
   unshare -n bash -c "
@@ -129,8 +177,8 @@ for peer in $PEERS; do
     WORKLOADS=(); while IFS= read -r l; do WORKLOADS+=(\"\$l\"); done <<< \"$WORKLOADS_STR\"
     $(declare -f run_workloads)
     run_workloads $peer http://127.0.0.1:45671
-    kill %1
-  " >> "$RESULTS"
+    kill %1 2>/dev/null || true
+  " >> "$RESULTS" || true
 done
 
 echo "== table"
@@ -139,6 +187,9 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 machine = next((r for r in rows if r["target"] == "machine"), {})
 by = {(r["target"], r.get("name")): r for r in rows if r["target"] != "machine"}
+for r in rows:
+    if r.get("records_per_sec") and r.get("server_cpu_cores"):
+        r["records_per_server_core_sec"] = r["records_per_sec"] / r["server_cpu_cores"]
 names = ["putrecords-1k", "putrecord-c64", "consume-backlog", "e2e-getrecords", "e2e-efo-push"]
 peers = sorted({t for t, _ in by if t != "ripstream"})
 out = []
@@ -151,7 +202,7 @@ out.append("|" + "---|" * (3 + 2 * len(peers)))
 def fmt(v):
     return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
 for n in names:
-    for fig in ["records_per_sec", "mib_per_sec", "p50_ms", "p99_ms", "server_rss_mib_peak", "server_cpu_cores"]:
+    for fig in ["records_per_sec", "mib_per_sec", "p50_ms", "p99_ms", "server_rss_mib_peak", "server_cpu_cores", "records_per_server_core_sec"]:
         r = by.get(("ripstream", n), {})
         if r.get(fig) is None:
             continue
@@ -168,6 +219,12 @@ for n in names:
 w = by.get(("ripstream", "putrecords-1k"), {}).get("mib_per_sec")
 if w and machine.get("disk_fdatasync_seq_mib_s"):
     out.append(f"\nRipstream PutRecords ingest: {w:.1f} MiB/s of payload = {100 * w / machine['disk_fdatasync_seq_mib_s']:.0f}% of the disk's sequential fdatasync bandwidth.")
+idle = by.get(("ripstream", "idle-1000-shards"))
+if idle:
+    out.append(f"Ripstream RSS serving 1,000 idle shards: {idle['server_rss_mib']} MiB.")
+rs = by.get(("ripstream", "restart"))
+if rs:
+    out.append(f"Ripstream restart after kill -9 with {rs['data_gb']} GB in the log: healthy in {rs['ready_ms']} ms (RSS {rs['server_rss_mib']} MiB).")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY

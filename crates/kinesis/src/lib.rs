@@ -195,7 +195,7 @@ pub struct Service {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub cfg: ServiceConfig,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub log: Log,
     pub streams: RwLock<BTreeMap<String, Arc<StreamState>>>,
     /// Serializes changes to the catalog.
@@ -212,6 +212,11 @@ pub(crate) struct Inner {
 }
 
 impl Service {
+    /// The metadata store, shared with the other services on the port.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog.clone()
+    }
+
     /// Opens the data directory: the catalog, then the log, then reconciles the two.
     pub async fn open(cfg: ServiceConfig) -> Result<Service> {
         Self::open_with_registry(cfg, &mut Registry::default()).await
@@ -228,7 +233,7 @@ impl Service {
                 cfg.data_dir.display()
             ))
         })?;
-        let catalog = Catalog::open(&cfg.data_dir.join("meta.redb"))?;
+        let catalog = Arc::new(Catalog::open(&cfg.data_dir.join("meta.redb"))?);
         let epoch = catalog.begin_epoch()?;
         let key = catalog.setting_or_init("iterator-key", || {
             let mut k = vec![0u8; 32];

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// Documents of other services (the DynamoDB-compatible tables), keyed by
+/// `space \0 key` so that one space is one contiguous range.
+const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("documents");
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -328,6 +331,65 @@ impl Catalog {
         Ok(next)
     }
 
+    /// Every document of a space, in key order.
+    pub fn documents(&self, space: &str) -> Result<Vec<Document>, MetaError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(DOCUMENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let (start, end) = space_range(space);
+        let prefix = start.len();
+        let mut out = Vec::new();
+        for entry in table.range(start.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            out.push((k.value()[prefix..].to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Applies puts (`Some`) and deletes (`None`) to documents of a space in
+    /// one durable transaction.
+    pub fn write_documents(
+        &self,
+        space: &str,
+        changes: &[(&[u8], Option<&[u8]>)],
+    ) -> Result<(), MetaError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(DOCUMENTS)?;
+            let (mut key, _) = space_range(space);
+            let prefix = key.len();
+            for (k, v) in changes {
+                key.truncate(prefix);
+                key.extend_from_slice(k);
+                match v {
+                    Some(v) => {
+                        t.insert(key.as_slice(), *v)?;
+                    }
+                    None => {
+                        t.remove(key.as_slice())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes every document of a space.
+    pub fn delete_space(&self, space: &str) -> Result<(), MetaError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(DOCUMENTS)?;
+            let (start, end) = space_range(space);
+            t.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A setting's value, if set.
     pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
         let tx = self.db.begin_read()?;
@@ -375,6 +437,18 @@ impl Catalog {
     }
 }
 
+/// A stored document: key and value bytes.
+pub type Document = (Vec<u8>, Vec<u8>);
+
+/// The key range `[space \0, space \x01)` that holds one space's documents.
+fn space_range(space: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut start = space.as_bytes().to_vec();
+    let mut end = start.clone();
+    start.push(0);
+    end.push(1);
+    (start, end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +485,27 @@ mod tests {
         assert_eq!(c.setting_or_init("key", || vec![9]).unwrap(), vec![1, 2]);
         assert_eq!(c.next_id("stream").unwrap(), 1);
         assert_eq!(c.next_id("stream").unwrap(), 2);
+    }
+
+    #[test]
+    fn document_spaces_are_separate_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let c = Catalog::open(&path).unwrap();
+            assert!(c.documents("a").unwrap().is_empty());
+            c.write_documents("a", &[(b"k1", Some(b"v1")), (b"k2", Some(b"v2"))])
+                .unwrap();
+            c.write_documents("ab", &[(b"k1", Some(b"other"))]).unwrap();
+            c.write_documents("a", &[(b"k2", None)]).unwrap();
+        }
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(
+            c.documents("a").unwrap(),
+            vec![(b"k1".to_vec(), b"v1".to_vec())]
+        );
+        c.delete_space("a").unwrap();
+        assert!(c.documents("a").unwrap().is_empty());
+        assert_eq!(c.documents("ab").unwrap().len(), 1);
     }
 }

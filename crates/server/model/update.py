@@ -16,7 +16,7 @@ def strip(o):
     return o
 
 
-for service, version in [("kinesis", "2013-12-02")]:
+for service, version in [("kinesis", "2013-12-02"), ("dynamodb", "2012-08-10")]:
     src = os.path.join(os.path.dirname(botocore.__file__), "data", service, version, "service-2.json.gz")
     with gzip.open(src) as f:
         model = strip(json.load(f))

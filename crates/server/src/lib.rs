@@ -74,6 +74,8 @@ impl ServerConfig {
 pub enum ServerError {
     #[error("cannot open the data directory: {0}")]
     Open(#[from] ripstream_kinesis::Error),
+    #[error("cannot open the DynamoDB-compatible tables: {0}")]
+    Tables(#[from] ripstream_dynamo::DynamoError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -89,6 +91,9 @@ pub enum ServerError {
 pub(crate) struct AppState {
     pub service: Service,
     pub kinesis_model: Arc<model::ServiceModel>,
+    /// The lease tables of Kinesis Client Libraries (DynamoDB JSON 1.0 subset).
+    pub dynamo: ripstream_dynamo::Dynamo,
+    pub dynamodb_model: Arc<model::ServiceModel>,
     pub registry: Registry,
     pub metrics: metrics::RequestMetrics,
     pub max_body_bytes: usize,
@@ -120,6 +125,13 @@ impl Server {
         let mut registry = Registry::default();
         let service = Service::open_with_registry(config.service.clone(), &mut registry).await?;
         let metrics = metrics::RequestMetrics::register(&mut registry);
+        let dynamo = ripstream_dynamo::Dynamo::open(
+            service.catalog(),
+            ripstream_dynamo::DynamoConfig {
+                region: config.service.region.clone(),
+                account_id: config.service.account_id.clone(),
+            },
+        )?;
         let tls = match &config.tls {
             Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
             None => None,
@@ -134,6 +146,8 @@ impl Server {
         let state = Arc::new(AppState {
             service,
             kinesis_model: Arc::new(model::ServiceModel::kinesis()),
+            dynamo,
+            dynamodb_model: Arc::new(model::ServiceModel::dynamodb()),
             registry,
             metrics,
             max_body_bytes: config.max_body_bytes,

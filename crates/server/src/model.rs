@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::wire::WireError;
 
 static KINESIS_MODEL: &str = include_str!("../model/kinesis-2013-12-02.json");
+static DYNAMODB_MODEL: &str = include_str!("../model/dynamodb-2012-08-10.json");
 
 /// At most this many constraint violations are listed in one message.
 const MAX_REPORTED: usize = 10;
@@ -63,6 +64,8 @@ pub struct ServiceModel {
     shapes: HashMap<String, Kind>,
     inputs: HashMap<String, Option<String>>,
     outputs: HashMap<String, Option<String>>,
+    /// The Java package of the service's classes, as validation messages show them.
+    java_package: String,
 }
 
 fn lower_first(s: &str) -> String {
@@ -100,6 +103,11 @@ impl ServiceModel {
     /// The Kinesis Data Streams model.
     pub fn kinesis() -> ServiceModel {
         ServiceModel::parse(KINESIS_MODEL).expect("the vendored Kinesis model is valid")
+    }
+
+    /// The DynamoDB model (Ripstream serves the subset lease tables need).
+    pub fn dynamodb() -> ServiceModel {
+        ServiceModel::parse(DYNAMODB_MODEL).expect("the vendored DynamoDB model is valid")
     }
 
     /// Parses a botocore `service-2.json`.
@@ -145,14 +153,14 @@ impl ServiceModel {
                 "string" => Kind::Str {
                     min: min_u,
                     max: max_u,
-                    pattern: match s["pattern"].as_str() {
-                        Some(p) => {
-                            let re = regex_lite::Regex::new(&format!("^(?:{p})$"))
-                                .map_err(|e| format!("pattern of {name}: {e}"))?;
-                            Some((p.to_string(), re))
-                        }
-                        None => None,
-                    },
+                    // A few patterns use Unicode classes (`\p{L}`) that
+                    // regex-lite lacks; none of them is on a shape that the
+                    // served operations read, so they are not enforced.
+                    pattern: s["pattern"].as_str().and_then(|p| {
+                        regex_lite::Regex::new(&format!("^(?:{p})$"))
+                            .ok()
+                            .map(|re| (p.to_string(), re))
+                    }),
                     enums: s["enum"].as_array().map(|e| {
                         aws_enum_order(
                             &e.iter()
@@ -185,10 +193,13 @@ impl ServiceModel {
                 .map(|(name, op)| (name.clone(), op[side]["shape"].as_str().map(String::from)))
                 .collect::<HashMap<_, _>>()
         };
+        let prefix = doc["metadata"]["endpointPrefix"].as_str().unwrap_or("");
+        let version = doc["metadata"]["apiVersion"].as_str().unwrap_or("");
         Ok(ServiceModel {
             shapes,
             inputs: shape_of("input"),
             outputs: shape_of("output"),
+            java_package: format!("com.amazonaws.{prefix}.v{}", version.replace('-', "")),
         })
     }
 
@@ -573,7 +584,7 @@ impl ServiceModel {
                 "[{}]",
                 items
                     .iter()
-                    .map(|_| format!("com.amazonaws.kinesis.v20131202.{member}@c965e310"))
+                    .map(|_| format!("{}.{member}@c965e310", self.java_package))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -23,10 +23,13 @@ use crate::model::ServiceModel;
 use crate::wire::WireError;
 
 const JSON_11: &str = "application/x-amz-json-1.1";
+/// DynamoDB's protocol, for the lease tables.
+const JSON_10: &str = "application/x-amz-json-1.0";
 const CBOR_11: &str = "application/x-amz-cbor-1.1";
 /// Longest wait for a request body once its headers arrived.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const KINESIS_PREFIX: &str = "Kinesis_20131202";
+const DYNAMODB_PREFIX: &str = "DynamoDB_20120810";
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -129,7 +132,7 @@ impl Protocol {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         match content_type.split(';').next().unwrap_or("").trim() {
-            JSON_11 | "application/json" => Some(Protocol::Json),
+            JSON_11 | JSON_10 | "application/json" => Some(Protocol::Json),
             CBOR_11 => Some(Protocol::Cbor),
             _ => None,
         }
@@ -237,13 +240,31 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let op = match target.split_once('.') {
-        Some((KINESIS_PREFIX, op)) if state.kinesis_model.has_operation(op) => Some(op.to_string()),
-        _ => None,
+    let (op, dynamodb) = match target.split_once('.') {
+        Some((KINESIS_PREFIX, op)) if state.kinesis_model.has_operation(op) => {
+            (Some(op.to_string()), false)
+        }
+        Some((DYNAMODB_PREFIX, op)) => (
+            state
+                .dynamodb_model
+                .has_operation(op)
+                .then(|| op.to_string()),
+            true,
+        ),
+        _ => (None, false),
     };
     let label = op.as_deref().unwrap_or("unknown");
     let protocol = Protocol::of(headers);
-    let result = call(state, op.as_deref(), target, protocol, parts, body).await;
+    let result = call(
+        state,
+        op.as_deref(),
+        dynamodb,
+        target,
+        protocol,
+        parts,
+        body,
+    )
+    .await;
     let elapsed = started.elapsed();
     match result {
         Ok(resp) => {
@@ -260,6 +281,13 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
             } else {
                 debug!(operation = label, code = e.code, message = %e.message, "request refused");
             }
+            if dynamodb {
+                let mut r = error_response(&e.for_dynamodb());
+                r.headers_mut().remove("x-amzn-ErrorType");
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_10));
+                return r;
+            }
             error_response_in(&e, protocol.unwrap_or(Protocol::Json))
         }
     }
@@ -270,6 +298,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
 async fn call(
     state: &AppState,
     op: Option<&str>,
+    dynamodb: bool,
     target: &str,
     protocol: Option<Protocol>,
     parts: &http::request::Parts,
@@ -363,7 +392,10 @@ async fn call(
     let Some(mut value) = parsed else {
         return Err(WireError::serialization(""));
     };
-    let principal = authenticate(state, parts, &bytes)?;
+    if dynamodb {
+        return dynamodb_call(state, op, value, parts, &bytes).await;
+    }
+    let principal = authenticate(state, parts, &bytes, "kinesis")?;
     state.kinesis_model.validate(op, &mut value)?;
     if let Some(principal) = principal {
         let resource = state.service.request_resource(op, &value);
@@ -415,12 +447,55 @@ async fn call(
     Ok(r)
 }
 
+/// A DynamoDB request: the lease tables of Kinesis Client Libraries.
+async fn dynamodb_call(
+    state: &AppState,
+    op: &str,
+    mut value: Value,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Response<Body>, WireError> {
+    let principal = authenticate(state, parts, body, "dynamodb")?;
+    state.dynamodb_model.validate(op, &mut value)?;
+    if let Some(principal) = principal {
+        let resource = state.dynamo.request_resource(&value);
+        let account = &state.service.config().account_id;
+        crate::auth::authorize(
+            principal,
+            account,
+            &format!("dynamodb:{op}"),
+            &resource,
+            None,
+        )?;
+    }
+    if !ripstream_dynamo::Dynamo::supports(op) {
+        return Err(WireError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!("Operation {op} is not supported by Ripstream's DynamoDB-compatible subset."),
+        ));
+    }
+    // Writes commit to the metadata store (an fsync): off the async workers.
+    let dynamo = state.dynamo.clone();
+    let op = op.to_string();
+    let out = tokio::task::spawn_blocking(move || dynamo.call(&op, &value))
+        .await
+        .map_err(|e| WireError::internal(format!("the operation did not complete: {e}")))??;
+    let bytes = serde_json::to_vec(&out)
+        .map_err(|e| WireError::internal(format!("could not encode the response: {e}")))?;
+    let mut r = Response::new(full(bytes));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_10));
+    Ok(r)
+}
+
 /// The principal a request is signed by; `None` when the server has no
 /// credentials configured (anonymous mode, loopback only).
 fn authenticate<'a>(
     state: &'a AppState,
     parts: &http::request::Parts,
     body: &[u8],
+    signing_service: &str,
 ) -> Result<Option<&'a crate::auth::Principal>, WireError> {
     let Some(principals) = &state.principals else {
         return Ok(None);
@@ -438,7 +513,7 @@ fn authenticate<'a>(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let region = &state.service.config().region;
-    match crate::auth::sigv4::verify(&request, principals.as_ref(), region, "kinesis", now)? {
+    match crate::auth::sigv4::verify(&request, principals.as_ref(), region, signing_service, now)? {
         Some(claims) => Ok(principals.get(&claims.access_key_id)),
         None => Err(crate::auth::missing_token()),
     }

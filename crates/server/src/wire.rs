@@ -11,6 +11,8 @@ pub struct WireError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Members of the body beyond `__type` and `message` (DynamoDB's `Item`).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl WireError {
@@ -19,6 +21,7 @@ impl WireError {
             status,
             code,
             message: message.into(),
+            extra: None,
         }
     }
 
@@ -51,12 +54,15 @@ impl WireError {
         let mut body = serde_json::Map::new();
         body.insert("__type".into(), self.code.into());
         if !self.message.is_empty() {
-            let key = if self.code == "SerializationException" {
+            let key = if self.code.ends_with("SerializationException") {
                 "Message"
             } else {
                 "message"
             };
             body.insert(key.into(), self.message.clone().into());
+        }
+        if let Some(extra) = &self.extra {
+            body.extend(extra.as_ref().clone());
         }
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -70,5 +76,41 @@ impl From<ServiceError> for WireError {
             StatusCode::BAD_REQUEST
         };
         WireError::new(status, e.code(), e.message())
+    }
+}
+
+impl From<ripstream_dynamo::DynamoError> for WireError {
+    fn from(e: ripstream_dynamo::DynamoError) -> WireError {
+        let status = if e.is_server_fault() {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let mut w = WireError::new(status, e.code(), e.to_string());
+        w.extra = e.extra().map(Box::new);
+        w
+    }
+}
+
+impl WireError {
+    /// The same error with the `__type` DynamoDB's front end gives it.
+    pub fn for_dynamodb(mut self) -> WireError {
+        self.code = match self.code {
+            "ValidationException" => "com.amazon.coral.validate#ValidationException",
+            "SerializationException" => "com.amazon.coral.service#SerializationException",
+            "UnknownOperationException" => "com.amazon.coral.service#UnknownOperationException",
+            "AccessDeniedException" => "com.amazon.coral.service#AccessDeniedException",
+            "MissingAuthenticationTokenException" => {
+                "com.amazon.coral.service#MissingAuthenticationTokenException"
+            }
+            "UnrecognizedClientException" => "com.amazon.coral.service#UnrecognizedClientException",
+            "InvalidSignatureException" => "com.amazon.coral.service#InvalidSignatureException",
+            "IncompleteSignatureException" => {
+                "com.amazon.coral.service#IncompleteSignatureException"
+            }
+            "InternalFailure" => "com.amazonaws.dynamodb.v20120810#InternalServerError",
+            other => other,
+        };
+        self
     }
 }

@@ -5,6 +5,7 @@ mod capacity;
 mod cbor;
 mod cli;
 mod crash;
+mod dynamodb;
 mod efo;
 mod encryption;
 mod hostile;

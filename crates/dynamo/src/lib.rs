@@ -1,0 +1,202 @@
+//! The DynamoDB-compatible subset that lease management needs.
+//!
+//! The Kinesis Client Library keeps its leases in a DynamoDB table; Ripstream
+//! serves the tables itself, on the same port as Kinesis, so a KCL (ours or
+//! the official one) needs no other service. Tables and items live in memory
+//! in key order and are written through to the metadata store (redb) before
+//! a request is acknowledged, so they survive `kill -9`. Every conditional
+//! write checks and applies under the table's lock: two writers never both
+//! succeed on one condition.
+//!
+//! Requests arrive as JSON already checked against the DynamoDB service model
+//! (types, required members, lengths, enums) by the server; this crate checks
+//! what the model cannot say and runs the operation.
+
+pub mod error;
+pub mod expr;
+pub mod legacy;
+pub mod number;
+mod ops;
+pub mod table;
+pub mod value;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use ripstream_meta::Catalog;
+
+pub use error::DynamoError;
+use table::{Table, TableMeta};
+use value::item_from_json;
+
+/// Where table descriptions are stored in the metadata store.
+const TABLES_SPACE: &str = "dynamodb/tables";
+
+fn items_space(table_id: &str) -> String {
+    format!("dynamodb/items/{table_id}")
+}
+
+/// Settings of the DynamoDB-compatible service.
+#[derive(Debug, Clone)]
+pub struct DynamoConfig {
+    pub region: String,
+    pub account_id: String,
+}
+
+/// The DynamoDB-compatible service. Cheap to clone.
+#[derive(Clone)]
+pub struct Dynamo {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: DynamoConfig,
+    catalog: Arc<Catalog>,
+    tables: RwLock<BTreeMap<String, Arc<Mutex<Table>>>>,
+    /// Serializes CreateTable / DeleteTable / UpdateTable.
+    ddl: Mutex<()>,
+}
+
+impl std::fmt::Debug for Dynamo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dynamo")
+            .field("tables", &self.inner.tables.read().len())
+            .finish()
+    }
+}
+
+impl Dynamo {
+    /// Loads every table from the metadata store.
+    pub fn open(catalog: Arc<Catalog>, cfg: DynamoConfig) -> Result<Dynamo, DynamoError> {
+        let mut tables = BTreeMap::new();
+        for (_, raw) in catalog.documents(TABLES_SPACE)? {
+            let meta: TableMeta = serde_json::from_slice(&raw)
+                .map_err(|e| DynamoError::Internal(format!("corrupt table description: {e}")))?;
+            let mut table = Table {
+                meta,
+                items: BTreeMap::new(),
+                bytes: 0,
+            };
+            for (key, raw) in catalog.documents(&items_space(&table.meta.id))? {
+                let v: serde_json::Value = serde_json::from_slice(&raw)
+                    .map_err(|e| DynamoError::Internal(format!("corrupt item: {e}")))?;
+                let item = v
+                    .as_object()
+                    .map(item_from_json)
+                    .transpose()?
+                    .unwrap_or_default();
+                table.store(key, Some(item));
+            }
+            tables.insert(table.meta.name.clone(), Arc::new(Mutex::new(table)));
+        }
+        Ok(Dynamo {
+            inner: Arc::new(Inner {
+                cfg,
+                catalog,
+                tables: RwLock::new(tables),
+                ddl: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Runs one operation on a request body already checked against the
+    /// service model.
+    pub fn call(
+        &self,
+        op: &str,
+        req: &serde_json::Value,
+    ) -> Result<serde_json::Value, DynamoError> {
+        let empty = serde_json::Map::new();
+        let req = req.as_object().unwrap_or(&empty);
+        match op {
+            "CreateTable" => self.create_table(req),
+            "DescribeTable" => self.describe_table(req),
+            "DeleteTable" => self.delete_table(req),
+            "UpdateTable" => self.update_table(req),
+            "ListTables" => self.list_tables(req),
+            "GetItem" => self.get_item(req),
+            "PutItem" => self.put_item(req),
+            "UpdateItem" => self.update_item(req),
+            "DeleteItem" => self.delete_item(req),
+            "Scan" => self.scan(req),
+            "Query" => self.query(req),
+            "BatchGetItem" => self.batch_get_item(req),
+            "BatchWriteItem" => self.batch_write_item(req),
+            "TagResource" => self.tag_resource(req),
+            "UntagResource" => self.untag_resource(req),
+            "ListTagsOfResource" => self.list_tags_of_resource(req),
+            "DescribeTimeToLive" => self.describe_time_to_live(req),
+            "UpdateTimeToLive" => self.update_time_to_live(req),
+            "DescribeContinuousBackups" => self.describe_continuous_backups(req),
+            "UpdateContinuousBackups" => self.update_continuous_backups(req),
+            "DescribeLimits" => Ok(serde_json::json!({
+                "AccountMaxReadCapacityUnits": 80000, "AccountMaxWriteCapacityUnits": 80000,
+                "TableMaxReadCapacityUnits": 40000, "TableMaxWriteCapacityUnits": 40000
+            })),
+            "DescribeEndpoints" => Ok(serde_json::json!({"Endpoints": []})),
+            other => Err(DynamoError::Validation(format!(
+                "Operation {other} is not supported by Ripstream's DynamoDB-compatible subset"
+            ))),
+        }
+    }
+
+    /// Whether this subset implements an operation.
+    pub fn supports(op: &str) -> bool {
+        matches!(
+            op,
+            "CreateTable"
+                | "DescribeTable"
+                | "DeleteTable"
+                | "UpdateTable"
+                | "ListTables"
+                | "GetItem"
+                | "PutItem"
+                | "UpdateItem"
+                | "DeleteItem"
+                | "Scan"
+                | "Query"
+                | "BatchGetItem"
+                | "BatchWriteItem"
+                | "TagResource"
+                | "UntagResource"
+                | "ListTagsOfResource"
+                | "DescribeTimeToLive"
+                | "UpdateTimeToLive"
+                | "DescribeContinuousBackups"
+                | "UpdateContinuousBackups"
+                | "DescribeLimits"
+                | "DescribeEndpoints"
+        )
+    }
+
+    /// The ARN of the table a request acts on, for authorization.
+    pub fn request_resource(&self, req: &serde_json::Value) -> String {
+        let cfg = &self.inner.cfg;
+        if let Some(arn) = req.get("ResourceArn").and_then(|v| v.as_str()) {
+            return arn.to_string();
+        }
+        match req.get("TableName").and_then(|v| v.as_str()) {
+            Some(name) if name.starts_with("arn:") => name.to_string(),
+            Some(name) => format!(
+                "arn:aws:dynamodb:{}:{}:table/{name}",
+                cfg.region, cfg.account_id
+            ),
+            None => "*".into(),
+        }
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<Mutex<Table>>, DynamoError> {
+        // A table may be named by its ARN.
+        let name = name.rsplit_once(":table/").map(|(_, n)| n).unwrap_or(name);
+        self.inner
+            .tables
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(DynamoError::not_found)
+    }
+}
+
+#[cfg(test)]
+mod tests;
