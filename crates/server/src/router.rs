@@ -126,14 +126,17 @@ pub(crate) enum Protocol {
 }
 
 impl Protocol {
-    fn of(headers: &HeaderMap) -> Option<Protocol> {
+    /// Kinesis speaks JSON 1.1 and CBOR 1.1; DynamoDB speaks JSON 1.0.
+    fn of(headers: &HeaderMap, dynamodb: bool) -> Option<Protocol> {
         let content_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         match content_type.split(';').next().unwrap_or("").trim() {
-            JSON_11 | JSON_10 | "application/json" => Some(Protocol::Json),
-            CBOR_11 => Some(Protocol::Cbor),
+            "application/json" => Some(Protocol::Json),
+            JSON_11 if !dynamodb => Some(Protocol::Json),
+            CBOR_11 if !dynamodb => Some(Protocol::Cbor),
+            JSON_10 if dynamodb => Some(Protocol::Json),
             _ => None,
         }
     }
@@ -254,7 +257,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         _ => (None, false),
     };
     let label = op.as_deref().unwrap_or("unknown");
-    let protocol = Protocol::of(headers);
+    let protocol = Protocol::of(headers, dynamodb);
     let result = call(
         state,
         op.as_deref(),
