@@ -1,7 +1,7 @@
 //! The human CLI. It speaks to the server through the official AWS SDK, so it
 //! works against AWS itself too (`--endpoint https://kinesis.<region>.amazonaws.com`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,11 +10,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_config::BehaviorVersion;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
-use aws_sdk_kinesis::types::{
-    PutRecordsRequestEntry, ShardIteratorType, StreamMode, StreamModeDetails,
-};
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamMode, StreamModeDetails};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use ripstream_client::consumer::{
+    Checkpointer, InitialPosition, ProcessRecordsInput, RecordProcessor, Worker, WorkerConfig,
+};
+use ripstream_client::producer::{Producer, ProducerConfig, PutFuture};
 
 /// Where the server is; shared by every client command.
 #[derive(Debug, Args, Clone)]
@@ -73,6 +75,9 @@ pub struct PutArgs {
     /// Write one record per line of this file (`-` for standard input), in batches
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Pack lines bound for one shard into KPL aggregated records (readable by the KCL)
+    #[arg(long, requires = "file")]
+    aggregate: bool,
     #[command(flatten)]
     endpoint: Endpoint,
 }
@@ -90,6 +95,11 @@ pub struct TailArgs {
     /// Print shard, sequence number and partition key before each record
     #[arg(long, short)]
     verbose: bool,
+    /// Read as a member of a consumer group: `tail` processes with the same
+    /// group share the shards through a lease table named after the group,
+    /// checkpoint as they go, and resume there (implies --follow)
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
     #[command(flatten)]
     endpoint: Endpoint,
 }
@@ -106,6 +116,16 @@ fn has_aws_credentials() -> bool {
 /// it signs with placeholder keys, which a Ripstream server without
 /// configured principals accepts.
 pub async fn client(ep: &Endpoint) -> Client {
+    let conf = sdk_config(ep).await;
+    let mut builder = aws_sdk_kinesis::config::Builder::from(&conf);
+    if conf.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    Client::from_conf(builder.build())
+}
+
+/// The shared SDK configuration of the client commands.
+async fn sdk_config(ep: &Endpoint) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(&ep.endpoint);
     let configured = std::env::var_os("AWS_DEFAULT_REGION").is_some()
         || std::env::var_os("HOME").is_some_and(|h| PathBuf::from(h).join(".aws/config").exists());
@@ -125,12 +145,7 @@ pub async fn client(ep: &Endpoint) -> Client {
             "ripstream-cli",
         ));
     }
-    let conf = loader.load().await;
-    let mut builder = aws_sdk_kinesis::config::Builder::from(&conf);
-    if conf.region().is_none() {
-        builder = builder.region(aws_config::Region::new("us-east-1"));
-    }
-    Client::from_conf(builder.build())
+    loader.load().await
 }
 
 pub(crate) fn sdk_error<E>(e: aws_sdk_kinesis::error::SdkError<E>) -> anyhow::Error
@@ -270,10 +285,6 @@ fn random_key() -> String {
     format!("{:x}", n ^ u128::from(std::process::id()) << 64)
 }
 
-/// Most records and bytes one PutRecords carries (the AWS limits are 500 and 10 MiB).
-const BATCH_RECORDS: usize = 500;
-const BATCH_BYTES: usize = 5 * 1024 * 1024;
-
 pub async fn put(args: PutArgs) -> Result<()> {
     let c = client(&args.endpoint).await;
     let Some(path) = args.file else {
@@ -304,8 +315,15 @@ pub async fn put(args: PutArgs) -> Result<()> {
         ),
         None => ProgressBar::new_spinner(),
     };
-    let mut batch: Vec<PutRecordsRequestEntry> = Vec::new();
-    let (mut batch_bytes, mut sent, mut read_bytes) = (0usize, 0u64, 0u64);
+    let mut cfg = ProducerConfig::new(&args.stream);
+    cfg.linger = Duration::from_millis(50);
+    cfg.aggregation = args.aggregate;
+    let producer = Producer::new(c, cfg);
+    // Acknowledgements are checked in order as they come; the producer's
+    // bounded buffer keeps memory flat however large the input.
+    let mut acks: VecDeque<PutFuture> = VecDeque::new();
+    let (mut stored, mut read_bytes, mut lines) = (0u64, 0u64, 0u64);
+    let mut failure: Option<String> = None;
     for line in reader.lines() {
         let line = line.context("cannot read input")?;
         read_bytes += line.len() as u64 + 1;
@@ -313,58 +331,38 @@ pub async fn put(args: PutArgs) -> Result<()> {
             continue;
         }
         let key = args.key.clone().unwrap_or_else(random_key);
-        let size = line.len() + key.len();
-        if batch.len() == BATCH_RECORDS || batch_bytes + size > BATCH_BYTES {
-            sent += put_batch(&c, &args.stream, std::mem::take(&mut batch)).await?;
-            batch_bytes = 0;
-            bar.set_position(read_bytes);
-            bar.set_message(format!("{sent} records"));
+        acks.push_back(producer.put(key, line.into_bytes()).await?);
+        while acks.len() > 20_000 {
+            if let Some(a) = acks.pop_front() {
+                match a.await {
+                    Ok(_) => stored += 1,
+                    Err(e) => failure = Some(e.to_string()),
+                }
+            }
         }
-        batch_bytes += size;
-        batch.push(
-            PutRecordsRequestEntry::builder()
-                .partition_key(key)
-                .data(Blob::new(line.into_bytes()))
-                .build()?,
-        );
+        lines += 1;
+        if lines.is_multiple_of(256) {
+            bar.set_position(read_bytes);
+            bar.set_message(format!("{} records", producer.metrics().user_records_sent));
+        }
     }
-    if !batch.is_empty() {
-        sent += put_batch(&c, &args.stream, batch).await?;
+    producer.flush().await;
+    for a in acks {
+        match a.await {
+            Ok(_) => stored += 1,
+            Err(e) => failure = Some(e.to_string()),
+        }
     }
     bar.finish_and_clear();
-    println!("put {sent} records to {}", args.stream);
-    Ok(())
-}
-
-/// Sends a batch, resending only the records that failed, with backoff.
-async fn put_batch(
-    c: &Client,
-    stream: &str,
-    mut records: Vec<PutRecordsRequestEntry>,
-) -> Result<u64> {
-    let total = records.len() as u64;
-    let mut delay = Duration::from_millis(50);
-    for _ in 0..10 {
-        let out = c
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(records.clone()))
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        if out.failed_record_count().unwrap_or(0) == 0 {
-            return Ok(total);
-        }
-        records = records
-            .into_iter()
-            .zip(out.records())
-            .filter(|(_, r)| r.error_code().is_some())
-            .map(|(rec, _)| rec)
-            .collect();
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+    let m = producer.metrics();
+    println!(
+        "put {stored} records to {} in {} requests ({} retried)",
+        args.stream, m.requests, m.retries
+    );
+    if let Some(e) = failure {
+        bail!("{} records were not stored: {e}", m.user_records_failed);
     }
-    bail!("{} records still failing after 10 attempts", records.len())
+    Ok(())
 }
 
 /// Every shard of a stream, following ListShards' NextToken.
@@ -413,6 +411,9 @@ fn parse_from(from: &str) -> Result<(ShardIteratorType, Option<DateTime>)> {
 }
 
 pub async fn tail(args: TailArgs) -> Result<()> {
+    if let Some(group) = args.group.clone() {
+        return tail_group(args, group).await;
+    }
     let c = client(&args.endpoint).await;
     let (ty, at) = parse_from(&args.from)?;
     let listed = list_all_shards(&c, &args.stream).await?;
@@ -500,4 +501,93 @@ pub async fn tail(args: TailArgs) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Prints records and checkpoints after each batch.
+struct Printer {
+    shard: String,
+    verbose: bool,
+}
+
+impl RecordProcessor for Printer {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        {
+            let stdout = std::io::stdout();
+            let mut w = stdout.lock();
+            for r in &input.records {
+                if self.verbose {
+                    let _ = write!(
+                        w,
+                        "{} {} {} ",
+                        self.shard, r.sequence_number, r.partition_key
+                    );
+                }
+                let _ = w.write_all(&r.data);
+                let _ = w.write_all(b"\n");
+            }
+            let _ = w.flush();
+        }
+        if let Err(e) = checkpointer.checkpoint().await {
+            tracing::warn!(shard = %self.shard, error = %e, "checkpoint failed");
+        }
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        if let Err(e) = checkpointer.checkpoint().await {
+            tracing::warn!(shard = %self.shard, error = %e, "checkpoint at shard end failed");
+        }
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+/// `tail --group`: one worker of a consumer group, until Ctrl-C.
+async fn tail_group(args: TailArgs, group: String) -> Result<()> {
+    let kinesis = client(&args.endpoint).await;
+    let dynamodb = dynamodb_client(&args.endpoint).await;
+    let (ty, at) = parse_from(&args.from)?;
+    let position = match ty {
+        ShardIteratorType::TrimHorizon => InitialPosition::TrimHorizon,
+        ShardIteratorType::Latest => InitialPosition::Latest,
+        _ => InitialPosition::AtTimestamp(
+            UNIX_EPOCH
+                + Duration::from_millis(
+                    at.map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0).max(0) as u64
+                ),
+        ),
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let worker_id = format!("{host}-{}-{}", std::process::id(), &random_key()[..8]);
+    let cfg = WorkerConfig::new(&group, &args.stream, &worker_id)
+        .initial_position(position)
+        .idle_time_between_reads(Duration::from_millis(250))
+        .shard_sync_interval(Duration::from_secs(10));
+    let verbose = args.verbose;
+    eprintln!("worker {worker_id} joined group {group} on {}", args.stream);
+    let worker = Worker::start(kinesis, dynamodb, cfg, move |shard: &str| Printer {
+        shard: shard.to_string(),
+        verbose,
+    });
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    eprintln!("checkpointing and leaving the group");
+    worker.shutdown().await;
+    Ok(())
+}
+
+/// A DynamoDB client for the same endpoint (the server serves lease tables).
+async fn dynamodb_client(ep: &Endpoint) -> aws_sdk_dynamodb::Client {
+    let conf = sdk_config(ep).await;
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&conf);
+    if conf.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    aws_sdk_dynamodb::Client::from_conf(builder.build())
 }

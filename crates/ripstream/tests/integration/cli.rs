@@ -87,3 +87,104 @@ fn help_describes_the_commands() {
         assert!(text.contains(flag), "{text}");
     }
 }
+
+/// Two `tail --group` processes share a stream's shards, each record is
+/// printed by exactly one of them (aggregated records included), and both
+/// leave the group cleanly on Ctrl-C.
+#[test]
+fn tail_group_members_share_the_shards() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let srv = TestServer::start();
+    let (ok, _, err) = run(&srv, &["stream", "create", "grp", "--shards", "4"]);
+    assert!(ok, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.txt");
+    std::fs::write(
+        &file,
+        (0..400).map(|i| format!("line {i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let (ok, out, err) = run(
+        &srv,
+        &[
+            "put",
+            "grp",
+            "--file",
+            file.to_str().unwrap(),
+            "--aggregate",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("put 400 records"), "{out}");
+    let members: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["tail", "grp", "--group", "printers", "--endpoint"])
+                .arg(srv.url())
+                .env_remove("AWS_PROFILE")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Wait until the group has balanced: two owners with two leases each.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = ripstream_client::consumer::LeaseTable::new(
+        crate::dynamodb::dynamo(&srv.url()),
+        "printers",
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let leases = rt.block_on(table.list()).unwrap_or_default();
+        let mut owners = std::collections::HashMap::new();
+        for l in &leases {
+            if let Some(o) = &l.owner {
+                *owners.entry(o.clone()).or_insert(0) += 1;
+            }
+        }
+        if owners.len() == 2 && owners.values().all(|&n| n == 2) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(40),
+            "the group did not balance: {owners:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Let the owners drain their shards: every lease checkpointed at a record.
+    loop {
+        let leases = rt.block_on(table.list()).unwrap_or_default();
+        if leases.iter().all(|l| {
+            l.checkpoint_owner.is_none() && l.checkpoint.bytes().all(|b| b.is_ascii_digit())
+        }) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the group did not drain the stream: {leases:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut lines = Vec::new();
+    let mut per_member = Vec::new();
+    for mut m in members {
+        unsafe { libc::kill(m.id() as i32, libc::SIGINT) };
+        let status = m.wait().unwrap();
+        let mut out = String::new();
+        m.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let mut err = String::new();
+        m.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "{status:?}: {err}");
+        per_member.push(out.lines().count());
+        lines.extend(out.lines().map(String::from));
+    }
+    lines.sort();
+    let mut want: Vec<String> = (0..400).map(|i| format!("line {i}")).collect();
+    want.sort();
+    assert_eq!(lines, want, "members printed {per_member:?}");
+}

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 
 use crate::support::TestServer;
 
-fn dynamo(url: &str) -> Client {
+pub fn dynamo(url: &str) -> Client {
     let conf = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)

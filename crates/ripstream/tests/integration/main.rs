@@ -4,6 +4,7 @@
 mod capacity;
 mod cbor;
 mod cli;
+mod client;
 mod crash;
 mod dynamodb;
 mod efo;

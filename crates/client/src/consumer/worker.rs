@@ -1,0 +1,480 @@
+//! The worker: lease renewal, taking and stealing, shard discovery, and one
+//! task per leased shard.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use parking_lot::Mutex;
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
+
+use super::lease::{AT_TIMESTAMP, Conditional, LATEST, Lease, LeaseTable, TRIM_HORIZON};
+use super::shard::{ShardContext, ShardEvent, ShardTask, Stop};
+use super::{ConsumerError, InitialPosition, RecordProcessor, WorkerConfig};
+
+/// What a worker holds, for operators and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerState {
+    /// Shards whose leases this worker holds and processes, sorted.
+    pub held: Vec<String>,
+    /// Workers seen holding live leases in the last balancing round (this one included).
+    pub workers: usize,
+    /// Leases of unfinished shards in the table.
+    pub leases: usize,
+}
+
+/// A running worker.
+pub struct Worker {
+    task: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+    state: Arc<Mutex<WorkerState>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("state", &*self.state.lock())
+            .finish()
+    }
+}
+
+struct Held {
+    lease: Lease,
+    stop: watch::Sender<Option<Stop>>,
+    valid_until: Arc<Mutex<Instant>>,
+    stopping: bool,
+}
+
+struct Coordinator<P, F> {
+    kinesis: aws_sdk_kinesis::Client,
+    table: LeaseTable,
+    cfg: Arc<WorkerConfig>,
+    factory: F,
+    held: HashMap<String, Held>,
+    /// Per lease: the counter and owner last seen, and since when.
+    observed: HashMap<String, (u64, Option<String>, Instant)>,
+    tasks: JoinSet<()>,
+    events_tx: mpsc::UnboundedSender<ShardEvent>,
+    state: Arc<Mutex<WorkerState>>,
+    _processor: std::marker::PhantomData<fn() -> P>,
+}
+
+impl Worker {
+    /// Starts a worker on the current tokio runtime. `factory` makes one
+    /// record processor per shard the worker comes to hold.
+    pub fn start<P, F>(
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        cfg: WorkerConfig,
+        factory: F,
+    ) -> Worker
+    where
+        P: RecordProcessor,
+        F: Fn(&str) -> P + Send + Sync + 'static,
+    {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(Mutex::new(WorkerState::default()));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let coordinator = Coordinator {
+            kinesis,
+            table: LeaseTable::new(dynamodb, cfg.application_name.clone()),
+            cfg: Arc::new(cfg),
+            factory,
+            held: HashMap::new(),
+            observed: HashMap::new(),
+            tasks: JoinSet::new(),
+            events_tx,
+            state: state.clone(),
+            _processor: std::marker::PhantomData,
+        };
+        let task = tokio::spawn(coordinator.run(shutdown_rx, events_rx));
+        Worker {
+            task,
+            shutdown,
+            state,
+        }
+    }
+
+    /// What the worker holds now.
+    pub fn state(&self) -> WorkerState {
+        self.state.lock().clone()
+    }
+
+    /// Stops gracefully: each processor gets `shutdown_requested` (to
+    /// checkpoint), then the leases are given back for other workers.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, as a crash would: nothing is checkpointed or given
+    /// back, so other workers take the leases after the failover time.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+impl<P, F> Coordinator<P, F>
+where
+    P: RecordProcessor,
+    F: Fn(&str) -> P + Send + Sync + 'static,
+{
+    fn me(&self) -> &str {
+        &self.cfg.worker_id
+    }
+
+    async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut events: mpsc::UnboundedReceiver<ShardEvent>,
+    ) {
+        let mut delay = Duration::from_millis(200);
+        while let Err(e) = self.table.ensure().await {
+            warn!(error = %e, "lease table not ready; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        let failover = self.cfg.failover_time;
+        let mut renew = tokio::time::interval((failover / 3).max(Duration::from_millis(50)));
+        let mut take = tokio::time::interval((failover / 4).max(Duration::from_millis(50)));
+        let mut sync = tokio::time::interval(self.cfg.shard_sync_interval);
+        for t in [&mut renew, &mut take, &mut sync] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = sync.tick() => {
+                    if let Err(e) = self.sync_shards().await {
+                        warn!(error = %e, "shard sync failed");
+                    }
+                }
+                _ = take.tick() => {
+                    if let Err(e) = self.take_leases().await {
+                        warn!(error = %e, "taking leases failed");
+                    }
+                }
+                _ = renew.tick() => self.renew_leases().await,
+                Some(ev) = events.recv() => self.on_event(ev),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+            self.publish_state(None, None);
+        }
+        self.shutdown(&mut events).await;
+    }
+
+    fn publish_state(&self, workers: Option<usize>, leases: Option<usize>) {
+        let mut held: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.stopping)
+            .map(|(k, _)| k.clone())
+            .collect();
+        held.sort();
+        let mut s = self.state.lock();
+        s.held = held;
+        if let Some(w) = workers {
+            s.workers = w;
+        }
+        if let Some(l) = leases {
+            s.leases = l;
+        }
+    }
+
+    fn on_event(&mut self, ev: ShardEvent) {
+        match ev {
+            ShardEvent::Finished(shard) => {
+                debug!(shard = %shard, "finished");
+                if let Some(h) = self.held.get_mut(&shard) {
+                    h.stopping = true;
+                }
+            }
+            ShardEvent::Exited(shard) => {
+                self.held.remove(&shard);
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<ShardEvent>) {
+        info!(worker = %self.me(), "shutting down");
+        for h in self.held.values() {
+            let _ = h.stop.send(Some(Stop::Shutdown));
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.cfg.failover_time.max(Duration::from_secs(5));
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                _ = self.tasks.join_next() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!("record processors did not stop in time");
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        while let Ok(ev) = events.try_recv() {
+            if let ShardEvent::Finished(s) = ev {
+                self.held.remove(&s);
+            }
+        }
+        let me = self.cfg.worker_id.clone();
+        for (shard, _) in self.held.drain() {
+            if let Err(e) = self.table.release(&shard, &me).await {
+                warn!(shard = %shard, error = %e, "could not give the lease back");
+            }
+        }
+        self.publish_state(None, None);
+    }
+
+    /// Creates leases for shards that have none.
+    async fn sync_shards(&mut self) -> Result<(), ConsumerError> {
+        let mut shards = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.kinesis.list_shards();
+            req = match &token {
+                Some(t) => req.next_token(t),
+                None => req.stream_name(&self.cfg.stream_name),
+            };
+            let out = req.send().await.map_err(|e| {
+                ConsumerError::Kinesis(format!(
+                    "ListShards: {}",
+                    e.message()
+                        .map(String::from)
+                        .unwrap_or_else(|| e.to_string())
+                ))
+            })?;
+            shards.extend(out.shards().iter().cloned());
+            token = out.next_token().map(String::from);
+            if token.is_none() {
+                break;
+            }
+        }
+        let existing: HashSet<String> = self
+            .table
+            .list()
+            .await?
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        for s in &shards {
+            if existing.contains(s.shard_id()) {
+                continue;
+            }
+            let parents: Vec<String> = s
+                .parent_shard_id()
+                .into_iter()
+                .chain(s.adjacent_parent_shard_id())
+                .map(String::from)
+                .collect();
+            let closed = s
+                .sequence_number_range()
+                .is_some_and(|r| r.ending_sequence_number().is_some());
+            let checkpoint = if parents.iter().any(|p| existing.contains(p)) {
+                // A child of a shard being consumed starts at its beginning.
+                TRIM_HORIZON
+            } else {
+                match self.cfg.initial_position {
+                    InitialPosition::TrimHorizon => TRIM_HORIZON,
+                    InitialPosition::Latest if closed => continue,
+                    InitialPosition::Latest => LATEST,
+                    InitialPosition::AtTimestamp(_) => AT_TIMESTAMP,
+                }
+            };
+            let lease = Lease {
+                key: s.shard_id().to_string(),
+                checkpoint: checkpoint.to_string(),
+                parents,
+                starting_hash_key: s
+                    .hash_key_range()
+                    .map(|h| h.starting_hash_key().to_string()),
+                ending_hash_key: s.hash_key_range().map(|h| h.ending_hash_key().to_string()),
+                ..Lease::default()
+            };
+            if self.table.create_if_absent(&lease).await? {
+                debug!(shard = %lease.key, checkpoint, "lease created");
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews every held lease; a lease another worker now holds is stopped.
+    async fn renew_leases(&mut self) {
+        let me = self.cfg.worker_id.clone();
+        let keys: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.stopping)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(lease) = self.held.get(&key).map(|h| h.lease.clone()) else {
+                continue;
+            };
+            let sent = Instant::now();
+            match self.table.renew(&lease, &me).await {
+                Ok(Conditional::Done(renewed)) => {
+                    if let Some(h) = self.held.get_mut(&key) {
+                        h.lease = renewed;
+                        // Stop processing well before another worker may
+                        // consider the lease expired.
+                        *h.valid_until.lock() = sent + self.cfg.failover_time * 4 / 5;
+                    }
+                }
+                Ok(Conditional::Lost) => {
+                    let now = self.table.get(&key).await.ok().flatten();
+                    let reason = match now {
+                        Some(l) if l.checkpoint_owner.as_deref() == Some(me.as_str()) => {
+                            Stop::Handoff
+                        }
+                        Some(l) if l.owner.as_deref() == Some(me.as_str()) => {
+                            // Our own write (a checkpoint) raced; keep the lease.
+                            if let Some(h) = self.held.get_mut(&key) {
+                                h.lease = l;
+                            }
+                            continue;
+                        }
+                        _ => Stop::LeaseLost,
+                    };
+                    info!(shard = %key, ?reason, "lease moved to another worker");
+                    if let Some(h) = self.held.get_mut(&key) {
+                        h.stopping = true;
+                        let _ = h.stop.send(Some(reason));
+                    }
+                }
+                Err(e) => warn!(shard = %key, error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    /// Takes expired leases, and steals to balance, as the KCL does.
+    async fn take_leases(&mut self) -> Result<(), ConsumerError> {
+        let me = self.cfg.worker_id.clone();
+        let leases = self.table.list().await?;
+        let now = Instant::now();
+        for l in &leases {
+            let changed = self
+                .observed
+                .get(&l.key)
+                .is_none_or(|(c, o, _)| *c != l.counter || *o != l.owner);
+            if changed {
+                self.observed
+                    .insert(l.key.clone(), (l.counter, l.owner.clone(), now));
+            }
+        }
+        let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+        self.observed.retain(|k, _| keys.contains(k.as_str()));
+        let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
+        let expired = |l: &Lease| {
+            l.owner.is_none()
+                || self.observed.get(&l.key).is_some_and(|(_, _, since)| {
+                    now.duration_since(*since) >= self.cfg.failover_time
+                })
+        };
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for l in &active {
+            if let Some(o) = &l.owner
+                && (o == &me || !expired(l))
+            {
+                *counts.entry(o.clone()).or_default() += 1;
+            }
+        }
+        let mine = self.held.values().filter(|h| !h.stopping).count();
+        counts.insert(me.clone(), mine);
+        let workers = counts.len();
+        let target = active.len().div_ceil(workers.max(1));
+        self.publish_state(Some(workers), Some(active.len()));
+        if mine >= target {
+            return Ok(());
+        }
+        let need = target - mine;
+        let mut takeable: Vec<&Lease> = active
+            .iter()
+            .copied()
+            .filter(|l| !self.held.contains_key(&l.key))
+            .filter(|l| {
+                l.owner.as_deref() == Some(me.as_str())
+                    || (expired(l) && l.owner.as_deref() != Some(me.as_str()))
+            })
+            .collect();
+        takeable.shuffle(&mut rand::rng());
+        let mut chosen: Vec<(Lease, bool)> = takeable
+            .into_iter()
+            .take(need)
+            .map(|l| (l.clone(), false))
+            .collect();
+        if chosen.is_empty() {
+            let most = counts
+                .iter()
+                .filter(|(o, _)| **o != me)
+                .max_by_key(|(o, c)| (**c, (*o).clone()));
+            if let Some((owner, &count)) = most {
+                let steal = if count > target {
+                    need.min(count - target)
+                } else if count == target && mine + 1 < target {
+                    1
+                } else {
+                    0
+                };
+                let steal = steal.min(self.cfg.max_leases_to_steal_at_once);
+                let mut theirs: Vec<&Lease> = active
+                    .iter()
+                    .copied()
+                    .filter(|l| l.owner.as_deref() == Some(owner.as_str()) && !expired(l))
+                    .collect();
+                theirs.shuffle(&mut rand::rng());
+                chosen = theirs
+                    .into_iter()
+                    .take(steal)
+                    .map(|l| (l.clone(), true))
+                    .collect();
+            }
+        }
+        for (lease, handoff) in chosen {
+            match self.table.take(&lease, &me, handoff).await? {
+                Conditional::Done(taken) => {
+                    info!(shard = %taken.key, from = ?lease.owner, handoff, "lease taken");
+                    self.start_shard(taken);
+                }
+                Conditional::Lost => {
+                    debug!(shard = %lease.key, "another worker took the lease first")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_shard(&mut self, lease: Lease) {
+        let (stop, stop_rx) = watch::channel(None);
+        let valid_until = Arc::new(Mutex::new(Instant::now() + self.cfg.failover_time * 4 / 5));
+        let task = ShardTask {
+            ctx: ShardContext {
+                kinesis: self.kinesis.clone(),
+                table: self.table.clone(),
+                cfg: self.cfg.clone(),
+                lease: lease.clone(),
+            },
+            processor: (self.factory)(&lease.key),
+            stop: stop_rx,
+            valid_until: valid_until.clone(),
+            events: self.events_tx.clone(),
+        };
+        self.held.insert(
+            lease.key.clone(),
+            Held {
+                lease,
+                stop,
+                valid_until,
+                stopping: false,
+            },
+        );
+        self.tasks.spawn(task.run());
+    }
+}
