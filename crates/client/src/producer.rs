@@ -340,6 +340,9 @@ impl ShardMap {
 
 /// One entry of a request: a plain record or an aggregate of several.
 struct Entry {
+    /// For an aggregate: the shard it must land in, since its records were
+    /// grouped by that shard's hash range.
+    shard: Option<String>,
     partition_key: String,
     explicit_hash_key: Option<String>,
     data: Vec<u8>,
@@ -382,6 +385,7 @@ fn retryable(code: &str) -> bool {
     matches!(
         code,
         "ProvisionedThroughputExceededException"
+            | "WrongShard"
             | "InternalFailure"
             | "ServiceUnavailable"
             | "ServiceUnavailableException"
@@ -663,6 +667,7 @@ impl Worker {
                     bytes += a.data.len() + a.partition_key.len();
                     bucket.take(a.data.len());
                     entries.push(Entry {
+                        shard: Some(shard.clone()),
                         partition_key: a.partition_key,
                         explicit_hash_key: Some(a.explicit_hash_key),
                         data: a.data,
@@ -675,6 +680,7 @@ impl Worker {
                         bucket.take(size);
                     }
                     entries.push(Entry {
+                        shard: None,
                         partition_key: p.record.partition_key.clone(),
                         explicit_hash_key: p.record.explicit_hash_key.clone(),
                         data: p.record.data.clone(),
@@ -733,6 +739,24 @@ async fn send(
                         e.records.len() > 1 || e.data.starts_with(&crate::aggregation::MAGIC);
                     let r = results.get(i);
                     let result = match r {
+                        // The shards changed under the aggregate: some of its
+                        // records may not belong to the shard it landed in, and
+                        // consumers drop such an aggregate (as the KCL does),
+                        // so its records are sent again under a fresh map.
+                        Some(r)
+                            if r.error_code().is_none()
+                                && e.shard.as_deref().is_some_and(|s| Some(s) != r.shard_id()) =>
+                        {
+                            map_stale = true;
+                            EntryResult::Failed {
+                                code: "WrongShard".into(),
+                                message: format!(
+                                    "the aggregate landed in {} instead of {}",
+                                    r.shard_id().unwrap_or_default(),
+                                    e.shard.as_deref().unwrap_or_default()
+                                ),
+                            }
+                        }
                         Some(r) if r.error_code().is_none() => {
                             metrics.kinesis_records_sent.fetch_add(1, Ordering::Relaxed);
                             EntryResult::Stored {

@@ -82,7 +82,12 @@ impl Lease {
             checkpoint_sub: n(CHECKPOINT_SUB).unwrap_or(0),
             owner_switches: n(OWNER_SWITCHES).unwrap_or(0),
             parents: ss(PARENTS),
-            children: ss(CHILDREN),
+            // Early 2.x KCLs wrote `childShardId`.
+            children: if item.contains_key(CHILDREN) {
+                ss(CHILDREN)
+            } else {
+                ss("childShardId")
+            },
             starting_hash_key: s(STARTING_HASH_KEY),
             ending_hash_key: s(ENDING_HASH_KEY),
             checkpoint_owner: s(CHECKPOINT_OWNER),

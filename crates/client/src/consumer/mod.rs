@@ -91,6 +91,9 @@ pub struct WorkerConfig {
     pub max_records: i32,
     /// Most leases stolen from another worker in one balancing round.
     pub max_leases_to_steal_at_once: usize,
+    /// Read by enhanced fan-out (SubscribeToShard) as this registered
+    /// consumer, instead of polling GetRecords.
+    pub fan_out_consumer: Option<String>,
 }
 
 impl WorkerConfig {
@@ -106,10 +109,19 @@ impl WorkerConfig {
             initial_position: InitialPosition::Latest,
             failover_time: Duration::from_secs(10),
             shard_sync_interval: Duration::from_secs(60),
-            idle_time_between_reads: Duration::from_millis(1000),
+            // The KCL 2.x default.
+            idle_time_between_reads: Duration::from_millis(1500),
             max_records: 10_000,
             max_leases_to_steal_at_once: 1,
+            fan_out_consumer: None,
         }
+    }
+
+    /// Reads by enhanced fan-out as the stream consumer `name` (registered
+    /// if it does not exist), with its own 2 MiB/s per shard.
+    pub fn enhanced_fan_out(mut self, name: impl Into<String>) -> WorkerConfig {
+        self.fan_out_consumer = Some(name.into());
+        self
     }
 
     pub fn initial_position(mut self, p: InitialPosition) -> WorkerConfig {

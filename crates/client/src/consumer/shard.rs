@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -46,6 +46,8 @@ pub(crate) struct ShardContext {
     pub table: LeaseTable,
     pub cfg: Arc<WorkerConfig>,
     pub lease: Lease,
+    /// Set when reading by enhanced fan-out.
+    pub consumer_arn: Option<String>,
 }
 
 pub(crate) struct ShardTask<P> {
@@ -177,6 +179,11 @@ impl<P: RecordProcessor> ShardTask<P> {
             TRIM_HORIZON | LATEST | AT_TIMESTAMP => None,
             seq => Some((seq.to_string(), lease.checkpoint_sub)),
         };
+        if let Some(arn) = self.ctx.consumer_arn.clone() {
+            return self
+                .fan_out(&arn, &lease, range, resume_after, checkpointer)
+                .await;
+        }
         let mut iterator = self.ctx.iterator(&lease.checkpoint, None).await?;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -224,95 +231,22 @@ impl<P: RecordProcessor> ShardTask<P> {
                     continue;
                 }
             };
-            let mut records = Vec::new();
-            for r in out.records() {
-                let seq = r.sequence_number().to_string();
-                let arrival = r
-                    .approximate_arrival_timestamp()
-                    .and_then(|t| SystemTime::try_from(*t).ok());
-                let data = r.data().as_ref();
-                let user = match deaggregate(data) {
-                    Some(users) => users
-                        .into_iter()
-                        .filter(|u| range.is_none_or(|(a, b)| (a..=b).contains(&u.hash_key())))
-                        .map(|u| KinesisClientRecord {
-                            sequence_number: seq.clone(),
-                            sub_sequence_number: u.sub_sequence_number,
-                            partition_key: u.partition_key,
-                            explicit_hash_key: u.explicit_hash_key,
-                            data: u.data,
-                            approximate_arrival_timestamp: arrival,
-                            aggregated: true,
-                        })
-                        .collect(),
-                    None => vec![KinesisClientRecord {
-                        sequence_number: seq.clone(),
-                        sub_sequence_number: 0,
-                        partition_key: r.partition_key().unwrap_or_default().to_string(),
-                        explicit_hash_key: None,
-                        data: data.to_vec(),
-                        approximate_arrival_timestamp: arrival,
-                        aggregated: false,
-                    }],
-                };
-                for u in user {
-                    if let Some((cs, csub)) = &resume_after {
-                        let o = cmp_sequence(&u.sequence_number, cs);
-                        if o.is_lt() || (o.is_eq() && u.sub_sequence_number <= *csub) {
-                            continue;
-                        }
-                    }
-                    records.push(u);
-                }
-            }
-            // Filtering by position is only needed until the first record past the checkpoint.
-            if !records.is_empty() {
-                resume_after = None;
-            }
             let behind = out.millis_behind_latest();
-            if let Some(last) = records.last() {
-                checkpointer.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
-            } else if let Some(r) = out.records().last() {
-                // Everything was filtered: remember where we are for iterator renewal.
-                checkpointer.last = checkpointer
-                    .last
-                    .clone()
-                    .or(Some((r.sequence_number().to_string(), 0)));
-            }
-            if !records.is_empty() {
-                if let Some(s) = self.stop_reason() {
-                    return Ok(Ended::Stopped(s));
-                }
-                self.processor
-                    .process_records(
-                        ProcessRecordsInput {
-                            shard_id: shard.clone(),
-                            records,
-                            millis_behind_latest: behind,
-                        },
-                        checkpointer,
-                    )
-                    .await;
+            if let Some(stop) = self
+                .deliver(
+                    out.records(),
+                    range,
+                    &mut resume_after,
+                    behind,
+                    checkpointer,
+                )
+                .await
+            {
+                return Ok(Ended::Stopped(stop));
             }
             iterator = out.next_shard_iterator().map(String::from);
             if iterator.is_none() {
-                let children: Vec<Lease> = out
-                    .child_shards()
-                    .iter()
-                    .map(|c| Lease {
-                        key: c.shard_id().to_string(),
-                        counter: 0,
-                        checkpoint: TRIM_HORIZON.to_string(),
-                        parents: c.parent_shards().to_vec(),
-                        starting_hash_key: c
-                            .hash_key_range()
-                            .map(|h| h.starting_hash_key().to_string()),
-                        ending_hash_key: c
-                            .hash_key_range()
-                            .map(|h| h.ending_hash_key().to_string()),
-                        ..Lease::default()
-                    })
-                    .collect();
+                let children = child_leases(out.child_shards());
                 return self.shard_end(checkpointer, children).await;
             }
             let wait = if out.records().is_empty() || behind == Some(0) {
@@ -325,6 +259,172 @@ impl<P: RecordProcessor> ShardTask<P> {
                 return Ok(Ended::Stopped(s));
             }
         }
+    }
+
+    /// Reads by enhanced fan-out: subscribes from the checkpoint and again
+    /// after each subscription ends, from its continuation sequence number.
+    async fn fan_out(
+        &mut self,
+        arn: &str,
+        lease: &Lease,
+        range: Option<(u128, u128)>,
+        mut resume_after: Option<(String, u64)>,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<Ended, super::ConsumerError> {
+        let shard = lease.key.clone();
+        let mut position = match lease.checkpoint.as_str() {
+            TRIM_HORIZON => (ShardIteratorType::TrimHorizon, None),
+            LATEST => (ShardIteratorType::Latest, None),
+            AT_TIMESTAMP => (ShardIteratorType::AtTimestamp, None),
+            seq => (ShardIteratorType::AtSequenceNumber, Some(seq.to_string())),
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if let Some(s) = self.stop_reason() {
+                return Ok(Ended::Stopped(s));
+            }
+            let mut start = StartingPosition::builder()
+                .r#type(position.0.clone())
+                .set_sequence_number(position.1.clone());
+            if position.0 == ShardIteratorType::AtTimestamp {
+                let at = match self.ctx.cfg.initial_position {
+                    InitialPosition::AtTimestamp(t) => t,
+                    _ => SystemTime::now(),
+                };
+                start = start.timestamp(aws_smithy_types::DateTime::from(at));
+            }
+            let start = start
+                .build()
+                .map_err(|e| super::ConsumerError::Kinesis(e.to_string()))?;
+            let subscribed = self
+                .ctx
+                .kinesis
+                .subscribe_to_shard()
+                .consumer_arn(arn)
+                .shard_id(&shard)
+                .starting_position(start)
+                .send()
+                .await;
+            let mut out = match subscribed {
+                Ok(o) => {
+                    backoff = Duration::from_millis(200);
+                    o
+                }
+                Err(e) => {
+                    if e.code() == Some("ResourceNotFoundException") {
+                        return Err(super::ConsumerError::Kinesis(kinesis_error(&e)));
+                    }
+                    // ResourceInUseException: the previous subscription of
+                    // this consumer to the shard is still being replaced.
+                    debug!(shard = %shard, error = %kinesis_error(&e), "SubscribeToShard failed; backing off");
+                    if let Some(s) = self.pause(backoff).await {
+                        return Ok(Ended::Stopped(s));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            loop {
+                let event = tokio::select! {
+                    ev = out.event_stream.recv() => ev,
+                    _ = self.stop.changed() => {
+                        return Ok(Ended::Stopped(self.stop_reason().unwrap_or(Stop::LeaseLost)));
+                    }
+                };
+                match event {
+                    Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => {
+                        if let Some(stop) = self
+                            .deliver(
+                                e.records(),
+                                range,
+                                &mut resume_after,
+                                Some(e.millis_behind_latest()),
+                                checkpointer,
+                            )
+                            .await
+                        {
+                            return Ok(Ended::Stopped(stop));
+                        }
+                        if !e.child_shards().is_empty() {
+                            // The end of a closed shard.
+                            let children = child_leases(e.child_shards());
+                            return self.shard_end(checkpointer, children).await;
+                        }
+                        if !e.continuation_sequence_number().is_empty() {
+                            position = (
+                                ShardIteratorType::AfterSequenceNumber,
+                                Some(e.continuation_sequence_number().to_string()),
+                            );
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    // The subscription ended (after 5 minutes): subscribe again.
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(shard = %shard, error = ?e, "subscription failed; subscribing again");
+                        if let Some(s) = self.pause(backoff).await {
+                            return Ok(Ended::Stopped(s));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a batch to the processor: de-aggregated, without what the
+    /// checkpoint already covers. Returns why to stop, if the lease is gone.
+    async fn deliver(
+        &mut self,
+        raw: &[aws_sdk_kinesis::types::Record],
+        range: Option<(u128, u128)>,
+        resume_after: &mut Option<(String, u64)>,
+        behind: Option<i64>,
+        checkpointer: &mut Checkpointer,
+    ) -> Option<Stop> {
+        let shard = self.ctx.lease.key.clone();
+        let mut records = Vec::new();
+        for r in raw {
+            for u in client_records(r, range, &shard) {
+                if let Some((cs, csub)) = resume_after.as_ref() {
+                    let o = cmp_sequence(&u.sequence_number, cs);
+                    if o.is_lt() || (o.is_eq() && u.sub_sequence_number <= *csub) {
+                        continue;
+                    }
+                }
+                records.push(u);
+            }
+        }
+        // Filtering by position is only needed until the first record past the checkpoint.
+        if !records.is_empty() {
+            *resume_after = None;
+        }
+        if let Some(last) = records.last() {
+            checkpointer.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
+        } else if let Some(r) = raw.last() {
+            // Everything was filtered: remember where we are for iterator renewal.
+            checkpointer.last = checkpointer
+                .last
+                .clone()
+                .or(Some((r.sequence_number().to_string(), 0)));
+        }
+        if records.is_empty() {
+            return None;
+        }
+        if let Some(s) = self.stop_reason() {
+            return Some(s);
+        }
+        self.processor
+            .process_records(
+                ProcessRecordsInput {
+                    shard_id: shard,
+                    records,
+                    millis_behind_latest: behind,
+                },
+                checkpointer,
+            )
+            .await;
+        None
     }
 
     /// The shard's records are all processed: create the children's leases,
@@ -423,4 +523,68 @@ impl ShardContext {
             }
         }
     }
+}
+
+/// The processor's view of one Kinesis record: itself, or the user records
+/// of an aggregate.
+fn client_records(
+    r: &aws_sdk_kinesis::types::Record,
+    range: Option<(u128, u128)>,
+    shard: &str,
+) -> Vec<KinesisClientRecord> {
+    let seq = r.sequence_number().to_string();
+    let arrival = r
+        .approximate_arrival_timestamp()
+        .and_then(|t| SystemTime::try_from(*t).ok());
+    let data = r.data().as_ref();
+    match deaggregate(data) {
+        // An aggregate holding a record outside this shard's range landed
+        // here after a reshard; its producer sends it again, so it is
+        // dropped whole, as the KCL does.
+        Some(users)
+            if range
+                .is_some_and(|(a, b)| users.iter().any(|u| !(a..=b).contains(&u.hash_key()))) =>
+        {
+            debug!(shard = %shard, sequence_number = %seq, "dropping an aggregate that belongs to another shard");
+            Vec::new()
+        }
+        Some(users) => users
+            .into_iter()
+            .map(|u| KinesisClientRecord {
+                sequence_number: seq.clone(),
+                sub_sequence_number: u.sub_sequence_number,
+                partition_key: u.partition_key,
+                explicit_hash_key: u.explicit_hash_key,
+                data: u.data,
+                approximate_arrival_timestamp: arrival,
+                aggregated: true,
+            })
+            .collect(),
+        None => vec![KinesisClientRecord {
+            sequence_number: seq,
+            sub_sequence_number: 0,
+            partition_key: r.partition_key().unwrap_or_default().to_string(),
+            explicit_hash_key: None,
+            data: data.to_vec(),
+            approximate_arrival_timestamp: arrival,
+            aggregated: false,
+        }],
+    }
+}
+
+/// Leases for the children a finished shard reports, to start at their beginning.
+fn child_leases(children: &[aws_sdk_kinesis::types::ChildShard]) -> Vec<Lease> {
+    children
+        .iter()
+        .map(|c| Lease {
+            key: c.shard_id().to_string(),
+            checkpoint: TRIM_HORIZON.to_string(),
+            parents: c.parent_shards().to_vec(),
+            starting_hash_key: c
+                .hash_key_range()
+                .map(|h| h.starting_hash_key().to_string()),
+            ending_hash_key: c.hash_key_range().map(|h| h.ending_hash_key().to_string()),
+            ..Lease::default()
+        })
+        .collect()
 }

@@ -60,6 +60,8 @@ struct Coordinator<P, F> {
     tasks: JoinSet<()>,
     events_tx: mpsc::UnboundedSender<ShardEvent>,
     state: Arc<Mutex<WorkerState>>,
+    /// The enhanced fan-out consumer, once registered.
+    consumer_arn: Option<String>,
     _processor: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -89,6 +91,7 @@ impl Worker {
             tasks: JoinSet::new(),
             events_tx,
             state: state.clone(),
+            consumer_arn: None,
             _processor: std::marker::PhantomData,
         };
         let task = tokio::spawn(coordinator.run(shutdown_rx, events_rx));
@@ -140,6 +143,23 @@ where
                 _ = shutdown.changed() => return,
             }
             delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        if let Some(name) = self.cfg.fan_out_consumer.clone() {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match self.register_consumer(&name).await {
+                    Ok(arn) => {
+                        self.consumer_arn = Some(arn);
+                        break;
+                    }
+                    Err(e) => warn!(error = %e, "cannot register the fan-out consumer; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
         }
         let failover = self.cfg.failover_time;
         let mut renew = tokio::time::interval((failover / 3).max(Duration::from_millis(50)));
@@ -231,6 +251,66 @@ where
             }
         }
         self.publish_state(None, None);
+    }
+
+    /// Registers the stream consumer (or finds it) and waits until it is ACTIVE.
+    async fn register_consumer(&self, name: &str) -> Result<String, ConsumerError> {
+        let err = |e: String| ConsumerError::Kinesis(e);
+        let summary = self
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(&self.cfg.stream_name)
+            .send()
+            .await
+            .map_err(|e| {
+                err(e
+                    .message()
+                    .map(String::from)
+                    .unwrap_or_else(|| e.to_string()))
+            })?;
+        let stream_arn = summary
+            .stream_description_summary()
+            .map(|d| d.stream_arn().to_string())
+            .unwrap_or_default();
+        match self
+            .kinesis
+            .register_stream_consumer()
+            .stream_arn(&stream_arn)
+            .consumer_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
+            Err(e) => {
+                return Err(err(e
+                    .message()
+                    .map(String::from)
+                    .unwrap_or_else(|| e.to_string())));
+            }
+        }
+        for _ in 0..300 {
+            let d = self
+                .kinesis
+                .describe_stream_consumer()
+                .stream_arn(&stream_arn)
+                .consumer_name(name)
+                .send()
+                .await
+                .map_err(|e| {
+                    err(e
+                        .message()
+                        .map(String::from)
+                        .unwrap_or_else(|| e.to_string()))
+                })?;
+            if let Some(c) = d.consumer_description()
+                && c.consumer_status().as_str() == "ACTIVE"
+            {
+                return Ok(c.consumer_arn().to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(err(format!("consumer {name} did not become ACTIVE")))
     }
 
     /// Creates leases for shards that have none.
@@ -460,6 +540,7 @@ where
                 table: self.table.clone(),
                 cfg: self.cfg.clone(),
                 lease: lease.clone(),
+                consumer_arn: self.consumer_arn.clone(),
             },
             processor: (self.factory)(&lease.key),
             stop: stop_rx,

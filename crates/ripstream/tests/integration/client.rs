@@ -101,11 +101,23 @@ fn start_worker(
     id: &str,
     journal: &Arc<Journal>,
 ) -> Worker {
+    start_worker_with(server, app, stream, id, journal, |c| c)
+}
+
+fn start_worker_with(
+    server: &TestServer,
+    app: &str,
+    stream: &str,
+    id: &str,
+    journal: &Arc<Journal>,
+    tweak: impl FnOnce(WorkerConfig) -> WorkerConfig,
+) -> Worker {
     let cfg = WorkerConfig::new(app, stream, id)
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(Duration::from_secs(2))
         .shard_sync_interval(Duration::from_millis(500))
         .idle_time_between_reads(Duration::from_millis(100));
+    let cfg = tweak(cfg);
     let journal = journal.clone();
     let worker = id.to_string();
     Worker::start(
@@ -594,4 +606,128 @@ async fn a_full_buffer_makes_put_wait() {
     assert!(peak <= 50, "{peak} records outstanding with a buffer of 50");
     assert!(peak >= 40, "the buffer never filled ({peak})");
     assert_eq!(producer.outstanding(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aggregates_survive_a_reshard_under_the_producer() {
+    let server = TestServer::start_with(&["--quotas", "off"]);
+    let kinesis = server.client();
+    create_stream(&kinesis, "kpl-split", 1).await;
+    let mut cfg = ProducerConfig::new("kpl-split");
+    cfg.aggregation = true;
+    cfg.linger = Duration::from_millis(20);
+    let producer = Producer::new(kinesis.clone(), cfg);
+    let mut acks = produce(&producer, 0, 300, 50).await;
+    // Split while the producer still predicts the old single shard.
+    kinesis
+        .split_shard()
+        .stream_name("kpl-split")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((u128::MAX / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    acks.extend(produce(&producer, 300, 600, 50).await);
+    // The first aggregates after the split went by the stale map and were sent again.
+    assert!(producer.metrics().retries > 0, "{:?}", producer.metrics());
+    let journal = Arc::new(Journal::default());
+    let w = start_worker(&server, "split-app", "kpl-split", "c", &journal);
+    wait_until("all 600 user records", Duration::from_secs(30), || {
+        let done = processed(&journal);
+        acks.iter().all(|(_, _, a)| {
+            done.contains(&(a.sequence_number.clone(), a.sub_sequence_number.unwrap()))
+        })
+    })
+    .await;
+    w.shutdown().await;
+    check_order_and_exclusion(&journal);
+    // Every delivered user record sits in the shard whose range holds its key.
+    let seen = journal.seen.lock().clone();
+    let ranges: HashMap<String, (u128, u128)> = kinesis
+        .list_shards()
+        .stream_name("kpl-split")
+        .send()
+        .await
+        .unwrap()
+        .shards()
+        .iter()
+        .map(|s| {
+            let r = s.hash_key_range().unwrap();
+            (
+                s.shard_id().to_string(),
+                (
+                    r.starting_hash_key().parse().unwrap(),
+                    r.ending_hash_key().parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    for s in &seen {
+        let (lo, hi) = ranges[&s.shard];
+        let h = ripstream_client::aggregation::hash_key_of(&s.key);
+        assert!(
+            (lo..=hi).contains(&h),
+            "{} delivered from {}",
+            s.key,
+            s.shard
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fan_out_workers_follow_a_split() {
+    let server = TestServer::start_with(&["--quotas", "off"]);
+    let kinesis = server.client();
+    create_stream(&kinesis, "kcl-efo", 2).await;
+    let mut cfg = ProducerConfig::new("kcl-efo");
+    cfg.linger = Duration::from_millis(5);
+    cfg.max_in_flight_requests = 1;
+    let producer = Producer::new(kinesis.clone(), cfg);
+    let journal = Arc::new(Journal::default());
+    let workers: Vec<Worker> = (0..2)
+        .map(|i| {
+            start_worker_with(
+                &server,
+                "efo-app",
+                "kcl-efo",
+                &format!("e{i}"),
+                &journal,
+                |c| c.enhanced_fan_out("efo-app"),
+            )
+        })
+        .collect();
+    let mut acks = produce(&producer, 0, 200, 20).await;
+    wait_until("the first 200 pushed", Duration::from_secs(30), || {
+        processed(&journal).len() >= 200
+    })
+    .await;
+    kinesis
+        .split_shard()
+        .stream_name("kcl-efo")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((u128::MAX / 4).to_string())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    acks.extend(produce(&producer, 200, 400, 20).await);
+    wait_until("all 400 pushed", Duration::from_secs(30), || {
+        let done = processed(&journal);
+        acks.iter()
+            .all(|(_, _, a)| done.contains(&(a.sequence_number.clone(), 0)))
+    })
+    .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    check_order_and_exclusion(&journal);
+    let consumers = kinesis
+        .list_stream_consumers()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/kcl-efo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consumers.consumers().len(), 1);
+    assert!(journal.ended.lock().contains_key("shardId-000000000000"));
 }
