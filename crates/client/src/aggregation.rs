@@ -95,7 +95,8 @@ pub fn hash_key_of(partition_key: &str) -> u128 {
 /// One Kinesis record holding several user records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aggregate {
-    /// The outer record's partition key: the first user record's.
+    /// The outer record's partition key: `"a"`, as the KPL writes it (the
+    /// explicit hash key does the routing).
     pub partition_key: String,
     /// The outer record's explicit hash key: the first user record's hash
     /// key, so the aggregate lands where that record would have.
@@ -193,7 +194,8 @@ impl Aggregator {
     /// record is still aggregated; callers that want to send it plain can
     /// check [`Aggregator::len`] first.
     pub fn finish(self) -> Option<Aggregate> {
-        let (partition_key, hash) = self.first?;
+        let (_, hash) = self.first?;
+        let partition_key = "a".to_string();
         let count = self.inner.records.len();
         let body = self.inner.encode_to_vec();
         let mut data = Vec::with_capacity(MAGIC.len() + body.len() + DIGEST_LEN);

@@ -300,15 +300,22 @@ impl LeaseTable {
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":seen", AttributeValue::N(seen.counter.to_string()))
             .return_values(ReturnValue::AllNew);
+        // ownerSwitchesSinceCheckpoint counts changes from one owner to
+        // another, as the KCL counts them.
         const TAKE: &str = "SET leaseOwner = :me ADD leaseCounter :one, ownerSwitchesSinceCheckpoint :one REMOVE checkpointOwner";
+        const TAKE_FREE: &str = "SET leaseOwner = :me ADD leaseCounter :one REMOVE checkpointOwner";
         const HANDOFF: &str = "SET leaseOwner = :me, checkpointOwner = :old ADD leaseCounter :one, ownerSwitchesSinceCheckpoint :one";
         req = match &seen.owner {
             Some(old) => req
-                .update_expression(if handoff { HANDOFF } else { TAKE })
+                .update_expression(match (handoff, old == me) {
+                    (true, _) => HANDOFF,
+                    (false, true) => TAKE_FREE,
+                    (false, false) => TAKE,
+                })
                 .condition_expression("leaseCounter = :seen AND leaseOwner = :old")
                 .expression_attribute_values(":old", AttributeValue::S(old.clone())),
             None => req
-                .update_expression(TAKE)
+                .update_expression(TAKE_FREE)
                 .condition_expression("leaseCounter = :seen AND attribute_not_exists(leaseOwner)"),
         };
         self.conditional_update(req).await
