@@ -245,7 +245,18 @@ where
             }
         }
         let me = self.cfg.worker_id.clone();
-        for (shard, _) in self.held.drain() {
+        let mut mine: HashSet<String> = self.held.drain().map(|(k, _)| k).collect();
+        // Also leases still in our name whose processing had already stopped
+        // (a renewal that came too late under load).
+        if let Ok(leases) = self.table.list().await {
+            mine.extend(
+                leases
+                    .into_iter()
+                    .filter(|l| l.owner.as_deref() == Some(me.as_str()))
+                    .map(|l| l.key),
+            );
+        }
+        for shard in mine {
             if let Err(e) = self.table.release(&shard, &me).await {
                 warn!(shard = %shard, error = %e, "could not give the lease back");
             }
