@@ -186,6 +186,15 @@ impl Dynamo {
         }
     }
 
+    /// A table for a control-plane operation, whose not-found message names it.
+    fn described_table(&self, name: &str) -> Result<Arc<Mutex<Table>>, DynamoError> {
+        self.table(name).map_err(|_| {
+            DynamoError::ResourceNotFound(format!(
+                "Requested resource not found: Table: {name} not found"
+            ))
+        })
+    }
+
     fn table(&self, name: &str) -> Result<Arc<Mutex<Table>>, DynamoError> {
         // A table may be named by its ARN.
         let name = name.rsplit_once(":table/").map(|(_, n)| n).unwrap_or(name);

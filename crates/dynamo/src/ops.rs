@@ -386,7 +386,7 @@ impl Dynamo {
     }
 
     pub(crate) fn describe_table(&self, req: &Req) -> Result<Value, DynamoError> {
-        let table = self.table(table_name(req)?)?;
+        let table = self.described_table(table_name(req)?)?;
         let t = table.lock();
         Ok(json!({"Table": t.describe(self.region(), self.account(), "ACTIVE")}))
     }
@@ -394,7 +394,7 @@ impl Dynamo {
     pub(crate) fn delete_table(&self, req: &Req) -> Result<Value, DynamoError> {
         let name = table_name(req)?;
         let _ddl = self.inner.ddl.lock();
-        let table = self.table(name)?;
+        let table = self.described_table(name)?;
         let t = table.lock();
         if t.meta.deletion_protection {
             return Err(DynamoError::Validation(
@@ -412,7 +412,7 @@ impl Dynamo {
 
     pub(crate) fn update_table(&self, req: &Req) -> Result<Value, DynamoError> {
         let _ddl = self.inner.ddl.lock();
-        let table = self.table(table_name(req)?)?;
+        let table = self.described_table(table_name(req)?)?;
         let mut t = table.lock();
         let mut meta = t.meta.clone();
         if let Some(b) = str_of(req, "BillingMode") {
@@ -1097,7 +1097,7 @@ impl Dynamo {
     }
 
     pub(crate) fn describe_time_to_live(&self, req: &Req) -> Result<Value, DynamoError> {
-        let table = self.table(table_name(req)?)?;
+        let table = self.described_table(table_name(req)?)?;
         let t = table.lock();
         Ok(match &t.meta.ttl_attribute {
             Some(a) => {
@@ -1108,7 +1108,7 @@ impl Dynamo {
     }
 
     pub(crate) fn update_time_to_live(&self, req: &Req) -> Result<Value, DynamoError> {
-        let table = self.table(table_name(req)?)?;
+        let table = self.described_table(table_name(req)?)?;
         let spec = req
             .get("TimeToLiveSpecification")
             .cloned()
@@ -1149,13 +1149,13 @@ impl Dynamo {
     }
 
     pub(crate) fn describe_continuous_backups(&self, req: &Req) -> Result<Value, DynamoError> {
-        let table = self.table(table_name(req)?)?;
+        let table = self.described_table(table_name(req)?)?;
         let t = table.lock();
         Ok(Dynamo::continuous_backups(&t.meta))
     }
 
     pub(crate) fn update_continuous_backups(&self, req: &Req) -> Result<Value, DynamoError> {
-        let table = self.table(table_name(req)?)?;
+        let table = self.described_table(table_name(req)?)?;
         let on = req
             .get("PointInTimeRecoverySpecification")
             .and_then(|s| s["PointInTimeRecoveryEnabled"].as_bool())

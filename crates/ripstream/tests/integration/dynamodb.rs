@@ -342,6 +342,16 @@ async fn errors_are_dynamodb_errors() {
             .unwrap()
             .is_resource_not_found_exception()
     );
+    let gone = c
+        .describe_table()
+        .table_name("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone.message(),
+        Some("Requested resource not found: Table: nope not found")
+    );
     create_lease_table(&c, "t1").await;
     let wrong_key = c
         .get_item()
