@@ -76,15 +76,15 @@ impl UserRecord {
 
     /// The 128-bit hash key that routes this record to a shard.
     pub fn hash_key(&self) -> u128 {
-        match self
-            .explicit_hash_key
-            .as_deref()
-            .and_then(|h| h.parse::<u128>().ok())
-        {
-            Some(h) => h,
-            None => hash_key_of(&self.partition_key),
-        }
+        routing_key(&self.partition_key, self.explicit_hash_key.as_deref())
     }
+}
+
+/// The explicit hash key if it is a valid one, else MD5 of the partition key.
+fn routing_key(partition_key: &str, explicit_hash_key: Option<&str>) -> u128 {
+    explicit_hash_key
+        .and_then(|h| h.parse::<u128>().ok())
+        .unwrap_or_else(|| hash_key_of(partition_key))
 }
 
 /// MD5 of a partition key as a 128-bit big-endian number, as Kinesis routes.
@@ -222,15 +222,9 @@ pub struct DeaggregatedRecord {
 }
 
 impl DeaggregatedRecord {
+    /// The 128-bit hash key this record routes by.
     pub fn hash_key(&self) -> u128 {
-        match self
-            .explicit_hash_key
-            .as_deref()
-            .and_then(|h| h.parse::<u128>().ok())
-        {
-            Some(h) => h,
-            None => hash_key_of(&self.partition_key),
-        }
+        routing_key(&self.partition_key, self.explicit_hash_key.as_deref())
     }
 }
 

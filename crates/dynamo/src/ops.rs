@@ -18,6 +18,14 @@ use crate::{Dynamo, TABLES_SPACE, items_space};
 
 type Req = Map<String, Value>;
 
+/// A parsed PutItem or DeleteItem.
+struct SimpleWrite {
+    table: Arc<Mutex<Table>>,
+    condition: Option<Condition>,
+    return_old: bool,
+    old_on_failure: bool,
+}
+
 /// Most data one Scan or Query page reads.
 const PAGE_BYTES: usize = 1024 * 1024;
 
@@ -582,7 +590,9 @@ impl Dynamo {
         Ok((old, new))
     }
 
-    pub(crate) fn put_item(&self, req: &Req) -> Result<Value, DynamoError> {
+    /// What PutItem and DeleteItem share: the table, the condition, and
+    /// which old item to return.
+    fn simple_write(&self, req: &Req) -> Result<SimpleWrite, DynamoError> {
         no_mixing(
             req,
             &["Expected", "ConditionalOperator"],
@@ -593,17 +603,26 @@ impl Dynamo {
             return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
         }
         let table = self.table(table_name(req)?)?;
-        let item = item_member(req.get("Item"))?.unwrap_or_default();
         let mut ph = placeholders(req)?;
         let condition = write_condition(req, &mut ph)?;
         ph.check_all_used()?;
-        let mut t = table.lock();
-        let key = t.check_item(&item)?;
-        let units = write_units(Some(&item));
-        let on_fail = str_of(req, "ReturnValuesOnConditionCheckFailure") == Some("ALL_OLD");
-        let (old, _) = self.write(&mut t, key, condition.as_ref(), on_fail, |_| Ok(Some(item)))?;
+        Ok(SimpleWrite {
+            table,
+            condition,
+            return_old: rv == "ALL_OLD",
+            old_on_failure: str_of(req, "ReturnValuesOnConditionCheckFailure") == Some("ALL_OLD"),
+        })
+    }
+
+    fn simple_write_output(
+        req: &Req,
+        t: &Table,
+        w: &SimpleWrite,
+        old: Option<Item>,
+        units: f64,
+    ) -> Value {
         let mut out = Map::new();
-        if rv == "ALL_OLD"
+        if w.return_old
             && let Some(old) = old
         {
             out.insert("Attributes".into(), Value::Object(item_to_json(&old)));
@@ -611,38 +630,31 @@ impl Dynamo {
         if let Some(c) = consumed(req, &t.meta.name, units) {
             out.insert("ConsumedCapacity".into(), c);
         }
-        Ok(Value::Object(out))
+        Value::Object(out)
+    }
+
+    pub(crate) fn put_item(&self, req: &Req) -> Result<Value, DynamoError> {
+        let w = self.simple_write(req)?;
+        let item = item_member(req.get("Item"))?.unwrap_or_default();
+        let mut t = w.table.lock();
+        let key = t.check_item(&item)?;
+        let units = write_units(Some(&item));
+        let (old, _) = self.write(&mut t, key, w.condition.as_ref(), w.old_on_failure, |_| {
+            Ok(Some(item))
+        })?;
+        Ok(Dynamo::simple_write_output(req, &t, &w, old, units))
     }
 
     pub(crate) fn delete_item(&self, req: &Req) -> Result<Value, DynamoError> {
-        no_mixing(
-            req,
-            &["Expected", "ConditionalOperator"],
-            &["ConditionExpression"],
-        )?;
-        let rv = str_of(req, "ReturnValues").unwrap_or("NONE");
-        if !matches!(rv, "NONE" | "ALL_OLD") {
-            return Err(invalid("ReturnValues can only be ALL_OLD or NONE"));
-        }
-        let table = self.table(table_name(req)?)?;
+        let w = self.simple_write(req)?;
         let key = item_member(req.get("Key"))?.unwrap_or_default();
-        let mut ph = placeholders(req)?;
-        let condition = write_condition(req, &mut ph)?;
-        ph.check_all_used()?;
-        let mut t = table.lock();
+        let mut t = w.table.lock();
         let k = t.check_key(&key)?;
-        let on_fail = str_of(req, "ReturnValuesOnConditionCheckFailure") == Some("ALL_OLD");
-        let (old, _) = self.write(&mut t, k, condition.as_ref(), on_fail, |_| Ok(None))?;
-        let mut out = Map::new();
-        if let Some(c) = consumed(req, &t.meta.name, write_units(old.as_ref())) {
-            out.insert("ConsumedCapacity".into(), c);
-        }
-        if rv == "ALL_OLD"
-            && let Some(old) = old
-        {
-            out.insert("Attributes".into(), Value::Object(item_to_json(&old)));
-        }
-        Ok(Value::Object(out))
+        let (old, _) = self.write(&mut t, k, w.condition.as_ref(), w.old_on_failure, |_| {
+            Ok(None)
+        })?;
+        let units = write_units(old.as_ref());
+        Ok(Dynamo::simple_write_output(req, &t, &w, old, units))
     }
 
     pub(crate) fn update_item(&self, req: &Req) -> Result<Value, DynamoError> {

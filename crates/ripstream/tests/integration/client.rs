@@ -133,6 +133,14 @@ fn start_worker_with(
     )
 }
 
+/// A producer that sends one request at a time, so acknowledgement order is put order.
+fn ordered_producer(kinesis: &Client, stream: &str) -> Producer {
+    let mut cfg = ProducerConfig::new(stream);
+    cfg.linger = Duration::from_millis(5);
+    cfg.max_in_flight_requests = 1;
+    Producer::new(kinesis.clone(), cfg)
+}
+
 async fn create_stream(c: &Client, name: &str, shards: i32) {
     c.create_stream()
         .stream_name(name)
@@ -333,11 +341,7 @@ async fn a_reshard_is_followed_parents_before_children() {
     let server = TestServer::start_with(&["--quotas", "off"]);
     let kinesis = server.client();
     create_stream(&kinesis, "kcl-reshard", 2).await;
-    let mut cfg = ProducerConfig::new("kcl-reshard");
-    cfg.linger = Duration::from_millis(5);
-    // One record at a time, so acknowledgement order is the put order.
-    cfg.max_in_flight_requests = 1;
-    let producer = Producer::new(kinesis.clone(), cfg);
+    let producer = ordered_producer(&kinesis, "kcl-reshard");
     let journal = Arc::new(Journal::default());
     let workers: Vec<Worker> = (0..2)
         .map(|i| {
@@ -680,10 +684,7 @@ async fn fan_out_workers_follow_a_split() {
     let server = TestServer::start_with(&["--quotas", "off"]);
     let kinesis = server.client();
     create_stream(&kinesis, "kcl-efo", 2).await;
-    let mut cfg = ProducerConfig::new("kcl-efo");
-    cfg.linger = Duration::from_millis(5);
-    cfg.max_in_flight_requests = 1;
-    let producer = Producer::new(kinesis.clone(), cfg);
+    let producer = ordered_producer(&kinesis, "kcl-efo");
     let journal = Arc::new(Journal::default());
     let workers: Vec<Worker> = (0..2)
         .map(|i| {

@@ -32,9 +32,12 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-async fn create_lease_table(c: &Client, name: &str) {
-    let out = c
-        .create_table()
+/// CreateTable as the KCL sends it: on-demand, `leaseKey` as hash key.
+fn lease_table_request(
+    c: &Client,
+    name: &str,
+) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
+    c.create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(
@@ -51,9 +54,10 @@ async fn create_lease_table(c: &Client, name: &str) {
                 .build()
                 .unwrap(),
         )
-        .send()
-        .await
-        .unwrap();
+}
+
+async fn create_lease_table(c: &Client, name: &str) {
+    let out = lease_table_request(c, name).send().await.unwrap();
     let desc = out.table_description().unwrap();
     assert_eq!(desc.table_name(), Some(name));
     assert_eq!(
@@ -67,24 +71,7 @@ async fn lease_table_lifecycle_with_both_condition_styles() {
     let mut server = TestServer::start();
     let c = dynamo(&server.url());
     create_lease_table(&c, "app-leases").await;
-    let again = c
-        .create_table()
-        .table_name("app-leases")
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("leaseKey")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
+    let again = lease_table_request(&c, "app-leases")
         .send()
         .await
         .unwrap_err();
