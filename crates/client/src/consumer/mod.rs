@@ -209,6 +209,19 @@ pub trait RecordProcessor: Send + 'static {
     }
 }
 
+/// An SDK error as `Code: message`.
+pub(crate) fn kinesis_error<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::fmt::Debug>(
+    e: &E,
+) -> String {
+    format!(
+        "{}: {}",
+        e.code().unwrap_or("error"),
+        e.message()
+            .map(String::from)
+            .unwrap_or_else(|| format!("{e:?}"))
+    )
+}
+
 /// Compares two sequence numbers (decimal strings of any length).
 pub(crate) fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
     let a = a.trim_start_matches('0');

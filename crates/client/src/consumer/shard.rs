@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::lease::{AT_TIMESTAMP, LATEST, Lease, LeaseTable, SHARD_END, TRIM_HORIZON};
 use super::{
     Checkpointer, InitialPosition, InitializationInput, KinesisClientRecord, ProcessRecordsInput,
-    RecordProcessor, WorkerConfig, cmp_sequence,
+    RecordProcessor, WorkerConfig, cmp_sequence, kinesis_error,
 };
 use crate::aggregation::deaggregate;
 
@@ -62,16 +62,6 @@ pub(crate) struct ShardTask<P> {
 enum Ended {
     Stopped(Stop),
     ShardEnd,
-}
-
-fn kinesis_error<E: ProvideErrorMetadata + std::fmt::Debug>(e: &E) -> String {
-    format!(
-        "{}: {}",
-        e.code().unwrap_or("error"),
-        e.message()
-            .map(String::from)
-            .unwrap_or_else(|| format!("{e:?}"))
-    )
 }
 
 impl<P: RecordProcessor> ShardTask<P> {

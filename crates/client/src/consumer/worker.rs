@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::lease::{AT_TIMESTAMP, Conditional, LATEST, Lease, LeaseTable, TRIM_HORIZON};
 use super::shard::{ShardContext, ShardEvent, ShardTask, Stop};
-use super::{ConsumerError, InitialPosition, RecordProcessor, WorkerConfig};
+use super::{ConsumerError, InitialPosition, RecordProcessor, WorkerConfig, kinesis_error};
 
 /// What a worker holds, for operators and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -273,12 +273,7 @@ where
             .stream_name(&self.cfg.stream_name)
             .send()
             .await
-            .map_err(|e| {
-                err(e
-                    .message()
-                    .map(String::from)
-                    .unwrap_or_else(|| e.to_string()))
-            })?;
+            .map_err(|e| err(kinesis_error(&e)))?;
         let stream_arn = summary
             .stream_description_summary()
             .map(|d| d.stream_arn().to_string())
@@ -293,12 +288,7 @@ where
         {
             Ok(_) => {}
             Err(e) if e.code() == Some("ResourceInUseException") => {}
-            Err(e) => {
-                return Err(err(e
-                    .message()
-                    .map(String::from)
-                    .unwrap_or_else(|| e.to_string())));
-            }
+            Err(e) => return Err(err(kinesis_error(&e))),
         }
         for _ in 0..300 {
             let d = self
@@ -308,12 +298,7 @@ where
                 .consumer_name(name)
                 .send()
                 .await
-                .map_err(|e| {
-                    err(e
-                        .message()
-                        .map(String::from)
-                        .unwrap_or_else(|| e.to_string()))
-                })?;
+                .map_err(|e| err(kinesis_error(&e)))?;
             if let Some(c) = d.consumer_description()
                 && c.consumer_status().as_str() == "ACTIVE"
             {
@@ -335,12 +320,7 @@ where
                 None => req.stream_name(&self.cfg.stream_name),
             };
             let out = req.send().await.map_err(|e| {
-                ConsumerError::Kinesis(format!(
-                    "ListShards: {}",
-                    e.message()
-                        .map(String::from)
-                        .unwrap_or_else(|| e.to_string())
-                ))
+                ConsumerError::Kinesis(format!("ListShards: {}", kinesis_error(&e)))
             })?;
             shards.extend(out.shards().iter().cloned());
             token = out.next_token().map(String::from);
