@@ -579,12 +579,19 @@ impl<'a> Placeholders<'a> {
     }
 }
 
+/// DynamoDB's limit on the length of one expression.
+const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Deepest nesting of parentheses, NOT and functions accepted; it bounds
+/// the recursion of parsing and evaluating.
+const MAX_DEPTH: usize = 100;
+
 struct Parser<'p, 'a> {
     kind: &'static str,
     src: &'p str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
     ph: &'p mut Placeholders<'a>,
+    depth: usize,
 }
 
 fn is_kw(t: Option<&Tok>, kw: &str) -> bool {
@@ -602,6 +609,12 @@ impl<'p, 'a> Parser<'p, 'a> {
                 "Invalid {kind}: The expression can not be empty;"
             )));
         }
+        if src.len() > MAX_EXPRESSION_BYTES {
+            return Err(DynamoError::Validation(format!(
+                "Invalid {kind}: Expression size has exceeded the maximum allowed size; expression size: {}",
+                src.len()
+            )));
+        }
         let toks = tokenize(src).map_err(|t| {
             DynamoError::Validation(format!(
                 "Invalid {kind}: Syntax error; token: \"{t}\", near: \"{t}\""
@@ -613,6 +626,7 @@ impl<'p, 'a> Parser<'p, 'a> {
             toks,
             pos: 0,
             ph,
+            depth: 0,
         })
     }
 
@@ -793,11 +807,27 @@ impl<'p, 'a> Parser<'p, 'a> {
         Ok(left)
     }
 
-    fn not(&mut self) -> Result<Condition, DynamoError> {
-        if self.eat_kw("NOT") {
-            return Ok(Condition::Not(Box::new(self.not()?)));
+    /// Goes one level deeper, refusing absurd nesting.
+    fn descend(&mut self) -> Result<(), DynamoError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(DynamoError::Validation(format!(
+                "Invalid {}: The expression is nested too deeply",
+                self.kind
+            )));
         }
-        self.primary()
+        Ok(())
+    }
+
+    fn not(&mut self) -> Result<Condition, DynamoError> {
+        self.descend()?;
+        let c = if self.eat_kw("NOT") {
+            Condition::Not(Box::new(self.not()?))
+        } else {
+            self.primary()?
+        };
+        self.depth -= 1;
+        Ok(c)
     }
 
     fn primary(&mut self) -> Result<Condition, DynamoError> {
@@ -889,6 +919,13 @@ impl<'p, 'a> Parser<'p, 'a> {
     }
 
     fn set_operand(&mut self) -> Result<SetValue, DynamoError> {
+        self.descend()?;
+        let v = self.set_operand_inner();
+        self.depth -= 1;
+        v
+    }
+
+    fn set_operand_inner(&mut self) -> Result<SetValue, DynamoError> {
         if let Some(Tok::Ident(f)) = self.peek().cloned()
             && self.is_function_call()
         {
@@ -1131,6 +1168,17 @@ mod tests {
         );
         assert!(cond("a = :v AND", json!({}), json!({":v": {"S": "x"}})).is_err());
         assert!(cond("nofn(a)", json!({}), json!({})).is_err());
+        // Deep nesting and huge expressions are refused, not recursed into.
+        let deep = format!("{}a = :v{}", "(".repeat(200), ")".repeat(200));
+        let e = cond(&deep, json!({}), json!({":v": {"S": "x"}})).unwrap_err();
+        assert!(e.to_string().contains("nested too deeply"), "{e}");
+        let huge = format!("{}a = :v{}", "(".repeat(5000), ")".repeat(5000));
+        let e = cond(&huge, json!({}), json!({":v": {"S": "x"}})).unwrap_err();
+        assert!(e.to_string().contains("maximum allowed size"), "{e}");
+        let nots = format!("{}a = :v", "NOT ".repeat(1000));
+        assert!(cond(&nots, json!({}), json!({":v": {"S": "x"}})).is_err());
+        let ok = format!("{}a = :v{}", "(".repeat(50), ")".repeat(50));
+        assert!(cond(&ok, json!({}), json!({":v": {"S": "x"}})).is_ok());
     }
 
     #[test]
