@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every decoder that input reaches: JSON and CBOR request bodies (through
-# the model validator and the whole service), SigV4 headers and query strings,
+# the model validator and the whole service), DynamoDB expressions and attribute
+# values (through the lease-table operations), SigV4 headers and query strings,
 # shard iterator tokens, and the shard log's recovery and reader over garbage
 # and bit-flipped segments.
 #
@@ -17,4 +18,6 @@ start=$(date +%s)
 cargo test --release -p ripstream-server fuzz
 cargo test --release -p ripstream-kinesis fuzz
 PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-log fuzz
+# Each case opens a fresh table store, so fewer cases.
+PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-dynamo fuzz
 echo "fuzzing done in $(( $(date +%s) - start )) s with ${PROPTEST_CASES} cases per target"

@@ -333,7 +333,6 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
         fn no_request_panics(update in expression(), condition in expression(), v in value(), w in value()) {
             let dir = tempfile::tempdir().unwrap();
