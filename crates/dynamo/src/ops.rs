@@ -838,6 +838,13 @@ impl Dynamo {
             Some(n) => Some(t.index(n)?.clone()),
             None => None,
         };
+        if index.as_ref().is_some_and(|i| !i.local)
+            && req.get("ConsistentRead").and_then(Value::as_bool) == Some(true)
+        {
+            return Err(DynamoError::Validation(
+                "Consistent reads are not supported on global secondary indexes".into(),
+            ));
+        }
         let schema = index.as_ref().map(|i| &i.key).unwrap_or(&t.meta.key);
         // The candidate items, in the order this read returns them.
         let mut candidates: Vec<&Item> = t
