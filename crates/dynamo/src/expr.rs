@@ -90,7 +90,8 @@ impl Operand {
             Operand::Value(v) => Some(v.clone()),
             Operand::Size(p) => p
                 .resolve(item)
-                .map(|v| AttributeValue::N(Number::from_i64(v.size() as i64))),
+                .and_then(AttributeValue::size)
+                .map(|n| AttributeValue::N(Number::from_i64(n as i64))),
         }
     }
 }

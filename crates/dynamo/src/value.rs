@@ -219,9 +219,10 @@ impl AttributeValue {
         }
     }
 
-    /// The `size()` of a value, as condition expressions define it.
-    pub fn size(&self) -> usize {
-        match self {
+    /// The `size()` of a value, as condition expressions define it; numbers,
+    /// booleans and nulls have none (the condition is then false).
+    pub fn size(&self) -> Option<usize> {
+        Some(match self {
             AttributeValue::S(s) => s.len(),
             AttributeValue::B(b) => b.len(),
             AttributeValue::Ss(v) => v.len(),
@@ -229,9 +230,8 @@ impl AttributeValue {
             AttributeValue::Bs(v) => v.len(),
             AttributeValue::M(m) => m.len(),
             AttributeValue::L(l) => l.len(),
-            AttributeValue::N(n) => n.to_string().len(),
-            AttributeValue::Bool(_) | AttributeValue::Null => 1,
-        }
+            AttributeValue::N(_) | AttributeValue::Bool(_) | AttributeValue::Null => return None,
+        })
     }
 
     /// Approximate stored size in bytes (DynamoDB's item size rules).
