@@ -299,19 +299,15 @@ pub fn apply_update(item: &mut Item, actions: &[UpdateAction]) -> Result<(), Dyn
             UpdateAction::Remove(p) => (p, None, a),
         });
     }
-    // Removals of list elements go from the highest index down so that
-    // earlier removals do not shift later ones.
-    planned.sort_by(|x, y| match (x.2, y.2) {
-        (UpdateAction::Remove(a), UpdateAction::Remove(b)) => {
-            b.0.len()
-                .cmp(&a.0.len())
-                .then_with(|| match (a.0.last(), b.0.last()) {
-                    (Some(PathElem::Index(i)), Some(PathElem::Index(j))) => j.cmp(i),
-                    _ => Ordering::Equal,
-                })
-        }
-        _ => Ordering::Equal,
-    });
+    // Paths name places in the item as it was: everything but removals is
+    // applied first, then removals from the last place to the first, so that
+    // removing a list element never shifts one still to be removed.
+    let (mut removals, changes): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(_, value, action)| {
+            value.is_none() && matches!(action, UpdateAction::Remove(_))
+        });
+    removals.sort_by(|a, b| path_order(b.0, a.0));
+    let planned: Vec<_> = changes.into_iter().chain(removals).collect();
     for (path, value, action) in planned {
         match value {
             Some(v) => set_path(item, path, v)?,
@@ -324,6 +320,23 @@ pub fn apply_update(item: &mut Item, actions: &[UpdateAction]) -> Result<(), Dyn
         }
     }
     Ok(())
+}
+
+/// A total order of paths: element by element, names by text, indexes by
+/// number, a name before an index, a prefix before its extensions.
+fn path_order(a: &Path, b: &Path) -> Ordering {
+    for (x, y) in a.0.iter().zip(&b.0) {
+        let o = match (x, y) {
+            (PathElem::Name(p), PathElem::Name(q)) => p.cmp(q),
+            (PathElem::Index(i), PathElem::Index(j)) => i.cmp(j),
+            (PathElem::Name(_), PathElem::Index(_)) => Ordering::Less,
+            (PathElem::Index(_), PathElem::Name(_)) => Ordering::Greater,
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.0.len().cmp(&b.0.len())
 }
 
 fn union<T: Clone + PartialEq>(a: &[T], b: &[T]) -> Vec<T> {
@@ -1218,6 +1231,19 @@ mod tests {
         let out = Value::Object(crate::value::item_to_json(&it));
         assert_eq!(out["l"], json!({"L": [{"N": "2"}, {"N": "4"}]}));
         assert!(out.get("added").is_none());
+    }
+
+    #[test]
+    fn removals_use_the_old_positions() {
+        let mut it = item(
+            json!({"l": {"L": [{"S": "a"}, {"S": "b"}, {"S": "c"}]}, "m": {"M": {"x": {"S": "1"}, "y": {"S": "2"}}}}),
+        );
+        let mut ph = Placeholders::new(None, None);
+        let actions = parse_update("REMOVE l[0], m.x, l[1]", &mut ph).unwrap();
+        apply_update(&mut it, &actions).unwrap();
+        let out = Value::Object(crate::value::item_to_json(&it));
+        assert_eq!(out["l"], json!({"L": [{"S": "c"}]}));
+        assert_eq!(out["m"], json!({"M": {"y": {"S": "2"}}}));
     }
 
     #[test]

@@ -113,14 +113,19 @@ fn comparison(name: &str, op: &str, args: Vec<AttributeValue>) -> Result<Conditi
     })
 }
 
-fn combine(conds: Vec<Condition>, operator: Option<&str>) -> Option<Condition> {
+/// Joins conditions with AND (or OR) as a balanced tree, so that a map of
+/// many thousands of entries nests only logarithmically deep.
+fn combine(mut conds: Vec<Condition>, operator: Option<&str>) -> Option<Condition> {
     let or = operator == Some("OR");
-    conds.into_iter().reduce(|a, b| {
-        if or {
-            Condition::Or(Box::new(a), Box::new(b))
-        } else {
-            Condition::And(Box::new(a), Box::new(b))
-        }
+    if conds.len() <= 1 {
+        return conds.pop();
+    }
+    let right = conds.split_off(conds.len() / 2);
+    let (a, b) = (combine(conds, operator)?, combine(right, operator)?);
+    Some(if or {
+        Condition::Or(Box::new(a), Box::new(b))
+    } else {
+        Condition::And(Box::new(a), Box::new(b))
     })
 }
 

@@ -77,6 +77,7 @@ impl Dynamo {
                 meta,
                 items: BTreeMap::new(),
                 bytes: 0,
+                dropped: false,
             };
             for (key, raw) in catalog.documents(&items_space(&table.meta.id))? {
                 let v: serde_json::Value = serde_json::from_slice(&raw)
@@ -170,38 +171,83 @@ impl Dynamo {
         )
     }
 
-    /// The ARN of the table a request acts on, for authorization.
-    pub fn request_resource(&self, req: &serde_json::Value) -> String {
-        let cfg = &self.inner.cfg;
-        if let Some(arn) = req.get("ResourceArn").and_then(|v| v.as_str()) {
-            return arn.to_string();
+    /// The ARNs of the tables a request acts on, for authorization: one per
+    /// table (BatchGetItem and BatchWriteItem name several). A name that does
+    /// not resolve is returned as given; the operation then refuses it.
+    pub fn request_resources(&self, req: &serde_json::Value) -> Vec<String> {
+        let arn = |name: &str| match self.canonical_name(name) {
+            Ok(n) => self.table_arn(&n),
+            Err(_) => name.to_string(),
+        };
+        if let Some(a) = req.get("ResourceArn").and_then(|v| v.as_str()) {
+            return vec![arn(a)];
+        }
+        if let Some(items) = req.get("RequestItems").and_then(|v| v.as_object()) {
+            return items.keys().map(|k| arn(k)).collect();
         }
         match req.get("TableName").and_then(|v| v.as_str()) {
-            Some(name) if name.starts_with("arn:") => name.to_string(),
-            Some(name) => format!(
-                "arn:aws:dynamodb:{}:{}:table/{name}",
-                cfg.region, cfg.account_id
-            ),
-            None => "*".into(),
+            Some(name) => vec![arn(name)],
+            None => vec!["*".into()],
         }
+    }
+
+    fn table_arn(&self, name: &str) -> String {
+        let cfg = &self.inner.cfg;
+        format!(
+            "arn:aws:dynamodb:{}:{}:table/{name}",
+            cfg.region, cfg.account_id
+        )
+    }
+
+    /// A table name, or this server's ARN of one, as the plain name. Anything
+    /// else (another account or region, a malformed name) is refused, so the
+    /// table a request reaches is always the one it was authorized for.
+    pub(crate) fn canonical_name(&self, name: &str) -> Result<String, DynamoError> {
+        let plain = match name.strip_prefix(&self.table_arn("")) {
+            Some(rest) => rest,
+            None if name.starts_with("arn:") => {
+                return Err(DynamoError::ResourceNotFound(format!(
+                    "Requested resource not found: Table: {name} not found"
+                )));
+            }
+            None => name,
+        };
+        let rule = if plain.len() < 3 {
+            Some("Member must have length greater than or equal to 3")
+        } else if plain.len() > 255 {
+            Some("Member must have length less than or equal to 255")
+        } else if !plain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            Some("Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
+        } else {
+            None
+        };
+        if let Some(rule) = rule {
+            return Err(DynamoError::Validation(format!(
+                "1 validation error detected: Value '{name}' at 'tableName' failed to satisfy constraint: {rule}"
+            )));
+        }
+        Ok(plain.to_string())
     }
 
     /// A table for a control-plane operation, whose not-found message names it.
     fn described_table(&self, name: &str) -> Result<Arc<Mutex<Table>>, DynamoError> {
-        self.table(name).map_err(|_| {
-            DynamoError::ResourceNotFound(format!(
+        self.table(name).map_err(|e| match e {
+            DynamoError::ResourceNotFound(_) => DynamoError::ResourceNotFound(format!(
                 "Requested resource not found: Table: {name} not found"
-            ))
+            )),
+            other => other,
         })
     }
 
     fn table(&self, name: &str) -> Result<Arc<Mutex<Table>>, DynamoError> {
-        // A table may be named by its ARN.
-        let name = name.rsplit_once(":table/").map(|(_, n)| n).unwrap_or(name);
+        let name = self.canonical_name(name)?;
         self.inner
             .tables
             .read()
-            .get(name)
+            .get(&name)
             .cloned()
             .ok_or_else(DynamoError::not_found)
     }

@@ -13,7 +13,7 @@ use crate::expr::{
 };
 use crate::legacy;
 use crate::table::{Index, KeyElement, KeySchema, Table, TableMeta, item_bytes};
-use crate::value::{Item, item_member, item_size, item_to_json};
+use crate::value::{AttributeValue, Item, item_member, item_size, item_to_json};
 use crate::{Dynamo, TABLES_SPACE, items_space};
 
 type Req = Map<String, Value>;
@@ -24,6 +24,15 @@ struct SimpleWrite {
     condition: Option<Condition>,
     return_old: bool,
     old_on_failure: bool,
+}
+
+/// Locks a table, unless DeleteTable dropped it after the request found it.
+fn live(table: &Arc<Mutex<Table>>) -> Result<parking_lot::MutexGuard<'_, Table>, DynamoError> {
+    let t = table.lock();
+    if t.dropped {
+        return Err(DynamoError::not_found());
+    }
+    Ok(t)
 }
 
 /// Most data one Scan or Query page reads.
@@ -269,7 +278,7 @@ impl Dynamo {
     }
 
     pub(crate) fn create_table(&self, req: &Req) -> Result<Value, DynamoError> {
-        let name = table_name(req)?.to_string();
+        let name = self.canonical_name(table_name(req)?)?;
         let defs: Vec<KeyElement> = req
             .get("AttributeDefinitions")
             .and_then(Value::as_array)
@@ -383,6 +392,7 @@ impl Dynamo {
             meta,
             items: BTreeMap::new(),
             bytes: 0,
+            dropped: false,
         };
         // Tables are usable at once: CREATING would only make clients wait.
         let desc = table.describe(self.region(), self.account(), "ACTIVE");
@@ -395,7 +405,7 @@ impl Dynamo {
 
     pub(crate) fn describe_table(&self, req: &Req) -> Result<Value, DynamoError> {
         let table = self.described_table(table_name(req)?)?;
-        let t = table.lock();
+        let t = live(&table)?;
         Ok(json!({"Table": t.describe(self.region(), self.account(), "ACTIVE")}))
     }
 
@@ -403,17 +413,21 @@ impl Dynamo {
         let name = table_name(req)?;
         let _ddl = self.inner.ddl.lock();
         let table = self.described_table(name)?;
-        let t = table.lock();
+        let mut t = live(&table)?;
         if t.meta.deletion_protection {
             return Err(DynamoError::Validation(
                 "Resource cannot be deleted as it is currently protected against deletion. Disable deletion protection first.".into(),
             ));
         }
         let desc = t.describe(self.region(), self.account(), "DELETING");
-        self.inner.catalog.delete_space(&items_space(&t.meta.id))?;
-        self.inner
-            .catalog
-            .write_documents(TABLES_SPACE, &[(t.meta.name.as_bytes(), None)])?;
+        // The items and the description go in one transaction.
+        self.inner.catalog.delete_space_and(
+            &items_space(&t.meta.id),
+            TABLES_SPACE,
+            t.meta.name.as_bytes(),
+        )?;
+        // Requests that picked the table up before this see it gone.
+        t.dropped = true;
         self.inner.tables.write().remove(&t.meta.name);
         Ok(json!({"TableDescription": desc}))
     }
@@ -421,7 +435,7 @@ impl Dynamo {
     pub(crate) fn update_table(&self, req: &Req) -> Result<Value, DynamoError> {
         let _ddl = self.inner.ddl.lock();
         let table = self.described_table(table_name(req)?)?;
-        let mut t = table.lock();
+        let mut t = live(&table)?;
         let mut meta = t.meta.clone();
         if let Some(b) = str_of(req, "BillingMode") {
             meta.billing_mode = b.to_string();
@@ -506,6 +520,7 @@ impl Dynamo {
             meta: meta.clone(),
             items: BTreeMap::new(),
             bytes: 0,
+            dropped: false,
         };
         for item in t.items.values() {
             check.check_index_keys(item)?;
@@ -540,7 +555,7 @@ impl Dynamo {
         let mut ph = placeholders(req)?;
         let proj = projection(req, &mut ph)?;
         ph.check_all_used()?;
-        let t = table.lock();
+        let t = live(&table)?;
         let k = t.check_key(&key)?;
         let mut out = Map::new();
         let units = if req.get("ConsistentRead").and_then(Value::as_bool) == Some(true) {
@@ -636,7 +651,7 @@ impl Dynamo {
     pub(crate) fn put_item(&self, req: &Req) -> Result<Value, DynamoError> {
         let w = self.simple_write(req)?;
         let item = item_member(req.get("Item"))?.unwrap_or_default();
-        let mut t = w.table.lock();
+        let mut t = live(&w.table)?;
         let key = t.check_item(&item)?;
         let units = write_units(Some(&item));
         let (old, _) = self.write(&mut t, key, w.condition.as_ref(), w.old_on_failure, |_| {
@@ -648,7 +663,7 @@ impl Dynamo {
     pub(crate) fn delete_item(&self, req: &Req) -> Result<Value, DynamoError> {
         let w = self.simple_write(req)?;
         let key = item_member(req.get("Key"))?.unwrap_or_default();
-        let mut t = w.table.lock();
+        let mut t = live(&w.table)?;
         let k = t.check_key(&key)?;
         let (old, _) = self.write(&mut t, k, w.condition.as_ref(), w.old_on_failure, |_| {
             Ok(None)
@@ -676,7 +691,7 @@ impl Dynamo {
         };
         let condition = write_condition(req, &mut ph)?;
         ph.check_all_used()?;
-        let mut t = table.lock();
+        let mut t = live(&table)?;
         let k = t.check_key(&key)?;
         for a in &actions {
             let p = match a {
@@ -695,6 +710,7 @@ impl Dynamo {
         let on_fail = str_of(req, "ReturnValuesOnConditionCheckFailure") == Some("ALL_OLD");
         let check = |item: &Item| -> Result<(), DynamoError> {
             t.check_index_keys(item)?;
+            crate::table::check_nesting(item)?;
             if item_size(item) > crate::table::MAX_ITEM_BYTES {
                 return Err(DynamoError::Validation(
                     "Item size to update has exceeded the maximum allowed size".into(),
@@ -724,22 +740,23 @@ impl Dynamo {
             checked?;
             Ok(next)
         })?;
-        let touched: Vec<&str> = actions
+        // UPDATED_* return just the paths the update named, nested as in the item.
+        let touched: Vec<Path> = actions
             .iter()
             .map(|a| match a {
                 UpdateAction::Set(p, _)
                 | UpdateAction::Remove(p)
                 | UpdateAction::Add(p, _)
-                | UpdateAction::Delete(p, _) => p.top(),
+                | UpdateAction::Delete(p, _) => p.clone(),
             })
             .collect();
         let pick = |item: Option<&Item>, only_touched: bool| -> Option<Item> {
             let item = item?;
-            let out: Item = item
-                .iter()
-                .filter(|(k, _)| !only_touched || touched.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let out = if only_touched {
+                project(item, &touched)
+            } else {
+                item.clone()
+            };
             (!out.is_empty()).then_some(out)
         };
         let attributes = match rv.as_str() {
@@ -833,7 +850,7 @@ impl Dynamo {
             )));
         }
         let limit = req.get("Limit").and_then(Value::as_u64).map(|l| l as usize);
-        let t = table.lock();
+        let t = live(&table)?;
         let index = match str_of(req, "IndexName") {
             Some(n) => Some(t.index(n)?.clone()),
             None => None,
@@ -846,6 +863,23 @@ impl Dynamo {
             ));
         }
         let schema = index.as_ref().map(|i| &i.key).unwrap_or(&t.meta.key);
+        let reverse =
+            is_query && req.get("ScanIndexForward").and_then(Value::as_bool) == Some(false);
+        // The order of a read: table key order for a table Scan; index (or
+        // table) hash key, then range key, then table key otherwise.
+        let by_index = index.is_some() || is_query;
+        let order = |a: &Item, b: &Item| -> std::cmp::Ordering {
+            let table_order = || t.meta.key.encode(a).cmp(&t.meta.key.encode(b));
+            if by_index {
+                schema
+                    .encode_hash(a)
+                    .cmp(&schema.encode_hash(b))
+                    .then_with(|| schema.range_order(a, b))
+                    .then_with(table_order)
+            } else {
+                table_order()
+            }
+        };
         // The candidate items, in the order this read returns them.
         let mut candidates: Vec<&Item> = t
             .items
@@ -860,14 +894,6 @@ impl Dynamo {
             };
             check_key_condition(kc, schema)?;
             candidates.retain(|it| kc.eval(it));
-            candidates.sort_by(|a, b| {
-                schema
-                    .range_order(a, b)
-                    .then_with(|| t.meta.key.encode(a).cmp(&t.meta.key.encode(b)))
-            });
-            if req.get("ScanIndexForward").and_then(Value::as_bool) == Some(false) {
-                candidates.reverse();
-            }
         } else if let (Some(seg), Some(total)) = (
             req.get("Segment").and_then(Value::as_u64),
             req.get("TotalSegments").and_then(Value::as_u64),
@@ -885,48 +911,48 @@ impl Dynamo {
                 h % total == seg
             });
         }
-        // Resume after ExclusiveStartKey.
+        if by_index {
+            candidates.sort_by(|a, b| order(a, b));
+        }
+        if reverse {
+            candidates.reverse();
+        }
+        // Resume after ExclusiveStartKey, by its key values (the item it
+        // names may have changed or gone since).
         if let Some(start) = item_member(req.get("ExclusiveStartKey"))? {
-            let table_key = t.meta.key.encode(&start).ok_or_else(|| {
-                DynamoError::Validation("The provided starting key is invalid: The provided key element does not match the schema".into())
-            })?;
-            if let Some(pos) = candidates
-                .iter()
-                .position(|it| t.meta.key.encode(it).as_deref() == Some(table_key.as_slice()))
+            if t.meta.key.encode(&start).is_none()
+                || (index.is_some() && schema.key_of(&start).is_none())
             {
-                candidates.drain(..=pos);
-            } else if is_query || index.is_some() {
-                // The item is gone: continue after where it would sort.
-                let reverse = req.get("ScanIndexForward").and_then(Value::as_bool) == Some(false);
-                candidates.retain(|it| {
-                    let o = schema
-                        .range_order(it, &start)
-                        .then_with(|| t.meta.key.encode(it).cmp(&Some(table_key.clone())));
-                    if reverse {
-                        o == std::cmp::Ordering::Less
-                    } else {
-                        o == std::cmp::Ordering::Greater
-                    }
-                });
-            } else {
-                candidates.retain(|it| t.meta.key.encode(it).is_some_and(|k| k > table_key));
+                return Err(DynamoError::Validation(
+                    "The provided starting key is invalid: The provided key element does not match the schema".into(),
+                ));
             }
+            let after = if reverse {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            };
+            candidates.retain(|it| order(it, &start) == after);
         }
         let mut scanned = 0usize;
         let mut bytes = 0usize;
         let mut items = Vec::new();
         let mut last = None;
-        for (i, it) in candidates.iter().enumerate() {
+        let mut more = false;
+        for it in &candidates {
             if limit.is_some_and(|l| scanned >= l) || bytes >= PAGE_BYTES {
-                last = i.checked_sub(1).map(|j| candidates[j]);
+                more = true;
                 break;
             }
             scanned += 1;
             bytes += item_size(it);
+            last = Some(*it);
             if filter.as_ref().is_none_or(|f| f.eval(it)) {
                 items.push(*it);
             }
         }
+        // DynamoDB stops at Limit and says where, even when nothing follows.
+        let last = last.filter(|_| more || limit.is_some_and(|l| scanned >= l));
         let mut out = Map::new();
         if select != Some("COUNT") {
             let projected: Vec<Value> = items
@@ -990,6 +1016,18 @@ impl Dynamo {
             ));
         }
         for (table, spec) in requests {
+            let t = self.table(table)?;
+            let mut keys = std::collections::HashSet::new();
+            for key in spec["Keys"].as_array().into_iter().flatten() {
+                let key = item_member(Some(key))?.unwrap_or_default();
+                if !keys.insert(live(&t)?.check_key(&key)?) {
+                    return Err(DynamoError::Validation(
+                        "Provided list of item keys contains duplicates".into(),
+                    ));
+                }
+            }
+        }
+        for (table, spec) in requests {
             let mut got = Vec::new();
             for key in spec["Keys"].as_array().into_iter().flatten() {
                 let mut one = spec.as_object().cloned().unwrap_or_default();
@@ -1024,12 +1062,20 @@ impl Dynamo {
         // Validate everything before writing anything.
         for (table, writes) in requests {
             let t = self.table(table)?;
-            let t = t.lock();
+            let t = live(&t)?;
+            let mut keys = std::collections::HashSet::new();
             for w in writes.as_array().into_iter().flatten() {
-                if let Some(p) = w.get("PutRequest") {
-                    t.check_item(&item_member(p.get("Item"))?.unwrap_or_default())?;
+                let key = if let Some(p) = w.get("PutRequest") {
+                    t.check_item(&item_member(p.get("Item"))?.unwrap_or_default())?
                 } else if let Some(d) = w.get("DeleteRequest") {
-                    t.check_key(&item_member(d.get("Key"))?.unwrap_or_default())?;
+                    t.check_key(&item_member(d.get("Key"))?.unwrap_or_default())?
+                } else {
+                    continue;
+                };
+                if !keys.insert(key) {
+                    return Err(DynamoError::Validation(
+                        "Provided list of item keys contains duplicates".into(),
+                    ));
                 }
             }
         }
@@ -1051,12 +1097,12 @@ impl Dynamo {
 
     fn table_by_arn(&self, req: &Req) -> Result<Arc<Mutex<Table>>, DynamoError> {
         let arn = str_of(req, "ResourceArn").unwrap_or("");
-        let name = arn.rsplit_once(":table/").map(|(_, n)| n).ok_or_else(|| {
-            DynamoError::Validation(format!(
+        if !arn.starts_with("arn:") {
+            return Err(DynamoError::Validation(format!(
                 "Invalid TableArn: Invalid ResourceArn provided as input {arn}"
-            ))
-        })?;
-        self.table(name)
+            )));
+        }
+        self.table(arn)
     }
 
     fn update_meta(
@@ -1064,7 +1110,7 @@ impl Dynamo {
         table: &Arc<Mutex<Table>>,
         f: impl FnOnce(&mut TableMeta),
     ) -> Result<TableMeta, DynamoError> {
-        let mut t = table.lock();
+        let mut t = live(table)?;
         let mut meta = t.meta.clone();
         f(&mut meta);
         self.save_meta(&meta)?;
@@ -1105,7 +1151,7 @@ impl Dynamo {
 
     pub(crate) fn list_tags_of_resource(&self, req: &Req) -> Result<Value, DynamoError> {
         let table = self.table_by_arn(req)?;
-        let t = table.lock();
+        let t = live(&table)?;
         let tags: Vec<Value> = t
             .meta
             .tags
@@ -1117,7 +1163,7 @@ impl Dynamo {
 
     pub(crate) fn describe_time_to_live(&self, req: &Req) -> Result<Value, DynamoError> {
         let table = self.described_table(table_name(req)?)?;
-        let t = table.lock();
+        let t = live(&table)?;
         Ok(match &t.meta.ttl_attribute {
             Some(a) => {
                 json!({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": a}})
@@ -1134,7 +1180,7 @@ impl Dynamo {
             .unwrap_or(json!({}));
         let enabled = spec["Enabled"].as_bool().unwrap_or(false);
         let attr = spec["AttributeName"].as_str().unwrap_or("").to_string();
-        let current = table.lock().meta.ttl_attribute.clone();
+        let current = live(&table)?.meta.ttl_attribute.clone();
         match (&current, enabled) {
             (Some(_), true) => {
                 return Err(DynamoError::Validation(
@@ -1169,7 +1215,7 @@ impl Dynamo {
 
     pub(crate) fn describe_continuous_backups(&self, req: &Req) -> Result<Value, DynamoError> {
         let table = self.described_table(table_name(req)?)?;
-        let t = table.lock();
+        let t = live(&table)?;
         Ok(Dynamo::continuous_backups(&t.meta))
     }
 
@@ -1220,6 +1266,7 @@ fn check_key_condition(c: &Condition, schema: &KeySchema) -> Result<(), DynamoEr
         }
     };
     let mut has_hash = false;
+    let mut seen: Vec<String> = Vec::new();
     for c in &conds {
         let Some(name) = attr(c) else {
             return Err(DynamoError::Validation(
@@ -1227,6 +1274,42 @@ fn check_key_condition(c: &Condition, schema: &KeySchema) -> Result<(), DynamoEr
                     .into(),
             ));
         };
+        if seen.contains(&name) {
+            return Err(DynamoError::Validation(
+                "KeyConditionExpressions must only contain one condition per key".into(),
+            ));
+        }
+        seen.push(name.clone());
+        let key_type = schema
+            .names()
+            .find(|e| e.name == name)
+            .map(|e| e.attr_type.as_str());
+        // Every operand must have the key attribute's type.
+        let operands: Vec<&AttributeValue> = match c {
+            Condition::Compare(_, _, Operand::Value(v))
+            | Condition::BeginsWith(_, Operand::Value(v)) => vec![v],
+            Condition::Between(_, Operand::Value(lo), Operand::Value(hi)) => vec![lo, hi],
+            _ => Vec::new(),
+        };
+        if key_type.is_some_and(|t| operands.iter().any(|v| v.type_name() != t)) {
+            return Err(DynamoError::Validation(
+                "One or more parameter values were invalid: Condition parameter type does not match schema type".into(),
+            ));
+        }
+        if let Condition::BeginsWith(..) = c
+            && key_type == Some("N")
+        {
+            return Err(DynamoError::Validation(
+                "Invalid KeyConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N".into(),
+            ));
+        }
+        if let Condition::Between(_, Operand::Value(lo), Operand::Value(hi)) = c
+            && lo.compare(hi) == Some(std::cmp::Ordering::Greater)
+        {
+            return Err(DynamoError::Validation(
+                "Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound".into(),
+            ));
+        }
         if name == schema.hash.name {
             if !matches!(c, Condition::Compare(_, Comparator::Eq, _)) {
                 return Err(DynamoError::Validation(

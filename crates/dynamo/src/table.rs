@@ -12,6 +12,18 @@ use crate::value::{AttributeValue, Item, item_size, item_to_json};
 
 /// Largest item DynamoDB stores.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// Deepest nesting of maps and lists DynamoDB stores.
+pub const MAX_NESTING: usize = 32;
+
+/// Refuses values nested deeper than DynamoDB allows.
+pub fn check_nesting(item: &Item) -> Result<(), DynamoError> {
+    if item.values().any(|v| v.depth() > MAX_NESTING) {
+        return Err(DynamoError::Validation(
+            "Nesting Levels have exceeded supported limits".into(),
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeyElement {
@@ -64,6 +76,15 @@ impl KeySchema {
             out.extend_from_slice(&bytes);
         }
         Some(out)
+    }
+
+    /// Canonical bytes of an item's hash key alone.
+    pub fn encode_hash(&self, item: &Item) -> Option<Vec<u8>> {
+        KeySchema {
+            hash: self.hash.clone(),
+            range: None,
+        }
+        .encode(item)
     }
 
     /// Ordering of two items by range key (then nothing): the order of a Query.
@@ -124,6 +145,8 @@ pub struct Table {
     /// Items by canonical key bytes.
     pub items: BTreeMap<Vec<u8>, Item>,
     pub bytes: usize,
+    /// Set by DeleteTable, for requests that found the table just before.
+    pub dropped: bool,
 }
 
 impl Table {
@@ -256,6 +279,7 @@ impl Table {
             check_not_empty(&e.name, v)?;
         }
         self.check_index_keys(item)?;
+        check_nesting(item)?;
         if item_size(item) > MAX_ITEM_BYTES {
             return Err(DynamoError::Validation(
                 "Item size has exceeded the maximum allowed size".into(),

@@ -178,7 +178,7 @@ fn scan_and_query_page_in_order() {
     let d = open(dir.path());
     d.call(
         "CreateTable",
-        &json!({"TableName": "t", "BillingMode": "PAY_PER_REQUEST",
+        &json!({"TableName": "tbl", "BillingMode": "PAY_PER_REQUEST",
                 "KeySchema": [{"AttributeName": "h", "KeyType": "HASH"}, {"AttributeName": "r", "KeyType": "RANGE"}],
                 "AttributeDefinitions": [{"AttributeName": "h", "AttributeType": "S"}, {"AttributeName": "r", "AttributeType": "N"},
                                          {"AttributeName": "owner", "AttributeType": "S"}],
@@ -192,14 +192,14 @@ fn scan_and_query_page_in_order() {
             if r % 2 == 0 {
                 item["owner"] = json!({"S": "w1"});
             }
-            d.call("PutItem", &json!({"TableName": "t", "Item": item}))
+            d.call("PutItem", &json!({"TableName": "tbl", "Item": item}))
                 .unwrap();
         }
     }
     let q = d
         .call(
             "Query",
-            &json!({"TableName": "t", "KeyConditionExpression": "h = :h AND r > :lo",
+            &json!({"TableName": "tbl", "KeyConditionExpression": "h = :h AND r > :lo",
             "ExpressionAttributeValues": {":h": {"S": "a"}, ":lo": {"N": "3"}}}),
         )
         .unwrap();
@@ -214,7 +214,7 @@ fn scan_and_query_page_in_order() {
     let mut seen = Vec::new();
     let mut start: Option<Value> = None;
     loop {
-        let mut req = json!({"TableName": "t", "Limit": 3});
+        let mut req = json!({"TableName": "tbl", "Limit": 3});
         if let Some(s) = &start {
             req["ExclusiveStartKey"] = s.clone();
         }
@@ -239,7 +239,7 @@ fn scan_and_query_page_in_order() {
     let g = d
         .call(
             "Query",
-            &json!({"TableName": "t", "IndexName": "byOwner", "KeyConditions":
+            &json!({"TableName": "tbl", "IndexName": "byOwner", "KeyConditions":
             {"owner": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "w1"}]}}}),
         )
         .unwrap();
@@ -248,7 +248,7 @@ fn scan_and_query_page_in_order() {
     let c = d
         .call(
             "Scan",
-            &json!({"TableName": "t", "Select": "COUNT", "FilterExpression": "attribute_exists(#o)",
+            &json!({"TableName": "tbl", "Select": "COUNT", "FilterExpression": "attribute_exists(#o)",
             "ExpressionAttributeNames": {"#o": "owner"}}),
         )
         .unwrap();
@@ -260,11 +260,91 @@ fn scan_and_query_page_in_order() {
     assert_eq!(
         code(d.call(
             "Query",
-            &json!({"TableName": "t", "KeyConditionExpression": "r = :r",
+            &json!({"TableName": "tbl", "KeyConditionExpression": "r = :r",
         "ExpressionAttributeValues": {":r": {"N": "1"}}})
         )),
         "ValidationException"
     );
+}
+
+#[test]
+fn names_arns_and_limits_from_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path());
+    lease_table(&d);
+    d.call("PutItem", &json!({"TableName": "leases", "Item": {"leaseKey": {"S": "a"}, "m": {"M": {"x": {"S": "1"}, "y": {"S": "2"}}}}}))
+        .unwrap();
+    // A name must be a name or this server's ARN, never a smuggled suffix.
+    assert_eq!(
+        code(d.call(
+            "GetItem",
+            &json!({"TableName": "public-x:table/leases", "Key": {"leaseKey": {"S": "a"}}})
+        )),
+        "ValidationException"
+    );
+    assert_eq!(code(d.call("GetItem", &json!({"TableName": "arn:aws:dynamodb:eu-west-1:111111111111:table/leases", "Key": {"leaseKey": {"S": "a"}}}))), "ResourceNotFoundException");
+    let own = d.call("GetItem", &json!({"TableName": "arn:aws:dynamodb:us-east-1:000000000000:table/leases", "Key": {"leaseKey": {"S": "a"}}})).unwrap();
+    assert!(own.get("Item").is_some());
+    assert_eq!(
+        d.request_resources(&json!({"TableName": "leases"})),
+        ["arn:aws:dynamodb:us-east-1:000000000000:table/leases"]
+    );
+    assert_eq!(
+        d.request_resources(&json!({"RequestItems": {"leases": [], "other": []}}))
+            .len(),
+        2
+    );
+    // A huge legacy condition map is evaluated without deep recursion.
+    let mut expected = serde_json::Map::new();
+    for i in 0..100_000 {
+        expected.insert(format!("a{i}"), json!({"Exists": false}));
+    }
+    d.call(
+        "PutItem",
+        &json!({"TableName": "leases", "Item": {"leaseKey": {"S": "b"}}, "Expected": expected}),
+    )
+    .unwrap();
+    // Nesting deeper than 32 levels is refused, directly or by an update.
+    let mut deep = json!({"S": "leaf"});
+    for _ in 0..33 {
+        deep = json!({"L": [deep]});
+    }
+    assert_eq!(
+        code(d.call(
+            "PutItem",
+            &json!({"TableName": "leases", "Item": {"leaseKey": {"S": "c"}, "d": deep}})
+        )),
+        "ValidationException"
+    );
+    // UPDATED_NEW returns the updated path only.
+    let out = d
+        .call("UpdateItem", &json!({"TableName": "leases", "Key": {"leaseKey": {"S": "a"}},
+            "UpdateExpression": "SET m.x = :v", "ExpressionAttributeValues": {":v": {"S": "9"}}, "ReturnValues": "UPDATED_NEW"}))
+        .unwrap();
+    assert_eq!(out["Attributes"], json!({"m": {"M": {"x": {"S": "9"}}}}));
+    // Key conditions are checked against the schema.
+    assert_eq!(
+        code(d.call(
+            "Query",
+            &json!({"TableName": "leases", "KeyConditionExpression": "leaseKey = :n",
+        "ExpressionAttributeValues": {":n": {"N": "1"}}})
+        )),
+        "ValidationException"
+    );
+    assert_eq!(code(d.call("Query", &json!({"TableName": "leases", "KeyConditionExpression": "leaseKey = :a AND leaseKey = :a",
+        "ExpressionAttributeValues": {":a": {"S": "a"}}}))), "ValidationException");
+    // Batches refuse repeated keys.
+    assert_eq!(code(d.call("BatchGetItem", &json!({"RequestItems": {"leases": {"Keys": [{"leaseKey": {"S": "a"}}, {"leaseKey": {"S": "a"}}]}}}))), "ValidationException");
+    assert_eq!(code(d.call("BatchWriteItem", &json!({"RequestItems": {"leases": [
+        {"PutRequest": {"Item": {"leaseKey": {"S": "z"}}}}, {"DeleteRequest": {"Key": {"leaseKey": {"S": "z"}}}}]}}))), "ValidationException");
+    // A page that ends exactly at Limit says where it stopped.
+    let page = d
+        .call("Scan", &json!({"TableName": "leases", "Limit": 2}))
+        .unwrap();
+    assert_eq!(page["Count"], json!(2));
+    let next = d.call("Scan", &json!({"TableName": "leases", "Limit": 2, "ExclusiveStartKey": page["LastEvaluatedKey"]})).unwrap();
+    assert_eq!(next["Count"], json!(0));
+    assert!(next.get("LastEvaluatedKey").is_none());
 }
 
 mod fuzz {

@@ -234,6 +234,15 @@ impl AttributeValue {
         })
     }
 
+    /// Levels of maps and lists inside this value (0 for a scalar or set).
+    pub fn depth(&self) -> usize {
+        match self {
+            AttributeValue::M(m) => 1 + m.values().map(AttributeValue::depth).max().unwrap_or(0),
+            AttributeValue::L(l) => 1 + l.iter().map(AttributeValue::depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// Approximate stored size in bytes (DynamoDB's item size rules).
     pub fn stored_size(&self) -> usize {
         match self {

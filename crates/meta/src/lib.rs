@@ -380,11 +380,20 @@ impl Catalog {
 
     /// Deletes every document of a space.
     pub fn delete_space(&self, space: &str) -> Result<(), MetaError> {
+        self.delete_space_and(space, space, &[])
+    }
+
+    /// Deletes every document of `space` and the document `key` of `other`,
+    /// in one transaction (a table's items and its description).
+    pub fn delete_space_and(&self, space: &str, other: &str, key: &[u8]) -> Result<(), MetaError> {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(DOCUMENTS)?;
             let (start, end) = space_range(space);
             t.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+            let (mut k, _) = space_range(other);
+            k.extend_from_slice(key);
+            t.remove(k.as_slice())?;
         }
         tx.commit()?;
         Ok(())

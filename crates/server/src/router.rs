@@ -461,15 +461,17 @@ async fn dynamodb_call(
     let principal = authenticate(state, parts, body, "dynamodb")?;
     state.dynamodb_model.validate(op, &mut value)?;
     if let Some(principal) = principal {
-        let resource = state.dynamo.request_resource(&value);
         let account = &state.service.config().account_id;
-        crate::auth::authorize(
-            principal,
-            account,
-            &format!("dynamodb:{op}"),
-            &resource,
-            None,
-        )?;
+        // A batch is allowed only if every table it touches is.
+        for resource in state.dynamo.request_resources(&value) {
+            crate::auth::authorize(
+                principal,
+                account,
+                &format!("dynamodb:{op}"),
+                &resource,
+                None,
+            )?;
+        }
     }
     if !ripstream_dynamo::Dynamo::supports(op) {
         return Err(WireError::new(

@@ -339,10 +339,10 @@ async fn errors_are_dynamodb_errors() {
         gone.message(),
         Some("Requested resource not found: Table: nope not found")
     );
-    create_lease_table(&c, "t1").await;
+    create_lease_table(&c, "tbl1").await;
     let wrong_key = c
         .get_item()
-        .table_name("t1")
+        .table_name("tbl1")
         .key("other", s("x"))
         .send()
         .await
@@ -354,7 +354,7 @@ async fn errors_are_dynamodb_errors() {
     );
     let unused = c
         .put_item()
-        .table_name("t1")
+        .table_name("tbl1")
         .item("leaseKey", s("x"))
         .condition_expression("attribute_not_exists(leaseKey)")
         .expression_attribute_values(":unused", s("x"))
