@@ -109,6 +109,8 @@ pub enum ProduceError {
     },
     #[error("the record is too large: {0} bytes of data and partition key")]
     TooLarge(usize),
+    #[error("invalid record: {0}")]
+    Invalid(String),
     #[error("the producer was shut down")]
     Closed,
 }
@@ -179,6 +181,8 @@ impl Future for PutFuture {
 }
 
 struct Pending {
+    /// Order of arrival at the background task, for `flush`.
+    id: u64,
     record: UserRecord,
     reply: oneshot::Sender<Result<PutResult, ProduceError>>,
     put_at: Instant,
@@ -247,6 +251,20 @@ impl Producer {
         if size > self.max_record_bytes {
             return Err(ProduceError::TooLarge(size));
         }
+        // Refused here, one record at a time, rather than failing a whole batch.
+        let key_chars = record.partition_key.chars().count();
+        if !(1..=256).contains(&key_chars) {
+            return Err(ProduceError::Invalid(format!(
+                "a partition key has 1 to 256 characters, not {key_chars}"
+            )));
+        }
+        if let Some(h) = &record.explicit_hash_key
+            && h.parse::<u128>().is_err()
+        {
+            return Err(ProduceError::Invalid(format!(
+                "the explicit hash key {h:?} is not a number from 0 to 2^128-1"
+            )));
+        }
         let permit = self
             .permits
             .clone()
@@ -260,6 +278,7 @@ impl Producer {
             .fetch_add(1, Ordering::Relaxed);
         self.tx
             .send(Command::Put(Pending {
+                id: 0,
                 record,
                 reply,
                 put_at: now,
@@ -312,8 +331,11 @@ impl Bucket {
             (self.bytes + secs * SHARD_BYTES_PER_SEC * scale).min(SHARD_BYTES_PER_SEC * scale);
     }
 
-    fn allows(&self, bytes: usize) -> bool {
-        self.records >= 1.0 && (self.bytes >= bytes as f64 || self.bytes >= SHARD_BYTES_PER_SEC)
+    /// Whether one more record of `bytes` fits; a record larger than the
+    /// whole bucket goes when the bucket is full.
+    fn allows(&self, bytes: usize, scale: f64) -> bool {
+        let cap = SHARD_BYTES_PER_SEC * scale;
+        self.records >= 1.0 && (self.bytes >= bytes as f64 || self.bytes >= cap)
     }
 
     fn take(&mut self, bytes: usize) {
@@ -375,8 +397,13 @@ struct Worker {
     buckets: HashMap<String, Bucket>,
     shards: ShardMap,
     in_flight: usize,
-    flushes: Vec<oneshot::Sender<()>>,
-    flushing: bool,
+    /// Flushes waiting for every record that arrived before them.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
+    /// Ids of records put and not yet stored or failed.
+    outstanding: std::collections::BTreeSet<u64>,
+    next_id: u64,
+    /// The shard map needs refreshing (an aggregate landed elsewhere).
+    map_stale: bool,
     done_tx: mpsc::UnboundedSender<Outcome>,
     done_rx: mpsc::UnboundedReceiver<Outcome>,
 }
@@ -409,14 +436,12 @@ impl Worker {
             shards: ShardMap::default(),
             in_flight: 0,
             flushes: Vec::new(),
-            flushing: false,
+            outstanding: std::collections::BTreeSet::new(),
+            next_id: 0,
+            map_stale: false,
             done_tx,
             done_rx,
         }
-    }
-
-    fn buffered(&self) -> usize {
-        self.queues.values().map(VecDeque::len).sum()
     }
 
     async fn refresh_shards(&mut self) {
@@ -432,7 +457,11 @@ impl Worker {
                 Ok(o) => o,
                 Err(e) => {
                     debug!(error = %e.message().unwrap_or("ListShards failed"), "cannot list shards; not predicting shards");
-                    self.shards.fetched = Some(Instant::now());
+                    self.shards = ShardMap {
+                        ranges: Vec::new(),
+                        fetched: Some(Instant::now()),
+                    };
+                    self.map_stale = false;
                     return;
                 }
             };
@@ -460,6 +489,7 @@ impl Worker {
             ranges,
             fetched: Some(Instant::now()),
         };
+        self.map_stale = false;
         // Re-sort waiting records under the new prediction.
         let all: Vec<Pending> = std::mem::take(&mut self.queues)
             .into_values()
@@ -488,44 +518,82 @@ impl Worker {
         loop {
             tokio::select! {
                 cmd = rx.recv(), if open => match cmd {
-                    Some(Command::Put(p)) => self.enqueue(p),
-                    Some(Command::Flush(done)) => {
-                        self.flushes.push(done);
-                        self.flushing = true;
+                    Some(Command::Put(mut p)) => {
+                        p.id = self.next_id;
+                        self.next_id += 1;
+                        self.outstanding.insert(p.id);
+                        self.enqueue(p);
                     }
-                    None => {
-                        open = false;
-                        self.flushing = true;
-                    }
+                    Some(Command::Flush(done)) => self.flushes.push((self.next_id, done)),
+                    // Every handle is gone: send what is left, then stop.
+                    None => open = false,
                 },
                 Some(outcome) = self.done_rx.recv() => self.complete(outcome),
                 _ = timer.tick() => {}
             }
-            if self
-                .shards
-                .fetched
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-            {
+            let age = self.shards.fetched.map(|t| t.elapsed());
+            // A stale map is refreshed at most once a second, else every 30 s.
+            if age.is_none_or(|a| {
+                a > Duration::from_secs(30) || (self.map_stale && a > Duration::from_secs(1))
+            }) {
                 self.refresh_shards().await;
             }
-            self.send_ready();
-            if self.buffered() == 0 && self.in_flight == 0 {
-                for f in self.flushes.drain(..) {
-                    let _ = f.send(());
+            self.expire_queued();
+            self.send_ready(!open);
+            let oldest = self.outstanding.first().copied().unwrap_or(u64::MAX);
+            let mut i = 0;
+            while i < self.flushes.len() {
+                if self.flushes[i].0 <= oldest {
+                    let (_, done) = self.flushes.swap_remove(i);
+                    let _ = done.send(());
+                } else {
+                    i += 1;
                 }
-                self.flushing = false;
-                if !open {
-                    return;
-                }
+            }
+            if !open && self.outstanding.is_empty() {
+                return;
             }
         }
     }
 
-    fn complete(&mut self, outcome: Outcome) {
-        self.in_flight -= 1;
-        if outcome.map_stale {
-            self.shards.fetched = None;
+    /// Fails records that waited in the queue past their time to live.
+    fn expire_queued(&mut self) {
+        let ttl = self.cfg.record_ttl;
+        let mut expired = Vec::new();
+        for q in self.queues.values_mut() {
+            if q.iter().any(|p| p.put_at.elapsed() > ttl) {
+                let (old, keep): (VecDeque<Pending>, VecDeque<Pending>) =
+                    q.drain(..).partition(|p| p.put_at.elapsed() > ttl);
+                *q = keep;
+                expired.extend(old);
+            }
         }
+        self.queues.retain(|_, q| !q.is_empty());
+        for p in expired {
+            self.fail(
+                p,
+                "RecordExpired",
+                "the record was not sent within its time to live",
+            );
+        }
+    }
+
+    fn fail(&mut self, p: Pending, code: &str, message: &str) {
+        self.metrics
+            .user_records_failed
+            .fetch_add(1, Ordering::Relaxed);
+        self.outstanding.remove(&p.id);
+        let attempts = p.attempts;
+        let _ = p.reply.send(Err(ProduceError::Failed {
+            code: code.to_string(),
+            message: message.to_string(),
+            attempts,
+        }));
+    }
+
+    fn complete(&mut self, outcome: Outcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.map_stale |= outcome.map_stale;
         for (records, result) in outcome.entries {
             match result {
                 EntryResult::Stored {
@@ -540,6 +608,7 @@ impl Worker {
                         self.metrics
                             .user_records_sent
                             .fetch_add(1, Ordering::Relaxed);
+                        self.outstanding.remove(&p.id);
                         let _ = p.reply.send(Ok(PutResult {
                             shard_id: shard_id.clone(),
                             sequence_number: sequence_number.clone(),
@@ -561,15 +630,7 @@ impl Worker {
                             p.not_before = Instant::now() + Duration::from_millis(wait);
                             self.enqueue(p);
                         } else {
-                            self.metrics
-                                .user_records_failed
-                                .fetch_add(1, Ordering::Relaxed);
-                            let attempts = p.attempts;
-                            let _ = p.reply.send(Err(ProduceError::Failed {
-                                code: code.clone(),
-                                message: message.clone(),
-                                attempts,
-                            }));
+                            self.fail(p, &code, &message);
                         }
                     }
                 }
@@ -577,9 +638,11 @@ impl Worker {
         }
     }
 
-    /// Whether the waiting records should go out now.
-    fn due(&self) -> bool {
-        if self.flushing {
+    /// Whether the waiting records should go out now: when a flush waits for
+    /// them, when the producer is closing, when a batch is full, or when the
+    /// oldest has lingered long enough.
+    fn due(&self, closing: bool) -> bool {
+        if closing || !self.flushes.is_empty() {
             return true;
         }
         let (count, bytes) = self
@@ -596,8 +659,8 @@ impl Worker {
             .any(|p| p.put_at.elapsed() >= self.cfg.linger || p.attempts > 0)
     }
 
-    fn send_ready(&mut self) {
-        while self.in_flight < self.cfg.max_in_flight_requests && self.due() {
+    fn send_ready(&mut self, closing: bool) {
+        while self.in_flight < self.cfg.max_in_flight_requests && self.due(closing) {
             let entries = self.build_request();
             if entries.is_empty() {
                 return;
@@ -617,7 +680,7 @@ impl Worker {
     /// Takes records for one request, shard by shard, within each shard's
     /// token bucket and the request limits.
     fn build_request(&mut self) -> Vec<Entry> {
-        let scale = self.cfg.rate_limit_percent / 100.0;
+        let scale = (self.cfg.rate_limit_percent / 100.0).max(0.01);
         let max_records = self.cfg.max_batch_records.min(MAX_REQUEST_RECORDS);
         let max_bytes = self.cfg.max_batch_bytes.min(MAX_REQUEST_BYTES);
         let now = Instant::now();
@@ -645,16 +708,21 @@ impl Worker {
                     continue;
                 }
                 let size = first.size();
-                if bytes + size > max_bytes || (!shard.is_empty() && !bucket.allows(size)) {
+                if bytes + size > max_bytes || (!shard.is_empty() && !bucket.allows(size, scale)) {
                     break;
                 }
-                if self.cfg.aggregation && !shard.is_empty() {
+                let agg_limit = self
+                    .cfg
+                    .aggregation_max_bytes
+                    .min(crate::aggregation::MAX_AGGREGATE_BYTES);
+                // A record too large to aggregate goes on its own, as the KPL sends it.
+                let fits = Aggregator::new().size_with(&first.record) <= agg_limit;
+                if self.cfg.aggregation && !shard.is_empty() && fits {
                     let mut agg = Aggregator::new();
                     let mut records = Vec::new();
                     while let Some(p) = queue.front() {
                         if p.not_before > now
-                            || (!agg.is_empty()
-                                && agg.size_with(&p.record) > self.cfg.aggregation_max_bytes)
+                            || (!agg.is_empty() && agg.size_with(&p.record) > agg_limit)
                             || bytes + agg.size_with(&p.record) > max_bytes
                         {
                             break;
@@ -768,15 +836,10 @@ async fn send(
                                 aggregated,
                             }
                         }
-                        Some(r) => {
-                            if r.error_code() == Some("ProvisionedThroughputExceededException") {
-                                map_stale = true;
-                            }
-                            EntryResult::Failed {
-                                code: r.error_code().unwrap_or("Unknown").to_string(),
-                                message: r.error_message().unwrap_or_default().to_string(),
-                            }
-                        }
+                        Some(r) => EntryResult::Failed {
+                            code: r.error_code().unwrap_or("Unknown").to_string(),
+                            message: r.error_message().unwrap_or_default().to_string(),
+                        },
                         None => EntryResult::Failed {
                             code: "Unknown".into(),
                             message: "no result for the record".into(),
@@ -817,7 +880,7 @@ async fn send(
                         )
                     })
                     .collect(),
-                map_stale: true,
+                map_stale: false,
             }
         }
     }
@@ -848,9 +911,16 @@ mod tests {
             at: Instant::now(),
         };
         for _ in 0..1000 {
-            assert!(b.allows(10));
+            assert!(b.allows(10, 1.0));
             b.take(10);
         }
-        assert!(!b.allows(10));
+        assert!(!b.allows(10, 1.0));
+        // A record larger than a half-rate bucket still goes once it is full.
+        let full = Bucket {
+            records: 500.0,
+            bytes: SHARD_BYTES_PER_SEC * 0.5,
+            at: Instant::now(),
+        };
+        assert!(full.allows(600 * 1024, 0.5));
     }
 }

@@ -312,7 +312,12 @@ impl LeaseTable {
                     (false, true) => TAKE_FREE,
                     (false, false) => TAKE,
                 })
-                .condition_expression("leaseCounter = :seen AND leaseOwner = :old")
+                // A lease already being handed over is not stolen again.
+                .condition_expression(if handoff {
+                    "leaseCounter = :seen AND leaseOwner = :old AND attribute_not_exists(checkpointOwner)"
+                } else {
+                    "leaseCounter = :seen AND leaseOwner = :old"
+                })
                 .expression_attribute_values(":old", AttributeValue::S(old.clone())),
             None => req
                 .update_expression(TAKE_FREE)
@@ -363,6 +368,31 @@ impl LeaseTable {
         match req.send().await {
             Ok(_) => Ok(Conditional::Done(())),
             Err(e) if is_condition_failure(&e) => Ok(Conditional::Lost),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    /// Ends a hand-off whose previous owner never let go.
+    pub async fn clear_handoff(
+        &self,
+        key: &str,
+        me: &str,
+        prev: &str,
+    ) -> Result<(), ConsumerError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .update_expression("REMOVE checkpointOwner")
+            .condition_expression("leaseOwner = :me AND checkpointOwner = :prev")
+            .expression_attribute_values(":me", AttributeValue::S(me.to_string()))
+            .expression_attribute_values(":prev", AttributeValue::S(prev.to_string()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(dynamo_error(e)),
         }
     }

@@ -57,6 +57,9 @@ pub(crate) struct ShardTask<P> {
     /// Past this instant the worker could not renew in time: stop processing.
     pub valid_until: Arc<Mutex<Instant>>,
     pub events: mpsc::UnboundedSender<ShardEvent>,
+    /// The last record read from the shard (processed or filtered out), to
+    /// renew an expired iterator from.
+    pub read_to: Option<String>,
 }
 
 enum Ended {
@@ -142,7 +145,15 @@ impl<P: RecordProcessor> ShardTask<P> {
                 return Ok(Ended::Stopped(Stop::LeaseLost));
             }
             match &lease.checkpoint_owner {
-                Some(prev) if prev != &me && since.elapsed() < self.ctx.cfg.failover_time => {}
+                Some(prev) if prev != &me => {
+                    if since.elapsed() >= self.ctx.cfg.failover_time {
+                        // The previous owner never let go (it died, or lost
+                        // track of the lease): end its part in the hand-off,
+                        // which also refuses any late checkpoint of its own.
+                        self.ctx.table.clear_handoff(&shard, &me, prev).await?;
+                        continue;
+                    }
+                }
                 _ => break lease,
             }
             if let Some(s) = self.pause(poll).await {
@@ -199,19 +210,20 @@ impl<P: RecordProcessor> ShardTask<P> {
                 Err(e) => {
                     let code = e.code().unwrap_or("");
                     if code == "ExpiredIteratorException" {
-                        let from = checkpointer
-                            .last
-                            .clone()
-                            .map(|(s, _)| s)
-                            .unwrap_or_else(|| lease.checkpoint.clone());
-                        iterator = self
-                            .ctx
-                            .iterator(&from, checkpointer.last.as_ref().map(|l| l.0.as_str()))
-                            .await?;
+                        if let Some(s) = self.pause(backoff).await {
+                            return Ok(Ended::Stopped(s));
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        iterator = match self.read_to.clone() {
+                            Some(seq) => self.ctx.iterator(&seq, Some(&seq)).await?,
+                            None => self.ctx.iterator(&lease.checkpoint, None).await?,
+                        };
                         continue;
                     }
                     if code == "ResourceNotFoundException" {
-                        return Err(super::ConsumerError::Kinesis(kinesis_error(&e)));
+                        // The shard is gone (past retention): it has ended, as
+                        // the KCL treats it; its children are found by listing.
+                        return self.shard_end(checkpointer, Vec::new()).await;
                     }
                     debug!(shard = %shard, error = %kinesis_error(&e), "GetRecords failed; backing off");
                     if let Some(s) = self.pause(backoff).await {
@@ -295,6 +307,7 @@ impl<P: RecordProcessor> ShardTask<P> {
                 .starting_position(start)
                 .send()
                 .await;
+            let subscribed_at = Instant::now();
             let mut out = match subscribed {
                 Ok(o) => {
                     backoff = Duration::from_millis(200);
@@ -348,8 +361,16 @@ impl<P: RecordProcessor> ShardTask<P> {
                         }
                     }
                     Ok(Some(_)) => {}
-                    // The subscription ended (after 5 minutes): subscribe again.
-                    Ok(None) => break,
+                    // The subscription ended (after 5 minutes): subscribe
+                    // again, pausing if it ended at once.
+                    Ok(None) => {
+                        if subscribed_at.elapsed() < Duration::from_secs(1)
+                            && let Some(s) = self.pause(backoff).await
+                        {
+                            return Ok(Ended::Stopped(s));
+                        }
+                        break;
+                    }
                     Err(e) => {
                         debug!(shard = %shard, error = ?e, "subscription failed; subscribing again");
                         if let Some(s) = self.pause(backoff).await {
@@ -373,6 +394,9 @@ impl<P: RecordProcessor> ShardTask<P> {
         checkpointer: &mut Checkpointer,
     ) -> Option<Stop> {
         let shard = self.ctx.lease.key.clone();
+        if let Some(r) = raw.last() {
+            self.read_to = Some(r.sequence_number().to_string());
+        }
         let mut records = Vec::new();
         for r in raw {
             for u in client_records(r, range, &shard) {
@@ -385,25 +409,15 @@ impl<P: RecordProcessor> ShardTask<P> {
                 records.push(u);
             }
         }
+        let last = records.last()?;
         // Filtering by position is only needed until the first record past the checkpoint.
-        if !records.is_empty() {
-            *resume_after = None;
-        }
-        if let Some(last) = records.last() {
-            checkpointer.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
-        } else if let Some(r) = raw.last() {
-            // Everything was filtered: remember where we are for iterator renewal.
-            checkpointer.last = checkpointer
-                .last
-                .clone()
-                .or(Some((r.sequence_number().to_string(), 0)));
-        }
-        if records.is_empty() {
-            return None;
-        }
+        *resume_after = None;
+        // Checked before the checkpoint position moves, so that a batch that
+        // is never processed is never checkpointed either.
         if let Some(s) = self.stop_reason() {
             return Some(s);
         }
+        checkpointer.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
         self.processor
             .process_records(
                 ProcessRecordsInput {
@@ -509,6 +523,8 @@ impl ShardContext {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                // The shard is gone (past retention): treated as its end.
+                Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
                 Err(e) => return Err(super::ConsumerError::Kinesis(kinesis_error(&e))),
             }
         }

@@ -58,6 +58,8 @@ struct Coordinator<P, F> {
     /// Per lease: the counter and owner last seen, and since when.
     observed: HashMap<String, (u64, Option<String>, Instant)>,
     tasks: JoinSet<()>,
+    /// Which shard each task processes, to clean up after a panicking processor.
+    task_shards: HashMap<tokio::task::Id, String>,
     events_tx: mpsc::UnboundedSender<ShardEvent>,
     state: Arc<Mutex<WorkerState>>,
     /// The enhanced fan-out consumer, once registered.
@@ -89,6 +91,7 @@ impl Worker {
             held: HashMap::new(),
             observed: HashMap::new(),
             tasks: JoinSet::new(),
+            task_shards: HashMap::new(),
             events_tx,
             state: state.clone(),
             consumer_arn: None,
@@ -164,7 +167,8 @@ where
         let failover = self.cfg.failover_time;
         let mut renew = tokio::time::interval((failover / 3).max(Duration::from_millis(50)));
         let mut take = tokio::time::interval((failover / 4).max(Duration::from_millis(50)));
-        let mut sync = tokio::time::interval(self.cfg.shard_sync_interval);
+        let mut sync =
+            tokio::time::interval(self.cfg.shard_sync_interval.max(Duration::from_millis(100)));
         for t in [&mut renew, &mut take, &mut sync] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
@@ -183,7 +187,9 @@ where
                 }
                 _ = renew.tick() => self.renew_leases().await,
                 Some(ev) = events.recv() => self.on_event(ev),
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.task_finished(joined).await;
+                }
             }
             self.publish_state(None, None);
         }
@@ -227,14 +233,20 @@ where
         for h in self.held.values() {
             let _ = h.stop.send(Some(Stop::Shutdown));
         }
+        // Renewals go on while the processors finish, so that no other worker
+        // takes a lease that is still being processed here.
         let deadline =
             tokio::time::Instant::now() + self.cfg.failover_time.max(Duration::from_secs(5));
+        let mut renew =
+            tokio::time::interval((self.cfg.failover_time / 3).max(Duration::from_millis(50)));
         while !self.tasks.is_empty() {
             tokio::select! {
-                _ = self.tasks.join_next() => {}
+                Some(joined) = self.tasks.join_next_with_id() => self.task_finished(joined).await,
+                _ = renew.tick() => self.renew_leases().await,
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!("record processors did not stop in time");
                     self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
                     break;
                 }
             }
@@ -498,7 +510,11 @@ where
                 let mut theirs: Vec<&Lease> = active
                     .iter()
                     .copied()
-                    .filter(|l| l.owner.as_deref() == Some(owner.as_str()) && !expired(l))
+                    .filter(|l| {
+                        l.owner.as_deref() == Some(owner.as_str())
+                            && !expired(l)
+                            && l.checkpoint_owner.is_none()
+                    })
                     .collect();
                 theirs.shuffle(&mut rand::rng());
                 chosen = theirs
@@ -509,10 +525,11 @@ where
             }
         }
         for (lease, handoff) in chosen {
+            let sent = Instant::now();
             match self.table.take(&lease, &me, handoff).await? {
                 Conditional::Done(taken) => {
                     info!(shard = %taken.key, from = ?lease.owner, handoff, "lease taken");
-                    self.start_shard(taken);
+                    self.start_shard(taken, sent);
                 }
                 Conditional::Lost => {
                     debug!(shard = %lease.key, "another worker took the lease first")
@@ -522,9 +539,11 @@ where
         Ok(())
     }
 
-    fn start_shard(&mut self, lease: Lease) {
+    /// Starts processing a lease taken by a request sent at `sent`.
+    fn start_shard(&mut self, lease: Lease, sent: Instant) {
+        let key = lease.key.clone();
         let (stop, stop_rx) = watch::channel(None);
-        let valid_until = Arc::new(Mutex::new(Instant::now() + self.cfg.failover_time * 4 / 5));
+        let valid_until = Arc::new(Mutex::new(sent + self.cfg.failover_time * 4 / 5));
         let task = ShardTask {
             ctx: ShardContext {
                 kinesis: self.kinesis.clone(),
@@ -537,6 +556,7 @@ where
             stop: stop_rx,
             valid_until: valid_until.clone(),
             events: self.events_tx.clone(),
+            read_to: None,
         };
         self.held.insert(
             lease.key.clone(),
@@ -547,6 +567,32 @@ where
                 stopping: false,
             },
         );
-        self.tasks.spawn(task.run());
+        let handle = self.tasks.spawn(task.run());
+        self.task_shards.insert(handle.id(), key);
+    }
+
+    /// A shard task ended. One that panicked (in the application's record
+    /// processor) sent no goodbye: its lease is given back here.
+    async fn task_finished(
+        &mut self,
+        joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) {
+        let id = match &joined {
+            Ok((id, ())) => *id,
+            Err(e) => e.id(),
+        };
+        let Some(shard) = self.task_shards.remove(&id) else {
+            return;
+        };
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            warn!(shard = %shard, "the record processor panicked; giving the lease back");
+            self.held.remove(&shard);
+            let me = self.cfg.worker_id.clone();
+            if let Err(e) = self.table.release(&shard, &me).await {
+                warn!(shard = %shard, error = %e, "could not give the lease back");
+            }
+        }
     }
 }

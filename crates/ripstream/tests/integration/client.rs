@@ -133,7 +133,9 @@ fn start_worker_with(
     )
 }
 
-/// A producer that sends one request at a time, so acknowledgement order is put order.
+/// A producer that sends one request at a time, so acknowledgement order is
+/// put order as long as nothing is retried (the server here enforces no
+/// quotas, so nothing is).
 fn ordered_producer(kinesis: &Client, stream: &str) -> Producer {
     let mut cfg = ProducerConfig::new(stream);
     cfg.linger = Duration::from_millis(5);
@@ -235,15 +237,18 @@ fn check_order_and_exclusion(journal: &Journal) {
     }
     for (shard, mut list) in by_shard {
         list.sort_by_key(|s| s.started);
-        for w in list.windows(2) {
-            if w[0].worker != w[1].worker {
+        // Each batch must start after every other worker's batches so far ended.
+        let mut latest_end: HashMap<&str, Instant> = HashMap::new();
+        for s in list {
+            for (worker, end) in &latest_end {
                 assert!(
-                    w[0].ended <= w[1].started,
-                    "{} and {} processed {shard} at the same time",
-                    w[0].worker,
-                    w[1].worker
+                    *worker == s.worker.as_str() || *end <= s.started,
+                    "{worker} and {} processed {shard} at the same time",
+                    s.worker
                 );
             }
+            let e = latest_end.entry(s.worker.as_str()).or_insert(s.ended);
+            *e = (*e).max(s.ended);
         }
     }
 }
@@ -731,4 +736,117 @@ async fn fan_out_workers_follow_a_split() {
         .unwrap();
     assert_eq!(consumers.consumers().len(), 1);
     assert!(journal.ended.lock().contains_key("shardId-000000000000"));
+}
+
+/// A processor that panics once on its first batch: the worker gives the
+/// lease back and the shard is processed by a fresh processor.
+struct Panicky {
+    inner: Recorder,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RecordProcessor for Panicky {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("a bug in the application's processor");
+        }
+        self.inner.process_records(input, checkpointer).await
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        self.inner.shard_ended(checkpointer).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_processor_gives_its_lease_back() {
+    let server = TestServer::start_with(&["--quotas", "off"]);
+    let kinesis = server.client();
+    create_stream(&kinesis, "kcl-panic", 1).await;
+    let producer = ordered_producer(&kinesis, "kcl-panic");
+    let acks = produce(&producer, 0, 50, 5).await;
+    let journal = Arc::new(Journal::default());
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cfg = WorkerConfig::new("panic-app", "kcl-panic", "p")
+        .initial_position(InitialPosition::TrimHorizon)
+        .failover_time(Duration::from_secs(2))
+        .idle_time_between_reads(Duration::from_millis(100));
+    let (j, a) = (journal.clone(), armed.clone());
+    let w = Worker::start(
+        server.client(),
+        dynamo(&server.url()),
+        cfg,
+        move |shard: &str| Panicky {
+            inner: Recorder {
+                worker: "p".into(),
+                shard: shard.to_string(),
+                instance: j.instances.fetch_add(1, Ordering::SeqCst),
+                journal: j.clone(),
+            },
+            armed: a.clone(),
+        },
+    );
+    wait_until(
+        "the records after the panic",
+        Duration::from_secs(30),
+        || {
+            let done = processed(&journal);
+            acks.iter()
+                .all(|(_, _, a)| done.contains(&(a.sequence_number.clone(), 0)))
+        },
+    )
+    .await;
+    w.shutdown().await;
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the processor never panicked"
+    );
+    assert!(journal.instances.load(Ordering::SeqCst) >= 2);
+}
+
+/// A worker that steals from one that is gone takes over after the failover
+/// time, even though the gone worker never finishes the hand-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_of_a_dead_worker_are_taken_over() {
+    let server = TestServer::start_with(&["--quotas", "off"]);
+    let kinesis = server.client();
+    create_stream(&kinesis, "kcl-dead", 2).await;
+    let producer = ordered_producer(&kinesis, "kcl-dead");
+    let acks = produce(&producer, 0, 100, 10).await;
+    // Both leases belong to a worker that no longer runs.
+    let table = ripstream_client::consumer::LeaseTable::new(dynamo(&server.url()), "dead-app");
+    table.ensure().await.unwrap();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        table
+            .create_if_absent(&ripstream_client::consumer::Lease {
+                key: shard.into(),
+                owner: Some("dead-worker".into()),
+                counter: 7,
+                checkpoint: "TRIM_HORIZON".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let journal = Arc::new(Journal::default());
+    let w = start_worker(&server, "dead-app", "kcl-dead", "alive", &journal);
+    wait_until(
+        "every record, by the live worker",
+        Duration::from_secs(30),
+        || {
+            let done = processed(&journal);
+            acks.iter()
+                .all(|(_, _, a)| done.contains(&(a.sequence_number.clone(), 0)))
+        },
+    )
+    .await;
+    w.shutdown().await;
+    check_order_and_exclusion(&journal);
+    for l in table.list().await.unwrap() {
+        assert_eq!((l.owner, l.checkpoint_owner), (None, None), "{}", l.key);
+    }
 }
