@@ -397,6 +397,24 @@ impl LeaseTable {
         }
     }
 
+    /// Deletes the lease of a finished shard (its checkpoint is SHARD_END).
+    pub async fn delete_finished(&self, key: &str) -> Result<(), ConsumerError> {
+        match self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .condition_expression("checkpoint = :end")
+            .expression_attribute_values(":end", AttributeValue::S(SHARD_END.to_string()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
     /// Records the children of a finished shard on its lease.
     pub async fn set_children(&self, key: &str, children: &[String]) -> Result<(), ConsumerError> {
         if children.is_empty() {

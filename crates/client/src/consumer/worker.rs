@@ -347,8 +347,30 @@ where
             .into_iter()
             .map(|l| l.key)
             .collect();
+        // Ancestors of leased shards are done (their leases may have been
+        // cleaned up): they never get a lease again.
+        let parents_of: HashMap<&str, Vec<&str>> = shards
+            .iter()
+            .map(|s| {
+                let p: Vec<&str> = s
+                    .parent_shard_id()
+                    .into_iter()
+                    .chain(s.adjacent_parent_shard_id())
+                    .collect();
+                (s.shard_id(), p)
+            })
+            .collect();
+        let mut ancestors: HashSet<&str> = HashSet::new();
+        let mut stack: Vec<&str> = existing.iter().map(String::as_str).collect();
+        while let Some(k) = stack.pop() {
+            for p in parents_of.get(k).into_iter().flatten() {
+                if ancestors.insert(p) {
+                    stack.push(p);
+                }
+            }
+        }
         for s in &shards {
-            if existing.contains(s.shard_id()) {
+            if existing.contains(s.shard_id()) || ancestors.contains(s.shard_id()) {
                 continue;
             }
             let parents: Vec<String> = s
@@ -437,6 +459,29 @@ where
         }
     }
 
+    /// Deletes the leases of finished shards once every child has started
+    /// (checkpointed past its beginning), as the KCL's lease cleanup does, so
+    /// the table does not grow with every reshard. A child treats a missing
+    /// parent lease as finished.
+    async fn clean_up_finished(&self, leases: &[Lease]) {
+        let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+        for l in leases
+            .iter()
+            .filter(|l| l.is_finished() && !l.children.is_empty())
+        {
+            let started = l.children.iter().all(|c| {
+                by_key.get(c.as_str()).is_some_and(|c| {
+                    c.checkpoint != TRIM_HORIZON
+                        && c.checkpoint != LATEST
+                        && c.checkpoint != AT_TIMESTAMP
+                })
+            });
+            if started && let Err(e) = self.table.delete_finished(&l.key).await {
+                debug!(shard = %l.key, error = %e, "could not delete a finished lease");
+            }
+        }
+    }
+
     /// Takes expired leases, and steals to balance, as the KCL does.
     async fn take_leases(&mut self) -> Result<(), ConsumerError> {
         let me = self.cfg.worker_id.clone();
@@ -454,6 +499,7 @@ where
         }
         let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
         self.observed.retain(|k, _| keys.contains(k.as_str()));
+        self.clean_up_finished(&leases).await;
         let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
         let expired = |l: &Lease| {
             l.owner.is_none()

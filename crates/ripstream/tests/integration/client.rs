@@ -412,6 +412,40 @@ async fn a_reshard_is_followed_parents_before_children() {
             .all(|(_, _, a)| done.contains(&(a.sequence_number.clone(), 0)))
     })
     .await;
+    // Once both children have started, the parent's lease is cleaned up, and
+    // shard discovery does not bring it back.
+    let table = ripstream_client::consumer::LeaseTable::new(dynamo(&server.url()), "reshard-app");
+    let parent = first.shard_id().to_string();
+    let start_wait = Instant::now();
+    loop {
+        let keys: Vec<String> = table
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        if !keys.contains(&parent) {
+            break;
+        }
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(20),
+            "the parent lease stayed: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let keys: Vec<String> = table
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert!(
+        !keys.contains(&parent),
+        "shard sync re-created {parent}: {keys:?}"
+    );
     for w in workers {
         w.shutdown().await;
     }
