@@ -49,12 +49,25 @@ struct Held {
     stopping: bool,
 }
 
+type HeldMap = Arc<Mutex<HashMap<String, Held>>>;
+
+/// Aborts a task when dropped, so that renewals end with the coordinator
+/// however it ends (returning, or aborted as in a crash).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Coordinator<P, F> {
     kinesis: aws_sdk_kinesis::Client,
     table: LeaseTable,
     cfg: Arc<WorkerConfig>,
     factory: F,
-    held: HashMap<String, Held>,
+    /// Leases held, shared with the renewal task.
+    held: HeldMap,
     /// Per lease: the counter and owner last seen, and since when.
     observed: HashMap<String, (u64, Option<String>, Instant)>,
     tasks: JoinSet<()>,
@@ -88,7 +101,7 @@ impl Worker {
             table: LeaseTable::new(dynamodb, cfg.application_name.clone()),
             cfg: Arc::new(cfg),
             factory,
-            held: HashMap::new(),
+            held: Arc::new(Mutex::new(HashMap::new())),
             observed: HashMap::new(),
             tasks: JoinSet::new(),
             task_shards: HashMap::new(),
@@ -165,11 +178,17 @@ where
             }
         }
         let failover = self.cfg.failover_time;
-        let mut renew = tokio::time::interval((failover / 3).max(Duration::from_millis(50)));
+        // Renewals run on their own, so that a slow Scan or shard sync never
+        // delays them past the failover time.
+        let renewals = AbortOnDrop(tokio::spawn(renew_loop(
+            self.table.clone(),
+            self.cfg.clone(),
+            self.held.clone(),
+        )));
         let mut take = tokio::time::interval((failover / 4).max(Duration::from_millis(50)));
         let mut sync =
             tokio::time::interval(self.cfg.shard_sync_interval.max(Duration::from_millis(100)));
-        for t in [&mut renew, &mut take, &mut sync] {
+        for t in [&mut take, &mut sync] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -185,7 +204,6 @@ where
                         warn!(error = %e, "taking leases failed");
                     }
                 }
-                _ = renew.tick() => self.renew_leases().await,
                 Some(ev) = events.recv() => self.on_event(ev),
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.task_finished(joined).await;
@@ -193,12 +211,13 @@ where
             }
             self.publish_state(None, None);
         }
-        self.shutdown(&mut events).await;
+        self.shutdown(&mut events, renewals).await;
     }
 
     fn publish_state(&self, workers: Option<usize>, leases: Option<usize>) {
         let mut held: Vec<String> = self
             .held
+            .lock()
             .iter()
             .filter(|(_, h)| !h.stopping)
             .map(|(k, _)| k.clone())
@@ -218,31 +237,32 @@ where
         match ev {
             ShardEvent::Finished(shard) => {
                 debug!(shard = %shard, "finished");
-                if let Some(h) = self.held.get_mut(&shard) {
+                if let Some(h) = self.held.lock().get_mut(&shard) {
                     h.stopping = true;
                 }
             }
             ShardEvent::Exited(shard) => {
-                self.held.remove(&shard);
+                self.held.lock().remove(&shard);
             }
         }
     }
 
-    async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<ShardEvent>) {
+    async fn shutdown(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<ShardEvent>,
+        renewals: AbortOnDrop,
+    ) {
         info!(worker = %self.me(), "shutting down");
-        for h in self.held.values() {
+        for h in self.held.lock().values() {
             let _ = h.stop.send(Some(Stop::Shutdown));
         }
         // Renewals go on while the processors finish, so that no other worker
         // takes a lease that is still being processed here.
         let deadline =
             tokio::time::Instant::now() + self.cfg.failover_time.max(Duration::from_secs(5));
-        let mut renew =
-            tokio::time::interval((self.cfg.failover_time / 3).max(Duration::from_millis(50)));
         while !self.tasks.is_empty() {
             tokio::select! {
                 Some(joined) = self.tasks.join_next_with_id() => self.task_finished(joined).await,
-                _ = renew.tick() => self.renew_leases().await,
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!("record processors did not stop in time");
                     self.tasks.abort_all();
@@ -253,11 +273,13 @@ where
         }
         while let Ok(ev) = events.try_recv() {
             if let ShardEvent::Finished(s) = ev {
-                self.held.remove(&s);
+                self.held.lock().remove(&s);
             }
         }
+        // Nothing is processed any more: stop renewing, then give back.
+        drop(renewals);
         let me = self.cfg.worker_id.clone();
-        let mut mine: HashSet<String> = self.held.drain().map(|(k, _)| k).collect();
+        let mut mine: HashSet<String> = self.held.lock().drain().map(|(k, _)| k).collect();
         // Also leases still in our name whose processing had already stopped
         // (a renewal that came too late under load).
         if let Ok(leases) = self.table.list().await {
@@ -410,55 +432,6 @@ where
         Ok(())
     }
 
-    /// Renews every held lease; a lease another worker now holds is stopped.
-    async fn renew_leases(&mut self) {
-        let me = self.cfg.worker_id.clone();
-        let keys: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, h)| !h.stopping)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            let Some(lease) = self.held.get(&key).map(|h| h.lease.clone()) else {
-                continue;
-            };
-            let sent = Instant::now();
-            match self.table.renew(&lease, &me).await {
-                Ok(Conditional::Done(renewed)) => {
-                    if let Some(h) = self.held.get_mut(&key) {
-                        h.lease = renewed;
-                        // Stop processing well before another worker may
-                        // consider the lease expired.
-                        *h.valid_until.lock() = sent + self.cfg.failover_time * 4 / 5;
-                    }
-                }
-                Ok(Conditional::Lost) => {
-                    let now = self.table.get(&key).await.ok().flatten();
-                    let reason = match now {
-                        Some(l) if l.checkpoint_owner.as_deref() == Some(me.as_str()) => {
-                            Stop::Handoff
-                        }
-                        Some(l) if l.owner.as_deref() == Some(me.as_str()) => {
-                            // Our own write (a checkpoint) raced; keep the lease.
-                            if let Some(h) = self.held.get_mut(&key) {
-                                h.lease = l;
-                            }
-                            continue;
-                        }
-                        _ => Stop::LeaseLost,
-                    };
-                    info!(shard = %key, ?reason, "lease moved to another worker");
-                    if let Some(h) = self.held.get_mut(&key) {
-                        h.stopping = true;
-                        let _ = h.stop.send(Some(reason));
-                    }
-                }
-                Err(e) => warn!(shard = %key, error = %e, "lease renewal failed"),
-            }
-        }
-    }
-
     /// Deletes the leases of finished shards once every child has started
     /// (checkpointed past its beginning), as the KCL's lease cleanup does, so
     /// the table does not grow with every reshard. A child treats a missing
@@ -515,7 +488,13 @@ where
                 *counts.entry(o.clone()).or_default() += 1;
             }
         }
-        let mine = self.held.values().filter(|h| !h.stopping).count();
+        let (mine, held_keys): (usize, HashSet<String>) = {
+            let held = self.held.lock();
+            (
+                held.values().filter(|h| !h.stopping).count(),
+                held.keys().cloned().collect(),
+            )
+        };
         counts.insert(me.clone(), mine);
         let workers = counts.len();
         let target = active.len().div_ceil(workers.max(1));
@@ -527,7 +506,7 @@ where
         let mut takeable: Vec<&Lease> = active
             .iter()
             .copied()
-            .filter(|l| !self.held.contains_key(&l.key))
+            .filter(|l| !held_keys.contains(&l.key))
             .filter(|l| {
                 l.owner.as_deref() == Some(me.as_str())
                     || (expired(l) && l.owner.as_deref() != Some(me.as_str()))
@@ -604,7 +583,7 @@ where
             events: self.events_tx.clone(),
             read_to: None,
         };
-        self.held.insert(
+        self.held.lock().insert(
             lease.key.clone(),
             Held {
                 lease,
@@ -634,11 +613,66 @@ where
             && e.is_panic()
         {
             warn!(shard = %shard, "the record processor panicked; giving the lease back");
-            self.held.remove(&shard);
+            self.held.lock().remove(&shard);
             let me = self.cfg.worker_id.clone();
             if let Err(e) = self.table.release(&shard, &me).await {
                 warn!(shard = %shard, error = %e, "could not give the lease back");
             }
+        }
+    }
+}
+
+/// Renews the held leases every failover time / 3, until aborted.
+async fn renew_loop(table: LeaseTable, cfg: Arc<WorkerConfig>, held: HeldMap) {
+    let mut tick = tokio::time::interval((cfg.failover_time / 3).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        renew_leases(&table, &cfg, &held).await;
+    }
+}
+
+/// Renews every held lease; a lease another worker now holds is stopped.
+async fn renew_leases(table: &LeaseTable, cfg: &WorkerConfig, held: &HeldMap) {
+    let me = cfg.worker_id.as_str();
+    let leases: Vec<Lease> = held
+        .lock()
+        .values()
+        .filter(|h| !h.stopping)
+        .map(|h| h.lease.clone())
+        .collect();
+    for lease in leases {
+        let key = lease.key.clone();
+        let sent = Instant::now();
+        match table.renew(&lease, me).await {
+            Ok(Conditional::Done(renewed)) => {
+                if let Some(h) = held.lock().get_mut(&key) {
+                    h.lease = renewed;
+                    // Stop processing well before another worker may
+                    // consider the lease expired.
+                    *h.valid_until.lock() = sent + cfg.failover_time * 4 / 5;
+                }
+            }
+            Ok(Conditional::Lost) => {
+                let now = table.get(&key).await.ok().flatten();
+                let reason = match now {
+                    Some(l) if l.checkpoint_owner.as_deref() == Some(me) => Stop::Handoff,
+                    Some(l) if l.owner.as_deref() == Some(me) => {
+                        // Our own write (a checkpoint) raced; keep the lease.
+                        if let Some(h) = held.lock().get_mut(&key) {
+                            h.lease = l;
+                        }
+                        continue;
+                    }
+                    _ => Stop::LeaseLost,
+                };
+                info!(shard = %key, ?reason, "lease moved to another worker");
+                if let Some(h) = held.lock().get_mut(&key) {
+                    h.stopping = true;
+                    let _ = h.stop.send(Some(reason));
+                }
+            }
+            Err(e) => warn!(shard = %key, error = %e, "lease renewal failed"),
         }
     }
 }
