@@ -143,13 +143,8 @@ fn ordered_producer(kinesis: &Client, stream: &str) -> Producer {
     Producer::new(kinesis.clone(), cfg)
 }
 
-async fn create_stream(c: &Client, name: &str, shards: i32) {
-    c.create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap();
+/// Waits until a stream is ACTIVE (after creation or a reshard).
+async fn wait_active(c: &Client, name: &str) {
     for _ in 0..100 {
         let d = c
             .describe_stream_summary()
@@ -168,6 +163,16 @@ async fn create_stream(c: &Client, name: &str, shards: i32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("stream {name} did not become ACTIVE");
+}
+
+async fn create_stream(c: &Client, name: &str, shards: i32) {
+    c.create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    wait_active(c, name).await;
 }
 
 async fn produce(
@@ -388,23 +393,7 @@ async fn a_reshard_is_followed_parents_before_children() {
         .send()
         .await
         .unwrap();
-    for _ in 0..100 {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name("kcl-reshard")
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .unwrap()
-            .stream_status()
-            .as_str()
-            == "ACTIVE"
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_active(&kinesis, "kcl-reshard").await;
     acks.extend(produce(&producer, 200, 400, 20).await);
     wait_until("all 400 records", Duration::from_secs(60), || {
         let done = processed(&journal);
