@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod eventstream;
+mod fastjson;
 pub mod metrics;
 pub mod model;
 mod router;
