@@ -15,8 +15,6 @@ pub enum DynamoError {
     ResourceNotFound(String),
     #[error("{0}")]
     ResourceInUse(String),
-    #[error("{0}")]
-    LimitExceeded(String),
     /// A condition did not hold; carries the item when the request asked for
     /// it with `ReturnValuesOnConditionCheckFailure: ALL_OLD`.
     #[error("The conditional request failed")]
@@ -36,9 +34,6 @@ impl DynamoError {
             }
             DynamoError::ResourceInUse(_) => {
                 "com.amazonaws.dynamodb.v20120810#ResourceInUseException"
-            }
-            DynamoError::LimitExceeded(_) => {
-                "com.amazonaws.dynamodb.v20120810#LimitExceededException"
             }
             DynamoError::ConditionalCheckFailed { .. } => {
                 "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"
