@@ -83,6 +83,10 @@ pub struct ServiceConfig {
     pub on_demand_stream_limit: u32,
     /// Size at which log segments are sealed.
     pub segment_max_bytes: u64,
+    /// Size of the log's shared commit log; 0 syncs shard files directly.
+    pub commit_log_bytes: u64,
+    /// Largest group commit, in bytes, made durable through the commit log.
+    pub commit_log_max_window: usize,
     /// How often expired segments are deleted.
     pub retention_check_interval: Duration,
     /// Per-shard throughput quotas: AWS's, or none.
@@ -113,6 +117,8 @@ impl ServiceConfig {
             shard_limit: 500,
             on_demand_stream_limit: 50,
             segment_max_bytes: 64 * 1024 * 1024,
+            commit_log_bytes: ripstream_log::DEFAULT_COMMIT_LOG_BYTES,
+            commit_log_max_window: ripstream_log::DEFAULT_COMMIT_LOG_MAX_WINDOW,
             retention_check_interval: Duration::from_secs(60),
             quotas: quota::QuotaMode::Aws,
             on_demand_scale_interval: Duration::from_secs(10),
@@ -247,6 +253,8 @@ impl Service {
         let mut log_cfg = LogConfig::new(cfg.data_dir.join("log"), epoch);
         log_cfg.fsync = cfg.fsync;
         log_cfg.segment_max_bytes = cfg.segment_max_bytes;
+        log_cfg.commit_log_bytes = cfg.commit_log_bytes;
+        log_cfg.commit_log_max_window = cfg.commit_log_max_window;
         log_cfg.clock = cfg.clock.clone();
         let log = Log::open(log_cfg)?;
         let keyring_path = cfg

@@ -8,9 +8,13 @@
 //!
 //! Durability: callers append [`PendingBatch`]es; the writer thread gathers every
 //! append that arrives while it is busy into one commit window, writes them,
-//! runs one `fdatasync` per touched file (in parallel), publishes the new end to
-//! readers and only then resolves the appends ([`FsyncPolicy::Always`], group
-//! commit). Readers never see data that is not yet acknowledged.
+//! makes them durable, publishes the new end to readers and only then resolves
+//! the appends ([`FsyncPolicy::Always`], group commit). A small window is made
+//! durable by one `fdatasync` of a commit log shared by all partitions (the
+//! segment files are synced later, at checkpoints, and the commit log is
+//! replayed into them after a crash); a large one by one `fdatasync` per
+//! touched segment file, in parallel. Readers never see data that is not yet
+//! acknowledged.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -31,6 +35,7 @@
 //! The API is shaped like a Raft log (append with an epoch per batch, truncate
 //! a suffix, purge a prefix) so a replicated log can be built on it later.
 
+mod commit_log;
 mod frame;
 pub mod metrics;
 mod partition;
@@ -57,6 +62,11 @@ pub use frame::{
 pub use partition::{Partition, ReadOutcome, StoredRecord};
 
 use writer::Command;
+
+/// Default size of the shared commit log.
+pub const DEFAULT_COMMIT_LOG_BYTES: u64 = 32 * 1024 * 1024;
+/// Default largest group commit (in commit log bytes) that goes through the commit log.
+pub const DEFAULT_COMMIT_LOG_MAX_WINDOW: usize = 1024 * 1024;
 
 /// A batch is indexed at least every this many bytes.
 pub const INDEX_INTERVAL_BYTES: u64 = 16 * 1024;
@@ -163,11 +173,18 @@ pub struct LogConfig {
     /// A segment is sealed once its first record is this old, so retention can
     /// delete whole segments.
     pub segment_max_age_ms: i64,
+    /// Size of the shared commit log ([`FsyncPolicy::Always`] only); 0 turns it
+    /// off, so every group commit syncs each touched segment file.
+    pub commit_log_bytes: u64,
+    /// Windows of up to this many bytes go through the commit log; larger
+    /// ones sync their segment files directly, so big batches are written once.
+    pub commit_log_max_window: usize,
     pub clock: Arc<dyn Clock>,
 }
 
 impl LogConfig {
-    /// Defaults: group-commit fsync, 64 MiB or 1 hour segments, the system clock.
+    /// Defaults: group-commit fsync through a 32 MiB commit log for windows up
+    /// to 1 MiB, 64 MiB or 1 hour segments, the system clock.
     pub fn new(dir: impl Into<PathBuf>, epoch: u64) -> LogConfig {
         LogConfig {
             dir: dir.into(),
@@ -175,6 +192,8 @@ impl LogConfig {
             fsync: FsyncPolicy::Always,
             segment_max_bytes: 64 * 1024 * 1024,
             segment_max_age_ms: 60 * 60 * 1000,
+            commit_log_bytes: DEFAULT_COMMIT_LOG_BYTES,
+            commit_log_max_window: DEFAULT_COMMIT_LOG_MAX_WINDOW,
             clock: Arc::new(SystemClock),
         }
     }
@@ -202,7 +221,7 @@ pub struct Log {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-fn valid_partition_id(id: &str) -> bool {
+pub(crate) fn valid_partition_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 200
         && id != "."
@@ -222,6 +241,9 @@ impl Log {
     /// Opens (or creates) the log in `config.dir`, recovering every partition found there.
     pub fn open(config: LogConfig) -> Result<Log, LogError> {
         fs::create_dir_all(&config.dir).map_err(|e| LogError::io(&config.dir, e))?;
+        // Batches that only the commit log made durable go back into their
+        // segment files first, so recovery below sees every acknowledged one.
+        let replayed = commit_log::replay(&config.dir)?;
         let cipher: CipherSlot = Arc::default();
         let mut partitions = HashMap::new();
         for entry in fs::read_dir(&config.dir).map_err(|e| LogError::io(&config.dir, e))? {
@@ -239,8 +261,22 @@ impl Log {
             )?;
             partitions.insert(id, part);
         }
+        let commit_log = if config.fsync == FsyncPolicy::Always && config.commit_log_bytes > 0 {
+            Some(commit_log::CommitLog::start(
+                &config.dir,
+                config.commit_log_bytes,
+                replayed.generation,
+            )?)
+        } else {
+            let path = config.dir.join(commit_log::FILE_NAME);
+            if path.exists() {
+                fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+                sync_dir(&config.dir)?;
+            }
+            None
+        };
         let (tx, rx) = mpsc::channel();
-        let ctx = writer::Writer::new(&config);
+        let ctx = writer::Writer::new(&config, commit_log);
         let handle = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || ctx.run(rx))

@@ -8,6 +8,14 @@ pub(crate) static FSYNC_NANOS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SEGMENTS_ROLLED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static TRUNCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static COMMIT_LOG_COMMITS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` file syncs that took `elapsed` together.
+pub(crate) fn record_fsync(n: u64, elapsed: std::time::Duration) {
+    FSYNCS.fetch_add(n, Ordering::Relaxed);
+    FSYNC_NANOS.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+}
 
 /// A reading of the log's counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +32,10 @@ pub struct LogMetrics {
     pub corrupt_batches: u64,
     /// Bytes of torn or corrupt tail truncated by recovery.
     pub truncated_bytes: u64,
+    /// Group commits made durable by one sync of the shared commit log.
+    pub commit_log_commits: u64,
+    /// Commit log checkpoints (segment files synced, a new generation started).
+    pub checkpoints: u64,
 }
 
 /// Current values of the counters.
@@ -35,5 +47,7 @@ pub fn snapshot() -> LogMetrics {
         segments_rolled: SEGMENTS_ROLLED.load(Ordering::Relaxed),
         corrupt_batches: CORRUPT_BATCHES.load(Ordering::Relaxed),
         truncated_bytes: TRUNCATED_BYTES.load(Ordering::Relaxed),
+        commit_log_commits: COMMIT_LOG_COMMITS.load(Ordering::Relaxed),
+        checkpoints: CHECKPOINTS.load(Ordering::Relaxed),
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct ActiveWriter {
     pub next_offset: u64,
     pub last_timestamp: i64,
     pub bytes_since_index: u64,
+    /// Position up to which writeback of the segment file has been started.
+    pub written_back: u64,
     pub first_timestamp: i64,
     pub idx_pending: Vec<u8>,
     /// Segments created since the last publish.

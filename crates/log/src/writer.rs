@@ -3,10 +3,12 @@
 //! Each loop turn takes every command that has queued up (a commit window),
 //! writes the batches, syncs each touched file once (in parallel), publishes the
 //! new ends to readers and then answers. Many concurrent requests therefore
-//! share one `fdatasync`.
+//! share one `fdatasync`: of the shared commit log when the window is small
+//! (see [`crate::commit_log`]), else of each touched segment file in parallel.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +18,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::error;
 
+use crate::commit_log::{self, CommitLog};
 use crate::frame::PendingBatch;
 use crate::partition::{ActiveWriter, Partition};
 use crate::segment::{IndexEntry, NO_TIMESTAMP, Segment, idx_path, log_path};
@@ -66,16 +69,28 @@ pub(crate) struct Writer {
     clock: Arc<dyn Clock>,
     /// Partitions written since their last sync (interval and never policies).
     unsynced: Vec<Arc<Partition>>,
+    /// The shared commit log (always policy only), while it is usable.
+    commit_log: Option<CommitLog>,
+    commit_log_max_window: usize,
+    /// Partitions whose segment files hold batches that only the commit log
+    /// has made durable; a checkpoint syncs them.
+    log_dirty: Vec<Arc<Partition>>,
 }
 
 struct Pending {
     partition: Arc<Partition>,
     reply: Reply<Appended>,
     result: Result<Appended, LogError>,
+    /// The frame as written, with its segment's base offset and its position there.
+    written: Option<(PendingBatch, u64, u64)>,
 }
 
+/// Writeback of a segment file is started once this many bytes that only the
+/// commit log made durable have piled up, so checkpoints find little to sync.
+const WRITEBACK_KICK_BYTES: u64 = 1024 * 1024;
+
 impl Writer {
-    pub fn new(config: &LogConfig) -> Writer {
+    pub fn new(config: &LogConfig, commit_log: Option<CommitLog>) -> Writer {
         Writer {
             epoch: config.epoch,
             policy: config.fsync,
@@ -83,6 +98,9 @@ impl Writer {
             segment_max_age_ms: config.segment_max_age_ms,
             clock: config.clock.clone(),
             unsynced: Vec::new(),
+            commit_log,
+            commit_log_max_window: config.commit_log_max_window,
+            log_dirty: Vec::new(),
         }
     }
 
@@ -129,6 +147,7 @@ impl Writer {
             }
         }
         self.sync_unsynced();
+        self.checkpoint();
     }
 
     fn commit(&mut self, window: Vec<Command>) {
@@ -143,7 +162,12 @@ impl Writer {
                     mut batch,
                     reply,
                 } => {
-                    let result = self.write(&partition, &mut batch);
+                    let (result, written) = match self.write(&partition, &mut batch) {
+                        Ok((appended, segment_base, position)) => {
+                            (Ok(appended), Some((batch, segment_base, position)))
+                        }
+                        Err(e) => (Err(e), None),
+                    };
                     if result.is_ok() && !dirty.iter().any(|p| Arc::ptr_eq(p, &partition)) {
                         dirty.push(partition.clone());
                     }
@@ -151,6 +175,7 @@ impl Writer {
                         partition,
                         reply,
                         result,
+                        written,
                     });
                 }
                 Command::Seal { partition, reply } => {
@@ -178,12 +203,15 @@ impl Writer {
                     reply,
                 } => {
                     // Truncation publishes itself; earlier appends of this window are
-                    // published first so the order of operations holds.
+                    // published first so the order of operations holds. The
+                    // checkpoint keeps replay from writing the dropped batches back.
                     self.finish(&mut pending, &mut dirty);
+                    self.checkpoint();
                     let _ = reply.send(self.truncate(&partition, keep_until));
                 }
                 Command::Delete { partition, reply } => {
                     self.finish(&mut pending, &mut dirty);
+                    self.checkpoint();
                     partition.deleted.store(true, Ordering::Release);
                     *partition.writer.lock() = None;
                     self.unsynced.retain(|p| !Arc::ptr_eq(p, &partition));
@@ -200,6 +228,7 @@ impl Writer {
         self.finish(&mut pending, &mut dirty);
         if sync_all {
             self.sync_unsynced();
+            self.checkpoint();
         }
         for (reply, r) in after {
             let _ = reply.send(r);
@@ -211,9 +240,8 @@ impl Writer {
         if dirty.is_empty() && pending.is_empty() {
             return;
         }
-        flush_index(dirty);
         let failed = if self.policy == FsyncPolicy::Always {
-            sync_partitions(dirty)
+            self.make_durable(pending, dirty)
         } else {
             for p in dirty.iter() {
                 if !self.unsynced.iter().any(|u| Arc::ptr_eq(u, p)) {
@@ -222,6 +250,9 @@ impl Writer {
             }
             Vec::new()
         };
+        // Index entries go out only now, so one found on disk after a crash
+        // points at a batch that was durable, with everything before it.
+        flush_index(dirty);
         for p in dirty.iter() {
             if failed.iter().any(|f| Arc::ptr_eq(f, p)) {
                 continue;
@@ -237,6 +268,122 @@ impl Writer {
         dirty.clear();
     }
 
+    /// Makes the window's batches durable: by one sync of the commit log when
+    /// the window is small enough, else by syncing each touched segment file.
+    /// Returns the partitions whose sync failed.
+    fn make_durable(
+        &mut self,
+        pending: &[Pending],
+        dirty: &[Arc<Partition>],
+    ) -> Vec<Arc<Partition>> {
+        if dirty.is_empty() {
+            return Vec::new();
+        }
+        let bytes: usize = pending
+            .iter()
+            .filter_map(|p| {
+                let (batch, _, _) = p.written.as_ref()?;
+                Some(commit_log::batch_record_len(
+                    &p.partition.id,
+                    batch.frame_len(),
+                ))
+            })
+            .sum();
+        let use_log = matches!(&self.commit_log,
+            Some(log) if bytes <= self.commit_log_max_window && log.could_ever_fit(bytes));
+        if !use_log {
+            let failed = sync_partitions(dirty);
+            // Those files are synced now, with whatever the commit log held for them.
+            self.log_dirty.retain(|p| {
+                !dirty.iter().any(|d| Arc::ptr_eq(d, p)) || failed.iter().any(|f| Arc::ptr_eq(f, p))
+            });
+            return failed;
+        }
+        if self.commit_log.as_ref().is_some_and(|log| !log.fits(bytes)) {
+            self.checkpoint();
+        }
+        let Some(log) = self.commit_log.as_mut() else {
+            // The checkpoint gave up on the commit log.
+            return sync_partitions(dirty);
+        };
+        for item in pending {
+            if let (Ok(_), Some((batch, segment_base, position))) = (&item.result, &item.written) {
+                log.add_batch(&item.partition.id, *segment_base, *position, &batch.buf);
+            }
+        }
+        match log.commit() {
+            Ok(()) => {
+                metrics::COMMIT_LOG_COMMITS.fetch_add(1, Ordering::Relaxed);
+                for p in dirty {
+                    if !self.log_dirty.iter().any(|d| Arc::ptr_eq(d, p)) {
+                        self.log_dirty.push(p.clone());
+                    }
+                }
+                start_writeback(dirty);
+                Vec::new()
+            }
+            Err(e) => {
+                error!(path = %log.path().display(), error = %e, "commit log write or sync failed: syncing segment files directly from now on");
+                self.abandon_commit_log(dirty)
+            }
+        }
+    }
+
+    /// Syncs every segment file the commit log holds batches for and starts a
+    /// new generation, so replay no longer needs (or writes back) any of them.
+    fn checkpoint(&mut self) {
+        let Some(log) = self.commit_log.as_mut() else {
+            return;
+        };
+        if log.is_empty() && self.log_dirty.is_empty() {
+            return;
+        }
+        let parts = std::mem::take(&mut self.log_dirty);
+        flush_index(&parts);
+        let failed = sync_partitions(&parts);
+        if !failed.is_empty() {
+            // The commit log still holds what those files may have lost; it
+            // stays on disk for replay at restart, but is no longer written.
+            error!(
+                "commit log checkpoint failed: keeping it for replay at restart and syncing segment files directly from now on"
+            );
+            self.commit_log = None;
+            return;
+        }
+        if let Err(e) = log.reset() {
+            error!(path = %log.path().display(), error = %e, "commit log reset failed: syncing segment files directly from now on");
+            self.abandon_commit_log(&[]);
+        }
+    }
+
+    /// Stops using the commit log after a failure: syncs every segment file it
+    /// covers (and `dirty`), then removes it so replay cannot write stale
+    /// batches back. Returns the partitions whose sync failed.
+    fn abandon_commit_log(&mut self, dirty: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
+        let Some(log) = self.commit_log.take() else {
+            return sync_partitions(dirty);
+        };
+        let mut parts = std::mem::take(&mut self.log_dirty);
+        for p in dirty {
+            if !parts.iter().any(|q| Arc::ptr_eq(q, p)) {
+                parts.push(p.clone());
+            }
+        }
+        let failed = sync_partitions(&parts);
+        if failed.is_empty() {
+            let removed = fs::remove_file(log.path())
+                .map_err(|e| LogError::io(log.path(), e))
+                .and_then(|()| match log.path().parent() {
+                    Some(dir) => sync_dir(dir),
+                    None => Ok(()),
+                });
+            if let Err(e) = removed {
+                error!(error = %e, "could not remove the abandoned commit log");
+            }
+        }
+        failed
+    }
+
     fn sync_unsynced(&mut self) {
         if self.unsynced.is_empty() {
             return;
@@ -246,11 +393,13 @@ impl Writer {
         let _ = sync_partitions(&parts);
     }
 
+    /// Writes a batch into its partition's active segment. Returns what the
+    /// append was given, the segment's base offset and the frame's position.
     fn write(
         &mut self,
         part: &Arc<Partition>,
         batch: &mut PendingBatch,
-    ) -> Result<Appended, LogError> {
+    ) -> Result<(Appended, u64, u64), LogError> {
         if part.deleted.load(Ordering::Acquire) {
             return Err(LogError::NoSuchPartition(part.id.clone()));
         }
@@ -275,6 +424,7 @@ impl Writer {
         }
         let ts = now.max(w.last_timestamp);
         let base = w.next_offset;
+        let (segment_base, position) = (w.segment.base_offset, w.position);
         let frame = batch.seal(base, ts, self.epoch);
         if let Err(e) = w.file.write_all_at(frame, w.position) {
             // Nothing past `position` is published, so the next write overwrites
@@ -301,12 +451,13 @@ impl Writer {
         w.bytes_since_index += len;
         w.next_offset += u64::from(batch.record_count());
         w.last_timestamp = ts;
-        Ok(Appended {
+        let appended = Appended {
             base_offset: base,
             record_count: batch.record_count(),
             timestamp_ms: ts,
             epoch: self.epoch,
-        })
+        };
+        Ok((appended, segment_base, position))
     }
 
     fn roll_now(&mut self, part: &Arc<Partition>) -> Result<(), LogError> {
@@ -435,6 +586,7 @@ fn open_active(part: &Partition) -> Result<ActiveWriter, LogError> {
         next_offset: st.next_offset,
         last_timestamp: st.last_timestamp,
         bytes_since_index,
+        written_back: position,
         idx_pending: Vec::new(),
         new_segments: Vec::new(),
         sealed: Vec::new(),
@@ -487,10 +639,39 @@ fn roll(part: &Partition, w: &mut ActiveWriter) -> Result<(), LogError> {
     w.file = Arc::new(file);
     w.idx_file = idx_file;
     w.position = 0;
+    w.written_back = 0;
     w.bytes_since_index = INDEX_INTERVAL_BYTES;
     w.first_timestamp = NO_TIMESTAMP;
     metrics::SEGMENTS_ROLLED.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// Starts (without waiting for) writeback of what the commit log made durable
+/// in these partitions' segment files, once enough has piled up.
+fn start_writeback(parts: &[Arc<Partition>]) {
+    for p in parts {
+        let mut guard = p.writer.lock();
+        let Some(w) = guard.as_mut() else { continue };
+        if w.position < w.written_back + WRITEBACK_KICK_BYTES {
+            continue;
+        }
+        let (from, len) = (w.written_back, w.position - w.written_back);
+        // SAFETY: a plain syscall on a file descriptor that `w.file` keeps open;
+        // no memory is shared with the kernel.
+        let r = unsafe {
+            libc::sync_file_range(
+                w.file.as_raw_fd(),
+                from as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if r != 0 {
+            // Only a hint: the checkpoint's fdatasync does the real work.
+            tracing::debug!(partition = %p.id, error = %std::io::Error::last_os_error(), "sync_file_range failed");
+        }
+        w.written_back = w.position;
+    }
 }
 
 fn flush_index(parts: &[Arc<Partition>]) {
@@ -539,8 +720,7 @@ fn sync_partitions(parts: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
             out
         })
     };
-    metrics::FSYNCS.fetch_add(files.len() as u64, Ordering::Relaxed);
-    metrics::FSYNC_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    metrics::record_fsync(files.len() as u64, started.elapsed());
     let mut failed = Vec::new();
     for ((p, _), r) in files.into_iter().zip(results) {
         if let Err(e) = r {

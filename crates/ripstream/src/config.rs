@@ -94,6 +94,16 @@ pub struct ServeArgs {
     /// How often expired log segments are deleted, in seconds [default: 60]
     #[arg(long, env = "RIPSTREAM_RETENTION_CHECK_SECS")]
     pub retention_check_secs: Option<u64>,
+    /// Size of the commit log shared by all shards, in bytes: with --fsync
+    /// always, a group commit of up to --commit-log-window-bytes is made
+    /// durable by one fdatasync of it instead of one per shard file; 0 turns
+    /// it off [default: 33554432]
+    #[arg(long, env = "RIPSTREAM_COMMIT_LOG_BYTES")]
+    pub commit_log_bytes: Option<u64>,
+    /// Largest group commit, in bytes, that goes through the commit log;
+    /// larger ones sync their shard files directly [default: 1048576]
+    #[arg(long, env = "RIPSTREAM_COMMIT_LOG_WINDOW_BYTES")]
+    pub commit_log_window_bytes: Option<usize>,
 }
 
 /// The same settings as they appear in the TOML file.
@@ -125,6 +135,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub segment_bytes: Option<u64>,
     pub retention_check_secs: Option<u64>,
+    pub commit_log_bytes: Option<u64>,
+    pub commit_log_window_bytes: Option<usize>,
 }
 
 impl FileConfig {
@@ -193,6 +205,15 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
             bail!("segment size must be at least 4096 bytes");
         }
         service.segment_max_bytes = b;
+    }
+    if let Some(b) = args.commit_log_bytes.or(file.commit_log_bytes) {
+        service.commit_log_bytes = b;
+    }
+    if let Some(b) = args
+        .commit_log_window_bytes
+        .or(file.commit_log_window_bytes)
+    {
+        service.commit_log_max_window = b;
     }
     if let Some(s) = args.retention_check_secs.or(file.retention_check_secs) {
         service.retention_check_interval = Duration::from_secs(s.max(1));

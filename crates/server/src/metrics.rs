@@ -91,7 +91,7 @@ impl Collector for LogCollector {
             seconds.metric_type(),
         )?;
         seconds.encode(enc)?;
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
                 "ripstream_log_written_bytes",
                 "Bytes of batch frames written to the shard log",
@@ -99,7 +99,7 @@ impl Collector for LogCollector {
             ),
             (
                 "ripstream_log_fsyncs",
-                "fdatasync calls made for appends (one per touched shard per commit)",
+                "fdatasync calls made for appends: one per group commit through the commit log, else one per touched shard",
                 m.fsyncs,
             ),
             (
@@ -116,6 +116,16 @@ impl Collector for LogCollector {
                 "ripstream_log_truncated_bytes",
                 "Bytes of torn or corrupt tail truncated by recovery",
                 m.truncated_bytes,
+            ),
+            (
+                "ripstream_log_commit_log_commits",
+                "Group commits made durable by one sync of the shared commit log",
+                m.commit_log_commits,
+            ),
+            (
+                "ripstream_log_checkpoints",
+                "Commit log checkpoints (shard files synced, a new generation started)",
+                m.checkpoints,
             ),
         ];
         for (name, help, value) in counters {

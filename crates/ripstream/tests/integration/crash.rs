@@ -194,9 +194,11 @@ async fn flipped_byte_in_the_tail_is_cut_back_to_the_last_good_batch() {
     assert_eq!(read_values(&srv).await.len(), 11);
 }
 
-#[tokio::test]
-async fn truncated_segment_recovers_and_keeps_accepting_writes() {
-    let mut srv = TestServer::start();
+/// Kills the server after ten acknowledged writes and cuts the last 7 bytes
+/// off the shard's segment file, as a power loss can when the file was not
+/// synced; returns the server restarted.
+async fn cut_tail_after_kill(args: &[&str]) -> TestServer {
+    let mut srv = TestServer::start_with(args);
     create_stream(&srv.client(), "c", 1).await;
     write_numbered(&srv, 0, 10).await;
     srv.kill9();
@@ -209,6 +211,13 @@ async fn truncated_segment_recovers_and_keeps_accepting_writes() {
         .set_len(len - 7)
         .unwrap();
     srv.restart();
+    srv
+}
+
+#[tokio::test]
+async fn truncated_segment_recovers_and_keeps_accepting_writes() {
+    // Without the commit log, the torn batch is cut back.
+    let srv = cut_tail_after_kill(&["--commit-log-bytes", "0"]).await;
     let values = read_values(&srv).await;
     assert_eq!(
         values,
@@ -216,6 +225,28 @@ async fn truncated_segment_recovers_and_keeps_accepting_writes() {
     );
     write_numbered(&srv, 9, 1).await;
     assert_eq!(read_values(&srv).await.len(), 10);
+}
+
+#[tokio::test]
+async fn commit_log_restores_an_acknowledged_tail_the_segment_lost() {
+    // By default the acknowledged batch is also in the commit log, which is
+    // replayed into the segment before recovery: nothing is lost.
+    let srv = cut_tail_after_kill(&[]).await;
+    assert!(
+        srv.log()
+            .contains("commit log replayed into the segment files"),
+        "{}",
+        srv.log()
+    );
+    let values = read_values(&srv).await;
+    assert_eq!(
+        values,
+        (0..10)
+            .map(|i| format!("record-{i:04}"))
+            .collect::<Vec<_>>()
+    );
+    write_numbered(&srv, 10, 1).await;
+    assert_eq!(read_values(&srv).await.len(), 11);
 }
 
 #[tokio::test]
