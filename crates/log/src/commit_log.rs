@@ -135,6 +135,7 @@ pub(crate) fn replay(dir: &Path) -> Result<Replayed, LogError> {
     };
     let mut out = Replayed::default();
     let mut files: HashMap<PathBuf, Option<File>> = HashMap::new();
+    let mut segments = 0;
     let mut pos = 0;
     while let Some(rec) = parse(&data[pos..]) {
         match out.generation {
@@ -161,6 +162,10 @@ pub(crate) fn replay(dir: &Path) -> Result<Replayed, LogError> {
             continue;
         }
         let seg = log_path(&dir.join(batch.partition_id), batch.segment_base);
+        if !files.contains_key(&seg) && files.len() >= MAX_OPEN_FILES {
+            // Bounded, so thousands of shards cannot exhaust file descriptors.
+            segments += sync_all(&mut files)?;
+        }
         let file = match files.get(&seg) {
             Some(f) => f.as_ref(),
             None => {
@@ -177,19 +182,29 @@ pub(crate) fn replay(dir: &Path) -> Result<Replayed, LogError> {
             .map_err(|e| LogError::io(&seg, e))?;
         out.batches += 1;
     }
-    for (seg, file) in &files {
-        if let Some(f) = file {
-            f.sync_data().map_err(|e| LogError::io(seg, e))?;
-        }
-    }
+    segments += sync_all(&mut files)?;
     if out.batches > 0 {
         info!(
             batches = out.batches,
-            segments = files.values().filter(|f| f.is_some()).count(),
-            "commit log replayed into the segment files"
+            segments, "commit log replayed into the segment files"
         );
     }
     Ok(out)
+}
+
+/// Most segment files replay holds open at once.
+const MAX_OPEN_FILES: usize = 256;
+
+/// Syncs and closes the files replay wrote to; returns how many there were.
+fn sync_all(files: &mut HashMap<PathBuf, Option<File>>) -> Result<usize, LogError> {
+    let mut n = 0;
+    for (seg, file) in files.drain() {
+        if let Some(f) = file {
+            f.sync_data().map_err(|e| LogError::io(&seg, e))?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The open commit log, owned by the writer thread.
@@ -220,7 +235,15 @@ impl CommitLog {
             .truncate(false)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
-        let allocated = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        let mut allocated = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        if after.is_none() && allocated > 0 {
+            // Replay found no valid start record, so nothing here is needed;
+            // emptying the file leaves no stale record a new generation could
+            // be mistaken to continue into.
+            file.set_len(0).map_err(|e| LogError::io(&path, e))?;
+            file.sync_all().map_err(|e| LogError::io(&path, e))?;
+            allocated = 0;
+        }
         // A fresh generation number that no stale record can carry: above the
         // one replayed, and clock-based in case that start record was torn.
         let now = std::time::SystemTime::now()

@@ -88,6 +88,10 @@ pub enum LogError {
     InvalidPartitionId(String),
     #[error("partition {0} refuses writes after a failed write or sync; restart to recover")]
     Poisoned(String),
+    #[error(
+        "the commit log could not be retired after a failed sync, so partitions cannot be truncated or deleted; restart to recover"
+    )]
+    CommitLogStuck,
     #[error("partition {0} is sealed and takes no more appends")]
     Sealed(String),
     #[error("cannot decrypt batch: {0}")]
@@ -261,20 +265,28 @@ impl Log {
             )?;
             partitions.insert(id, part);
         }
-        let commit_log = if config.fsync == FsyncPolicy::Always && config.commit_log_bytes > 0 {
-            Some(commit_log::CommitLog::start(
+        let path = config.dir.join(commit_log::FILE_NAME);
+        let mut commit_log = None;
+        if config.fsync == FsyncPolicy::Always && config.commit_log_bytes > 0 {
+            match commit_log::CommitLog::start(
                 &config.dir,
                 config.commit_log_bytes,
                 replayed.generation,
-            )?)
-        } else {
-            let path = config.dir.join(commit_log::FILE_NAME);
-            if path.exists() {
-                fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
-                sync_dir(&config.dir)?;
+            ) {
+                Ok(log) => commit_log = Some(log),
+                // Not fatal: replay already synced everything it held, and
+                // direct syncs of the segment files work without it.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the commit log: syncing segment files directly")
+                }
             }
-            None
-        };
+        }
+        if commit_log.is_none() && path.exists() {
+            // What it held is in the segment files now; left behind, it would
+            // write stale batches back after a later truncate or delete.
+            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            sync_dir(&config.dir)?;
+        }
         let (tx, rx) = mpsc::channel();
         let ctx = writer::Writer::new(&config, commit_log);
         let handle = std::thread::Builder::new()

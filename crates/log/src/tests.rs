@@ -625,3 +625,52 @@ async fn large_windows_and_other_policies_bypass_the_commit_log() {
     let p = log.partition("p").unwrap();
     assert_eq!(values(&p.read(0, 10, 1 << 20).unwrap()), ["a"]);
 }
+
+#[tokio::test]
+async fn replay_covers_more_partitions_than_it_keeps_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path(), 1)).unwrap();
+    let parts: Vec<_> = (0..300)
+        .map(|i| log.create_partition(&format!("p{i}"), i64::MAX).unwrap())
+        .collect();
+    let pending: Vec<_> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| log.append(p, batch(&[&format!("v{i}")])))
+        .collect();
+    for f in pending {
+        f.await.unwrap();
+    }
+    let segs: Vec<String> = (0..300)
+        .map(|i| format!("p{i}/00000000000000000000.log"))
+        .collect();
+    let refs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    lose_power(log, dir.path(), &refs);
+    let log = Log::open(LogConfig::new(dir.path(), 2)).unwrap();
+    for i in 0..300 {
+        let p = log.partition(&format!("p{i}")).unwrap();
+        assert_eq!(values(&p.read(0, 10, 1 << 20).unwrap()), [format!("v{i}")]);
+    }
+}
+
+#[tokio::test]
+async fn a_commit_log_without_a_valid_start_is_emptied_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path(), 1)).unwrap();
+    let p = log.create_partition("p", i64::MAX).unwrap();
+    log.append(&p, batch(&["a"])).await.unwrap();
+    log.shutdown();
+    drop(log);
+    // A torn start record: nothing after it may be trusted or kept.
+    let path = dir.path().join("commit.wal");
+    let mut raw = fs::read(&path).unwrap();
+    raw[5] ^= 0xff;
+    fs::write(&path, &raw).unwrap();
+    let log = Log::open(LogConfig::new(dir.path(), 2)).unwrap();
+    let raw = fs::read(&path).unwrap();
+    assert!(raw[17..].iter().all(|&b| b == 0), "stale bytes were kept");
+    let p = log.partition("p").unwrap();
+    assert_eq!(values(&p.read(0, 10, 1 << 20).unwrap()), ["a"]);
+    log.append(&p, batch(&["b"])).await.unwrap();
+    assert_eq!(values(&p.read(0, 10, 1 << 20).unwrap()), ["a", "b"]);
+}

@@ -75,6 +75,10 @@ pub(crate) struct Writer {
     /// Partitions whose segment files hold batches that only the commit log
     /// has made durable; a checkpoint syncs them.
     log_dirty: Vec<Arc<Partition>>,
+    /// Set when the commit log was given up but had to stay on disk (a segment
+    /// file it covers failed to sync): replay would then write its batches
+    /// back, so truncating or deleting a partition is refused until restart.
+    commit_log_stuck: bool,
 }
 
 struct Pending {
@@ -101,6 +105,7 @@ impl Writer {
             commit_log,
             commit_log_max_window: config.commit_log_max_window,
             log_dirty: Vec::new(),
+            commit_log_stuck: false,
         }
     }
 
@@ -147,13 +152,13 @@ impl Writer {
             }
         }
         self.sync_unsynced();
-        self.checkpoint();
+        let _ = self.checkpoint();
     }
 
     fn commit(&mut self, window: Vec<Command>) {
         let mut pending: Vec<Pending> = Vec::with_capacity(window.len());
         let mut dirty: Vec<Arc<Partition>> = Vec::new();
-        let mut after: Vec<(Reply<()>, Result<(), LogError>)> = Vec::new();
+        let mut after: Vec<Reply<()>> = Vec::new();
         let mut sync_all = false;
         for cmd in window {
             match cmd {
@@ -188,7 +193,7 @@ impl Writer {
                 }
                 Command::Sync { reply } => {
                     sync_all = true;
-                    after.push((reply, Ok(())));
+                    after.push(reply);
                 }
                 Command::Roll { partition, reply } => {
                     let r = self.roll_now(&partition);
@@ -206,12 +211,17 @@ impl Writer {
                     // published first so the order of operations holds. The
                     // checkpoint keeps replay from writing the dropped batches back.
                     self.finish(&mut pending, &mut dirty);
-                    self.checkpoint();
-                    let _ = reply.send(self.truncate(&partition, keep_until));
+                    let r = self
+                        .retire_commit_log()
+                        .and_then(|()| self.truncate(&partition, keep_until));
+                    let _ = reply.send(r);
                 }
                 Command::Delete { partition, reply } => {
                     self.finish(&mut pending, &mut dirty);
-                    self.checkpoint();
+                    if let Err(e) = self.retire_commit_log() {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
                     partition.deleted.store(true, Ordering::Release);
                     *partition.writer.lock() = None;
                     self.unsynced.retain(|p| !Arc::ptr_eq(p, &partition));
@@ -226,12 +236,16 @@ impl Writer {
             }
         }
         self.finish(&mut pending, &mut dirty);
+        let mut failed_id = None;
         if sync_all {
             self.sync_unsynced();
-            self.checkpoint();
+            failed_id = self.checkpoint().first().map(|p| p.id.clone());
         }
-        for (reply, r) in after {
-            let _ = reply.send(r);
+        for reply in after {
+            let _ = reply.send(match &failed_id {
+                None => Ok(()),
+                Some(id) => Err(LogError::Poisoned(id.clone())),
+            });
         }
     }
 
@@ -250,9 +264,15 @@ impl Writer {
             }
             Vec::new()
         };
-        // Index entries go out only now, so one found on disk after a crash
-        // points at a batch that was durable, with everything before it.
-        flush_index(dirty);
+        // Index entries go out only now, and only where the sync worked, so one
+        // found on disk after a crash points at a batch that was durable, with
+        // everything before it.
+        let synced: Vec<Arc<Partition>> = dirty
+            .iter()
+            .filter(|p| !failed.iter().any(|f| Arc::ptr_eq(f, p)))
+            .cloned()
+            .collect();
+        flush_index(&synced);
         for p in dirty.iter() {
             if failed.iter().any(|f| Arc::ptr_eq(f, p)) {
                 continue;
@@ -299,12 +319,16 @@ impl Writer {
             });
             return failed;
         }
+        let mut failed = Vec::new();
         if self.commit_log.as_ref().is_some_and(|log| !log.fits(bytes)) {
-            self.checkpoint();
+            failed = self.checkpoint();
         }
         let Some(log) = self.commit_log.as_mut() else {
-            // The checkpoint gave up on the commit log.
-            return sync_partitions(dirty);
+            // The checkpoint gave up on the commit log. Partitions whose sync
+            // failed there fail here too: a second fdatasync of the same file
+            // would report success without the data being on disk.
+            failed.extend(sync_partitions(dirty));
+            return failed;
         };
         for item in pending {
             if let (Ok(_), Some((batch, segment_base, position))) = (&item.result, &item.written) {
@@ -331,29 +355,43 @@ impl Writer {
 
     /// Syncs every segment file the commit log holds batches for and starts a
     /// new generation, so replay no longer needs (or writes back) any of them.
-    fn checkpoint(&mut self) {
+    /// Returns the partitions whose sync failed (then the commit log is kept
+    /// on disk for replay, and no longer written).
+    fn checkpoint(&mut self) -> Vec<Arc<Partition>> {
         let Some(log) = self.commit_log.as_mut() else {
-            return;
+            return Vec::new();
         };
         if log.is_empty() && self.log_dirty.is_empty() {
-            return;
+            return Vec::new();
         }
         let parts = std::mem::take(&mut self.log_dirty);
-        flush_index(&parts);
         let failed = sync_partitions(&parts);
         if !failed.is_empty() {
-            // The commit log still holds what those files may have lost; it
-            // stays on disk for replay at restart, but is no longer written.
+            // The commit log still holds what those files may have lost.
             error!(
                 "commit log checkpoint failed: keeping it for replay at restart and syncing segment files directly from now on"
             );
             self.commit_log = None;
-            return;
+            self.commit_log_stuck = true;
+            return failed;
         }
         if let Err(e) = log.reset() {
             error!(path = %log.path().display(), error = %e, "commit log reset failed: syncing segment files directly from now on");
-            self.abandon_commit_log(&[]);
+            return self.abandon_commit_log(&[]);
         }
+        Vec::new()
+    }
+
+    /// Makes sure replay can no longer write back anything written so far:
+    /// needed before a partition is truncated or deleted.
+    fn retire_commit_log(&mut self) -> Result<(), LogError> {
+        if let Some(p) = self.checkpoint().first() {
+            return Err(LogError::Poisoned(p.id.clone()));
+        }
+        if self.commit_log_stuck {
+            return Err(LogError::CommitLogStuck);
+        }
+        Ok(())
     }
 
     /// Stops using the commit log after a failure: syncs every segment file it
@@ -370,7 +408,9 @@ impl Writer {
             }
         }
         let failed = sync_partitions(&parts);
-        if failed.is_empty() {
+        if !failed.is_empty() {
+            self.commit_log_stuck = true;
+        } else {
             let removed = fs::remove_file(log.path())
                 .map_err(|e| LogError::io(log.path(), e))
                 .and_then(|()| match log.path().parent() {
@@ -379,6 +419,7 @@ impl Writer {
                 });
             if let Err(e) = removed {
                 error!(error = %e, "could not remove the abandoned commit log");
+                self.commit_log_stuck = true;
             }
         }
         failed
@@ -481,6 +522,9 @@ impl Writer {
             *guard = Some(open_active(part)?);
         }
         let w = guard.as_mut().expect("opened above");
+        if w.poisoned {
+            return Err(LogError::Poisoned(part.id.clone()));
+        }
         if keep_until >= w.next_offset {
             return Ok(());
         }
@@ -514,12 +558,10 @@ impl Writer {
             last_ts = h.timestamp_ms;
             pos += u64::from(h.frame_len);
         }
-        w.file
-            .set_len(pos)
-            .map_err(|e| LogError::io(&seg.log_path, e))?;
-        w.file
-            .sync_data()
-            .map_err(|e| LogError::io(&seg.log_path, e))?;
+        if let Err(e) = w.file.set_len(pos).and_then(|()| w.file.sync_data()) {
+            w.poisoned = true;
+            return Err(LogError::io(&seg.log_path, e));
+        }
         let kept: Vec<IndexEntry> = seg
             .index()?
             .iter()
@@ -597,9 +639,12 @@ fn open_active(part: &Partition) -> Result<ActiveWriter, LogError> {
 /// Seals the active segment (always synced, whatever the policy, so recovery
 /// only ever has to verify the last segment) and starts a new one.
 fn roll(part: &Partition, w: &mut ActiveWriter) -> Result<(), LogError> {
-    w.file
-        .sync_data()
-        .map_err(|e| LogError::io(&w.segment.log_path, e))?;
+    if let Err(e) = w.file.sync_data() {
+        // A failed sync leaves the page cache saying nothing about the disk: a
+        // retry would "succeed" and seal a segment missing acknowledged data.
+        w.poisoned = true;
+        return Err(LogError::io(&w.segment.log_path, e));
+    }
     w.idx_file
         .write_all(&w.idx_pending)
         .map_err(|e| LogError::io(&w.segment.idx_path, e))?;
