@@ -5,6 +5,7 @@
 #
 #   bench/compare.sh                      # everything, 10 s per workload
 #   DURATION=20 PEERS="ferrokinesis" bench/compare.sh
+#   ROUNDS=3 bench/compare.sh             # each workload 3 times, the median kept
 #
 # Peers: kinesalite (Node, installed from npm) and ferrokinesis (Rust,
 # in-memory, installed with `cargo install`). Both bind every interface, so each
@@ -17,6 +18,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/bench/results}
 DURATION=${DURATION:-10}
+# Each workload runs ROUNDS times per system and the round with the median
+# records/s is kept: on a shared machine single runs move by tens of percent.
+ROUNDS=${ROUNDS:-1}
 PEERS=${PEERS:-"kinesalite ferrokinesis"}
 TOOLS=$OUT/tools
 mkdir -p "$OUT" "$TOOLS"
@@ -96,8 +100,20 @@ run_workloads() { # target endpoint
     # consume reads the backlog the PutRecords workload left in its stream.
     if [[ $name == consume-backlog ]]; then stream=bench-putrecords-1k; else stream=bench-$name; fi
     echo "-- $target: $name" >&2
-    local line
-    line=$("$RS" bench $args --endpoint "$endpoint" --stream "$stream" --shards 4 --duration "$DURATION" --json 2>/dev/null | tail -n 1) || true
+    local line lines=() round
+    for round in $(seq "$ROUNDS"); do
+      line=$("$RS" bench $args --endpoint "$endpoint" --stream "$stream" --shards 4 --duration "$DURATION" --json 2>/dev/null | tail -n 1) || true
+      [[ $line == \{* ]] && lines+=("$line")
+    done
+    line=""
+    if (( ${#lines[@]} > 0 )); then
+      line=$(printf '%s\n' "${lines[@]}" | python3 -c 'import json,sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+rows.sort(key=lambda r: r.get("records_per_sec", 0))
+m = rows[len(rows) // 2]
+m["rounds"] = [round(r.get("records_per_sec", 0)) for r in rows]
+print(json.dumps(m))')
+    fi
     if [[ $line == \{* ]]; then
       python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["target"]=sys.argv[2]; d["name"]=sys.argv[3]; print(json.dumps(d))' "$line" "$target" "$name"
     else
@@ -106,7 +122,7 @@ run_workloads() { # target endpoint
   done
 }
 export -f run_workloads
-export RS DURATION
+export RS DURATION ROUNDS
 WORKLOADS_STR=$(printf '%s\n' "${WORKLOADS[@]}")
 
 if [[ $PEERS_ONLY != 1 ]]; then

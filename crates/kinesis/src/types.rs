@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,7 +16,7 @@ pub struct Blob(pub Bytes);
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            s.serialize_str(&STANDARD.encode(&self.0))
+            s.serialize_str(&base64_simd::STANDARD.encode_to_string(&self.0))
         } else {
             s.serialize_bytes(&self.0)
         }
@@ -50,6 +49,11 @@ impl<'de> Deserialize<'de> for Blob {
 
 /// Decodes base64 as AWS accepts it: standard alphabet, padding optional.
 pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    // Requests are validated as canonical padded base64 first, so the SIMD
+    // decoder takes the common case; the lenient one the rest.
+    if let Ok(v) = base64_simd::STANDARD.decode_to_vec(s) {
+        return Some(v);
+    }
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,

@@ -4,8 +4,7 @@
 //! characters to escape (base64 has none). Everything else is written by
 //! serde_json itself, so the output is the same JSON as the derived encoding.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64_simd::{AsOut, STANDARD as SIMD};
 use ripstream_kinesis::types::GetRecordsOutput;
 
 fn json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) -> Result<(), String> {
@@ -27,13 +26,8 @@ pub(crate) fn get_records(out: &GetRecordsOutput) -> Result<Vec<u8>, String> {
         json(&mut buf, &r.approximate_arrival_timestamp)?;
         buf.extend_from_slice(b",\"Data\":\"");
         let start = buf.len();
-        buf.resize(
-            start + base64::encoded_len(r.data.0.len(), true).unwrap_or(0),
-            0,
-        );
-        let written = STANDARD
-            .encode_slice(&r.data.0, &mut buf[start..])
-            .map_err(|e| e.to_string())?;
+        buf.resize(start + SIMD.encoded_length(r.data.0.len()), 0);
+        let written = SIMD.encode(&r.data.0, buf[start..].as_out()).len();
         buf.truncate(start + written);
         buf.push(b'"');
         if let Some(k) = &r.partition_key {

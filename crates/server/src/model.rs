@@ -706,21 +706,10 @@ fn scalar_type_error(found: &Value, target: &str) -> String {
 
 /// What is wrong with a base64 blob, checked in the order AWS checks it.
 fn base64_problem(s: &str) -> Option<String> {
-    // The common case, valid canonical base64, costs one decode into a reused
-    // buffer (the standard engine requires padding and zero trailing bits);
-    // only a failure pays for finding AWS's exact complaint.
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    use base64::Engine;
-    let valid = SCRATCH.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.clear();
-        base64::engine::general_purpose::STANDARD
-            .decode_vec(s, &mut buf)
-            .is_ok()
-    });
-    if valid {
+    // The common case, valid canonical base64 (padded, zero trailing bits),
+    // costs one SIMD check that writes nothing; only a failure pays for
+    // finding AWS's exact complaint.
+    if base64_simd::STANDARD.check(s.as_bytes()).is_ok() {
         return None;
     }
     if !s.len().is_multiple_of(4) {
@@ -769,6 +758,38 @@ mod tests {
 
     fn check(op: &str, mut body: Value) -> Result<(), WireError> {
         ServiceModel::kinesis().validate(op, &mut body)
+    }
+
+    proptest::proptest! {
+        /// The SIMD check must accept exactly what the base64 crate's strict
+        /// standard engine (padding required, zero trailing bits) accepts,
+        /// and the two must agree on the bytes.
+        #[test]
+        fn simd_base64_agrees_with_the_strict_engine(
+            s in "[A-Za-z0-9+/=_\\-. ]{0,40}",
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100),
+        ) {
+            use base64::Engine;
+            let strict = base64::engine::general_purpose::STANDARD;
+            let ours = base64_simd::STANDARD;
+            proptest::prop_assert_eq!(ours.check(s.as_bytes()).is_ok(), strict.decode(&s).is_ok());
+            if let Ok(want) = strict.decode(&s) {
+                proptest::prop_assert_eq!(ours.decode_to_vec(&s).ok(), Some(want));
+            }
+            let encoded = strict.encode(&bytes);
+            proptest::prop_assert_eq!(ours.encode_to_string(&bytes), encoded.clone());
+            proptest::prop_assert!(base64_problem(&encoded).is_none());
+            // Canonical text with every trailing-bit pattern, as clients may send it.
+            if !bytes.is_empty() && bytes.len() % 3 != 0 {
+                let mut raw = encoded.into_bytes();
+                let last = raw.iter().rposition(|&b| b != b'=').unwrap_or(0);
+                for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" {
+                    raw[last] = *c;
+                    let text = std::str::from_utf8(&raw).unwrap_or_default();
+                    proptest::prop_assert_eq!(ours.check(&raw).is_ok(), strict.decode(text).is_ok());
+                }
+            }
+        }
     }
 
     #[test]
