@@ -101,7 +101,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIPSTREAM_COMMIT_LOG_BYTES")]
     pub commit_log_bytes: Option<u64>,
     /// Largest group commit, in bytes, that goes through the commit log;
-    /// larger ones sync their shard files directly [default: 1048576]
+    /// larger ones sync their shard files directly, so their bytes are written
+    /// once [default: 262144]
     #[arg(long, env = "RIPSTREAM_COMMIT_LOG_WINDOW_BYTES")]
     pub commit_log_window_bytes: Option<usize>,
 }
