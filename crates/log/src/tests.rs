@@ -454,6 +454,43 @@ mod fuzz {
         }
 
         #[test]
+        fn damaged_commit_log_never_serves_garbage(records in 1usize..8, pos in any::<prop::sample::Index>(), bit in 0u8..8, lose_segment in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let live = tempfile::tempdir().unwrap();
+            let crashed = tempfile::tempdir().unwrap();
+            {
+                let log = Log::open(LogConfig::new(live.path(), 1)).unwrap();
+                let p = log.create_partition("p", i64::MAX).unwrap();
+                for i in 0..records {
+                    rt.block_on(log.append(&p, batch(&[&format!("good-{i}")]))).unwrap();
+                }
+                // The files as a crash would leave them: no checkpoint yet.
+                copy_dir(live.path(), crashed.path());
+            }
+            let seg = crashed.path().join("p/00000000000000000000.log");
+            if lose_segment {
+                OpenOptions::new().write(true).open(&seg).unwrap().set_len(0).unwrap();
+            }
+            let wal = crashed.path().join("commit.wal");
+            let mut bytes = fs::read(&wal).unwrap();
+            let i = pos.index(bytes.len().min(2048));
+            bytes[i] ^= 1 << bit;
+            fs::write(&wal, &bytes).unwrap();
+            let log = Log::open(LogConfig::new(crashed.path(), 2)).unwrap();
+            let p = log.partition("p").unwrap();
+            let r = p.read(0, 100, 1 << 20).unwrap();
+            for (n, rec) in r.records.iter().enumerate() {
+                prop_assert_eq!(rec.offset, n as u64);
+                prop_assert_eq!(rec.value.to_vec(), format!("good-{n}").into_bytes());
+            }
+            if !lose_segment {
+                prop_assert_eq!(r.records.len(), records);
+            }
+            let a = rt.block_on(log.append(&p, batch(&["after"]))).unwrap();
+            prop_assert_eq!(a.base_offset, r.end_offset);
+        }
+
+        #[test]
         fn flipped_bytes_anywhere_never_serve_garbage(records in 1usize..8, pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let dir = tempfile::tempdir().unwrap();
@@ -477,6 +514,20 @@ mod fuzz {
                     prop_assert_eq!(rec.value.to_vec(), format!("good-{}", rec.offset).into_bytes());
                 }
             }
+        }
+    }
+}
+
+/// Copies a log directory as it is on disk at this moment.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
         }
     }
 }
