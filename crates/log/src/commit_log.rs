@@ -6,7 +6,7 @@
 //! syncing every touched segment file it appends a copy of the window's
 //! batches here and syncs this one file. The segment files are synced later,
 //! at a *checkpoint*: when the commit log is full, before a partition is
-//! truncated or deleted, and at shutdown. After a crash, [`replay`] writes the
+//! truncated or deleted, on [`crate::Log::sync`] and at shutdown. After a crash, [`replay`] writes the
 //! batches of the current generation back into their segment files before the
 //! partitions are recovered, so every acknowledged batch is either synced in
 //! its segment file or in the commit log.
@@ -14,9 +14,10 @@
 //! The file is reused in place: a checkpoint starts a new *generation* by
 //! writing a start record at offset 0, and replay stops at the first record
 //! of another generation. Overwriting already-allocated blocks lets
-//! `fdatasync` skip the filesystem journal (on ext4 it measured about half the
-//! latency of syncing an append), and the file is grown in zero-filled steps
-//! for the same reason.
+//! `fdatasync` skip block allocation and the file-size update (a journal
+//! commit on journaling filesystems; on this project's ext4 machines it
+//! measured about half the latency of syncing an append), and the file is
+//! grown in zero-filled steps for the same reason.
 //!
 //! Record format (little-endian):
 //! `crc32c u32 | len u32 | generation u64 | kind u8 | body`, where `len`
