@@ -26,7 +26,7 @@
 //! batch: `segment base offset u64 | position u64 | id len u16 | partition id | frame`.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -129,8 +129,8 @@ pub(crate) struct Replayed {
 /// and retention deletes only sealed segments, which were synced when sealed.
 pub(crate) fn replay(dir: &Path) -> Result<Replayed, LogError> {
     let path = dir.join(FILE_NAME);
-    let data = match fs::read(&path) {
-        Ok(d) => d,
+    let mut input = match ForwardReader::open(&path) {
+        Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
         Err(e) => return Err(LogError::io(&path, e)),
     };
@@ -138,7 +138,18 @@ pub(crate) fn replay(dir: &Path) -> Result<Replayed, LogError> {
     let mut files: HashMap<PathBuf, Option<File>> = HashMap::new();
     let mut segments = 0;
     let mut pos = 0;
-    while let Some(rec) = parse(&data[pos..]) {
+    loop {
+        input.fill(pos + 8).map_err(|e| LogError::io(&path, e))?;
+        let len = input
+            .data
+            .get(pos + 4..pos + 8)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        input
+            .fill(pos + 8 + len)
+            .map_err(|e| LogError::io(&path, e))?;
+        let Some(rec) = parse(&input.data[pos..]) else {
+            break;
+        };
         match out.generation {
             None if rec.kind == KIND_START => out.generation = Some(rec.generation),
             // Anything but a start record at offset 0 is left over from an
@@ -191,6 +202,42 @@ pub(crate) fn replay(dir: &Path) -> Result<Replayed, LogError> {
         );
     }
     Ok(out)
+}
+
+/// Reads a file front to back on demand, so replay reads what the current
+/// generation holds rather than the whole file at every start.
+struct ForwardReader {
+    file: File,
+    len: usize,
+    data: Vec<u8>,
+}
+
+/// Replay reads at least this much at a time.
+const READ_CHUNK: usize = 1024 * 1024;
+
+impl ForwardReader {
+    fn open(path: &Path) -> io::Result<ForwardReader> {
+        let file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        Ok(ForwardReader {
+            file,
+            len,
+            data: Vec::new(),
+        })
+    }
+
+    /// Makes `data` hold the file's first `end` bytes (or all of it if shorter).
+    fn fill(&mut self, end: usize) -> io::Result<()> {
+        let end = end.min(self.len);
+        let start = self.data.len();
+        if end <= start {
+            return Ok(());
+        }
+        let target = end.max(start + READ_CHUNK).min(self.len);
+        self.data.resize(target, 0);
+        self.file
+            .read_exact_at(&mut self.data[start..], start as u64)
+    }
 }
 
 /// Most segment files replay holds open at once.
