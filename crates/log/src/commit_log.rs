@@ -363,6 +363,12 @@ impl CommitLog {
         Ok(())
     }
 
+    /// Drops the added batches and reports `error`, as a failed [`CommitLog::commit`] would.
+    pub fn fail_commit(&mut self, error: io::Error) -> io::Result<()> {
+        self.buf.clear();
+        Err(error)
+    }
+
     fn write_at_position(&mut self) -> io::Result<()> {
         let end = self.position + self.buf.len() as u64;
         if end > self.allocated {

@@ -36,6 +36,7 @@
 //! a suffix, purge a prefix) so a replicated log can be built on it later.
 
 mod commit_log;
+mod fault;
 mod frame;
 pub mod metrics;
 mod partition;
@@ -226,6 +227,9 @@ pub struct Log {
     partitions: RwLock<HashMap<String, Arc<Partition>>>,
     tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Faults the log's tests inject into the writer.
+    #[cfg_attr(not(test), allow(dead_code))]
+    faults: Arc<fault::Faults>,
 }
 
 pub(crate) fn valid_partition_id(id: &str) -> bool {
@@ -291,7 +295,8 @@ impl Log {
             sync_dir(&config.dir)?;
         }
         let (tx, rx) = mpsc::channel();
-        let ctx = writer::Writer::new(&config, commit_log);
+        let faults = Arc::new(fault::Faults::default());
+        let ctx = writer::Writer::new(&config, commit_log, faults.clone());
         let handle = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || ctx.run(rx))
@@ -302,6 +307,7 @@ impl Log {
             partitions: RwLock::new(partitions),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            faults,
         })
     }
 

@@ -725,3 +725,75 @@ async fn a_commit_log_without_a_valid_start_is_emptied_not_replayed() {
     log.append(&p, batch(&["b"])).await.unwrap();
     assert_eq!(values(&p.read(0, 10, 1 << 20).unwrap()), ["a", "b"]);
 }
+
+/// How a poisoned partition's segment file could be synced again.
+#[derive(Debug, Clone, Copy)]
+enum AfterPoison {
+    Checkpoint,
+    AbandonCommitLog,
+    RetentionRoll,
+}
+
+/// Regression: after a failed `fdatasync` the partition stayed in the commit
+/// log's dirty set, the next checkpoint (or abandoning the commit log, or a
+/// retention roll) synced it again, Linux said yes the second time, and the
+/// commit log generation still holding its acknowledged batches was reset.
+#[tokio::test]
+async fn a_poisoned_partition_keeps_its_batches_in_the_commit_log() {
+    for case in [
+        AfterPoison::Checkpoint,
+        AfterPoison::AbandonCommitLog,
+        AfterPoison::RetentionRoll,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+        let mut config = LogConfig::new(dir.path(), 1);
+        config.commit_log_max_window = 1024;
+        config.clock = clock.clone();
+        let log = Log::open(config.clone()).unwrap();
+        let p = log.create_partition("p", i64::MAX).unwrap();
+        let q = log.create_partition("q", i64::MAX).unwrap();
+        for i in 0..5 {
+            log.append(&p, batch(&[&format!("acked-{i}")]))
+                .await
+                .unwrap();
+        }
+        // A window too big for the commit log syncs the segment file, and
+        // that sync fails: the partition is poisoned.
+        log.faults.segment_syncs.store(1, Ordering::SeqCst);
+        let big = "x".repeat(4096);
+        assert!(matches!(
+            log.append(&p, batch(&[&big])).await,
+            Err(LogError::Poisoned(_))
+        ));
+        match case {
+            AfterPoison::Checkpoint => {
+                assert!(log.sync().await.is_err(), "{case:?}");
+            }
+            AfterPoison::AbandonCommitLog => {
+                log.faults.commit_log_syncs.store(1, Ordering::SeqCst);
+                // q's own file is synced directly instead, so its append holds.
+                log.append(&q, batch(&["q"])).await.unwrap();
+            }
+            AfterPoison::RetentionRoll => {
+                p.set_retention_ms(1_000);
+                clock.0.fetch_add(10_000, Ordering::SeqCst);
+                log.enforce_retention();
+                let _ = log.sync().await;
+                assert_eq!(p.segment_paths().len(), 1, "{case:?}: sealed");
+            }
+        }
+        // Nothing whose sync failed was ever readable.
+        assert_eq!(p.end_offset(), 5, "{case:?}");
+        lose_power(log, dir.path(), &["p/00000000000000000000.log"]);
+        let log = Log::open(config).unwrap();
+        let p = log.partition("p").unwrap();
+        p.set_retention_ms(i64::MAX);
+        let want: Vec<String> = (0..5).map(|i| format!("acked-{i}")).collect();
+        assert_eq!(values(&p.read(0, 10, 1 << 20).unwrap()), want, "{case:?}");
+        let q = log.partition("q").unwrap();
+        if let AfterPoison::AbandonCommitLog = case {
+            assert_eq!(values(&q.read(0, 10, 1 << 20).unwrap()), ["q"]);
+        }
+    }
+}

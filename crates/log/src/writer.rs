@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::commit_log::{self, CommitLog};
+use crate::fault::{self, Faults};
 use crate::frame::PendingBatch;
 use crate::partition::{ActiveWriter, Partition};
 use crate::segment::{IndexEntry, NO_TIMESTAMP, Segment, idx_path, log_path};
@@ -79,6 +80,7 @@ pub(crate) struct Writer {
     /// file it covers failed to sync): replay would then write its batches
     /// back, so truncating or deleting a partition is refused until restart.
     commit_log_stuck: bool,
+    faults: Arc<Faults>,
 }
 
 struct Pending {
@@ -94,7 +96,7 @@ struct Pending {
 const WRITEBACK_KICK_BYTES: u64 = 1024 * 1024;
 
 impl Writer {
-    pub fn new(config: &LogConfig, commit_log: Option<CommitLog>) -> Writer {
+    pub fn new(config: &LogConfig, commit_log: Option<CommitLog>, faults: Arc<Faults>) -> Writer {
         Writer {
             epoch: config.epoch,
             policy: config.fsync,
@@ -106,6 +108,7 @@ impl Writer {
             commit_log_max_window: config.commit_log_max_window,
             log_dirty: Vec::new(),
             commit_log_stuck: false,
+            faults,
         }
     }
 
@@ -312,7 +315,7 @@ impl Writer {
         let use_log = matches!(&self.commit_log,
             Some(log) if bytes <= self.commit_log_max_window && log.could_ever_fit(bytes));
         if !use_log {
-            let failed = sync_partitions(dirty);
+            let failed = sync_partitions(dirty, &self.faults);
             // Those files are synced now, with whatever the commit log held for them.
             self.log_dirty.retain(|p| {
                 !dirty.iter().any(|d| Arc::ptr_eq(d, p)) || failed.iter().any(|f| Arc::ptr_eq(f, p))
@@ -327,7 +330,7 @@ impl Writer {
             // The checkpoint gave up on the commit log. Partitions whose sync
             // failed there fail here too: a second fdatasync of the same file
             // would report success without the data being on disk.
-            failed.extend(sync_partitions(dirty));
+            failed.extend(sync_partitions(dirty, &self.faults));
             return failed;
         };
         for item in pending {
@@ -335,7 +338,12 @@ impl Writer {
                 log.add_batch(&item.partition.id, *segment_base, *position, &batch.buf);
             }
         }
-        match log.commit() {
+        let committed = if self.faults.commit_log_sync() {
+            log.fail_commit(fault::injected())
+        } else {
+            log.commit()
+        };
+        match committed {
             Ok(()) => {
                 metrics::COMMIT_LOG_COMMITS.fetch_add(1, Ordering::Relaxed);
                 for p in dirty {
@@ -365,7 +373,7 @@ impl Writer {
             return Vec::new();
         }
         let parts = std::mem::take(&mut self.log_dirty);
-        let failed = sync_partitions(&parts);
+        let failed = sync_partitions(&parts, &self.faults);
         if !failed.is_empty() {
             // The commit log still holds what those files may have lost.
             error!(
@@ -399,7 +407,7 @@ impl Writer {
     /// batches back. Returns the partitions whose sync failed.
     fn abandon_commit_log(&mut self, dirty: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
         let Some(log) = self.commit_log.take() else {
-            return sync_partitions(dirty);
+            return sync_partitions(dirty, &self.faults);
         };
         let mut parts = std::mem::take(&mut self.log_dirty);
         for p in dirty {
@@ -407,7 +415,7 @@ impl Writer {
                 parts.push(p.clone());
             }
         }
-        let failed = sync_partitions(&parts);
+        let failed = sync_partitions(&parts, &self.faults);
         if !failed.is_empty() {
             self.commit_log_stuck = true;
         } else {
@@ -431,7 +439,7 @@ impl Writer {
         }
         let parts = std::mem::take(&mut self.unsynced);
         flush_index(&parts);
-        let _ = sync_partitions(&parts);
+        let _ = sync_partitions(&parts, &self.faults);
     }
 
     /// Writes a batch into its partition's active segment. Returns what the
@@ -461,7 +469,7 @@ impl Writer {
         let too_old =
             w.first_timestamp != NO_TIMESTAMP && now - w.first_timestamp >= self.segment_max_age_ms;
         if too_big || too_old {
-            roll(part, w)?;
+            roll(part, w, &self.faults)?;
         }
         let ts = now.max(w.last_timestamp);
         let base = w.next_offset;
@@ -513,7 +521,7 @@ impl Writer {
         if w.position == 0 {
             return Ok(());
         }
-        roll(part, w)
+        roll(part, w, &self.faults)
     }
 
     fn truncate(&mut self, part: &Arc<Partition>, keep_until: u64) -> Result<(), LogError> {
@@ -638,8 +646,18 @@ fn open_active(part: &Partition) -> Result<ActiveWriter, LogError> {
 
 /// Seals the active segment (always synced, whatever the policy, so recovery
 /// only ever has to verify the last segment) and starts a new one.
-fn roll(part: &Partition, w: &mut ActiveWriter) -> Result<(), LogError> {
-    if let Err(e) = w.file.sync_data() {
+fn roll(part: &Partition, w: &mut ActiveWriter, faults: &Faults) -> Result<(), LogError> {
+    if w.poisoned {
+        // Syncing again would "succeed" (see `sync_partitions`) and seal a
+        // segment that may be missing acknowledged batches.
+        return Err(LogError::Poisoned(part.id.clone()));
+    }
+    let synced = if faults.segment_sync() {
+        Err(fault::injected())
+    } else {
+        w.file.sync_data()
+    };
+    if let Err(e) = synced {
         // A failed sync leaves the page cache saying nothing about the disk: a
         // retry would "succeed" and seal a segment missing acknowledged data.
         w.poisoned = true;
@@ -736,26 +754,39 @@ fn flush_index(parts: &[Arc<Partition>]) {
 /// `fdatasync`s the active file of each partition, in parallel when there are
 /// several. Returns the partitions whose sync failed; they are poisoned, since
 /// after a failed sync the page cache no longer tells what is on disk.
-fn sync_partitions(parts: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
-    let files: Vec<(Arc<Partition>, Arc<File>)> = parts
-        .iter()
-        .filter_map(|p| {
-            p.writer
-                .lock()
-                .as_ref()
-                .map(|w| (p.clone(), w.file.clone()))
-        })
-        .collect();
+///
+/// A partition poisoned earlier counts as failed without being synced again:
+/// Linux reports a writeback error to one `fdatasync` only and then marks the
+/// lost pages clean, so a second call would return success for data that never
+/// reached the disk, and the caller would discard the commit log generation
+/// that still holds it.
+fn sync_partitions(parts: &[Arc<Partition>], faults: &Faults) -> Vec<Arc<Partition>> {
+    let mut failed = Vec::new();
+    let mut files: Vec<(Arc<Partition>, Arc<File>)> = Vec::with_capacity(parts.len());
+    for p in parts {
+        match p.writer.lock().as_ref() {
+            Some(w) if w.poisoned => failed.push(p.clone()),
+            Some(w) => files.push((p.clone(), w.file.clone())),
+            None => {}
+        }
+    }
+    let sync = |f: &File| {
+        if faults.segment_sync() {
+            Err(fault::injected())
+        } else {
+            f.sync_data()
+        }
+    };
     let started = Instant::now();
     let results: Vec<std::io::Result<()>> = if files.len() <= 1 {
-        files.iter().map(|(_, f)| f.sync_data()).collect()
+        files.iter().map(|(_, f)| sync(f)).collect()
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = files[1..]
                 .iter()
-                .map(|(_, f)| s.spawn(move || f.sync_data()))
+                .map(|(_, f)| s.spawn(move || sync(f)))
                 .collect();
-            let mut out = vec![files[0].1.sync_data()];
+            let mut out = vec![sync(&files[0].1)];
             for h in handles {
                 out.push(
                     h.join()
@@ -766,7 +797,6 @@ fn sync_partitions(parts: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
         })
     };
     metrics::record_fsync(files.len() as u64, started.elapsed());
-    let mut failed = Vec::new();
     for ((p, _), r) in files.into_iter().zip(results) {
         if let Err(e) = r {
             error!(partition = %p.id, error = %e, "fdatasync failed: the partition refuses writes until restart");
@@ -783,6 +813,10 @@ fn sync_partitions(parts: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
 fn publish(part: &Partition) {
     let mut guard = part.writer.lock();
     let Some(w) = guard.as_mut() else { return };
+    if w.poisoned {
+        // Its position may count bytes whose sync failed: never readable.
+        return;
+    }
     let mut st = part.state.write();
     for (seg, len) in w.sealed.drain(..) {
         seg.set_readable_len(len);
