@@ -41,6 +41,7 @@ mod frame;
 pub mod metrics;
 mod partition;
 mod segment;
+mod trash;
 mod writer;
 
 use std::collections::HashMap;
@@ -227,16 +228,19 @@ pub struct Log {
     partitions: RwLock<HashMap<String, Arc<Partition>>>,
     tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    trash_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    counters: Arc<metrics::LogCounters>,
     /// Faults the log's tests inject into the writer.
     #[cfg_attr(not(test), allow(dead_code))]
     faults: Arc<fault::Faults>,
 }
 
+/// Ids name directories: no separators, and no leading dot, which `.`, `..`
+/// and the log's own [`trash::DIR_NAME`] have.
 pub(crate) fn valid_partition_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 200
-        && id != "."
-        && id != ".."
+        && !id.starts_with('.')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
@@ -252,6 +256,7 @@ impl Log {
     /// Opens (or creates) the log in `config.dir`, recovering every partition found there.
     pub fn open(config: LogConfig) -> Result<Log, LogError> {
         fs::create_dir_all(&config.dir).map_err(|e| LogError::io(&config.dir, e))?;
+        let (trash, trash_thread) = trash::Trash::open(&config.dir)?;
         // Batches that only the commit log made durable go back into their
         // segment files first, so recovery below sees every acknowledged one.
         let replayed = commit_log::replay(&config.dir)?;
@@ -296,7 +301,8 @@ impl Log {
         }
         let (tx, rx) = mpsc::channel();
         let faults = Arc::new(fault::Faults::default());
-        let ctx = writer::Writer::new(&config, commit_log, faults.clone());
+        let counters = Arc::new(metrics::LogCounters::default());
+        let ctx = writer::Writer::new(&config, commit_log, faults.clone(), counters.clone(), trash);
         let handle = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || ctx.run(rx))
@@ -307,6 +313,8 @@ impl Log {
             partitions: RwLock::new(partitions),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            trash_thread: Mutex::new(Some(trash_thread)),
+            counters,
             faults,
         })
     }
@@ -385,15 +393,35 @@ impl Log {
 
     /// Deletes a partition and its files; pending appends to it fail.
     pub async fn delete_partition(&self, id: &str) -> Result<(), LogError> {
-        let Some(part) = self.partitions.write().remove(id) else {
-            return Ok(());
+        self.delete_partitions(&[id]).await
+    }
+
+    /// Deletes partitions and their files with one checkpoint for all of
+    /// them; pending appends to them fail. Their directories are moved into
+    /// the log's trash and removed in the background.
+    pub async fn delete_partitions<S: AsRef<str>>(&self, ids: &[S]) -> Result<(), LogError> {
+        let partitions: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write();
+            ids.iter()
+                .filter_map(|id| map.remove(id.as_ref()))
+                .collect()
         };
+        if partitions.is_empty() {
+            return Ok(());
+        }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Delete {
-            partition: part,
-            reply,
-        })?;
+        self.send(Command::Delete { partitions, reply })?;
         rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// This log's own counters.
+    pub fn stats(&self) -> metrics::LogStats {
+        metrics::LogStats {
+            checkpoint_passes: self
+                .counters
+                .checkpoint_passes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Drops every record after `offset` (a batch boundary), as a replica does
@@ -483,6 +511,11 @@ impl Log {
         // Dropping the sender ends the writer's loop; it syncs before exiting.
         drop(self.tx.lock().take());
         if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        // The writer held the trash's sender: the thread ends once it has
+        // removed what it was given.
+        if let Some(h) = self.trash_thread.lock().take() {
             let _ = h.join();
         }
     }

@@ -11,6 +11,14 @@ pub(crate) static TRUNCATED_BYTES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static COMMIT_LOG_COMMITS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
 
+/// Counters of one [`crate::Log`] (the statics above add up every log in the process).
+#[derive(Debug, Default)]
+pub(crate) struct LogCounters {
+    /// Times the writer checkpointed or would have (free when nothing was
+    /// written since the last one): before truncates and deletes, on sync.
+    pub checkpoint_passes: AtomicU64,
+}
+
 /// Counts `n` file syncs that took `elapsed` together.
 pub(crate) fn record_fsync(n: u64, elapsed: std::time::Duration) {
     FSYNCS.fetch_add(n, Ordering::Relaxed);
@@ -50,4 +58,11 @@ pub fn snapshot() -> LogMetrics {
         commit_log_commits: COMMIT_LOG_COMMITS.load(Ordering::Relaxed),
         checkpoints: CHECKPOINTS.load(Ordering::Relaxed),
     }
+}
+
+/// A reading of one log's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Checkpoints the writer made or found nothing to do for.
+    pub checkpoint_passes: u64,
 }

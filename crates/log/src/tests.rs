@@ -309,7 +309,7 @@ async fn interval_and_never_policies_acknowledge_and_read_back() {
 fn invalid_partition_ids_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path(), 1)).unwrap();
-    for bad in ["", "..", "a/b", "a b"] {
+    for bad in ["", "..", "a/b", "a b", ".trash", ".hidden"] {
         assert!(log.create_partition(bad, 1).is_err(), "{bad:?}");
     }
 }
@@ -796,4 +796,54 @@ async fn a_poisoned_partition_keeps_its_batches_in_the_commit_log() {
             assert_eq!(values(&q.read(0, 10, 1 << 20).unwrap()), ["q"]);
         }
     }
+}
+
+#[tokio::test]
+async fn deleting_many_partitions_takes_one_checkpoint_and_empties_the_trash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path(), 1)).unwrap();
+    let ids: Vec<String> = (0..8).map(|i| format!("s1-shard{i}")).collect();
+    let keep = log.create_partition("s2-shard0", i64::MAX).unwrap();
+    for id in &ids {
+        let p = log.create_partition(id, i64::MAX).unwrap();
+        log.append(&p, batch(&["a"])).await.unwrap();
+    }
+    log.append(&keep, batch(&["kept"])).await.unwrap();
+    let before = log.stats().checkpoint_passes;
+    log.delete_partitions(&ids).await.unwrap();
+    assert_eq!(log.stats().checkpoint_passes - before, 1);
+    for id in &ids {
+        assert!(log.partition(id).is_none());
+        assert!(!dir.path().join(id).exists());
+    }
+    // The other partition goes on as before.
+    log.append(&keep, batch(&["more"])).await.unwrap();
+    assert_eq!(
+        values(&keep.read(0, 10, 1 << 20).unwrap()),
+        ["kept", "more"]
+    );
+    log.shutdown();
+    let trash = dir.path().join(".trash");
+    assert_eq!(
+        fs::read_dir(&trash).unwrap().count(),
+        0,
+        "trash not emptied"
+    );
+}
+
+#[tokio::test]
+async fn leftover_trash_is_removed_at_open_and_never_taken_for_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(LogConfig::new(dir.path(), 1)).unwrap();
+        let p = log.create_partition("p", i64::MAX).unwrap();
+        log.append(&p, batch(&["a"])).await.unwrap();
+    }
+    // A crash after the writer's rename, before the trash thread removed it.
+    fs::rename(dir.path().join("p"), dir.path().join(".trash/p.1-1")).unwrap();
+    fs::create_dir_all(dir.path().join(".trash/q.1-2/nested")).unwrap();
+    fs::write(dir.path().join(".trash/q.1-2/nested/f"), b"x").unwrap();
+    let log = Log::open(LogConfig::new(dir.path(), 2)).unwrap();
+    assert_eq!(fs::read_dir(dir.path().join(".trash")).unwrap().count(), 0);
+    assert!(log.partition_ids().is_empty(), "{:?}", log.partition_ids());
 }

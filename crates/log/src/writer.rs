@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -21,8 +22,10 @@ use tracing::error;
 use crate::commit_log::{self, CommitLog};
 use crate::fault::{self, Faults};
 use crate::frame::PendingBatch;
+use crate::metrics::LogCounters;
 use crate::partition::{ActiveWriter, Partition};
 use crate::segment::{IndexEntry, NO_TIMESTAMP, Segment, idx_path, log_path};
+use crate::trash::Trash;
 use crate::{
     Appended, Clock, FsyncPolicy, INDEX_INTERVAL_BYTES, LogConfig, LogError, metrics, sync_dir,
 };
@@ -36,7 +39,7 @@ pub(crate) enum Command {
         reply: Reply<Appended>,
     },
     Delete {
-        partition: Arc<Partition>,
+        partitions: Vec<Arc<Partition>>,
         reply: Reply<()>,
     },
     Truncate {
@@ -81,6 +84,10 @@ pub(crate) struct Writer {
     /// back, so truncating or deleting a partition is refused until restart.
     commit_log_stuck: bool,
     faults: Arc<Faults>,
+    counters: Arc<LogCounters>,
+    /// The log's directory.
+    dir: PathBuf,
+    trash: Trash,
 }
 
 struct Pending {
@@ -96,7 +103,13 @@ struct Pending {
 const WRITEBACK_KICK_BYTES: u64 = 1024 * 1024;
 
 impl Writer {
-    pub fn new(config: &LogConfig, commit_log: Option<CommitLog>, faults: Arc<Faults>) -> Writer {
+    pub fn new(
+        config: &LogConfig,
+        commit_log: Option<CommitLog>,
+        faults: Arc<Faults>,
+        counters: Arc<LogCounters>,
+        trash: Trash,
+    ) -> Writer {
         Writer {
             epoch: config.epoch,
             policy: config.fsync,
@@ -109,6 +122,9 @@ impl Writer {
             log_dirty: Vec::new(),
             commit_log_stuck: false,
             faults,
+            counters,
+            dir: config.dir.clone(),
+            trash,
         }
     }
 
@@ -219,22 +235,15 @@ impl Writer {
                         .and_then(|()| self.truncate(&partition, keep_until));
                     let _ = reply.send(r);
                 }
-                Command::Delete { partition, reply } => {
+                Command::Delete { partitions, reply } => {
+                    // One checkpoint for all of them: it is the expensive part,
+                    // and every partition's ingest waits behind it.
                     self.finish(&mut pending, &mut dirty);
                     if let Err(e) = self.retire_commit_log() {
                         let _ = reply.send(Err(e));
                         continue;
                     }
-                    partition.deleted.store(true, Ordering::Release);
-                    *partition.writer.lock() = None;
-                    self.unsynced.retain(|p| !Arc::ptr_eq(p, &partition));
-                    let r = fs::remove_dir_all(&partition.dir)
-                        .map_err(|e| LogError::io(&partition.dir, e));
-                    let r = r.and_then(|()| match partition.dir.parent() {
-                        Some(parent) => sync_dir(parent),
-                        None => Ok(()),
-                    });
-                    let _ = reply.send(r);
+                    let _ = reply.send(self.delete(&partitions));
                 }
             }
         }
@@ -369,6 +378,9 @@ impl Writer {
         let Some(log) = self.commit_log.as_mut() else {
             return Vec::new();
         };
+        self.counters
+            .checkpoint_passes
+            .fetch_add(1, Ordering::Relaxed);
         if log.is_empty() && self.log_dirty.is_empty() {
             return Vec::new();
         }
@@ -431,6 +443,39 @@ impl Writer {
             }
         }
         failed
+    }
+
+    /// Takes deleted partitions out of the log: each directory is renamed
+    /// into the trash directory (cheap, and atomic for recovery), the renames
+    /// are made durable, and the trash thread removes the files.
+    fn delete(&mut self, partitions: &[Arc<Partition>]) -> Result<(), LogError> {
+        let mut first_error = None;
+        let mut moved = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            partition.deleted.store(true, Ordering::Release);
+            *partition.writer.lock() = None;
+            self.unsynced.retain(|p| !Arc::ptr_eq(p, partition));
+            self.log_dirty.retain(|p| !Arc::ptr_eq(p, partition));
+            let to = self.trash.entry_for(&partition.id);
+            match fs::rename(&partition.dir, &to) {
+                Ok(()) => moved.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    error!(partition = %partition.id, error = %e, "cannot move a deleted partition into the trash");
+                    first_error.get_or_insert(LogError::io(&partition.dir, e));
+                }
+            }
+        }
+        if !moved.is_empty() {
+            let synced = sync_dir(&self.dir).and_then(|()| sync_dir(self.trash.dir()));
+            if let Err(e) = synced {
+                first_error.get_or_insert(e);
+            }
+            for path in moved {
+                self.trash.remove_later(path);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     fn sync_unsynced(&mut self) {
