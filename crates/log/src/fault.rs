@@ -15,6 +15,9 @@ pub(crate) struct Faults {
     /// Syncs of the commit log.
     #[cfg(test)]
     pub commit_log_syncs: AtomicU32,
+    /// Creations of the next segment when a segment is rolled.
+    #[cfg(test)]
+    pub roll_creates: AtomicU32,
 }
 
 #[cfg(test)]
@@ -29,6 +32,14 @@ impl Faults {
     pub fn segment_sync(&self) -> bool {
         #[cfg(test)]
         return take(&self.segment_syncs);
+        #[cfg(not(test))]
+        false
+    }
+
+    /// Whether creating the next segment of a roll is to fail.
+    pub fn roll_create(&self) -> bool {
+        #[cfg(test)]
+        return take(&self.roll_creates);
         #[cfg(not(test))]
         false
     }

@@ -37,6 +37,7 @@
 
 mod commit_log;
 mod fault;
+mod files;
 mod frame;
 pub mod metrics;
 mod partition;
@@ -57,6 +58,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+pub use files::DEFAULT_MAX_OPEN_SEGMENT_FILES;
 pub use frame::{
     BatchBuilder, BatchCipher, BatchHeader, CipherError, FLAG_ENCRYPTED, HEADER_LEN, MAX_FRAME_LEN,
     PendingBatch, record_encoded_len,
@@ -188,6 +190,9 @@ pub struct LogConfig {
     /// Windows of up to this many bytes go through the commit log; larger
     /// ones sync their segment files directly, so big batches are written once.
     pub commit_log_max_window: usize,
+    /// Most segment files kept open for reading, across all partitions;
+    /// others are opened when read, closing the least recently used.
+    pub max_open_segment_files: usize,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -203,6 +208,7 @@ impl LogConfig {
             segment_max_age_ms: 60 * 60 * 1000,
             commit_log_bytes: DEFAULT_COMMIT_LOG_BYTES,
             commit_log_max_window: DEFAULT_COMMIT_LOG_MAX_WINDOW,
+            max_open_segment_files: DEFAULT_MAX_OPEN_SEGMENT_FILES,
             clock: Arc::new(SystemClock),
         }
     }
@@ -229,6 +235,7 @@ pub struct Log {
     tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     trash_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    files: Arc<files::FileCache>,
     counters: Arc<metrics::LogCounters>,
     /// Faults the log's tests inject into the writer.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -246,6 +253,39 @@ pub(crate) fn valid_partition_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// Raises this process's soft limit on open files to its hard limit (the
+/// soft default, often 1024, is far below what thousands of shards need).
+/// Returns the limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                tracing::debug!(
+                    from = lim.rlim_cur,
+                    to = lim.rlim_max,
+                    "raised the open file limit"
+                );
+                lim = raised;
+            } else {
+                tracing::warn!(error = %io::Error::last_os_error(), limit = lim.rlim_cur, "cannot raise the open file limit");
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -256,7 +296,9 @@ impl Log {
     /// Opens (or creates) the log in `config.dir`, recovering every partition found there.
     pub fn open(config: LogConfig) -> Result<Log, LogError> {
         fs::create_dir_all(&config.dir).map_err(|e| LogError::io(&config.dir, e))?;
+        raise_open_file_limit();
         let (trash, trash_thread) = trash::Trash::open(&config.dir)?;
+        let files = files::FileCache::new(config.max_open_segment_files);
         // Batches that only the commit log made durable go back into their
         // segment files first, so recovery below sees every acknowledged one.
         let replayed = commit_log::replay(&config.dir)?;
@@ -274,6 +316,7 @@ impl Log {
                 i64::MAX,
                 config.clock.clone(),
                 cipher.clone(),
+                files.clone(),
             )?;
             partitions.insert(id, part);
         }
@@ -314,6 +357,7 @@ impl Log {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             trash_thread: Mutex::new(Some(trash_thread)),
+            files,
             counters,
             faults,
         })
@@ -360,6 +404,7 @@ impl Log {
             retention_ms,
             self.config.clock.clone(),
             self.cipher.clone(),
+            self.files.clone(),
         )?;
         map.insert(id.to_string(), part.clone());
         Ok(part)
@@ -421,6 +466,7 @@ impl Log {
                 .counters
                 .checkpoint_passes
                 .load(std::sync::atomic::Ordering::Relaxed),
+            open_segment_files: self.files.open_files(),
         }
     }
 
@@ -490,6 +536,8 @@ impl Log {
                 }
             }
             for seg in doomed {
+                // Closed now, or the space stays taken while the cache holds it.
+                seg.close();
                 let _ = fs::remove_file(&seg.log_path);
                 let _ = fs::remove_file(&seg.idx_path);
                 deleted += 1;

@@ -10,6 +10,12 @@ pub(crate) static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static TRUNCATED_BYTES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static COMMIT_LOG_COMMITS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SEGMENT_FILE_OPENS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one opening of a segment's `.log` or `.idx` file for reading.
+pub(crate) fn count_file_open() {
+    SEGMENT_FILE_OPENS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Counters of one [`crate::Log`] (the statics above add up every log in the process).
 #[derive(Debug, Default)]
@@ -44,6 +50,9 @@ pub struct LogMetrics {
     pub commit_log_commits: u64,
     /// Commit log checkpoints (segment files synced, a new generation started).
     pub checkpoints: u64,
+    /// Segment `.log` and `.idx` files opened for reading (by recovery, by
+    /// readers whose file was not in the descriptor cache, and for indexes).
+    pub segment_file_opens: u64,
 }
 
 /// Current values of the counters.
@@ -57,6 +66,7 @@ pub fn snapshot() -> LogMetrics {
         truncated_bytes: TRUNCATED_BYTES.load(Ordering::Relaxed),
         commit_log_commits: COMMIT_LOG_COMMITS.load(Ordering::Relaxed),
         checkpoints: CHECKPOINTS.load(Ordering::Relaxed),
+        segment_file_opens: SEGMENT_FILE_OPENS.load(Ordering::Relaxed),
     }
 }
 
@@ -65,4 +75,6 @@ pub fn snapshot() -> LogMetrics {
 pub struct LogStats {
     /// Checkpoints the writer made or found nothing to do for.
     pub checkpoint_passes: u64,
+    /// Segment files held open for reading (see [`crate::LogConfig::max_open_segment_files`]).
+    pub open_segment_files: usize,
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tracing::{error, warn};
 
+use crate::files::FileCache;
 use crate::frame::{self, BatchHeader, HEADER_LEN};
 use crate::segment::{IndexEntry, NO_TIMESTAMP, Segment, idx_path, log_path, read_index_file};
 use crate::{Clock, LogError};
@@ -65,6 +66,9 @@ pub(crate) struct ActiveWriter {
     pub sealed: Vec<(Arc<Segment>, u64)>,
     /// Set after a failed sync: the page cache no longer tells what is on disk.
     pub poisoned: bool,
+    /// After a failed roll: no new attempt before this time.
+    pub roll_retry_at_ms: i64,
+    pub roll_backoff_ms: i64,
 }
 
 /// A partition of the log. Obtain one from [`crate::Log::create_partition`] or [`crate::Log::partition`].
@@ -81,9 +85,26 @@ pub struct Partition {
     pub(crate) changes: tokio::sync::watch::Sender<u64>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cipher: crate::CipherSlot,
+    /// Set when the directory held no segment file at open, so whatever data
+    /// the partition had is gone (its segments were created and synced before
+    /// anyone could know of it).
+    pub(crate) found_empty: bool,
 }
 
 impl Partition {
+    /// True when the partition's directory held no segment file when the log
+    /// was opened: an owner that knew the partition has lost its data.
+    pub fn found_without_segments(&self) -> bool {
+        self.found_empty
+    }
+
+    /// Closes the read descriptors of its segments.
+    pub(crate) fn close_files(&self) {
+        for seg in &self.state.read().segments {
+            seg.close();
+        }
+    }
+
     /// The partition's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -168,7 +189,9 @@ impl Partition {
         // and the end offset those bytes add up to.
         let (segments, limits, end, end_ts) = {
             let st = self.state.read();
-            let limits: Vec<u64> = st.segments.iter().map(|s| s.readable_len()).collect();
+            // Segments sealed before this process have no published length
+            // until first read (finding it takes I/O, done below, unlocked).
+            let limits: Vec<Option<u64>> = st.segments.iter().map(|s| s.published_len()).collect();
             (
                 st.segments.clone(),
                 limits,
@@ -201,6 +224,10 @@ impl Partition {
             .partition_point(|s| s.base_offset <= next)
             .saturating_sub(1);
         'segments: for (seg, &limit) in segments[start_seg..].iter().zip(&limits[start_seg..]) {
+            let limit = match limit {
+                Some(limit) => limit,
+                None => seg.len()?,
+            };
             let mut pos = if seg.base_offset < next {
                 seg.position_for_offset(next)?
             } else {
@@ -326,7 +353,7 @@ fn first_at_or_after(segments: &[Arc<Segment>], end: u64, ts: i64) -> Result<u64
         return Ok(segments.first().map_or(end, |s| s.base_offset));
     }
     let seg = &segments[n - 1];
-    let limit = seg.readable_len();
+    let limit = seg.len()?;
     let mut pos = seg.position_for_timestamp(ts)?;
     while let Some((h, _)) = seg.read_frame_at(pos, limit)? {
         if h.timestamp_ms >= ts {
@@ -345,6 +372,7 @@ pub(crate) fn recover(
     retention_ms: i64,
     clock: Arc<dyn Clock>,
     cipher: crate::CipherSlot,
+    files: Arc<FileCache>,
 ) -> Result<Arc<Partition>, LogError> {
     let mut bases: Vec<u64> = Vec::new();
     for entry in fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
@@ -359,24 +387,33 @@ pub(crate) fn recover(
     }
     bases.sort_unstable();
     if bases.is_empty() {
-        return create_fresh(id, dir, 0, retention_ms, clock, cipher);
+        warn!(partition = %id, dir = %dir.display(), "partition directory holds no segment file: starting it empty");
+        let mut part = create_fresh(id, dir, 0, retention_ms, clock, cipher, files)?;
+        if let Some(p) = Arc::get_mut(&mut part) {
+            p.found_empty = true;
+        }
+        return Ok(part);
     }
     let mut segments = Vec::with_capacity(bases.len());
     let last = bases.len() - 1;
     let mut last_timestamp = NO_TIMESTAMP;
     for (i, &base) in bases.iter().enumerate() {
-        let path = log_path(&dir, base);
-        let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
         if i < last {
-            // Sealed segments were fully synced before the next one was created.
-            let seg = Segment::new(&dir, base, file, len, NO_TIMESTAMP, None);
-            if let Some((h, _)) = seg.read_frame_at(0, len)? {
-                seg.set_first_timestamp(h.timestamp_ms);
-            }
-            segments.push(Arc::new(seg));
+            // Sealed segments were fully synced before the next one was
+            // created; they are opened when first read, so start-up costs the
+            // same however much data there is.
+            segments.push(Arc::new(Segment::sealed(
+                &dir,
+                base,
+                bases[i + 1],
+                files.clone(),
+            )));
         } else {
-            let (seg, next, ts) = recover_active(&dir, base, file, len)?;
+            let path = log_path(&dir, base);
+            let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
+            crate::metrics::count_file_open();
+            let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+            let (seg, next, ts) = recover_active(&dir, base, file, len, &files)?;
             if ts != NO_TIMESTAMP {
                 last_timestamp = ts;
             }
@@ -404,6 +441,7 @@ pub(crate) fn recover(
                 changes: tokio::sync::watch::Sender::new(0),
                 clock,
                 cipher,
+                found_empty: false,
             }));
         }
     }
@@ -415,16 +453,20 @@ fn recover_active(
     base: u64,
     file: File,
     len: u64,
+    files: &Arc<FileCache>,
 ) -> Result<(Segment, u64, i64), LogError> {
     let path = log_path(dir, base);
     let entries = read_index_file(&idx_path(dir, base), base, len);
-    let probe = Segment::new(dir, base, file, len, NO_TIMESTAMP, Some(Vec::new()));
+    let probe = Probe {
+        file: &file,
+        path: &path,
+    };
     // Resume the scan from the last index entry that still points at a valid frame.
     let mut keep = entries.len();
     let mut resume = (0u64, base);
     while keep > 0 {
         let e = entries[keep - 1];
-        if let Some((h, _)) = probe.read_frame_at(e.position, len)?
+        if let Some(h) = probe.read_frame_at(e.position, len)?
             && h.base_offset == e.offset
         {
             resume = (e.position, e.offset);
@@ -441,10 +483,7 @@ fn recover_active(
         .filter(|_| keep > 0)
         .map_or(NO_TIMESTAMP, |e| e.timestamp_ms);
     let mut since_index = u64::MAX;
-    loop {
-        let Some((h, _)) = probe.read_frame_at(pos, len)? else {
-            break;
-        };
+    while let Some(h) = probe.read_frame_at(pos, len)? {
         if h.base_offset != next {
             break;
         }
@@ -481,9 +520,36 @@ fn recover_active(
     }
     let ipath = idx_path(dir, base);
     fs::write(&ipath, &raw).map_err(|e| LogError::io(&ipath, e))?;
-    let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
-    let seg = Segment::new(dir, base, file, pos, first_ts, Some(index));
+    let seg = Segment::new(dir, base, files.clone(), pos, first_ts, Some(index));
     Ok((seg, next, last_ts))
+}
+
+/// Reads frames of the active segment during recovery, with the file recovery opened.
+struct Probe<'a> {
+    file: &'a File,
+    path: &'a Path,
+}
+
+impl Probe<'_> {
+    /// The header of the frame at `pos` if a valid frame is there.
+    fn read_frame_at(&self, pos: u64, limit: u64) -> Result<Option<BatchHeader>, LogError> {
+        use std::os::unix::fs::FileExt;
+        if pos + HEADER_LEN as u64 > limit {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        let io = |e| LogError::io(self.path, e);
+        self.file.read_exact_at(&mut head, pos).map_err(io)?;
+        let Some(header) = BatchHeader::parse(&head) else {
+            return Ok(None);
+        };
+        if pos + u64::from(header.frame_len) > limit {
+            return Ok(None);
+        }
+        let mut frame = vec![0u8; header.frame_len as usize];
+        self.file.read_exact_at(&mut frame, pos).map_err(io)?;
+        Ok(header.crc_matches(&frame).then_some(header))
+    }
 }
 
 /// Creates a partition directory with one empty segment starting at `base`.
@@ -494,6 +560,7 @@ pub(crate) fn create_fresh(
     retention_ms: i64,
     clock: Arc<dyn Clock>,
     cipher: crate::CipherSlot,
+    files: Arc<FileCache>,
 ) -> Result<Arc<Partition>, LogError> {
     fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
     let path = log_path(&dir, base);
@@ -512,8 +579,7 @@ pub(crate) fn create_fresh(
     if let Some(parent) = dir.parent() {
         crate::sync_dir(parent)?;
     }
-    let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
-    let seg = Segment::new(&dir, base, file, 0, NO_TIMESTAMP, Some(Vec::new()));
+    let seg = Segment::new(&dir, base, files, 0, NO_TIMESTAMP, Some(Vec::new()));
     Ok(Arc::new(Partition {
         id,
         dir,
@@ -529,6 +595,7 @@ pub(crate) fn create_fresh(
         changes: tokio::sync::watch::Sender::new(0),
         clock,
         cipher,
+        found_empty: false,
     }))
 }
 
@@ -538,7 +605,7 @@ impl Partition {
         let (segments, _) = self.snapshot();
         let mut out = Vec::new();
         for seg in segments {
-            let limit = seg.readable_len();
+            let limit = seg.len()?;
             let mut pos = 0;
             while let Some((h, _)) = seg.read_frame_at(pos, limit)? {
                 pos += u64::from(h.frame_len);

@@ -847,3 +847,104 @@ async fn leftover_trash_is_removed_at_open_and_never_taken_for_a_partition() {
     assert_eq!(fs::read_dir(dir.path().join(".trash")).unwrap().count(), 0);
     assert!(log.partition_ids().is_empty(), "{:?}", log.partition_ids());
 }
+
+/// Regression: a failed roll failed the append, pushed the old segment onto
+/// the list of sealed segments again at every attempt, and was retried by
+/// every append.
+#[tokio::test]
+async fn a_failed_roll_keeps_appending_and_retries_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000)));
+    let config = small_segments(dir.path(), clock.clone());
+    let log = Log::open(config.clone()).unwrap();
+    let p = log.create_partition("p", i64::MAX).unwrap();
+    let files = |d: &std::path::Path| {
+        fs::read_dir(d.join("p"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    for i in 0..4 {
+        log.append(&p, batch(&[&format!("value-{i:03}")]))
+            .await
+            .unwrap();
+    }
+    let segments = p.segment_paths().len();
+    log.faults.roll_creates.store(1, Ordering::SeqCst);
+    for i in 4..40 {
+        // Appends go on into the segment that could not be rolled.
+        log.append(&p, batch(&[&format!("value-{i:03}")]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(p.segment_paths().len(), segments);
+    assert_eq!(files(dir.path()), segments, "a failed roll left a file");
+    {
+        let guard = p.writer.lock();
+        let w = guard.as_ref().unwrap();
+        assert!(w.sealed.is_empty() && w.new_segments.is_empty());
+        assert!(w.roll_backoff_ms > 0);
+    }
+    // Past the backoff, the next append rolls.
+    clock
+        .0
+        .fetch_add(writer::ROLL_RETRY_MIN_MS, Ordering::SeqCst);
+    log.append(&p, batch(&["value-040"])).await.unwrap();
+    assert_eq!(p.segment_paths().len(), segments + 1);
+    log.shutdown();
+    drop(log);
+    let log = Log::open(config).unwrap();
+    let p = log.partition("p").unwrap();
+    let r = p.read(0, 100, 1 << 20).unwrap();
+    let want: Vec<String> = (0..41).map(|i| format!("value-{i:03}")).collect();
+    assert_eq!(values(&r), want);
+    assert_eq!(log.append(&p, batch(&["x"])).await.unwrap().base_offset, 41);
+}
+
+/// A sealed segment is read up to the end of the batch that ends at the next
+/// segment's base offset, never to the end of its file: bytes after it (here
+/// a valid frame of another partition, then zeroes) are not served.
+#[tokio::test]
+async fn sealed_segments_are_read_to_their_last_batch_not_their_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000)));
+    let config = small_segments(dir.path(), clock.clone());
+    let (p_segs, q_segs) = {
+        let log = Log::open(config.clone()).unwrap();
+        let p = log.create_partition("p", i64::MAX).unwrap();
+        let q = log.create_partition("q", i64::MAX).unwrap();
+        for i in 0..20 {
+            log.append(&p, batch(&[&format!("value-{i:03}")]))
+                .await
+                .unwrap();
+            log.append(&q, batch(&[&format!("alien-{i:03}")]))
+                .await
+                .unwrap();
+        }
+        (p.segment_paths(), q.segment_paths())
+    };
+    assert!(p_segs.len() > 2);
+    // q's segments start at the same offsets; its second segment's first
+    // frame continues p's first segment's offsets, with other data.
+    let alien = fs::read(&q_segs[1]).unwrap();
+    let frame_len = BatchHeader::parse(&alien).unwrap().frame_len as usize;
+    let mut first = fs::read(&p_segs[0]).unwrap();
+    first.extend_from_slice(&alien[..frame_len]);
+    first.extend_from_slice(&[0u8; 4096]);
+    fs::write(&p_segs[0], &first).unwrap();
+    let log = Log::open(config).unwrap();
+    let p = log.partition("p").unwrap();
+    let r = p.read(0, 100, 1 << 20).unwrap();
+    let want: Vec<String> = (0..20).map(|i| format!("value-{i:03}")).collect();
+    assert_eq!(values(&r), want);
+    let offsets: Vec<u64> = r.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
+    let start = p.read(3, 100, 1 << 20).unwrap();
+    assert_eq!(start.records.first().unwrap().offset, 3);
+}

@@ -60,6 +60,10 @@ pub(crate) enum Command {
     },
 }
 
+/// Backoff of the retries of a failed roll.
+pub(crate) const ROLL_RETRY_MIN_MS: i64 = 100;
+const ROLL_RETRY_MAX_MS: i64 = 30_000;
+
 /// Most commands taken into one commit window; more wait for the next.
 const MAX_WINDOW_COMMANDS: usize = 4096;
 /// Most bytes taken into one commit window.
@@ -456,6 +460,7 @@ impl Writer {
             *partition.writer.lock() = None;
             self.unsynced.retain(|p| !Arc::ptr_eq(p, partition));
             self.log_dirty.retain(|p| !Arc::ptr_eq(p, partition));
+            partition.close_files();
             let to = self.trash.entry_for(&partition.id);
             match fs::rename(&partition.dir, &to) {
                 Ok(()) => moved.push(to),
@@ -513,8 +518,21 @@ impl Writer {
         let too_big = w.position > 0 && w.position + len > self.segment_max_bytes;
         let too_old =
             w.first_timestamp != NO_TIMESTAMP && now - w.first_timestamp >= self.segment_max_age_ms;
-        if too_big || too_old {
-            roll(part, w, &self.faults)?;
+        if (too_big || too_old) && now >= w.roll_retry_at_ms {
+            match roll(part, w, &self.faults) {
+                Ok(()) => w.roll_backoff_ms = 0,
+                Err(e) if w.poisoned => return Err(e),
+                Err(e) => {
+                    // Not worth failing the append for (out of descriptors, a
+                    // full directory): the segment grows past its limit until
+                    // a retry works, and retries back off so as not to cost
+                    // every append a failing syscall.
+                    w.roll_backoff_ms =
+                        (w.roll_backoff_ms * 2).clamp(ROLL_RETRY_MIN_MS, ROLL_RETRY_MAX_MS);
+                    w.roll_retry_at_ms = now.saturating_add(w.roll_backoff_ms);
+                    tracing::warn!(partition = %part.id, error = %e, retry_in_ms = w.roll_backoff_ms, "cannot roll the segment: appending to it until a retry works");
+                }
+            }
         }
         let ts = now.max(w.last_timestamp);
         let base = w.next_offset;
@@ -686,6 +704,8 @@ fn open_active(part: &Partition) -> Result<ActiveWriter, LogError> {
         new_segments: Vec::new(),
         sealed: Vec::new(),
         poisoned: false,
+        roll_retry_at_ms: i64::MIN,
+        roll_backoff_ms: 0,
     })
 }
 
@@ -708,36 +728,39 @@ fn roll(part: &Partition, w: &mut ActiveWriter, faults: &Faults) -> Result<(), L
         w.poisoned = true;
         return Err(LogError::io(&w.segment.log_path, e));
     }
-    w.idx_file
-        .write_all(&w.idx_pending)
-        .map_err(|e| LogError::io(&w.segment.idx_path, e))?;
-    w.idx_pending.clear();
+    // Every step that can fail comes before the writer's state changes, so a
+    // failed roll leaves the segment as it was and can simply be retried.
+    if !w.idx_pending.is_empty() {
+        let before = w.idx_file.metadata().map(|m| m.len());
+        if let Err(e) = w.idx_file.write_all(&w.idx_pending) {
+            // No torn entry may stay for the retry to append after.
+            if let Ok(len) = before {
+                let _ = w.idx_file.set_len(len);
+            }
+            return Err(LogError::io(&w.segment.idx_path, e));
+        }
+        w.idx_pending.clear();
+    }
     w.idx_file
         .sync_data()
         .map_err(|e| LogError::io(&w.segment.idx_path, e))?;
-    w.sealed.push((w.segment.clone(), w.position));
     let base = w.next_offset;
-    let path = log_path(&part.dir, base);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io(&path, e))?;
-    let ipath = idx_path(&part.dir, base);
-    let idx_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&ipath)
-        .map_err(|e| LogError::io(&ipath, e))?;
-    idx_file.set_len(0).map_err(|e| LogError::io(&ipath, e))?;
-    sync_dir(&part.dir)?;
-    let reader = File::open(&path).map_err(|e| LogError::io(&path, e))?;
+    let (file, idx_file) = match create_segment_files(&part.dir, base, faults) {
+        Ok(files) => files,
+        Err(e) => {
+            // A new segment left behind would, after a restart, be taken for
+            // the active one and hide every batch appended to this one since.
+            if !remove_segment_files(&part.dir, base) {
+                w.poisoned = true;
+            }
+            return Err(e);
+        }
+    };
+    w.sealed.push((w.segment.clone(), w.position));
     let seg = Arc::new(Segment::new(
         &part.dir,
         base,
-        reader,
+        w.segment.files.clone(),
         0,
         NO_TIMESTAMP,
         Some(Vec::new()),
@@ -752,6 +775,50 @@ fn roll(part: &Partition, w: &mut ActiveWriter, faults: &Faults) -> Result<(), L
     w.first_timestamp = NO_TIMESTAMP;
     metrics::SEGMENTS_ROLLED.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// Creates the files of a segment starting at `base` and makes them durable.
+fn create_segment_files(
+    dir: &std::path::Path,
+    base: u64,
+    faults: &Faults,
+) -> Result<(File, File), LogError> {
+    let path = log_path(dir, base);
+    if faults.roll_create() {
+        return Err(LogError::io(&path, fault::injected()));
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(&path, e))?;
+    let ipath = idx_path(dir, base);
+    let idx_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&ipath)
+        .map_err(|e| LogError::io(&ipath, e))?;
+    idx_file.set_len(0).map_err(|e| LogError::io(&ipath, e))?;
+    sync_dir(dir)?;
+    Ok((file, idx_file))
+}
+
+/// Removes what a failed [`create_segment_files`] left; false if it may remain.
+fn remove_segment_files(dir: &std::path::Path, base: u64) -> bool {
+    let mut removed = true;
+    for path in [log_path(dir, base), idx_path(dir, base)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "cannot remove the segment of a failed roll");
+                removed = false;
+            }
+        }
+    }
+    removed && sync_dir(dir).is_ok()
 }
 
 /// Starts (without waiting for) writeback of what the commit log made durable

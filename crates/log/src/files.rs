@@ -1,0 +1,97 @@
+//! A bounded cache of the read descriptors of segment files, shared by every
+//! partition of a [`crate::Log`].
+//!
+//! Holding one descriptor per segment forever would grow with the data (hourly
+//! rolls, 500 shards and a week of retention is 84,000 files) until `open`
+//! fails with `EMFILE` and no shard can roll again. Segments are opened on
+//! first read instead, and at most `capacity` descriptors are kept; past that
+//! the least recently used one is closed. Recency is tracked the CLOCK way (a
+//! reference bit per file and a sweeping hand) so a read that finds its file
+//! open takes no lock but its own segment's.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+/// Default number of segment files kept open for reading.
+pub const DEFAULT_MAX_OPEN_SEGMENT_FILES: usize = 256;
+
+/// One segment's place in the cache: its open file, if any.
+#[derive(Debug, Default)]
+pub(crate) struct FileSlot {
+    file: Mutex<Option<Arc<File>>>,
+    referenced: AtomicBool,
+}
+
+impl FileSlot {
+    /// Closes the file (readers still holding it keep it until they finish).
+    pub fn close(&self) {
+        *self.file.lock() = None;
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FileCache {
+    capacity: usize,
+    /// The slots holding an open file (or that did, if since dropped).
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    slots: Vec<Weak<FileSlot>>,
+    hand: usize,
+}
+
+impl FileCache {
+    pub fn new(capacity: usize) -> Arc<FileCache> {
+        Arc::new(FileCache {
+            capacity: capacity.max(1),
+            ring: Mutex::new(Ring::default()),
+        })
+    }
+
+    /// The open file of `slot`, opening `path` if it is not open.
+    pub fn get(&self, slot: &Arc<FileSlot>, path: &Path) -> io::Result<Arc<File>> {
+        let mut guard = slot.file.lock();
+        slot.referenced.store(true, Ordering::Relaxed);
+        if let Some(f) = guard.as_ref() {
+            return Ok(f.clone());
+        }
+        let file = Arc::new(File::open(path)?);
+        crate::metrics::count_file_open();
+        *guard = Some(file.clone());
+        // The slot's lock is never held while taking the ring's: eviction
+        // takes them in the other order.
+        drop(guard);
+        self.admit(slot);
+        Ok(file)
+    }
+
+    fn admit(&self, slot: &Arc<FileSlot>) {
+        let mut ring = self.ring.lock();
+        while ring.slots.len() >= self.capacity {
+            let i = ring.hand % ring.slots.len();
+            match ring.slots[i].upgrade() {
+                None => {
+                    ring.slots.swap_remove(i);
+                }
+                Some(s) if s.referenced.swap(false, Ordering::Relaxed) => ring.hand = i + 1,
+                Some(s) => {
+                    s.close();
+                    ring.slots.swap_remove(i);
+                }
+            }
+        }
+        ring.slots.push(Arc::downgrade(slot));
+    }
+
+    /// Files currently held open (an upper bound: closed slots linger until swept).
+    pub fn open_files(&self) -> usize {
+        self.ring.lock().slots.len()
+    }
+}
