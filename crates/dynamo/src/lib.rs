@@ -171,23 +171,34 @@ impl Dynamo {
         )
     }
 
-    /// The ARNs of the tables a request acts on, for authorization: one per
-    /// table (BatchGetItem and BatchWriteItem name several). A name that does
-    /// not resolve is returned as given; the operation then refuses it.
-    pub fn request_resources(&self, req: &serde_json::Value) -> Vec<String> {
-        let arn = |name: &str| match self.canonical_name(name) {
-            Ok(n) => self.table_arn(&n),
-            Err(_) => name.to_string(),
+    /// The ARNs of the tables a request of `op` acts on, for authorization:
+    /// one per table (BatchGetItem and BatchWriteItem name several), `*` for
+    /// account-wide operations. Each operation reads only the member that
+    /// names its tables, the same one it then executes on, and every name is
+    /// resolved to its canonical ARN first (a name or ARN that is not this
+    /// server's is refused here, before anything is authorized).
+    pub fn request_resources(
+        &self,
+        op: &str,
+        req: &serde_json::Value,
+    ) -> Result<Vec<String>, DynamoError> {
+        let arn = |name: &str| Ok(self.table_arn(&self.canonical_name(name)?));
+        let member = |key: &str| {
+            req.get(key)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| DynamoError::Validation(format!("The parameter '{key}' is required but was not present in the request")))
         };
-        if let Some(a) = req.get("ResourceArn").and_then(|v| v.as_str()) {
-            return vec![arn(a)];
-        }
-        if let Some(items) = req.get("RequestItems").and_then(|v| v.as_object()) {
-            return items.keys().map(|k| arn(k)).collect();
-        }
-        match req.get("TableName").and_then(|v| v.as_str()) {
-            Some(name) => vec![arn(name)],
-            None => vec!["*".into()],
+        match op {
+            "ListTables" | "DescribeLimits" | "DescribeEndpoints" => Ok(vec!["*".into()]),
+            "TagResource" | "UntagResource" | "ListTagsOfResource" => {
+                Ok(vec![arn(member("ResourceArn")?)?])
+            }
+            "BatchGetItem" | "BatchWriteItem" => req
+                .get("RequestItems")
+                .and_then(|v| v.as_object())
+                .map(|items| items.keys().map(|k| arn(k)).collect())
+                .unwrap_or_else(|| Ok(Vec::new())),
+            _ => Ok(vec![arn(member("TableName")?)?]),
         }
     }
 

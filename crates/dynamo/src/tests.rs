@@ -286,13 +286,40 @@ fn names_arns_and_limits_from_review() {
     let own = d.call("GetItem", &json!({"TableName": "arn:aws:dynamodb:us-east-1:000000000000:table/leases", "Key": {"leaseKey": {"S": "a"}}})).unwrap();
     assert!(own.get("Item").is_some());
     assert_eq!(
-        d.request_resources(&json!({"TableName": "leases"})),
+        d.request_resources("GetItem", &json!({"TableName": "leases"}))
+            .unwrap(),
         ["arn:aws:dynamodb:us-east-1:000000000000:table/leases"]
     );
     assert_eq!(
-        d.request_resources(&json!({"RequestItems": {"leases": [], "other": []}}))
-            .len(),
+        d.request_resources(
+            "BatchWriteItem",
+            &json!({"RequestItems": {"leases": [], "other": []}})
+        )
+        .unwrap()
+        .len(),
         2
+    );
+    // Each operation reads only the member that names its table: members
+    // other operations use cannot route or authorize it.
+    assert_eq!(
+        d.request_resources(
+            "DeleteTable",
+            &json!({"TableName": "leases", "RequestItems": {}, "ResourceArn": "arn:aws:dynamodb:us-east-1:000000000000:table/other"})
+        )
+        .unwrap(),
+        ["arn:aws:dynamodb:us-east-1:000000000000:table/leases"]
+    );
+    assert!(
+        d.request_resources("BatchGetItem", &json!({"RequestItems": {}}))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        d.request_resources(
+            "GetItem",
+            &json!({"TableName": "arn:aws-cn:dynamodb:us-east-1:000000000000:table/leases"})
+        )
+        .is_err()
     );
     // A huge legacy condition map is evaluated without deep recursion.
     let mut expected = serde_json::Map::new();

@@ -2,12 +2,52 @@
 //! DeleteResourcePolicy) and what the front door needs to authorize a call:
 //! the ARN a request acts on, and that resource's policy.
 
-use ripstream_meta::StreamRecord;
-use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use ripstream_meta::StreamRecord;
+
+use crate::arn::KinesisArn;
 use crate::policy::Policy;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service};
+
+/// Largest resource policy document, in bytes (AWS's quota for resource-based
+/// policies; the service model sets no length).
+pub const MAX_POLICY_BYTES: usize = 20 * 1024;
+
+/// A stream's and its consumers' resource policies, parsed.
+#[derive(Debug, Default)]
+pub(crate) struct ParsedPolicies {
+    stream: Option<Arc<Policy>>,
+    /// By consumer name and creation second, as the consumer's ARN names it.
+    consumers: HashMap<(String, i64), Arc<Policy>>,
+}
+
+impl ParsedPolicies {
+    pub(crate) fn of(rec: &StreamRecord) -> ParsedPolicies {
+        // Documents were checked when they were put; one that no longer
+        // parses (written by another version) grants nothing.
+        let parse = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| Policy::parse(t).ok())
+                .map(Arc::new)
+        };
+        ParsedPolicies {
+            stream: parse(&rec.policy),
+            consumers: rec
+                .consumers
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        (c.name.clone(), c.created_ms.div_euclid(1000)),
+                        parse(&c.policy)?,
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
 
 impl Inner {
     /// The stream and, for a consumer ARN, the consumer name a resource ARN names.
@@ -56,6 +96,12 @@ impl Service {
     /// PutResourcePolicy.
     pub async fn put_resource_policy(&self, input: PutResourcePolicyInput) -> Result<Empty> {
         let inner = self.inner();
+        if input.policy.len() > MAX_POLICY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "Invalid policy: the document is {} bytes; a resource policy can have at most {MAX_POLICY_BYTES}.",
+                input.policy.len()
+            )));
+        }
         let parsed = Policy::parse(&input.policy)
             .map_err(|e| Error::InvalidArgument(format!("Invalid policy: {e}")))?;
         if !parsed.is_resource_policy() {
@@ -110,46 +156,22 @@ impl Service {
         Ok(Inner::policy_slot(&mut rec, consumer.as_deref()).and_then(|p| p.clone()))
     }
 
-    /// The policy attached to a stream or consumer ARN, for authorization.
-    pub fn resource_policy(&self, arn: &str) -> Option<Policy> {
-        let text = self.resource_policy_text(arn).ok().flatten()?;
-        Policy::parse(&text).ok()
-    }
-
-    /// The ARN a request acts on, as IAM evaluates it: the consumer for
-    /// consumer operations, the stream for stream operations (for GetRecords,
-    /// the stream of its iterator), `*` for account-wide ones.
-    pub fn request_resource(&self, op: &str, body: &Value) -> String {
+    /// The policy attached to a stream or consumer, by its canonical ARN, for
+    /// authorization. Parsed once per catalog change, not per request.
+    pub fn resource_policy(&self, arn: &str) -> Option<Arc<Policy>> {
         let inner = self.inner();
-        let s = |k: &str| body.get(k).and_then(Value::as_str);
-        if let Some(arn) = s("ConsumerARN").or(s("ResourceARN")) {
-            return arn.to_string();
+        let (stream, consumer) = match inner.arn_scope().parse(arn, "ResourceARN").ok()? {
+            KinesisArn::Stream { stream } => (stream, None),
+            KinesisArn::Consumer {
+                stream,
+                consumer,
+                created_secs,
+            } => (stream, Some((consumer, created_secs))),
+        };
+        let s = inner.lookup(&stream).ok()?;
+        match consumer {
+            None => s.policies.stream.clone(),
+            Some(key) => s.policies.consumers.get(&key).cloned(),
         }
-        if matches!(op, "DescribeStreamConsumer" | "DeregisterStreamConsumer")
-            && let (Some(stream_arn), Some(name)) = (s("StreamARN"), s("ConsumerName"))
-        {
-            let r = ConsumerRef {
-                stream_arn: Some(stream_arn.to_string()),
-                consumer_name: Some(name.to_string()),
-                consumer_arn: None,
-            };
-            return match inner.resolve_consumer(&r) {
-                Ok((st, c)) => inner.consumer_arn(&st.rec.name, &c),
-                Err(_) => format!("{stream_arn}/consumer/{name}"),
-            };
-        }
-        if let Some(arn) = s("StreamARN") {
-            return arn.to_string();
-        }
-        if let Some(name) = s("StreamName") {
-            return inner.stream_arn(name);
-        }
-        if op == "GetRecords"
-            && let Some(t) =
-                s("ShardIterator").and_then(|it| inner.iterators.decode_any_age(it).ok())
-        {
-            return inner.stream_arn(&t.stream_name);
-        }
-        "*".into()
     }
 }

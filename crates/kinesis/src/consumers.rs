@@ -11,8 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ripstream_meta::{ConsumerRecord, ConsumerStatus, StreamRecord, StreamStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
@@ -62,6 +60,9 @@ pub(crate) struct SubscriptionEntry {
 /// What a subscriber receives: events, or an error that ends the stream.
 pub type SubscriptionItem = Result<SubscribeToShardEvent>;
 
+/// Domain of the signed ListStreamConsumers NextToken.
+const LIST_CONSUMERS_TOKEN: &str = "ListStreamConsumers";
+
 #[derive(Serialize, Deserialize)]
 struct ListConsumersToken {
     /// Stream uid.
@@ -72,12 +73,8 @@ struct ListConsumersToken {
 
 impl Inner {
     pub(crate) fn consumer_arn(&self, stream: &str, c: &ConsumerRecord) -> String {
-        format!(
-            "{}/consumer/{}:{}",
-            self.stream_arn(stream),
-            c.name,
-            c.created_ms.div_euclid(1000)
-        )
+        self.arn_scope()
+            .consumer_arn(stream, &c.name, c.created_ms.div_euclid(1000))
     }
 
     fn consumer_view(&self, stream: &str, c: &ConsumerRecord, now: i64) -> Consumer {
@@ -92,17 +89,19 @@ impl Inner {
         }
     }
 
-    /// (stream name, consumer name, creation seconds) of a consumer ARN of this server.
+    /// (stream name, consumer name, creation seconds) of a consumer ARN of
+    /// this server (parsed strictly: see [`crate::arn`]).
     pub(crate) fn parse_consumer_arn(&self, arn: &str) -> Result<(String, String, i64)> {
-        let invalid = || Error::InvalidArgument(format!("Invalid ConsumerARN {arn}."));
-        let (stream_part, rest) = arn.split_once("/consumer/").ok_or_else(invalid)?;
-        let stream = self.name_from_stream_arn(stream_part)?;
-        let (name, secs) = rest.rsplit_once(':').ok_or_else(invalid)?;
-        let secs: i64 = secs.parse().map_err(|_| invalid())?;
-        if name.is_empty() {
-            return Err(invalid());
+        match self.arn_scope().parse(arn, "ConsumerARN")? {
+            crate::arn::KinesisArn::Consumer {
+                stream,
+                consumer,
+                created_secs,
+            } => Ok((stream, consumer, created_secs)),
+            crate::arn::KinesisArn::Stream { .. } => Err(Error::InvalidArgument(format!(
+                "Invalid ConsumerARN {arn}."
+            ))),
         }
-        Ok((stream, name.to_string(), secs))
     }
 
     fn consumer_not_found(&self, what: &str) -> Error {
@@ -119,8 +118,22 @@ impl Inner {
     ) -> Result<(Arc<StreamState>, ConsumerRecord)> {
         let now = self.now_ms();
         let (stream, name, secs) = match (&r.consumer_arn, &r.stream_arn, &r.consumer_name) {
-            (Some(arn), _, _) => {
+            (Some(arn), stream_arn, given_name) => {
                 let (stream, name, secs) = self.parse_consumer_arn(arn)?;
+                // The consumer acted on must be the one every member names,
+                // or authorization and execution could disagree.
+                if let Some(stream_arn) = stream_arn
+                    && self.name_from_stream_arn(stream_arn)? != stream
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "ConsumerARN {arn} does not belong to the stream {stream_arn}."
+                    )));
+                }
+                if given_name.as_ref().is_some_and(|n| *n != name) {
+                    return Err(Error::InvalidArgument(format!(
+                        "ConsumerName does not match the name in ConsumerARN {arn}."
+                    )));
+                }
                 (stream, name, Some(secs))
             }
             (None, Some(stream_arn), Some(name)) => {
@@ -235,9 +248,9 @@ impl Service {
         }
         let after = match &input.next_token {
             Some(t) => {
-                let tok: ListConsumersToken = STANDARD
-                    .decode(t)
-                    .ok()
+                let tok: ListConsumersToken = inner
+                    .iterators
+                    .open(LIST_CONSUMERS_TOKEN, t)
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .filter(|tok: &ListConsumersToken| tok.u == s.rec.uid)
                     .ok_or_else(|| Error::InvalidArgument("Invalid NextToken.".into()))?;
@@ -257,8 +270,9 @@ impl Service {
         all.truncate(max);
         let next_token = if more {
             all.last().map(|c| {
-                STANDARD.encode(
-                    serde_json::to_vec(&ListConsumersToken {
+                inner.iterators.seal(
+                    LIST_CONSUMERS_TOKEN,
+                    &serde_json::to_vec(&ListConsumersToken {
                         u: s.rec.uid,
                         a: c.name.clone(),
                     })
@@ -374,7 +388,9 @@ impl Service {
         )?;
         dry_run(input.dry_run)?;
 
-        let key = (input.consumer_arn.clone(), index);
+        // Keyed by the canonical ARN, so no spelling of the consumer's ARN
+        // can open a second concurrent subscription.
+        let key = (inner.consumer_arn(&s.rec.name, &c), index);
         let cancel = Arc::new(Notify::new());
         let generation = {
             let mut subs = inner.subscriptions.lock();
@@ -413,6 +429,7 @@ impl Service {
             shard: index,
             offset,
             deadline: tokio::time::Instant::now() + inner.cfg.subscription_lifetime,
+            send_deadline: inner.cfg.subscription_send_deadline,
             cancel,
         };
         tokio::spawn(async move {
@@ -434,6 +451,8 @@ struct Pump {
     shard: u32,
     offset: u64,
     deadline: tokio::time::Instant,
+    /// Longest wait for the subscriber to take one item.
+    send_deadline: Duration,
     cancel: Arc<Notify>,
 }
 
@@ -446,15 +465,14 @@ impl Pump {
             let s = match inner.lookup(&self.stream) {
                 Ok(s) if s.rec.uid == self.uid => s,
                 _ => {
-                    let _ = tx.send(Err(inner.not_found(&self.stream))).await;
+                    self.send(tx, Err(inner.not_found(&self.stream))).await;
                     return;
                 }
             };
             if !live_consumers(&s.rec, now)
                 .any(|c| c.name == self.consumer.name && c.created_ms == self.consumer.created_ms)
             {
-                let _ = tx
-                    .send(Err(inner.consumer_not_found(&self.consumer.name)))
+                self.send(tx, Err(inner.consumer_not_found(&self.consumer.name)))
                     .await;
                 return;
             }
@@ -469,7 +487,7 @@ impl Pump {
             let read = match part.read(self.offset, crate::records::MAX_GET_RECORDS, EVENT_BYTES) {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
+                    self.send(tx, Err(e.into())).await;
                     return;
                 }
             };
@@ -491,9 +509,8 @@ impl Pump {
                 let closed = event.child_shards.is_some();
                 self.offset = read.next_offset;
                 tokio::select! {
-                    sent = tx.send(Ok(event)) => if sent.is_err() { return },
+                    sent = self.send(tx, Ok(event)) => if !sent { return },
                     _ = self.cancel.notified() => { self.superseded(inner, tx).await; return }
-                    _ = tokio::time::sleep_until(self.deadline) => return,
                 }
                 if closed {
                     return;
@@ -505,7 +522,7 @@ impl Pump {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(HEARTBEAT) => {
                     let event = svc.event_from(&s, shard, &read, self.offset);
-                    if tx.send(Ok(event)).await.is_err() {
+                    if !self.send(tx, Ok(event)).await {
                         return;
                     }
                 }
@@ -516,14 +533,110 @@ impl Pump {
         }
     }
 
+    /// Hands one item to the subscriber, waiting at most the configured send deadline
+    /// (and never past the subscription's end): a reader that stops pulling
+    /// loses its subscription instead of pinning this task. `false` when the
+    /// subscription is over.
+    async fn send(&self, tx: &mpsc::Sender<SubscriptionItem>, item: SubscriptionItem) -> bool {
+        let until = self
+            .deadline
+            .min(tokio::time::Instant::now() + self.send_deadline);
+        matches!(
+            tokio::time::timeout_at(until, tx.send(item)).await,
+            Ok(Ok(()))
+        )
+    }
+
     async fn superseded(&self, inner: &Inner, tx: &mpsc::Sender<SubscriptionItem>) {
-        let _ = tx
-            .send(Err(Error::ResourceInUse(format!(
+        self.send(
+            tx,
+            Err(Error::ResourceInUse(format!(
                 "Subscription for shard {} of stream {} under account {} was taken over by a newer subscription of the same consumer.",
                 shard_id(self.shard),
                 self.stream,
                 inner.cfg.account_id
-            ))))
-            .await;
+            ))),
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::types::*;
+    use crate::{Service, ServiceConfig};
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_pulling_loses_its_subscription() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServiceConfig::new(dir.path());
+        cfg.subscription_send_deadline = Duration::from_millis(200);
+        let svc = Service::open(cfg).await.unwrap();
+        svc.create_stream(CreateStreamInput {
+            stream_name: "s".into(),
+            shard_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let arn = svc.inner().stream_arn("s");
+        let consumer = svc
+            .register_stream_consumer(RegisterStreamConsumerInput {
+                stream_arn: arn,
+                consumer_name: "c".into(),
+                tags: None,
+            })
+            .await
+            .unwrap()
+            .consumer;
+        let subscribe = || {
+            svc.subscribe_to_shard(SubscribeToShardInput {
+                consumer_arn: consumer.consumer_arn.clone(),
+                shard_id: "shardId-000000000000".into(),
+                starting_position: StartingPosition {
+                    position_type: "TRIM_HORIZON".into(),
+                    ..Default::default()
+                },
+                dry_run: None,
+            })
+        };
+        for i in 0..3 {
+            svc.put_record(PutRecordInput {
+                stream_name: Some("s".into()),
+                partition_key: Some("k".into()),
+                data: Blob(format!("r{i}").into_bytes().into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        // Held but never read: the one-slot channel fills and the next send
+        // waits for a reader that never comes.
+        let stalled = subscribe().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        svc.put_record(PutRecordInput {
+            stream_name: Some("s".into()),
+            partition_key: Some("k".into()),
+            data: Blob(b"more".to_vec().into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut ended = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if svc.inner().subscriptions.lock().is_empty() {
+                ended = true;
+                break;
+            }
+        }
+        assert!(ended, "the stalled subscription still holds its slot");
+        // Its slot is free: a new subscription is not refused as a duplicate.
+        let mut fresh = subscribe().await.unwrap();
+        let first = fresh.recv().await.unwrap().unwrap();
+        assert_eq!(first.records.len(), 4);
+        drop(stalled);
     }
 }

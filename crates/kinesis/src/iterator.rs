@@ -14,6 +14,8 @@ use sha2::Sha256;
 pub const ITERATOR_TTL_MS: i64 = 300_000;
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
+/// First byte of sealed non-iterator tokens (iterators start with `VERSION`).
+const SEALED: u8 = 0xA5;
 
 /// What a shard iterator points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +78,49 @@ impl IteratorCodec {
         STANDARD.encode(body)
     }
 
+    /// Signs a payload that is not an iterator (a pagination token). The
+    /// `domain` goes into the tag, so a token of one kind never verifies as
+    /// another, and no kind verifies as a shard iterator.
+    pub fn seal(&self, domain: &str, payload: &[u8]) -> String {
+        let mut body = Vec::with_capacity(1 + payload.len() + TAG_LEN);
+        body.push(SEALED);
+        body.extend_from_slice(payload);
+        let tag = self.domain_tag(domain, &body);
+        body.extend_from_slice(&tag);
+        STANDARD.encode(body)
+    }
+
+    /// The payload of a token made by [`IteratorCodec::seal`] for `domain`,
+    /// or `None` if it was not made here, for this domain, unchanged.
+    pub fn open(&self, domain: &str, token: &str) -> Option<Vec<u8>> {
+        let raw = STANDARD.decode(token).ok()?;
+        if raw.len() < 1 + TAG_LEN || raw[0] != SEALED {
+            return None;
+        }
+        let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
+        let expected = self.domain_tag(domain, body);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], tag)) {
+            return None;
+        }
+        Some(body[1..].to_vec())
+    }
+
+    fn domain_tag(&self, domain: &str, body: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(body);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(&full[..TAG_LEN]);
+        out
+    }
+
     /// Decodes and verifies a token, checking its age against `now_ms`.
     pub fn decode(&self, s: &str, now_ms: i64) -> Result<IteratorToken, TokenError> {
         let t = self.decode_any_age(s)?;
-        if now_ms - t.issued_ms > ITERATOR_TTL_MS {
+        if now_ms.saturating_sub(t.issued_ms) > ITERATOR_TTL_MS {
             return Err(TokenError::Expired {
                 issued_ms: t.issued_ms,
             });
@@ -135,6 +176,24 @@ mod tests {
             offset: 1234,
             issued_ms: 1_000_000,
         }
+    }
+
+    #[test]
+    fn sealed_tokens_verify_only_in_their_domain() {
+        let codec = IteratorCodec::new([7; 32]);
+        let t = codec.seal("ListShards", b"payload");
+        assert_eq!(
+            codec.open("ListShards", &t).as_deref(),
+            Some(&b"payload"[..])
+        );
+        assert_eq!(codec.open("ListStreams", &t), None);
+        assert_eq!(codec.decode_any_age(&t), Err(TokenError::Invalid));
+        assert_eq!(IteratorCodec::new([8; 32]).open("ListShards", &t), None);
+        let mut raw = STANDARD.decode(&t).unwrap();
+        raw[2] ^= 1;
+        assert_eq!(codec.open("ListShards", &STANDARD.encode(raw)), None);
+        let iterator = codec.encode(&token());
+        assert_eq!(codec.open("ListShards", &iterator), None);
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! ```
 
 mod access;
+pub mod arn;
+pub mod authz;
 mod capacity;
 pub mod consumers;
 pub mod error;
@@ -97,6 +99,9 @@ pub struct ServiceConfig {
     pub on_demand_merge_after: Duration,
     /// How long a SubscribeToShard subscription lasts.
     pub subscription_lifetime: Duration,
+    /// Longest wait for a subscriber to take the next event before its
+    /// subscription is ended.
+    pub subscription_send_deadline: Duration,
     /// The keyring file standing in for KMS (created with a key for
     /// `alias/aws/kinesis` if missing); default `<data_dir>/keyring.toml`.
     pub keyring: Option<PathBuf>,
@@ -124,6 +129,7 @@ impl ServiceConfig {
             on_demand_scale_interval: Duration::from_secs(10),
             on_demand_merge_after: Duration::from_secs(600),
             subscription_lifetime: Duration::from_secs(300),
+            subscription_send_deadline: Duration::from_secs(30),
             keyring: None,
             clock: Arc::new(SystemClock),
         }
@@ -152,6 +158,9 @@ pub(crate) struct StreamState {
     pub spread: std::sync::atomic::AtomicU64,
     /// Throughput quotas and meters per shard, kept across snapshots.
     pub quotas: HashMap<u32, Arc<quota::ShardQuota>>,
+    /// The resource policies of the stream and its consumers, parsed once
+    /// per snapshot rather than on every request they authorize.
+    pub policies: access::ParsedPolicies,
 }
 
 impl StreamState {
@@ -192,6 +201,17 @@ pub(crate) fn retention_ms(hours: u32) -> i64 {
     i64::from(hours) * 3_600_000
 }
 
+/// Runs blocking work (redb commits, partition creation, cold reads) on
+/// tokio's blocking pool, so that a slow disk never holds an async worker and
+/// the requests queued behind it (PutRecords above all).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
 /// The Kinesis Data Streams service. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Service {
@@ -202,7 +222,8 @@ pub struct Service {
 pub(crate) struct Inner {
     pub cfg: ServiceConfig,
     pub catalog: Arc<Catalog>,
-    pub log: Log,
+    /// Shared with the blocking threads that create partitions.
+    pub log: Arc<Log>,
     pub streams: RwLock<BTreeMap<String, Arc<StreamState>>>,
     /// Serializes changes to the catalog.
     pub control: tokio::sync::Mutex<()>,
@@ -256,7 +277,7 @@ impl Service {
         log_cfg.commit_log_bytes = cfg.commit_log_bytes;
         log_cfg.commit_log_max_window = cfg.commit_log_max_window;
         log_cfg.clock = cfg.clock.clone();
-        let log = Log::open(log_cfg)?;
+        let log = Arc::new(Log::open(log_cfg)?);
         let keyring_path = cfg
             .keyring
             .clone()
@@ -317,6 +338,10 @@ impl Service {
                         if deleted > 0 {
                             info!(segments = deleted, "retention deleted expired segments");
                         }
+                        let pruned = svc.prune_closed_shards().await;
+                        if pruned > 0 {
+                            info!(shards = pruned, "retention pruned expired closed shards");
+                        }
                     }
                     _ = reaper.tick() => {
                         svc.finish_deletions().await;
@@ -368,10 +393,15 @@ impl Inner {
     }
 
     pub fn stream_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:kinesis:{}:{}:stream/{}",
-            self.cfg.region, self.cfg.account_id, name
-        )
+        self.arn_scope().stream_arn(name)
+    }
+
+    /// This server's partition, region and account, for ARNs.
+    pub fn arn_scope(&self) -> arn::ArnScope<'_> {
+        arn::ArnScope {
+            region: &self.cfg.region,
+            account: &self.cfg.account_id,
+        }
     }
 
     pub fn not_found(&self, name: &str) -> Error {
@@ -383,8 +413,11 @@ impl Inner {
 
     /// Builds the in-memory state of a stream from its record, opening or
     /// creating the partitions of its shards.
-    /// `prev` is the snapshot being replaced, whose quota buckets carry over.
-    pub fn build_state(
+    /// `prev` is the snapshot being replaced, whose quota buckets and
+    /// partitions carry over: only shards new to the record cost a lookup, and
+    /// only partitions new to the log are created (mkdir and directory fsyncs,
+    /// on a blocking thread).
+    pub async fn build_state(
         &self,
         rec: StreamRecord,
         prev: Option<&StreamState>,
@@ -392,12 +425,38 @@ impl Inner {
         let now = self.now_ms();
         let retention = retention_ms(rec.retention_hours);
         let mut parts = HashMap::with_capacity(rec.shards.len());
+        let mut missing = Vec::new();
+        for shard in &rec.shards {
+            let id = partition_id(rec.uid, shard.index);
+            match prev
+                .and_then(|p| p.parts.get(&shard.index).cloned())
+                .or_else(|| self.log.partition(&id))
+            {
+                Some(part) => {
+                    part.set_retention_ms(retention);
+                    parts.insert(shard.index, part);
+                }
+                None => missing.push((shard.index, id)),
+            }
+        }
+        if !missing.is_empty() {
+            let log = self.log.clone();
+            let created = blocking(move || {
+                missing
+                    .into_iter()
+                    .map(|(index, id)| Ok((index, log.create_partition(&id, retention)?)))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+            parts.extend(created);
+        }
         let mut routes = Vec::new();
         let mut quotas = HashMap::new();
         for shard in &rec.shards {
-            let part = self
-                .log
-                .create_partition(&partition_id(rec.uid, shard.index), retention)?;
+            let part = parts
+                .get(&shard.index)
+                .cloned()
+                .ok_or_else(|| Error::Internal("shard without partition".into()))?;
             part.set_sealed(shard.end.is_some());
             let q = prev
                 .and_then(|p| p.quotas.get(&shard.index).cloned())
@@ -412,16 +471,28 @@ impl Inner {
                     part: part.clone(),
                 });
             }
-            parts.insert(shard.index, part);
         }
         routes.sort_by_key(|r| r.start);
         Ok(Arc::new(StreamState {
-            rec,
             routes,
             parts,
             spread: Default::default(),
             quotas,
+            policies: access::ParsedPolicies::of(&rec),
+            rec,
         }))
+    }
+
+    /// Commits a stream's record (one fsynced redb transaction) off the async workers.
+    pub async fn commit_stream(&self, rec: &StreamRecord) -> Result<()> {
+        let (catalog, rec) = (self.catalog.clone(), rec.clone());
+        blocking(move || Ok(catalog.put_stream(&rec)?)).await
+    }
+
+    /// Removes a stream's record from the catalog off the async workers.
+    pub async fn commit_removal(&self, name: &str) -> Result<()> {
+        let (catalog, name) = (self.catalog.clone(), name.to_string());
+        blocking(move || Ok(catalog.remove_stream(&name)?)).await
     }
 
     /// Loads the catalog, finishes interrupted deletions and removes partitions
@@ -437,19 +508,23 @@ impl Inner {
             for s in &rec.shards {
                 owned.insert(partition_id(rec.uid, s.index));
             }
-            let state = self.build_state(rec, None)?;
+            let state = self.build_state(rec, None).await?;
             self.streams.write().insert(state.rec.name.clone(), state);
         }
         for rec in pending_delete {
             info!(stream = %rec.name, "finishing deletion interrupted by a restart");
-            self.catalog.remove_stream(&rec.name)?;
+            self.commit_removal(&rec.name).await?;
         }
-        for id in self.log.partition_ids() {
-            if !owned.contains(&id) {
-                warn!(partition = %id, "removing log partition that no stream owns");
-                self.log.delete_partition(&id).await?;
-            }
+        let orphans: Vec<String> = self
+            .log
+            .partition_ids()
+            .into_iter()
+            .filter(|id| !owned.contains(id))
+            .collect();
+        for id in &orphans {
+            warn!(partition = %id, "removing log partition that no stream owns");
         }
+        self.log.delete_partitions(&orphans).await?;
         Ok(())
     }
 
@@ -457,22 +532,28 @@ impl Inner {
     pub async fn purge_stream(&self, s: &Arc<StreamState>) -> Result<()> {
         // The catalog entry goes first: a crash afterwards leaves only orphan
         // partitions, which the next start removes.
-        self.catalog.remove_stream(&s.rec.name)?;
+        self.commit_removal(&s.rec.name).await?;
         {
             let mut map = self.streams.write();
             if map.get(&s.rec.name).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
                 map.remove(&s.rec.name);
             }
         }
-        for shard in &s.rec.shards {
-            self.log
-                .delete_partition(&partition_id(s.rec.uid, shard.index))
-                .await?;
-        }
+        // One call, so the log checkpoints once for the whole stream rather
+        // than once per shard with every stream's ingest waiting behind it.
+        let ids: Vec<String> = s
+            .rec
+            .shards
+            .iter()
+            .map(|shard| partition_id(s.rec.uid, shard.index))
+            .collect();
+        self.log.delete_partitions(&ids).await?;
         self.metrics.forget(&s.rec.name);
         Ok(())
     }
 }
 
+#[cfg(test)]
+mod log_tests;
 #[cfg(test)]
 mod tests;

@@ -110,6 +110,14 @@ fn patterns(
     }
 }
 
+/// The partition of an ARN (`aws` when it has none).
+fn arn_partition(arn: &str) -> &str {
+    arn.split(':')
+        .nth(1)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("aws")
+}
+
 fn principal_patterns(v: &Value) -> Result<Vec<String>, String> {
     match v {
         Value::String(s) if s == "*" => Ok(vec!["*".into()]),
@@ -153,6 +161,10 @@ impl Policy {
                     negated: false,
                     patterns: principal_patterns(p)?,
                 }),
+                // IAM refuses "allow everyone except": it would grant the world.
+                (None, Some(_)) if effect == Effect::Allow => {
+                    return Err("NotPrincipal cannot be used with \"Effect\": \"Allow\"".into());
+                }
                 (None, Some(p)) => Some(Patterns {
                     negated: true,
                     patterns: principal_patterns(p)?,
@@ -200,21 +212,27 @@ impl Policy {
             if !matches(&s.actions, action, true) || !matches(&s.resources, resource, false) {
                 continue;
             }
+            // Only a statement that names this principal itself (or everyone)
+            // grants on its own; one that names the account delegates to the
+            // account's identity policies (IAM's same-account evaluation), and
+            // so allows nothing here. Either kind of match denies.
+            let mut grants = true;
             if let Some(pr) = &s.principals {
-                let hit = pr.patterns.iter().any(|p| {
-                    p == "*"
-                        || p == principal
-                        || p == account
-                        || *p == format!("arn:aws:iam::{account}:root")
-                        || wildcard_match(p, principal, false)
+                let exact = pr.patterns.iter().any(|p| p == "*" || p == principal);
+                let via_account = pr.patterns.iter().any(|p| {
+                    p == account
+                        || *p == format!("arn:{}:iam::{account}:root", arn_partition(principal))
                 });
+                let hit = exact || via_account;
                 if hit == pr.negated {
                     continue;
                 }
+                grants = exact || pr.negated;
             }
             match s.effect {
                 Effect::Deny => return Decision::Deny,
-                Effect::Allow => allowed = true,
+                Effect::Allow if grants => allowed = true,
+                Effect::Allow => {}
             }
         }
         if allowed {
@@ -307,10 +325,64 @@ mod tests {
             ),
             Decision::NotApplicable
         );
-        let account = Policy::parse(r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kinesis:*"}]}"#).unwrap();
+        // Naming the account delegates to its identity policies: no grant by itself.
+        for who in ["arn:aws:iam::000000000000:root", "000000000000"] {
+            let account = Policy::parse(&format!(r#"{{"Statement": [{{"Effect": "Allow", "Principal": {{"AWS": "{who}"}}, "Action": "kinesis:*"}}]}}"#)).unwrap();
+            assert_eq!(
+                account.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+                Decision::NotApplicable,
+                "{who}"
+            );
+            let deny = Policy::parse(&format!(r#"{{"Statement": [{{"Effect": "Deny", "Principal": {{"AWS": "{who}"}}, "Action": "kinesis:*"}}]}}"#)).unwrap();
+            assert_eq!(
+                deny.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+                Decision::Deny,
+                "{who}"
+            );
+        }
+        let everyone = Policy::parse(r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kinesis:*"}]}"#).unwrap();
         assert_eq!(
-            account.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+            everyone.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
             Decision::Allow
+        );
+    }
+
+    #[test]
+    fn partial_principal_wildcards_match_nobody() {
+        for pattern in [
+            "arn:aws:iam::000000000000:user/*",
+            "arn:aws:iam::000000000000:user/ing*",
+            "arn:aws:iam::*:user/ingest",
+            "arn:aws:iam::000000000000:user/inges?",
+        ] {
+            let p = Policy::parse(&format!(
+                r#"{{"Statement": [{{"Effect": "Allow", "Principal": {{"AWS": "{pattern}"}}, "Action": "kinesis:*"}}]}}"#
+            ))
+            .unwrap();
+            assert_eq!(
+                p.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+                Decision::NotApplicable,
+                "{pattern}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_principal_only_denies() {
+        assert!(Policy::parse(r#"{"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::000000000000:user/x"}, "Action": "kinesis:*"}]}"#).is_err());
+        let p = Policy::parse(r#"{"Statement": [{"Effect": "Deny", "NotPrincipal": {"AWS": "arn:aws:iam::000000000000:user/admin"}, "Action": "kinesis:DeleteStream"}]}"#).unwrap();
+        assert_eq!(
+            p.evaluate("kinesis:DeleteStream", "x", ME, "000000000000"),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.evaluate(
+                "kinesis:DeleteStream",
+                "x",
+                "arn:aws:iam::000000000000:user/admin",
+                "000000000000"
+            ),
+            Decision::NotApplicable
         );
     }
 

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ripstream_meta::{ShardRecord, StreamMode, StreamRecord, StreamStatus};
 use serde::{Deserialize, Serialize};
 
@@ -110,9 +108,9 @@ pub(crate) fn parse_shard_index(id: &str) -> Option<u32> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct ListShardsToken {
+pub(crate) struct ListShardsToken {
     /// Stream name.
-    s: String,
+    pub(crate) s: String,
     /// Stream uid.
     u: u64,
     /// Last shard index returned.
@@ -124,6 +122,10 @@ struct ListShardsToken {
     t: i64,
 }
 
+/// Domains of the signed pagination tokens.
+const LIST_SHARDS_TOKEN: &str = "ListShards";
+const LIST_STREAMS_TOKEN: &str = "ListStreams";
+
 #[derive(Serialize, Deserialize)]
 struct ListStreamsToken {
     /// Last stream name returned.
@@ -131,6 +133,14 @@ struct ListStreamsToken {
 }
 
 impl Inner {
+    /// A ListShards NextToken this server signed: the stream it pages through.
+    pub(crate) fn list_shards_token(&self, token: &str) -> Result<ListShardsToken> {
+        self.iterators
+            .open(LIST_SHARDS_TOKEN, token)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::InvalidArgument("Invalid NextToken.".into()))
+    }
+
     /// The stream name a request refers to, from its name, its ARN, or both.
     pub fn resolve_name(&self, name: Option<&str>, arn: Option<&str>) -> Result<String> {
         let from_arn = match arn {
@@ -150,33 +160,15 @@ impl Inner {
         }
     }
 
-    /// The stream name inside a stream ARN of this server's region and account.
+    /// The stream name inside a stream ARN of this server's partition, region
+    /// and account (parsed strictly: see [`crate::arn`]).
     pub fn name_from_stream_arn(&self, arn: &str) -> Result<String> {
-        let invalid = || Error::InvalidArgument(format!("Invalid StreamARN {arn}."));
-        let parts: Vec<&str> = arn.splitn(6, ':').collect();
-        if parts.len() != 6
-            || parts[0] != "arn"
-            || !parts[1].starts_with("aws")
-            || parts[2] != "kinesis"
-        {
-            return Err(invalid());
+        match self.arn_scope().parse(arn, "StreamARN")? {
+            crate::arn::KinesisArn::Stream { stream } => Ok(stream),
+            crate::arn::KinesisArn::Consumer { .. } => {
+                Err(Error::InvalidArgument(format!("Invalid StreamARN {arn}.")))
+            }
         }
-        let name = parts[5].strip_prefix("stream/").ok_or_else(invalid)?;
-        if name.is_empty()
-            || name.len() > 128
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-        {
-            return Err(invalid());
-        }
-        if parts[3] != self.cfg.region || parts[4] != self.cfg.account_id {
-            return Err(Error::ResourceNotFound(format!(
-                "Stream {name} under account {} not found.",
-                parts[4]
-            )));
-        }
-        Ok(name.to_string())
     }
 
     /// The stream, unless it does not exist or its deletion has completed.
@@ -226,12 +218,8 @@ impl Inner {
         if rec == cur.rec {
             return Ok(cur);
         }
-        self.catalog.put_stream(&rec)?;
-        let retention = retention_ms(rec.retention_hours);
-        for part in cur.parts.values() {
-            part.set_retention_ms(retention);
-        }
-        let state = self.build_state(rec, Some(&cur))?;
+        self.commit_stream(&rec).await?;
+        let state = self.build_state(rec, Some(&cur)).await?;
         self.streams.write().insert(name, state.clone());
         Ok(state)
     }
@@ -351,7 +339,8 @@ impl Service {
             inner.check_on_demand_limit()?;
         }
         let now = inner.now_ms();
-        let uid = inner.catalog.next_id("stream")?;
+        let catalog = inner.catalog.clone();
+        let uid = crate::blocking(move || Ok(catalog.next_id("stream")?)).await?;
         let mut rec = StreamRecord::new(&input.stream_name, uid, now);
         rec.status = StreamStatus::Creating;
         rec.status_until_ms = now + inner.cfg.create_delay.as_millis() as i64;
@@ -379,8 +368,8 @@ impl Service {
             .collect();
         // Partitions first, catalog second: a crash in between leaves orphan
         // partitions that the next start removes, never a stream without data.
-        let state = inner.build_state(rec, None)?;
-        inner.catalog.put_stream(&state.rec)?;
+        let state = inner.build_state(rec, None).await?;
+        inner.commit_stream(&state.rec).await?;
         inner
             .streams
             .write()
@@ -420,8 +409,9 @@ impl Service {
             let mut rec = cur.rec.clone();
             rec.status = StreamStatus::Deleting;
             rec.status_until_ms = now + delay;
-            inner.catalog.put_stream(&rec)?;
+            inner.commit_stream(&rec).await?;
             let state = Arc::new(StreamState {
+                policies: crate::access::ParsedPolicies::of(&rec),
                 rec,
                 routes: cur.routes.clone(),
                 parts: cur.parts.clone(),
@@ -531,9 +521,9 @@ impl Service {
         let limit = input.limit.unwrap_or(100).clamp(1, 100) as usize;
         let after = match &input.next_token {
             Some(t) => {
-                let raw = STANDARD
-                    .decode(t)
-                    .ok()
+                let raw = inner
+                    .iterators
+                    .open(LIST_STREAMS_TOKEN, t)
                     .and_then(|b| serde_json::from_slice::<ListStreamsToken>(&b).ok())
                     .ok_or_else(|| Error::InvalidArgument("Invalid NextToken.".into()))?;
                 Some(raw.a)
@@ -565,8 +555,9 @@ impl Service {
         }
         let next_token = if has_more {
             summaries.last().map(|l| {
-                STANDARD.encode(
-                    serde_json::to_vec(&ListStreamsToken {
+                inner.iterators.seal(
+                    LIST_STREAMS_TOKEN,
+                    &serde_json::to_vec(&ListStreamsToken {
                         a: l.stream_name.clone(),
                     })
                     .unwrap_or_default(),
@@ -608,12 +599,8 @@ impl Service {
                     )));
                 }
             }
-            let t: ListShardsToken = STANDARD
-                .decode(token)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| Error::InvalidArgument("Invalid NextToken.".into()))?;
-            if now - t.t > NEXT_TOKEN_TTL_MS {
+            let t = inner.list_shards_token(token)?;
+            if now.saturating_sub(t.t) > NEXT_TOKEN_TTL_MS {
                 return Err(Error::ExpiredNextToken(format!(
                     "The NextToken has expired: it was issued more than {} seconds ago.",
                     NEXT_TOKEN_TTL_MS / 1000
@@ -723,7 +710,10 @@ impl Service {
                     }),
                     t: now,
                 };
-                STANDARD.encode(serde_json::to_vec(&t).unwrap_or_default())
+                inner.iterators.seal(
+                    LIST_SHARDS_TOKEN,
+                    &serde_json::to_vec(&t).unwrap_or_default(),
+                )
             })
         } else {
             None

@@ -66,7 +66,16 @@ pub struct ServiceModel {
     outputs: HashMap<String, Option<String>>,
     /// The Java package of the service's classes, as validation messages show them.
     java_package: String,
+    /// Most CBOR data items accepted in a request of each operation.
+    cbor_limits: HashMap<String, usize>,
 }
+
+/// Items of a shape without a bound (or nested too deep to bound).
+const UNBOUNDED_ITEMS: u64 = 1 << 40;
+/// Most CBOR data items in any request: a generous multiple of the largest
+/// well-formed one (PutRecords, about 3,500), far below the millions a
+/// 16 MiB body of one-byte items would become.
+const MAX_CBOR_ITEMS: usize = 100_000;
 
 fn lower_first(s: &str) -> String {
     let mut c = s.chars();
@@ -81,22 +90,132 @@ fn java_len(s: &str) -> u64 {
     s.encode_utf16().count() as u64
 }
 
-/// How AWS renders a value inside a validation message (Java `toString`).
+/// Longest rendering of one value in a validation message: the list of a
+/// hostile request may hold millions of entries, and only the first ten
+/// messages are sent anyway.
+const MAX_RENDERED: usize = 64 * 1024;
+
+/// How AWS renders a value inside a validation message (Java `toString`),
+/// cut at [`MAX_RENDERED`] bytes with `...`.
 fn render(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(a) => format!("[{}]", a.iter().map(render).collect::<Vec<_>>().join(", ")),
-        Value::Object(o) => format!(
-            "{{{}}}",
-            o.iter()
-                .map(|(k, v)| format!("{k}={}", render(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let mut out = String::new();
+    render_into(v, &mut out);
+    bounded(out)
+}
+
+fn bounded(mut out: String) -> String {
+    if out.len() > MAX_RENDERED {
+        let mut end = MAX_RENDERED;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str("...");
     }
+    out
+}
+
+/// Appends at most what still fits (plus a little) of `s`.
+fn push_bounded(out: &mut String, s: &str) {
+    let room = (MAX_RENDERED + 1).saturating_sub(out.len());
+    let mut end = s.len().min(room);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push_str(&s[..end]);
+}
+
+fn render_into(v: &Value, out: &mut String) {
+    if out.len() > MAX_RENDERED {
+        return;
+    }
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::String(s) => push_bounded(out, s),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if out.len() > MAX_RENDERED {
+                    return;
+                }
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                render_into(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(o) => {
+            out.push('{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if out.len() > MAX_RENDERED {
+                    return;
+                }
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_bounded(out, k);
+                out.push('=');
+                render_into(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Reads the header structure of a CBOR body without building anything and
+/// counts its data items (the pieces of indefinite-length strings included);
+/// `false` as soon as they exceed `limit`. Malformed input is left for the
+/// decoder to refuse.
+pub fn cbor_items_within(bytes: &[u8], limit: usize) -> bool {
+    let mut at = 0usize;
+    let mut count = 0usize;
+    while at < bytes.len() {
+        let initial = bytes[at];
+        at += 1;
+        let major = initial >> 5;
+        let info = initial & 0x1f;
+        let arg = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let n = 1usize << (info - 24);
+                let Some(raw) = bytes.get(at..at + n) else {
+                    return true;
+                };
+                at += n;
+                raw.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b))
+            }
+            // Indefinite length, or the break that ends one.
+            31 => {
+                if major == 7 {
+                    continue;
+                }
+                u64::MAX
+            }
+            _ => return true,
+        };
+        count += 1;
+        let left = limit.saturating_sub(count) as u64;
+        if count > limit {
+            return false;
+        }
+        match major {
+            2 | 3 if arg != u64::MAX => {
+                let Some(next) = usize::try_from(arg).ok().and_then(|n| at.checked_add(n)) else {
+                    return true;
+                };
+                at = next;
+            }
+            // Every element is at least one more item, so an announced count
+            // over the budget is refused before reading on.
+            4 if arg != u64::MAX && arg > left => return false,
+            5 if arg != u64::MAX && arg.saturating_mul(2) > left => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 impl ServiceModel {
@@ -195,12 +314,63 @@ impl ServiceModel {
         };
         let prefix = doc["metadata"]["endpointPrefix"].as_str().unwrap_or("");
         let version = doc["metadata"]["apiVersion"].as_str().unwrap_or("");
-        Ok(ServiceModel {
+        let mut model = ServiceModel {
             shapes,
             inputs: shape_of("input"),
             outputs: shape_of("output"),
             java_package: format!("com.amazonaws.{prefix}.v{}", version.replace('-', "")),
-        })
+            cbor_limits: HashMap::new(),
+        };
+        // Four times the largest valid request, so a request a little over a
+        // list's limit still reaches validation and gets AWS's message.
+        model.cbor_limits = model
+            .inputs
+            .iter()
+            .map(|(op, input)| {
+                let bound = input.as_deref().map_or(1, |s| model.items_bound(s, 0));
+                let limit = bound.saturating_mul(4).saturating_add(1024);
+                (op.clone(), limit.min(MAX_CBOR_ITEMS as u64) as usize)
+            })
+            .collect();
+        Ok(model)
+    }
+
+    /// The most data items a valid value of `shape` holds (keys included).
+    fn items_bound(&self, shape: &str, depth: usize) -> u64 {
+        if depth > 16 {
+            return UNBOUNDED_ITEMS;
+        }
+        let inner = |s: &str| self.items_bound(s, depth + 1);
+        match self.shapes.get(shape) {
+            Some(Kind::Structure { members, .. }) => members
+                .iter()
+                .fold(1u64, |a, (_, m)| a.saturating_add(1).saturating_add(inner(m))),
+            Some(Kind::List { member, max, .. }) => max
+                .unwrap_or(UNBOUNDED_ITEMS)
+                .saturating_mul(inner(member))
+                .saturating_add(1),
+            Some(Kind::Map { value, max, .. }) => max
+                .unwrap_or(UNBOUNDED_ITEMS)
+                .saturating_mul(inner(value).saturating_add(1))
+                .saturating_add(1),
+            Some(Kind::Timestamp) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Decodes a CBOR request body of `op`, refusing (`None`, as for a
+    /// malformed body) one with more data items than any valid request of
+    /// the operation could hold before building a single value: a 16 MiB body
+    /// of one-byte items would otherwise become gigabytes of values.
+    pub fn decode_cbor(&self, op: Option<&str>, bytes: &[u8]) -> Option<ciborium::Value> {
+        let limit = op
+            .and_then(|o| self.cbor_limits.get(o))
+            .copied()
+            .unwrap_or(1024);
+        if !cbor_items_within(bytes, limit) {
+            return None;
+        }
+        ciborium::from_reader(bytes).ok()
     }
 
     /// The input shape of an operation.
@@ -346,6 +516,24 @@ impl ServiceModel {
         }
     }
 
+    /// Drops the top-level members the model does not define for `op`, so
+    /// nothing downstream (routing, authorization, the operation) can read a
+    /// member AWS would ignore.
+    pub fn retain_defined_members(&self, op: &str, body: &mut Value) {
+        let members = self
+            .input_shape(op)
+            .and_then(|shape| match self.shapes.get(shape) {
+                Some(Kind::Structure { members, .. }) => Some(members),
+                _ => None,
+            });
+        if let Value::Object(map) = body {
+            match members {
+                Some(members) => map.retain(|k, _| members.iter().any(|(m, _)| m == k)),
+                None => map.clear(),
+            }
+        }
+    }
+
     /// Whether the model defines this operation.
     pub fn has_operation(&self, op: &str) -> bool {
         self.inputs.contains_key(op)
@@ -363,6 +551,7 @@ impl ServiceModel {
         if errors.is_empty() {
             return Ok(());
         }
+        // The walk stops at the cap; a last message may still have been added.
         errors.truncate(MAX_REPORTED);
         let n = errors.len();
         Err(WireError::validation(format!(
@@ -462,7 +651,13 @@ impl ServiceModel {
         }
     }
 
+    /// Collects the first [`MAX_REPORTED`] violations, in AWS's order, and
+    /// stops walking once it has them: a request with millions of broken
+    /// entries must not build millions of messages.
     fn check_constraints(&self, shape: &str, v: &Value, path: &str, errors: &mut Vec<String>) {
+        if errors.len() >= MAX_REPORTED {
+            return;
+        }
         let Some(kind) = self.shapes.get(shape) else {
             return;
         };
@@ -479,6 +674,9 @@ impl ServiceModel {
             Kind::Structure { members, required } => {
                 let obj = v.as_object();
                 for (name, member_shape) in members {
+                    if errors.len() >= MAX_REPORTED {
+                        return;
+                    }
                     let child_path = if path.is_empty() {
                         lower_first(name)
                     } else {
@@ -504,6 +702,9 @@ impl ServiceModel {
                 }
                 let mut member_broken = false;
                 for (i, item) in items.iter().enumerate() {
+                    if errors.len() >= MAX_REPORTED {
+                        return;
+                    }
                     if item.is_null() {
                         continue;
                     }
@@ -514,7 +715,13 @@ impl ServiceModel {
                             &format!("{path}.{}.member", i + 1),
                             errors,
                         ),
-                        _ => member_broken |= !self.scalar_rules(member, item).is_empty(),
+                        _ => {
+                            // One broken item is enough for the list's message.
+                            if !self.scalar_rules(member, item).is_empty() {
+                                member_broken = true;
+                                break;
+                            }
+                        }
                     }
                 }
                 if member_broken {
@@ -579,17 +786,26 @@ impl ServiceModel {
 
     /// A list as Java's `toString` shows it: structures by class name.
     fn render_list(&self, member: &str, items: &[Value]) -> String {
-        match self.shapes.get(member) {
-            Some(Kind::Structure { .. }) => format!(
-                "[{}]",
-                items
-                    .iter()
-                    .map(|_| format!("{}.{member}@c965e310", self.java_package))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => render(&Value::Array(items.to_vec())),
+        let mut out = String::from("[");
+        for (i, item) in items.iter().enumerate() {
+            if out.len() > MAX_RENDERED {
+                break;
+            }
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match self.shapes.get(member) {
+                Some(Kind::Structure { .. }) => {
+                    out.push_str(&self.java_package);
+                    out.push('.');
+                    out.push_str(member);
+                    out.push_str("@c965e310");
+                }
+                _ => render_into(item, &mut out),
+            }
         }
+        out.push(']');
+        bounded(out)
     }
 
     /// The rules a scalar value breaks, as "Member must …" completions.

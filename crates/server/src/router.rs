@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use ripstream_kinesis::Service;
 use ripstream_kinesis::types::Empty;
@@ -43,7 +43,17 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = req.into_parts();
+    // Anonymous mode trusts whoever reaches the loopback listener; a browser
+    // steered here by DNS rebinding names a foreign host, so it is refused.
+    let rebound = state.principals.is_none()
+        && state.loopback_listener
+        && !crate::guard::names_only_loopback(&parts.uri, &parts.headers);
     let mut resp = match (&parts.method, parts.uri.path()) {
+        _ if rebound => error_response(&WireError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "This server accepts unsigned requests only for a loopback host name (localhost, 127.0.0.1, [::1]).",
+        )),
         (&Method::GET, "/health") => text(
             StatusCode::OK,
             "application/json",
@@ -51,13 +61,25 @@ pub(crate) async fn handle(
         ),
         (&Method::GET, "/metrics") => {
             let mut out = String::new();
-            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
-                Ok(()) => text(
+            let access = crate::guard::metrics_access(
+                state.loopback_listener,
+                state.metrics_token.as_deref(),
+                &parts.headers,
+            );
+            match access.map(|()| prometheus_client::encoding::text::encode(&mut out, &state.registry)) {
+                Err(status) => {
+                    let mut r = text(status, "text/plain", "metrics need the configured bearer token\n".into());
+                    if status == StatusCode::UNAUTHORIZED {
+                        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    }
+                    r
+                }
+                Ok(Ok(())) => text(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     out,
                 ),
-                Err(_) => text(
+                Ok(Err(_)) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "text/plain",
                     "metrics encoding failed".into(),
@@ -229,21 +251,30 @@ fn error_response_in(e: &WireError, protocol: Protocol) -> Response<Body> {
     r
 }
 
+/// The retryable answer of an overloaded server (too many requests, or too
+/// many buffered bytes).
+fn shed(state: &AppState, message: &str) -> Response<Body> {
+    state
+        .metrics
+        .observe("shed", 0.0, Some("ServiceUnavailable"));
+    let mut r = error_response(&WireError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailableException",
+        message,
+    ));
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    r
+}
+
 async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> Response<Body> {
     // Overloaded: answer at once with a retryable status instead of queueing
     // requests (and their bodies) without bound.
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-        state
-            .metrics
-            .observe("shed", 0.0, Some("ServiceUnavailable"));
-        let mut r = error_response(&WireError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailableException",
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        return shed(
+            state,
             "The server is handling too many requests; retry with backoff.",
-        ));
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from_static("1"));
-        return r;
+        );
     };
     let headers = &parts.headers;
     let started = Instant::now();
@@ -266,6 +297,9 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
     };
     let label = op.as_deref().unwrap_or("unknown");
     let protocol = Protocol::of(headers, dynamodb);
+    // Held until the response is produced, or by a streaming response body
+    // for as long as it streams.
+    let mut permit = Some(permit);
     let result = call(
         state,
         op.as_deref(),
@@ -274,6 +308,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         protocol,
         parts,
         body,
+        &mut permit,
     )
     .await;
     let elapsed = started.elapsed();
@@ -288,9 +323,11 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
                 .metrics
                 .observe(label, elapsed.as_secs_f64(), Some(e.code));
             if e.status.is_server_error() {
-                error!(operation = label, code = e.code, message = %e.message, "request failed");
+                error!(operation = label, code = e.code, message = %crate::redact::message_for_log(&e.message), "request failed");
             } else {
-                debug!(operation = label, code = e.code, message = %e.message, "request refused");
+                // Of the credentials a refused request presents, only the access key id is logged.
+                let access_key = crate::redact::access_key_id(headers, parts.uri.query());
+                debug!(operation = label, code = e.code, access_key = access_key.unwrap_or("-"), message = %crate::redact::message_for_log(&e.message), "request refused");
             }
             if dynamodb {
                 let mut r = error_response(&e.for_dynamodb());
@@ -306,6 +343,9 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
 
 /// Checks a request in AWS's order: content type, body, syntax, target,
 /// member types, constraints; then runs it.
+// One pipeline's inputs; the service-contract refactor (one request context
+// per service) folds them together.
+#[allow(clippy::too_many_arguments)]
 async fn call(
     state: &AppState,
     op: Option<&str>,
@@ -314,50 +354,31 @@ async fn call(
     protocol: Option<Protocol>,
     parts: &http::request::Parts,
     body: Incoming,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, WireError> {
-    let too_large = || {
-        WireError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "SerializationException",
-            format!(
-                "Request body exceeds the limit of {} bytes",
-                state.max_body_bytes
-            ),
-        )
-    };
-    // A declared length over the limit is refused before reading anything.
-    if hyper::body::Body::size_hint(&body).lower() > state.max_body_bytes as u64 {
-        return Err(too_large());
-    }
-    // A body that trickles in too slowly (slowloris) is cut off.
-    let collected = tokio::time::timeout(
+    // Buffered only within the server's memory budget, and cut off if it
+    // trickles in too slowly (slowloris). The reservation lives as long as the bytes.
+    let (bytes, _reserved) = match crate::budget::collect_body(
+        body,
+        state.max_body_bytes,
+        &state.budget,
         BODY_TIMEOUT,
-        Limited::new(body, state.max_body_bytes).collect(),
     )
-    .await;
-    let Ok(collected) = collected else {
-        return Err(WireError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "RequestTimeoutException",
-            format!(
-                "The request body was not received within {} seconds",
-                BODY_TIMEOUT.as_secs()
-            ),
-        ));
-    };
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return Err(too_large());
-            }
-            return Err(WireError::serialization(format!(
-                "Could not read the request body: {e}"
-            )));
+    .await
+    {
+        Ok(b) => b,
+        Err(crate::budget::BodyError::Busy) => {
+            return Ok(shed(
+                state,
+                "The server is buffering too many request bytes; retry with backoff.",
+            ));
         }
+        Err(e) => return Err(e.to_wire()),
     };
+    // Authenticate over the raw bytes before decoding anything: a client
+    // without valid credentials cannot make the server parse its body.
+    let signing_service = if dynamodb { "dynamodb" } else { "kinesis" };
+    let principal = authenticate(state, parts, &bytes, signing_service)?;
     let Some(protocol) = protocol else {
         if bytes.is_empty() {
             return Err(if op.is_some() {
@@ -385,8 +406,9 @@ async fn call(
         Protocol::Json => serde_json::from_slice::<Value>(&bytes)
             .ok()
             .filter(Value::is_object),
-        Protocol::Cbor => ciborium::from_reader::<ciborium::Value, _>(&bytes[..])
-            .ok()
+        Protocol::Cbor => state
+            .kinesis_model
+            .decode_cbor(op, &bytes)
             .filter(|v| matches!(v, ciborium::Value::Map(_)))
             .map(|v| {
                 state
@@ -404,31 +426,36 @@ async fn call(
         return Err(WireError::serialization(""));
     };
     if dynamodb {
-        return dynamodb_call(state, op, value, parts, &bytes).await;
+        return dynamodb_call(state, op, value, principal).await;
     }
-    let principal = authenticate(state, parts, &bytes, "kinesis")?;
     state.kinesis_model.validate(op, &mut value)?;
-    if let Some(principal) = principal {
-        let resource = state.service.request_resource(op, &value);
-        let policy = (resource != "*")
-            .then(|| state.service.resource_policy(&resource))
-            .flatten();
-        let account = &state.service.config().account_id;
-        crate::auth::authorize(
-            principal,
-            account,
-            &format!("kinesis:{op}"),
-            &resource,
-            policy.as_ref(),
-        )?;
-    }
+    state.kinesis_model.retain_defined_members(op, &mut value);
+    let account = &state.service.config().account_id;
+    let action = format!("kinesis:{op}");
+    // Every resource the typed input names is authorized against its
+    // canonical ARN (see ripstream_kinesis::authz) before the operation runs.
+    let authorize = |resources: &[String]| -> Result<(), WireError> {
+        let Some(principal) = principal else {
+            return Ok(());
+        };
+        for resource in resources {
+            let policy = (resource != "*")
+                .then(|| state.service.resource_policy(resource))
+                .flatten();
+            crate::auth::authorize(principal, account, &action, resource, policy.as_deref())?;
+        }
+        Ok(())
+    };
     let codec = Codec {
         protocol,
         model: &state.kinesis_model,
         op,
     };
     if op == "SubscribeToShard" {
-        let events = state.service.subscribe_to_shard(decode(value)?).await?;
+        let input: ripstream_kinesis::types::SubscribeToShardInput = decode(value)?;
+        authorize(&state.service.resources(&input)?)?;
+
+        let events = state.service.subscribe_to_shard(input).await?;
         let encode: crate::eventstream::EventEncoder = match protocol {
             Protocol::Json => Box::new(|ev| serde_json::to_vec(ev).unwrap_or_default()),
             Protocol::Cbor => {
@@ -440,8 +467,13 @@ async fn call(
                 })
             }
         };
-        let body =
+        let mut body =
             crate::eventstream::SubscriptionBody::new(events, protocol == Protocol::Cbor, encode);
+        // A subscription streams for minutes: its request's in-flight slot
+        // stays taken for that long, so subscriptions cannot grow unbounded.
+        if let Some(slot) = slot.take() {
+            body = body.holding(slot);
+        }
         let mut r = Response::new(body.boxed());
         r.headers_mut().insert(
             CONTENT_TYPE,
@@ -449,7 +481,7 @@ async fn call(
         );
         return Ok(r);
     }
-    let out = dispatch(&state.service, &codec, value).await?;
+    let out = dispatch(&state.service, &codec, value, &authorize).await?;
     let mut r = Response::new(full(out));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -463,15 +495,23 @@ async fn dynamodb_call(
     state: &AppState,
     op: &str,
     mut value: Value,
-    parts: &http::request::Parts,
-    body: &[u8],
+    principal: Option<&crate::auth::Principal>,
 ) -> Result<Response<Body>, WireError> {
-    let principal = authenticate(state, parts, body, "dynamodb")?;
     state.dynamodb_model.validate(op, &mut value)?;
+    state.dynamodb_model.retain_defined_members(op, &mut value);
     if let Some(principal) = principal {
         let account = &state.service.config().account_id;
-        // A batch is allowed only if every table it touches is.
-        for resource in state.dynamo.request_resources(&value) {
+        // Every table the operation touches must be allowed; an operation
+        // that names none is refused, never allowed.
+        let resources = state.dynamo.request_resources(op, &value)?;
+        if resources.is_empty() {
+            return Err(WireError::new(
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                format!("The request names no resource to authorize for dynamodb:{op}."),
+            ));
+        }
+        for resource in resources {
             crate::auth::authorize(
                 principal,
                 account,
@@ -540,12 +580,22 @@ macro_rules! operations {
     ($($name:literal => $method:ident),* $(,)?) => {
         #[cfg(test)]
         pub(crate) async fn dispatch_for_tests(svc: &Service, codec: &Codec<'_>, value: Value) -> Result<Vec<u8>, WireError> {
-            dispatch(svc, codec, value).await
+            dispatch(svc, codec, value, &|_: &[String]| Ok(())).await
         }
 
-        async fn dispatch(svc: &Service, codec: &Codec<'_>, value: Value) -> Result<Vec<u8>, WireError> {
+        /// Decodes the typed input, authorizes the resources it names, runs the operation.
+        async fn dispatch(
+            svc: &Service,
+            codec: &Codec<'_>,
+            value: Value,
+            authorize: &(dyn Fn(&[String]) -> Result<(), WireError> + Sync),
+        ) -> Result<Vec<u8>, WireError> {
             match codec.op {
-                $($name => codec.output(&svc.$method(decode(value)?).await?),)*
+                $($name => {
+                    let input = decode(value)?;
+                    authorize(&svc.resources(&input)?)?;
+                    codec.output(&svc.$method(input).await?)
+                })*
                 other => Err(WireError::new(
                     StatusCode::BAD_REQUEST,
                     "UnknownOperationException",

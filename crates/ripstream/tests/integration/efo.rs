@@ -301,6 +301,40 @@ async fn a_second_subscription_within_five_seconds_is_refused() {
 }
 
 #[tokio::test]
+async fn open_subscriptions_count_against_the_in_flight_limit() {
+    let srv = TestServer::start_with(&["--max-in-flight", "2"]);
+    let c = srv.client();
+    create_stream(&c, "efo", 1).await;
+    let one = register(&c, "one").await;
+    let two = register(&c, "two").await;
+    let mut first = subscribe(&c, &one, position(ShardIteratorType::Latest, None)).await;
+    let _second = subscribe(&c, &two, position(ShardIteratorType::Latest, None)).await;
+    // Both slots are held by streaming responses: the next request is shed.
+    let e = c.list_streams().send().await.unwrap_err();
+    assert_eq!(code(&e), "ServiceUnavailableException", "{e:?}");
+    // Ending a subscription gives its slot back (once the server notices the
+    // closed connection, at the latest when the next heartbeat is written).
+    drop(_second);
+    let mut freed = false;
+    for _ in 0..150 {
+        if c.list_streams().send().await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot of an ended subscription was not given back");
+    put(&c, "still streaming").await;
+    loop {
+        let e = next_event(&mut first).await.unwrap();
+        if !e.records().is_empty() {
+            assert_eq!(e.records().len(), 1);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn subscriptions_expire_and_report_child_shards_at_the_end_of_a_parent() {
     let srv = TestServer::start_with(&["--subscription-lifetime-secs", "2"]);
     let c = srv.client();

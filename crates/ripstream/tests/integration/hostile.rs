@@ -94,13 +94,13 @@ async fn malformed_requests_never_hurt_valid_traffic() {
     let addr = srv.addr.clone();
     let huge_key = "k".repeat(100_000);
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (request("PutRecord", b"{not json", ""), "SerializationException"),
-        // Well-formed JSON is authenticated before its members are checked, as AWS does.
+        // Nothing in the body is decoded before the request is authenticated.
+        (request("PutRecord", b"{not json", ""), "MissingAuthenticationTokenException"),
         (request("PutRecord", br#"{"StreamName": 12, "Data": "aGk=", "PartitionKey": "k"}"#, ""), "MissingAuthenticationTokenException"),
         (request("PutRecord", br#"{"StreamName": "target", "Data": "!!!", "PartitionKey": "k"}"#, ""), "MissingAuthenticationTokenException"),
-        (request("NoSuchThing", b"{}", ""), "UnknownOperationException"),
+        (request("NoSuchThing", b"{}", ""), "MissingAuthenticationTokenException"),
         (request("PutRecord", format!(r#"{{"StreamName": "target", "Data": "aGk=", "PartitionKey": "{huge_key}"}}"#).as_bytes(), ""), "MissingAuthenticationTokenException"),
-        (request("ListStreams", b"{}", "Authorization: AWS4-HMAC-SHA256 Credential=AKIDPRODUCER00000001/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=deadbeef\r\nX-Amz-Date: 20200101T000000Z\r\n"), "InvalidSignatureException"),
+        (request("ListStreams", b"{}", "Authorization: AWS4-HMAC-SHA256 Credential=AKIDPRODUCER00000001/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=deadbeef\r\nX-Amz-Date: 20200101T000000Z\r\n"), "InvalidSignatureException"),
         (request("ListStreams", b"{}", "Authorization: AWS4-HMAC-SHA256 garbage\r\n"), "IncompleteSignatureException"),
         (request("ListStreams", b"{}", "Authorization: AWS4-HMAC-SHA256 Credential=NOBODY/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20200101T000000Z\r\n"), "UnrecognizedClientException"),
         (request("ListStreams", b"{}", "Content-Type: text/plain\r\n"), ""),
@@ -191,4 +191,418 @@ async fn malformed_requests_never_hurt_valid_traffic() {
 
 fn srv_pid(srv: &TestServer) -> u32 {
     srv.process_id()
+}
+
+/// Peak resident memory of a process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A TCP connection to `addr` from the local address `source` (any of 127.0.0.0/8).
+async fn connect_from(source: &str, addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("source address"))?;
+    socket.connect(addr.parse().expect("server address")).await
+}
+
+/// Whether the server has closed this connection (read sees the end or an error).
+async fn closed_by_server(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut b = [0u8; 64];
+    loop {
+        match tokio::time::timeout(wait, s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_preface_only_connections_do_not_hold_slots() {
+    let srv = TestServer::start_with(&["--max-connections", "64", "--handshake-timeout-ms", "500"]);
+    let c = srv.client();
+    // Far more connections than slots: silent ones, and ones that send all
+    // but the last byte of the HTTP/2 preface.
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
+        if i % 3 == 0 {
+            s.write_all(&H2_PREFACE[..23]).await.unwrap();
+        }
+        held.push(s);
+    }
+    for round in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(20), c.list_streams().send()).await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "round {round}: the server stopped answering: {r:?}"
+        );
+    }
+    let mut still_open = 0;
+    for s in &mut held {
+        if !closed_by_server(s, Duration::from_secs(10)).await {
+            still_open += 1;
+        }
+    }
+    assert_eq!(still_open, 0, "connections that never sent a request stay open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_take_every_connection_slot() {
+    let srv = TestServer::start_with(&[
+        "--max-connections",
+        "64",
+        "--max-connections-per-source",
+        "16",
+        "--handshake-timeout-ms",
+        "60000",
+    ]);
+    // Another loopback address stands in for a remote attacker.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(connect_from("127.0.0.2", &srv.addr).await.unwrap());
+    }
+    let r = tokio::time::timeout(Duration::from_secs(10), srv.client().list_streams().send()).await;
+    assert!(matches!(r, Ok(Ok(_))), "a second source was starved: {r:?}");
+    let mut open = 0;
+    for s in &mut held {
+        if !closed_by_server(s, Duration::from_millis(100)).await {
+            open += 1;
+        }
+    }
+    assert!(open <= 16, "{open} connections from one address are open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_are_closed_even_while_pinging() {
+    let srv = TestServer::start_with(&["--idle-timeout-ms", "1000"]);
+    let stream = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(200))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/health", srv.addr))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    resp.into_body().collect().await.unwrap();
+    // Pings every 200 ms keep the connection alive, but carry no request.
+    let ended = tokio::time::timeout(Duration::from_secs(8), conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection is still open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_share_one_memory_budget() {
+    let srv = TestServer::start_with(&["--max-buffered-bytes", "268435456", "--quotas", "off"]);
+    let pid = srv.process_id();
+    let len = 16 * 1024 * 1024;
+    let body = Arc::new(vec![b'x'; len - 1]);
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {len}\r\n\r\n"
+    );
+    // Many clients each send all but the last byte of a 16 MiB body, so the
+    // server holds what it has accepted of them.
+    let mut writers = Vec::new();
+    for _ in 0..120 {
+        let (addr, body, head) = (srv.addr.clone(), body.clone(), head.clone());
+        writers.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(20), async {
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(&body).await
+            })
+            .await;
+            s
+        }));
+    }
+    let mut held = Vec::new();
+    for w in writers {
+        held.push(w.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = peak_rss_mib(pid);
+    // With the budget spent, a small request is shed with a retryable 503.
+    let r = api(&srv.addr, "ListStreams", "{}").await;
+    assert_eq!(r.status, 503, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["__type"], "ServiceUnavailableException");
+    assert!(r.headers.contains_key("retry-after"));
+    drop(held);
+    let mut ok = false;
+    for _ in 0..50 {
+        if api(&srv.addr, "ListStreams", "{}").await.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the budget was not given back");
+    assert!(peak < 1024, "server peak RSS reached {peak} MiB");
+}
+
+/// POSTs raw bytes with a content type and target and returns the response.
+async fn post(addr: &str, target: &str, content_type: &str, body: Vec<u8>) -> RawResponse {
+    raw(
+        addr,
+        false,
+        "POST",
+        "/",
+        &[("x-amz-target", target), ("content-type", content_type)],
+        body,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cbor_bodies_of_millions_of_items_are_refused_before_decoding() {
+    let srv = TestServer::start();
+    let pid = srv.process_id();
+    // {"StreamName": "s", "Records": [...]} with millions of one-byte items:
+    // integers, empty maps, and nulls in an indefinite-length array.
+    let n = 16 * 1024 * 1024 - 64;
+    let mut bodies = Vec::new();
+    for (item, indefinite) in [(0x00u8, false), (0xa0, false), (0xf6, true)] {
+        let mut b = vec![0xa2, 0x6a];
+        b.extend_from_slice(b"StreamName");
+        b.extend_from_slice(&[0x61, b's', 0x67]);
+        b.extend_from_slice(b"Records");
+        if indefinite {
+            b.push(0x9f);
+        } else {
+            b.push(0x9a);
+            b.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        b.resize(b.len() + n, item);
+        if indefinite {
+            b.push(0xff);
+        }
+        bodies.push(b);
+    }
+    let mut tasks = Vec::new();
+    for b in bodies {
+        let addr = srv.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            post(
+                &addr,
+                "Kinesis_20131202.PutRecords",
+                "application/x-amz-cbor-1.1",
+                b,
+            )
+            .await
+        }));
+    }
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    let peak = peak_rss_mib(pid);
+    assert!(peak < 1024, "server peak RSS reached {peak} MiB");
+    for r in replies {
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.headers.get("x-amzn-ErrorType").map(|v| v.as_bytes()),
+            Some(&b"SerializationException"[..])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn millions_of_broken_entries_build_only_ten_messages() {
+    let srv = TestServer::start();
+    let pid = srv.process_id();
+    let mut body = br#"{"StreamName": "s", "Records": ["#.to_vec();
+    while body.len() < 16 * 1024 * 1024 - 16 {
+        body.extend_from_slice(b"{},");
+    }
+    body.extend_from_slice(b"{}]}");
+    let r = post(
+        &srv.addr,
+        "Kinesis_20131202.PutRecords",
+        "application/x-amz-json-1.1",
+        body,
+    )
+    .await;
+    let peak = peak_rss_mib(pid);
+    assert!(peak < 1024, "server peak RSS reached {peak} MiB");
+    assert_eq!(r.status, 400);
+    let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        msg.starts_with("10 validation errors detected: "),
+        "{}",
+        &msg[..msg.len().min(200)]
+    );
+    assert!(msg.len() < 256 * 1024, "a {} byte message", msg.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_placeholders_are_not_copied_per_use() {
+    let srv = TestServer::start();
+    let pid = srv.process_id();
+    let target = |op: &str| format!("DynamoDB_20120810.{op}");
+    let r = post(
+        &srv.addr,
+        &target("CreateTable"),
+        "application/x-amz-json-1.0",
+        br#"{"TableName": "big", "BillingMode": "PAY_PER_REQUEST", "KeySchema": [{"AttributeName": "leaseKey", "KeyType": "HASH"}], "AttributeDefinitions": [{"AttributeName": "leaseKey", "AttributeType": "S"}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    // A 15 MB value used a hundred times in one expression.
+    let big = "v".repeat(15 * 1024 * 1024);
+    let uses = vec![":v"; 100].join(", ");
+    let put = serde_json::json!({
+        "TableName": "big",
+        "Item": {"leaseKey": {"S": "k"}},
+        "ConditionExpression": format!("a IN ({uses})"),
+        "ExpressionAttributeValues": {":v": {"S": big}},
+    });
+    let r = post(
+        &srv.addr,
+        &target("PutItem"),
+        "application/x-amz-json-1.0",
+        serde_json::to_vec(&put).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    assert!(
+        r.json()["__type"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("ConditionalCheckFailedException"),
+        "{:?}",
+        r.json()
+    );
+    let sets: Vec<String> = (0..100).map(|i| format!("a{i} = :v")).collect();
+    let update = serde_json::json!({
+        "TableName": "big",
+        "Key": {"leaseKey": {"S": "k"}},
+        "UpdateExpression": format!("SET {}", sets.join(", ")),
+        "ExpressionAttributeValues": {":v": {"S": big}},
+    });
+    let r = post(
+        &srv.addr,
+        &target("UpdateItem"),
+        "application/x-amz-json-1.0",
+        serde_json::to_vec(&update).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    let peak = peak_rss_mib(pid);
+    assert!(peak < 1024, "server peak RSS reached {peak} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token_off_loopback() {
+    let get = |addr: String, headers: Vec<(&'static str, String)>| async move {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        raw(&addr, false, "GET", "/metrics", &h, Vec::new()).await.status
+    };
+    // Loopback: open.
+    let local = TestServer::start();
+    assert_eq!(get(local.addr.clone(), vec![]).await, 200);
+    // Elsewhere without a token: refused.
+    let open = TestServer::start_on("0.0.0.0:0", &["--insecure-allow-anonymous"]);
+    let addr = open.addr.replace("0.0.0.0", "127.0.0.1");
+    assert_eq!(get(addr.clone(), vec![]).await, 403);
+    assert_eq!(get(addr, vec![("authorization", "Bearer x".into())]).await, 403);
+    // Elsewhere with a token: only with it.
+    let tokened = TestServer::start_on(
+        "0.0.0.0:0",
+        &["--insecure-allow-anonymous", "--metrics-token", "m3trics"],
+    );
+    let addr = tokened.addr.replace("0.0.0.0", "127.0.0.1");
+    assert_eq!(get(addr.clone(), vec![]).await, 401);
+    assert_eq!(
+        get(addr.clone(), vec![("authorization", "Bearer wrong".into())]).await,
+        401
+    );
+    assert_eq!(
+        get(addr, vec![("authorization", "Bearer m3trics".into())]).await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_loopback_server_refuses_foreign_host_names() {
+    let srv = TestServer::start();
+    let port = srv.addr.rsplit(':').next().unwrap().to_string();
+    let call = |host: String, path: &'static str, method: &'static str| {
+        let addr = srv.addr.clone();
+        async move {
+            raw(
+                &addr,
+                false,
+                method,
+                path,
+                &[
+                    ("host", host.as_str()),
+                    ("x-amz-target", "Kinesis_20131202.ListStreams"),
+                    ("content-type", "application/x-amz-json-1.1"),
+                ],
+                if method == "POST" { b"{}".to_vec() } else { Vec::new() },
+            )
+            .await
+            .status
+        }
+    };
+    // DNS rebinding: a browser sends the attacker's name.
+    for host in [format!("attacker.example:{port}"), "rebind.127.0.0.1.nip.io".into()] {
+        assert_eq!(call(host.clone(), "/", "POST").await, 403, "{host}");
+        assert_eq!(call(host.clone(), "/metrics", "GET").await, 403, "{host}");
+        assert_eq!(call(host.clone(), "/health", "GET").await, 403, "{host}");
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("kinesis.localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(call(host.clone(), "/", "POST").await, 200, "{host}");
+    }
+    // The SDK names the endpoint it was given.
+    srv.client().list_streams().send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_log_the_access_key_id_not_the_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials.toml");
+    std::fs::write(&creds, CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&[
+        "--credentials",
+        creds.to_str().unwrap(),
+        "--log-level",
+        "debug",
+    ]);
+    let signature = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e7";
+    // No X-Amz-Date: AWS echoes the header in IncompleteSignatureException.
+    let auth = format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIDPRODUCER00000001/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature={signature}\r\n"
+    );
+    let reply = send_raw(&srv.addr, &request("ListStreams", b"{}", &auth)).await;
+    assert!(reply.contains("IncompleteSignatureException"), "{reply}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = srv.log();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("request refused")).collect();
+    assert!(!refused.is_empty(), "no debug line for the refused request:\n{log}");
+    assert!(
+        refused.iter().any(|l| l.contains("AKIDPRODUCER00000001")),
+        "{refused:?}"
+    );
+    assert!(!log.contains(signature), "the signature reached the log:\n{log}");
 }

@@ -16,6 +16,11 @@ use crate::wire::WireError;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// Longest validity of a presigned request, as AWS allows (7 days).
+pub const MAX_EXPIRES_SECS: i64 = 604_800;
+/// The services whose clients may leave the payload unsigned; the JSON
+/// services (Kinesis, DynamoDB) always sign the body.
+const UNSIGNED_PAYLOAD_SERVICES: &[&str] = &["s3"];
 /// Largest difference between the signing time and the server's clock.
 pub const MAX_SKEW_SECS: i64 = 15 * 60;
 
@@ -239,7 +244,10 @@ struct Presented {
     signature: String,
     amz_date: String,
     presigned: bool,
-    expires: Option<i64>,
+    expires: Option<String>,
+    /// The header the signing time came from (`x-amz-date` or `date`); it
+    /// must be signed. `None` for presigned requests (it is in the query).
+    date_header: Option<&'static str>,
 }
 
 fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> {
@@ -259,16 +267,16 @@ fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> 
             _ => {}
         }
     }
-    let amz_date = headers
-        .get("x-amz-date")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .or_else(|| {
+    let (amz_date, date_header) = match headers.get("x-amz-date").and_then(|v| v.to_str().ok()) {
+        Some(d) => (Some(d.to_string()), Some("x-amz-date")),
+        None => (
             headers
                 .get("date")
                 .and_then(|v| v.to_str().ok())
-                .and_then(http_date_to_amz)
-        });
+                .and_then(http_date_to_amz),
+            Some("date"),
+        ),
+    };
     let mut missing = String::new();
     if rest.is_none() {
         return Err(incomplete(format!(
@@ -303,6 +311,7 @@ fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> 
         amz_date: amz_date.unwrap_or_default(),
         presigned: false,
         expires: None,
+        date_header,
     })
 }
 
@@ -332,7 +341,7 @@ fn from_query(params: &[(String, String)]) -> Result<Presented, WireError> {
         "X-Amz-SignedHeaders",
         "X-Amz-Date",
     ] {
-        if get(p).is_none() {
+        if get(p).is_none_or(|v| v.is_empty()) {
             missing.push_str(&format!("AWS query-string parameters must include '{p}'. "));
         }
     }
@@ -357,8 +366,51 @@ fn from_query(params: &[(String, String)]) -> Result<Presented, WireError> {
         signature: get("X-Amz-Signature").unwrap_or_default(),
         amz_date: get("X-Amz-Date").unwrap_or_default(),
         presigned: true,
-        expires: get("X-Amz-Expires").and_then(|e| e.parse().ok()),
+        expires: get("X-Amz-Expires"),
+        date_header: None,
     })
+}
+
+/// `X-Amz-Expires`: whole seconds, at most [`MAX_EXPIRES_SECS`].
+fn parse_expires(raw: &str) -> Result<i64, WireError> {
+    if raw.starts_with('-') && raw[1..].bytes().all(|b| b.is_ascii_digit()) && raw.len() > 1 {
+        return Err(incomplete("X-Amz-Expires must be non-negative".into()));
+    }
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(incomplete("X-Amz-Expires should be a number".into()));
+    }
+    // Digits only, so the only failure left is overflow: certainly too long.
+    match raw.parse::<i64>() {
+        Ok(secs) if secs <= MAX_EXPIRES_SECS => Ok(secs),
+        _ => Err(incomplete(format!(
+            "X-Amz-Expires must be less than a week (in seconds) that is {MAX_EXPIRES_SECS}"
+        ))),
+    }
+}
+
+/// The headers a signature must cover, as AWS requires them: the host, the
+/// signing time (when it travels in a header) and the operation.
+fn check_signed_headers(presented: &Presented, headers: &HeaderMap) -> Result<(), WireError> {
+    let signed = |h: &str| presented.signed_headers.iter().any(|s| s == h);
+    if !signed("host") && !signed(":authority") {
+        return Err(incomplete(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
+    if let Some(date) = presented.date_header
+        && !signed(date)
+    {
+        let shown = if date == "date" { "Date" } else { "X-Amz-Date" };
+        return Err(incomplete(format!(
+            "'{shown}' must be a 'SignedHeader' in the AWS Authorization."
+        )));
+    }
+    if headers.contains_key("x-amz-target") && !signed("x-amz-target") {
+        return Err(incomplete(
+            "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Verifies a request's signature. `Ok(None)` when the request is not signed at all.
@@ -423,15 +475,17 @@ pub fn verify(
             presented.amz_date
         )));
     }
-    if let Some(expires) = presented.expires {
-        if now_secs > signed_at + expires {
+    let expires = presented.expires.as_deref().map(parse_expires).transpose()?;
+    check_signed_headers(&presented, parts.headers)?;
+    if let Some(expires) = expires {
+        if now_secs > signed_at.saturating_add(expires) {
             return Err(WireError::new(
                 http::StatusCode::FORBIDDEN,
                 "AccessDeniedException",
                 "Request has expired",
             ));
         }
-    } else if now_secs - signed_at > MAX_SKEW_SECS {
+    } else if now_secs.saturating_sub(signed_at) > MAX_SKEW_SECS {
         return Err(invalid_signature(format!(
             "Signature expired: {} is now earlier than {} ({} - 15 min.)",
             presented.amz_date,
@@ -439,7 +493,7 @@ pub fn verify(
             format_amz_date(now_secs)
         )));
     }
-    if signed_at - now_secs > MAX_SKEW_SECS {
+    if signed_at.saturating_sub(now_secs) > MAX_SKEW_SECS {
         return Err(invalid_signature(format!(
             "Signature not yet current: {} is still later than {} ({} + 15 min.)",
             presented.amz_date,
@@ -452,14 +506,26 @@ pub fn verify(
     };
     let signed_list = presented.signed_headers.join(";");
     let query = canonical_query(&params, presented.presigned);
+    // The body received is always hashed: a claimed hash is only accepted
+    // when it is that hash, so a captured signature cannot carry another body.
     let body_hash = sha256_hex(parts.body);
-    let payload_hashes: Vec<String> = match parts
-        .headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(h) => vec![h.to_string()],
-        None if presented.presigned => vec![UNSIGNED_PAYLOAD.to_string(), body_hash],
+    let unsigned_ok = UNSIGNED_PAYLOAD_SERVICES.contains(&service);
+    let payload_hashes: Vec<String> = match parts.headers.get("x-amz-content-sha256") {
+        Some(h) => {
+            let claimed = h.to_str().unwrap_or("");
+            if claimed == UNSIGNED_PAYLOAD && unsigned_ok {
+                vec![UNSIGNED_PAYLOAD.to_string()]
+            } else if claimed.eq_ignore_ascii_case(&body_hash) {
+                vec![claimed.to_string()]
+            } else {
+                return Err(invalid_signature(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
+            }
+        }
+        None if presented.presigned && unsigned_ok => {
+            vec![UNSIGNED_PAYLOAD.to_string(), body_hash]
+        }
         None => vec![body_hash],
     };
     let key = signing_key(secret, date, cred_region, cred_service);
@@ -504,16 +570,31 @@ mod tests {
 
     /// Signs like a client would, for round-trip tests.
     fn sign(headers: &mut HeaderMap, body: &[u8], amz_date: &str, secret: &str) {
+        sign_with(
+            headers,
+            &sha256_hex(body),
+            amz_date,
+            secret,
+            &["content-type", "host", "x-amz-date", "x-amz-target"],
+        );
+    }
+
+    /// Signs `signed` headers and the given payload hash.
+    fn sign_with(
+        headers: &mut HeaderMap,
+        payload_hash: &str,
+        amz_date: &str,
+        secret: &str,
+        signed: &[&str],
+    ) {
         headers.insert("x-amz-date", amz_date.parse().unwrap());
-        let signed = ["content-type", "host", "x-amz-date", "x-amz-target"];
         let mut canon_headers = String::new();
         for h in signed {
-            canon_headers.push_str(&format!("{h}:{}\n", headers[h].to_str().unwrap()));
+            canon_headers.push_str(&format!("{h}:{}\n", headers[*h].to_str().unwrap()));
         }
         let canonical = format!(
-            "POST\n/\n\n{canon_headers}\n{}\n{}",
+            "POST\n/\n\n{canon_headers}\n{}\n{payload_hash}",
             signed.join(";"),
-            sha256_hex(body)
         );
         let date = &amz_date[..8];
         let scope = format!("{date}/us-east-1/kinesis/aws4_request");
@@ -600,6 +681,81 @@ mod tests {
         );
         let e = verify(&request(&h, b"{}"), &One, "eu-west-1", "kinesis", NOW).unwrap_err();
         assert!(e.message.contains("valid region"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_received_body_is_what_is_verified() {
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let all = ["content-type", "host", "x-amz-date", "x-amz-target"];
+        // A signature over one body, replayed with another body and the
+        // original body's hash claimed in x-amz-content-sha256.
+        let mut h = base_headers();
+        h.insert("x-amz-content-sha256", sha256_hex(b"{}").parse().unwrap());
+        sign_with(&mut h, &sha256_hex(b"{}"), &now_date(), SECRET, &all);
+        assert!(verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).is_ok());
+        let e = verify(
+            &request(&h, br#"{"StreamName":"other"}"#),
+            &One,
+            "us-east-1",
+            "kinesis",
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+        // UNSIGNED-PAYLOAD is not accepted by the JSON services.
+        let mut h = base_headers();
+        h.insert("x-amz-content-sha256", UNSIGNED_PAYLOAD.parse().unwrap());
+        sign_with(&mut h, UNSIGNED_PAYLOAD, &now_date(), SECRET, &all);
+        let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn host_date_and_target_must_be_signed() {
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        for (signed, missing) in [
+            (&["content-type", "x-amz-date", "x-amz-target"][..], "'Host'"),
+            (&["content-type", "host", "x-amz-target"][..], "'X-Amz-Date'"),
+            (&["content-type", "host", "x-amz-date"][..], "'X-Amz-Target'"),
+        ] {
+            let mut h = base_headers();
+            sign_with(&mut h, &sha256_hex(b"{}"), &now_date(), SECRET, signed);
+            let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
+            assert_eq!(e.code, "IncompleteSignatureException", "{signed:?}");
+            assert!(e.message.contains(missing), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn presigned_expiry_is_at_most_a_week_and_never_overflows() {
+        let query = |expires: &str| {
+            format!(
+                "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F{}%2Fus-east-1%2Fkinesis%2Faws4_request&X-Amz-Date={}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host&X-Amz-Signature=00",
+                &now_date()[..8],
+                now_date()
+            )
+        };
+        for (expires, message) in [
+            ("604801", "less than a week"),
+            ("9223372036854775807", "less than a week"),
+            ("99999999999999999999999", "less than a week"),
+            ("-1", "non-negative"),
+            ("soon", "should be a number"),
+        ] {
+            let q: &'static str = Box::leak(query(expires).into_boxed_str());
+            let mut req = request(&base_headers(), b"");
+            req.query = q;
+            let e = verify(&req, &One, "us-east-1", "kinesis", NOW).unwrap_err();
+            assert!(e.message.contains(message), "{expires}: {}", e.message);
+        }
+        // A week is allowed (and then fails only on the bogus signature).
+        let q: &'static str = Box::leak(query("604800").into_boxed_str());
+        let mut headers = base_headers();
+        headers.remove("x-amz-target");
+        let mut req = request(&headers, b"");
+        req.query = q;
+        let e = verify(&req, &One, "us-east-1", "kinesis", NOW).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException", "{}", e.message);
     }
 
     #[test]
