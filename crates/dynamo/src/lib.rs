@@ -184,9 +184,11 @@ impl Dynamo {
     ) -> Result<Vec<String>, DynamoError> {
         let arn = |name: &str| Ok(self.table_arn(&self.canonical_name(name)?));
         let member = |key: &str| {
-            req.get(key)
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| DynamoError::Validation(format!("The parameter '{key}' is required but was not present in the request")))
+            req.get(key).and_then(|v| v.as_str()).ok_or_else(|| {
+                DynamoError::Validation(format!(
+                    "The parameter '{key}' is required but was not present in the request"
+                ))
+            })
         };
         match op {
             "ListTables" | "DescribeLimits" | "DescribeEndpoints" => Ok(vec!["*".into()]),

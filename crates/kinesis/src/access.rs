@@ -8,9 +8,9 @@ use std::sync::Arc;
 use ripstream_meta::StreamRecord;
 
 use crate::arn::KinesisArn;
-use crate::policy::Policy;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service};
+use ripstream_iam::Policy;
 
 /// Largest resource policy document, in bytes (AWS's quota for resource-based
 /// policies; the service model sets no length).

@@ -242,7 +242,7 @@ impl Service {
         let now = inner.now_ms();
         let s = inner.lookup_ref(None, Some(&input.stream_arn))?;
         if let Some(ts) = input.stream_creation_timestamp
-            && (ts.millis() - s.rec.created_ms).abs() >= 1000
+            && ts.millis().abs_diff(s.rec.created_ms) >= 1000
         {
             return Err(inner.not_found(&s.rec.name));
         }

@@ -33,7 +33,6 @@ pub mod hash;
 pub mod iterator;
 pub mod kms;
 mod metrics;
-pub mod policy;
 pub mod quota;
 mod records;
 mod reshard;
@@ -236,6 +235,9 @@ pub(crate) struct Inner {
     pub subscriptions: parking_lot::Mutex<HashMap<(String, u32), consumers::SubscriptionEntry>>,
     pub keyring: Arc<kms::Keyring>,
     pub next_subscription: std::sync::atomic::AtomicU64,
+    /// Streams refused since start-up because data of theirs is missing, by
+    /// name, with the error their operations answer.
+    pub damaged: RwLock<BTreeMap<String, String>>,
 }
 
 impl Service {
@@ -254,7 +256,9 @@ impl Service {
         cfg: ServiceConfig,
         registry: &mut Registry,
     ) -> Result<Service> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        // Durably: a catalog synced into a directory whose own entry was not
+        // could vanish with it.
+        ripstream_log::create_dir_all_durable(&cfg.data_dir).map_err(|e| {
             Error::Internal(format!(
                 "cannot create data directory {}: {e}",
                 cfg.data_dir.display()
@@ -301,6 +305,7 @@ impl Service {
             subscriptions: Default::default(),
             keyring,
             next_subscription: Default::default(),
+            damaged: Default::default(),
         };
         inner.reconcile().await?;
         info!(
@@ -362,6 +367,13 @@ impl Service {
         self.inner.log.shutdown();
     }
 
+    /// Streams the service refuses because data the catalog lists for them
+    /// is missing from the data directory (found at start-up; each one's
+    /// operations answer an error naming what is missing).
+    pub fn damaged_streams(&self) -> Vec<String> {
+        self.inner.damaged.read().keys().cloned().collect()
+    }
+
     /// Deletes the data of streams whose DELETING period is over.
     pub async fn finish_deletions(&self) {
         let now = self.inner.now_ms();
@@ -405,6 +417,9 @@ impl Inner {
     }
 
     pub fn not_found(&self, name: &str) -> Error {
+        if let Some(e) = self.damaged_error(name) {
+            return e;
+        }
         Error::ResourceNotFound(format!(
             "Stream {name} under account {} not found.",
             self.cfg.account_id
@@ -508,6 +523,36 @@ impl Inner {
             for s in &rec.shards {
                 owned.insert(partition_id(rec.uid, s.index));
             }
+            // A shard whose partition is gone must not be recreated empty
+            // (its records would silently vanish and its offsets restart):
+            // the stream is refused until the data is restored.
+            let missing: Vec<String> = rec
+                .shards
+                .iter()
+                .filter(|s| {
+                    self.log
+                        .partition(&partition_id(rec.uid, s.index))
+                        .is_none_or(|p| p.found_without_segments())
+                })
+                .map(|s| {
+                    format!(
+                        "{} (log partition {})",
+                        shard_id(s.index),
+                        partition_id(rec.uid, s.index)
+                    )
+                })
+                .collect();
+            if !missing.is_empty() {
+                let msg = format!(
+                    "Stream {} under account {} is unavailable: the data of {} is missing from the data directory; the server refuses the stream until it is restored.",
+                    rec.name,
+                    self.cfg.account_id,
+                    missing.join(", ")
+                );
+                tracing::error!(stream = %rec.name, missing = %missing.join(", "), log_dir = %self.log.config().dir.display(), "stream refused: its data is missing from the data directory");
+                self.damaged.write().insert(rec.name.clone(), msg);
+                continue;
+            }
             let state = self.build_state(rec, None).await?;
             self.streams.write().insert(state.rec.name.clone(), state);
         }
@@ -526,6 +571,14 @@ impl Inner {
         }
         self.log.delete_partitions(&orphans).await?;
         Ok(())
+    }
+
+    /// The error a stream refused at start-up answers with, if it is one.
+    pub fn damaged_error(&self, name: &str) -> Option<Error> {
+        self.damaged
+            .read()
+            .get(name)
+            .map(|msg| Error::ResourceNotFound(msg.clone()))
     }
 
     /// Deletes a stream's partitions and its catalog entry. Caller holds `control`.

@@ -326,6 +326,11 @@ impl Service {
         validate_new_tags(inner, &input.stream_name, &Default::default(), &tags)?;
 
         let _guard = inner.control.lock().await;
+        // A refused stream keeps its name: a new record would replace its
+        // catalog entry and orphan the data that is left.
+        if let Some(e) = inner.damaged_error(&input.stream_name) {
+            return Err(e);
+        }
         if inner.streams.read().contains_key(&input.stream_name) {
             return Err(Error::ResourceInUse(format!(
                 "Stream {} under account {} already exists.",
@@ -627,7 +632,7 @@ impl Service {
                 input.stream.stream_arn.as_deref(),
             )?;
             if let Some(ts) = input.stream_creation_timestamp
-                && (ts.millis() - s.rec.created_ms).abs() >= 1000
+                && ts.millis().abs_diff(s.rec.created_ms) >= 1000
             {
                 return Err(inner.not_found(&s.rec.name));
             }

@@ -122,7 +122,12 @@ impl Intercept for SwapBodyAfterSigning {
         _: &RuntimeComponents,
         _: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let body = context.request().body().bytes().unwrap_or_default().to_vec();
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .unwrap_or_default()
+            .to_vec();
         let swapped = String::from_utf8(body)?.replace("orders", "orderz");
         *context.request_mut().body_mut() = SdkBody::from(swapped);
         Ok(())
@@ -169,7 +174,9 @@ async fn members_the_operation_does_not_define_never_authorize_it() {
         &srv,
         "AKIDORDERS0000000001",
         "orders-secret",
-        Smuggle(json!({"ResourceARN": stream_arn("orders"), "ConsumerARN": format!("{}/consumer/c:1", stream_arn("orders"))})),
+        Smuggle(
+            json!({"ResourceARN": stream_arn("orders"), "ConsumerARN": format!("{}/consumer/c:1", stream_arn("orders"))}),
+        ),
     );
     let e = smuggler
         .put_record()

@@ -323,7 +323,10 @@ async fn open_subscriptions_count_against_the_in_flight_limit() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(freed, "the slot of an ended subscription was not given back");
+    assert!(
+        freed,
+        "the slot of an ended subscription was not given back"
+    );
     put(&c, "still streaming").await;
     loop {
         let e = next_event(&mut first).await.unwrap();

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use http::StatusCode;
-use ripstream_kinesis::policy::{Decision, Policy};
+use ripstream_iam::{Policy, Verdict};
 use serde::Deserialize;
 
 use crate::wire::WireError;
@@ -153,12 +153,6 @@ pub fn authorize(
     resource_policy: Option<&Policy>,
 ) -> Result<(), WireError> {
     let who = principal.arn(account);
-    let identity = principal.policy.as_ref().map_or(Decision::Allow, |p| {
-        p.evaluate(action, resource, &who, account)
-    });
-    let by_resource = resource_policy.map_or(Decision::NotApplicable, |p| {
-        p.evaluate(action, resource, &who, account)
-    });
     let denied = |why: &str| {
         Err(WireError::new(
             StatusCode::BAD_REQUEST,
@@ -168,11 +162,18 @@ pub fn authorize(
             ),
         ))
     };
-    match (identity, by_resource) {
-        (Decision::Deny, _) => denied("with an explicit deny in an identity-based policy"),
-        (_, Decision::Deny) => denied("with an explicit deny in a resource-based policy"),
-        (Decision::Allow, _) | (_, Decision::Allow) => Ok(()),
-        _ => denied(&format!(
+    match ripstream_iam::decide(
+        principal.policy.as_ref(),
+        resource_policy,
+        action,
+        resource,
+        &who,
+        account,
+    ) {
+        Verdict::Allowed => Ok(()),
+        Verdict::DeniedByIdentity => denied("with an explicit deny in an identity-based policy"),
+        Verdict::DeniedByResource => denied("with an explicit deny in a resource-based policy"),
+        Verdict::NoAllow => denied(&format!(
             "because no identity-based policy allows the {action} action"
         )),
     }

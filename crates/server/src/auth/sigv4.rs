@@ -475,7 +475,11 @@ pub fn verify(
             presented.amz_date
         )));
     }
-    let expires = presented.expires.as_deref().map(parse_expires).transpose()?;
+    let expires = presented
+        .expires
+        .as_deref()
+        .map(parse_expires)
+        .transpose()?;
     check_signed_headers(&presented, parts.headers)?;
     if let Some(expires) = expires {
         if now_secs > signed_at.saturating_add(expires) {
@@ -714,9 +718,18 @@ mod tests {
     fn host_date_and_target_must_be_signed() {
         const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
         for (signed, missing) in [
-            (&["content-type", "x-amz-date", "x-amz-target"][..], "'Host'"),
-            (&["content-type", "host", "x-amz-target"][..], "'X-Amz-Date'"),
-            (&["content-type", "host", "x-amz-date"][..], "'X-Amz-Target'"),
+            (
+                &["content-type", "x-amz-date", "x-amz-target"][..],
+                "'Host'",
+            ),
+            (
+                &["content-type", "host", "x-amz-target"][..],
+                "'X-Amz-Date'",
+            ),
+            (
+                &["content-type", "host", "x-amz-date"][..],
+                "'X-Amz-Target'",
+            ),
         ] {
             let mut h = base_headers();
             sign_with(&mut h, &sha256_hex(b"{}"), &now_date(), SECRET, signed);

@@ -1,6 +1,19 @@
 //! IAM-style policies: identity policies of principals and resource policies
-//! of streams and consumers, evaluated the AWS way: an explicit Deny wins,
-//! otherwise an Allow is needed.
+//! of resources (streams, consumers, and whatever later services own),
+//! evaluated the AWS way: an explicit Deny wins, otherwise an Allow is needed.
+//!
+//! This crate knows policy documents and nothing of any service: the
+//! services say which action and resource a request is, the front door says
+//! who the principal is, and [`decide`] combines the two policies.
+//!
+//! ```
+//! use ripstream_iam::{Policy, Verdict, decide};
+//! let identity = Policy::parse(r#"{"Statement": {"Effect": "Allow", "Action": "kinesis:Get*", "Resource": "*"}}"#).unwrap();
+//! let me = "arn:aws:iam::000000000000:user/reader";
+//! let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/orders";
+//! assert_eq!(decide(Some(&identity), None, "kinesis:GetRecords", arn, me, "000000000000"), Verdict::Allowed);
+//! assert_eq!(decide(Some(&identity), None, "kinesis:PutRecord", arn, me, "000000000000"), Verdict::NoAllow);
+//! ```
 
 use serde_json::Value;
 
@@ -39,6 +52,43 @@ struct Statement {
 #[derive(Debug, Clone)]
 pub struct Policy {
     statements: Vec<Statement>,
+}
+
+/// The outcome of evaluating a request against both policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// An explicit Deny in the principal's identity policy.
+    DeniedByIdentity,
+    /// An explicit Deny in the resource's policy.
+    DeniedByResource,
+    /// Nothing allows it.
+    NoAllow,
+}
+
+/// Same-account evaluation: an explicit Deny in either policy wins;
+/// otherwise an Allow in either is needed. A principal without an identity
+/// policy (`None`) is allowed everything its resource policies do not deny.
+pub fn decide(
+    identity: Option<&Policy>,
+    resource_policy: Option<&Policy>,
+    action: &str,
+    resource: &str,
+    principal: &str,
+    account: &str,
+) -> Verdict {
+    let by_identity = identity.map_or(Decision::Allow, |p| {
+        p.evaluate(action, resource, principal, account)
+    });
+    let by_resource = resource_policy.map_or(Decision::NotApplicable, |p| {
+        p.evaluate(action, resource, principal, account)
+    });
+    match (by_identity, by_resource) {
+        (Decision::Deny, _) => Verdict::DeniedByIdentity,
+        (_, Decision::Deny) => Verdict::DeniedByResource,
+        (Decision::Allow, _) | (_, Decision::Allow) => Verdict::Allowed,
+        _ => Verdict::NoAllow,
+    }
 }
 
 /// `*` matches any run of characters, `?` any one character.
