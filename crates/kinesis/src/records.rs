@@ -476,15 +476,20 @@ impl Service {
             .parts
             .get(&index)
             .ok_or_else(|| inner.shard_missing(&name, &shard_id(index)))?;
-        let offset = self.start_offset(
-            &s,
-            shard,
-            part,
-            &input.shard_iterator_type,
-            input.starting_sequence_number.as_deref(),
-            input.timestamp,
-            now,
-        )?;
+        // Finding the offset may read index files and a record (cold ones from
+        // disk), so it runs on a blocking thread.
+        let offset = {
+            let (svc, s, shard, part) = (self.clone(), s.clone(), shard.clone(), part.clone());
+            let (ty, seq, ts) = (
+                input.shard_iterator_type.clone(),
+                input.starting_sequence_number.clone(),
+                input.timestamp,
+            );
+            crate::blocking(move || {
+                svc.start_offset(&s, &shard, &part, &ty, seq.as_deref(), ts, now)
+            })
+            .await?
+        };
         dry_run(input.dry_run)?;
         let token = IteratorToken {
             stream_name: name,
@@ -727,7 +732,13 @@ impl Service {
                 inner.cfg.account_id, s.rec.name, sid
             )));
         }
-        let read = part.read(token.offset, limit, MAX_GET_RECORDS_BYTES)?;
+        // A read may pread up to 10 MiB of a cold segment, check CRCs, decrypt
+        // and rebuild an index: on a blocking thread, so that a consumer
+        // catching up never stalls the async workers that serve PutRecords.
+        let read = {
+            let (part, from) = (part.clone(), token.offset);
+            crate::blocking(move || Ok(part.read(from, limit, MAX_GET_RECORDS_BYTES)?)).await?
+        };
         let records = self.records_view(shard, &read);
         let bytes: u64 = read
             .records

@@ -12,7 +12,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ripstream_meta::{ShardEnd, ShardRecord, StreamMode, StreamStatus};
+use ripstream_log::Partition;
+use ripstream_meta::{ShardEnd, ShardRecord, StreamMode, StreamRecord, StreamStatus};
 
 use crate::hash::{even_ranges, parse_hash_key};
 use crate::seq::SequenceNumber;
@@ -247,18 +248,23 @@ impl Inner {
         let mut rec = cur.rec.clone();
         rec.status = status;
         rec.shards = layout.shards;
-        // Create every new shard's partition before sealing anything.
+        // Create every new shard's partition (directory fsyncs, on a blocking
+        // thread) before sealing anything.
         let retention = crate::retention_ms(rec.retention_hours);
-        for sh in rec
+        let fresh: Vec<(String, bool)> = rec
             .shards
             .iter()
             .filter(|s| !cur.parts.contains_key(&s.index))
-        {
-            let part = self
-                .log
-                .create_partition(&partition_id(rec.uid, sh.index), retention)?;
-            part.set_sealed(sh.end.is_some());
-        }
+            .map(|s| (partition_id(rec.uid, s.index), s.end.is_some()))
+            .collect();
+        let log = self.log.clone();
+        crate::blocking(move || {
+            for (id, closed) in fresh {
+                log.create_partition(&id, retention)?.set_sealed(closed);
+            }
+            Ok(())
+        })
+        .await?;
         let mut sealed = Vec::new();
         for sh in rec.shards.iter_mut() {
             let Some(end) = sh
@@ -297,13 +303,81 @@ impl Inner {
             rec.status = StreamStatus::Updating;
             rec.status_until_ms = now + delay;
         }
-        if let Err(e) = self.catalog.put_stream(&rec) {
+        if let Err(e) = self.commit_stream(&rec).await {
             unseal(&sealed);
-            return Err(e.into());
+            return Err(e);
         }
-        let state = self.build_state(rec, Some(&cur))?;
+        let state = self.build_state(rec, Some(&cur)).await?;
         self.streams.write().insert(name, state.clone());
         Ok((state, before_open))
+    }
+}
+
+/// Whether a closed shard can be forgotten: it closed longer ago than the
+/// stream's retention (so every record it holds has expired too, and AWS no
+/// longer lists it) and its children are in the record. Children are numbered
+/// above their parents and never pruned before them, so the highest index
+/// always stays in the record and `next_index` never hands out a pruned one.
+fn prunable(
+    rec: &StreamRecord,
+    shard: &ShardRecord,
+    part: Option<&Partition>,
+    now_ms: i64,
+) -> bool {
+    let Some(end) = &shard.end else {
+        return false;
+    };
+    let cutoff = now_ms - crate::retention_ms(rec.retention_hours);
+    end.closed_ms < cutoff
+        && part.is_none_or(|p| p.last_timestamp().is_none_or(|t| t < cutoff))
+        && rec
+            .shards
+            .iter()
+            .any(|c| c.parent == Some(shard.index) || c.adjacent_parent == Some(shard.index))
+}
+
+impl Inner {
+    /// Drops a stream's expired closed shards from its record and deletes
+    /// their partitions. The children keep their ParentShardId, as on AWS.
+    /// The catalog goes first: a crash before the partitions are deleted
+    /// leaves orphans, which the next start removes.
+    async fn prune_stream(&self, name: &str) -> Result<usize> {
+        let _guard = self.control.lock().await;
+        let cur = self.lookup(name)?;
+        let now = self.now_ms();
+        if !matches!(
+            cur.status(now),
+            Some(StreamStatus::Active | StreamStatus::Updating)
+        ) {
+            return Ok(0);
+        }
+        let doomed: HashSet<u32> = cur
+            .rec
+            .shards
+            .iter()
+            .filter(|sh| prunable(&cur.rec, sh, cur.parts.get(&sh.index).map(|p| &**p), now))
+            .map(|sh| sh.index)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut rec = cur.rec.clone();
+        rec.shards.retain(|sh| !doomed.contains(&sh.index));
+        self.commit_stream(&rec).await?;
+        let uid = rec.uid;
+        let state = self.build_state(rec, Some(&cur)).await?;
+        self.streams.write().insert(name.to_string(), state);
+        {
+            let mut cold = self.cold_since.lock();
+            for i in &doomed {
+                cold.remove(&(uid, *i));
+            }
+        }
+        // One call: the log checkpoints once for all of them.
+        let ids: Vec<String> = doomed.iter().map(|i| partition_id(uid, *i)).collect();
+        self.log.delete_partitions(&ids).await?;
+        tracing::info!(stream = %name, shards = ?doomed, "pruned closed shards past retention");
+        Ok(doomed.len())
     }
 }
 
@@ -314,6 +388,35 @@ fn unseal(parts: &[Arc<ripstream_log::Partition>]) {
 }
 
 impl Service {
+    /// Prunes the closed shards of every stream that have outlived its
+    /// retention (run from the retention task). Returns how many went.
+    pub async fn prune_closed_shards(&self) -> usize {
+        let inner = self.inner();
+        let now = inner.now_ms();
+        let due: Vec<String> = inner
+            .streams
+            .read()
+            .values()
+            .filter(|s| {
+                s.rec
+                    .shards
+                    .iter()
+                    .any(|sh| prunable(&s.rec, sh, s.parts.get(&sh.index).map(|p| &**p), now))
+            })
+            .map(|s| s.rec.name.clone())
+            .collect();
+        let mut pruned = 0;
+        for name in due {
+            match inner.prune_stream(&name).await {
+                Ok(n) => pruned += n,
+                Err(e) => {
+                    tracing::warn!(stream = %name, error = %e, "could not prune closed shards")
+                }
+            }
+        }
+        pruned
+    }
+
     /// SplitShard.
     pub async fn split_shard(&self, input: SplitShardInput) -> Result<Empty> {
         let inner = self.inner();

@@ -189,3 +189,226 @@ fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
     }
     n
 }
+
+fn stream_ref(name: &str) -> StreamRef {
+    StreamRef {
+        stream_name: Some(name.into()),
+        stream_arn: None,
+    }
+}
+
+/// Shard ids ListShards returns, with each one's parents.
+async fn listed(svc: &Service, name: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    let out = svc
+        .list_shards(ListShardsInput {
+            stream: stream_ref(name),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    out.shards
+        .into_iter()
+        .map(|s| (s.shard_id, s.parent_shard_id, s.adjacent_parent_shard_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn closed_shards_past_retention_are_pruned_with_their_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let part_dir = |i: u32| dir.path().join(format!("log/stream1-shard{i}"));
+    {
+        let svc = service(dir.path(), clock.clone()).await;
+        svc.create_stream(CreateStreamInput {
+            stream_name: "p".into(),
+            shard_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        svc.put_record(put("p", "in-0")).await.unwrap();
+        svc.split_shard(SplitShardInput {
+            stream: stream_ref("p"),
+            shard_to_split: "shardId-000000000000".into(),
+            new_starting_hash_key: (1u128 << 127).to_string(),
+        })
+        .await
+        .unwrap();
+        clock.0.fetch_add(HOUR, Ordering::SeqCst);
+        svc.merge_shards(MergeShardsInput {
+            stream: stream_ref("p"),
+            shard_to_merge: "shardId-000000000001".into(),
+            adjacent_shard_to_merge: "shardId-000000000002".into(),
+        })
+        .await
+        .unwrap();
+        svc.put_record(put("p", "in-3")).await.unwrap();
+        // 23 h after the split: everything is still within retention.
+        clock.0.fetch_add(22 * HOUR, Ordering::SeqCst);
+        assert_eq!(svc.prune_closed_shards().await, 0);
+        assert_eq!(listed(&svc, "p").await.len(), 4);
+        assert!(part_dir(0).exists());
+        // Just past 24 h since shard 0 closed: it goes, its children stay and
+        // still name it as their parent, as on AWS.
+        clock.0.fetch_add(HOUR + 1, Ordering::SeqCst);
+        assert_eq!(svc.prune_closed_shards().await, 1);
+        assert!(!part_dir(0).exists());
+        assert!(part_dir(1).exists());
+        let zero = Some("shardId-000000000000".to_string());
+        assert_eq!(
+            listed(&svc, "p").await,
+            [
+                ("shardId-000000000001".into(), zero.clone(), None),
+                ("shardId-000000000002".into(), zero, None),
+                (
+                    "shardId-000000000003".into(),
+                    Some("shardId-000000000001".into()),
+                    Some("shardId-000000000002".into())
+                ),
+            ]
+        );
+        let e = svc
+            .get_shard_iterator(GetShardIteratorInput {
+                stream: stream_ref("p"),
+                shard_id: "shardId-000000000000".into(),
+                shard_iterator_type: "TRIM_HORIZON".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ResourceNotFound(_)), "{e:?}");
+        clock.0.fetch_add(HOUR, Ordering::SeqCst);
+        svc.put_record(put("p", "fresh")).await.unwrap();
+        assert_eq!(svc.prune_closed_shards().await, 2);
+        assert!(!part_dir(1).exists() && !part_dir(2).exists());
+        svc.shutdown().await;
+    }
+    // The catalog forgot them: a restart brings back only the open shard,
+    // whose records are intact, and new shards never reuse a pruned number.
+    let svc = service(dir.path(), clock.clone()).await;
+    let d = svc
+        .describe_stream(DescribeStreamInput {
+            stream: stream_ref("p"),
+            limit: None,
+            exclusive_start_shard_id: None,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = d
+        .stream_description
+        .shards
+        .iter()
+        .map(|s| s.shard_id.as_str())
+        .collect();
+    assert_eq!(ids, ["shardId-000000000003"]);
+    assert_eq!(
+        d.stream_description.shards[0].parent_shard_id.as_deref(),
+        Some("shardId-000000000001")
+    );
+    assert!(!part_dir(0).exists());
+    let it = svc
+        .get_shard_iterator(GetShardIteratorInput {
+            stream: stream_ref("p"),
+            shard_id: "shardId-000000000003".into(),
+            shard_iterator_type: "TRIM_HORIZON".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .shard_iterator;
+    let out = get(&svc, &it).await.unwrap();
+    let data: Vec<&[u8]> = out.records.iter().map(|r| &r.data.0[..]).collect();
+    assert_eq!(data, [b"fresh"]);
+    svc.update_shard_count(UpdateShardCountInput {
+        stream: stream_ref("p"),
+        target_shard_count: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let after: Vec<String> = listed(&svc, "p").await.into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        after,
+        [
+            "shardId-000000000003",
+            "shardId-000000000004",
+            "shardId-000000000005"
+        ]
+    );
+}
+
+/// Opens batches through the keyring, slowly, as a cold disk or a large
+/// batch makes a read.
+#[derive(Debug)]
+struct SlowCipher(Arc<crate::kms::Keyring>, std::time::Duration);
+
+impl ripstream_log::BatchCipher for SlowCipher {
+    fn seal(&self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, ripstream_log::CipherError> {
+        self.0.seal(key_id, plaintext)
+    }
+
+    fn open(&self, ciphertext: &[u8]) -> Result<Vec<u8>, ripstream_log::CipherError> {
+        std::thread::sleep(self.1);
+        self.0.open(ciphertext)
+    }
+}
+
+/// On a single-threaded runtime, so that a read blocking the async worker
+/// would hold up everything else.
+#[tokio::test(flavor = "current_thread")]
+async fn slow_reads_do_not_hold_up_writes() {
+    use ripstream_log::BatchCipher as _;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let svc = service(dir.path(), clock).await;
+    svc.create_stream(CreateStreamInput {
+        stream_name: "slow".into(),
+        shard_count: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    svc.start_stream_encryption(StreamEncryptionInput {
+        stream: stream_ref("slow"),
+        encryption_type: "KMS".into(),
+        key_id: "alias/aws/kinesis".into(),
+    })
+    .await
+    .unwrap();
+    let first = svc.put_record(put("slow", "secret")).await.unwrap();
+    let delay = std::time::Duration::from_millis(1000);
+    svc.inner
+        .log
+        .set_cipher(Arc::new(SlowCipher(svc.inner.keyring.clone(), delay)));
+    let it = iterator(&svc, "slow", "TRIM_HORIZON").await;
+    let started = std::time::Instant::now();
+    let reader = tokio::spawn({
+        let svc = svc.clone();
+        async move { get(&svc, &it).await }
+    });
+    let seeker = tokio::spawn({
+        let svc = svc.clone();
+        async move {
+            svc.get_shard_iterator(GetShardIteratorInput {
+                stream: stream_ref("slow"),
+                shard_id: "shardId-000000000000".into(),
+                shard_iterator_type: "AT_SEQUENCE_NUMBER".into(),
+                starting_sequence_number: Some(first.sequence_number),
+                ..Default::default()
+            })
+            .await
+        }
+    });
+    // Both reads are decrypting (on blocking threads) while this write runs.
+    tokio::task::yield_now().await;
+    svc.put_record(put("slow", "later")).await.unwrap();
+    let wrote_after = started.elapsed();
+    assert!(
+        wrote_after < delay / 2,
+        "a write waited {wrote_after:?} behind reads"
+    );
+    let out = reader.await.unwrap().unwrap();
+    assert_eq!(&out.records[0].data.0[..], b"secret");
+    seeker.await.unwrap().unwrap();
+    assert!(started.elapsed() >= delay);
+}

@@ -105,6 +105,21 @@ pub struct ServeArgs {
     /// once [default: 262144]
     #[arg(long, env = "RIPSTREAM_COMMIT_LOG_WINDOW_BYTES")]
     pub commit_log_window_bytes: Option<usize>,
+    /// For tests only: run the server's clock this many seconds ahead of the
+    /// system's, so retention (24 hours at least) can be seen to act.
+    #[arg(long, hide = true)]
+    pub test_clock_offset_secs: Option<u64>,
+}
+
+/// The system clock shifted forward, for `--test-clock-offset-secs`.
+#[derive(Debug)]
+struct OffsetClock(i64);
+
+impl ripstream_server::ripstream_kinesis::Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        use ripstream_server::ripstream_kinesis::SystemClock;
+        SystemClock.now_ms().saturating_add(self.0)
+    }
 }
 
 /// The same settings as they appear in the TOML file.
@@ -218,6 +233,10 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
     }
     if let Some(s) = args.retention_check_secs.or(file.retention_check_secs) {
         service.retention_check_interval = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = args.test_clock_offset_secs {
+        let ms = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+        service.clock = std::sync::Arc::new(OffsetClock(ms));
     }
     let mut cfg = ServerConfig::new(listen, service);
     if let Some(b) = args.max_body_bytes.or(file.max_body_bytes) {

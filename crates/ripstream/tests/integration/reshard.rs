@@ -627,3 +627,117 @@ async fn kill_9_during_resharding_leaves_a_whole_layout() {
         }
     }
 }
+
+/// A closed shard past retention goes for good: its partition is deleted, it
+/// leaves the catalog (GetShardIterator no longer finds it, across a
+/// restart), and its children still name it as their parent, as on AWS.
+#[tokio::test]
+async fn closed_shards_past_retention_are_pruned() {
+    let mut srv = TestServer::start_with(&["--retention-check-secs", "1"]);
+    let c = srv.client();
+    create_stream(&c, "pr", 1).await;
+    for i in 0..10 {
+        c.put_record()
+            .stream_name("pr")
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(format!("old-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    c.split_shard()
+        .stream_name("pr")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(HALF)
+        .send()
+        .await
+        .unwrap();
+    let parent_dir = srv.data_dir().join("log/stream1-shard0");
+    assert!(parent_dir.exists());
+    // Within retention the closed shard stays, on disk and in the catalog.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(parent_dir.exists());
+    assert_eq!(shards(&c, "pr").await.len(), 3);
+
+    // Restarted 25 hours later (the server's clock moved ahead).
+    assert_eq!(srv.terminate(), Some(0));
+    srv.set_extra(&[
+        "--retention-check-secs",
+        "1",
+        "--test-clock-offset-secs",
+        "90000",
+    ]);
+    srv.restart();
+    let c = srv.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while parent_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired parent was never pruned; log:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let check = |all: Vec<Shard>| {
+        let ids: Vec<&str> = all.iter().map(|s| s.shard_id()).collect();
+        assert_eq!(ids, ["shardId-000000000001", "shardId-000000000002"]);
+        for s in &all {
+            assert_eq!(s.parent_shard_id(), Some("shardId-000000000000"));
+        }
+    };
+    check(shards(&c, "pr").await);
+    let gone = c
+        .get_shard_iterator()
+        .stream_name("pr")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&gone), "ResourceNotFoundException");
+    let d = c.describe_stream().stream_name("pr").send().await.unwrap();
+    let described: Vec<&str> = d
+        .stream_description()
+        .unwrap()
+        .shards()
+        .iter()
+        .map(|s| s.shard_id())
+        .collect();
+    assert_eq!(described, ["shardId-000000000001", "shardId-000000000002"]);
+
+    // The catalog no longer has it: the same after another restart, and the
+    // stream keeps working (new shards take new numbers).
+    srv.terminate();
+    srv.restart();
+    let c = srv.client();
+    check(shards(&c, "pr").await);
+    c.merge_shards()
+        .stream_name("pr")
+        .shard_to_merge("shardId-000000000001")
+        .adjacent_shard_to_merge("shardId-000000000002")
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<String> = shards(&c, "pr")
+        .await
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "shardId-000000000001",
+            "shardId-000000000002",
+            "shardId-000000000003"
+        ]
+    );
+    c.put_record()
+        .stream_name("pr")
+        .partition_key("k")
+        .data(Blob::new("new"))
+        .send()
+        .await
+        .unwrap();
+    let read = read_shard(&c, "pr", "shardId-000000000003").await;
+    assert_eq!(read.len(), 1);
+}

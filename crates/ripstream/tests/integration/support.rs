@@ -139,6 +139,11 @@ impl TestServer {
         }
     }
 
+    /// Replaces the extra `serve` flags used by the next [`TestServer::restart`].
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
         let addr = self.addr.clone();
