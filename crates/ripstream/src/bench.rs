@@ -41,7 +41,7 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     workload: Workload,
     /// Stream to use (created if missing)
-    #[arg(long, default_value = "ripstream-bench")]
+    #[arg(long, default_value = "ripstream-bench", value_parser = crate::cli::stream_name)]
     stream: String,
     /// Shards of the stream when it is created
     #[arg(long, default_value_t = 4)]

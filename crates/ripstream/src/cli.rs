@@ -42,10 +42,40 @@ pub struct StreamCommand {
     endpoint: Endpoint,
 }
 
+/// Checks a stream name as Kinesis does, so that a bad one fails at once.
+pub(crate) fn stream_name(s: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid stream name: stream names have 1 to 128 characters, each a letter, a digit, '_', '.' or '-'"
+        ))
+    }
+}
+
+/// Checks a consumer group name: it names the group's DynamoDB lease table,
+/// and DynamoDB refuses such a request however often it is retried.
+fn group_name(s: &str) -> Result<String, String> {
+    let ok = (3..=255).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid group name: the group names its lease table, and DynamoDB table names have 3 to 255 characters, each a letter, a digit, '_', '.' or '-'"
+        ))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum StreamAction {
     /// Create a stream and wait until it is ACTIVE
     Create {
+        #[arg(value_parser = stream_name)]
         name: String,
         /// Number of shards (provisioned mode)
         #[arg(long, default_value_t = 1, conflicts_with = "on_demand")]
@@ -57,14 +87,21 @@ enum StreamAction {
     /// List streams
     List,
     /// Show a stream and its shards
-    Describe { name: String },
+    Describe {
+        #[arg(value_parser = stream_name)]
+        name: String,
+    },
     /// Delete a stream and all its records
-    Delete { name: String },
+    Delete {
+        #[arg(value_parser = stream_name)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct PutArgs {
     /// Stream to write to
+    #[arg(value_parser = stream_name)]
     stream: String,
     /// The record's data (UTF-8 text); omit with --file
     #[arg(required_unless_present = "file", conflicts_with = "file")]
@@ -85,6 +122,7 @@ pub struct PutArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Stream to read
+    #[arg(value_parser = stream_name)]
     stream: String,
     /// Where to start: trim-horizon, latest, or a time (RFC 3339, e.g. 2026-11-22T10:00:00Z)
     #[arg(long, default_value = "trim-horizon")]
@@ -97,8 +135,10 @@ pub struct TailArgs {
     verbose: bool,
     /// Read as a member of a consumer group: `tail` processes with the same
     /// group share the shards through a lease table named after the group,
-    /// checkpoint as they go, and resume there (implies --follow)
-    #[arg(long, value_name = "NAME")]
+    /// checkpoint as they go, and resume there (implies --follow). The lease
+    /// table takes the group's name, so it needs 3 to 255 characters of
+    /// letters, digits, '_', '.' and '-'
+    #[arg(long, value_name = "NAME", value_parser = group_name)]
     group: Option<String>,
     #[command(flatten)]
     endpoint: Endpoint,
@@ -300,6 +340,13 @@ pub async fn put(args: PutArgs) -> Result<()> {
         println!("{} {}", out.shard_id(), out.sequence_number());
         return Ok(());
     };
+    // The producer fails each record on its own; a stream that is missing or
+    // refused fails the command here, before any input is read.
+    c.describe_stream_summary()
+        .stream_name(&args.stream)
+        .send()
+        .await
+        .map_err(sdk_error)?;
     let (reader, total): (Box<dyn BufRead>, Option<u64>) = if path.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), None)
     } else {
@@ -552,6 +599,13 @@ async fn tail_group(args: TailArgs, group: String) -> Result<()> {
     let kinesis = client(&args.endpoint).await;
     let dynamodb = dynamodb_client(&args.endpoint).await;
     let (ty, at) = parse_from(&args.from)?;
+    // A missing stream or refused credentials fail here, at once.
+    kinesis
+        .describe_stream_summary()
+        .stream_name(&args.stream)
+        .send()
+        .await
+        .map_err(sdk_error)?;
     let position = match ty {
         ShardIteratorType::TrimHorizon => InitialPosition::TrimHorizon,
         ShardIteratorType::Latest => InitialPosition::Latest,
@@ -574,12 +628,21 @@ async fn tail_group(args: TailArgs, group: String) -> Result<()> {
         shard: shard.to_string(),
         verbose,
     });
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
-    eprintln!("checkpointing and leaving the group");
-    worker.shutdown().await;
-    Ok(())
+    // The worker retries what may pass (throttling, a server restarting)
+    // and stops on what cannot (see `ConsumerError::is_permanent`): that ends
+    // the command with the error.
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("cannot wait for Ctrl-C")?;
+            eprintln!("checkpointing and leaving the group");
+            worker.shutdown().await;
+            Ok(())
+        }
+        e = worker.failed() => {
+            worker.abort();
+            Err(anyhow!("consumer group {group} on {} stopped: {e}", args.stream))
+        }
+    }
 }
 
 /// A DynamoDB client for the same endpoint (the server serves lease tables).

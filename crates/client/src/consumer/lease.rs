@@ -128,13 +128,18 @@ fn is_condition_failure<E: ProvideErrorMetadata>(e: &E) -> bool {
 }
 
 fn dynamo_error<E: ProvideErrorMetadata + std::fmt::Debug>(e: E) -> ConsumerError {
-    ConsumerError::LeaseTable(format!(
+    let text = format!(
         "{}: {}",
         e.code().unwrap_or("error"),
         e.message()
             .map(String::from)
             .unwrap_or_else(|| format!("{e:?}"))
-    ))
+    );
+    if super::permanent_code(e.code()) {
+        ConsumerError::Permanent(format!("lease table: {text}"))
+    } else {
+        ConsumerError::LeaseTable(text)
+    }
 }
 
 /// The outcome of a conditional lease write.

@@ -63,6 +63,54 @@ pub enum ConsumerError {
     LeaseLost(String),
     #[error("invalid checkpoint: {0}")]
     InvalidCheckpoint(String),
+    /// A refusal that retrying cannot change (an invalid name or argument, a
+    /// missing stream or table, denied access, unknown credentials): the
+    /// worker stops on it instead of retrying forever.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ConsumerError {
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ConsumerError::Permanent(_))
+    }
+}
+
+/// Error codes (Kinesis and DynamoDB) that no retry can turn into a success.
+pub(crate) fn permanent_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ValidationException"
+                | "InvalidArgumentException"
+                | "ResourceNotFoundException"
+                | "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "IncompleteSignature"
+                | "IncompleteSignatureException"
+                | "MissingAuthenticationToken"
+                | "MissingAuthenticationTokenException"
+                | "InvalidClientTokenId"
+                | "KMSAccessDeniedException"
+                | "KMSDisabledException"
+                | "KMSNotFoundException"
+                | "KMSInvalidStateException"
+        )
+    )
+}
+
+/// A Kinesis error as a [`ConsumerError`]: permanent or not, with what was being done.
+pub(crate) fn kinesis_failure<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::fmt::Debug>(
+    doing: &str,
+    e: &E,
+) -> ConsumerError {
+    if permanent_code(e.code()) {
+        ConsumerError::Permanent(format!("kinesis {doing}: {}", kinesis_error(e)))
+    } else {
+        ConsumerError::Kinesis(format!("{doing}: {}", kinesis_error(e)))
+    }
 }
 
 /// Where a worker starts reading a shard that has no checkpoint yet.

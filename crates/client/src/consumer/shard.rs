@@ -38,6 +38,8 @@ pub(crate) enum ShardEvent {
     Finished(String),
     /// The task stopped (for any reason) and holds nothing any more.
     Exited(String),
+    /// The shard cannot be read however often it is retried: the worker stops.
+    Failed(super::ConsumerError),
 }
 
 /// What a shard task reads with, shareable across awaits.
@@ -107,6 +109,9 @@ impl<P: RecordProcessor> ShardTask<P> {
             Err(e) => {
                 warn!(shard = %shard, error = %e, "shard processing stopped");
                 self.processor.lease_lost().await;
+                if e.is_permanent() {
+                    let _ = self.events.send(ShardEvent::Failed(e));
+                }
             }
         }
         let _ = self.events.send(ShardEvent::Exited(shard));
@@ -225,6 +230,9 @@ impl<P: RecordProcessor> ShardTask<P> {
                         // the KCL treats it; its children are found by listing.
                         return self.shard_end(checkpointer, Vec::new()).await;
                     }
+                    if super::permanent_code(e.code()) {
+                        return Err(super::kinesis_failure("GetRecords", &e));
+                    }
                     debug!(shard = %shard, error = %kinesis_error(&e), "GetRecords failed; backing off");
                     if let Some(s) = self.pause(backoff).await {
                         return Ok(Ended::Stopped(s));
@@ -316,6 +324,9 @@ impl<P: RecordProcessor> ShardTask<P> {
                 Err(e) => {
                     if e.code() == Some("ResourceNotFoundException") {
                         return Err(super::ConsumerError::Kinesis(kinesis_error(&e)));
+                    }
+                    if super::permanent_code(e.code()) {
+                        return Err(super::kinesis_failure("SubscribeToShard", &e));
                     }
                     // ResourceInUseException: the previous subscription of
                     // this consumer to the shard is still being replaced.
@@ -525,7 +536,7 @@ impl ShardContext {
                 }
                 // The shard is gone (past retention): treated as its end.
                 Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
-                Err(e) => return Err(super::ConsumerError::Kinesis(kinesis_error(&e))),
+                Err(e) => return Err(super::kinesis_failure("GetShardIterator", &e)),
             }
         }
     }

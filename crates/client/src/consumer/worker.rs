@@ -10,11 +10,13 @@ use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::lease::{AT_TIMESTAMP, Conditional, LATEST, Lease, LeaseTable, TRIM_HORIZON};
 use super::shard::{ShardContext, ShardEvent, ShardTask, Stop};
-use super::{ConsumerError, InitialPosition, RecordProcessor, WorkerConfig, kinesis_error};
+use super::{
+    ConsumerError, InitialPosition, RecordProcessor, WorkerConfig, kinesis_error, kinesis_failure,
+};
 
 /// What a worker holds, for operators and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +34,8 @@ pub struct Worker {
     task: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     state: Arc<Mutex<WorkerState>>,
+    /// Set if the worker stopped by itself on a permanent error.
+    fatal: watch::Receiver<Option<ConsumerError>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -110,11 +114,34 @@ impl Worker {
             consumer_arn: None,
             _processor: std::marker::PhantomData,
         };
-        let task = tokio::spawn(coordinator.run(shutdown_rx, events_rx));
+        let (fatal_tx, fatal) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            if let Some(e) = coordinator.run(shutdown_rx, events_rx).await {
+                error!(error = %e, "worker stopped on a permanent error");
+                let _ = fatal_tx.send(Some(e));
+            }
+        });
         Worker {
             task,
             shutdown,
             state,
+            fatal,
+        }
+    }
+
+    /// Resolves, with the error, if the worker stops by itself because the
+    /// service refused something no retry can fix (see
+    /// [`ConsumerError::is_permanent`]); pending for as long as it runs.
+    pub async fn failed(&self) -> ConsumerError {
+        let mut rx = self.fatal.clone();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                // Stopped without an error (shut down): never resolves.
+                return std::future::pending().await;
+            }
         }
     }
 
@@ -146,17 +173,22 @@ where
         &self.cfg.worker_id
     }
 
+    /// Runs until shut down, or until a permanent error, which it returns.
     async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
         mut events: mpsc::UnboundedReceiver<ShardEvent>,
-    ) {
+    ) -> Option<ConsumerError> {
         let mut delay = Duration::from_millis(200);
-        while let Err(e) = self.table.ensure().await {
-            warn!(error = %e, "lease table not ready; retrying");
+        loop {
+            match self.table.ensure().await {
+                Ok(()) => break,
+                Err(e) if e.is_permanent() => return Some(e),
+                Err(e) => warn!(error = %e, "lease table not ready; retrying"),
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return None,
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
@@ -168,11 +200,12 @@ where
                         self.consumer_arn = Some(arn);
                         break;
                     }
+                    Err(e) if e.is_permanent() => return Some(e),
                     Err(e) => warn!(error = %e, "cannot register the fan-out consumer; retrying"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => return None,
                 }
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
@@ -191,20 +224,25 @@ where
         for t in [&mut take, &mut sync] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        loop {
+        let mut fatal = None;
+        while fatal.is_none() {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = sync.tick() => {
-                    if let Err(e) = self.sync_shards().await {
-                        warn!(error = %e, "shard sync failed");
+                    match self.sync_shards().await {
+                        Err(e) if e.is_permanent() => fatal = Some(e),
+                        Err(e) => warn!(error = %e, "shard sync failed"),
+                        Ok(()) => {}
                     }
                 }
                 _ = take.tick() => {
-                    if let Err(e) = self.take_leases().await {
-                        warn!(error = %e, "taking leases failed");
+                    match self.take_leases().await {
+                        Err(e) if e.is_permanent() => fatal = Some(e),
+                        Err(e) => warn!(error = %e, "taking leases failed"),
+                        Ok(()) => {}
                     }
                 }
-                Some(ev) = events.recv() => self.on_event(ev),
+                Some(ev) = events.recv() => fatal = self.on_event(ev),
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.task_finished(joined).await;
                 }
@@ -212,6 +250,7 @@ where
             self.publish_state(None, None);
         }
         self.shutdown(&mut events, renewals).await;
+        fatal
     }
 
     fn publish_state(&self, workers: Option<usize>, leases: Option<usize>) {
@@ -233,8 +272,10 @@ where
         }
     }
 
-    fn on_event(&mut self, ev: ShardEvent) {
+    /// Applies a shard task's event; a permanent failure is returned.
+    fn on_event(&mut self, ev: ShardEvent) -> Option<ConsumerError> {
         match ev {
+            ShardEvent::Failed(e) => return Some(e),
             ShardEvent::Finished(shard) => {
                 debug!(shard = %shard, "finished");
                 if let Some(h) = self.held.lock().get_mut(&shard) {
@@ -245,6 +286,7 @@ where
                 self.held.lock().remove(&shard);
             }
         }
+        None
     }
 
     async fn shutdown(
@@ -307,7 +349,7 @@ where
             .stream_name(&self.cfg.stream_name)
             .send()
             .await
-            .map_err(|e| err(kinesis_error(&e)))?;
+            .map_err(|e| kinesis_failure("DescribeStreamSummary", &e))?;
         let stream_arn = summary
             .stream_description_summary()
             .map(|d| d.stream_arn().to_string())
@@ -322,7 +364,7 @@ where
         {
             Ok(_) => {}
             Err(e) if e.code() == Some("ResourceInUseException") => {}
-            Err(e) => return Err(err(kinesis_error(&e))),
+            Err(e) => return Err(kinesis_failure("RegisterStreamConsumer", &e)),
         }
         for _ in 0..300 {
             let d = self
@@ -353,9 +395,10 @@ where
                 Some(t) => req.next_token(t),
                 None => req.stream_name(&self.cfg.stream_name),
             };
-            let out = req.send().await.map_err(|e| {
-                ConsumerError::Kinesis(format!("ListShards: {}", kinesis_error(&e)))
-            })?;
+            let out = req
+                .send()
+                .await
+                .map_err(|e| kinesis_failure("ListShards", &e))?;
             shards.extend(out.shards().iter().cloned());
             token = out.next_token().map(String::from);
             if token.is_none() {

@@ -188,3 +188,158 @@ fn tail_group_members_share_the_shards() {
     want.sort();
     assert_eq!(lines, want, "members printed {per_member:?}");
 }
+
+/// Runs the CLI and waits at most `secs` for it to exit: `None` if it was
+/// still running (and was killed), else (success, stdout, stderr).
+fn run_within(
+    srv: &TestServer,
+    args: &[&str],
+    env: &[(&str, &str)],
+    secs: u64,
+) -> Option<(bool, String, String)> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--endpoint")
+        .arg(srv.url())
+        .env_remove("AWS_PROFILE")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    match status {
+        Some(s) => Some((s.success(), out, err)),
+        None => {
+            eprintln!("still running after {secs} s; stderr:\n{err}");
+            None
+        }
+    }
+}
+
+#[test]
+fn names_are_checked_before_anything_starts() {
+    let srv = TestServer::start();
+    let (ok, _, err) = run(&srv, &["stream", "create", "s1"]);
+    assert!(ok, "{err}");
+    // A two-character group would name a lease table DynamoDB refuses.
+    let (ok, _, err) = run_within(&srv, &["tail", "s1", "--group", "g1"], &[], 10)
+        .expect("tail --group g1 must fail at once, not retry forever");
+    assert!(!ok);
+    assert!(
+        err.contains("\"g1\" is not a valid group name")
+            && err.contains("3 to 255 characters, each a letter, a digit, '_', '.' or '-'"),
+        "{err}"
+    );
+    let (ok, _, err) = run_within(&srv, &["tail", "s1", "--group", "my group"], &[], 10).unwrap();
+    assert!(!ok && err.contains("not a valid group name"), "{err}");
+    let long = "x".repeat(129);
+    for args in [
+        vec!["put", "bad name", "data"],
+        vec!["stream", "create", &long],
+        vec!["stream", "describe", "a/b"],
+        vec!["tail", ""],
+        vec!["bench", "produce", "--stream", "no spaces"],
+    ] {
+        let (ok, _, err) = run_within(&srv, &args, &[], 10).unwrap();
+        assert!(!ok, "{args:?}");
+        assert!(
+            err.contains("is not a valid stream name: stream names have 1 to 128 characters"),
+            "{args:?}: {err}"
+        );
+    }
+    // Limits are inclusive: 128 characters is a valid stream name.
+    let (ok, _, err) = run(&srv, &["stream", "create", &"y".repeat(128)]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn permanent_errors_end_tail_group_with_the_error() {
+    // A missing stream.
+    let srv = TestServer::start();
+    let (ok, _, err) = run_within(&srv, &["tail", "nope", "--group", "readers"], &[], 15)
+        .expect("a missing stream must end tail --group");
+    assert!(!ok);
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+    drop(srv);
+
+    // Credentials that may read the stream but not the lease table: the
+    // worker's first DynamoDB call is refused, and no retry can change that.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "kinesis-only"
+access_key_id = "AKIDKINESIS000000001"
+secret_access_key = "kinesis-secret"
+policy = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}]}'''
+"#,
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    let admin = [
+        ("AWS_ACCESS_KEY_ID", "AKIDADMIN00000000001"),
+        ("AWS_SECRET_ACCESS_KEY", "admin-secret"),
+    ];
+    let (ok, _, err) = run_within(&srv, &["stream", "create", "s"], &admin, 15).unwrap();
+    assert!(ok, "{err}");
+    let kinesis_only = [
+        ("AWS_ACCESS_KEY_ID", "AKIDKINESIS000000001"),
+        ("AWS_SECRET_ACCESS_KEY", "kinesis-secret"),
+    ];
+    let (ok, _, err) = run_within(
+        &srv,
+        &["tail", "s", "--group", "readers"],
+        &kinesis_only,
+        20,
+    )
+    .expect("a refused lease table must end tail --group");
+    assert!(!ok);
+    assert!(
+        err.contains("consumer group readers on s stopped")
+            && err.contains("AccessDeniedException"),
+        "{err}"
+    );
+    // Unknown credentials fail at once too.
+    let unknown = [
+        ("AWS_ACCESS_KEY_ID", "AKIDUNKNOWN000000001"),
+        ("AWS_SECRET_ACCESS_KEY", "x"),
+    ];
+    let (ok, _, err) =
+        run_within(&srv, &["tail", "s", "--group", "readers"], &unknown, 20).unwrap();
+    assert!(!ok);
+    assert!(err.contains("UnrecognizedClientException"), "{err}");
+}
