@@ -253,6 +253,26 @@ pub(crate) fn valid_partition_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// Creates `dir` and any missing ancestors like `fs::create_dir_all`, and
+/// fsyncs the parent of each directory it creates, so the new directory is
+/// still there after a power loss (a file synced inside a directory whose own
+/// entry was never synced can vanish with it).
+pub fn create_dir_all_durable(dir: &Path) -> Result<(), LogError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(LogError::io(dir, e)),
+    }
+    sync_dir(parent.unwrap_or(Path::new(".")))
+}
+
 /// Raises this process's soft limit on open files to its hard limit (the
 /// soft default, often 1024, is far below what thousands of shards need).
 /// Returns the limit now in force.
@@ -286,7 +306,15 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Directories this thread fsynced, for tests of directory durability.
+    pub(crate) static SYNCED_DIRS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    #[cfg(test)]
+    SYNCED_DIRS.with(|d| d.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| LogError::io(dir, e))
@@ -295,7 +323,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 impl Log {
     /// Opens (or creates) the log in `config.dir`, recovering every partition found there.
     pub fn open(config: LogConfig) -> Result<Log, LogError> {
-        fs::create_dir_all(&config.dir).map_err(|e| LogError::io(&config.dir, e))?;
+        create_dir_all_durable(&config.dir)?;
         raise_open_file_limit();
         let (trash, trash_thread) = trash::Trash::open(&config.dir)?;
         let files = files::FileCache::new(config.max_open_segment_files);

@@ -948,3 +948,47 @@ async fn sealed_segments_are_read_to_their_last_batch_not_their_file_size() {
     let start = p.read(3, 100, 1 << 20).unwrap();
     assert_eq!(start.records.first().unwrap().offset, 3);
 }
+
+#[test]
+fn new_log_directories_are_made_durable_in_their_parents() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let dir = data.join("log");
+    SYNCED_DIRS.with(|d| d.borrow_mut().clear());
+    let log = Log::open(LogConfig::new(&dir, 1)).unwrap();
+    let synced = SYNCED_DIRS.with(|d| d.borrow().clone());
+    // data/ was created in root/, log/ in data/: both parents were synced.
+    assert!(synced.contains(&root.path().to_path_buf()), "{synced:?}");
+    assert!(synced.contains(&data), "{synced:?}");
+    drop(log);
+    // Creating a partition syncs the log's directory, which holds its entry.
+    SYNCED_DIRS.with(|d| d.borrow_mut().clear());
+    let log = Log::open(LogConfig::new(&dir, 2)).unwrap();
+    log.create_partition("p", i64::MAX).unwrap();
+    let synced = SYNCED_DIRS.with(|d| d.borrow().clone());
+    assert!(synced.contains(&dir), "{synced:?}");
+    assert!(
+        !synced.contains(&data),
+        "existing directories are not synced again"
+    );
+}
+
+/// A partition directory that lost every segment file is reopened empty but
+/// flagged, so the owner can tell its data is gone.
+#[tokio::test]
+async fn a_partition_directory_without_segments_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(LogConfig::new(dir.path(), 1)).unwrap();
+        let p = log.create_partition("p", i64::MAX).unwrap();
+        log.append(&p, batch(&["a"])).await.unwrap();
+        let q = log.create_partition("q", i64::MAX).unwrap();
+        log.append(&q, batch(&["b"])).await.unwrap();
+    }
+    for e in fs::read_dir(dir.path().join("p")).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let log = Log::open(LogConfig::new(dir.path(), 2)).unwrap();
+    assert!(log.partition("p").unwrap().found_without_segments());
+    assert!(!log.partition("q").unwrap().found_without_segments());
+}

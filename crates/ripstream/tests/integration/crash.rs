@@ -272,3 +272,79 @@ async fn corruption_inside_a_sealed_segment_is_skipped_not_served() {
     write_numbered(&srv, 200, 1).await;
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// Regression: a shard whose partition directory was gone at start-up was
+/// silently recreated empty. Now the stream is refused, with an error naming
+/// what is missing, and the other streams are served.
+#[tokio::test]
+async fn a_stream_whose_shard_data_is_gone_is_refused_after_restart() {
+    let mut srv = TestServer::start();
+    let c = srv.client();
+    create_stream(&c, "hurt", 2).await;
+    create_stream(&c, "fine", 1).await;
+    for (stream, data) in [("hurt", "h1"), ("hurt", "h2"), ("fine", "f1")] {
+        c.put_record()
+            .stream_name(stream)
+            .partition_key(data)
+            .data(Blob::new(data.as_bytes().to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    srv.terminate();
+    // "hurt" was created first, so its partitions have the lower stream uid.
+    let log_dir = srv.data_dir().join("log");
+    let uid = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("stream")?
+                .split_once("-shard")?
+                .0
+                .parse::<u64>()
+                .ok()
+        })
+        .min()
+        .unwrap();
+    let gone = log_dir.join(format!("stream{uid}-shard0"));
+    std::fs::remove_dir_all(&gone).unwrap();
+    srv.restart();
+    let c = srv.client();
+    let err = c
+        .describe_stream()
+        .stream_name("hurt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ResourceNotFoundException");
+    let msg = message(&err);
+    assert!(
+        msg.contains("shardId-000000000000") && msg.contains("missing"),
+        "{msg}"
+    );
+    let put = c
+        .put_record()
+        .stream_name("hurt")
+        .partition_key("k")
+        .data(Blob::new(b"x".to_vec()))
+        .send()
+        .await;
+    assert!(put.is_err());
+    assert!(!gone.exists(), "the missing partition was recreated");
+    assert!(
+        srv.log().contains(&format!("stream{uid}-shard0")),
+        "{}",
+        srv.log()
+    );
+    // The other stream is served as before.
+    c.put_record()
+        .stream_name("fine")
+        .partition_key("k")
+        .data(Blob::new(b"f2".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let records = read_shard(&c, "fine", "shardId-000000000000").await;
+    let values: Vec<&[u8]> = records.iter().map(|r| r.data().as_ref()).collect();
+    assert_eq!(values, [&b"f1"[..], &b"f2"[..]]);
+}
