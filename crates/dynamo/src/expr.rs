@@ -5,8 +5,10 @@
 //! `ExpressionAttributeNames` / `ExpressionAttributeValues` and records which
 //! were used, because DynamoDB refuses a request that defines one it never uses.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -75,23 +77,30 @@ impl Path {
     }
 }
 
-/// A value inside a condition.
+/// A value inside a condition. A placeholder's value is shared by all its
+/// uses (`a IN (:v, :v, ...)` must not copy a large `:v` per use).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
     Path(Path),
-    Value(AttributeValue),
+    Value(Arc<AttributeValue>),
     Size(Path),
 }
 
 impl Operand {
-    fn eval(&self, item: &Item) -> Option<AttributeValue> {
+    /// An operand of a literal value.
+    pub fn value(v: AttributeValue) -> Operand {
+        Operand::Value(Arc::new(v))
+    }
+
+    /// The operand's value for `item`, borrowed unless it is computed.
+    fn eval<'a>(&'a self, item: &'a Item) -> Option<Cow<'a, AttributeValue>> {
         match self {
-            Operand::Path(p) => p.resolve(item).cloned(),
-            Operand::Value(v) => Some(v.clone()),
+            Operand::Path(p) => p.resolve(item).map(Cow::Borrowed),
+            Operand::Value(v) => Some(Cow::Borrowed(v.as_ref())),
             Operand::Size(p) => p
                 .resolve(item)
                 .and_then(AttributeValue::size)
-                .map(|n| AttributeValue::N(Number::from_i64(n as i64))),
+                .map(|n| Cow::Owned(AttributeValue::N(Number::from_i64(n as i64)))),
         }
     }
 }
@@ -161,24 +170,28 @@ impl Condition {
             }
             Condition::Exists(p) => p.resolve(item).is_some(),
             Condition::NotExists(p) => p.resolve(item).is_none(),
-            Condition::AttributeType(p, t) => match (p.resolve(item), t.eval(item)) {
+            Condition::AttributeType(p, t) => match (p.resolve(item), t.eval(item).as_deref()) {
                 (Some(v), Some(AttributeValue::S(t))) => v.type_name() == t,
                 _ => false,
             },
-            Condition::BeginsWith(a, b) => match (a.eval(item), b.eval(item)) {
-                (Some(AttributeValue::S(a)), Some(AttributeValue::S(b))) => a.starts_with(&b),
-                (Some(AttributeValue::B(a)), Some(AttributeValue::B(b))) => a.starts_with(&b),
-                _ => false,
-            },
-            Condition::Contains(a, b) => match (a.eval(item), b.eval(item)) {
-                (Some(AttributeValue::S(a)), Some(AttributeValue::S(b))) => a.contains(&b),
+            Condition::BeginsWith(a, b) => {
+                match (a.eval(item).as_deref(), b.eval(item).as_deref()) {
+                    (Some(AttributeValue::S(a)), Some(AttributeValue::S(b))) => {
+                        a.starts_with(b.as_str())
+                    }
+                    (Some(AttributeValue::B(a)), Some(AttributeValue::B(b))) => a.starts_with(b),
+                    _ => false,
+                }
+            }
+            Condition::Contains(a, b) => match (a.eval(item).as_deref(), b.eval(item).as_deref()) {
+                (Some(AttributeValue::S(a)), Some(AttributeValue::S(b))) => a.contains(b.as_str()),
                 (Some(AttributeValue::B(a)), Some(AttributeValue::B(b))) => {
                     b.is_empty() || a.windows(b.len()).any(|w| w == b.as_slice())
                 }
-                (Some(AttributeValue::Ss(a)), Some(AttributeValue::S(b))) => a.contains(&b),
-                (Some(AttributeValue::Ns(a)), Some(AttributeValue::N(b))) => a.contains(&b),
-                (Some(AttributeValue::Bs(a)), Some(AttributeValue::B(b))) => a.contains(&b),
-                (Some(AttributeValue::L(a)), Some(b)) => a.iter().any(|x| x.same(&b)),
+                (Some(AttributeValue::Ss(a)), Some(AttributeValue::S(b))) => a.contains(b),
+                (Some(AttributeValue::Ns(a)), Some(AttributeValue::N(b))) => a.contains(b),
+                (Some(AttributeValue::Bs(a)), Some(AttributeValue::B(b))) => a.contains(b),
+                (Some(AttributeValue::L(a)), Some(b)) => a.iter().any(|x| x.same(b)),
                 _ => false,
             },
             Condition::And(a, b) => a.eval(item) && b.eval(item),
@@ -203,8 +216,8 @@ pub enum SetValue {
 pub enum UpdateAction {
     Set(Path, SetValue),
     Remove(Path),
-    Add(Path, AttributeValue),
-    Delete(Path, AttributeValue),
+    Add(Path, Arc<AttributeValue>),
+    Delete(Path, Arc<AttributeValue>),
 }
 
 fn type_error() -> DynamoError {
@@ -226,7 +239,10 @@ fn invalid_path() -> DynamoError {
 impl SetValue {
     fn eval(&self, item: &Item) -> Result<AttributeValue, DynamoError> {
         match self {
-            SetValue::Operand(o) => o.eval(item).ok_or_else(missing_attribute),
+            SetValue::Operand(o) => o
+                .eval(item)
+                .map(Cow::into_owned)
+                .ok_or_else(missing_attribute),
             SetValue::IfNotExists(p, v) => match p.resolve(item) {
                 Some(x) => Ok(x.clone()),
                 None => v.eval(item),
@@ -258,11 +274,24 @@ impl SetValue {
 pub fn apply_update(item: &mut Item, actions: &[UpdateAction]) -> Result<(), DynamoError> {
     let before = item.clone();
     let mut planned = Vec::with_capacity(actions.len());
+    // Values set are all part of the new item, so once they alone exceed the
+    // item size limit the update fails; checked as they are computed, so
+    // `SET a = :v, b = :v, ...` with a large `:v` stops at the first copies.
+    let mut planned_bytes = 0usize;
     for a in actions {
         planned.push(match a {
-            UpdateAction::Set(p, v) => (p, Some(v.eval(&before)?), a),
+            UpdateAction::Set(p, v) => {
+                let value = v.eval(&before)?;
+                planned_bytes = planned_bytes.saturating_add(value.stored_size());
+                if planned_bytes > crate::table::MAX_ITEM_BYTES {
+                    return Err(DynamoError::Validation(
+                        "Item size to update has exceeded the maximum allowed size".into(),
+                    ));
+                }
+                (p, Some(value), a)
+            }
             UpdateAction::Add(p, v) => {
-                let next = match (p.resolve(&before), v) {
+                let next = match (p.resolve(&before), v.as_ref()) {
                     (None, v) => v.clone(),
                     (Some(AttributeValue::N(cur)), AttributeValue::N(n)) => {
                         AttributeValue::N(cur.add(n)?)
@@ -278,10 +307,16 @@ pub fn apply_update(item: &mut Item, actions: &[UpdateAction]) -> Result<(), Dyn
                     }
                     _ => return Err(type_error()),
                 };
+                planned_bytes = planned_bytes.saturating_add(next.stored_size());
+                if planned_bytes > crate::table::MAX_ITEM_BYTES {
+                    return Err(DynamoError::Validation(
+                        "Item size to update has exceeded the maximum allowed size".into(),
+                    ));
+                }
                 (p, Some(next), a)
             }
             UpdateAction::Delete(p, v) => {
-                let next = match (p.resolve(&before), v) {
+                let next = match (p.resolve(&before), v.as_ref()) {
                     (None, _) => None,
                     (Some(AttributeValue::Ss(cur)), AttributeValue::Ss(del)) => {
                         difference(cur, del).map(AttributeValue::Ss)
@@ -548,6 +583,8 @@ pub struct Placeholders<'a> {
     values: Option<&'a Map<String, Value>>,
     used_names: BTreeSet<String>,
     used_values: BTreeSet<String>,
+    /// Each value placeholder parsed once, shared by all its uses.
+    parsed: HashMap<String, Arc<AttributeValue>>,
 }
 
 impl<'a> Placeholders<'a> {
@@ -560,6 +597,7 @@ impl<'a> Placeholders<'a> {
             values,
             used_names: BTreeSet::new(),
             used_values: BTreeSet::new(),
+            parsed: HashMap::new(),
         }
     }
 
@@ -730,11 +768,16 @@ impl<'p, 'a> Parser<'p, 'a> {
         }
     }
 
-    fn value(&mut self, placeholder: &str) -> Result<AttributeValue, DynamoError> {
+    fn value(&mut self, placeholder: &str) -> Result<Arc<AttributeValue>, DynamoError> {
+        if let Some(v) = self.ph.parsed.get(placeholder) {
+            return Ok(v.clone());
+        }
         match self.ph.values.and_then(|m| m.get(placeholder)) {
             Some(v) => {
                 self.ph.used_values.insert(placeholder.to_string());
-                AttributeValue::from_json(v)
+                let v = Arc::new(AttributeValue::from_json(v)?);
+                self.ph.parsed.insert(placeholder.to_string(), v.clone());
+                Ok(v)
             }
             None => Err(DynamoError::Validation(format!(
                 "Invalid {}: An expression attribute value used in expression is not defined; attribute value: {placeholder}",
@@ -1012,7 +1055,7 @@ impl<'p, 'a> Parser<'p, 'a> {
                         };
                         let ok = if clause == "ADD" {
                             matches!(
-                                v,
+                                *v,
                                 AttributeValue::N(_)
                                     | AttributeValue::Ss(_)
                                     | AttributeValue::Ns(_)
@@ -1020,7 +1063,7 @@ impl<'p, 'a> Parser<'p, 'a> {
                             )
                         } else {
                             matches!(
-                                v,
+                                *v,
                                 AttributeValue::Ss(_)
                                     | AttributeValue::Ns(_)
                                     | AttributeValue::Bs(_)
@@ -1255,5 +1298,28 @@ mod tests {
         let p = parse_projection("a, b.c", &mut ph).unwrap();
         let out = Value::Object(crate::value::item_to_json(&project(&it, &p)));
         assert_eq!(out, json!({"a": {"S": "1"}, "b": {"M": {"c": {"S": "2"}}}}));
+    }
+
+    #[test]
+    fn placeholder_values_are_shared_by_their_uses() {
+        let big = "x".repeat(1 << 20);
+        let c = cond("a IN (:v, :v, :v)", json!({}), json!({":v": {"S": big}})).unwrap();
+        let Condition::In(_, list) = &c else {
+            panic!("{c:?}")
+        };
+        let Operand::Value(first) = &list[0] else {
+            panic!()
+        };
+        assert!(
+            list.iter()
+                .all(|o| matches!(o, Operand::Value(v) if Arc::ptr_eq(v, first)))
+        );
+        assert_eq!(Arc::strong_count(first), 3, "one value for three uses");
+        // SET copies of a large value stop at the item size limit.
+        let vals = json!({":v": {"S": "y".repeat(300 * 1024)}});
+        let mut ph = Placeholders::new(None, vals.as_object());
+        let actions = parse_update("SET a = :v, b = :v, c = :v", &mut ph).unwrap();
+        let e = apply_update(&mut Item::new(), &actions).unwrap_err();
+        assert!(e.to_string().contains("maximum allowed size"), "{e}");
     }
 }

@@ -36,7 +36,7 @@ fn comparison(name: &str, op: &str, args: Vec<AttributeValue>) -> Result<Conditi
         }
     };
     let cmp = |c: Comparator, args: &[AttributeValue]| {
-        Condition::Compare(path(), c, Operand::Value(args[0].clone()))
+        Condition::Compare(path(), c, Operand::value(args[0].clone()))
     };
     Ok(match op {
         "EQ" | "NE" | "LE" | "LT" | "GE" | "GT" => {
@@ -73,7 +73,7 @@ fn comparison(name: &str, op: &str, args: Vec<AttributeValue>) -> Result<Conditi
         }
         "CONTAINS" | "NOT_CONTAINS" => {
             arity(1)?;
-            let c = Condition::Contains(path(), Operand::Value(args[0].clone()));
+            let c = Condition::Contains(path(), Operand::value(args[0].clone()));
             if op == "CONTAINS" {
                 c
             } else {
@@ -82,7 +82,7 @@ fn comparison(name: &str, op: &str, args: Vec<AttributeValue>) -> Result<Conditi
         }
         "BEGINS_WITH" => {
             arity(1)?;
-            Condition::BeginsWith(path(), Operand::Value(args[0].clone()))
+            Condition::BeginsWith(path(), Operand::value(args[0].clone()))
         }
         "IN" => {
             if args.is_empty() {
@@ -90,7 +90,7 @@ fn comparison(name: &str, op: &str, args: Vec<AttributeValue>) -> Result<Conditi
                     "Invalid number of argument(s) for the {op} ComparisonOperator"
                 )));
             }
-            Condition::In(path(), args.into_iter().map(Operand::Value).collect())
+            Condition::In(path(), args.into_iter().map(Operand::value).collect())
         }
         "BETWEEN" => {
             arity(2)?;
@@ -101,8 +101,8 @@ fn comparison(name: &str, op: &str, args: Vec<AttributeValue>) -> Result<Conditi
             }
             Condition::Between(
                 path(),
-                Operand::Value(args[0].clone()),
-                Operand::Value(args[1].clone()),
+                Operand::value(args[0].clone()),
+                Operand::value(args[1].clone()),
             )
         }
         _ => {
@@ -176,7 +176,7 @@ pub fn expected(
             Condition::Compare(
                 Operand::Path(Path::attribute(name)),
                 Comparator::Eq,
-                Operand::Value(v),
+                Operand::value(v),
             )
         };
         conds.push(cond);
@@ -220,7 +220,7 @@ pub fn attribute_updates(updates: &Map<String, Value>) -> Result<Vec<UpdateActio
         let path = Path::attribute(name);
         let action = spec.get("Action").and_then(Value::as_str).unwrap_or("PUT");
         actions.push(match (action, value) {
-            ("PUT", Some(v)) => UpdateAction::Set(path, SetValue::Operand(Operand::Value(v))),
+            ("PUT", Some(v)) => UpdateAction::Set(path, SetValue::Operand(Operand::value(v))),
             ("PUT", None) => {
                 return Err(invalid(format!(
                     "Only DELETE action is allowed when no attribute value is specified: {name}"
@@ -229,7 +229,7 @@ pub fn attribute_updates(updates: &Map<String, Value>) -> Result<Vec<UpdateActio
             ("DELETE", None) => UpdateAction::Remove(path),
             ("DELETE", Some(v)) => match v {
                 AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_) => {
-                    UpdateAction::Delete(path, v)
+                    UpdateAction::Delete(path, v.into())
                 }
                 other => {
                     return Err(invalid(format!(
@@ -242,15 +242,15 @@ pub fn attribute_updates(updates: &Map<String, Value>) -> Result<Vec<UpdateActio
                 AttributeValue::N(_)
                 | AttributeValue::Ss(_)
                 | AttributeValue::Ns(_)
-                | AttributeValue::Bs(_) => UpdateAction::Add(path, v),
+                | AttributeValue::Bs(_) => UpdateAction::Add(path, v.into()),
                 AttributeValue::L(l) => UpdateAction::Set(
                     path.clone(),
                     SetValue::ListAppend(
                         Box::new(SetValue::IfNotExists(
                             path,
-                            Box::new(SetValue::Operand(Operand::Value(AttributeValue::L(Vec::new())))),
+                            Box::new(SetValue::Operand(Operand::value(AttributeValue::L(Vec::new())))),
                         )),
-                        Box::new(SetValue::Operand(Operand::Value(AttributeValue::L(l)))),
+                        Box::new(SetValue::Operand(Operand::value(AttributeValue::L(l)))),
                     ),
                 ),
                 other => {

@@ -1287,8 +1287,8 @@ fn check_key_condition(c: &Condition, schema: &KeySchema) -> Result<(), DynamoEr
         // Every operand must have the key attribute's type.
         let operands: Vec<&AttributeValue> = match c {
             Condition::Compare(_, _, Operand::Value(v))
-            | Condition::BeginsWith(_, Operand::Value(v)) => vec![v],
-            Condition::Between(_, Operand::Value(lo), Operand::Value(hi)) => vec![lo, hi],
+            | Condition::BeginsWith(_, Operand::Value(v)) => vec![&**v],
+            Condition::Between(_, Operand::Value(lo), Operand::Value(hi)) => vec![&**lo, &**hi],
             _ => Vec::new(),
         };
         if key_type.is_some_and(|t| operands.iter().any(|v| v.type_name() != t)) {

@@ -43,9 +43,29 @@ pub struct ServeArgs {
     /// Most connections served at once [default: 10000]
     #[arg(long, env = "RIPSTREAM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections from one source address; more are closed at once
+    /// [default: 1024, at most --max-connections]
+    #[arg(long, env = "RIPSTREAM_MAX_CONNECTIONS_PER_SOURCE")]
+    pub max_connections_per_source: Option<usize>,
+    /// Time a new connection has for its TLS handshake and first bytes
+    /// together, in milliseconds [default: 10000]
+    #[arg(long, env = "RIPSTREAM_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// A connection with no request for this long is closed (HTTP/2 pings do
+    /// not count), in milliseconds [default: 120000]
+    #[arg(long, env = "RIPSTREAM_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// Most requests handled at once before shedding with 503 [default: 4096]
     #[arg(long, env = "RIPSTREAM_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Most request-body bytes buffered across all in-flight requests before
+    /// shedding with 503 [default: 1073741824]
+    #[arg(long, env = "RIPSTREAM_MAX_BUFFERED_BYTES")]
+    pub max_buffered_bytes: Option<usize>,
+    /// Bearer token GET /metrics requires on a non-loopback listener
+    /// (without it, /metrics is refused there)
+    #[arg(long, env = "RIPSTREAM_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Region shown in ARNs [default: us-east-1]
     #[arg(long, env = "RIPSTREAM_REGION")]
     pub region: Option<String>,
@@ -135,7 +155,12 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_source: Option<usize>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
+    pub max_buffered_bytes: Option<usize>,
+    pub metrics_token: Option<String>,
     pub region: Option<String>,
     pub account_id: Option<String>,
     pub fsync: Option<String>,
@@ -248,6 +273,26 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
     if let Some(n) = args.max_in_flight.or(file.max_in_flight) {
         cfg.max_in_flight = n.max(1);
     }
+    if let Some(n) = args
+        .max_connections_per_source
+        .or(file.max_connections_per_source)
+    {
+        cfg.max_connections_per_source = n.max(1);
+    }
+    if let Some(ms) = args.handshake_timeout_ms.or(file.handshake_timeout_ms) {
+        cfg.handshake_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = args.idle_timeout_ms.or(file.idle_timeout_ms) {
+        cfg.idle_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(b) = args.max_buffered_bytes.or(file.max_buffered_bytes) {
+        cfg.max_buffered_bytes = b;
+    }
+    cfg.metrics_token = args
+        .metrics_token
+        .clone()
+        .or_else(|| file.metrics_token.clone())
+        .filter(|t| !t.is_empty());
     match (
         args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
         args.tls_key.clone().or_else(|| file.tls_key.clone()),
@@ -346,6 +391,29 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn front_door_limits() {
+        let file: FileConfig = toml::from_str(
+            "max_connections_per_source = 8\nidle_timeout_ms = 1500\nmax_buffered_bytes = 1000\nmetrics_token = \"t\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            handshake_timeout_ms: Some(250),
+            ..Default::default()
+        };
+        let cfg = resolve(&args, &file).unwrap();
+        assert_eq!(cfg.max_connections_per_source, 8);
+        assert_eq!(cfg.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.max_buffered_bytes, 1000);
+        assert_eq!(cfg.metrics_token.as_deref(), Some("t"));
+        let d = resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert!(d.max_connections_per_source < d.max_connections);
+        assert_eq!(d.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_buffered_bytes, 1 << 30);
+        assert!(d.metrics_token.is_none());
     }
 
     #[test]

@@ -104,6 +104,22 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
             cfg.listen
         ),
     }
+    tracing::info!(
+        max_connections = cfg.max_connections,
+        per_source = cfg.max_connections_per_source,
+        handshake_ms = cfg.handshake_timeout.as_millis() as u64,
+        idle_ms = cfg.idle_timeout.as_millis() as u64,
+        max_in_flight = cfg.max_in_flight,
+        max_body_bytes = cfg.max_body_bytes,
+        max_buffered_bytes = cfg.max_buffered_bytes,
+        "front-door limits"
+    );
+    if !cfg.listen.ip().is_loopback() && cfg.metrics_token.is_none() {
+        tracing::warn!(
+            "GET /metrics is refused on {} until --metrics-token is set",
+            cfg.listen
+        );
+    }
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let server = ripstream_server::Server::bind(cfg).await?;
     let addr = server.local_addr()?;

@@ -9,10 +9,14 @@
 //! types through the single table in [`wire`].
 
 pub mod auth;
+mod budget;
+mod conn;
 pub mod eventstream;
 mod fastjson;
+mod guard;
 pub mod metrics;
 pub mod model;
+mod redact;
 mod router;
 pub mod tls;
 pub mod wire;
@@ -25,9 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use ripstream_kinesis::{Service, ServiceConfig};
 use tokio::net::TcpListener;
@@ -50,8 +53,22 @@ pub struct ServerConfig {
     pub tls: Option<tls::TlsFiles>,
     /// Most connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Most connections from one source address; more are closed at once.
+    pub max_connections_per_source: usize,
+    /// How long a new connection has to finish its TLS handshake and send
+    /// the first bytes that tell HTTP/1.1 from HTTP/2, together.
+    pub handshake_timeout: Duration,
+    /// A connection carrying no request for this long is closed (HTTP/2
+    /// pings do not count as requests).
+    pub idle_timeout: Duration,
     /// Most requests handled at once; beyond, requests are shed with a retryable 503.
     pub max_in_flight: usize,
+    /// Most request-body bytes buffered across all in-flight requests;
+    /// beyond, requests are shed with a retryable 503.
+    pub max_buffered_bytes: usize,
+    /// Bearer token `/metrics` requires on a non-loopback listener (without
+    /// one, `/metrics` is refused there).
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -65,7 +82,12 @@ impl ServerConfig {
             principals: None,
             tls: None,
             max_connections: 10_000,
+            max_connections_per_source: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             max_in_flight: 4096,
+            max_buffered_bytes: 1 << 30,
+            metrics_token: None,
         }
     }
 }
@@ -101,6 +123,11 @@ pub(crate) struct AppState {
     pub principals: Option<Arc<auth::Principals>>,
     /// Permits for requests being handled; when none is left, requests are shed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Bytes of request bodies buffered now, against their limit.
+    pub budget: Arc<budget::MemoryBudget>,
+    /// Whether the listener is on a loopback address (operator endpoints open).
+    pub loopback_listener: bool,
+    pub metrics_token: Option<String>,
 }
 
 /// A bound, ready server.
@@ -154,6 +181,10 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             principals: config.principals.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+            // A budget below one largest body could never admit it.
+            budget: budget::MemoryBudget::new(config.max_buffered_bytes.max(config.max_body_bytes)),
+            loopback_listener: config.listen.ip().is_loopback(),
+            metrics_token: config.metrics_token.clone(),
         });
         Ok(Server {
             listener,
@@ -193,8 +224,17 @@ impl Server {
             .max_header_list_size(64 * 1024)
             .keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));
-        let graceful = GracefulShutdown::new();
-        let connections = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        // Connections hold permits of this semaphore; shutdown waits until
+        // it has them all back.
+        let max_connections = self.config.max_connections.clamp(1, u32::MAX as usize);
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let sources =
+            conn::SourceLimiter::new(self.config.max_connections_per_source.min(max_connections));
+        let settings = conn::ConnSettings {
+            builder,
+            idle_timeout: self.config.idle_timeout,
+        };
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
         loop {
@@ -214,48 +254,40 @@ impl Server {
                             continue;
                         }
                     };
+                    let Some(source) = sources.try_acquire(peer.ip()) else {
+                        debug!(%peer, "closing a connection: too many from this address");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let state = self.state.clone();
-                    let service = hyper::service::service_fn(move |req| router::handle(state.clone(), req));
-                    match &self.tls {
-                        None => {
-                            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-                            tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    debug!(%peer, error = %e, "connection ended with an error");
+                    let settings = settings.clone();
+                    let mut stopping = stopping.clone();
+                    let acceptor = self.tls.clone();
+                    // The handshake and the first bytes share one deadline, so
+                    // a silent or trickling client gives its slot back soon.
+                    let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
+                    tokio::spawn(async move {
+                        let _slot = (permit, source);
+                        match acceptor {
+                            None => conn::serve(stream, peer, state, settings, deadline, stopping).await,
+                            Some(acceptor) => {
+                                match conn::before_deadline(deadline, &mut stopping, acceptor.accept(stream)).await {
+                                    Some(Ok(tls)) => conn::serve(tls, peer, state, settings, deadline, stopping).await,
+                                    Some(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                                    None => debug!(%peer, "TLS handshake not finished in time"),
                                 }
-                                drop(permit);
-                            });
+                            }
                         }
-                        Some(acceptor) => {
-                            let acceptor = acceptor.clone();
-                            let builder = builder.clone();
-                            let watcher = graceful.watcher();
-                            tokio::spawn(async move {
-                                // A client that never finishes its handshake is dropped.
-                                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                                    Ok(Ok(s)) => s,
-                                    Ok(Err(e)) => {
-                                        debug!(%peer, error = %e, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => return,
-                                };
-                                let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service).into_owned());
-                                if let Err(e) = conn.await {
-                                    debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                                drop(permit);
-                            });
-                        }
-                    }
+                    });
                 }
                 _ = &mut shutdown => break,
             }
         }
         info!("shutting down: no longer accepting connections");
         drop(self.listener);
-        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown())
+        let _ = stop.send(true);
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.config.shutdown_grace, connections.acquire_many(all))
             .await
             .is_err()
         {

@@ -342,9 +342,9 @@ impl ServiceModel {
         }
         let inner = |s: &str| self.items_bound(s, depth + 1);
         match self.shapes.get(shape) {
-            Some(Kind::Structure { members, .. }) => members
-                .iter()
-                .fold(1u64, |a, (_, m)| a.saturating_add(1).saturating_add(inner(m))),
+            Some(Kind::Structure { members, .. }) => members.iter().fold(1u64, |a, (_, m)| {
+                a.saturating_add(1).saturating_add(inner(m))
+            }),
             Some(Kind::List { member, max, .. }) => max
                 .unwrap_or(UNBOUNDED_ITEMS)
                 .saturating_mul(inner(member))

@@ -66,11 +66,20 @@ pub(crate) async fn handle(
                 state.metrics_token.as_deref(),
                 &parts.headers,
             );
-            match access.map(|()| prometheus_client::encoding::text::encode(&mut out, &state.registry)) {
+            match access
+                .map(|()| prometheus_client::encoding::text::encode(&mut out, &state.registry))
+            {
                 Err(status) => {
-                    let mut r = text(status, "text/plain", "metrics need the configured bearer token\n".into());
+                    let mut r = text(
+                        status,
+                        "text/plain",
+                        "metrics need the configured bearer token\n".into(),
+                    );
                     if status == StatusCode::UNAUTHORIZED {
-                        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                        r.headers_mut().insert(
+                            http::header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Bearer"),
+                        );
                     }
                     r
                 }
@@ -358,23 +367,19 @@ async fn call(
 ) -> Result<Response<Body>, WireError> {
     // Buffered only within the server's memory budget, and cut off if it
     // trickles in too slowly (slowloris). The reservation lives as long as the bytes.
-    let (bytes, _reserved) = match crate::budget::collect_body(
-        body,
-        state.max_body_bytes,
-        &state.budget,
-        BODY_TIMEOUT,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(crate::budget::BodyError::Busy) => {
-            return Ok(shed(
-                state,
-                "The server is buffering too many request bytes; retry with backoff.",
-            ));
-        }
-        Err(e) => return Err(e.to_wire()),
-    };
+    let (bytes, _reserved) =
+        match crate::budget::collect_body(body, state.max_body_bytes, &state.budget, BODY_TIMEOUT)
+            .await
+        {
+            Ok(b) => b,
+            Err(crate::budget::BodyError::Busy) => {
+                return Ok(shed(
+                    state,
+                    "The server is buffering too many request bytes; retry with backoff.",
+                ));
+            }
+            Err(e) => return Err(e.to_wire()),
+        };
     // Authenticate over the raw bytes before decoding anything: a client
     // without valid credentials cannot make the server parse its body.
     let signing_service = if dynamodb { "dynamodb" } else { "kinesis" };

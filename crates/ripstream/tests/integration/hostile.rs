@@ -253,7 +253,10 @@ async fn silent_and_preface_only_connections_do_not_hold_slots() {
             still_open += 1;
         }
     }
-    assert_eq!(still_open, 0, "connections that never sent a request stay open");
+    assert_eq!(
+        still_open, 0,
+        "connections that never sent a request stay open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +513,9 @@ async fn dynamodb_placeholders_are_not_copied_per_use() {
 async fn metrics_need_a_token_off_loopback() {
     let get = |addr: String, headers: Vec<(&'static str, String)>| async move {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        raw(&addr, false, "GET", "/metrics", &h, Vec::new()).await.status
+        raw(&addr, false, "GET", "/metrics", &h, Vec::new())
+            .await
+            .status
     };
     // Loopback: open.
     let local = TestServer::start();
@@ -519,7 +524,10 @@ async fn metrics_need_a_token_off_loopback() {
     let open = TestServer::start_on("0.0.0.0:0", &["--insecure-allow-anonymous"]);
     let addr = open.addr.replace("0.0.0.0", "127.0.0.1");
     assert_eq!(get(addr.clone(), vec![]).await, 403);
-    assert_eq!(get(addr, vec![("authorization", "Bearer x".into())]).await, 403);
+    assert_eq!(
+        get(addr, vec![("authorization", "Bearer x".into())]).await,
+        403
+    );
     // Elsewhere with a token: only with it.
     let tokened = TestServer::start_on(
         "0.0.0.0:0",
@@ -554,14 +562,21 @@ async fn anonymous_loopback_server_refuses_foreign_host_names() {
                     ("x-amz-target", "Kinesis_20131202.ListStreams"),
                     ("content-type", "application/x-amz-json-1.1"),
                 ],
-                if method == "POST" { b"{}".to_vec() } else { Vec::new() },
+                if method == "POST" {
+                    b"{}".to_vec()
+                } else {
+                    Vec::new()
+                },
             )
             .await
             .status
         }
     };
     // DNS rebinding: a browser sends the attacker's name.
-    for host in [format!("attacker.example:{port}"), "rebind.127.0.0.1.nip.io".into()] {
+    for host in [
+        format!("attacker.example:{port}"),
+        "rebind.127.0.0.1.nip.io".into(),
+    ] {
         assert_eq!(call(host.clone(), "/", "POST").await, 403, "{host}");
         assert_eq!(call(host.clone(), "/metrics", "GET").await, 403, "{host}");
         assert_eq!(call(host.clone(), "/health", "GET").await, 403, "{host}");
@@ -598,11 +613,20 @@ async fn refused_requests_log_the_access_key_id_not_the_signature() {
     assert!(reply.contains("IncompleteSignatureException"), "{reply}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = srv.log();
-    let refused: Vec<&str> = log.lines().filter(|l| l.contains("request refused")).collect();
-    assert!(!refused.is_empty(), "no debug line for the refused request:\n{log}");
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "no debug line for the refused request:\n{log}"
+    );
     assert!(
         refused.iter().any(|l| l.contains("AKIDPRODUCER00000001")),
         "{refused:?}"
     );
-    assert!(!log.contains(signature), "the signature reached the log:\n{log}");
+    assert!(
+        !log.contains(signature),
+        "the signature reached the log:\n{log}"
+    );
 }

@@ -31,6 +31,11 @@ impl TestServer {
 
     /// Starts with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> TestServer {
+        TestServer::start_on("127.0.0.1:0", extra)
+    }
+
+    /// Starts listening on `listen` (such as `0.0.0.0:0`) with extra flags.
+    pub fn start_on(listen: &str, extra: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_path = dir.path().join("server.log");
         let mut s = TestServer {
@@ -41,7 +46,7 @@ impl TestServer {
             stderr_path,
             scheme: "http",
         };
-        s.spawn("127.0.0.1:0");
+        s.spawn(listen);
         s
     }
 
@@ -51,7 +56,10 @@ impl TestServer {
             .append(true)
             .open(&self.stderr_path)
             .expect("log file");
-        let mut child = Command::new(BIN)
+        // RIPSTREAM_TEST_BIN runs the suite against another build (say, the
+        // last release, to see a new test fail there).
+        let bin = std::env::var("RIPSTREAM_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut child = Command::new(bin)
             .arg("serve")
             .arg("--listen")
             .arg(listen)

@@ -1,0 +1,225 @@
+//! The memory budget for request bodies: the bytes buffered across every
+//! in-flight request are bounded, so thousands of concurrent large bodies
+//! are refused (503, retry) instead of exhausting memory. A body reserves
+//! its buffer from the budget as its bytes arrive, so a client that only
+//! declares a large Content-Length holds nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http_body_util::BodyExt;
+
+use crate::wire::WireError;
+
+/// The bytes every in-flight request may buffer together.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// An empty reservation, to be grown as bytes arrive.
+    pub(crate) fn reservation(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes reserved right now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes held from the budget; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Grows the reservation to `n` bytes; `false` (and unchanged) when the
+    /// budget cannot cover it.
+    pub(crate) fn grow_to(&mut self, n: usize) -> bool {
+        if n <= self.bytes {
+            return true;
+        }
+        if !self.budget.take(n - self.bytes) {
+            return false;
+        }
+        self.bytes = n;
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a body could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the memory budget for request bodies is exhausted")]
+    Busy,
+    #[error("request body not received within {0:?}")]
+    Timeout(Duration),
+    #[error("could not read the request body: {0}")]
+    Read(String),
+}
+
+impl BodyError {
+    /// The answer AWS gives (`Busy` is answered as load shedding by the router).
+    pub(crate) fn to_wire(&self) -> WireError {
+        match self {
+            BodyError::TooLarge(max) => WireError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SerializationException",
+                format!("Request body exceeds the limit of {max} bytes"),
+            ),
+            BodyError::Busy => WireError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+                "The server is buffering too many request bytes; retry with backoff.",
+            ),
+            BodyError::Timeout(t) => WireError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                format!(
+                    "The request body was not received within {} seconds",
+                    t.as_secs()
+                ),
+            ),
+            BodyError::Read(e) => {
+                WireError::serialization(format!("Could not read the request body: {e}"))
+            }
+        }
+    }
+}
+
+/// Reads a whole body of at most `max` bytes within `timeout`, reserving its
+/// buffer from `budget` before growing it. The reservation must live as long
+/// as the bytes do.
+pub(crate) async fn collect_body<B>(
+    mut body: B,
+    max: usize,
+    budget: &Arc<MemoryBudget>,
+    timeout: Duration,
+) -> Result<(Bytes, Reservation), BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    // A declared length over the limit is refused before reading anything.
+    let declared = body.size_hint().lower();
+    if declared > max as u64 {
+        return Err(BodyError::TooLarge(max));
+    }
+    // The buffer grows to the declared length at most in one step, and to at
+    // most `max` for a body of unknown length.
+    let declared = declared as usize;
+    let mut reservation = budget.reservation();
+    let mut buf = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let needed = buf.len() + data.len();
+            if needed > max {
+                return Err(BodyError::TooLarge(max));
+            }
+            if needed > buf.capacity() {
+                // Doubling keeps copies few; the declared length, when it is
+                // right, makes it one allocation.
+                let target = needed
+                    .max(declared.min(max))
+                    .max(buf.capacity().saturating_mul(2).min(max));
+                if !reservation.grow_to(target) {
+                    return Err(BodyError::Busy);
+                }
+                buf.reserve(target - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => Ok((buf.freeze(), reservation)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BodyError::Timeout(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn bodies_are_buffered_only_within_the_budget() {
+        let budget = MemoryBudget::new(1000);
+        let t = Duration::from_secs(5);
+        let (a, held) = collect_body(Full::new(Bytes::from(vec![1u8; 600])), 800, &budget, t)
+            .await
+            .unwrap();
+        assert_eq!(a.len(), 600);
+        assert!(budget.used() >= 600);
+        let e = collect_body(Full::new(Bytes::from(vec![1u8; 600])), 800, &budget, t)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BodyError::Busy), "{e}");
+        drop(held);
+        assert_eq!(budget.used(), 0);
+        let e = collect_body(Full::new(Bytes::from(vec![1u8; 900])), 800, &budget, t)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BodyError::TooLarge(800)), "{e}");
+        // A body of unknown length grows its reservation chunk by chunk.
+        let streamed = Chunks((0..10).map(|_| Bytes::from(vec![2u8; 50])).collect());
+        let (b, _held) = collect_body(streamed, 800, &budget, t).await.unwrap();
+        assert_eq!(b.len(), 500);
+        assert!(budget.used() >= 500 && budget.used() <= 800);
+    }
+
+    /// A body of unknown length.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl hyper::body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+}
