@@ -8,6 +8,11 @@
 //! the least recently used one is closed. Recency is tracked the CLOCK way (a
 //! reference bit per file and a sweeping hand) so a read that finds its file
 //! open takes no lock but its own segment's.
+//!
+//! Active segments are the exception: tailing consumers read them all the
+//! time, and there is one per partition, so their descriptors are *pinned*
+//! (kept outside the cache, never evicted) until the segment is sealed.
+//! Otherwise a few hundred busy shards would evict each other at every read.
 
 use std::fs::File;
 use std::io;
@@ -25,9 +30,27 @@ pub const DEFAULT_MAX_OPEN_SEGMENT_FILES: usize = 256;
 pub(crate) struct FileSlot {
     file: Mutex<Option<Arc<File>>>,
     referenced: AtomicBool,
+    /// Kept open outside the cache (an active segment).
+    pinned: AtomicBool,
 }
 
 impl FileSlot {
+    /// A slot whose file, once opened, stays open until [`FileSlot::unpin`].
+    pub fn pinned() -> FileSlot {
+        FileSlot {
+            pinned: AtomicBool::new(true),
+            ..FileSlot::default()
+        }
+    }
+
+    /// Hands the file over to the cache (the segment was sealed): closed
+    /// now, reopened through the cache when next read.
+    pub fn unpin(&self) {
+        let mut guard = self.file.lock();
+        self.pinned.store(false, Ordering::Relaxed);
+        *guard = None;
+    }
+
     /// Closes the file (readers still holding it keep it until they finish).
     pub fn close(&self) {
         *self.file.lock() = None;
@@ -65,6 +88,9 @@ impl FileCache {
         let file = Arc::new(File::open(path)?);
         crate::metrics::count_file_open();
         *guard = Some(file.clone());
+        if slot.pinned.load(Ordering::Relaxed) {
+            return Ok(file);
+        }
         // The slot's lock is never held while taking the ring's: eviction
         // takes them in the other order.
         drop(guard);

@@ -122,7 +122,8 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// A segment this process knows the length of (the active one, or one it sealed).
+    /// An active segment: this process knows its length, and its read
+    /// descriptor is pinned until [`Segment::unpin`].
     pub fn new(
         dir: &Path,
         base_offset: u64,
@@ -136,7 +137,7 @@ impl Segment {
             log_path: log_path(dir, base_offset),
             idx_path: idx_path(dir, base_offset),
             files,
-            slot: Arc::default(),
+            slot: Arc::new(FileSlot::pinned()),
             readable_len: AtomicU64::new(readable_len),
             len_known: AtomicBool::new(true),
             sealed_end: None,
@@ -149,6 +150,7 @@ impl Segment {
     /// (the next segment's base). Nothing is read until it is needed.
     pub fn sealed(dir: &Path, base_offset: u64, end: u64, files: Arc<FileCache>) -> Segment {
         Segment {
+            slot: Arc::default(),
             len_known: AtomicBool::new(false),
             sealed_end: Some(end),
             first_timestamp: AtomicI64::new(NOT_LOADED),
@@ -182,6 +184,11 @@ impl Segment {
     pub fn set_readable_len(&self, len: u64) {
         self.readable_len.store(len, Ordering::Release);
         self.len_known.store(true, Ordering::Release);
+    }
+
+    /// Puts the read descriptor of a segment just sealed under the cache's bound.
+    pub fn unpin(&self) {
+        self.slot.unpin();
     }
 
     /// Closes the segment's read descriptor, if open.

@@ -757,6 +757,7 @@ fn roll(part: &Partition, w: &mut ActiveWriter, faults: &Faults) -> Result<(), L
         }
     };
     w.sealed.push((w.segment.clone(), w.position));
+    w.segment.unpin();
     let seg = Arc::new(Segment::new(
         &part.dir,
         base,

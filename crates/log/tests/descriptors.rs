@@ -76,4 +76,27 @@ async fn thousands_of_sealed_segments_cost_no_descriptors_or_reads_at_open() {
     // SAFETY: getrlimit writes only the struct passed.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
     assert_eq!(lim.rlim_cur, lim.rlim_max);
+    drop(log);
+
+    // Active segments are pinned outside the cache: shards read in turn do
+    // not evict each other however small the cache is.
+    let busy = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::new(busy.path(), 1);
+    config.max_open_segment_files = 1;
+    let log = Log::open(config).unwrap();
+    let parts: Vec<_> = (0..5)
+        .map(|i| log.create_partition(&format!("p{i}"), i64::MAX).unwrap())
+        .collect();
+    for p in &parts {
+        let mut b = BatchBuilder::with_capacity(32);
+        b.push(b"k", b"v");
+        log.append(p, b.finish().unwrap()).await.unwrap();
+    }
+    let before = metrics::snapshot().segment_file_opens;
+    for _ in 0..3 {
+        for p in &parts {
+            assert_eq!(p.read(0, 10, 1 << 20).unwrap().records.len(), 1);
+        }
+    }
+    assert_eq!(metrics::snapshot().segment_file_opens - before, 5);
 }
