@@ -3,7 +3,12 @@
 # the model validator and the whole service), DynamoDB expressions and attribute
 # values (through the lease-table operations), SigV4 headers and query strings,
 # shard iterator tokens, and the shard log's recovery and reader over garbage
-# and bit-flipped segments.
+# and bit-flipped segments. Then the front door's hostile requests against the
+# real binary: silent and preface-only connection floods, one source taking
+# every slot, pinging-but-idle HTTP/2 connections, many large bodies at once,
+# CBOR bodies of millions of one-byte items, PutRecords with millions of
+# broken entries and DynamoDB expressions reusing a 15 MB placeholder (each
+# with a peak-RSS bound), plus /metrics, DNS-rebinding and log redaction.
 #
 #   fuzz/run.sh            # about 20k cases per target (a few minutes on 2 cores)
 #   CASES=200000 fuzz/run.sh
@@ -20,4 +25,5 @@ cargo test --release -p ripstream-kinesis fuzz
 PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-log fuzz
 # Each case opens a fresh table store, so fewer cases.
 PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-dynamo fuzz
+cargo test --release -p ripstream --test integration hostile
 echo "fuzzing done in $(( $(date +%s) - start )) s with ${PROPTEST_CASES} cases per target"

@@ -213,6 +213,24 @@ proptest! {
     }
 
     #[test]
+    fn cbor_prescan_counts_what_the_decoder_builds(v in cbor_value()) {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&v, &mut bytes).unwrap();
+        let n = cbor_items(&v);
+        prop_assert!(crate::model::cbor_items_within(&bytes, n));
+        prop_assert!(!crate::model::cbor_items_within(&bytes, n - 1));
+    }
+
+    #[test]
+    fn cbor_prescan_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), limit in 0usize..64) {
+        // A larger budget never refuses what a smaller one admits.
+        if crate::model::cbor_items_within(&bytes, limit) {
+            prop_assert!(crate::model::cbor_items_within(&bytes, limit + 1));
+        }
+        let _ = model().decode_cbor(Some("PutRecords"), &bytes);
+    }
+
+    #[test]
     fn sigv4_headers_never_panic(auth in ".{0,200}", query in ".{0,200}", date in ".{0,20}") {
         let mut headers = http::HeaderMap::new();
         if let Ok(v) = auth.parse() {
@@ -230,6 +248,66 @@ proptest! {
         let parts = crate::auth::sigv4::RequestParts { method: "POST", path: "/", query: &query, host: Some("h"), headers: &headers, body: b"{}" };
         let _ = crate::auth::sigv4::verify(&parts, &AnyKey, "us-east-1", "kinesis", 1_800_000_000);
     }
+}
+
+fn cbor_value() -> impl Strategy<Value = ciborium::Value> {
+    use ciborium::Value as C;
+    let leaf = prop_oneof![
+        Just(C::Null),
+        any::<bool>().prop_map(C::Bool),
+        any::<i64>().prop_map(|i| C::Integer(i.into())),
+        any::<f64>().prop_map(C::Float),
+        ".{0,30}".prop_map(C::Text),
+        proptest::collection::vec(any::<u8>(), 0..30).prop_map(C::Bytes),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(C::Array),
+            proptest::collection::vec((inner.clone(), inner.clone()), 0..8).prop_map(C::Map),
+            (0u64..100, inner).prop_map(|(t, v)| C::Tag(t, Box::new(v))),
+        ]
+    })
+}
+
+/// Data items of a CBOR value, as its encoding has headers.
+fn cbor_items(v: &ciborium::Value) -> usize {
+    use ciborium::Value as C;
+    match v {
+        C::Array(a) => 1 + a.iter().map(cbor_items).sum::<usize>(),
+        C::Map(m) => {
+            1 + m
+                .iter()
+                .map(|(k, v)| cbor_items(k) + cbor_items(v))
+                .sum::<usize>()
+        }
+        C::Tag(_, inner) => 1 + cbor_items(inner),
+        _ => 1,
+    }
+}
+
+/// The hostile bodies of the front door's memory limits stay small: a CBOR
+/// body of millions of one-byte items is refused before any value is built,
+/// and millions of broken entries yield ten messages of bounded length.
+#[test]
+fn hostile_bodies_are_refused_cheaply() {
+    let mut cbor = vec![0xa1, 0x67];
+    cbor.extend_from_slice(b"Records");
+    cbor.push(0x9a);
+    cbor.extend_from_slice(&4_000_000u32.to_be_bytes());
+    cbor.resize(cbor.len() + 4_000_000, 0xa0);
+    assert!(model().decode_cbor(Some("PutRecords"), &cbor).is_none());
+    // The same request at its limit is decoded.
+    let mut ok = vec![0xa1, 0x67];
+    ok.extend_from_slice(b"Records");
+    ok.extend_from_slice(&[0x99, 0x01, 0xf4]);
+    ok.resize(ok.len() + 500, 0xa0);
+    assert!(model().decode_cbor(Some("PutRecords"), &ok).is_some());
+
+    let records: Vec<Value> = (0..200_000).map(|_| serde_json::json!({})).collect();
+    let mut body = serde_json::json!({"StreamName": "fuzz", "Records": records});
+    let e = model().validate("PutRecords", &mut body).unwrap_err();
+    assert!(e.message.starts_with("10 validation errors detected"));
+    assert!(e.message.len() < 100 * 1024, "{} bytes", e.message.len());
 }
 
 /// Inputs that once needed care, replayed on every run.
