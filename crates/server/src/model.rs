@@ -1155,12 +1155,18 @@ mod tests {
         let m = ServiceModel::kinesis();
         // 500 entries of three members each (7 items), four times over, plus slack.
         let put_records = m.cbor_limits["PutRecords"];
-        assert!((4 * 3500 + 1024..16_000).contains(&put_records), "{put_records}");
+        assert!(
+            (4 * 3500 + 1024..16_000).contains(&put_records),
+            "{put_records}"
+        );
         assert!(m.cbor_limits.values().all(|&l| l <= MAX_CBOR_ITEMS));
         assert!(cbor_items_within(&[0x82, 0x01, 0x02], 3));
         assert!(!cbor_items_within(&[0x82, 0x01, 0x02], 2));
         // An announced length over the budget is refused before reading on.
-        assert!(!cbor_items_within(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0], 1000));
+        assert!(!cbor_items_within(
+            &[0x9b, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            1000
+        ));
     }
 
     #[test]
