@@ -630,3 +630,121 @@ async fn refused_requests_log_the_access_key_id_not_the_signature() {
         "the signature reached the log:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_subscription_is_not_idleness() {
+    use aws_sdk_kinesis::types::{
+        ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+    };
+    let srv = TestServer::start_with(&["--idle-timeout-ms", "1000"]);
+    // The HTTP/2 connection carries only the subscription; writes go over HTTP/1.1.
+    let h2 = h2_client_for(&srv.addr);
+    let writer = srv.client();
+    create_stream(&writer, "idle", 1).await;
+    let consumer = writer
+        .register_stream_consumer()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/idle")
+        .consumer_name("c")
+        .send()
+        .await
+        .unwrap()
+        .consumer()
+        .unwrap()
+        .consumer_arn()
+        .to_string();
+    let mut sub = h2
+        .subscribe_to_shard()
+        .consumer_arn(&consumer)
+        .shard_id("shardId-000000000000")
+        .starting_position(
+            StartingPosition::builder()
+                .r#type(ShardIteratorType::Latest)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seq = writer
+        .put_record()
+        .stream_name("idle")
+        .partition_key("k")
+        .data(Blob::new("after a quiet while"))
+        .send()
+        .await
+        .unwrap()
+        .sequence_number()
+        .to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, sub.event_stream.recv())
+            .await
+            .expect("the record within 10 s");
+        match ev {
+            Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => {
+                if e.records().iter().any(|r| r.sequence_number() == seq) {
+                    break;
+                }
+            }
+            other => panic!("the subscription ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshake_and_first_bytes_share_one_deadline() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rustls_pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("s.pem"), dir.path().join("s.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let srv = TestServer::start_with(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+        "--handshake-timeout-ms",
+        "1000",
+    ]);
+    // Silent before the handshake.
+    let mut silent = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
+    // A finished handshake, then nothing.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut silent, Duration::from_secs(4)).await);
+    let mut b = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(4), tls.read(&mut b)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a TLS connection that sent no request is still open: {read:?}"
+    );
+}
