@@ -200,6 +200,14 @@ impl Dynamo {
                 .and_then(|v| v.as_object())
                 .map(|items| items.keys().map(|k| arn(k)).collect())
                 .unwrap_or_else(|| Ok(Vec::new())),
+            // Reading an index is an action on the index, as IAM names it.
+            "Query" | "Scan" if req.get("IndexName").is_some() => {
+                let index = member("IndexName")?;
+                Ok(vec![format!(
+                    "{}/index/{index}",
+                    arn(member("TableName")?)?
+                )])
+            }
             _ => Ok(vec![arn(member("TableName")?)?]),
         }
     }
@@ -207,8 +215,10 @@ impl Dynamo {
     fn table_arn(&self, name: &str) -> String {
         let cfg = &self.inner.cfg;
         format!(
-            "arn:aws:dynamodb:{}:{}:table/{name}",
-            cfg.region, cfg.account_id
+            "arn:{}:dynamodb:{}:{}:table/{name}",
+            ripstream_iam::partition(&cfg.region),
+            cfg.region,
+            cfg.account_id
         )
     }
 

@@ -309,6 +309,14 @@ fn names_arns_and_limits_from_review() {
         .unwrap(),
         ["arn:aws:dynamodb:us-east-1:000000000000:table/leases"]
     );
+    assert_eq!(
+        d.request_resources(
+            "Query",
+            &json!({"TableName": "leases", "IndexName": "by-owner"})
+        )
+        .unwrap(),
+        ["arn:aws:dynamodb:us-east-1:000000000000:table/leases/index/by-owner"]
+    );
     assert!(
         d.request_resources("BatchGetItem", &json!({"RequestItems": {}}))
             .unwrap()

@@ -54,6 +54,21 @@ pub struct Policy {
     statements: Vec<Statement>,
 }
 
+/// The AWS partition of a region, as ARNs name it.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else {
+        "aws"
+    }
+}
+
 /// The outcome of evaluating a request against both policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -241,6 +256,34 @@ impl Policy {
         Ok(Policy { statements })
     }
 
+    /// What a stored document that no longer parses stands for: everything
+    /// is denied to everyone except managing the resource policy itself, so
+    /// a Deny it held can never turn into access, and an owner can still
+    /// replace or delete it.
+    pub fn deny_all_but_policy_management() -> Policy {
+        Policy {
+            statements: vec![Statement {
+                effect: Effect::Deny,
+                actions: Patterns {
+                    negated: true,
+                    patterns: vec![
+                        "*:PutResourcePolicy".into(),
+                        "*:GetResourcePolicy".into(),
+                        "*:DeleteResourcePolicy".into(),
+                    ],
+                },
+                resources: Patterns {
+                    negated: false,
+                    patterns: vec!["*".into()],
+                },
+                principals: Some(Patterns {
+                    negated: false,
+                    patterns: vec!["*".into()],
+                }),
+            }],
+        }
+    }
+
     /// Whether the document names principals (a resource policy) in every statement.
     pub fn is_resource_policy(&self) -> bool {
         !self.statements.is_empty() && self.statements.iter().all(|s| s.principals.is_some())
@@ -273,7 +316,13 @@ impl Policy {
                     p == account
                         || *p == format!("arn:{}:iam::{account}:root", arn_partition(principal))
                 });
-                let hit = exact || via_account;
+                // NotPrincipal exempts only the principals it lists exactly:
+                // listing the account does not exempt every user in it.
+                let hit = if pr.negated {
+                    exact
+                } else {
+                    exact || via_account
+                };
                 if hit == pr.negated {
                     continue;
                 }
@@ -434,6 +483,37 @@ mod tests {
             ),
             Decision::NotApplicable
         );
+    }
+
+    #[test]
+    fn not_principal_naming_the_account_exempts_no_user() {
+        let p = Policy::parse(r#"{"Statement": [{"Effect": "Deny", "NotPrincipal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kinesis:*"}]}"#).unwrap();
+        assert_eq!(
+            p.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn an_unreadable_stored_policy_fails_closed() {
+        let p = Policy::deny_all_but_policy_management();
+        assert_eq!(
+            p.evaluate("kinesis:GetRecords", "x", ME, "000000000000"),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.evaluate("kinesis:DeleteResourcePolicy", "x", ME, "000000000000"),
+            Decision::NotApplicable
+        );
+    }
+
+    #[test]
+    fn partitions() {
+        assert_eq!(partition("us-east-1"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition("us-isob-east-1"), "aws-iso-b");
+        assert_eq!(partition("us-iso-east-1"), "aws-iso");
     }
 
     #[test]

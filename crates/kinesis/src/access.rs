@@ -27,11 +27,15 @@ pub(crate) struct ParsedPolicies {
 impl ParsedPolicies {
     pub(crate) fn of(rec: &StreamRecord) -> ParsedPolicies {
         // Documents were checked when they were put; one that no longer
-        // parses (written by another version) grants nothing.
+        // parses (written by a version with other rules) fails closed, so a
+        // Deny it held is never lost.
         let parse = |text: &Option<String>| {
-            text.as_deref()
-                .and_then(|t| Policy::parse(t).ok())
-                .map(Arc::new)
+            text.as_deref().map(|t| {
+                Arc::new(Policy::parse(t).unwrap_or_else(|e| {
+                    tracing::error!(stream = %rec.name, error = %e, "a stored resource policy no longer parses: denying access until it is replaced");
+                    Policy::deny_all_but_policy_management()
+                }))
+            })
         };
         ParsedPolicies {
             stream: parse(&rec.policy),
@@ -51,7 +55,7 @@ impl ParsedPolicies {
 
 impl Inner {
     /// The stream and, for a consumer ARN, the consumer name a resource ARN names.
-    fn policy_target(&self, arn: &str) -> Result<(StreamRef, Option<String>)> {
+    fn policy_target(&self, arn: &str) -> Result<(StreamRef, Option<(String, i64)>)> {
         if arn.contains("/consumer/") {
             let (s, c) = self.resolve_consumer(&ConsumerRef {
                 consumer_arn: Some(arn.to_string()),
@@ -62,7 +66,7 @@ impl Inner {
                     stream_name: Some(s.rec.name.clone()),
                     stream_arn: None,
                 },
-                Some(c.name),
+                Some((c.name, c.created_ms)),
             ));
         }
         let name = self.name_from_stream_arn(arn)?;
@@ -78,15 +82,15 @@ impl Inner {
 
     fn policy_slot<'a>(
         rec: &'a mut StreamRecord,
-        consumer: Option<&str>,
+        consumer: Option<&(String, i64)>,
     ) -> Option<&'a mut Option<String>> {
         match consumer {
             None => Some(&mut rec.policy),
-            Some(name) => rec
+            Some((name, created_ms)) => rec
                 .consumers
                 .iter_mut()
                 .rev()
-                .find(|c| c.name == name)
+                .find(|c| c.name == *name && c.created_ms == *created_ms)
                 .map(|c| &mut c.policy),
         }
     }
@@ -113,7 +117,7 @@ impl Service {
         let (stream, consumer) = inner.policy_target(&input.resource_arn)?;
         inner
             .mutate(&stream, true, |rec, _| {
-                let slot = Inner::policy_slot(rec, consumer.as_deref())
+                let slot = Inner::policy_slot(rec, consumer.as_ref())
                     .ok_or_else(|| Error::ResourceNotFound("Consumer not found.".into()))?;
                 *slot = Some(input.policy.clone());
                 Ok(())
@@ -139,7 +143,7 @@ impl Service {
         let (stream, consumer) = inner.policy_target(&input.resource_arn)?;
         inner
             .mutate(&stream, true, |rec, _| {
-                if let Some(slot) = Inner::policy_slot(rec, consumer.as_deref()) {
+                if let Some(slot) = Inner::policy_slot(rec, consumer.as_ref()) {
                     *slot = None;
                 }
                 Ok(())
@@ -153,7 +157,7 @@ impl Service {
         let (stream, consumer) = inner.policy_target(arn)?;
         let s = inner.lookup_ref(stream.stream_name.as_deref(), None)?;
         let mut rec = s.rec.clone();
-        Ok(Inner::policy_slot(&mut rec, consumer.as_deref()).and_then(|p| p.clone()))
+        Ok(Inner::policy_slot(&mut rec, consumer.as_ref()).and_then(|p| p.clone()))
     }
 
     /// The policy attached to a stream or consumer, by its canonical ARN, for

@@ -9,20 +9,7 @@
 
 use crate::{Error, Result};
 
-/// The AWS partition of a region, as AWS names them.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else if region.starts_with("us-iso-") {
-        "aws-iso"
-    } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
-    } else {
-        "aws"
-    }
-}
+pub use ripstream_iam::partition;
 
 /// What a Kinesis ARN names.
 #[derive(Debug, Clone, PartialEq, Eq)]

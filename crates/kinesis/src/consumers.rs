@@ -326,6 +326,18 @@ impl Service {
         &self,
         input: SubscribeToShardInput,
     ) -> Result<mpsc::Receiver<SubscriptionItem>> {
+        self.subscribe_to_shard_holding(input, ()).await
+    }
+
+    /// SubscribeToShard, keeping `guard` alive exactly as long as the
+    /// subscription runs (the front door passes the request's in-flight
+    /// slot, so it is given back when the subscription ends, whatever the
+    /// reader does with its connection).
+    pub async fn subscribe_to_shard_holding(
+        &self,
+        input: SubscribeToShardInput,
+        guard: impl Send + 'static,
+    ) -> Result<mpsc::Receiver<SubscriptionItem>> {
         let inner = self.inner();
         let consumer = ConsumerRef {
             consumer_arn: Some(input.consumer_arn.clone()),
@@ -434,6 +446,7 @@ impl Service {
         };
         tokio::spawn(async move {
             task.run(&svc, &tx).await;
+            drop(guard);
             let mut subs = svc.inner().subscriptions.lock();
             if subs.get(&key).is_some_and(|e| e.generation == generation) {
                 subs.remove(&key);
@@ -461,6 +474,11 @@ impl Pump {
         let inner = svc.inner();
         let mut budget = TokenBucket::new(READ_BYTES_PER_SEC, inner.now_ms());
         loop {
+            // Checked on every turn: a busy shard whose reader keeps up never
+            // waits where the deadline would otherwise be noticed.
+            if tokio::time::Instant::now() >= self.deadline {
+                return;
+            }
             let now = inner.now_ms();
             let s = match inner.lookup(&self.stream) {
                 Ok(s) if s.rec.uid == self.uid => s,
@@ -484,10 +502,19 @@ impl Pump {
             };
             let mut changes = part.watch();
             changes.borrow_and_update();
-            let read = match part.read(self.offset, crate::records::MAX_GET_RECORDS, EVENT_BYTES) {
+            // On a blocking thread, as GetRecords reads: a cold read must not
+            // hold an async worker.
+            let read = {
+                let (part, from) = (part.clone(), self.offset);
+                crate::blocking(move || {
+                    Ok(part.read(from, crate::records::MAX_GET_RECORDS, EVENT_BYTES)?)
+                })
+                .await
+            };
+            let read = match read {
                 Ok(r) => r,
                 Err(e) => {
-                    self.send(tx, Err(e.into())).await;
+                    self.send(tx, Err(e)).await;
                     return;
                 }
             };
@@ -567,6 +594,79 @@ mod tests {
 
     use crate::types::*;
     use crate::{Service, ServiceConfig};
+
+    #[tokio::test]
+    async fn a_busy_subscription_still_ends_at_its_lifetime() {
+        const RECORDS: usize = 6_000;
+        let dir = tempfile::tempdir().unwrap();
+        // A backlog of ~6 MiB, written without quotas...
+        {
+            let mut cfg = ServiceConfig::new(dir.path());
+            cfg.quotas = crate::quota::QuotaMode::Off;
+            let svc = Service::open(cfg).await.unwrap();
+            svc.create_stream(CreateStreamInput {
+                stream_name: "s".into(),
+                shard_count: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            for _ in 0..RECORDS / 500 {
+                let records = (0..500)
+                    .map(|_| PutRecordsRequestEntry {
+                        data: Blob(vec![7u8; 1024].into()),
+                        partition_key: Some("k".into()),
+                        explicit_hash_key: None,
+                    })
+                    .collect();
+                let out = svc
+                    .put_records(PutRecordsInput {
+                        stream_name: Some("s".into()),
+                        records,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(out.failed_record_count, 0);
+            }
+            svc.shutdown().await;
+        }
+        // ...then pushed at the consumer's 2 MiB/s to a reader that always
+        // keeps up: the pump is never idle, so only the lifetime can end it,
+        // long before the whole backlog has been pushed.
+        let mut cfg = ServiceConfig::new(dir.path());
+        cfg.subscription_lifetime = Duration::from_millis(500);
+        let svc = Service::open(cfg).await.unwrap();
+        let consumer = svc
+            .register_stream_consumer(RegisterStreamConsumerInput {
+                stream_arn: svc.inner().stream_arn("s"),
+                consumer_name: "c".into(),
+                tags: None,
+            })
+            .await
+            .unwrap()
+            .consumer;
+        let mut sub = svc
+            .subscribe_to_shard(SubscribeToShardInput {
+                consumer_arn: consumer.consumer_arn.clone(),
+                shard_id: "shardId-000000000000".into(),
+                starting_position: StartingPosition {
+                    position_type: "TRIM_HORIZON".into(),
+                    ..Default::default()
+                },
+                dry_run: None,
+            })
+            .await
+            .unwrap();
+        let mut received = 0;
+        while let Some(item) = sub.recv().await {
+            received += item.unwrap().records.len();
+        }
+        assert!(
+            received < RECORDS,
+            "the subscription outlived its lifetime: it pushed all {received} records"
+        );
+    }
 
     #[tokio::test]
     async fn a_subscriber_that_stops_pulling_loses_its_subscription() {

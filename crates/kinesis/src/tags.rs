@@ -74,7 +74,7 @@ fn tag_list(tags: &BTreeMap<String, String>) -> Vec<Tag> {
 
 impl Inner {
     /// The stream behind a resource ARN, and the consumer if it names one.
-    fn resource(&self, arn: &str) -> Result<(StreamRef, Option<String>)> {
+    fn resource(&self, arn: &str) -> Result<(StreamRef, Option<(String, i64)>)> {
         if arn.contains("/consumer/") {
             let (s, c) = self.resolve_consumer(&ConsumerRef {
                 consumer_arn: Some(arn.to_string()),
@@ -85,7 +85,7 @@ impl Inner {
                     stream_name: Some(s.rec.name.clone()),
                     stream_arn: None,
                 },
-                Some(c.name),
+                Some((c.name, c.created_ms)),
             ));
         }
         let name = self.name_from_stream_arn(arn)?;
@@ -101,15 +101,15 @@ impl Inner {
     /// The tags of a stream, or of one of its consumers.
     fn tags_of<'a>(
         rec: &'a mut StreamRecord,
-        consumer: Option<&str>,
+        consumer: Option<&(String, i64)>,
     ) -> Option<&'a mut BTreeMap<String, String>> {
         match consumer {
             None => Some(&mut rec.tags),
-            Some(name) => rec
+            Some((name, created_ms)) => rec
                 .consumers
                 .iter_mut()
                 .rev()
-                .find(|c| c.name == name)
+                .find(|c| c.name == *name && c.created_ms == *created_ms)
                 .map(|c| &mut c.tags),
         }
     }
@@ -117,7 +117,7 @@ impl Inner {
     async fn add_tags(
         &self,
         stream: &StreamRef,
-        consumer: Option<&str>,
+        consumer: Option<&(String, i64)>,
         tags: BTreeMap<String, String>,
     ) -> Result<()> {
         self.mutate(stream, true, |rec, _| {
@@ -135,7 +135,7 @@ impl Inner {
     async fn remove_tags(
         &self,
         stream: &StreamRef,
-        consumer: Option<&str>,
+        consumer: Option<&(String, i64)>,
         keys: &[String],
     ) -> Result<()> {
         self.mutate(stream, true, |rec, _| {
@@ -201,7 +201,7 @@ impl Service {
     pub async fn tag_resource(&self, input: TagResourceInput) -> Result<Empty> {
         let (stream, consumer) = self.inner().resource(&input.resource_arn)?;
         self.inner()
-            .add_tags(&stream, consumer.as_deref(), input.tags)
+            .add_tags(&stream, consumer.as_ref(), input.tags)
             .await?;
         Ok(Empty {})
     }
@@ -210,7 +210,7 @@ impl Service {
     pub async fn untag_resource(&self, input: UntagResourceInput) -> Result<Empty> {
         let (stream, consumer) = self.inner().resource(&input.resource_arn)?;
         self.inner()
-            .remove_tags(&stream, consumer.as_deref(), &input.tag_keys)
+            .remove_tags(&stream, consumer.as_ref(), &input.tag_keys)
             .await?;
         Ok(Empty {})
     }
@@ -224,7 +224,7 @@ impl Service {
         let (stream, consumer) = inner.resource(&input.resource_arn)?;
         let s = inner.lookup_ref(stream.stream_name.as_deref(), None)?;
         let mut rec = s.rec.clone();
-        let tags = Inner::tags_of(&mut rec, consumer.as_deref())
+        let tags = Inner::tags_of(&mut rec, consumer.as_ref())
             .map(|t| tag_list(t))
             .unwrap_or_default();
         Ok(ListTagsForResourceOutput { tags })

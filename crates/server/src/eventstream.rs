@@ -105,18 +105,9 @@ pub struct SubscriptionBody {
     rx: mpsc::Receiver<SubscriptionItem>,
     cbor: bool,
     encode: EventEncoder,
-    /// The in-flight slot the subscription occupies for as long as it
-    /// streams, so open subscriptions count against the server's limit.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl SubscriptionBody {
-    /// Holds `slot` until the body is dropped.
-    pub fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> SubscriptionBody {
-        self._slot = Some(slot);
-        self
-    }
-
     pub fn new(
         rx: mpsc::Receiver<SubscriptionItem>,
         cbor: bool,
@@ -128,7 +119,6 @@ impl SubscriptionBody {
             rx,
             cbor,
             encode,
-            _slot: None,
         }
     }
 

@@ -435,7 +435,10 @@ async fn call(
     }
     state.kinesis_model.validate(op, &mut value)?;
     state.kinesis_model.retain_defined_members(op, &mut value);
-    let account = &state.service.config().account_id;
+    let (region, account) = (
+        &state.service.config().region,
+        &state.service.config().account_id,
+    );
     let action = format!("kinesis:{op}");
     // Every resource the typed input names is authorized against its
     // canonical ARN (see ripstream_kinesis::authz) before the operation runs.
@@ -447,7 +450,14 @@ async fn call(
             let policy = (resource != "*")
                 .then(|| state.service.resource_policy(resource))
                 .flatten();
-            crate::auth::authorize(principal, account, &action, resource, policy.as_deref())?;
+            crate::auth::authorize(
+                principal,
+                region,
+                account,
+                &action,
+                resource,
+                policy.as_deref(),
+            )?;
         }
         Ok(())
     };
@@ -460,7 +470,18 @@ async fn call(
         let input: ripstream_kinesis::types::SubscribeToShardInput = decode(value)?;
         authorize(&state.service.resources(&input)?)?;
 
-        let events = state.service.subscribe_to_shard(input).await?;
+        // A subscription streams for minutes: its request's in-flight slot
+        // stays taken until the subscription ends, so subscriptions cannot
+        // grow without bound.
+        let events = match slot.take() {
+            Some(slot) => {
+                state
+                    .service
+                    .subscribe_to_shard_holding(input, slot)
+                    .await?
+            }
+            None => state.service.subscribe_to_shard(input).await?,
+        };
         let encode: crate::eventstream::EventEncoder = match protocol {
             Protocol::Json => Box::new(|ev| serde_json::to_vec(ev).unwrap_or_default()),
             Protocol::Cbor => {
@@ -472,13 +493,8 @@ async fn call(
                 })
             }
         };
-        let mut body =
+        let body =
             crate::eventstream::SubscriptionBody::new(events, protocol == Protocol::Cbor, encode);
-        // A subscription streams for minutes: its request's in-flight slot
-        // stays taken for that long, so subscriptions cannot grow unbounded.
-        if let Some(slot) = slot.take() {
-            body = body.holding(slot);
-        }
         let mut r = Response::new(body.boxed());
         r.headers_mut().insert(
             CONTENT_TYPE,
@@ -519,6 +535,7 @@ async fn dynamodb_call(
         for resource in resources {
             crate::auth::authorize(
                 principal,
+                &state.service.config().region,
                 account,
                 &format!("dynamodb:{op}"),
                 &resource,

@@ -35,9 +35,13 @@ impl fmt::Debug for Principal {
 }
 
 impl Principal {
-    /// The principal's IAM ARN.
-    pub fn arn(&self, account: &str) -> String {
-        format!("arn:aws:iam::{account}:user/{}", self.name)
+    /// The principal's IAM ARN, in the partition of the server's region.
+    pub fn arn(&self, region: &str, account: &str) -> String {
+        format!(
+            "arn:{}:iam::{account}:user/{}",
+            ripstream_iam::partition(region),
+            self.name
+        )
     }
 }
 
@@ -147,12 +151,13 @@ pub fn missing_token() -> WireError {
 /// Decides whether `principal` may perform `action` on `resource`.
 pub fn authorize(
     principal: &Principal,
+    region: &str,
     account: &str,
     action: &str,
     resource: &str,
     resource_policy: Option<&Policy>,
 ) -> Result<(), WireError> {
-    let who = principal.arn(account);
+    let who = principal.arn(region, account);
     let denied = |why: &str| {
         Err(WireError::new(
             StatusCode::BAD_REQUEST,
