@@ -100,13 +100,20 @@ impl FileCache {
 
     fn admit(&self, slot: &Arc<FileSlot>) {
         let mut ring = self.ring.lock();
+        // Readers may set bits again behind the hand: after two full laps the
+        // file under the hand goes whatever its bit says.
+        let mut spared = 0;
         while ring.slots.len() >= self.capacity {
             let i = ring.hand % ring.slots.len();
+            let laps_left = spared < 2 * ring.slots.len();
             match ring.slots[i].upgrade() {
                 None => {
                     ring.slots.swap_remove(i);
                 }
-                Some(s) if s.referenced.swap(false, Ordering::Relaxed) => ring.hand = i + 1,
+                Some(s) if laps_left && s.referenced.swap(false, Ordering::Relaxed) => {
+                    ring.hand = i + 1;
+                    spared += 1;
+                }
                 Some(s) => {
                     s.close();
                     ring.slots.swap_remove(i);
@@ -119,5 +126,38 @@ impl FileCache {
     /// Files currently held open (an upper bound: closed slots linger until swept).
     pub fn open_files(&self) -> usize {
         self.ring.lock().slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_at_most_capacity_and_keeps_what_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new(3);
+        let slots: Vec<(Arc<FileSlot>, std::path::PathBuf)> = (0..10)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.log"));
+                std::fs::write(&path, b"x").unwrap();
+                (Arc::new(FileSlot::default()), path)
+            })
+            .collect();
+        let is_open = |i: usize| slots[i].0.file.lock().is_some();
+        for (i, (slot, path)) in slots.iter().enumerate() {
+            cache.get(slot, path).unwrap();
+            // Slot 0 is read between every other open, so it stays.
+            cache.get(&slots[0].0, &slots[0].1).unwrap();
+            assert!(cache.open_files() <= 3, "after {i}");
+            assert!(is_open(0), "after {i}");
+        }
+        assert_eq!((0..10).filter(|&i| is_open(i)).count(), 3);
+        // An active segment's file is pinned outside the cache until sealed.
+        let pinned = Arc::new(FileSlot::pinned());
+        cache.get(&pinned, &slots[1].1).unwrap();
+        assert_eq!(cache.open_files(), 3, "pinned files are outside the cache");
+        pinned.unpin();
+        assert!(pinned.file.lock().is_none());
     }
 }
