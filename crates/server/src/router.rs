@@ -54,11 +54,7 @@ pub(crate) async fn handle(
             "AccessDeniedException",
             "This server accepts unsigned requests only for a loopback host name (localhost, 127.0.0.1, [::1]).",
         )),
-        (&Method::GET, "/health") => text(
-            StatusCode::OK,
-            "application/json",
-            r#"{"status":"ok"}"#.into(),
-        ),
+        (&Method::GET, "/health") => health(&state),
         (&Method::GET, "/metrics") => {
             let mut out = String::new();
             let access = crate::guard::metrics_access(
@@ -112,6 +108,19 @@ pub(crate) async fn handle(
         headers.insert("x-amz-id-2", v);
     }
     Ok(resp)
+}
+
+/// `GET /health`: 200 while serving. Streams refused because their data is
+/// missing from disk are listed (`"status": "degraded"`): the server still
+/// serves every other stream, so it stays in rotation.
+fn health(state: &AppState) -> Response<Body> {
+    let damaged = state.service.damaged_streams();
+    let body = if damaged.is_empty() {
+        serde_json::json!({"status": "ok"})
+    } else {
+        serde_json::json!({"status": "degraded", "damaged_streams": damaged})
+    };
+    text(StatusCode::OK, "application/json", body.to_string())
 }
 
 /// What AWS answers to a request it cannot map to an operation at all.
@@ -365,21 +374,27 @@ async fn call(
     body: Incoming,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, WireError> {
-    // Buffered only within the server's memory budget, and cut off if it
-    // trickles in too slowly (slowloris). The reservation lives as long as the bytes.
-    let (bytes, _reserved) =
-        match crate::budget::collect_body(body, state.max_body_bytes, &state.budget, BODY_TIMEOUT)
-            .await
-        {
-            Ok(b) => b,
-            Err(crate::budget::BodyError::Busy) => {
-                return Ok(shed(
-                    state,
-                    "The server is buffering too many request bytes; retry with backoff.",
-                ));
-            }
-            Err(e) => return Err(e.to_wire()),
-        };
+    // Buffered only within the server's memory budget (with what decoding
+    // JSON will build), and cut off if it trickles in too slowly (slowloris).
+    // The reservation lives as long as the bytes and their values.
+    let (bytes, _reserved) = match crate::budget::collect_body(
+        body,
+        state.max_body_bytes,
+        &state.budget,
+        BODY_TIMEOUT,
+        protocol == Some(Protocol::Json),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(crate::budget::BodyError::Busy) => {
+            return Ok(shed(
+                state,
+                "The server is buffering too many request bytes; retry with backoff.",
+            ));
+        }
+        Err(e) => return Err(e.to_wire()),
+    };
     // Authenticate over the raw bytes before decoding anything: a client
     // without valid credentials cannot make the server parse its body.
     let signing_service = if dynamodb { "dynamodb" } else { "kinesis" };

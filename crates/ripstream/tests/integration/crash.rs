@@ -347,4 +347,12 @@ async fn a_stream_whose_shard_data_is_gone_is_refused_after_restart() {
     let records = read_shard(&c, "fine", "shardId-000000000000").await;
     let values: Vec<&[u8]> = records.iter().map(|r| r.data().as_ref()).collect();
     assert_eq!(values, [&b"f1"[..], &b"f2"[..]]);
+    // Operators see the refused stream in /health; the server stays up.
+    let health = raw(&srv.addr, false, "GET", "/health", &[], Vec::new()).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "degraded", "{:?}", health.body);
+    assert_eq!(
+        health.json()["damaged_streams"],
+        serde_json::json!(["hurt"])
+    );
 }
