@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 /// Default number of segment files kept open for reading.
 pub const DEFAULT_MAX_OPEN_SEGMENT_FILES: usize = 256;
@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_OPEN_SEGMENT_FILES: usize = 256;
 /// One segment's place in the cache: its open file, if any.
 #[derive(Debug, Default)]
 pub(crate) struct FileSlot {
-    file: Mutex<Option<Arc<File>>>,
+    file: RwLock<Option<Arc<File>>>,
     referenced: AtomicBool,
     /// Kept open outside the cache (an active segment).
     pinned: AtomicBool,
@@ -46,14 +46,14 @@ impl FileSlot {
     /// Hands the file over to the cache (the segment was sealed): closed
     /// now, reopened through the cache when next read.
     pub fn unpin(&self) {
-        let mut guard = self.file.lock();
+        let mut guard = self.file.write();
         self.pinned.store(false, Ordering::Relaxed);
         *guard = None;
     }
 
     /// Closes the file (readers still holding it keep it until they finish).
     pub fn close(&self) {
-        *self.file.lock() = None;
+        *self.file.write() = None;
     }
 }
 
@@ -80,8 +80,12 @@ impl FileCache {
 
     /// The open file of `slot`, opening `path` if it is not open.
     pub fn get(&self, slot: &Arc<FileSlot>, path: &Path) -> io::Result<Arc<File>> {
-        let mut guard = slot.file.lock();
         slot.referenced.store(true, Ordering::Relaxed);
+        // Readers of one busy shard share the fast path.
+        if let Some(f) = slot.file.read().as_ref() {
+            return Ok(f.clone());
+        }
+        let mut guard = slot.file.write();
         if let Some(f) = guard.as_ref() {
             return Ok(f.clone());
         }
@@ -144,7 +148,7 @@ mod tests {
                 (Arc::new(FileSlot::default()), path)
             })
             .collect();
-        let is_open = |i: usize| slots[i].0.file.lock().is_some();
+        let is_open = |i: usize| slots[i].0.file.read().is_some();
         for (i, (slot, path)) in slots.iter().enumerate() {
             cache.get(slot, path).unwrap();
             // Slot 0 is read between every other open, so it stays.
@@ -158,6 +162,6 @@ mod tests {
         cache.get(&pinned, &slots[1].1).unwrap();
         assert_eq!(cache.open_files(), 3, "pinned files are outside the cache");
         pinned.unpin();
-        assert!(pinned.file.lock().is_none());
+        assert!(pinned.file.read().is_none());
     }
 }
