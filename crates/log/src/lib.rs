@@ -564,8 +564,9 @@ impl Log {
                 }
             }
             for seg in doomed {
-                // Closed now, or the space stays taken while the cache holds it.
-                seg.close();
+                // Its descriptor closes when the last reader's snapshot drops
+                // it (the cache holds segments weakly), so a read racing this
+                // one still finds its file open.
                 let _ = fs::remove_file(&seg.log_path);
                 let _ = fs::remove_file(&seg.idx_path);
                 deleted += 1;

@@ -992,3 +992,42 @@ async fn a_partition_directory_without_segments_is_flagged() {
     assert!(log.partition("p").unwrap().found_without_segments());
     assert!(!log.partition("q").unwrap().found_without_segments());
 }
+
+/// Descriptors of segments deleted by retention are closed (else their disk
+/// space stays taken), without cutting off a read that raced the deletion.
+#[tokio::test]
+async fn retention_closes_the_descriptors_of_deleted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    {
+        let log = Log::open(small_segments(dir.path(), clock.clone())).unwrap();
+        let p = log.create_partition("p", i64::MAX).unwrap();
+        for i in 0..30 {
+            log.append(&p, batch(&[&format!("old-{i:03}")]))
+                .await
+                .unwrap();
+        }
+    }
+    // Reopened, so every sealed segment goes through the descriptor cache.
+    let log = Log::open(small_segments(dir.path(), clock.clone())).unwrap();
+    let p = log.partition("p").unwrap();
+    assert_eq!(p.read(0, 100, 1 << 20).unwrap().records.len(), 30);
+    let sealed: Vec<_> = p.segment_paths()[..p.segment_paths().len() - 1].to_vec();
+    let open_to = |paths: &[std::path::PathBuf]| {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| {
+                let t = target.to_string_lossy();
+                paths
+                    .iter()
+                    .any(|p| t.trim_end_matches(" (deleted)") == p.to_string_lossy())
+            })
+            .count()
+    };
+    assert!(open_to(&sealed) > 0);
+    p.set_retention_ms(1_000);
+    clock.0.fetch_add(5_000, Ordering::SeqCst);
+    assert!(log.enforce_retention() >= sealed.len());
+    assert_eq!(open_to(&sealed), 0, "deleted segments still open");
+}
