@@ -7,13 +7,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Operations are named per service: Kinesis's and DynamoDB's TagResource
+/// (or DescribeLimits) are different series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabel {
+    pub service: String,
     pub operation: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
+    pub service: String,
     pub operation: String,
     pub code: String,
 }
@@ -59,8 +63,9 @@ impl RequestMetrics {
         m
     }
 
-    pub fn observe(&self, operation: &str, seconds: f64, error: Option<&str>) {
+    pub fn observe(&self, service: &str, operation: &str, seconds: f64, error: Option<&str>) {
         let op = OperationLabel {
+            service: service.to_string(),
             operation: operation.to_string(),
         };
         self.requests.get_or_create(&op).inc();
@@ -68,6 +73,7 @@ impl RequestMetrics {
         if let Some(code) = error {
             self.errors
                 .get_or_create(&ErrorLabel {
+                    service: service.to_string(),
                     operation: operation.to_string(),
                     code: code.to_string(),
                 })

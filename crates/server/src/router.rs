@@ -274,7 +274,7 @@ fn error_response_in(e: &WireError, protocol: Protocol) -> Response<Body> {
 fn shed(state: &AppState, message: &str) -> Response<Body> {
     state
         .metrics
-        .observe("shed", 0.0, Some("ServiceUnavailable"));
+        .observe("ripstream", "shed", 0.0, Some("ServiceUnavailable"));
     let mut r = error_response(&WireError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceUnavailableException",
@@ -314,6 +314,12 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         _ => (None, false),
     };
     let label = op.as_deref().unwrap_or("unknown");
+    // The metrics label of the service the request was routed to.
+    let service = match (dynamodb, op.is_some()) {
+        (true, _) => "dynamodb",
+        (false, true) => "kinesis",
+        (false, false) => "unknown",
+    };
     let protocol = Protocol::of(headers, dynamodb);
     // Held until the response is produced, or by a streaming response body
     // for as long as it streams.
@@ -332,14 +338,16 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
     let elapsed = started.elapsed();
     match result {
         Ok(resp) => {
-            state.metrics.observe(label, elapsed.as_secs_f64(), None);
+            state
+                .metrics
+                .observe(service, label, elapsed.as_secs_f64(), None);
             debug!(operation = label, micros = elapsed.as_micros() as u64, "ok");
             resp
         }
         Err(e) => {
             state
                 .metrics
-                .observe(label, elapsed.as_secs_f64(), Some(e.code));
+                .observe(service, label, elapsed.as_secs_f64(), Some(e.code));
             if e.status.is_server_error() {
                 error!(operation = label, code = e.code, message = %crate::redact::message_for_log(&e.message), "request failed");
             } else {

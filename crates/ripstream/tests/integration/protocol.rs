@@ -172,6 +172,13 @@ async fn health_and_metrics() {
         .await
         .unwrap();
     let _ = c.describe_stream().stream_name("nope").send().await;
+    // The same operation name in two services is two series.
+    c.describe_limits().send().await.unwrap();
+    crate::dynamodb::dynamo(&srv.url())
+        .describe_limits()
+        .send()
+        .await
+        .unwrap();
     let r = raw(&srv.addr, false, "GET", "/health", &[], Vec::new()).await;
     assert_eq!(r.status, 200);
     let r = raw(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
@@ -185,10 +192,18 @@ async fn health_and_metrics() {
         "{text}"
     );
     assert!(
-        text.contains(r#"ripstream_requests_total{operation="PutRecord"} 1"#),
+        text.contains(r#"ripstream_requests_total{service="kinesis",operation="PutRecord"} 1"#),
         "{text}"
     );
-    assert!(text.contains(r#"ripstream_request_errors_total{operation="DescribeStream",code="ResourceNotFoundException"} 1"#), "{text}");
+    for service in ["kinesis", "dynamodb"] {
+        assert!(
+            text.contains(&format!(
+                r#"ripstream_requests_total{{service="{service}",operation="DescribeLimits"}} 1"#
+            )),
+            "{text}"
+        );
+    }
+    assert!(text.contains(r#"ripstream_request_errors_total{service="kinesis",operation="DescribeStream",code="ResourceNotFoundException"} 1"#), "{text}");
     assert!(
         text.contains("ripstream_request_duration_seconds_bucket"),
         "{text}"
