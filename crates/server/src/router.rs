@@ -54,8 +54,11 @@ pub(crate) async fn handle(
             "AccessDeniedException",
             "This server accepts unsigned requests only for a loopback host name (localhost, 127.0.0.1, [::1]).",
         )),
-        (&Method::GET, "/health") => health(&state),
-        (&Method::GET, "/metrics") => {
+        // Operator endpoints live under a prefix no S3 bucket can take
+        // (bucket names have no underscore); the short paths stay while no
+        // bucket is named `health` or `metrics`.
+        (&Method::GET, "/_ripstream/health" | "/health") => health(&state),
+        (&Method::GET, "/_ripstream/metrics" | "/metrics") => {
             let mut out = String::new();
             let access = crate::guard::metrics_access(
                 state.loopback_listener,

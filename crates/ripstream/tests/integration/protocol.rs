@@ -181,7 +181,28 @@ async fn health_and_metrics() {
         .unwrap();
     let r = raw(&srv.addr, false, "GET", "/health", &[], Vec::new()).await;
     assert_eq!(r.status, 200);
-    let r = raw(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
+    let r = raw(
+        &srv.addr,
+        false,
+        "GET",
+        "/_ripstream/health",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    let short = raw(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
+    assert_eq!(short.status, 200);
+    let r = raw(
+        &srv.addr,
+        false,
+        "GET",
+        "/_ripstream/metrics",
+        &[],
+        Vec::new(),
+    )
+    .await;
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(
         text.contains(r#"ripstream_stream_incoming_records_total{stream="mx"} 1"#),
