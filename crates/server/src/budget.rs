@@ -122,14 +122,29 @@ impl BodyError {
     }
 }
 
+/// Roughly what decoding a JSON text costs beyond its bytes: a 32-byte
+/// `serde_json::Value` per value, about doubled by vector and map growth, for
+/// each byte that can start one (`{}` entries by the million are 1.5 bytes
+/// each as text and 20 times that as values).
+pub(crate) fn json_decoding_estimate(bytes: &[u8]) -> usize {
+    let starts = bytes
+        .iter()
+        .filter(|&&b| matches!(b, b',' | b'[' | b'{' | b':'))
+        .count();
+    starts.saturating_mul(64)
+}
+
 /// Reads a whole body of at most `max` bytes within `timeout`, reserving its
-/// buffer from `budget` before growing it. The reservation must live as long
-/// as the bytes do.
+/// buffer from `budget` before growing it; a `json` body also reserves what
+/// decoding it will build ([`json_decoding_estimate`], at most what the budget
+/// could ever give, so a lone request is never refused for it). The
+/// reservation must live as long as the bytes and their decoded values do.
 pub(crate) async fn collect_body<B>(
     mut body: B,
     max: usize,
     budget: &Arc<MemoryBudget>,
     timeout: Duration,
+    json: bool,
 ) -> Result<(Bytes, Reservation), BodyError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
@@ -171,10 +186,18 @@ where
         Ok(())
     };
     match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(())) => Ok((buf.freeze(), reservation)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(BodyError::Timeout(timeout)),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(BodyError::Timeout(timeout)),
     }
+    if json {
+        let held = reservation.bytes;
+        let decoded = json_decoding_estimate(&buf).min(budget.limit.saturating_sub(held));
+        if !reservation.grow_to(held.saturating_add(decoded)) {
+            return Err(BodyError::Busy);
+        }
+    }
+    Ok((buf.freeze(), reservation))
 }
 
 #[cfg(test)]
@@ -186,26 +209,75 @@ mod tests {
     async fn bodies_are_buffered_only_within_the_budget() {
         let budget = MemoryBudget::new(1000);
         let t = Duration::from_secs(5);
-        let (a, held) = collect_body(Full::new(Bytes::from(vec![1u8; 600])), 800, &budget, t)
-            .await
-            .unwrap();
+        let (a, held) = collect_body(
+            Full::new(Bytes::from(vec![1u8; 600])),
+            800,
+            &budget,
+            t,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(a.len(), 600);
         assert!(budget.used() >= 600);
-        let e = collect_body(Full::new(Bytes::from(vec![1u8; 600])), 800, &budget, t)
-            .await
-            .unwrap_err();
+        let e = collect_body(
+            Full::new(Bytes::from(vec![1u8; 600])),
+            800,
+            &budget,
+            t,
+            false,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, BodyError::Busy), "{e}");
         drop(held);
         assert_eq!(budget.used(), 0);
-        let e = collect_body(Full::new(Bytes::from(vec![1u8; 900])), 800, &budget, t)
-            .await
-            .unwrap_err();
+        let e = collect_body(
+            Full::new(Bytes::from(vec![1u8; 900])),
+            800,
+            &budget,
+            t,
+            false,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, BodyError::TooLarge(800)), "{e}");
         // A body of unknown length grows its reservation chunk by chunk.
         let streamed = Chunks((0..10).map(|_| Bytes::from(vec![2u8; 50])).collect());
-        let (b, _held) = collect_body(streamed, 800, &budget, t).await.unwrap();
+        let (b, _held) = collect_body(streamed, 800, &budget, t, false)
+            .await
+            .unwrap();
         assert_eq!(b.len(), 500);
         assert!(budget.used() >= 500 && budget.used() <= 800);
+    }
+
+    #[tokio::test]
+    async fn json_bodies_also_reserve_their_decoded_size() {
+        let budget = MemoryBudget::new(10_000);
+        let t = Duration::from_secs(5);
+        let text = Bytes::from(&b"[{},{},{},{}]"[..]);
+        let (_, held) = collect_body(Full::new(text.clone()), 100, &budget, t, true)
+            .await
+            .unwrap();
+        assert_eq!(budget.used(), text.len() + 8 * 64);
+        // Another one no longer fits beside it; alone it always would.
+        let budget2 = MemoryBudget::new(700);
+        let (_, alone) = collect_body(Full::new(text.clone()), 100, &budget2, t, true)
+            .await
+            .unwrap();
+        assert_eq!(budget2.used(), 525);
+        let e = collect_body(Full::new(text.clone()), 100, &budget2, t, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BodyError::Busy), "{e}");
+        // An estimate over the whole budget is cut to it: alone, a body is admitted.
+        let tiny = MemoryBudget::new(100);
+        let (_, whole) = collect_body(Full::new(text.clone()), 100, &tiny, t, true)
+            .await
+            .unwrap();
+        assert_eq!(tiny.used(), 100);
+        drop((held, alone, whole));
+        assert_eq!(budget.used() + budget2.used(), 0);
     }
 
     /// A body of unknown length.

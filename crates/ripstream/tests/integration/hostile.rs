@@ -748,3 +748,41 @@ async fn tls_handshake_and_first_bytes_share_one_deadline() {
         "a TLS connection that sent no request is still open: {read:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_reserve_what_decoding_them_builds() {
+    // Room for one such body's values at a time: without counting them, every
+    // worker thread decodes one at once (about 1 GiB on two cores).
+    let srv = TestServer::start_with(&["--max-buffered-bytes", "536870912"]);
+    let pid = srv.process_id();
+    // 16 MiB of one-character values: 8 million `serde_json::Value`s each.
+    let mut body = br#"{"StreamName": "s", "Records": ["#.to_vec();
+    while body.len() < 16 * 1024 * 1024 - 16 {
+        body.extend_from_slice(b"0,");
+    }
+    body.extend_from_slice(b"0]}");
+    let body = Arc::new(body);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (addr, body) = (srv.addr.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            post(
+                &addr,
+                "Kinesis_20131202.PutRecords",
+                "application/x-amz-json-1.1",
+                body.to_vec(),
+            )
+            .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().status);
+    }
+    let peak = peak_rss_mib(pid);
+    assert!(peak < 800, "server peak RSS reached {peak} MiB");
+    assert!(
+        statuses.iter().all(|s| *s == 400 || *s == 503),
+        "{statuses:?}"
+    );
+}
