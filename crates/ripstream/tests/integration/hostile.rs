@@ -540,9 +540,16 @@ async fn metrics_need_a_token_off_loopback() {
         401
     );
     assert_eq!(
-        get(addr, vec![("authorization", "Bearer m3trics".into())]).await,
+        get(
+            addr.clone(),
+            vec![("authorization", "Bearer m3trics".into())]
+        )
+        .await,
         200
     );
+    // The prefixed path is the same endpoint.
+    let prefixed = raw(&addr, false, "GET", "/_ripstream/metrics", &[], Vec::new()).await;
+    assert_eq!(prefixed.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
