@@ -267,7 +267,9 @@ impl Server {
                     // a silent or trickling client gives its slot back soon.
                     let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
                     tokio::spawn(async move {
-                        let _slot = (permit, source);
+                        // The source's count drops before the slot is given
+                        // back, so the next accept never sees it stale.
+                        let _slot = (source, permit);
                         match acceptor {
                             None => conn::serve(stream, peer, state, settings, deadline, stopping).await,
                             Some(acceptor) => {

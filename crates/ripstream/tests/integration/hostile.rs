@@ -230,8 +230,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 async fn silent_and_preface_only_connections_do_not_hold_slots() {
     let srv = TestServer::start_with(&["--max-connections", "64", "--handshake-timeout-ms", "500"]);
     let c = srv.client();
-    // Far more connections than slots: silent ones, and ones that send all
-    // but the last byte of the HTTP/2 preface.
+    // Far more connections than slots, and they keep coming while the SDK
+    // client works: silent ones, and ones that send all but the last byte of
+    // the HTTP/2 preface.
     let mut held = Vec::new();
     for i in 0..300 {
         let mut s = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
@@ -240,13 +241,35 @@ async fn silent_and_preface_only_connections_do_not_hold_slots() {
         }
         held.push(s);
     }
-    for round in 0..3 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (addr, stop) = (srv.addr.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut more = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
+                    if i % 2 == 0 {
+                        let _ = s.write_all(&H2_PREFACE[..23]).await;
+                    }
+                    more.push(s);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            more
+        })
+    };
+    for round in 0..5 {
         let r = tokio::time::timeout(Duration::from_secs(20), c.list_streams().send()).await;
         assert!(
             matches!(r, Ok(Ok(_))),
             "round {round}: the server stopped answering: {r:?}"
         );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    stop.store(true, Ordering::Relaxed);
+    held.extend(flood.await.unwrap());
     let mut still_open = 0;
     for s in &mut held {
         if !closed_by_server(s, Duration::from_secs(10)).await {
@@ -254,8 +277,10 @@ async fn silent_and_preface_only_connections_do_not_hold_slots() {
         }
     }
     assert_eq!(
-        still_open, 0,
-        "connections that never sent a request stay open"
+        still_open,
+        0,
+        "of {} connections that never sent a request, some stay open",
+        held.len()
     );
 }
 
