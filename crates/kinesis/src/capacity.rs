@@ -208,7 +208,9 @@ impl Service {
             }
         }
         let bytes = serde_json::to_vec(&c).map_err(|e| Error::Internal(e.to_string()))?;
-        inner.catalog.put_setting(COMMITMENT_KEY, &bytes)?;
+        // A redb commit (an fsync): on a blocking thread, not an async worker.
+        let catalog = inner.catalog.clone();
+        crate::blocking(move || Ok(catalog.put_setting(COMMITMENT_KEY, &bytes)?)).await?;
         Ok(AccountSettingsOutput {
             minimum_throughput_billing_commitment: c.view(),
         })

@@ -389,15 +389,20 @@ impl Service {
             .get(&index)
             .ok_or_else(|| Error::Internal("shard without partition".into()))?;
         let pos = &input.starting_position;
-        let offset = self.start_offset(
-            &s,
-            shard,
-            part,
-            &pos.position_type,
-            pos.sequence_number.as_deref(),
-            pos.timestamp,
-            now,
-        )?;
+        // Off the async workers, as GetShardIterator: it may read index files
+        // and a record.
+        let offset = {
+            let (svc, s, shard, part) = (self.clone(), s.clone(), shard.clone(), part.clone());
+            let (ty, seq, ts) = (
+                pos.position_type.clone(),
+                pos.sequence_number.clone(),
+                pos.timestamp,
+            );
+            crate::blocking(move || {
+                svc.start_offset(&s, &shard, &part, &ty, seq.as_deref(), ts, now)
+            })
+            .await?
+        };
         dry_run(input.dry_run)?;
 
         // Keyed by the canonical ARN, so no spelling of the consumer's ARN

@@ -357,7 +357,6 @@ impl ripstream_log::BatchCipher for SlowCipher {
 /// would hold up everything else.
 #[tokio::test(flavor = "current_thread")]
 async fn slow_reads_do_not_hold_up_writes() {
-    use ripstream_log::BatchCipher as _;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
     let svc = service(dir.path(), clock).await;
