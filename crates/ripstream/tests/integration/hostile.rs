@@ -365,6 +365,7 @@ async fn request_bodies_share_one_memory_budget() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let peak = peak_rss_mib(pid);
+    eprintln!("server peak RSS: {peak} MiB");
     // With the budget spent, a small request is shed with a retryable 503.
     let r = api(&srv.addr, "ListStreams", "{}").await;
     assert_eq!(r.status, 503, "{:?}", String::from_utf8_lossy(&r.body));
@@ -439,6 +440,7 @@ async fn cbor_bodies_of_millions_of_items_are_refused_before_decoding() {
         replies.push(t.await.unwrap());
     }
     let peak = peak_rss_mib(pid);
+    eprintln!("server peak RSS: {peak} MiB");
     assert!(peak < 1024, "server peak RSS reached {peak} MiB");
     for r in replies {
         assert_eq!(r.status, 400);
@@ -466,6 +468,7 @@ async fn millions_of_broken_entries_build_only_ten_messages() {
     )
     .await;
     let peak = peak_rss_mib(pid);
+    eprintln!("server peak RSS: {peak} MiB");
     assert!(peak < 1024, "server peak RSS reached {peak} MiB");
     assert_eq!(r.status, 400);
     let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
@@ -531,6 +534,7 @@ async fn dynamodb_placeholders_are_not_copied_per_use() {
     .await;
     assert_eq!(r.status, 400, "{:?}", r.json());
     let peak = peak_rss_mib(pid);
+    eprintln!("server peak RSS: {peak} MiB");
     assert!(peak < 1024, "server peak RSS reached {peak} MiB");
 }
 
@@ -812,6 +816,7 @@ async fn json_bodies_reserve_what_decoding_them_builds() {
         statuses.push(t.await.unwrap().status);
     }
     let peak = peak_rss_mib(pid);
+    eprintln!("server peak RSS: {peak} MiB");
     assert!(peak < 800, "server peak RSS reached {peak} MiB");
     assert!(
         statuses.iter().all(|s| *s == 400 || *s == 503),
