@@ -57,7 +57,7 @@ pub(crate) async fn handle(
         // Operator endpoints live under a prefix no S3 bucket can take
         // (bucket names have no underscore); the short paths stay while no
         // bucket is named `health` or `metrics`.
-        (&Method::GET, "/_ripstream/health" | "/health") => health(&state),
+        (&Method::GET, "/_ripstream/health" | "/health") => health(&state, &parts.headers),
         (&Method::GET, "/_ripstream/metrics" | "/metrics") => {
             let mut out = String::new();
             let access = crate::guard::metrics_access(
@@ -114,14 +114,23 @@ pub(crate) async fn handle(
 }
 
 /// `GET /health`: 200 while serving. Streams refused because their data is
-/// missing from disk are listed (`"status": "degraded"`): the server still
-/// serves every other stream, so it stays in rotation.
-fn health(state: &AppState) -> Response<Body> {
+/// missing from disk make it `"status": "degraded"`: the server still serves
+/// every other stream, so it stays in rotation. Their names are shown only
+/// to whoever may read `/metrics` (stream names are not for anyone).
+fn health(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     let damaged = state.service.damaged_streams();
-    let body = if damaged.is_empty() {
-        serde_json::json!({"status": "ok"})
-    } else {
-        serde_json::json!({"status": "degraded", "damaged_streams": damaged})
+    let may_see_names = crate::guard::metrics_access(
+        state.loopback_listener,
+        state.metrics_token.as_deref(),
+        headers,
+    )
+    .is_ok();
+    let body = match (damaged.is_empty(), may_see_names) {
+        (true, _) => serde_json::json!({"status": "ok"}),
+        (false, true) => serde_json::json!({"status": "degraded", "damaged_streams": damaged}),
+        (false, false) => {
+            serde_json::json!({"status": "degraded", "damaged_stream_count": damaged.len()})
+        }
     };
     text(StatusCode::OK, "application/json", body.to_string())
 }
