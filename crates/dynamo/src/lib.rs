@@ -12,6 +12,7 @@
 //! (types, required members, lengths, enums) by the server; this crate checks
 //! what the model cannot say and runs the operation.
 
+pub mod api;
 pub mod error;
 pub mod expr;
 pub mod legacy;

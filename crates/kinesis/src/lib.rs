@@ -24,11 +24,13 @@
 //! ```
 
 mod access;
+pub mod api;
 pub mod arn;
 pub mod authz;
 mod capacity;
 pub mod consumers;
 pub mod error;
+mod fastjson;
 pub mod hash;
 pub mod iterator;
 pub mod kms;

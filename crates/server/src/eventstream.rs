@@ -12,8 +12,7 @@ use std::task::{Context, Poll};
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use ripstream_kinesis::consumers::SubscriptionItem;
-use tokio::sync::mpsc;
+use ripstream_api::EventStream;
 
 use crate::wire::WireError;
 
@@ -52,21 +51,20 @@ pub fn initial_response(cbor: bool) -> Bytes {
     )
 }
 
-/// One pushed event, its payload encoded in `content_type`.
-pub fn event(payload: Vec<u8>, content_type: &'static str) -> Bytes {
+/// One pushed event of type `event_type`, its payload encoded in `content_type`.
+pub fn event(event_type: &'static str, payload: Vec<u8>, content_type: &'static str) -> Bytes {
     frame(
         vec![
             header(":message-type", "event"),
-            header(":event-type", "SubscribeToShardEvent"),
+            header(":event-type", event_type),
             header(":content-type", content_type),
         ],
         payload,
     )
 }
 
-/// Encodes an event's payload in the request's protocol.
-pub type EventEncoder =
-    Box<dyn Fn(&ripstream_kinesis::types::SubscribeToShardEvent) -> Vec<u8> + Send + Sync>;
+/// Encodes an event's payload (its model shape's JSON form) in the request's protocol.
+pub type EventEncoder = Box<dyn Fn(&'static str, serde_json::Value) -> Vec<u8> + Send + Sync>;
 
 /// An error that ends the stream, its payload in the client's protocol.
 pub fn exception(e: &WireError, cbor: bool) -> Bytes {
@@ -98,21 +96,17 @@ pub fn exception(e: &WireError, cbor: bool) -> Bytes {
     )
 }
 
-/// The streaming HTTP body of a subscription: encodes events as they arrive.
+/// The streaming HTTP body of an event-stream reply: encodes events as they arrive.
 pub struct SubscriptionBody {
     started: bool,
     done: bool,
-    rx: mpsc::Receiver<SubscriptionItem>,
+    rx: EventStream,
     cbor: bool,
     encode: EventEncoder,
 }
 
 impl SubscriptionBody {
-    pub fn new(
-        rx: mpsc::Receiver<SubscriptionItem>,
-        cbor: bool,
-        encode: EventEncoder,
-    ) -> SubscriptionBody {
+    pub fn new(rx: EventStream, cbor: bool, encode: EventEncoder) -> SubscriptionBody {
         SubscriptionBody {
             started: false,
             done: false,
@@ -146,15 +140,19 @@ impl Body for SubscriptionBody {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        match self.rx.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.done = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Ok(ev))) => {
-                let payload = (self.encode)(&ev);
-                Poll::Ready(Some(Ok(Frame::data(event(payload, self.content_type())))))
+            Poll::Ready(Some(Ok((event_type, ev)))) => {
+                let payload = (self.encode)(event_type, ev);
+                Poll::Ready(Some(Ok(Frame::data(event(
+                    event_type,
+                    payload,
+                    self.content_type(),
+                )))))
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;

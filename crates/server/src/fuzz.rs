@@ -182,11 +182,19 @@ fn run(op: &str, mut body: Value) {
         return;
     }
     let (rt, svc, _) = service();
-    let codec = crate::router::Codec::for_tests(m, op);
     if op == "SubscribeToShard" {
         return;
     }
-    let _ = rt.block_on(crate::router::dispatch_for_tests(svc, &codec, body));
+    m.retain_defined_members(op, &mut body);
+    static API: OnceLock<ripstream_kinesis::api::KinesisApi> = OnceLock::new();
+    let api = API.get_or_init(|| ripstream_kinesis::api::KinesisApi::new(svc.clone()));
+    let request = ripstream_api::Request {
+        operation: op,
+        input: body,
+        authorize: &ripstream_api::AllowAll,
+        slot: None,
+    };
+    let _ = rt.block_on(ripstream_api::Service::call(api, request));
 }
 
 proptest! {

@@ -12,7 +12,6 @@ pub mod auth;
 mod budget;
 mod conn;
 pub mod eventstream;
-mod fastjson;
 mod guard;
 pub mod metrics;
 pub mod model;
@@ -101,6 +100,8 @@ pub enum ServerError {
     Tables(#[from] ripstream_dynamo::DynamoError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("the {0} service model: {1}")]
+    Model(String, String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -109,14 +110,41 @@ pub enum ServerError {
     },
 }
 
+/// A service behind the front door, with its model parsed once.
+pub(crate) struct Mounted {
+    pub api: Arc<dyn ripstream_api::Service>,
+    pub model: Arc<model::ServiceModel>,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted")
+            .field("service", &self.api.spec().metrics_name)
+            .finish()
+    }
+}
+
+impl Mounted {
+    fn new(api: Arc<dyn ripstream_api::Service>) -> Result<Mounted, ServerError> {
+        let model = model::ServiceModel::parse(api.spec().model)
+            .map_err(|e| ServerError::Model(api.spec().metrics_name.clone(), e))?;
+        Ok(Mounted {
+            api,
+            model: Arc::new(model),
+        })
+    }
+}
+
 /// Shared by every request.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub service: Service,
-    pub kinesis_model: Arc<model::ServiceModel>,
-    /// The lease tables of Kinesis Client Libraries (DynamoDB JSON 1.0 subset).
-    pub dynamo: ripstream_dynamo::Dynamo,
-    pub dynamodb_model: Arc<model::ServiceModel>,
+    /// Data Streams, for its lifecycle (background tasks, damaged streams,
+    /// shutdown); requests reach it through `services` like any other.
+    pub kinesis: Service,
+    /// Every service on the port; the first answers requests no service claims.
+    pub services: Vec<Mounted>,
+    pub region: String,
+    pub account: String,
     pub registry: Registry,
     pub metrics: metrics::RequestMetrics,
     pub max_body_bytes: usize,
@@ -128,6 +156,15 @@ pub(crate) struct AppState {
     /// Whether the listener is on a loopback address (operator endpoints open).
     pub loopback_listener: bool,
     pub metrics_token: Option<String>,
+}
+
+impl AppState {
+    /// The service whose model's target prefix is `prefix`.
+    pub fn service_for_target(&self, prefix: &str) -> Option<usize> {
+        self.services
+            .iter()
+            .position(|m| m.api.spec().target_prefix.as_deref() == Some(prefix))
+    }
 }
 
 /// A bound, ready server.
@@ -171,11 +208,18 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        // Adding a service is one crate and one entry here.
+        let services = vec![
+            Mounted::new(Arc::new(ripstream_kinesis::api::KinesisApi::new(
+                service.clone(),
+            )))?,
+            Mounted::new(Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)))?,
+        ];
         let state = Arc::new(AppState {
-            service,
-            kinesis_model: Arc::new(model::ServiceModel::kinesis()),
-            dynamo,
-            dynamodb_model: Arc::new(model::ServiceModel::dynamodb()),
+            kinesis: service,
+            services,
+            region: config.service.region.clone(),
+            account: config.service.account_id.clone(),
             registry,
             metrics,
             max_body_bytes: config.max_body_bytes,
@@ -201,13 +245,13 @@ impl Server {
 
     /// The service behind the server.
     pub fn service(&self) -> &Service {
-        &self.state.service
+        &self.state.kinesis
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
     /// requests finish (up to the grace period), syncs the log and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let background = self.state.service.spawn_background();
+        let background = self.state.kinesis.spawn_background();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -296,7 +340,7 @@ impl Server {
             warn!("in-flight requests did not finish within the grace period");
         }
         background.abort();
-        self.state.service.shutdown().await;
+        self.state.kinesis.shutdown().await;
         info!("shutdown complete");
         Ok(())
     }

@@ -14,9 +14,6 @@ use serde_json::Value;
 
 use crate::wire::WireError;
 
-static KINESIS_MODEL: &str = include_str!("../model/kinesis-2013-12-02.json");
-static DYNAMODB_MODEL: &str = include_str!("../model/dynamodb-2012-08-10.json");
-
 /// At most this many constraint violations are listed in one message.
 const MAX_REPORTED: usize = 10;
 
@@ -221,12 +218,14 @@ pub fn cbor_items_within(bytes: &[u8], limit: usize) -> bool {
 impl ServiceModel {
     /// The Kinesis Data Streams model.
     pub fn kinesis() -> ServiceModel {
-        ServiceModel::parse(KINESIS_MODEL).expect("the vendored Kinesis model is valid")
+        ServiceModel::parse(ripstream_kinesis::api::MODEL)
+            .expect("the vendored Kinesis model is valid")
     }
 
     /// The DynamoDB model (Ripstream serves the subset lease tables need).
     pub fn dynamodb() -> ServiceModel {
-        ServiceModel::parse(DYNAMODB_MODEL).expect("the vendored DynamoDB model is valid")
+        ServiceModel::parse(ripstream_dynamo::api::MODEL)
+            .expect("the vendored DynamoDB model is valid")
     }
 
     /// Parses a botocore `service-2.json`.

@@ -1,6 +1,5 @@
 //! Routing: operator endpoints, then `X-Amz-Target` dispatch for the API.
 
-use std::any::TypeId;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,25 +10,17 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use ripstream_kinesis::Service;
-use ripstream_kinesis::types::Empty;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use ripstream_api::{Authorize, BoxError, Reply};
 use serde_json::Value;
 use tracing::{Instrument, debug, error, info_span};
 
-use crate::AppState;
-use crate::model::ServiceModel;
 use crate::wire::WireError;
+use crate::{AppState, Mounted};
 
 const JSON_11: &str = "application/x-amz-json-1.1";
-/// DynamoDB's protocol, for the lease tables.
-const JSON_10: &str = "application/x-amz-json-1.0";
 const CBOR_11: &str = "application/x-amz-cbor-1.1";
 /// Longest wait for a request body once its headers arrived.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-const KINESIS_PREFIX: &str = "Kinesis_20131202";
-const DYNAMODB_PREFIX: &str = "DynamoDB_20120810";
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -118,7 +109,7 @@ pub(crate) async fn handle(
 /// every other stream, so it stays in rotation. Their names are shown only
 /// to whoever may read `/metrics` (stream names are not for anyone).
 fn health(state: &AppState, headers: &HeaderMap) -> Response<Body> {
-    let damaged = state.service.damaged_streams();
+    let damaged = state.kinesis.damaged_streams();
     let may_see_names = crate::guard::metrics_access(
         state.loopback_listener,
         state.metrics_token.as_deref(),
@@ -168,85 +159,84 @@ fn error_response(e: &WireError) -> Response<Body> {
     r
 }
 
-/// The wire protocol of a request, chosen by its content type.
+/// The encoding of a request of the JSON protocols, chosen by its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
-    /// `application/x-amz-json-1.1` (or `application/json`).
+    /// The service's JSON content type (or `application/json`).
     Json,
-    /// `application/x-amz-cbor-1.1`, the AWS SDK for Java v2's default.
+    /// `application/x-amz-cbor-1.1`, the AWS SDK for Java v2's default for Kinesis.
     Cbor,
 }
 
 impl Protocol {
-    /// Kinesis speaks JSON 1.1 and CBOR 1.1; DynamoDB speaks JSON 1.0.
-    fn of(headers: &HeaderMap, dynamodb: bool) -> Option<Protocol> {
+    /// A JSON service takes its own JSON version, `application/json`, and
+    /// CBOR where its spec says so.
+    fn of(headers: &HeaderMap, spec: &ripstream_api::Spec) -> Option<Protocol> {
         let content_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         match content_type.split(';').next().unwrap_or("").trim() {
             "application/json" => Some(Protocol::Json),
-            JSON_11 if !dynamodb => Some(Protocol::Json),
-            CBOR_11 if !dynamodb => Some(Protocol::Cbor),
-            JSON_10 if dynamodb => Some(Protocol::Json),
+            CBOR_11 if spec.cbor => Some(Protocol::Cbor),
+            ct if Some(ct) == spec.protocol.json_content_type() => Some(Protocol::Json),
             _ => None,
         }
     }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Protocol::Json => JSON_11,
-            Protocol::Cbor => CBOR_11,
-        }
-    }
 }
 
-/// Encodes responses and errors for one request.
-pub(crate) struct Codec<'a> {
+/// The content type of a JSON service's responses.
+fn json_content_type(spec: &ripstream_api::Spec) -> &'static str {
+    spec.protocol.json_content_type().unwrap_or(JSON_11)
+}
+
+/// Encodes a reply in the request's protocol, guided by the model.
+fn encode_reply(
+    mounted: &Mounted,
+    op: &str,
     protocol: Protocol,
-    model: &'a ServiceModel,
-    op: &'a str,
-}
-
-impl<'a> Codec<'a> {
-    #[cfg(test)]
-    pub(crate) fn for_tests(model: &'a ServiceModel, op: &'a str) -> Codec<'a> {
-        Codec {
-            protocol: Protocol::Json,
-            model,
-            op,
+    reply: Reply,
+) -> Result<Response<Body>, WireError> {
+    let fail = |e: String| WireError::internal(format!("could not encode the response: {e}"));
+    let spec = mounted.api.spec();
+    let (content_type, bytes) = match (reply, protocol) {
+        (Reply::Empty, Protocol::Json) => (json_content_type(spec), Vec::new()),
+        (Reply::Empty, Protocol::Cbor) => (CBOR_11, Vec::new()),
+        (Reply::Json(bytes), Protocol::Json) => (json_content_type(spec), bytes),
+        (Reply::Json(bytes), Protocol::Cbor) => {
+            let json: Value = serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
+            let cbor = mounted
+                .model
+                .json_to_cbor(mounted.model.output_shape(op), json);
+            (CBOR_11, cbor_bytes(&cbor).map_err(fail)?)
         }
-    }
-}
-
-impl Codec<'_> {
-    fn output<T: Serialize + 'static>(&self, out: &T) -> Result<Vec<u8>, WireError> {
-        // Operations without output members answer with an empty body, as AWS does.
-        if TypeId::of::<T>() == TypeId::of::<Empty>() {
-            return Ok(Vec::new());
-        }
-        let fail = |e: String| WireError::internal(format!("could not encode the response: {e}"));
-        match self.protocol {
-            Protocol::Json => {
-                // The hottest response has its own encoder (same JSON, less work).
-                if let Some(records) = (out as &dyn std::any::Any)
-                    .downcast_ref::<ripstream_kinesis::types::GetRecordsOutput>()
-                {
-                    return crate::fastjson::get_records(records).map_err(fail);
+        (Reply::Events(events), protocol) => {
+            let encode: crate::eventstream::EventEncoder = match protocol {
+                Protocol::Json => Box::new(|_, ev| serde_json::to_vec(&ev).unwrap_or_default()),
+                Protocol::Cbor => {
+                    let model = mounted.model.clone();
+                    Box::new(move |shape, ev| {
+                        cbor_bytes(&model.json_to_cbor(Some(shape), ev)).unwrap_or_default()
+                    })
                 }
-                serde_json::to_vec(out).map_err(|e| fail(e.to_string()))
-            }
-            Protocol::Cbor => {
-                let json = serde_json::to_value(out).map_err(|e| fail(e.to_string()))?;
-                cbor_bytes(
-                    &self
-                        .model
-                        .json_to_cbor(self.model.output_shape(self.op), json),
-                )
-                .map_err(fail)
-            }
+            };
+            let body = crate::eventstream::SubscriptionBody::new(
+                events,
+                protocol == Protocol::Cbor,
+                encode,
+            );
+            let mut r = Response::new(body.boxed());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(crate::eventstream::CONTENT_TYPE),
+            );
+            return Ok(r);
         }
-    }
+    };
+    let mut r = Response::new(full(bytes));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(r)
 }
 
 fn cbor_bytes(v: &ciborium::Value) -> Result<Vec<u8>, String> {
@@ -312,34 +302,39 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let (op, dynamodb) = match target.split_once('.') {
-        Some((KINESIS_PREFIX, op)) if state.kinesis_model.has_operation(op) => {
-            (Some(op.to_string()), false)
-        }
-        Some((DYNAMODB_PREFIX, op)) => (
-            state
-                .dynamodb_model
-                .has_operation(op)
-                .then(|| op.to_string()),
-            true,
-        ),
-        _ => (None, false),
+    // `Prefix.Operation` picks the service by its model's target prefix; a
+    // request no service claims is answered as the first service (Kinesis)
+    // answers unknown operations.
+    let (index, op) = match target.split_once('.') {
+        Some((prefix, op)) => match state.service_for_target(prefix) {
+            Some(i) => (
+                i,
+                state.services[i]
+                    .model
+                    .has_operation(op)
+                    .then(|| op.to_string()),
+            ),
+            None => (0, None),
+        },
+        None => (0, None),
     };
+    let mounted = &state.services[index];
+    let spec = mounted.api.spec();
     let label = op.as_deref().unwrap_or("unknown");
     // The metrics label of the service the request was routed to.
-    let service = match (dynamodb, op.is_some()) {
-        (true, _) => "dynamodb",
-        (false, true) => "kinesis",
-        (false, false) => "unknown",
+    let service = if op.is_some() || index != 0 {
+        spec.metrics_name.as_str()
+    } else {
+        "unknown"
     };
-    let protocol = Protocol::of(headers, dynamodb);
+    let protocol = Protocol::of(headers, spec);
     // Held until the response is produced, or by a streaming response body
     // for as long as it streams.
     let mut permit = Some(permit);
     let result = call(
         state,
+        mounted,
         op.as_deref(),
-        dynamodb,
         target,
         protocol,
         parts,
@@ -367,11 +362,15 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
                 let access_key = crate::redact::access_key_id(headers, parts.uri.query());
                 debug!(operation = label, code = e.code, access_key = access_key.unwrap_or("-"), message = %crate::redact::message_for_log(&e.message), "request refused");
             }
-            if dynamodb {
+            if spec.coral_error_types {
+                // DynamoDB's front end: Coral's namespaced types, no
+                // x-amzn-ErrorType header, its own JSON version.
                 let mut r = error_response(&e.for_dynamodb());
                 r.headers_mut().remove("x-amzn-ErrorType");
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_10));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(json_content_type(spec)),
+                );
                 return r;
             }
             error_response_in(&e, protocol.unwrap_or(Protocol::Json))
@@ -379,21 +378,56 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
     }
 }
 
-/// Checks a request in AWS's order: content type, body, syntax, target,
-/// member types, constraints; then runs it.
-// One pipeline's inputs; the service-contract refactor (one request context
-// per service) folds them together.
+/// The front door's policy check for one request, handed to the service,
+/// which calls it with the canonical ARNs its typed input names.
+struct PolicyCheck<'a> {
+    principal: Option<&'a crate::auth::Principal>,
+    service: &'a dyn ripstream_api::Service,
+    action: String,
+    region: &'a str,
+    account: &'a str,
+}
+
+impl Authorize for PolicyCheck<'_> {
+    fn authorize(&self, resources: &[String]) -> Result<(), BoxError> {
+        let Some(principal) = self.principal else {
+            return Ok(());
+        };
+        for resource in resources {
+            let policy = (resource != "*")
+                .then(|| self.service.resource_policy(resource))
+                .flatten();
+            crate::auth::authorize(
+                principal,
+                self.region,
+                self.account,
+                &self.action,
+                resource,
+                policy.as_deref(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One pipeline for every JSON-protocol service, in AWS's order: admission
+/// and the memory budget, SigV4 over the raw body, content type, syntax,
+/// target, member types, constraints; then the service runs the operation,
+/// authorizing what its typed input names before it acts.
+// One pipeline's inputs; a request context will fold them together when the
+// REST protocols join.
 #[allow(clippy::too_many_arguments)]
 async fn call(
     state: &AppState,
+    mounted: &Mounted,
     op: Option<&str>,
-    dynamodb: bool,
     target: &str,
     protocol: Option<Protocol>,
     parts: &http::request::Parts,
     body: Incoming,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, WireError> {
+    let spec = mounted.api.spec();
     // Buffered only within the server's memory budget (with what decoding
     // JSON will build), and cut off if it trickles in too slowly (slowloris).
     // The reservation lives as long as the bytes and their values.
@@ -417,8 +451,7 @@ async fn call(
     };
     // Authenticate over the raw bytes before decoding anything: a client
     // without valid credentials cannot make the server parse its body.
-    let signing_service = if dynamodb { "dynamodb" } else { "kinesis" };
-    let principal = authenticate(state, parts, &bytes, signing_service)?;
+    let principal = authenticate(state, parts, &bytes, &spec.signing_name)?;
     let Some(protocol) = protocol else {
         if bytes.is_empty() {
             return Err(if op.is_some() {
@@ -442,19 +475,15 @@ async fn call(
             },
         );
     };
+    let model = &mounted.model;
     let parsed: Option<Value> = match protocol {
         Protocol::Json => serde_json::from_slice::<Value>(&bytes)
             .ok()
             .filter(Value::is_object),
-        Protocol::Cbor => state
-            .kinesis_model
+        Protocol::Cbor => model
             .decode_cbor(op, &bytes)
             .filter(|v| matches!(v, ciborium::Value::Map(_)))
-            .map(|v| {
-                state
-                    .kinesis_model
-                    .cbor_to_json(op.and_then(|o| state.kinesis_model.input_shape(o)), v)
-            }),
+            .map(|v| model.cbor_to_json(op.and_then(|o| model.input_shape(o)), v)),
     };
     let Some(op) = op else {
         if parsed.is_none() {
@@ -465,138 +494,31 @@ async fn call(
     let Some(mut value) = parsed else {
         return Err(WireError::serialization(""));
     };
-    if dynamodb {
-        return dynamodb_call(state, op, value, principal).await;
-    }
-    state.kinesis_model.validate(op, &mut value)?;
-    state.kinesis_model.retain_defined_members(op, &mut value);
-    let (region, account) = (
-        &state.service.config().region,
-        &state.service.config().account_id,
-    );
-    let action = format!("kinesis:{op}");
-    // Every resource the typed input names is authorized against its
-    // canonical ARN (see ripstream_kinesis::authz) before the operation runs.
-    let authorize = |resources: &[String]| -> Result<(), WireError> {
-        let Some(principal) = principal else {
-            return Ok(());
-        };
-        for resource in resources {
-            let policy = (resource != "*")
-                .then(|| state.service.resource_policy(resource))
-                .flatten();
-            crate::auth::authorize(
-                principal,
-                region,
-                account,
-                &action,
-                resource,
-                policy.as_deref(),
-            )?;
-        }
-        Ok(())
-    };
-    let codec = Codec {
-        protocol,
-        model: &state.kinesis_model,
-        op,
-    };
-    if op == "SubscribeToShard" {
-        let input: ripstream_kinesis::types::SubscribeToShardInput = decode(value)?;
-        authorize(&state.service.resources(&input)?)?;
-
-        // A subscription streams for minutes: its request's in-flight slot
-        // stays taken until the subscription ends, so subscriptions cannot
-        // grow without bound.
-        let events = match slot.take() {
-            Some(slot) => {
-                state
-                    .service
-                    .subscribe_to_shard_holding(input, slot)
-                    .await?
-            }
-            None => state.service.subscribe_to_shard(input).await?,
-        };
-        let encode: crate::eventstream::EventEncoder = match protocol {
-            Protocol::Json => Box::new(|ev| serde_json::to_vec(ev).unwrap_or_default()),
-            Protocol::Cbor => {
-                let model = state.kinesis_model.clone();
-                Box::new(move |ev| {
-                    let json = serde_json::to_value(ev).unwrap_or_default();
-                    cbor_bytes(&model.json_to_cbor(Some("SubscribeToShardEvent"), json))
-                        .unwrap_or_default()
-                })
-            }
-        };
-        let body =
-            crate::eventstream::SubscriptionBody::new(events, protocol == Protocol::Cbor, encode);
-        let mut r = Response::new(body.boxed());
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(crate::eventstream::CONTENT_TYPE),
-        );
-        return Ok(r);
-    }
-    let out = dispatch(&state.service, &codec, value, &authorize).await?;
-    let mut r = Response::new(full(out));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(protocol.content_type()),
-    );
-    Ok(r)
-}
-
-/// A DynamoDB request: the lease tables of Kinesis Client Libraries.
-async fn dynamodb_call(
-    state: &AppState,
-    op: &str,
-    mut value: Value,
-    principal: Option<&crate::auth::Principal>,
-) -> Result<Response<Body>, WireError> {
-    state.dynamodb_model.validate(op, &mut value)?;
-    state.dynamodb_model.retain_defined_members(op, &mut value);
-    if let Some(principal) = principal {
-        let account = &state.service.config().account_id;
-        // Every table the operation touches must be allowed; an operation
-        // that names none is refused, never allowed.
-        let resources = state.dynamo.request_resources(op, &value)?;
-        if resources.is_empty() {
-            return Err(WireError::new(
-                StatusCode::BAD_REQUEST,
-                "AccessDeniedException",
-                format!("The request names no resource to authorize for dynamodb:{op}."),
-            ));
-        }
-        for resource in resources {
-            crate::auth::authorize(
-                principal,
-                &state.service.config().region,
-                account,
-                &format!("dynamodb:{op}"),
-                &resource,
-                None,
-            )?;
-        }
-    }
-    if !ripstream_dynamo::Dynamo::supports(op) {
+    model.validate(op, &mut value)?;
+    model.retain_defined_members(op, &mut value);
+    if !mounted.api.supports(op) {
         return Err(WireError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
-            format!("Operation {op} is not supported by Ripstream's DynamoDB-compatible subset."),
+            format!("Operation {op} is not supported by this version of Ripstream."),
         ));
     }
-    // Writes commit to the metadata store (an fsync): off the async workers.
-    let dynamo = state.dynamo.clone();
-    let op = op.to_string();
-    let out = tokio::task::spawn_blocking(move || dynamo.call(&op, &value))
-        .await
-        .map_err(|e| WireError::internal(format!("the operation did not complete: {e}")))??;
-    let bytes = serde_json::to_vec(&out)
-        .map_err(|e| WireError::internal(format!("could not encode the response: {e}")))?;
-    let mut r = Response::new(full(bytes));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_10));
-    Ok(r)
+    let check = PolicyCheck {
+        principal,
+        service: mounted.api.as_ref(),
+        action: format!("{}:{op}", spec.iam_prefix),
+        region: &state.region,
+        account: &state.account,
+    };
+    let request = ripstream_api::Request {
+        operation: op,
+        input: value,
+        authorize: &check,
+        // A streaming reply keeps the request's in-flight slot until it ends.
+        slot: slot.take().map(|s| Box::new(s) as Box<dyn Send + Sync>),
+    };
+    let reply = mounted.api.call(request).await?;
+    encode_reply(mounted, op, protocol, reply)
 }
 
 /// The principal a request is signed by; `None` when the server has no
@@ -622,85 +544,14 @@ fn authenticate<'a>(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let region = &state.service.config().region;
-    match crate::auth::sigv4::verify(&request, principals.as_ref(), region, signing_service, now)? {
+    match crate::auth::sigv4::verify(
+        &request,
+        principals.as_ref(),
+        &state.region,
+        signing_service,
+        now,
+    )? {
         Some(claims) => Ok(principals.get(&claims.access_key_id)),
         None => Err(crate::auth::missing_token()),
     }
-}
-
-fn decode<T: DeserializeOwned>(value: Value) -> Result<T, WireError> {
-    serde_json::from_value(value).map_err(|e| WireError::serialization(e.to_string()))
-}
-
-macro_rules! operations {
-    ($($name:literal => $method:ident),* $(,)?) => {
-        #[cfg(test)]
-        pub(crate) async fn dispatch_for_tests(svc: &Service, codec: &Codec<'_>, value: Value) -> Result<Vec<u8>, WireError> {
-            dispatch(svc, codec, value, &|_: &[String]| Ok(())).await
-        }
-
-        /// Decodes the typed input, authorizes the resources it names, runs the operation.
-        async fn dispatch(
-            svc: &Service,
-            codec: &Codec<'_>,
-            value: Value,
-            authorize: &(dyn Fn(&[String]) -> Result<(), WireError> + Sync),
-        ) -> Result<Vec<u8>, WireError> {
-            match codec.op {
-                $($name => {
-                    let input = decode(value)?;
-                    authorize(&svc.resources(&input)?)?;
-                    codec.output(&svc.$method(input).await?)
-                })*
-                other => Err(WireError::new(
-                    StatusCode::BAD_REQUEST,
-                    "UnknownOperationException",
-                    format!("Operation {other} is not supported by this version of Ripstream."),
-                )),
-            }
-        }
-    };
-}
-
-operations! {
-    "CreateStream" => create_stream,
-    "DeleteStream" => delete_stream,
-    "DescribeStream" => describe_stream,
-    "DescribeStreamSummary" => describe_stream_summary,
-    "ListStreams" => list_streams,
-    "ListShards" => list_shards,
-    "PutRecord" => put_record,
-    "PutRecords" => put_records,
-    "GetShardIterator" => get_shard_iterator,
-    "GetRecords" => get_records,
-    "IncreaseStreamRetentionPeriod" => increase_stream_retention_period,
-    "DecreaseStreamRetentionPeriod" => decrease_stream_retention_period,
-    "UpdateMaxRecordSize" => update_max_record_size,
-    "UpdateStreamMode" => update_stream_mode,
-    "EnableEnhancedMonitoring" => enable_enhanced_monitoring,
-    "DisableEnhancedMonitoring" => disable_enhanced_monitoring,
-    "DescribeLimits" => describe_limits,
-    "AddTagsToStream" => add_tags_to_stream,
-    "RemoveTagsFromStream" => remove_tags_from_stream,
-    "ListTagsForStream" => list_tags_for_stream,
-    "TagResource" => tag_resource,
-    "UntagResource" => untag_resource,
-    "ListTagsForResource" => list_tags_for_resource,
-    "SplitShard" => split_shard,
-    "MergeShards" => merge_shards,
-    "UpdateShardCount" => update_shard_count,
-    "UpdateStreamWarmThroughput" => update_stream_warm_throughput,
-    "UpdateStreamRecordDistributionStrategy" => update_stream_record_distribution_strategy,
-    "DescribeAccountSettings" => describe_account_settings,
-    "UpdateAccountSettings" => update_account_settings,
-    "RegisterStreamConsumer" => register_stream_consumer,
-    "DescribeStreamConsumer" => describe_stream_consumer,
-    "ListStreamConsumers" => list_stream_consumers,
-    "DeregisterStreamConsumer" => deregister_stream_consumer,
-    "PutResourcePolicy" => put_resource_policy,
-    "GetResourcePolicy" => get_resource_policy,
-    "DeleteResourcePolicy" => delete_resource_policy,
-    "StartStreamEncryption" => start_stream_encryption,
-    "StopStreamEncryption" => stop_stream_encryption,
 }

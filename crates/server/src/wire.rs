@@ -68,6 +68,42 @@ impl WireError {
     }
 }
 
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Front-door errors travel through services too (a refused authorization
+/// comes back from the service that asked for it).
+impl ripstream_api::ServiceError for WireError {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn fields(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        self.extra.as_deref().cloned()
+    }
+}
+
+/// Any service's error, as its [`ripstream_api::ServiceError`] describes it.
+impl From<ripstream_api::BoxError> for WireError {
+    fn from(e: ripstream_api::BoxError) -> WireError {
+        WireError {
+            status: e.status(),
+            code: e.code(),
+            message: e.to_string(),
+            extra: e.fields().map(Box::new),
+        }
+    }
+}
+
 impl From<ServiceError> for WireError {
     fn from(e: ServiceError) -> WireError {
         let status = if e.is_server_fault() {

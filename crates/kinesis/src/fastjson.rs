@@ -4,8 +4,8 @@
 //! characters to escape (base64 has none). Everything else is written by
 //! serde_json itself, so the output is the same JSON as the derived encoding.
 
+use crate::types::GetRecordsOutput;
 use base64_simd::{AsOut, STANDARD as SIMD};
-use ripstream_kinesis::types::GetRecordsOutput;
 
 fn json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) -> Result<(), String> {
     serde_json::to_writer(buf, v).map_err(|e| e.to_string())
@@ -58,8 +58,8 @@ pub(crate) fn get_records(out: &GetRecordsOutput) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{Blob, ChildShard, HashKeyRange, Record, Timestamp};
     use bytes::Bytes;
-    use ripstream_kinesis::types::{Blob, ChildShard, HashKeyRange, Record, Timestamp};
 
     #[test]
     fn matches_the_derived_encoding() {

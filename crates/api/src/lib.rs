@@ -1,0 +1,268 @@
+//! The contract between the front door and the services behind it.
+//!
+//! Every service (Data Streams, the DynamoDB subset, and later Firehose, S3,
+//! Glue, Analytics, Video Streams) implements [`Service`]: it names its
+//! [`Spec`] (read from the vendored botocore model's metadata), runs an
+//! operation on a validated request, and says which resources the typed
+//! request acts on through the [`Authorize`] callback before acting. The front
+//! door owns everything common: the listener, the protocol codecs, SigV4,
+//! model validation, policy evaluation, metrics. This crate knows no HTTP
+//! server and no storage.
+//!
+//! ```
+//! use ripstream_api::{Protocol, Spec};
+//! let model = r#"{"metadata": {"protocol": "json", "jsonVersion": "1.1",
+//!     "targetPrefix": "Example_20260101", "signingName": "example",
+//!     "endpointPrefix": "example", "serviceId": "Example"}, "operations": {}, "shapes": {}}"#;
+//! let spec = Spec::from_model(model, "example").unwrap();
+//! assert_eq!(spec.protocol, Protocol::AwsJson1_1);
+//! assert_eq!(spec.target_prefix.as_deref(), Some("Example_20260101"));
+//! assert_eq!(spec.signing_name, "example");
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::Value;
+
+/// The wire protocol of a service, as its model's metadata names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `awsJson1_0`: `POST /`, `X-Amz-Target`, `application/x-amz-json-1.0`.
+    AwsJson1_0,
+    /// `awsJson1_1`: the same with `application/x-amz-json-1.1`.
+    AwsJson1_1,
+    /// `restJson1`: operations by method and path template, JSON bodies.
+    RestJson1,
+    /// `restXml`: operations by method and path template, XML bodies (S3).
+    RestXml,
+}
+
+impl Protocol {
+    /// The content type of requests and responses of the JSON protocols.
+    pub fn json_content_type(self) -> Option<&'static str> {
+        match self {
+            Protocol::AwsJson1_0 => Some("application/x-amz-json-1.0"),
+            Protocol::AwsJson1_1 => Some("application/x-amz-json-1.1"),
+            Protocol::RestJson1 => Some("application/json"),
+            Protocol::RestXml => None,
+        }
+    }
+}
+
+/// Why a model's metadata could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("the service model is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the service model's metadata has no {0}")]
+    Missing(&'static str),
+    #[error("the service model's protocol {0} is not one Ripstream speaks")]
+    Protocol(String),
+}
+
+/// What the front door needs to know about a service: all of it from the
+/// model's metadata except the IAM action prefix (which AWS documents
+/// separately) and whether the service also takes CBOR.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The vendored botocore `service-2.json`.
+    pub model: &'static str,
+    pub protocol: Protocol,
+    /// `X-Amz-Target` prefix of the JSON protocols (`Kinesis_20131202`).
+    pub target_prefix: Option<String>,
+    /// The SigV4 credential scope's service (`kinesis`, `dynamodb`).
+    pub signing_name: String,
+    /// The metrics label: the endpoint prefix (`kinesis`, `dynamodb`).
+    pub metrics_name: String,
+    /// The IAM action prefix (`kinesis` in `kinesis:PutRecord`).
+    pub iam_prefix: String,
+    /// Whether `application/x-amz-cbor-1.1` is accepted too (the AWS SDK for
+    /// Java v2 speaks CBOR to Kinesis).
+    pub cbor: bool,
+    /// Whether front-door errors carry Coral's namespaced types
+    /// (`com.amazon.coral.service#...`), as DynamoDB's do.
+    pub coral_error_types: bool,
+}
+
+impl Spec {
+    /// Reads a botocore model's metadata.
+    pub fn from_model(model: &'static str, iam_prefix: &str) -> Result<Spec, SpecError> {
+        let doc: Value = serde_json::from_str(model)?;
+        let meta = doc.get("metadata").ok_or(SpecError::Missing("metadata"))?;
+        let text = |k: &'static str| meta.get(k).and_then(Value::as_str);
+        let protocol = match (text("protocol"), text("jsonVersion")) {
+            (Some("json"), Some("1.0")) => Protocol::AwsJson1_0,
+            (Some("json"), _) => Protocol::AwsJson1_1,
+            (Some("rest-json"), _) => Protocol::RestJson1,
+            (Some("rest-xml"), _) => Protocol::RestXml,
+            (Some(other), _) => return Err(SpecError::Protocol(other.to_string())),
+            (None, _) => return Err(SpecError::Missing("protocol")),
+        };
+        let endpoint = text("endpointPrefix").ok_or(SpecError::Missing("endpointPrefix"))?;
+        Ok(Spec {
+            model,
+            protocol,
+            target_prefix: text("targetPrefix").map(String::from),
+            signing_name: text("signingName").unwrap_or(endpoint).to_string(),
+            metrics_name: endpoint.to_string(),
+            iam_prefix: iam_prefix.to_string(),
+            cbor: false,
+            coral_error_types: false,
+        })
+    }
+}
+
+/// An error a service answers with: an AWS error type, an HTTP status and a
+/// message, with the cause kept as `source`.
+pub trait ServiceError: std::error::Error + Send + Sync + 'static {
+    /// The `__type` sent to the client (`ResourceNotFoundException`).
+    fn code(&self) -> &'static str;
+    /// 400 unless the fault is the server's.
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+    /// Members of the error body beyond `__type` and `message`.
+    fn fields(&self) -> Option<serde_json::Map<String, Value>> {
+        None
+    }
+}
+
+/// A service error on its way to the wire.
+pub type BoxError = Box<dyn ServiceError>;
+
+impl<E: ServiceError> From<E> for Box<dyn ServiceError> {
+    fn from(e: E) -> Box<dyn ServiceError> {
+        Box::new(e)
+    }
+}
+
+/// A refusal by the front door's policy evaluation, or any error raised
+/// while working out what a request acts on.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub code: &'static str,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ServiceError for Refused {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+/// The front door's policy check, handed to the service with each request.
+/// The service calls it with the canonical ARNs its typed input names
+/// (`*` for account-wide operations) before it acts.
+pub trait Authorize: Sync {
+    fn authorize(&self, resources: &[String]) -> Result<(), BoxError>;
+}
+
+/// A check that allows everything: anonymous mode, and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Authorize for AllowAll {
+    fn authorize(&self, _: &[String]) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// The events of a streaming response, each as (event type, payload in the
+/// JSON form of the model's event shape), or an error that ends the stream.
+pub type EventStream = Pin<
+    Box<dyn futures_core::Stream<Item = Result<(&'static str, Value), BoxError>> + Send + Sync>,
+>;
+
+/// What an operation answers.
+pub enum Reply {
+    /// No output members: an empty body, as AWS sends.
+    Empty,
+    /// The output in its JSON form, already encoded; the codec passes it
+    /// through for JSON clients and converts it (guided by the model) for
+    /// others.
+    Json(Vec<u8>),
+    /// An `application/vnd.amazon.eventstream` response (SubscribeToShard).
+    Events(EventStream),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Empty => f.write_str("Empty"),
+            Reply::Json(b) => write!(f, "Json({} bytes)", b.len()),
+            Reply::Events(_) => f.write_str("Events(..)"),
+        }
+    }
+}
+
+/// One request, decoded and validated against the model, with the members
+/// the model does not define for the operation removed.
+pub struct Request<'a> {
+    pub operation: &'a str,
+    pub input: Value,
+    pub authorize: &'a dyn Authorize,
+    /// Held for as long as the operation's work lasts: a streaming reply
+    /// keeps it until its stream ends (the front door's in-flight slot).
+    pub slot: Option<Box<dyn Send + Sync>>,
+}
+
+/// The future of one call.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send + 'a>>;
+
+/// A service behind the front door.
+pub trait Service: Send + Sync + 'static {
+    /// What the front door routes, signs and validates by.
+    fn spec(&self) -> &Spec;
+
+    /// Whether the service implements `operation` (the model may define
+    /// more operations than a service serves).
+    fn supports(&self, operation: &str) -> bool;
+
+    /// Runs one operation.
+    fn call<'a>(&'a self, request: Request<'a>) -> CallFuture<'a>;
+
+    /// The resource policy of a resource, by canonical ARN, if the service
+    /// keeps resource policies.
+    fn resource_policy(&self, _arn: &str) -> Option<Arc<ripstream_iam::Policy>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_come_from_the_model_metadata() {
+        let dynamo = r#"{"metadata": {"protocol": "json", "jsonVersion": "1.0", "targetPrefix": "DynamoDB_20120810", "endpointPrefix": "dynamodb", "serviceId": "DynamoDB"}}"#;
+        let s = Spec::from_model(dynamo, "dynamodb").unwrap();
+        assert_eq!(s.protocol, Protocol::AwsJson1_0);
+        assert_eq!(s.signing_name, "dynamodb");
+        let s3 = r#"{"metadata": {"protocol": "rest-xml", "endpointPrefix": "s3", "signingName": "s3"}}"#;
+        assert_eq!(
+            Spec::from_model(s3, "s3").unwrap().protocol,
+            Protocol::RestXml
+        );
+        let video = r#"{"metadata": {"protocol": "rest-json", "endpointPrefix": "kinesisvideo"}}"#;
+        assert_eq!(
+            Spec::from_model(video, "kinesisvideo").unwrap().protocol,
+            Protocol::RestJson1
+        );
+        assert!(matches!(
+            Spec::from_model(
+                r#"{"metadata": {"protocol": "query", "endpointPrefix": "x"}}"#,
+                "x"
+            ),
+            Err(SpecError::Protocol(_))
+        ));
+        assert!(Spec::from_model("{}", "x").is_err());
+    }
+}
