@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Accept unsigned requests even on a non-loopback address (dangerous)
     #[arg(long, env = "RIPSTREAM_INSECURE_ALLOW_ANONYMOUS")]
     pub insecure_allow_anonymous: bool,
+    /// Serve `Content-Type: application/json` requests as JSON 1.1 (AWS
+    /// answers them with the old Coral protocol's errors, which is the default)
+    #[arg(long, env = "RIPSTREAM_ALLOW_PLAIN_JSON")]
+    pub allow_plain_json: bool,
     /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN) instead of cleartext
     #[arg(long, env = "RIPSTREAM_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -151,6 +155,8 @@ pub struct FileConfig {
     pub credentials: Option<PathBuf>,
     #[serde(default)]
     pub insecure_allow_anonymous: bool,
+    #[serde(default)]
+    pub allow_plain_json: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
@@ -288,6 +294,7 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
     if let Some(b) = args.max_buffered_bytes.or(file.max_buffered_bytes) {
         cfg.max_buffered_bytes = b;
     }
+    cfg.allow_plain_json = args.allow_plain_json || file.allow_plain_json;
     cfg.metrics_token = args
         .metrics_token
         .clone()

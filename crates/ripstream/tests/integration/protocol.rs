@@ -62,7 +62,8 @@ async fn error_bodies_follow_aws() {
         b"{}".to_vec(),
     )
     .await;
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 400);
+    assert_eq!(cbor_type(&r), "SerializationException");
     let r = raw(
         addr,
         false,
@@ -77,7 +78,7 @@ async fn error_bodies_follow_aws() {
     .await;
     assert_eq!(r.json()["__type"], "UnknownOperationException");
     let r = raw(addr, false, "PUT", "/", &[], Vec::new()).await;
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 400);
 
     let r = api(addr, "DescribeStream", r#"{"StreamName": "missing"}"#).await;
     assert_eq!(r.status, 400);
@@ -88,9 +89,141 @@ async fn error_bodies_follow_aws() {
     );
 }
 
+/// The `__type` of a CBOR error body, as AWS answers requests in no
+/// encoding the service speaks.
+fn cbor_type(r: &RawResponse) -> String {
+    assert_eq!(r.headers["content-type"], "application/x-amz-cbor-1.1");
+    let v: ciborium::Value = ciborium::from_reader(&r.body[..]).expect("a CBOR body");
+    v.as_map()
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.as_text() == Some("__type"))
+                .and_then(|(_, v)| v.as_text().map(String::from))
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn connection_level_answers_follow_aws() {
+    let srv = TestServer::start();
+    let addr = srv.addr.as_str();
+    let post = |headers: Vec<(&'static str, &'static str)>, body: &'static [u8]| {
+        let addr = addr.to_string();
+        async move { raw(&addr, false, "POST", "/", &headers, body.to_vec()).await }
+    };
+    let target = ("x-amz-target", "Kinesis_20131202.ListStreams");
+    // No content type, or one the service does not speak: CBOR errors,
+    // SerializationException for a valid target, else UnknownOperation.
+    let r = post(vec![target], b"{}").await;
+    assert_eq!(
+        (r.status, cbor_type(&r).as_str()),
+        (400, "SerializationException")
+    );
+    let r = post(vec![target, ("content-type", "text/whatever")], b"{}").await;
+    assert_eq!(
+        (r.status, cbor_type(&r).as_str()),
+        (400, "SerializationException")
+    );
+    let r = post(vec![("content-type", "application/x-amz-json-1.0")], b"{}").await;
+    assert_eq!(
+        (r.status, cbor_type(&r).as_str()),
+        (400, "UnknownOperationException")
+    );
+    let r = post(vec![], b"").await;
+    assert_eq!(
+        (r.status, cbor_type(&r).as_str()),
+        (400, "UnknownOperationException")
+    );
+    // application/json is the old Coral protocol.
+    let r = post(vec![target, ("content-type", "application/json")], b"").await;
+    assert_eq!(
+        (r.status, cbor_type(&r).as_str()),
+        (400, "SerializationException")
+    );
+    let r = post(vec![target, ("content-type", "application/json")], b"{}").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"Output": {"__type": "com.amazon.coral.service#UnknownOperationException"}, "Version": "1.0"})
+    );
+    let r = post(vec![target, ("content-type", "application/json")], b"hello").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["Output"]["__type"],
+        "com.amazon.coral.service#SerializationException"
+    );
+    // Other methods, any path: AccessDeniedException in XML.
+    for method in ["GET", "PUT", "DELETE"] {
+        let r = raw(addr, false, method, "/some/path", &[], Vec::new()).await;
+        assert_eq!(r.status, 400, "{method}");
+        assert!(
+            String::from_utf8_lossy(&r.body).starts_with("<AccessDeniedException>"),
+            "{method}"
+        );
+    }
+    // Request ids: a UUID, and 72 random bytes in x-amz-id-2.
+    let r = api(addr, "ListStreams", "{}").await;
+    let id = r.headers["x-amzn-requestid"].to_str().unwrap();
+    assert_eq!(id.len(), 36);
+    assert_eq!(id.matches('-').count(), 4);
+    use base64::Engine;
+    let id2 = base64::engine::general_purpose::STANDARD
+        .decode(r.headers["x-amz-id-2"].as_bytes())
+        .unwrap();
+    assert_eq!(id2.len(), 72);
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+    // CORS, as AWS answers browser SDKs.
+    let r = raw(
+        addr,
+        false,
+        "OPTIONS",
+        "/",
+        &[
+            ("origin", "http://localhost:8000"),
+            (
+                "access-control-request-headers",
+                "content-type, x-amz-target",
+            ),
+            ("access-control-request-method", "POST"),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    assert_eq!(r.headers["access-control-max-age"], "172800");
+    assert_eq!(
+        r.headers["access-control-allow-headers"],
+        "content-type, x-amz-target"
+    );
+    assert_eq!(r.headers["access-control-allow-methods"], "POST");
+    assert_eq!(r.headers["content-length"], "0");
+    assert!(r.body.is_empty());
+    let r = raw(
+        addr,
+        false,
+        "POST",
+        "/",
+        &[
+            target,
+            ("content-type", "application/x-amz-json-1.1"),
+            ("origin", "http://localhost:8000"),
+        ],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    assert_eq!(
+        r.headers["access-control-expose-headers"],
+        "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date"
+    );
+}
+
 #[tokio::test]
 async fn json_content_types_and_empty_outputs() {
-    let srv = TestServer::start();
+    // application/json served as JSON 1.1 only where the operator allows it.
+    let srv = TestServer::start_with(&["--allow-plain-json"]);
     let addr = srv.addr.as_str();
     let r = api(
         addr,
