@@ -142,16 +142,20 @@ fn canonical_header_value(values: Vec<&str>) -> String {
 fn canonical_headers(parts: &RequestParts, signed: &[String]) -> Option<String> {
     let mut out = String::new();
     for name in signed {
-        let values: Vec<&str> = if name == "host" && parts.headers.get("host").is_none() {
-            vec![parts.host?]
-        } else {
-            parts
-                .headers
-                .get_all(name.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect()
-        };
+        // The AWS SDK for JavaScript v3 over HTTP/2 drops `host` and signs the
+        // `:authority` pseudo-header under that name, which AWS accepts; a
+        // pseudo-header is never in the HeaderMap, so it comes from the URI.
+        let values: Vec<&str> =
+            if name == ":authority" || (name == "host" && parts.headers.get("host").is_none()) {
+                vec![parts.host?]
+            } else {
+                parts
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect()
+            };
         if values.is_empty() {
             return None;
         }
@@ -594,7 +598,11 @@ mod tests {
         headers.insert("x-amz-date", amz_date.parse().unwrap());
         let mut canon_headers = String::new();
         for h in signed {
-            canon_headers.push_str(&format!("{h}:{}\n", headers[*h].to_str().unwrap()));
+            let value = match *h {
+                ":authority" => "127.0.0.1:4567",
+                _ => headers[*h].to_str().unwrap(),
+            };
+            canon_headers.push_str(&format!("{h}:{value}\n"));
         }
         let canonical = format!(
             "POST\n/\n\n{canon_headers}\n{}\n{payload_hash}",
@@ -711,6 +719,31 @@ mod tests {
         h.insert("x-amz-content-sha256", UNSIGNED_PAYLOAD.parse().unwrap());
         sign_with(&mut h, UNSIGNED_PAYLOAD, &now_date(), SECRET, &all);
         let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+    }
+
+    /// What the JS SDK v3 sends over HTTP/2: no `host` header, and
+    /// `:authority` among the signed headers.
+    #[test]
+    fn a_signed_http2_authority_stands_for_the_host() {
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let mut h = base_headers();
+        h.remove("host");
+        let signed = [":authority", "content-type", "x-amz-date", "x-amz-target"];
+        sign_with(&mut h, &sha256_hex(b"{}"), &now_date(), SECRET, &signed);
+        let mut parts = request(&h, b"{}");
+        parts.host = Some("127.0.0.1:4567");
+        let claims = verify(&parts, &One, "us-east-1", "kinesis", NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(claims.access_key_id, "AKIDEXAMPLE");
+        // The authority is covered: another one does not verify.
+        parts.host = Some("127.0.0.1:9999");
+        let e = verify(&parts, &One, "us-east-1", "kinesis", NOW).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+        // Without any authority there is nothing to check it against.
+        parts.host = None;
+        let e = verify(&parts, &One, "us-east-1", "kinesis", NOW).unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
     }
 
