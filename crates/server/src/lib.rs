@@ -16,6 +16,7 @@ mod guard;
 pub mod metrics;
 pub mod model;
 mod redact;
+mod rest;
 mod router;
 pub mod tls;
 pub mod wire;
@@ -114,6 +115,8 @@ pub enum ServerError {
 pub(crate) struct Mounted {
     pub api: Arc<dyn ripstream_api::Service>,
     pub model: Arc<model::ServiceModel>,
+    /// The route table and codec of a REST service (restJson1, restXml).
+    pub rest: Option<Arc<rest::RestModel>>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -128,9 +131,20 @@ impl Mounted {
     fn new(api: Arc<dyn ripstream_api::Service>) -> Result<Mounted, ServerError> {
         let model = model::ServiceModel::parse(api.spec().model)
             .map_err(|e| ServerError::Model(api.spec().metrics_name.clone(), e))?;
+        let protocol = api.spec().protocol;
+        let rest = match protocol {
+            ripstream_api::Protocol::RestJson1 | ripstream_api::Protocol::RestXml => {
+                Some(Arc::new(
+                    rest::RestModel::parse(api.spec().model, protocol)
+                        .map_err(|e| ServerError::Model(api.spec().metrics_name.clone(), e))?,
+                ))
+            }
+            _ => None,
+        };
         Ok(Mounted {
             api,
             model: Arc::new(model),
+            rest,
         })
     }
 }
@@ -246,6 +260,18 @@ impl Server {
     /// The service behind the server.
     pub fn service(&self) -> &Service {
         &self.state.kinesis
+    }
+
+    /// Mounts one more service on the port, after the built-in ones; REST
+    /// services get their route table here. Only before [`Server::run`].
+    pub fn mount(&mut self, api: Arc<dyn ripstream_api::Service>) -> Result<(), ServerError> {
+        let mounted = Mounted::new(api)?;
+        let name = mounted.api.spec().metrics_name.clone();
+        let state = Arc::get_mut(&mut self.state).ok_or_else(|| {
+            ServerError::Model(name, "services are mounted before the server runs".into())
+        })?;
+        state.services.push(mounted);
+        Ok(())
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight

@@ -85,6 +85,16 @@ pub(crate) async fn handle(
                 ),
             }
         }
+        // The REST protocols (no X-Amz-Target): service and operation from
+        // the credential scope, the Host and the models' path templates.
+        _ if !parts.headers.contains_key("x-amz-target")
+            && let Some(routed) = crate::rest::route(&state, &parts) =>
+        {
+            let span = info_span!("request", id = %request_id);
+            crate::rest::serve(&state, &parts, body, routed, &request_id)
+                .instrument(span)
+                .await
+        }
         // AWS ignores the path of API calls.
         (&Method::POST, _) => {
             let span = info_span!("request", id = %request_id);
@@ -380,12 +390,12 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
 
 /// The front door's policy check for one request, handed to the service,
 /// which calls it with the canonical ARNs its typed input names.
-struct PolicyCheck<'a> {
-    principal: Option<&'a crate::auth::Principal>,
-    service: &'a dyn ripstream_api::Service,
-    action: String,
-    region: &'a str,
-    account: &'a str,
+pub(crate) struct PolicyCheck<'a> {
+    pub(crate) principal: Option<&'a crate::auth::Principal>,
+    pub(crate) service: &'a dyn ripstream_api::Service,
+    pub(crate) action: String,
+    pub(crate) region: &'a str,
+    pub(crate) account: &'a str,
 }
 
 impl Authorize for PolicyCheck<'_> {
@@ -523,7 +533,7 @@ async fn call(
 
 /// The principal a request is signed by; `None` when the server has no
 /// credentials configured (anonymous mode, loopback only).
-fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     state: &'a AppState,
     parts: &http::request::Parts,
     body: &[u8],
