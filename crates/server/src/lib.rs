@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// Bearer token `/metrics` requires on a non-loopback listener (without
     /// one, `/metrics` is refused there).
     pub metrics_token: Option<String>,
+    /// Serve `application/json` requests as JSON 1.1 instead of answering
+    /// them as AWS does (with the old Coral protocol's errors).
+    pub allow_plain_json: bool,
 }
 
 impl ServerConfig {
@@ -88,6 +91,7 @@ impl ServerConfig {
             max_in_flight: 4096,
             max_buffered_bytes: 1 << 30,
             metrics_token: None,
+            allow_plain_json: false,
         }
     }
 }
@@ -170,6 +174,8 @@ pub(crate) struct AppState {
     /// Whether the listener is on a loopback address (operator endpoints open).
     pub loopback_listener: bool,
     pub metrics_token: Option<String>,
+    /// `application/json` served as JSON 1.1 (else answered as AWS does).
+    pub allow_plain_json: bool,
 }
 
 impl AppState {
@@ -243,6 +249,7 @@ impl Server {
             budget: budget::MemoryBudget::new(config.max_buffered_bytes.max(config.max_body_bytes)),
             loopback_listener: config.listen.ip().is_loopback(),
             metrics_token: config.metrics_token.clone(),
+            allow_plain_json: config.allow_plain_json,
         });
         Ok(Server {
             listener,

@@ -39,6 +39,15 @@ pub(crate) async fn handle(
     let rebound = state.principals.is_none()
         && state.loopback_listener
         && !crate::guard::names_only_loopback(&parts.uri, &parts.headers);
+    let origin = parts.headers.contains_key(http::header::ORIGIN);
+    // A browser's CORS preflight, answered as AWS answers it for browser SDKs.
+    if origin && parts.method == Method::OPTIONS && !rebound {
+        let mut r = cors_preflight(&parts.headers);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            r.headers_mut().insert("x-amzn-RequestId", v);
+        }
+        return Ok(r);
+    }
     let mut resp = match (&parts.method, parts.uri.path()) {
         _ if rebound => error_response(&WireError::new(
             StatusCode::FORBIDDEN,
@@ -106,7 +115,20 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
     }
-    let mut id2 = [0u8; 54];
+    if origin {
+        headers.insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(
+                "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date",
+            ),
+        );
+    }
+    // AWS sends 64 to 80 random bytes here; 72 is what its front ends send.
+    let mut id2 = [0u8; 72];
     rand::fill(&mut id2[..]);
     if let Ok(v) = HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(id2)) {
         headers.insert("x-amz-id-2", v);
@@ -136,12 +158,45 @@ fn health(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     text(StatusCode::OK, "application/json", body.to_string())
 }
 
-/// What AWS answers to a request it cannot map to an operation at all.
+/// What AWS answers to a request it cannot map to an operation at all (a
+/// GET, PUT or DELETE on any path of a JSON service).
 fn access_denied() -> Response<Body> {
     let mut r = Response::new(full(Bytes::from_static(
         b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n",
     )));
-    *r.status_mut() = StatusCode::FORBIDDEN;
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r
+}
+
+/// The answer to a CORS preflight (`OPTIONS` with `Origin`): everything is
+/// allowed from anywhere, the requested headers and method echoed, cached
+/// for two days, no body.
+fn cors_preflight(request: &HeaderMap) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    let headers = r.headers_mut();
+    headers.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        http::header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("172800"),
+    );
+    for (asked, allowed) in [
+        (
+            http::header::ACCESS_CONTROL_REQUEST_HEADERS,
+            http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        ),
+        (
+            http::header::ACCESS_CONTROL_REQUEST_METHOD,
+            http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        ),
+    ] {
+        if let Some(v) = request.get(&asked) {
+            headers.insert(allowed, v.clone());
+        }
+    }
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
 }
 
@@ -172,27 +227,45 @@ fn error_response(e: &WireError) -> Response<Body> {
 /// The encoding of a request of the JSON protocols, chosen by its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
-    /// The service's JSON content type (or `application/json`).
+    /// The service's JSON content type (or `application/json` where the
+    /// operator allows it).
     Json,
     /// `application/x-amz-cbor-1.1`, the AWS SDK for Java v2's default for Kinesis.
     Cbor,
+    /// `application/json`: the old Coral protocol, whose errors AWS still
+    /// answers in its envelope.
+    Coral,
 }
 
 impl Protocol {
-    /// A JSON service takes its own JSON version, `application/json`, and
-    /// CBOR where its spec says so.
-    fn of(headers: &HeaderMap, spec: &ripstream_api::Spec) -> Option<Protocol> {
+    /// A JSON service takes its own JSON version, CBOR where its spec says
+    /// so, and `application/json` as AWS does (or as JSON 1.1 if allowed).
+    fn of(headers: &HeaderMap, spec: &ripstream_api::Spec, plain_json: bool) -> Option<Protocol> {
         let content_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         match content_type.split(';').next().unwrap_or("").trim() {
-            "application/json" => Some(Protocol::Json),
+            "application/json" if plain_json => Some(Protocol::Json),
+            "application/json" => Some(Protocol::Coral),
             CBOR_11 if spec.cbor => Some(Protocol::Cbor),
             ct if Some(ct) == spec.protocol.json_content_type() => Some(Protocol::Json),
             _ => None,
         }
     }
+}
+
+/// AWS's answer in the old Coral protocol's envelope (`application/json`).
+fn coral_envelope(status: StatusCode, error_type: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "Output": {"__type": format!("com.amazon.coral.service#{error_type}")},
+        "Version": "1.0",
+    });
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// The content type of a JSON service's responses.
@@ -210,9 +283,9 @@ fn encode_reply(
     let fail = |e: String| WireError::internal(format!("could not encode the response: {e}"));
     let spec = mounted.api.spec();
     let (content_type, bytes) = match (reply, protocol) {
-        (Reply::Empty, Protocol::Json) => (json_content_type(spec), Vec::new()),
+        (Reply::Empty, Protocol::Json | Protocol::Coral) => (json_content_type(spec), Vec::new()),
         (Reply::Empty, Protocol::Cbor) => (CBOR_11, Vec::new()),
-        (Reply::Json(bytes), Protocol::Json) => (json_content_type(spec), bytes),
+        (Reply::Json(bytes), Protocol::Json | Protocol::Coral) => (json_content_type(spec), bytes),
         (Reply::Json(bytes), Protocol::Cbor) => {
             let json: Value = serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
             let cbor = mounted
@@ -222,7 +295,9 @@ fn encode_reply(
         }
         (Reply::Events(events), protocol) => {
             let encode: crate::eventstream::EventEncoder = match protocol {
-                Protocol::Json => Box::new(|_, ev| serde_json::to_vec(&ev).unwrap_or_default()),
+                Protocol::Json | Protocol::Coral => {
+                    Box::new(|_, ev| serde_json::to_vec(&ev).unwrap_or_default())
+                }
                 Protocol::Cbor => {
                     let model = mounted.model.clone();
                     Box::new(move |shape, ev| {
@@ -255,8 +330,10 @@ fn cbor_bytes(v: &ciborium::Value) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn error_response_in(e: &WireError, protocol: Protocol) -> Response<Body> {
-    if protocol == Protocol::Json {
+/// An error in the request's encoding; a request in no encoding the service
+/// speaks gets CBOR, as AWS answers it.
+fn error_response_in(e: &WireError, protocol: Option<Protocol>) -> Response<Body> {
+    if protocol == Some(Protocol::Json) {
         return error_response(e);
     }
     let mut map = vec![(
@@ -337,7 +414,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
     } else {
         "unknown"
     };
-    let protocol = Protocol::of(headers, spec);
+    let protocol = Protocol::of(headers, spec, state.allow_plain_json);
     // Held until the response is produced, or by a streaming response body
     // for as long as it streams.
     let mut permit = Some(permit);
@@ -345,7 +422,6 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         state,
         mounted,
         op.as_deref(),
-        target,
         protocol,
         parts,
         body,
@@ -383,7 +459,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
                 );
                 return r;
             }
-            error_response_in(&e, protocol.unwrap_or(Protocol::Json))
+            error_response_in(&e, protocol)
         }
     }
 }
@@ -424,14 +500,10 @@ impl Authorize for PolicyCheck<'_> {
 /// and the memory budget, SigV4 over the raw body, content type, syntax,
 /// target, member types, constraints; then the service runs the operation,
 /// authorizing what its typed input names before it acts.
-// One pipeline's inputs; a request context will fold them together when the
-// REST protocols join.
-#[allow(clippy::too_many_arguments)]
 async fn call(
     state: &AppState,
     mounted: &Mounted,
     op: Option<&str>,
-    target: &str,
     protocol: Option<Protocol>,
     parts: &http::request::Parts,
     body: Incoming,
@@ -462,32 +534,31 @@ async fn call(
     // Authenticate over the raw bytes before decoding anything: a client
     // without valid credentials cannot make the server parse its body.
     let principal = authenticate(state, parts, &bytes, &spec.signing_name)?;
-    let Some(protocol) = protocol else {
-        if bytes.is_empty() {
+    // A content type the service does not speak (or `application/json`
+    // with no body) is answered in CBOR: SerializationException for a valid
+    // target, UnknownOperationException otherwise, before anything is parsed.
+    // `application/json` with a body gets the old Coral protocol's envelope.
+    let protocol = match protocol {
+        Some(Protocol::Coral) if !bytes.is_empty() => {
+            let is_object = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_object());
+            return Ok(if is_object {
+                coral_envelope(StatusCode::NOT_FOUND, "UnknownOperationException")
+            } else {
+                coral_envelope(StatusCode::BAD_REQUEST, "SerializationException")
+            });
+        }
+        Some(Protocol::Coral) | None => {
             return Err(if op.is_some() {
                 WireError::serialization("")
             } else {
                 WireError::unknown_operation()
             });
         }
-        // Not a protocol this server speaks: answered as AWS does, before the target is read.
-        return Ok(
-            if target
-                .split_once('.')
-                .is_some_and(|(s, o)| !s.is_empty() && !o.is_empty())
-            {
-                let mut r =
-                    Response::new(full(Bytes::from_static(b"<UnknownOperationException/>\n")));
-                *r.status_mut() = StatusCode::NOT_FOUND;
-                r
-            } else {
-                access_denied()
-            },
-        );
+        Some(p) => p,
     };
     let model = &mounted.model;
     let parsed: Option<Value> = match protocol {
-        Protocol::Json => serde_json::from_slice::<Value>(&bytes)
+        Protocol::Json | Protocol::Coral => serde_json::from_slice::<Value>(&bytes)
             .ok()
             .filter(Value::is_object),
         Protocol::Cbor => model
