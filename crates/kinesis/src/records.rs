@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use crate::error::dry_run;
 use crate::hash::{hash_key, parse_hash_key};
 use crate::iterator::{IteratorToken, TokenError};
-use crate::seq::SequenceNumber;
+use crate::seq::{self, ShardSeq};
 use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, shard_id};
@@ -24,14 +24,29 @@ pub const MAX_GET_RECORDS_BYTES: usize = 10 * 1024 * 1024;
 /// Most records one GetRecords call returns.
 pub const MAX_GET_RECORDS: usize = 10_000;
 
-fn seq_of(created_ms: i64, index: u32, epoch: u64, offset: u64) -> String {
-    SequenceNumber {
-        shard_created_ms: created_ms.max(0) as u64,
-        shard_index: index,
-        epoch,
-        offset,
-    }
-    .to_string()
+/// Appends stop this many offsets short of the largest offset a sequence
+/// number carries: more than any number of appends in flight at once.
+const OFFSET_MARGIN: u64 = 1 << 32;
+
+/// What the numbers of the shard behind `route` carry.
+fn route_seq(s: &StreamState, route: &crate::Route) -> ShardSeq {
+    // The catalog keeps shards in index order (new ones get the next index,
+    // pruning keeps the order); a linear search covers any other order.
+    let shards = &s.rec.shards;
+    shards
+        .binary_search_by_key(&route.index, |sh| sh.index)
+        .ok()
+        .map(|i| &shards[i])
+        .or_else(|| shards.iter().find(|sh| sh.index == route.index))
+        .map_or(
+            ShardSeq {
+                index: route.index,
+                layout: seq::Layout::Legacy {
+                    created_ms: route.created_ms.max(0) as u64,
+                },
+            },
+            ShardSeq::of,
+        )
 }
 
 /// Formats epoch milliseconds the way Java's `Date.toString()` does in UTC,
@@ -198,6 +213,27 @@ impl Inner {
         ))
     }
 
+    /// Refuses an append of `n` records whose sequence numbers the shard's
+    /// layout could not hold (2^47 offsets, 2^24 leader epochs).
+    fn check_numbering(&self, seq: &ShardSeq, part: &Partition, n: u64) -> Result<()> {
+        let last = part.end_offset().saturating_add(n + OFFSET_MARGIN);
+        if seq.can_number(self.epoch, last) {
+            return Ok(());
+        }
+        tracing::error!(
+            shard = %shard_id(seq.index),
+            epoch = self.epoch,
+            end_offset = part.end_offset(),
+            "the shard's sequence numbers are exhausted; appends refused"
+        );
+        Err(Error::Internal(format!(
+            "Shard {} has no sequence numbers left for epoch {} at offset {}",
+            shard_id(seq.index),
+            self.epoch,
+            part.end_offset()
+        )))
+    }
+
     fn too_large(&self, path: &str, max: usize) -> Error {
         Error::Validation(format!(
             "1 validation error detected: Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {max}"
@@ -222,9 +258,10 @@ impl Service {
             input.explicit_hash_key.as_deref(),
             "partitionKey",
         )?;
+        // Judged as AWS does: any number it could have issued, arrived by now
+        // (or one of this server's legacy numbers).
         if let Some(seq) = &input.sequence_number_for_ordering
-            && SequenceNumber::parse(seq).is_none()
-            && seq != "0"
+            && !seq::decode(seq).is_some_and(|d| d.valid_for_ordering(inner.now_ms()))
         {
             return Err(Error::InvalidArgument(format!(
                 "ExclusiveMinimumSequenceNumber {seq} used in PutRecord on stream {} under account {} is invalid.",
@@ -257,6 +294,8 @@ impl Service {
                 .finish()
                 .ok_or_else(|| Error::Internal("record too large for a log frame".into()))?;
             let batch = inner.maybe_encrypt(&s, batch)?;
+            let seq = route_seq(&s, route);
+            inner.check_numbering(&seq, &route.part, 1)?;
             match inner.log.append(&route.part, batch).await {
                 Ok(appended) => {
                     inner
@@ -264,11 +303,10 @@ impl Service {
                         .incoming(&s.rec.name, 1, (input.data.0.len() + key.len()) as u64);
                     return Ok(PutRecordOutput {
                         shard_id: shard_id(route.index),
-                        sequence_number: seq_of(
-                            route.created_ms,
-                            route.index,
+                        sequence_number: seq.record(
                             appended.epoch,
                             appended.base_offset,
+                            appended.timestamp_ms,
                         ),
                         encryption_type: encryption_type(&s),
                     });
@@ -386,23 +424,36 @@ impl Service {
                     .finish()
                     .ok_or_else(|| Error::Internal("batch too large for a log frame".into()))?;
                 let batch = inner.maybe_encrypt(&s, batch)?;
-                appends.push((slot, inner.log.append(&s.routes[slot].part, batch)));
+                let route = &s.routes[slot];
+                if let Err(e) =
+                    inner.check_numbering(&route_seq(&s, route), &route.part, members.len() as u64)
+                {
+                    for &i in members {
+                        results[i] = Some(PutRecordsResultEntry {
+                            error_code: Some(e.code().into()),
+                            error_message: Some(e.to_string()),
+                            ..Default::default()
+                        });
+                    }
+                    continue;
+                }
+                appends.push((slot, inner.log.append(&route.part, batch)));
             }
             for (slot, fut) in appends {
                 let route = &s.routes[slot];
                 match fut.await {
                     Ok(a) => {
+                        let seq = route_seq(&s, route);
                         for (k, &i) in groups[slot].iter().enumerate() {
                             let r = &input.records[i];
                             bytes += (r.data.0.len()
                                 + r.partition_key.as_deref().map_or(0, str::len))
                                 as u64;
                             results[i] = Some(PutRecordsResultEntry {
-                                sequence_number: Some(seq_of(
-                                    route.created_ms,
-                                    route.index,
+                                sequence_number: Some(seq.record(
                                     a.epoch,
                                     a.base_offset + k as u64,
+                                    a.timestamp_ms,
                                 )),
                                 shard_id: Some(shard_id(route.index)),
                                 error_code: None,
@@ -556,10 +607,13 @@ impl Service {
 
     /// Records as the API returns them.
     pub(crate) fn records_view(&self, shard: &ShardRecord, read: &ReadOutcome) -> Vec<Record> {
+        // Derived from what the log stores with each record, so a record keeps
+        // the number it was acknowledged with.
+        let seq = ShardSeq::of(shard);
         read.records
             .iter()
             .map(|r| Record {
-                sequence_number: seq_of(shard.created_ms, shard.index, r.epoch, r.offset),
+                sequence_number: seq.record(r.epoch, r.offset, r.timestamp_ms),
                 approximate_arrival_timestamp: Timestamp(r.timestamp_ms),
                 data: Blob(Bytes::clone(&r.value)),
                 partition_key: (!r.key.is_empty())
@@ -616,15 +670,8 @@ impl Service {
         // Continue after the last record delivered (or before the next one).
         let continuation = match records.last() {
             Some(r) => r.sequence_number.clone(),
-            None if offset > 0 => seq_of(
-                shard.created_ms,
-                shard.index,
-                self.inner().epoch,
-                offset - 1,
-            ),
-            None => {
-                SequenceNumber::shard_start(shard.created_ms.max(0) as u64, shard.index).to_string()
-            }
+            None if offset > 0 => ShardSeq::of(shard).record(self.inner().epoch, offset - 1, now),
+            None => ShardSeq::of(shard).start(),
         };
         let bytes = read
             .records
@@ -659,18 +706,19 @@ impl Service {
                 inner.cfg.account_id
             ))
         };
-        let parsed = SequenceNumber::parse(seq).ok_or_else(|| invalid(""))?;
-        if parsed.shard_index != shard.index {
+        // AWS's checks, in its order: the number's form, the shard it encodes
+        // (read as a signed 32-bit index), then its layout and creation time.
+        let parsed = seq::decode(seq).ok_or_else(|| invalid(""))?;
+        if parsed.shard_index() != i64::from(shard.index) {
             return Err(Error::InvalidArgument(format!(
-                "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
-                shard_id(parsed.shard_index),
+                "Invalid StartingSequenceNumber. It encodes shardId-{:012}, while it was used in a call to a shard with {}",
+                parsed.shard_index(),
                 shard_id(shard.index)
             )));
         }
-        if parsed.shard_created_ms != shard.created_ms.max(0) as u64 {
-            return Err(invalid(" because it did not come from this stream"));
-        }
-        let o = parsed.offset;
+        let (epoch, o) = parsed
+            .position_in(&ShardSeq::of(shard))
+            .ok_or_else(|| invalid(" because it did not come from this stream"))?;
         // The record now at offset `o` decides: it is the requested record if its
         // epoch matches, or a later one if the original was lost before a sync.
         let at = part.read(o, 1, 0)?;
@@ -680,7 +728,7 @@ impl Service {
             .filter(|r| r.offset == o)
             .map(|r| r.epoch);
         Ok(match epoch_at {
-            Some(e) if e > parsed.epoch || (e == parsed.epoch && !after) => o,
+            Some(e) if e > epoch || (e == epoch && !after) => o,
             Some(_) => o + 1,
             None => o.max(part.start_offset()?),
         })

@@ -16,7 +16,7 @@ use ripstream_log::Partition;
 use ripstream_meta::{ShardEnd, ShardRecord, StreamMode, StreamRecord, StreamStatus};
 
 use crate::hash::{even_ranges, parse_hash_key};
-use crate::seq::SequenceNumber;
+use crate::seq::ShardSeq;
 use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, partition_id, shard_id};
@@ -72,6 +72,21 @@ impl Layout {
         self.now_ms.max(newest + 1)
     }
 
+    /// The creation second a child's sequence numbers carry: above every
+    /// parent's, even when it is created within the same second (or the clock
+    /// went back), so its numbers are above theirs. A legacy parent's numbers
+    /// are below any in AWS's layout already.
+    fn child_seq_created_s(&self, parents: &[u32]) -> u64 {
+        let newest = parents
+            .iter()
+            .filter_map(|p| self.shards.iter().find(|s| s.index == *p))
+            .filter_map(|s| s.seq_created_s)
+            .map(|s| s + 1)
+            .max()
+            .unwrap_or(0);
+        (self.now_ms.max(0) as u64 / 1000).max(newest)
+    }
+
     /// Splits open shard `index` so that the second child starts at `at`
     /// (`start < at <= end`). Returns the children's indexes.
     pub fn split(&mut self, index: u32, at: u128) -> (u32, u32) {
@@ -80,6 +95,7 @@ impl Layout {
             .cloned()
             .expect("caller checked the shard is open");
         let created = self.child_created(&[index]);
+        let seq_created_s = Some(self.child_seq_created_s(&[index]));
         let first = self.next_index();
         self.close(index);
         for (i, (start, end)) in [
@@ -97,6 +113,7 @@ impl Layout {
                 parent: Some(index),
                 adjacent_parent: None,
                 end: None,
+                seq_created_s,
             });
         }
         (first, first + 1)
@@ -113,6 +130,7 @@ impl Layout {
             .cloned()
             .expect("caller checked the shard is open");
         let created = self.child_created(&[index, adjacent]);
+        let seq_created_s = Some(self.child_seq_created_s(&[index, adjacent]));
         let child = self.next_index();
         self.close(index);
         self.close(adjacent);
@@ -124,6 +142,7 @@ impl Layout {
             parent: Some(index),
             adjacent_parent: Some(adjacent),
             end: None,
+            seq_created_s,
         });
         child
     }
@@ -267,6 +286,7 @@ impl Inner {
         .await?;
         let mut sealed = Vec::new();
         for sh in rec.shards.iter_mut() {
+            let seq = ShardSeq::of(sh);
             let Some(end) = sh
                 .end
                 .as_mut()
@@ -274,20 +294,12 @@ impl Inner {
             else {
                 continue;
             };
-            let start = SequenceNumber::shard_start(sh.created_ms.max(0) as u64, sh.index);
             if !was_open.contains(&sh.index) {
                 // Created and closed in this change: it never held a record.
-                end.ending_sequence_number = start.to_string();
+                end.ending_sequence_number = seq.start();
                 continue;
             }
-            // As AWS does, the end is an upper bound above any number the shard
-            // issued, not the last record's number.
-            end.ending_sequence_number = SequenceNumber {
-                epoch: crate::seq::MAX_EPOCH,
-                offset: u64::MAX,
-                ..start
-            }
-            .to_string();
+            end.ending_sequence_number = seq.end(end.closed_ms);
             let part = cur
                 .parts
                 .get(&sh.index)
@@ -537,6 +549,7 @@ mod tests {
                 parent: None,
                 adjacent_parent: None,
                 end: None,
+                seq_created_s: (i % 2 == 0).then_some(0),
             })
             .collect();
         Layout::new(shards, 10)
@@ -562,6 +575,8 @@ mod tests {
                 let parent = l.shards.iter().find(|x| x.index == *p).unwrap();
                 assert!(parent.end.is_some(), "parent {p} still open");
                 assert!(parent.created_ms < s.created_ms);
+                // Children number above their parents (see `seq`).
+                assert!(parent.seq_created_s < s.seq_created_s);
                 assert!(
                     parent.starting_hash_key <= s.ending_hash_key
                         && s.starting_hash_key <= parent.ending_hash_key

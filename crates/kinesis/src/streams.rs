@@ -6,7 +6,7 @@ use ripstream_meta::{ShardRecord, StreamMode, StreamRecord, StreamStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::even_ranges;
-use crate::seq::SequenceNumber;
+use crate::seq::ShardSeq;
 use crate::tags::validate_new_tags;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, retention_ms, shard_id};
@@ -86,11 +86,7 @@ pub(crate) fn shard_view(shard: &ShardRecord) -> Shard {
             ending_hash_key: shard.ending_hash_key.to_string(),
         },
         sequence_number_range: SequenceNumberRange {
-            starting_sequence_number: SequenceNumber::shard_start(
-                shard.created_ms.max(0) as u64,
-                shard.index,
-            )
-            .to_string(),
+            starting_sequence_number: ShardSeq::of(shard).start(),
             ending_sequence_number: shard.end.as_ref().map(|e| e.ending_sequence_number.clone()),
         },
     }
@@ -369,6 +365,7 @@ impl Service {
                 parent: None,
                 adjacent_parent: None,
                 end: None,
+                seq_created_s: Some(now.max(0) as u64 / 1000),
             })
             .collect();
         // Partitions first, catalog second: a crash in between leaves orphan

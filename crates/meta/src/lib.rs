@@ -173,6 +173,11 @@ pub struct ShardRecord {
     pub adjacent_parent: Option<u32>,
     #[serde(default)]
     pub end: Option<ShardEnd>,
+    /// The creation second the shard's sequence numbers carry in AWS's layout
+    /// (at least one above its parents', so children number above them).
+    /// `None` for shards created before that layout: they keep the legacy one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_created_s: Option<u64>,
 }
 
 /// Server-side encryption settings of a stream.
@@ -478,6 +483,7 @@ mod tests {
                 parent: None,
                 adjacent_parent: None,
                 end: None,
+                seq_created_s: Some(7),
             });
             s.tags.insert("k".into(), "v".into());
             c.put_stream(&s).unwrap();
@@ -491,9 +497,20 @@ mod tests {
         assert_eq!(streams.len(), 1);
         assert_eq!(streams[0].shards[0].ending_hash_key, u128::MAX);
         assert_eq!(streams[0].tags["k"], "v");
+        assert_eq!(streams[0].shards[0].seq_created_s, Some(7));
         assert_eq!(c.setting_or_init("key", || vec![9]).unwrap(), vec![1, 2]);
         assert_eq!(c.next_id("stream").unwrap(), 1);
         assert_eq!(c.next_id("stream").unwrap(), 2);
+    }
+
+    #[test]
+    fn shards_written_before_the_aws_sequence_layout_read_as_legacy() {
+        // A shard as the catalog stored it before `seq_created_s` existed.
+        let old = r#"{"index":0,"starting_hash_key":0,"ending_hash_key":5,"created_ms":9,"parent":null,"adjacent_parent":null,"end":null}"#;
+        let shard: ShardRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(shard.seq_created_s, None);
+        // And is written back the same way.
+        assert_eq!(serde_json::to_string(&shard).unwrap(), old);
     }
 
     #[test]

@@ -16,5 +16,6 @@ mod quotas;
 mod records;
 mod reshard;
 mod security;
+mod seqnum;
 mod streams;
 mod support;
