@@ -1982,6 +1982,56 @@ mod tests {
         assert_eq!(el.attrs, vec![("k".to_string(), "1&2".to_string())]);
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends (paths, queries, headers, bodies, XML)
+        /// is routed, bound and parsed without a panic.
+        #[test]
+        fn hostile_requests_never_panic(
+            path in "(/[a-zA-Z0-9%./+ -]{0,12}){0,5}",
+            query in "[a-z0-9=&%-]{0,30}",
+            header in "[ -~]{0,40}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            xml in "(<[a-zA-Z]{1,3}( a=\"[a-z&;]{0,4}\")?/?>|</[a-zA-Z]{1,3}>|[a-z&;#0-9x ]{0,5}|<!\\[CDATA\\[x\\]\\]>){0,20}",
+        ) {
+            let model = RestModel::parse(
+                include_str!("../tests/data/s3-2006-03-01-trimmed.json"),
+                Protocol::RestXml,
+            )
+            .unwrap();
+            let json_model = RestModel::parse(
+                include_str!("../tests/data/s3-2006-03-01-trimmed.json"),
+                Protocol::RestJson1,
+            )
+            .unwrap();
+            let params = params(&query);
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&header) {
+                for name in ["if-modified-since", "content-length", "x-amz-meta-a", "x-amz-acl"] {
+                    headers.insert(name, v.clone());
+                }
+            }
+            for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
+                for m in [&model, &json_model] {
+                    if let Some((op, labels)) = m.find(&method, &path, &params) {
+                        for b in [Bytes::from(body.clone()), Bytes::from(xml.clone())] {
+                            let sources = Sources {
+                                headers: &headers,
+                                labels: &labels,
+                                params: &params,
+                                body: &b,
+                            };
+                            let _ = m.bind(op, &sources);
+                        }
+                    }
+                }
+            }
+            let _ = parse_xml(xml.as_bytes());
+            let _ = parse_xml(&body);
+            let _ = parse_iso8601(&header);
+            let _ = parse_http_date(&header);
+        }
+    }
+
     #[test]
     fn virtual_hosts_name_buckets() {
         let parts = |host: &str| {
