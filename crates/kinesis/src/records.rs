@@ -89,13 +89,10 @@ enum Placement {
     Spread,
 }
 
-fn encryption_type(s: &StreamState) -> String {
-    if s.rec.encryption.is_some() {
-        "KMS"
-    } else {
-        "NONE"
-    }
-    .to_string()
+/// What PutRecord(s) and GetRecords say of encryption: `KMS`, or nothing for
+/// records stored in the clear (AWS sends no `EncryptionType: NONE` there).
+fn encryption_type(s: &StreamState) -> Option<String> {
+    s.rec.encryption.is_some().then(|| "KMS".to_string())
 }
 
 impl Inner {
@@ -618,7 +615,7 @@ impl Service {
                 data: Blob(Bytes::clone(&r.value)),
                 partition_key: (!r.key.is_empty())
                     .then(|| String::from_utf8_lossy(&r.key).into_owned()),
-                encryption_type: Some(if r.encrypted { "KMS" } else { "NONE" }.to_string()),
+                encryption_type: r.encrypted.then(|| "KMS".to_string()),
             })
             .collect()
     }

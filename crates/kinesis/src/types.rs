@@ -516,7 +516,9 @@ pub struct PutRecordInput {
 pub struct PutRecordOutput {
     pub shard_id: String,
     pub sequence_number: String,
-    pub encryption_type: String,
+    /// `KMS` for encrypted streams; absent otherwise, as AWS answers.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -560,7 +562,9 @@ pub struct PutRecordsResultEntry {
 pub struct PutRecordsOutput {
     pub failed_record_count: u32,
     pub records: Vec<PutRecordsResultEntry>,
-    pub encryption_type: String,
+    /// `KMS` for encrypted streams; absent otherwise, as AWS answers.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
