@@ -1060,6 +1060,21 @@ struct Sources<'a> {
     body: &'a Bytes,
 }
 
+/// The query parameters of a presigned request, which are the signature's
+/// and never an operation's.
+fn is_signature_param(name: &str) -> bool {
+    matches!(
+        name,
+        "X-Amz-Algorithm"
+            | "X-Amz-Credential"
+            | "X-Amz-Date"
+            | "X-Amz-Expires"
+            | "X-Amz-SignedHeaders"
+            | "X-Amz-Signature"
+            | "X-Amz-Security-Token"
+    )
+}
+
 fn header_text(v: &HeaderValue) -> String {
     String::from_utf8_lossy(v.as_bytes()).into_owned()
 }
@@ -1134,7 +1149,7 @@ impl RestModel {
                     for (k, v) in req
                         .params
                         .iter()
-                        .filter(|(k, _)| !named.contains(&k.as_str()))
+                        .filter(|(k, _)| !named.contains(&k.as_str()) && !is_signature_param(k))
                     {
                         if many {
                             let entry = map
@@ -2030,6 +2045,36 @@ mod tests {
             let _ = parse_iso8601(&header);
             let _ = parse_http_date(&header);
         }
+    }
+
+    #[test]
+    fn a_query_map_leaves_out_the_signature_of_a_presigned_request() {
+        let model = json!({
+            "metadata": {"protocol": "rest-json", "endpointPrefix": "x"},
+            "operations": {"List": {"http": {"method": "GET", "requestUri": "/items"},
+                "input": {"shape": "ListInput"}}},
+            "shapes": {
+                "S": {"type": "string"},
+                "Filters": {"type": "map", "key": {"shape": "S"}, "value": {"shape": "S"}},
+                "ListInput": {"type": "structure", "members": {
+                    "Prefix": {"shape": "S", "location": "querystring", "locationName": "prefix"},
+                    "Filters": {"shape": "Filters", "location": "querystring"}}}
+            }
+        });
+        let m = RestModel::parse(&model.to_string(), Protocol::RestJson1).unwrap();
+        let params = params(
+            "prefix=p&color=red&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2Fb&X-Amz-Date=20261203T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=ff&X-Amz-Security-Token=t",
+        );
+        let sources = Sources {
+            headers: &HeaderMap::new(),
+            labels: &[],
+            params: &params,
+            body: &Bytes::new(),
+        };
+        assert_eq!(
+            m.bind("List", &sources).unwrap(),
+            json!({"Prefix": "p", "Filters": {"color": "red"}})
+        );
     }
 
     #[test]

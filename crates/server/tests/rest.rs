@@ -277,6 +277,13 @@ fn s3(op: &str, input: &Value) -> (Vec<String>, Result<Value, TestError>) {
                 "Metadata": {"color": "blue"},
             }))
         }
+        "HeadObject" if key == "missing" => fail("NoSuchKey", "The specified key does not exist."),
+        "HeadObject" => Ok(json!({
+            "ContentLength": format!("hello {key}").len(),
+            "ContentType": "text/plain",
+            "ETag": "\"abc\"",
+            "Metadata": {"color": "blue"},
+        })),
         "PutObject" => Ok(json!({"ETag": "\"put\"", "Size": 5})),
         "CreateMultipartUpload" => Ok(json!({"Bucket": bucket, "Key": key, "UploadId": "up-1"})),
         "DeleteObject" => Ok(Value::Null),
@@ -720,6 +727,18 @@ async fn rest_xml_serves_s3_shapes() {
         );
         assert_eq!(resources, &["arn:aws:s3:::photos/2026/12/cat pic.jpg"]);
     }
+
+    // HeadObject: the same template under HEAD; the declared length is sent
+    // (there is no body to measure), errors have only their status.
+    let r = h.send(req("HEAD", "/photos/cat.jpg", "s3")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.header("content-length"), "13");
+    assert_eq!(r.header("x-amz-meta-color"), "blue");
+    assert!(r.body.is_empty());
+    assert_eq!(h.s3.lock().unwrap().last().unwrap().0, "HeadObject");
+    let r = h.send(req("HEAD", "/photos/missing", "s3")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    assert!(r.body.is_empty());
 
     // Virtual-host style: the bucket comes from the Host.
     let r = h
