@@ -2,6 +2,7 @@
 # Fuzzes every decoder that input reaches: JSON and CBOR request bodies (through
 # the model validator and the whole service), DynamoDB expressions and attribute
 # values (through the lease-table operations), SigV4 headers and query strings,
+# aws-chunked bodies (streaming payload signatures: garbage and mutated bodies),
 # shard iterator tokens, and the shard log's recovery and reader over garbage
 # and bit-flipped segments. Then the front door's hostile requests against the
 # real binary: silent and preface-only connection floods, one source taking

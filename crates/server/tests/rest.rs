@@ -502,9 +502,16 @@ fn sign(
         .as_secs() as i64;
     let amz_date = sigv4::format_amz_date(now);
     let date = &amz_date[..8];
-    let payload = hex::encode(Sha256::digest(body));
+    // A payload hash the request names itself (STREAMING-*) is signed as given.
+    let payload = match headers.iter().find(|(k, _)| k == "x-amz-content-sha256") {
+        Some((_, v)) => v.clone(),
+        None => {
+            let hash = hex::encode(Sha256::digest(body));
+            headers.push(("x-amz-content-sha256".into(), hash.clone()));
+            hash
+        }
+    };
     headers.push(("x-amz-date".into(), amz_date.clone()));
-    headers.push(("x-amz-content-sha256".into(), payload.clone()));
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
@@ -914,6 +921,35 @@ async fn rest_xml_serves_s3_shapes() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
     assert!(r.body.contains("<Code>AccessDenied</Code>"), "{r:?}");
+    h.stop().await;
+}
+
+/// A signed STREAMING-* payload is refused while no pipeline decodes
+/// aws-chunked bodies, so its framing never reaches the service as data.
+#[tokio::test]
+async fn aws_chunked_bodies_are_refused_until_decoded() {
+    let h = Harness::start(true).await;
+    let before = h.s3.lock().unwrap().len();
+    for mode in [
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+    ] {
+        let r = h
+            .send(Req {
+                headers: vec![
+                    ("x-amz-content-sha256", mode),
+                    ("content-encoding", "aws-chunked"),
+                    ("x-amz-decoded-content-length", "3"),
+                ],
+                body: b"3\r\nabc\r\n0\r\n\r\n",
+                ..req("PUT", "/photos/new.png", "s3")
+            })
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{mode}: {r:?}");
+        assert!(r.body.contains("NotImplemented"), "{r:?}");
+    }
+    assert_eq!(h.s3.lock().unwrap().len(), before);
     h.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! Who is calling (SigV4 against the configured principals) and whether they
 //! may (their identity policy and the resource's policy).
 
+pub mod chunked;
 pub mod sigv4;
 
 use std::collections::HashMap;

@@ -21,6 +21,10 @@ pub const MAX_EXPIRES_SECS: i64 = 604_800;
 /// The services whose clients may leave the payload unsigned; the JSON
 /// services (Kinesis, DynamoDB) always sign the body.
 const UNSIGNED_PAYLOAD_SERVICES: &[&str] = &["s3"];
+/// The services that take `aws-chunked` bodies (`STREAMING-*` payload
+/// hashes): S3 uploads and Kinesis Video PutMedia. Never the JSON services,
+/// whose handlers read a whole body that nothing would then verify.
+const STREAMING_PAYLOAD_SERVICES: &[&str] = &["s3", "kinesisvideo"];
 /// Largest difference between the signing time and the server's clock.
 pub const MAX_SKEW_SECS: i64 = 15 * 60;
 
@@ -43,6 +47,64 @@ pub struct Claims {
     pub access_key_id: String,
     pub region: String,
     pub service: String,
+    /// What the chunk signatures of a streaming body chain from.
+    pub signing: SigningContext,
+    /// `Some` when `x-amz-content-sha256` announced an `aws-chunked` body:
+    /// the header signature then covers no byte of the body, and the body
+    /// must go through [`super::chunked`] before anything trusts it.
+    pub streaming: Option<super::chunked::StreamingMode>,
+}
+
+/// The signing key, time and scope of a verified request, and its signature:
+/// the seed of the chain of chunk signatures of an `aws-chunked` body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningContext {
+    key: Vec<u8>,
+    /// The request's signing time, `20130524T000000Z`.
+    pub amz_date: String,
+    /// `20130524/us-east-1/s3/aws4_request`.
+    pub scope: String,
+    /// The verified header (or query) signature, lowercase hex.
+    pub seed_signature: String,
+}
+
+impl SigningContext {
+    /// For a signer of its own (tests, clients): derives the key from the secret.
+    pub fn new(
+        secret: &str,
+        amz_date: &str,
+        region: &str,
+        service: &str,
+        seed_signature: &str,
+    ) -> SigningContext {
+        let date = amz_date.get(..8).unwrap_or(amz_date);
+        SigningContext {
+            key: signing_key(secret, date, region, service),
+            amz_date: amz_date.to_string(),
+            scope: format!("{date}/{region}/{service}/aws4_request"),
+            seed_signature: seed_signature.to_ascii_lowercase(),
+        }
+    }
+
+    /// HMAC-SHA256 of `data` with the signing key.
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for SigningContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key signs for the caller for the rest of the day: never logged.
+        f.debug_struct("SigningContext")
+            .field("key", &"<redacted>")
+            .field("amz_date", &self.amz_date)
+            .field("scope", &self.scope)
+            .field("seed_signature", &self.seed_signature)
+            .finish()
+    }
 }
 
 /// What the verifier needs to know: the secret of an access key.
@@ -518,11 +580,17 @@ pub fn verify(
     // when it is that hash, so a captured signature cannot carry another body.
     let body_hash = sha256_hex(parts.body);
     let unsigned_ok = UNSIGNED_PAYLOAD_SERVICES.contains(&service);
+    let mut streaming = None;
     let payload_hashes: Vec<String> = match parts.headers.get("x-amz-content-sha256") {
         Some(h) => {
             let claimed = h.to_str().unwrap_or("");
+            let stream_mode = super::chunked::StreamingMode::from_content_sha256(claimed)
+                .filter(|_| STREAMING_PAYLOAD_SERVICES.contains(&service));
             if claimed == UNSIGNED_PAYLOAD && unsigned_ok {
                 vec![UNSIGNED_PAYLOAD.to_string()]
+            } else if let Some(mode) = stream_mode {
+                streaming = Some(mode);
+                vec![claimed.to_string()]
             } else if claimed.eq_ignore_ascii_case(&body_hash) {
                 vec![claimed.to_string()]
             } else {
@@ -562,6 +630,13 @@ pub fn verify(
         access_key_id: akid.to_string(),
         region: cred_region.to_string(),
         service: cred_service.to_string(),
+        signing: SigningContext {
+            key,
+            amz_date: presented.amz_date.clone(),
+            scope: scope_str,
+            seed_signature: presented_sig,
+        },
+        streaming,
     }))
 }
 
