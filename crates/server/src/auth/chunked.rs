@@ -451,6 +451,15 @@ impl ChunkedDecoder {
                             // The whole chunk in one piece: no copy.
                             self.whole = Some(piece);
                         } else {
+                            // Grown as the data comes (a header alone holds
+                            // nothing), and never past the chunk's size.
+                            let need = self.partial.len() + piece.len();
+                            if need > self.partial.capacity() {
+                                let target = (self.partial.capacity() * 2).max(need).min(*size);
+                                let mut grown = BytesMut::with_capacity(target);
+                                grown.extend_from_slice(&self.partial);
+                                self.partial = grown;
+                            }
                             self.partial.extend_from_slice(&piece);
                         }
                         *remaining -= n;
@@ -598,7 +607,7 @@ impl ChunkedDecoder {
             self.short_chunk_seen = size < self.limits.min_chunk_size as u64;
         }
         let size = size as usize;
-        self.partial = BytesMut::with_capacity(size.min(64 << 10));
+        self.partial = BytesMut::new();
         self.state = State::Data {
             size,
             remaining: size,

@@ -755,8 +755,27 @@ fn oversized_header_lines_are_refused_without_buffering() {
         }
     }
     assert!(refused);
-    // In one piece.
+    // A chunk's data arriving in small pieces is held in at most its size.
+    let body = doc_body();
     let mut d = doc_decoder(66_560);
+    let mut most = 0;
+    for piece in body.chunks(1000) {
+        d.feed(Bytes::copy_from_slice(piece));
+        while let Decoded::Data(_) = d.decode().unwrap() {}
+        most = most.max(d.partial.capacity());
+    }
+    d.end_of_input().unwrap();
+    assert!(most > 60_000 && most <= 65_536, "{most}");
+    // A header alone holds nothing.
+    let mut d = doc_decoder(u64::MAX);
+    d.feed(Bytes::from(format!(
+        "ffffff;chunk-signature={}\r\n",
+        "0".repeat(64)
+    )));
+    assert_eq!(d.decode(), Ok(Decoded::NeedMore));
+    assert_eq!(d.partial.capacity(), 0);
+    // In one piece.
+    let mut d = doc_decoder(u64::MAX);
     d.feed(Bytes::from(vec![b'a'; 10 << 20]));
     assert!(d.decode().is_err());
     assert!(d.input.is_empty() && d.line.capacity() < 1024);
