@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Java clients (AWS SDK for Java v2, KCL 3.x, KPL) against the ripstream binary in
+# The Java clients (AWS SDK for Java v2, KCL 3.x and 2.x, KPL) against the ripstream binary in
 # $RIPSTREAM_BIN (default: target/debug/ripstream). Maven's cache is the default ~/.m2, so a second
 # run downloads nothing. Each test class starts its own servers on 127.0.0.1:0 and stops them.
 set -euo pipefail
@@ -21,6 +21,10 @@ fi
 # exits non-zero on any failure. Extra arguments go to Maven (e.g. -Dtest=SdkKinesisTest).
 start=$(date +%s)
 status=0
+echo "== compat/java: AWS SDK for Java v2, KCL 3.x, KPL"
 mvn -B -ntp test "$@" || status=$?
+# KCL 2.x and 3.x share package names, so the last 2.x release gets a Maven run of its own.
+echo "== compat/java: KCL 2.x"
+mvn -B -ntp -Pkcl2 test "$@" || status=$?
 echo "compat/java: $(( $(date +%s) - start )) s, exit $status (client logs in compat/java/target/*.log)"
 exit $status

@@ -50,11 +50,16 @@ import software.amazon.kinesis.retrieval.fanout.FanOutConfig;
 import software.amazon.kinesis.retrieval.polling.PollingConfig;
 
 /**
- * The Kinesis Client Library 3.x: a Scheduler on a 2-shard stream, its lease, worker-metrics and
- * coordinator-state tables on Ripstream's DynamoDB subset. Metrics go to NullMetricsFactory (and
+ * The Kinesis Client Library (3.x, and 2.x with the kcl2 profile): a Scheduler on a 2-shard stream,
+ * with polling and with enhanced fan-out; its lease table (and in 3.x its worker metrics and
+ * coordinator state) on Ripstream's DynamoDB subset. Metrics go to NullMetricsFactory (and
  * metricsLevel NONE), so nothing calls CloudWatch.
  */
-class Kcl3Test {
+class KclTest {
+    /** The KCL on the class path: 3.x by default, 2.x with the kcl2 profile (run.sh runs both). */
+    static final String KCL_VERSION = software.amazon.kinesis.retrieval.RetrievalConfig.KINESIS_CLIENT_LIB_USER_AGENT_VERSION;
+    static final boolean KCL3 = !KCL_VERSION.startsWith("2.");
+
     static RipstreamServer server;
     static KinesisClient kinesis;
 
@@ -242,10 +247,12 @@ class Kcl3Test {
                 for (String table : tables) {
                     everything.putAll(leases(d, table));
                 }
-                assertTrue(everything.containsKey("Leader"), "no leader lock: " + everything.keySet());
-                assertTrue(everything.containsKey("Migration3.0"), "no client version: " + everything.keySet());
-                assertTrue(everything.values().stream().anyMatch(i -> i.containsKey("lut") && i.containsKey("sts")),
-                        "no worker metric stats: " + everything);
+                if (KCL3) {
+                    assertTrue(everything.containsKey("Leader"), "no leader lock: " + everything.keySet());
+                    assertTrue(everything.containsKey("Migration3.0"), "no client version: " + everything.keySet());
+                    assertTrue(everything.values().stream().anyMatch(i -> i.containsKey("lut") && i.containsKey("sts")),
+                            "no worker metric stats: " + everything);
+                }
 
                 // Reshard: split shard 0 in the middle of its range.
                 Shard parent = kinesis.listShards(r -> r.streamName(stream)).shards().get(0);
@@ -297,9 +304,24 @@ class Kcl3Test {
                             .anyMatch(c -> c.consumerName().equals(app)), "the KCL registered no consumer");
                 }
             } finally {
-                System.out.println("KCL 3.x " + (fanOut ? "fan-out" : "polling") + " failed calls: " + failures);
-                scheduler.startGracefulShutdown().get(60, TimeUnit.SECONDS);
-                t.join(30_000);
+                System.out.println("KCL " + KCL_VERSION + " " + (fanOut ? "fan-out" : "polling") + " failed calls: " + failures);
+                long t0 = System.nanoTime();
+                try {
+                    scheduler.startGracefulShutdown().get(KCL3 ? 30 : 10, TimeUnit.SECONDS);
+                } catch (java.util.concurrent.TimeoutException e) {
+                    // KCL 2.x's graceful shutdown can wait forever on a record processor of a shard
+                    // that ended (a client-side race: awslabs/amazon-kinesis-client#542, #616); what
+                    // this test checks was asserted above, so 2.x falls back to shutdown().
+                    if (KCL3) {
+                        throw e;
+                    }
+                    System.out.println("KCL " + KCL_VERSION + " graceful shutdown did not finish in 10 s; shutdown()");
+                } finally {
+                    System.out.println("KCL " + KCL_VERSION + " graceful shutdown took "
+                            + (System.nanoTime() - t0) / 1_000_000 + " ms");
+                    scheduler.shutdown();
+                    t.join(30_000);
+                }
             }
         }
     }
