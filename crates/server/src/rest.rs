@@ -547,26 +547,7 @@ fn format_timestamp(v: &Value, format: &str) -> Option<String> {
 
 // ------------------------------------------------------------ text scalars
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::auth::sigv4::percent_decode;
 
 /// A scalar read from text (a label, a query parameter, a header, an XML
 /// element) in the JSON form of its shape; a value that is not of the
@@ -1865,20 +1846,7 @@ async fn pipeline(
             ),
         });
     }
-    let check = crate::router::PolicyCheck {
-        principal,
-        service: mounted.api.as_ref(),
-        action: format!("{}:{op}", spec.iam_prefix),
-        region: &state.region,
-        account: &state.account,
-    };
-    let request = ripstream_api::Request {
-        operation: op,
-        input: value,
-        authorize: &check,
-        slot: slot.take().map(|s| Box::new(s) as Box<dyn Send + Sync>),
-    };
-    let reply = mounted.api.call(request).await?;
+    let reply = crate::router::run_operation(state, mounted, op, value, principal, slot).await?;
     rest.encode(op, &parts.method, reply).map(Some)
 }
 

@@ -584,22 +584,35 @@ async fn call(
             format!("Operation {op} is not supported by this version of Ripstream."),
         ));
     }
+    let reply = run_operation(state, mounted, op, value, principal, slot).await?;
+    encode_reply(mounted, op, protocol, reply)
+}
+
+/// Hands a validated request to its service with the front door's policy
+/// check; the same last step for every protocol.
+pub(crate) async fn run_operation(
+    state: &AppState,
+    mounted: &Mounted,
+    op: &str,
+    input: Value,
+    principal: Option<&crate::auth::Principal>,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Reply, WireError> {
     let check = PolicyCheck {
         principal,
         service: mounted.api.as_ref(),
-        action: format!("{}:{op}", spec.iam_prefix),
+        action: format!("{}:{op}", mounted.api.spec().iam_prefix),
         region: &state.region,
         account: &state.account,
     };
     let request = ripstream_api::Request {
         operation: op,
-        input: value,
+        input,
         authorize: &check,
         // A streaming reply keeps the request's in-flight slot until it ends.
         slot: slot.take().map(|s| Box::new(s) as Box<dyn Send + Sync>),
     };
-    let reply = mounted.api.call(request).await?;
-    encode_reply(mounted, op, protocol, reply)
+    Ok(mounted.api.call(request).await?)
 }
 
 /// The principal a request is signed by; `None` when the server has no

@@ -146,7 +146,9 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+/// Percent-decoding as SigV4 and the REST bindings read URIs (invalid escapes
+/// are kept as they are; bytes that are not UTF-8 become U+FFFD).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
