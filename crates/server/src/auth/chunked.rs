@@ -738,121 +738,21 @@ impl ChunkedDecoder {
     }
 }
 
-/// A checksum a trailer can carry, computed over the decoded data.
+/// A checksum a trailer can carry, computed over the decoded data (the
+/// maintained CRC crates, hardware-accelerated where the CPU allows).
 enum Checksum {
-    Crc32(u32),
+    Crc32(crc32fast::Hasher),
     Crc32c(u32),
-    Crc64Nvme(u64),
+    Crc64Nvme(crc64fast_nvme::Digest),
     Sha256(Box<Sha256>),
-}
-
-// Slicing-by-8 tables of reflected CRCs: table 0 is the byte-at-a-time
-// table, table k advances a byte through k more zero bytes.
-const fn crc32_tables(poly: u32) -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut k = 1;
-        while k < 8 {
-            let prev = t[k - 1][i];
-            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-const fn crc64_tables(poly: u64) -> [[u64; 256]; 8] {
-    let mut t = [[0u64; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u64;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut k = 1;
-        while k < 8 {
-            let prev = t[k - 1][i];
-            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-// Reflected polynomials of CRC-32 (ISO-HDLC), CRC-32C (Castagnoli) and
-// CRC-64/NVME, as S3's flexible checksums define them. Slicing by 8 is within
-// a small factor of the SHA-256 every signed chunk costs, without a crate.
-static CRC32: [[u32; 256]; 8] = crc32_tables(0xEDB8_8320);
-static CRC32C: [[u32; 256]; 8] = crc32_tables(0x82F6_3B78);
-static CRC64NVME: [[u64; 256]; 8] = crc64_tables(0x9A6C_9329_AC4B_C9B5);
-
-fn crc32_update(t: &[[u32; 256]; 8], mut c: u32, data: &[u8]) -> u32 {
-    let mut blocks = data.chunks_exact(8);
-    for b in &mut blocks {
-        let x = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        c = t[7][(x & 0xff) as usize]
-            ^ t[6][((x >> 8) & 0xff) as usize]
-            ^ t[5][((x >> 16) & 0xff) as usize]
-            ^ t[4][(x >> 24) as usize]
-            ^ t[3][b[4] as usize]
-            ^ t[2][b[5] as usize]
-            ^ t[1][b[6] as usize]
-            ^ t[0][b[7] as usize];
-    }
-    for &b in blocks.remainder() {
-        c = t[0][((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    c
-}
-
-fn crc64_update(t: &[[u64; 256]; 8], mut c: u64, data: &[u8]) -> u64 {
-    let mut blocks = data.chunks_exact(8);
-    for b in &mut blocks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(b);
-        let x = c ^ u64::from_le_bytes(word);
-        c = t[7][(x & 0xff) as usize]
-            ^ t[6][((x >> 8) & 0xff) as usize]
-            ^ t[5][((x >> 16) & 0xff) as usize]
-            ^ t[4][((x >> 24) & 0xff) as usize]
-            ^ t[3][((x >> 32) & 0xff) as usize]
-            ^ t[2][((x >> 40) & 0xff) as usize]
-            ^ t[1][((x >> 48) & 0xff) as usize]
-            ^ t[0][(x >> 56) as usize];
-    }
-    for &b in blocks.remainder() {
-        c = t[0][((c ^ b as u64) & 0xff) as usize] ^ (c >> 8);
-    }
-    c
 }
 
 impl Checksum {
     fn for_trailer(name: &str) -> Option<Checksum> {
         Some(match name {
-            "x-amz-checksum-crc32" => Checksum::Crc32(!0),
-            "x-amz-checksum-crc32c" => Checksum::Crc32c(!0),
-            "x-amz-checksum-crc64nvme" => Checksum::Crc64Nvme(!0),
+            "x-amz-checksum-crc32" => Checksum::Crc32(crc32fast::Hasher::new()),
+            "x-amz-checksum-crc32c" => Checksum::Crc32c(0),
+            "x-amz-checksum-crc64nvme" => Checksum::Crc64Nvme(crc64fast_nvme::Digest::new()),
             "x-amz-checksum-sha256" => Checksum::Sha256(Box::new(Sha256::new())),
             // SHA-1 is left to the storage layer (no SHA-1 here).
             _ => return None,
@@ -870,9 +770,9 @@ impl Checksum {
 
     fn update(&mut self, data: &[u8]) {
         match self {
-            Checksum::Crc32(c) => *c = crc32_update(&CRC32, *c, data),
-            Checksum::Crc32c(c) => *c = crc32_update(&CRC32C, *c, data),
-            Checksum::Crc64Nvme(c) => *c = crc64_update(&CRC64NVME, *c, data),
+            Checksum::Crc32(h) => h.update(data),
+            Checksum::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
+            Checksum::Crc64Nvme(d) => d.write(data),
             Checksum::Sha256(h) => h.update(data),
         }
     }
@@ -881,8 +781,9 @@ impl Checksum {
     fn finish(self) -> String {
         let b64 = base64::engine::general_purpose::STANDARD;
         match self {
-            Checksum::Crc32(c) | Checksum::Crc32c(c) => b64.encode((!c).to_be_bytes()),
-            Checksum::Crc64Nvme(c) => b64.encode((!c).to_be_bytes()),
+            Checksum::Crc32(h) => b64.encode(h.finalize().to_be_bytes()),
+            Checksum::Crc32c(c) => b64.encode(c.to_be_bytes()),
+            Checksum::Crc64Nvme(d) => b64.encode(d.sum64().to_be_bytes()),
             Checksum::Sha256(h) => b64.encode(h.finalize()),
         }
     }

@@ -1475,3 +1475,22 @@ fn decode_throughput() {
         );
     }
 }
+
+/// The trailer checksums against the catalogued check values of their CRCs
+/// (the CRC of "123456789"), split across updates as chunks arrive.
+#[test]
+fn trailer_checksums_match_the_catalogued_check_values() {
+    let check = |name: &str, expected: &[u8]| {
+        let mut c = Checksum::for_trailer(name).unwrap();
+        c.update(b"1234");
+        c.update(b"56789");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(c.finish(), b64.encode(expected), "{name}");
+    };
+    check("x-amz-checksum-crc32", &0xCBF4_3926u32.to_be_bytes());
+    check("x-amz-checksum-crc32c", &0xE306_9283u32.to_be_bytes());
+    check(
+        "x-amz-checksum-crc64nvme",
+        &0xAE8B_1486_0A79_9888u64.to_be_bytes(),
+    );
+}
