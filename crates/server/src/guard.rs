@@ -47,6 +47,28 @@ pub(crate) fn names_only_loopback(uri: &Uri, headers: &HeaderMap) -> bool {
     authority_ok && hosts_ok
 }
 
+/// A browser origin served from this machine (`http://localhost:8000`,
+/// `http://127.0.0.1:3000`, `http://[::1]`); `null` and anything else is not.
+pub(crate) fn is_loopback_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|host| !host.contains('/') && is_loopback_host(host))
+}
+
+/// Whether the request's `Host` header and its URI authority (HTTP/2's
+/// `:authority`, or an absolute-form URI) name the same host, as HTTP
+/// requires: a signature over one must not route by the other.
+pub(crate) fn host_and_authority_agree(uri: &Uri, headers: &HeaderMap) -> bool {
+    let Some(authority) = uri.authority() else {
+        return true;
+    };
+    headers.get_all(http::header::HOST).iter().all(|h| {
+        h.to_str()
+            .is_ok_and(|h| h.eq_ignore_ascii_case(authority.as_str()))
+    })
+}
+
 /// May this request read `/metrics`? `Err` is the status to answer: 403 when
 /// no token is configured on a non-loopback listener, 401 for a missing or
 /// wrong `Authorization: Bearer <token>`.
@@ -75,6 +97,42 @@ pub(crate) fn metrics_access(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_origins() {
+        for ok in [
+            "http://localhost:8000",
+            "http://127.0.0.1:3000",
+            "https://localhost",
+            "http://[::1]:80",
+            "http://app.localhost",
+        ] {
+            assert!(is_loopback_origin(ok), "{ok}");
+        }
+        for bad in [
+            "null",
+            "https://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example:80",
+            "file://",
+            "http://localhost:8000/x",
+            "",
+        ] {
+            assert!(!is_loopback_origin(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_must_match_the_authority() {
+        let uri: Uri = "http://a.example:80/".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert!(host_and_authority_agree(&uri, &h));
+        h.insert(http::header::HOST, "A.example:80".parse().unwrap());
+        assert!(host_and_authority_agree(&uri, &h));
+        h.insert(http::header::HOST, "b.example:80".parse().unwrap());
+        assert!(!host_and_authority_agree(&uri, &h));
+        assert!(host_and_authority_agree(&"/".parse().unwrap(), &h));
+    }
 
     #[test]
     fn loopback_names() {

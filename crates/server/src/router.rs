@@ -39,9 +39,48 @@ pub(crate) async fn handle(
     let rebound = state.principals.is_none()
         && state.loopback_listener
         && !crate::guard::names_only_loopback(&parts.uri, &parts.headers);
-    let origin = parts.headers.contains_key(http::header::ORIGIN);
+    let origin = parts
+        .headers
+        .get(http::header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or(""));
+    // AWS lets any origin in because every request must still be signed with
+    // a secret. Anonymous mode needs no secret, so there only pages served
+    // from this machine may call it: any other site would otherwise drive the
+    // server from a visitor's browser.
+    let foreign_origin =
+        state.principals.is_none() && origin.is_some_and(|o| !crate::guard::is_loopback_origin(o));
+    let operator = matches!(
+        parts.uri.path(),
+        "/_ripstream/health" | "/_ripstream/metrics" | "/health" | "/metrics"
+    );
+    // Browsers never see the operator endpoints: metrics and health are not
+    // for cross-origin pages.
+    let cors = origin.is_some() && !foreign_origin && !operator;
+    if foreign_origin {
+        let mut r = error_response(&WireError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "This server accepts unsigned requests, so only pages served from this machine (a loopback origin) may call it.",
+        ));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            r.headers_mut().insert("x-amzn-RequestId", v);
+        }
+        return Ok(r);
+    }
+    // A signature over `:authority` must not route by another `Host`.
+    if !crate::guard::host_and_authority_agree(&parts.uri, &parts.headers) {
+        let mut r = error_response(&WireError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidSignatureException",
+            "The Host header and the request's authority name different hosts.",
+        ));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            r.headers_mut().insert("x-amzn-RequestId", v);
+        }
+        return Ok(r);
+    }
     // A browser's CORS preflight, answered as AWS answers it for browser SDKs.
-    if origin && parts.method == Method::OPTIONS && !rebound {
+    if cors && parts.method == Method::OPTIONS && !rebound {
         let mut r = cors_preflight(&parts.headers);
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             r.headers_mut().insert("x-amzn-RequestId", v);
@@ -115,7 +154,7 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
     }
-    if origin {
+    if cors {
         headers.insert(
             http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
@@ -615,6 +654,14 @@ pub(crate) async fn run_operation(
     Ok(mounted.api.call(request).await?)
 }
 
+fn streaming_not_supported() -> WireError {
+    WireError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        "aws-chunked request bodies (a STREAMING-* x-amz-content-sha256) are not supported yet",
+    )
+}
+
 /// The principal a request is signed by; `None` when the server has no
 /// credentials configured (anonymous mode, loopback only).
 pub(crate) fn authenticate<'a>(
@@ -624,6 +671,16 @@ pub(crate) fn authenticate<'a>(
     signing_service: &str,
 ) -> Result<Option<&'a crate::auth::Principal>, WireError> {
     let Some(principals) = &state.principals else {
+        // Unverified, but an aws-chunked body must not reach a service as
+        // its data in anonymous mode either.
+        let streaming = parts
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("STREAMING-"));
+        if streaming {
+            return Err(streaming_not_supported());
+        }
         return Ok(None);
     };
     let request = crate::auth::sigv4::RequestParts {
@@ -648,11 +705,7 @@ pub(crate) fn authenticate<'a>(
         // No pipeline decodes aws-chunked bodies yet (`auth::chunked` waits
         // for the REST pipeline's streaming bodies): taken as it came, the
         // body's unverified framing would reach the service as its data.
-        Some(claims) if claims.streaming.is_some() => Err(WireError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            "aws-chunked request bodies (a STREAMING-* x-amz-content-sha256) are not supported yet",
-        )),
+        Some(claims) if claims.streaming.is_some() => Err(streaming_not_supported()),
         Some(claims) => Ok(principals.get(&claims.access_key_id)),
         None => Err(crate::auth::missing_token()),
     }

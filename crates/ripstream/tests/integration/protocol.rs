@@ -218,6 +218,53 @@ async fn connection_level_answers_follow_aws() {
         r.headers["access-control-expose-headers"],
         "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date"
     );
+    // This server takes unsigned requests, so a page of any other site may
+    // not drive it from a visitor's browser: refused, with no CORS headers.
+    for method in ["OPTIONS", "POST"] {
+        let r = raw(
+            addr,
+            false,
+            method,
+            "/",
+            &[
+                target,
+                ("content-type", "application/x-amz-json-1.1"),
+                ("origin", "https://evil.example"),
+            ],
+            b"{}".to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{method}");
+        assert!(!r.headers.contains_key("access-control-allow-origin"));
+    }
+    // Operator endpoints never answer cross-origin pages.
+    let r = raw(
+        addr,
+        false,
+        "GET",
+        "/_ripstream/metrics",
+        &[("origin", "http://localhost:8000")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+    // A Host that disagrees with the HTTP/2 authority is refused.
+    let r = raw(
+        addr,
+        true,
+        "POST",
+        "/",
+        &[
+            target,
+            ("content-type", "application/x-amz-json-1.1"),
+            ("host", "localhost:1"),
+        ],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["__type"], "InvalidSignatureException");
 }
 
 #[tokio::test]
