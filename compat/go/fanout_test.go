@@ -128,7 +128,10 @@ func subscribeAndReceive(t *testing.T, c *kinesis.Client) {
 // Against an http:// endpoint the Go SDK sends SubscribeToShard over
 // HTTP/1.1 (net/http speaks HTTP/2 only over TLS), which the server serves.
 func TestSubscribeToShardCleartext(t *testing.T) {
-	t.Parallel()
+	// Not parallel: once in about fifteen fully parallel runs on a loaded
+	// 2-core machine the Go client reported its own subscription connection
+	// closed ("use of closed network connection") right after a concurrent
+	// PutRecord; alone it never failed in 30 runs. Under investigation.
 	rec := &protoRecorder{inner: nil, protos: map[string]bool{}}
 	cfg := awsConfig(t, "AKIDCOMPATGO", "secret")
 	rec.inner = cfg.HTTPClient
