@@ -68,7 +68,8 @@ pub(crate) async fn handle(
         return Ok(r);
     }
     // A signature over `:authority` must not route by another `Host`.
-    if !crate::guard::host_and_authority_agree(&parts.uri, &parts.headers) {
+    // A rebound request is refused below as such, whatever its authority says.
+    if !rebound && !crate::guard::host_and_authority_agree(&parts.uri, &parts.headers) {
         let mut r = error_response(&WireError::new(
             StatusCode::BAD_REQUEST,
             "InvalidSignatureException",

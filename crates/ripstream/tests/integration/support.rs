@@ -273,9 +273,17 @@ pub async fn raw(
 ) -> RawResponse {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let io = hyper_util::rt::TokioIo::new(stream);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    // HTTP/2 carries the authority in the URI (`:authority`); HTTP/1.1
+    // clients send the path (origin form) and name the host in `Host`.
+    let uri = if h2 {
+        format!("http://{addr}{path}")
+    } else {
+        path.to_string()
+    };
+    let mut req = http::Request::builder().method(method).uri(uri);
+    if !h2 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", addr);
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
