@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Apache Flink's Kinesis connector (flink-connector-kinesis 4.3.0-1.19 on Flink 1.19.3: the FLIP-27
-# KinesisStreamsSource and KinesisStreamsSink) in a local mini-cluster against the ripstream binary
+# KinesisStreamsSource, the legacy FlinkKinesisConsumer polling and with enhanced fan-out, and
+# KinesisStreamsSink) in a local mini-cluster against the ripstream binary
 # in $RIPSTREAM_BIN (default: target/debug/ripstream). Maven's cache is the default ~/.m2, shared
 # with compat/java, so a second run downloads nothing. Extra arguments go to Maven.
 set -euo pipefail

@@ -28,7 +28,11 @@ import org.apache.flink.connector.kinesis.source.config.KinesisStreamsSourceConf
 import org.apache.flink.connector.kinesis.source.config.KinesisStreamsSourceConfigConstants.InitialPosition;
 import org.apache.flink.core.execution.JobClient;
 import org.apache.flink.runtime.testutils.MiniClusterResourceConfiguration;
+import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.streaming.connectors.kinesis.FlinkKinesisConsumer;
+import org.apache.flink.streaming.connectors.kinesis.config.AWSConfigConstants;
+import org.apache.flink.streaming.connectors.kinesis.config.ConsumerConfigConstants;
 import org.apache.flink.test.junit5.MiniClusterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
@@ -48,9 +52,10 @@ import software.amazon.awssdk.services.kinesis.model.Shard;
 import software.amazon.awssdk.services.kinesis.model.ShardIteratorType;
 
 /**
- * Apache Flink's Kinesis connector in a local mini-cluster: the FLIP-27 KinesisStreamsSource reads
- * one ripstream stream, a map uppercases each record and KinesisStreamsSink writes another; the SDK
- * reads that one back.
+ * Apache Flink's Kinesis connector in a local mini-cluster: a source (the FLIP-27
+ * KinesisStreamsSource, or the legacy FlinkKinesisConsumer polling or with enhanced fan-out) reads
+ * one ripstream stream, a map uppercases each record and KinesisStreamsSink writes another; the
+ * SDK reads that one back.
  */
 class FlinkKinesisTest {
     static final int RECORDS = 200;
@@ -73,17 +78,14 @@ class FlinkKinesisTest {
         }
     }
 
-    /**
-     * The connector's client settings (the keys of its AWSConfigConstants, which the connector jar
-     * ships relocated): the ripstream endpoint in cleartext, static credentials.
-     */
+    /** The connector's client settings: the ripstream endpoint in cleartext, static credentials. */
     static Map<String, String> awsSettings(RipstreamServer server) {
         Map<String, String> m = new HashMap<>();
-        m.put("aws.endpoint", server.url.toString());
-        m.put("aws.region", "us-east-1");
-        m.put("aws.credentials.provider", "BASIC");
-        m.put("aws.credentials.provider.basic.accesskeyid", ACCESS_KEY);
-        m.put("aws.credentials.provider.basic.secretkey", SECRET_KEY);
+        m.put(AWSConfigConstants.AWS_ENDPOINT, server.url.toString());
+        m.put(AWSConfigConstants.AWS_REGION, "us-east-1");
+        m.put(AWSConfigConstants.AWS_CREDENTIALS_PROVIDER, "BASIC");
+        m.put(AWSConfigConstants.accessKeyId(AWSConfigConstants.AWS_CREDENTIALS_PROVIDER), ACCESS_KEY);
+        m.put(AWSConfigConstants.secretKey(AWSConfigConstants.AWS_CREDENTIALS_PROVIDER), SECRET_KEY);
         return m;
     }
 
@@ -126,8 +128,72 @@ class FlinkKinesisTest {
         return seen;
     }
 
+    /** The input stream of one test, its name and ARN. */
+    record Input(RipstreamServer server, String name, String arn) {}
+
+    /** FLIP-27: KinesisStreamsSource, polling GetRecords. */
     @Test
-    void sourceMapSinkThroughRipstream() throws Exception {
+    void kinesisStreamsSource() throws Exception {
+        pipeline((env, in) -> {
+            Configuration sourceConfig = new Configuration();
+            awsSettings(in.server()).forEach(sourceConfig::setString);
+            // Each shard from its first record (the default is LATEST, which would skip what is there).
+            sourceConfig.set(KinesisStreamsSourceConfigConstants.STREAM_INITIAL_POSITION, InitialPosition.TRIM_HORIZON);
+            // The 4.3.0 enumerator hands shards only to readers already registered when it lists
+            // them, which they are not at its first listing: the rest wait for the next one (10 s
+            // by default).
+            sourceConfig.set(KinesisStreamsSourceConfigConstants.SHARD_DISCOVERY_INTERVAL_MILLIS, 1000L);
+            KinesisStreamsSource<String> source = KinesisStreamsSource.<String>builder()
+                    .setStreamArn(in.arn())
+                    .setSourceConfig(sourceConfig)
+                    .setDeserializationSchema(new SimpleStringSchema())
+                    .build();
+            // The 4.3.0 source does not declare its output type: given here.
+            return env.fromSource(source, WatermarkStrategy.noWatermarks(), "ripstream input", Types.STRING);
+        });
+    }
+
+    static Properties legacyConsumerProps(RipstreamServer server) {
+        Properties props = new Properties();
+        props.putAll(awsSettings(server));
+        props.setProperty(ConsumerConfigConstants.STREAM_INITIAL_POSITION, "TRIM_HORIZON");
+        return props;
+    }
+
+    /** The legacy FlinkKinesisConsumer (SourceFunction), polling GetRecords with the SDK v1. */
+    @Test
+    void flinkKinesisConsumerPolling() throws Exception {
+        pipeline((env, in) -> {
+            Properties props = legacyConsumerProps(in.server());
+            props.setProperty(ConsumerConfigConstants.SHARD_GETRECORDS_INTERVAL_MILLIS, "200");
+            return env.addSource(new FlinkKinesisConsumer<>(in.name(), new SimpleStringSchema(), props), "ripstream input");
+        });
+    }
+
+    /**
+     * The legacy FlinkKinesisConsumer with enhanced fan-out: RegisterStreamConsumer, then
+     * SubscribeToShard over HTTP/2 (prior knowledge, as the endpoint is cleartext) with the SDK v2.
+     */
+    @Test
+    void flinkKinesisConsumerEnhancedFanOut() throws Exception {
+        pipeline((env, in) -> {
+            Properties props = legacyConsumerProps(in.server());
+            props.setProperty(ConsumerConfigConstants.RECORD_PUBLISHER_TYPE, "EFO");
+            props.setProperty(ConsumerConfigConstants.EFO_CONSUMER_NAME, "flink-efo");
+            return env.addSource(new FlinkKinesisConsumer<>(in.name(), new SimpleStringSchema(), props), "ripstream input");
+        });
+    }
+
+    /** Builds the job's source for the test's input stream. */
+    interface SourceFactory {
+        DataStream<String> create(StreamExecutionEnvironment env, Input in) throws Exception;
+    }
+
+    /**
+     * Puts RECORDS records into a new two-shard stream, runs source → uppercase → KinesisStreamsSink
+     * into another until the SDK reads every record back from it, then cancels the job.
+     */
+    static void pipeline(SourceFactory sourceFactory) throws Exception {
         try (RipstreamServer server = RipstreamServer.start(); KinesisClient k = sdk(server)) {
             String input = createStream(k, "flink-in", 2);
             String output = createStream(k, "flink-out", 2);
@@ -144,20 +210,6 @@ class FlinkKinesisTest {
             PutRecordsResponse put = k.putRecords(r -> r.streamName(input).records(batch));
             assertEquals(0, put.failedRecordCount(), () -> put.toString());
 
-            Configuration sourceConfig = new Configuration();
-            awsSettings(server).forEach(sourceConfig::setString);
-            // Each shard from its first record (the default is LATEST, which would skip what is there).
-            sourceConfig.set(KinesisStreamsSourceConfigConstants.STREAM_INITIAL_POSITION, InitialPosition.TRIM_HORIZON);
-            // The 4.3.0 enumerator hands shards only to readers already registered when it lists
-            // them, which they are not at its first listing: the rest wait for the next one (10 s
-            // by default).
-            sourceConfig.set(KinesisStreamsSourceConfigConstants.SHARD_DISCOVERY_INTERVAL_MILLIS, 1000L);
-            KinesisStreamsSource<String> source = KinesisStreamsSource.<String>builder()
-                    .setStreamArn(inputArn)
-                    .setSourceConfig(sourceConfig)
-                    .setDeserializationSchema(new SimpleStringSchema())
-                    .build();
-
             Properties sinkProps = new Properties();
             sinkProps.putAll(awsSettings(server));
             KinesisStreamsSink<String> sink = KinesisStreamsSink.<String>builder()
@@ -172,11 +224,10 @@ class FlinkKinesisTest {
 
             StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
             env.setParallelism(2);
-            // The 4.3.0 source does not declare its output type: given here.
-            env.fromSource(source, WatermarkStrategy.noWatermarks(), "ripstream input", Types.STRING)
+            sourceFactory.create(env, new Input(server, input, inputArn))
                     .map(new Upper())
                     .sinkTo(sink);
-            // The source is unbounded: run until the output holds every record, then cancel.
+            // The sources are unbounded: run until the output holds every record, then cancel.
             JobClient job = env.executeAsync("ripstream uppercase");
             List<String> got;
             JobStatus before;
