@@ -17,7 +17,8 @@ import java.util.stream.Stream;
 /**
  * The real ripstream binary ($RIPSTREAM_BIN) on 127.0.0.1 with an ephemeral port and a temporary
  * data directory. Its first stdout line holds the URL. Close it (try-with-resources or @AfterAll);
- * a shutdown hook stops it too if the JVM exits first.
+ * a shutdown hook stops it too if the JVM exits first. compat/flink compiles this file on its own
+ * (with nothing else from this suite): it uses only the JDK.
  */
 public final class RipstreamServer implements AutoCloseable {
     public final URI url;
