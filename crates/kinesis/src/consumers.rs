@@ -17,7 +17,6 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::error::dry_run;
 use crate::quota::{QuotaMode, READ_BYTES_PER_SEC, TokenBucket};
-use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, shard_id};
 
@@ -365,12 +364,7 @@ impl Service {
                 s.status(now).map_or("DELETING", |x| x.as_str())
             )));
         }
-        let index = parse_shard_index(&input.shard_id).ok_or_else(|| {
-            Error::ResourceNotFound(format!(
-                "Could not find shard {} in stream {} under account {}.",
-                input.shard_id, s.rec.name, inner.cfg.account_id
-            ))
-        })?;
+        let index = inner.shard_index_in(&s.rec.name, &input.shard_id)?;
         let shard = s
             .rec
             .shards

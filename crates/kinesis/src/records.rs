@@ -13,7 +13,6 @@ use crate::error::dry_run;
 use crate::hash::{hash_key, parse_hash_key};
 use crate::iterator::{IteratorToken, TokenError};
 use crate::seq::{self, ShardSeq};
-use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, shard_id};
 
@@ -503,12 +502,7 @@ impl Service {
             input.stream.stream_arn.as_deref(),
         )?;
         // The shard id is checked before the stream, as AWS does.
-        let index = parse_shard_index(&input.shard_id).ok_or_else(|| {
-            Error::ResourceNotFound(format!(
-                "Could not find shard {} in stream {name} under account {}.",
-                input.shard_id, inner.cfg.account_id
-            ))
-        })?;
+        let index = inner.shard_index_in(&name, &input.shard_id)?;
         let s = inner
             .lookup(&name)
             .map_err(|_| inner.shard_missing(&name, &shard_id(index)))?;

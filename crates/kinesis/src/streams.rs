@@ -1,5 +1,7 @@
 //! The control plane: stream lifecycle, description, listing and settings.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ripstream_meta::{ShardRecord, StreamMode, StreamRecord, StreamStatus};
@@ -74,6 +76,38 @@ fn shard_listed(rec: &StreamRecord, shard: &ShardRecord, now_ms: i64) -> bool {
         None => true,
         Some(end) => end.closed_ms >= now_ms - retention_ms(rec.retention_hours),
     }
+}
+
+/// The shards readers of the shard list are shown: the record's, except
+/// while a reshard's UPDATING state lasts, when AWS still shows the layout
+/// from before it (the shards it created hidden, the ones it closed open).
+fn published_shards(rec: &StreamRecord, status: StreamStatus) -> Cow<'_, [ShardRecord]> {
+    let Some(p) = rec
+        .pending_reshard
+        .filter(|p| status == StreamStatus::Updating && p.until_ms == rec.status_until_ms)
+    else {
+        return Cow::Borrowed(&rec.shards);
+    };
+    let closed_by_it: HashSet<u32> = rec
+        .shards
+        .iter()
+        .filter(|sh| sh.index >= p.first_new_shard)
+        .flat_map(|sh| sh.parent.into_iter().chain(sh.adjacent_parent))
+        .filter(|i| *i < p.first_new_shard)
+        .collect();
+    Cow::Owned(
+        rec.shards
+            .iter()
+            .filter(|sh| sh.index < p.first_new_shard)
+            .map(|sh| {
+                let mut sh = sh.clone();
+                if closed_by_it.contains(&sh.index) {
+                    sh.end = None;
+                }
+                sh
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn shard_view(shard: &ShardRecord) -> Shard {
@@ -165,6 +199,18 @@ impl Inner {
                 Err(Error::InvalidArgument(format!("Invalid StreamARN {arn}.")))
             }
         }
+    }
+
+    /// The shard number a request's shard id names. AWS checks the id before
+    /// it looks the stream up: an id that names no shard number is not found
+    /// in any stream, known or not.
+    pub(crate) fn shard_index_in(&self, stream: &str, id: &str) -> Result<u32> {
+        parse_shard_index(id).ok_or_else(|| {
+            Error::ResourceNotFound(format!(
+                "Could not find shard {id} in stream {stream} under account {}.",
+                self.cfg.account_id
+            ))
+        })
     }
 
     /// The stream, unless it does not exist or its deletion has completed.
@@ -391,7 +437,8 @@ impl Service {
         let cur = inner.lookup(&name)?;
         let now = inner.now_ms();
         let status = cur.status(now).ok_or_else(|| inner.not_found(&name))?;
-        if !matches!(status, StreamStatus::Active | StreamStatus::Updating) {
+        // A stream still CREATING may be deleted too, as on AWS.
+        if status == StreamStatus::Deleting {
             return Err(inner.not_active(&cur, status));
         }
         if input.enforce_consumer_deletion != Some(true)
@@ -440,12 +487,11 @@ impl Service {
         let status = s.status(now).ok_or_else(|| inner.not_found(&s.rec.name))?;
         let limit = input.limit.unwrap_or(100).clamp(1, 100) as usize;
         let after = input.exclusive_start_shard_id.as_deref();
+        let published = published_shards(&s.rec, status);
         let mut shards: Vec<Shard> = if status == StreamStatus::Creating {
             Vec::new()
         } else {
-            let mut all: Vec<&ShardRecord> = s
-                .rec
-                .shards
+            let mut all: Vec<&ShardRecord> = published
                 .iter()
                 .filter(|sh| shard_listed(&s.rec, sh, now))
                 .collect();
@@ -487,6 +533,10 @@ impl Service {
         let status = s
             .status(inner.now_ms())
             .ok_or_else(|| inner.not_found(&s.rec.name))?;
+        let open_shards = published_shards(&s.rec, status)
+            .iter()
+            .filter(|sh| sh.end.is_none())
+            .count() as u32;
         Ok(DescribeStreamSummaryOutput {
             stream_description_summary: StreamDescriptionSummary {
                 stream_name: s.rec.name.clone(),
@@ -498,7 +548,7 @@ impl Service {
                 enhanced_monitoring: enhanced_monitoring(&s.rec),
                 encryption_type: encryption_type(&s.rec),
                 key_id: s.rec.encryption.as_ref().map(|e| e.key_id.clone()),
-                open_shard_count: s.routes.len() as u32,
+                open_shard_count: open_shards,
                 consumer_count: crate::consumers::live_consumers(&s.rec, inner.now_ms()).count()
                     as u32,
                 warm_throughput: s
@@ -508,7 +558,7 @@ impl Service {
                     .map(|w| WarmThroughput {
                         target_mi_bps: Some(w),
                         // Each open shard takes 1 MiB/s of writes.
-                        current_mi_bps: Some(s.routes.len() as u32),
+                        current_mi_bps: Some(open_shards),
                     }),
                 max_record_size_kib: s.rec.max_record_size_kib,
                 record_distribution_strategy: (s.rec.mode == StreamMode::OnDemand)
@@ -687,9 +737,8 @@ impl Service {
                 }
             },
         };
-        let mut chosen: Vec<&ShardRecord> = s
-            .rec
-            .shards
+        let published = published_shards(&s.rec, status);
+        let mut chosen: Vec<&ShardRecord> = published
             .iter()
             .filter(|sh| after.is_none_or(|a| sh.index > a))
             .filter(|sh| selector(sh))

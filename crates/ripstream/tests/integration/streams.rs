@@ -784,3 +784,58 @@ async fn tags_on_streams_and_resources() {
         .unwrap();
     assert_eq!(l.tags()[0].key(), "team");
 }
+
+/// AWS accepts DeleteStream on a stream still CREATING: it goes to DELETING
+/// and then away, never ACTIVE.
+#[tokio::test]
+async fn a_stream_still_creating_can_be_deleted() {
+    let srv = TestServer::start_with(&[
+        "--create-stream-delay-ms",
+        "8000",
+        "--delete-stream-delay-ms",
+        "500",
+    ]);
+    let c = srv.client();
+    let started = std::time::Instant::now();
+    create_stream(&c, "early", 1).await;
+    let status = |d: &aws_sdk_kinesis::operation::describe_stream::DescribeStreamOutput| {
+        d.stream_description().unwrap().stream_status().clone()
+    };
+    let d = c
+        .describe_stream()
+        .stream_name("early")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&d), StreamStatus::Creating);
+    c.delete_stream().stream_name("early").send().await.unwrap();
+    let d = c
+        .describe_stream()
+        .stream_name("early")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&d), StreamStatus::Deleting);
+    // Gone well before it would have been ACTIVE.
+    loop {
+        match c.describe_stream().stream_name("early").send().await {
+            Ok(d) => assert_eq!(status(&d), StreamStatus::Deleting),
+            Err(e) => {
+                assert_eq!(code(&e), "ResourceNotFoundException");
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "the deletion never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = c
+        .delete_stream()
+        .stream_name("early")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+}
