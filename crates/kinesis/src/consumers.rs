@@ -388,12 +388,12 @@ impl Service {
         let offset = {
             let (svc, s, shard, part) = (self.clone(), s.clone(), shard.clone(), part.clone());
             let (ty, seq, ts) = (
-                pos.position_type.clone(),
+                pos.position_type,
                 pos.sequence_number.clone(),
                 pos.timestamp,
             );
             crate::blocking(move || {
-                svc.start_offset(&s, &shard, &part, &ty, seq.as_deref(), ts, now)
+                svc.start_offset(&s, &shard, &part, ty, seq.as_deref(), ts, now)
             })
             .await?
         };
@@ -650,8 +650,9 @@ mod tests {
                 consumer_arn: consumer.consumer_arn.clone(),
                 shard_id: "shardId-000000000000".into(),
                 starting_position: StartingPosition {
-                    position_type: "TRIM_HORIZON".into(),
-                    ..Default::default()
+                    position_type: ShardIteratorType::TrimHorizon,
+                    sequence_number: None,
+                    timestamp: None,
                 },
                 dry_run: None,
             })
@@ -695,8 +696,9 @@ mod tests {
                 consumer_arn: consumer.consumer_arn.clone(),
                 shard_id: "shardId-000000000000".into(),
                 starting_position: StartingPosition {
-                    position_type: "TRIM_HORIZON".into(),
-                    ..Default::default()
+                    position_type: ShardIteratorType::TrimHorizon,
+                    sequence_number: None,
+                    timestamp: None,
                 },
                 dry_run: None,
             })

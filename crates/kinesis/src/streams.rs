@@ -31,19 +31,7 @@ pub(crate) const ALL_METRICS: [&str; 7] = [
 const NEXT_TOKEN_TTL_MS: i64 = 300_000;
 
 fn mode_details(mode: StreamMode) -> StreamModeDetails {
-    StreamModeDetails {
-        stream_mode: mode.as_str().to_string(),
-    }
-}
-
-fn parse_mode(s: &str) -> Result<StreamMode> {
-    match s {
-        "PROVISIONED" => Ok(StreamMode::Provisioned),
-        "ON_DEMAND" => Ok(StreamMode::OnDemand),
-        other => Err(Error::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [ON_DEMAND, PROVISIONED]"
-        ))),
-    }
+    StreamModeDetails { stream_mode: mode }
 }
 
 fn enhanced_monitoring(rec: &StreamRecord) -> Vec<EnhancedMetrics> {
@@ -147,7 +135,7 @@ pub(crate) struct ListShardsToken {
     a: u32,
     /// Filter type, shard id and timestamp, if any.
     #[serde(default)]
-    f: Option<(String, Option<String>, Option<i64>)>,
+    f: Option<(ShardFilterType, Option<String>, Option<i64>)>,
     /// Issue time.
     t: i64,
 }
@@ -313,10 +301,7 @@ impl Service {
     /// CreateStream.
     pub async fn create_stream(&self, input: CreateStreamInput) -> Result<Empty> {
         let inner = self.inner();
-        let mode = match &input.stream_mode_details {
-            Some(d) => Some(parse_mode(&d.stream_mode)?),
-            None => None,
-        };
+        let mode = input.stream_mode_details.as_ref().map(|d| d.stream_mode);
         let (mode, shard_count) = match (mode, input.shard_count) {
             (Some(StreamMode::OnDemand), Some(_)) => {
                 return Err(Error::InvalidArgument(
@@ -348,10 +333,7 @@ impl Service {
         if let Some(w) = input.warm_throughput_mibps {
             crate::capacity::check_warm(inner, w)?;
         }
-        let distribution = match &input.record_distribution_strategy {
-            Some(d) => crate::capacity::parse_distribution(d)?,
-            None => ripstream_meta::RecordDistribution::UserPartitionKey,
-        };
+        let distribution = input.record_distribution_strategy.unwrap_or_default();
         if distribution == ripstream_meta::RecordDistribution::Auto && mode != StreamMode::OnDemand
         {
             return Err(Error::InvalidArgument(
@@ -703,8 +685,8 @@ impl Service {
         let mut after = after;
         let selector: Box<dyn Fn(&ShardRecord) -> bool> = match &filter {
             None => Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now)),
-            Some(f) => match f.filter_type.as_str() {
-                "AFTER_SHARD_ID" => {
+            Some(f) => match f.filter_type {
+                ShardFilterType::AfterShardId => {
                     let id = f.shard_id.as_deref().ok_or_else(|| {
                         Error::InvalidArgument("ShardId must be supplied in a ShardFilter with a Type of AFTER_SHARD_ID".into())
                     })?;
@@ -712,28 +694,27 @@ impl Service {
                     after = Some(after.map_or(idx, |a| a.max(idx)));
                     Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now))
                 }
-                "AT_TRIM_HORIZON" => Box::new(move |sh: &ShardRecord| open_at(sh, trim)),
-                "FROM_TRIM_HORIZON" => Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now)),
-                "AT_LATEST" => Box::new(|sh: &ShardRecord| sh.end.is_none()),
-                "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {
+                ShardFilterType::AtTrimHorizon => {
+                    Box::new(move |sh: &ShardRecord| open_at(sh, trim))
+                }
+                ShardFilterType::FromTrimHorizon => {
+                    Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now))
+                }
+                ShardFilterType::AtLatest => Box::new(|sh: &ShardRecord| sh.end.is_none()),
+                ShardFilterType::AtTimestamp | ShardFilterType::FromTimestamp => {
                     let ts = f.timestamp.ok_or_else(|| {
                         Error::InvalidArgument(
                             "Timestamp must be supplied in a ShardFilter with a Type of FROM_TIMESTAMP or AT_TIMESTAMP".into(),
                         )
                     })?;
                     let t = ts.millis().max(trim);
-                    if f.filter_type == "AT_TIMESTAMP" {
+                    if f.filter_type == ShardFilterType::AtTimestamp {
                         Box::new(move |sh: &ShardRecord| open_at(sh, t))
                     } else {
                         Box::new(move |sh: &ShardRecord| {
                             sh.end.as_ref().is_none_or(|e| e.closed_ms >= t)
                         })
                     }
-                }
-                other => {
-                    return Err(Error::Validation(format!(
-                        "1 validation error detected: Value '{other}' at 'shardFilter.type' failed to satisfy constraint: Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]"
-                    )));
                 }
             },
         };
@@ -754,7 +735,7 @@ impl Service {
                     a: last.index,
                     f: filter.as_ref().map(|f| {
                         (
-                            f.filter_type.clone(),
+                            f.filter_type,
                             f.shard_id.clone(),
                             f.timestamp.map(|t| t.millis()),
                         )
@@ -845,7 +826,7 @@ impl Service {
     /// UpdateStreamMode.
     pub async fn update_stream_mode(&self, input: UpdateStreamModeInput) -> Result<Empty> {
         let inner = self.inner();
-        let mode = parse_mode(&input.stream_mode_details.stream_mode)?;
+        let mode = input.stream_mode_details.stream_mode;
         if input.warm_throughput_mibps.is_some() && mode != StreamMode::OnDemand {
             return Err(Error::InvalidArgument(
                 "WarmThroughputMiBps is only valid when updating the stream mode to ON_DEMAND."
@@ -909,22 +890,15 @@ impl Service {
         enable: bool,
     ) -> Result<EnhancedMonitoringOutput> {
         let inner = self.inner();
-        let requested: Vec<&str> = if input.shard_level_metrics.iter().any(|m| m == "ALL") {
+        let requested: Vec<&str> = if input.shard_level_metrics.contains(&MetricsName::All) {
             ALL_METRICS.to_vec()
         } else {
             input
                 .shard_level_metrics
                 .iter()
-                .map(String::as_str)
+                .map(|m| m.as_str())
                 .collect()
         };
-        for m in &requested {
-            if !ALL_METRICS.contains(m) {
-                return Err(Error::Validation(format!(
-                    "1 validation error detected: Value '[{m}]' at 'shardLevelMetrics' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [IncomingBytes, IncomingRecords, OutgoingBytes, OutgoingRecords, WriteProvisionedThroughputExceeded, ReadProvisionedThroughputExceeded, IteratorAgeMilliseconds, ALL]]"
-                )));
-            }
-        }
         let mut current = Vec::new();
         let state = inner
             .mutate(&input.stream, true, |rec, _| {
