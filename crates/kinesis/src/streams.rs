@@ -949,4 +949,60 @@ mod tests {
         assert_eq!(parse_shard_index("shardId-abc"), None);
         assert_eq!(parse_shard_index("shardId-99999999999"), None);
     }
+
+    /// (index, open) of the shards readers are shown.
+    fn shown(rec: &StreamRecord, status: StreamStatus) -> Vec<(u32, bool)> {
+        published_shards(rec, status)
+            .iter()
+            .map(|s| (s.index, s.end.is_none()))
+            .collect()
+    }
+
+    #[test]
+    fn a_pending_reshard_shows_the_layout_before_it() {
+        let mut rec = StreamRecord::new("s", 1, 0);
+        rec.shards = even_ranges(4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| ShardRecord {
+                index: i as u32,
+                starting_hash_key: start,
+                ending_hash_key: end,
+                created_ms: 0,
+                parent: None,
+                adjacent_parent: None,
+                end: None,
+                seq_created_s: Some(0),
+            })
+            .collect();
+        // An earlier reshard, long published: 2 and 3 merged into 4.
+        let mut layout = crate::reshard::Layout::new(rec.shards.clone(), 10);
+        layout.merge(2, 3);
+        rec.shards = layout.shards;
+        let before = vec![(0, true), (1, true), (2, false), (3, false), (4, true)];
+        assert_eq!(shown(&rec, StreamStatus::Active), before);
+        // Now scaling to 3: 1 and 4 split, pieces merged (5 to 7 are created
+        // and closed within the change), UPDATING until 2000.
+        let mut layout = crate::reshard::Layout::new(rec.shards.clone(), 1000);
+        layout.scale_uniformly(3);
+        rec.shards = layout.shards;
+        rec.status = StreamStatus::Updating;
+        rec.status_until_ms = 2000;
+        rec.pending_reshard = Some(ripstream_meta::PendingReshard {
+            first_new_shard: 5,
+            until_ms: 2000,
+        });
+        assert_eq!(rec.shards.len(), 11);
+        assert_eq!(shown(&rec, StreamStatus::Updating), before);
+        // Once ACTIVE, or in a later UPDATING state, the record is shown.
+        let all: Vec<(u32, bool)> = rec
+            .shards
+            .iter()
+            .map(|s| (s.index, s.end.is_none()))
+            .collect();
+        assert_eq!(shown(&rec, StreamStatus::Active), all);
+        rec.status_until_ms = 9000;
+        assert_eq!(shown(&rec, StreamStatus::Updating), all);
+        assert_eq!(all.iter().filter(|(_, open)| *open).count(), 3);
+    }
 }
