@@ -892,7 +892,7 @@ fn ids(shards: &[Shard]) -> Vec<(&str, bool)> {
 /// new layout shows once the stream is ACTIVE again.
 #[tokio::test]
 async fn a_reshard_is_published_when_the_stream_is_active_again() {
-    let srv = TestServer::start_with(&["--update-stream-delay-ms", "3000"]);
+    let mut srv = TestServer::start_with(&["--update-stream-delay-ms", "4000"]);
     let c = srv.client();
     create_stream(&c, "pub", 2).await;
     let before = described_shards(&c, "pub").await;
@@ -938,6 +938,13 @@ async fn a_reshard_is_published_when_the_stream_is_active_again() {
             .open_shard_count(),
         2
     );
+    // The catalog keeps the reshard pending across a crash.
+    srv.kill9();
+    srv.restart();
+    let c = srv.client();
+    if status_of(&c, "pub").await == StreamStatus::Updating {
+        assert_eq!(ids(&described_shards(&c, "pub").await), old);
+    }
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while status_of(&c, "pub").await != StreamStatus::Active {
