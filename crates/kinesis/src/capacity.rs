@@ -1,7 +1,7 @@
 //! Current AWS capacity features: warm throughput, record distribution
 //! strategy and the account's minimum throughput billing commitment.
 
-use ripstream_meta::{RecordDistribution, StreamMode};
+use ripstream_meta::StreamMode;
 use serde::{Deserialize, Serialize};
 
 use crate::types::*;
@@ -80,16 +80,6 @@ impl Inner {
     }
 }
 
-pub(crate) fn parse_distribution(s: &str) -> Result<RecordDistribution> {
-    match s {
-        "AUTO" => Ok(RecordDistribution::Auto),
-        "USER_PARTITION_KEY" => Ok(RecordDistribution::UserPartitionKey),
-        other => Err(Error::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'recordDistributionStrategy' failed to satisfy constraint: Member must satisfy enum value set: [AUTO, USER_PARTITION_KEY]"
-        ))),
-    }
-}
-
 pub(crate) fn check_warm(inner: &Inner, mibps: i64) -> Result<()> {
     if !inner.has_commitment()? {
         return Err(Error::InvalidArgument(
@@ -145,7 +135,7 @@ impl Service {
         &self,
         input: UpdateStreamRecordDistributionStrategyInput,
     ) -> Result<Empty> {
-        let strategy = parse_distribution(&input.record_distribution_strategy)?;
+        let strategy = input.record_distribution_strategy;
         self.inner()
             .mutate(&input.stream, true, |rec, _| {
                 if rec.mode != StreamMode::OnDemand {
@@ -177,8 +167,8 @@ impl Service {
         let _guard = inner.control.lock().await;
         let now = inner.now_ms();
         let mut c = inner.commitment()?;
-        match input.minimum_throughput_billing_commitment.status.as_str() {
-            "ENABLED" => {
+        match input.minimum_throughput_billing_commitment.status {
+            CommitmentStatus::Enabled => {
                 if !c.enabled {
                     c = Commitment {
                         enabled: true,
@@ -191,7 +181,7 @@ impl Service {
                     c.end_requested_ms = None;
                 }
             }
-            "DISABLED" => {
+            CommitmentStatus::Disabled => {
                 if c.enabled {
                     if c.earliest_end().is_some_and(|e| now < e) {
                         c.end_requested_ms = Some(now);
@@ -200,11 +190,6 @@ impl Service {
                         c.ended_ms = Some(now);
                     }
                 }
-            }
-            other => {
-                return Err(Error::Validation(format!(
-                    "1 validation error detected: Value '{other}' at 'minimumThroughputBillingCommitment.status' failed to satisfy constraint: Member must satisfy enum value set: [ENABLED, DISABLED]"
-                )));
             }
         }
         let bytes = serde_json::to_vec(&c).map_err(|e| Error::Internal(e.to_string()))?;

@@ -17,7 +17,6 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::error::dry_run;
 use crate::quota::{QuotaMode, READ_BYTES_PER_SEC, TokenBucket};
-use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, shard_id};
 
@@ -365,12 +364,7 @@ impl Service {
                 s.status(now).map_or("DELETING", |x| x.as_str())
             )));
         }
-        let index = parse_shard_index(&input.shard_id).ok_or_else(|| {
-            Error::ResourceNotFound(format!(
-                "Could not find shard {} in stream {} under account {}.",
-                input.shard_id, s.rec.name, inner.cfg.account_id
-            ))
-        })?;
+        let index = inner.shard_index_in(&s.rec.name, &input.shard_id)?;
         let shard = s
             .rec
             .shards
@@ -394,12 +388,12 @@ impl Service {
         let offset = {
             let (svc, s, shard, part) = (self.clone(), s.clone(), shard.clone(), part.clone());
             let (ty, seq, ts) = (
-                pos.position_type.clone(),
+                pos.position_type,
                 pos.sequence_number.clone(),
                 pos.timestamp,
             );
             crate::blocking(move || {
-                svc.start_offset(&s, &shard, &part, &ty, seq.as_deref(), ts, now)
+                svc.start_offset(&s, &shard, &part, ty, seq.as_deref(), ts, now)
             })
             .await?
         };
@@ -656,8 +650,9 @@ mod tests {
                 consumer_arn: consumer.consumer_arn.clone(),
                 shard_id: "shardId-000000000000".into(),
                 starting_position: StartingPosition {
-                    position_type: "TRIM_HORIZON".into(),
-                    ..Default::default()
+                    position_type: ShardIteratorType::TrimHorizon,
+                    sequence_number: None,
+                    timestamp: None,
                 },
                 dry_run: None,
             })
@@ -701,8 +696,9 @@ mod tests {
                 consumer_arn: consumer.consumer_arn.clone(),
                 shard_id: "shardId-000000000000".into(),
                 starting_position: StartingPosition {
-                    position_type: "TRIM_HORIZON".into(),
-                    ..Default::default()
+                    position_type: ShardIteratorType::TrimHorizon,
+                    sequence_number: None,
+                    timestamp: None,
                 },
                 dry_run: None,
             })

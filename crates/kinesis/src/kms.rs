@@ -38,7 +38,7 @@ impl crate::Service {
         input: crate::types::StreamEncryptionInput,
     ) -> Result<crate::types::Empty> {
         let inner = self.inner();
-        if input.encryption_type != "KMS" {
+        if input.encryption_type != crate::types::EncryptionType::Kms {
             return Err(Error::InvalidArgument(format!(
                 "EncryptionType {} is not valid to start encryption; use KMS.",
                 input.encryption_type
@@ -70,7 +70,7 @@ impl crate::Service {
         input: crate::types::StreamEncryptionInput,
     ) -> Result<crate::types::Empty> {
         let inner = self.inner();
-        if input.encryption_type != "KMS" {
+        if input.encryption_type != crate::types::EncryptionType::Kms {
             return Err(Error::InvalidArgument(format!(
                 "EncryptionType {} is not valid to stop encryption; use KMS.",
                 input.encryption_type

@@ -13,7 +13,6 @@ use crate::error::dry_run;
 use crate::hash::{hash_key, parse_hash_key};
 use crate::iterator::{IteratorToken, TokenError};
 use crate::seq::{self, ShardSeq};
-use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, shard_id};
 
@@ -503,12 +502,7 @@ impl Service {
             input.stream.stream_arn.as_deref(),
         )?;
         // The shard id is checked before the stream, as AWS does.
-        let index = parse_shard_index(&input.shard_id).ok_or_else(|| {
-            Error::ResourceNotFound(format!(
-                "Could not find shard {} in stream {name} under account {}.",
-                input.shard_id, inner.cfg.account_id
-            ))
-        })?;
+        let index = inner.shard_index_in(&name, &input.shard_id)?;
         let s = inner
             .lookup(&name)
             .map_err(|_| inner.shard_missing(&name, &shard_id(index)))?;
@@ -529,12 +523,12 @@ impl Service {
         let offset = {
             let (svc, s, shard, part) = (self.clone(), s.clone(), shard.clone(), part.clone());
             let (ty, seq, ts) = (
-                input.shard_iterator_type.clone(),
+                input.shard_iterator_type,
                 input.starting_sequence_number.clone(),
                 input.timestamp,
             );
             crate::blocking(move || {
-                svc.start_offset(&s, &shard, &part, &ty, seq.as_deref(), ts, now)
+                svc.start_offset(&s, &shard, &part, ty, seq.as_deref(), ts, now)
             })
             .await?
         };
@@ -558,14 +552,14 @@ impl Service {
         s: &StreamState,
         shard: &ShardRecord,
         part: &Partition,
-        ty: &str,
+        ty: ShardIteratorType,
         seq: Option<&str>,
         timestamp: Option<Timestamp>,
         now: i64,
     ) -> Result<u64> {
+        use ShardIteratorType::*;
         Ok(match (ty, seq) {
-            ("AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER", None)
-            | ("TRIM_HORIZON" | "LATEST", Some(_)) => {
+            (AtSequenceNumber | AfterSequenceNumber, None) | (TrimHorizon | Latest, Some(_)) => {
                 let which = if seq.is_some() {
                     "and also a StartingSequenceNumber"
                 } else {
@@ -575,9 +569,9 @@ impl Service {
                     "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {ty} {which}."
                 )));
             }
-            ("TRIM_HORIZON", None) => part.start_offset()?,
-            ("LATEST", None) => part.end_offset(),
-            ("AT_TIMESTAMP", _) => {
+            (TrimHorizon, None) => part.start_offset()?,
+            (Latest, None) => part.end_offset(),
+            (AtTimestamp, _) => {
                 let ts = timestamp.ok_or_else(|| {
                     Error::InvalidArgument(
                         "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".into(),
@@ -591,13 +585,8 @@ impl Service {
                 }
                 part.offset_for_timestamp(ts.millis())?
             }
-            (_, Some(seq)) => {
-                self.offset_for_sequence(s, shard, part, seq, ty == "AFTER_SEQUENCE_NUMBER")?
-            }
-            (other, None) => {
-                return Err(Error::Validation(format!(
-                    "1 validation error detected: Value '{other}' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP, AT_SEQUENCE_NUMBER, TRIM_HORIZON]"
-                )));
+            (AtSequenceNumber | AfterSequenceNumber, Some(seq)) => {
+                self.offset_for_sequence(s, shard, part, seq, ty == AfterSequenceNumber)?
             }
         })
     }

@@ -17,7 +17,6 @@ use ripstream_meta::{ShardEnd, ShardRecord, StreamMode, StreamRecord, StreamStat
 
 use crate::hash::{even_ranges, parse_hash_key};
 use crate::seq::ShardSeq;
-use crate::streams::parse_shard_index;
 use crate::types::*;
 use crate::{Error, Inner, Result, Service, StreamState, partition_id, shard_id};
 
@@ -206,7 +205,7 @@ impl Inner {
 
     /// The open shard a request names.
     fn open_shard<'a>(&self, s: &'a StreamState, id: &str) -> Result<&'a ShardRecord> {
-        let index = parse_shard_index(id).ok_or_else(|| self.shard_not_found(s, id))?;
+        let index = self.shard_index_in(&s.rec.name, id)?;
         let shard = s
             .rec
             .shards
@@ -311,9 +310,14 @@ impl Inner {
             sealed.push(part.clone());
         }
         let delay = self.cfg.update_delay.as_millis() as i64;
+        rec.pending_reshard = None;
         if delay > 0 {
             rec.status = StreamStatus::Updating;
             rec.status_until_ms = now + delay;
+            rec.pending_reshard = Some(ripstream_meta::PendingReshard {
+                first_new_shard: cur.rec.next_shard_index(),
+                until_ms: rec.status_until_ms,
+            });
         }
         if let Err(e) = self.commit_stream(&rec).await {
             unseal(&sealed);
@@ -432,6 +436,12 @@ impl Service {
     /// SplitShard.
     pub async fn split_shard(&self, input: SplitShardInput) -> Result<Empty> {
         let inner = self.inner();
+        let name = inner.resolve_name(
+            input.stream.stream_name.as_deref(),
+            input.stream.stream_arn.as_deref(),
+        )?;
+        // The shard id is checked before the stream exists, as AWS does.
+        inner.shard_index_in(&name, &input.shard_to_split)?;
         let at = parse_hash_key(&input.new_starting_hash_key);
         inner
             .reshard(&input.stream, |s, layout| {
@@ -459,6 +469,14 @@ impl Service {
     /// MergeShards.
     pub async fn merge_shards(&self, input: MergeShardsInput) -> Result<Empty> {
         let inner = self.inner();
+        let name = inner.resolve_name(
+            input.stream.stream_name.as_deref(),
+            input.stream.stream_arn.as_deref(),
+        )?;
+        // Both shard ids are checked before the stream exists, as AWS does.
+        for id in [&input.shard_to_merge, &input.adjacent_shard_to_merge] {
+            inner.shard_index_in(&name, id)?;
+        }
         inner
             .reshard(&input.stream, |s, layout| {
                 inner.provisioned_only(s)?;

@@ -1,5 +1,7 @@
 //! The control plane: stream lifecycle, description, listing and settings.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ripstream_meta::{ShardRecord, StreamMode, StreamRecord, StreamStatus};
@@ -29,19 +31,7 @@ pub(crate) const ALL_METRICS: [&str; 7] = [
 const NEXT_TOKEN_TTL_MS: i64 = 300_000;
 
 fn mode_details(mode: StreamMode) -> StreamModeDetails {
-    StreamModeDetails {
-        stream_mode: mode.as_str().to_string(),
-    }
-}
-
-fn parse_mode(s: &str) -> Result<StreamMode> {
-    match s {
-        "PROVISIONED" => Ok(StreamMode::Provisioned),
-        "ON_DEMAND" => Ok(StreamMode::OnDemand),
-        other => Err(Error::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [ON_DEMAND, PROVISIONED]"
-        ))),
-    }
+    StreamModeDetails { stream_mode: mode }
 }
 
 fn enhanced_monitoring(rec: &StreamRecord) -> Vec<EnhancedMetrics> {
@@ -74,6 +64,38 @@ fn shard_listed(rec: &StreamRecord, shard: &ShardRecord, now_ms: i64) -> bool {
         None => true,
         Some(end) => end.closed_ms >= now_ms - retention_ms(rec.retention_hours),
     }
+}
+
+/// The shards readers of the shard list are shown: the record's, except
+/// while a reshard's UPDATING state lasts, when AWS still shows the layout
+/// from before it (the shards it created hidden, the ones it closed open).
+fn published_shards(rec: &StreamRecord, status: StreamStatus) -> Cow<'_, [ShardRecord]> {
+    let Some(p) = rec
+        .pending_reshard
+        .filter(|p| status == StreamStatus::Updating && p.until_ms == rec.status_until_ms)
+    else {
+        return Cow::Borrowed(&rec.shards);
+    };
+    let closed_by_it: HashSet<u32> = rec
+        .shards
+        .iter()
+        .filter(|sh| sh.index >= p.first_new_shard)
+        .flat_map(|sh| sh.parent.into_iter().chain(sh.adjacent_parent))
+        .filter(|i| *i < p.first_new_shard)
+        .collect();
+    Cow::Owned(
+        rec.shards
+            .iter()
+            .filter(|sh| sh.index < p.first_new_shard)
+            .map(|sh| {
+                let mut sh = sh.clone();
+                if closed_by_it.contains(&sh.index) {
+                    sh.end = None;
+                }
+                sh
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn shard_view(shard: &ShardRecord) -> Shard {
@@ -113,7 +135,7 @@ pub(crate) struct ListShardsToken {
     a: u32,
     /// Filter type, shard id and timestamp, if any.
     #[serde(default)]
-    f: Option<(String, Option<String>, Option<i64>)>,
+    f: Option<(ShardFilterType, Option<String>, Option<i64>)>,
     /// Issue time.
     t: i64,
 }
@@ -165,6 +187,18 @@ impl Inner {
                 Err(Error::InvalidArgument(format!("Invalid StreamARN {arn}.")))
             }
         }
+    }
+
+    /// The shard number a request's shard id names. AWS checks the id before
+    /// it looks the stream up: an id that names no shard number is not found
+    /// in any stream, known or not.
+    pub(crate) fn shard_index_in(&self, stream: &str, id: &str) -> Result<u32> {
+        parse_shard_index(id).ok_or_else(|| {
+            Error::ResourceNotFound(format!(
+                "Could not find shard {id} in stream {stream} under account {}.",
+                self.cfg.account_id
+            ))
+        })
     }
 
     /// The stream, unless it does not exist or its deletion has completed.
@@ -267,10 +301,7 @@ impl Service {
     /// CreateStream.
     pub async fn create_stream(&self, input: CreateStreamInput) -> Result<Empty> {
         let inner = self.inner();
-        let mode = match &input.stream_mode_details {
-            Some(d) => Some(parse_mode(&d.stream_mode)?),
-            None => None,
-        };
+        let mode = input.stream_mode_details.as_ref().map(|d| d.stream_mode);
         let (mode, shard_count) = match (mode, input.shard_count) {
             (Some(StreamMode::OnDemand), Some(_)) => {
                 return Err(Error::InvalidArgument(
@@ -302,10 +333,7 @@ impl Service {
         if let Some(w) = input.warm_throughput_mibps {
             crate::capacity::check_warm(inner, w)?;
         }
-        let distribution = match &input.record_distribution_strategy {
-            Some(d) => crate::capacity::parse_distribution(d)?,
-            None => ripstream_meta::RecordDistribution::UserPartitionKey,
-        };
+        let distribution = input.record_distribution_strategy.unwrap_or_default();
         if distribution == ripstream_meta::RecordDistribution::Auto && mode != StreamMode::OnDemand
         {
             return Err(Error::InvalidArgument(
@@ -391,7 +419,8 @@ impl Service {
         let cur = inner.lookup(&name)?;
         let now = inner.now_ms();
         let status = cur.status(now).ok_or_else(|| inner.not_found(&name))?;
-        if !matches!(status, StreamStatus::Active | StreamStatus::Updating) {
+        // A stream still CREATING may be deleted too, as on AWS.
+        if status == StreamStatus::Deleting {
             return Err(inner.not_active(&cur, status));
         }
         if input.enforce_consumer_deletion != Some(true)
@@ -440,12 +469,11 @@ impl Service {
         let status = s.status(now).ok_or_else(|| inner.not_found(&s.rec.name))?;
         let limit = input.limit.unwrap_or(100).clamp(1, 100) as usize;
         let after = input.exclusive_start_shard_id.as_deref();
+        let published = published_shards(&s.rec, status);
         let mut shards: Vec<Shard> = if status == StreamStatus::Creating {
             Vec::new()
         } else {
-            let mut all: Vec<&ShardRecord> = s
-                .rec
-                .shards
+            let mut all: Vec<&ShardRecord> = published
                 .iter()
                 .filter(|sh| shard_listed(&s.rec, sh, now))
                 .collect();
@@ -487,6 +515,10 @@ impl Service {
         let status = s
             .status(inner.now_ms())
             .ok_or_else(|| inner.not_found(&s.rec.name))?;
+        let open_shards = published_shards(&s.rec, status)
+            .iter()
+            .filter(|sh| sh.end.is_none())
+            .count() as u32;
         Ok(DescribeStreamSummaryOutput {
             stream_description_summary: StreamDescriptionSummary {
                 stream_name: s.rec.name.clone(),
@@ -498,7 +530,7 @@ impl Service {
                 enhanced_monitoring: enhanced_monitoring(&s.rec),
                 encryption_type: encryption_type(&s.rec),
                 key_id: s.rec.encryption.as_ref().map(|e| e.key_id.clone()),
-                open_shard_count: s.routes.len() as u32,
+                open_shard_count: open_shards,
                 consumer_count: crate::consumers::live_consumers(&s.rec, inner.now_ms()).count()
                     as u32,
                 warm_throughput: s
@@ -508,7 +540,7 @@ impl Service {
                     .map(|w| WarmThroughput {
                         target_mi_bps: Some(w),
                         // Each open shard takes 1 MiB/s of writes.
-                        current_mi_bps: Some(s.routes.len() as u32),
+                        current_mi_bps: Some(open_shards),
                     }),
                 max_record_size_kib: s.rec.max_record_size_kib,
                 record_distribution_strategy: (s.rec.mode == StreamMode::OnDemand)
@@ -653,8 +685,8 @@ impl Service {
         let mut after = after;
         let selector: Box<dyn Fn(&ShardRecord) -> bool> = match &filter {
             None => Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now)),
-            Some(f) => match f.filter_type.as_str() {
-                "AFTER_SHARD_ID" => {
+            Some(f) => match f.filter_type {
+                ShardFilterType::AfterShardId => {
                     let id = f.shard_id.as_deref().ok_or_else(|| {
                         Error::InvalidArgument("ShardId must be supplied in a ShardFilter with a Type of AFTER_SHARD_ID".into())
                     })?;
@@ -662,17 +694,21 @@ impl Service {
                     after = Some(after.map_or(idx, |a| a.max(idx)));
                     Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now))
                 }
-                "AT_TRIM_HORIZON" => Box::new(move |sh: &ShardRecord| open_at(sh, trim)),
-                "FROM_TRIM_HORIZON" => Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now)),
-                "AT_LATEST" => Box::new(|sh: &ShardRecord| sh.end.is_none()),
-                "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {
+                ShardFilterType::AtTrimHorizon => {
+                    Box::new(move |sh: &ShardRecord| open_at(sh, trim))
+                }
+                ShardFilterType::FromTrimHorizon => {
+                    Box::new(|sh: &ShardRecord| shard_listed(&s.rec, sh, now))
+                }
+                ShardFilterType::AtLatest => Box::new(|sh: &ShardRecord| sh.end.is_none()),
+                ShardFilterType::AtTimestamp | ShardFilterType::FromTimestamp => {
                     let ts = f.timestamp.ok_or_else(|| {
                         Error::InvalidArgument(
                             "Timestamp must be supplied in a ShardFilter with a Type of FROM_TIMESTAMP or AT_TIMESTAMP".into(),
                         )
                     })?;
                     let t = ts.millis().max(trim);
-                    if f.filter_type == "AT_TIMESTAMP" {
+                    if f.filter_type == ShardFilterType::AtTimestamp {
                         Box::new(move |sh: &ShardRecord| open_at(sh, t))
                     } else {
                         Box::new(move |sh: &ShardRecord| {
@@ -680,16 +716,10 @@ impl Service {
                         })
                     }
                 }
-                other => {
-                    return Err(Error::Validation(format!(
-                        "1 validation error detected: Value '{other}' at 'shardFilter.type' failed to satisfy constraint: Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]"
-                    )));
-                }
             },
         };
-        let mut chosen: Vec<&ShardRecord> = s
-            .rec
-            .shards
+        let published = published_shards(&s.rec, status);
+        let mut chosen: Vec<&ShardRecord> = published
             .iter()
             .filter(|sh| after.is_none_or(|a| sh.index > a))
             .filter(|sh| selector(sh))
@@ -705,7 +735,7 @@ impl Service {
                     a: last.index,
                     f: filter.as_ref().map(|f| {
                         (
-                            f.filter_type.clone(),
+                            f.filter_type,
                             f.shard_id.clone(),
                             f.timestamp.map(|t| t.millis()),
                         )
@@ -796,7 +826,7 @@ impl Service {
     /// UpdateStreamMode.
     pub async fn update_stream_mode(&self, input: UpdateStreamModeInput) -> Result<Empty> {
         let inner = self.inner();
-        let mode = parse_mode(&input.stream_mode_details.stream_mode)?;
+        let mode = input.stream_mode_details.stream_mode;
         if input.warm_throughput_mibps.is_some() && mode != StreamMode::OnDemand {
             return Err(Error::InvalidArgument(
                 "WarmThroughputMiBps is only valid when updating the stream mode to ON_DEMAND."
@@ -860,22 +890,15 @@ impl Service {
         enable: bool,
     ) -> Result<EnhancedMonitoringOutput> {
         let inner = self.inner();
-        let requested: Vec<&str> = if input.shard_level_metrics.iter().any(|m| m == "ALL") {
+        let requested: Vec<&str> = if input.shard_level_metrics.contains(&MetricsName::All) {
             ALL_METRICS.to_vec()
         } else {
             input
                 .shard_level_metrics
                 .iter()
-                .map(String::as_str)
+                .map(|m| m.as_str())
                 .collect()
         };
-        for m in &requested {
-            if !ALL_METRICS.contains(m) {
-                return Err(Error::Validation(format!(
-                    "1 validation error detected: Value '[{m}]' at 'shardLevelMetrics' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [IncomingBytes, IncomingRecords, OutgoingBytes, OutgoingRecords, WriteProvisionedThroughputExceeded, ReadProvisionedThroughputExceeded, IteratorAgeMilliseconds, ALL]]"
-                )));
-            }
-        }
         let mut current = Vec::new();
         let state = inner
             .mutate(&input.stream, true, |rec, _| {
@@ -925,5 +948,61 @@ mod tests {
         assert_eq!(parse_shard_index("shardId-"), None);
         assert_eq!(parse_shard_index("shardId-abc"), None);
         assert_eq!(parse_shard_index("shardId-99999999999"), None);
+    }
+
+    /// (index, open) of the shards readers are shown.
+    fn shown(rec: &StreamRecord, status: StreamStatus) -> Vec<(u32, bool)> {
+        published_shards(rec, status)
+            .iter()
+            .map(|s| (s.index, s.end.is_none()))
+            .collect()
+    }
+
+    #[test]
+    fn a_pending_reshard_shows_the_layout_before_it() {
+        let mut rec = StreamRecord::new("s", 1, 0);
+        rec.shards = even_ranges(4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| ShardRecord {
+                index: i as u32,
+                starting_hash_key: start,
+                ending_hash_key: end,
+                created_ms: 0,
+                parent: None,
+                adjacent_parent: None,
+                end: None,
+                seq_created_s: Some(0),
+            })
+            .collect();
+        // An earlier reshard, long published: 2 and 3 merged into 4.
+        let mut layout = crate::reshard::Layout::new(rec.shards.clone(), 10);
+        layout.merge(2, 3);
+        rec.shards = layout.shards;
+        let before = vec![(0, true), (1, true), (2, false), (3, false), (4, true)];
+        assert_eq!(shown(&rec, StreamStatus::Active), before);
+        // Now scaling to 3: 1 and 4 split, pieces merged (5 to 7 are created
+        // and closed within the change), UPDATING until 2000.
+        let mut layout = crate::reshard::Layout::new(rec.shards.clone(), 1000);
+        layout.scale_uniformly(3);
+        rec.shards = layout.shards;
+        rec.status = StreamStatus::Updating;
+        rec.status_until_ms = 2000;
+        rec.pending_reshard = Some(ripstream_meta::PendingReshard {
+            first_new_shard: 5,
+            until_ms: 2000,
+        });
+        assert_eq!(rec.shards.len(), 11);
+        assert_eq!(shown(&rec, StreamStatus::Updating), before);
+        // Once ACTIVE, or in a later UPDATING state, the record is shown.
+        let all: Vec<(u32, bool)> = rec
+            .shards
+            .iter()
+            .map(|s| (s.index, s.end.is_none()))
+            .collect();
+        assert_eq!(shown(&rec, StreamStatus::Active), all);
+        rec.status_until_ms = 9000;
+        assert_eq!(shown(&rec, StreamStatus::Updating), all);
+        assert_eq!(all.iter().filter(|(_, open)| *open).count(), 3);
     }
 }

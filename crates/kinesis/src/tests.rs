@@ -33,15 +33,18 @@ fn put(name: &str, data: &str) -> PutRecordInput {
     }
 }
 
-async fn iterator(svc: &Service, name: &str, ty: &str) -> String {
+/// A TRIM_HORIZON iterator of the stream's first shard.
+async fn iterator(svc: &Service, name: &str) -> String {
     svc.get_shard_iterator(GetShardIteratorInput {
         stream: StreamRef {
             stream_name: Some(name.into()),
             stream_arn: None,
         },
         shard_id: "shardId-000000000000".into(),
-        shard_iterator_type: ty.into(),
-        ..Default::default()
+        shard_iterator_type: ShardIteratorType::TrimHorizon,
+        starting_sequence_number: None,
+        timestamp: None,
+        dry_run: None,
     })
     .await
     .unwrap()
@@ -68,7 +71,7 @@ async fn iterators_expire_after_five_minutes() {
     })
     .await
     .unwrap();
-    let it = iterator(&svc, "s", "TRIM_HORIZON").await;
+    let it = iterator(&svc, "s").await;
     clock.0.fetch_add(299_000, Ordering::SeqCst);
     let out = get(&svc, &it).await.unwrap();
     clock.0.fetch_add(2_000, Ordering::SeqCst);
@@ -111,7 +114,7 @@ async fn records_past_retention_disappear_and_their_space_is_reclaimed() {
     assert!(before > 3);
     // 25 h after the old records: only the new ones are readable.
     clock.0.fetch_add(2 * HOUR, Ordering::SeqCst);
-    let it = iterator(&svc, "r", "TRIM_HORIZON").await;
+    let it = iterator(&svc, "r").await;
     let out = get(&svc, &it).await.unwrap();
     let data: Vec<String> = out
         .records
@@ -132,9 +135,7 @@ async fn records_past_retention_disappear_and_their_space_is_reclaimed() {
     .await
     .unwrap();
     clock.0.fetch_add(24 * HOUR + 1, Ordering::SeqCst);
-    let out = get(&svc, &iterator(&svc, "r", "TRIM_HORIZON").await)
-        .await
-        .unwrap();
+    let out = get(&svc, &iterator(&svc, "r").await).await.unwrap();
     assert_eq!(out.records.len(), 3);
     svc.decrease_stream_retention_period(RetentionInput {
         stream: StreamRef {
@@ -145,9 +146,7 @@ async fn records_past_retention_disappear_and_their_space_is_reclaimed() {
     })
     .await
     .unwrap();
-    let out = get(&svc, &iterator(&svc, "r", "TRIM_HORIZON").await)
-        .await
-        .unwrap();
+    let out = get(&svc, &iterator(&svc, "r").await).await.unwrap();
     assert!(out.records.is_empty());
 }
 
@@ -271,8 +270,10 @@ async fn closed_shards_past_retention_are_pruned_with_their_partitions() {
             .get_shard_iterator(GetShardIteratorInput {
                 stream: stream_ref("p"),
                 shard_id: "shardId-000000000000".into(),
-                shard_iterator_type: "TRIM_HORIZON".into(),
-                ..Default::default()
+                shard_iterator_type: ShardIteratorType::TrimHorizon,
+                starting_sequence_number: None,
+                timestamp: None,
+                dry_run: None,
             })
             .await
             .unwrap_err();
@@ -310,8 +311,10 @@ async fn closed_shards_past_retention_are_pruned_with_their_partitions() {
         .get_shard_iterator(GetShardIteratorInput {
             stream: stream_ref("p"),
             shard_id: "shardId-000000000003".into(),
-            shard_iterator_type: "TRIM_HORIZON".into(),
-            ..Default::default()
+            shard_iterator_type: ShardIteratorType::TrimHorizon,
+            starting_sequence_number: None,
+            timestamp: None,
+            dry_run: None,
         })
         .await
         .unwrap()
@@ -322,7 +325,7 @@ async fn closed_shards_past_retention_are_pruned_with_their_partitions() {
     svc.update_shard_count(UpdateShardCountInput {
         stream: stream_ref("p"),
         target_shard_count: 2,
-        ..Default::default()
+        scaling_type: ScalingType::UniformScaling,
     })
     .await
     .unwrap();
@@ -369,7 +372,7 @@ async fn slow_reads_do_not_hold_up_writes() {
     .unwrap();
     svc.start_stream_encryption(StreamEncryptionInput {
         stream: stream_ref("slow"),
-        encryption_type: "KMS".into(),
+        encryption_type: EncryptionType::Kms,
         key_id: "alias/aws/kinesis".into(),
     })
     .await
@@ -379,7 +382,7 @@ async fn slow_reads_do_not_hold_up_writes() {
     svc.inner
         .log
         .set_cipher(Arc::new(SlowCipher(svc.inner.keyring.clone(), delay)));
-    let it = iterator(&svc, "slow", "TRIM_HORIZON").await;
+    let it = iterator(&svc, "slow").await;
     let started = std::time::Instant::now();
     let reader = tokio::spawn({
         let svc = svc.clone();
@@ -391,9 +394,10 @@ async fn slow_reads_do_not_hold_up_writes() {
             svc.get_shard_iterator(GetShardIteratorInput {
                 stream: stream_ref("slow"),
                 shard_id: "shardId-000000000000".into(),
-                shard_iterator_type: "AT_SEQUENCE_NUMBER".into(),
+                shard_iterator_type: ShardIteratorType::AtSequenceNumber,
                 starting_sequence_number: Some(first.sequence_number),
-                ..Default::default()
+                timestamp: None,
+                dry_run: None,
             })
             .await
         }

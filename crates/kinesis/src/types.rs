@@ -122,12 +122,109 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+// ---------------------------------------------------------------- enums
+//
+// The model's enums of request members. The front door checks every request
+// against the model before the service decodes it, so a value outside the set
+// is refused there with AWS's ValidationException; here a value is always one
+// of the variants. Each serializes as the model spells it.
+
+/// The model's `RecordDistributionStrategy` (shared with the catalog likewise).
+pub use ripstream_meta::RecordDistribution;
+/// The model's `StreamMode` (shared with the catalog, which stores the same names).
+pub use ripstream_meta::StreamMode;
+
+macro_rules! wire_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $wire)] $variant,)+
+        }
+
+        impl $name {
+            /// The value as the model spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Where an iterator, or a subscription, starts.
+    ShardIteratorType {
+        AtSequenceNumber = "AT_SEQUENCE_NUMBER",
+        AfterSequenceNumber = "AFTER_SEQUENCE_NUMBER",
+        TrimHorizon = "TRIM_HORIZON",
+        Latest = "LATEST",
+        AtTimestamp = "AT_TIMESTAMP",
+    }
+}
+
+wire_enum! {
+    /// Which shards ListShards lists.
+    ShardFilterType {
+        AfterShardId = "AFTER_SHARD_ID",
+        AtTrimHorizon = "AT_TRIM_HORIZON",
+        FromTrimHorizon = "FROM_TRIM_HORIZON",
+        AtLatest = "AT_LATEST",
+        AtTimestamp = "AT_TIMESTAMP",
+        FromTimestamp = "FROM_TIMESTAMP",
+    }
+}
+
+wire_enum! {
+    /// A shard-level metric, or all of them.
+    MetricsName {
+        IncomingBytes = "IncomingBytes",
+        IncomingRecords = "IncomingRecords",
+        OutgoingBytes = "OutgoingBytes",
+        OutgoingRecords = "OutgoingRecords",
+        WriteProvisionedThroughputExceeded = "WriteProvisionedThroughputExceeded",
+        ReadProvisionedThroughputExceeded = "ReadProvisionedThroughputExceeded",
+        IteratorAgeMilliseconds = "IteratorAgeMilliseconds",
+        All = "ALL",
+    }
+}
+
+wire_enum! {
+    /// How UpdateShardCount reaches its target.
+    ScalingType {
+        UniformScaling = "UNIFORM_SCALING",
+    }
+}
+
+wire_enum! {
+    /// Server-side encryption of a stream's records.
+    EncryptionType {
+        None = "NONE",
+        Kms = "KMS",
+    }
+}
+
+wire_enum! {
+    /// The state UpdateAccountSettings asks the billing commitment to take.
+    CommitmentStatus {
+        Enabled = "ENABLED",
+        Disabled = "DISABLED",
+    }
+}
+
 // ---------------------------------------------------------------- shared shapes
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StreamModeDetails {
-    pub stream_mode: String,
+    pub stream_mode: StreamMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,7 +316,7 @@ pub struct CreateStreamInput {
     #[serde(rename = "MaxRecordSizeInKiB", default)]
     pub max_record_size_kib: Option<i64>,
     #[serde(default)]
-    pub record_distribution_strategy: Option<String>,
+    pub record_distribution_strategy: Option<RecordDistribution>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -335,11 +432,11 @@ pub struct ListStreamsOutput {
     pub stream_summaries: Vec<StreamSummary>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ShardFilter {
     #[serde(rename = "Type")]
-    pub filter_type: String,
+    pub filter_type: ShardFilterType,
     #[serde(default)]
     pub shard_id: Option<String>,
     #[serde(default)]
@@ -388,7 +485,7 @@ pub struct UpdateMaxRecordSizeInput {
     pub max_record_size_kib: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateStreamModeInput {
     #[serde(flatten)]
@@ -403,7 +500,7 @@ pub struct UpdateStreamModeInput {
 pub struct EnhancedMonitoringInput {
     #[serde(flatten)]
     pub stream: StreamRef,
-    pub shard_level_metrics: Vec<String>,
+    pub shard_level_metrics: Vec<MetricsName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -567,13 +664,13 @@ pub struct PutRecordsOutput {
     pub encryption_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct GetShardIteratorInput {
     #[serde(flatten)]
     pub stream: StreamRef,
     pub shard_id: String,
-    pub shard_iterator_type: String,
+    pub shard_iterator_type: ShardIteratorType,
     #[serde(default)]
     pub starting_sequence_number: Option<String>,
     #[serde(default)]
@@ -643,13 +740,13 @@ pub struct MergeShardsInput {
     pub adjacent_shard_to_merge: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateShardCountInput {
     #[serde(flatten)]
     pub stream: StreamRef,
     pub target_shard_count: i64,
-    pub scaling_type: String,
+    pub scaling_type: ScalingType,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -682,21 +779,21 @@ pub struct UpdateStreamWarmThroughputOutput {
     pub warm_throughput: WarmThroughput,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateStreamRecordDistributionStrategyInput {
     #[serde(flatten)]
     pub stream: StreamRef,
-    pub record_distribution_strategy: String,
+    pub record_distribution_strategy: RecordDistribution,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MinimumThroughputBillingCommitmentInput {
-    pub status: String,
+    pub status: CommitmentStatus,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateAccountSettingsInput {
     pub minimum_throughput_billing_commitment: MinimumThroughputBillingCommitmentInput,
@@ -799,18 +896,18 @@ pub struct ListStreamConsumersOutput {
     pub next_token: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StartingPosition {
     #[serde(rename = "Type")]
-    pub position_type: String,
+    pub position_type: ShardIteratorType,
     #[serde(default)]
     pub sequence_number: Option<String>,
     #[serde(default)]
     pub timestamp: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SubscribeToShardInput {
     #[serde(rename = "ConsumerARN")]
@@ -858,11 +955,11 @@ pub struct GetResourcePolicyOutput {
 
 // ---------------------------------------------------------------- encryption
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StreamEncryptionInput {
     #[serde(flatten)]
     pub stream: StreamRef,
-    pub encryption_type: String,
+    pub encryption_type: EncryptionType,
     pub key_id: String,
 }

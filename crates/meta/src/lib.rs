@@ -152,6 +152,18 @@ pub struct ConsumerRecord {
     pub policy: Option<String>,
 }
 
+/// A reshard made durable whose UPDATING state has not ended yet. AWS shows
+/// the new layout only once the stream is ACTIVE again, so until then readers
+/// of the shard list are shown the shards as they were before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReshard {
+    /// The lowest index of the shards it created (all above the older ones).
+    pub first_new_shard: u32,
+    /// When its UPDATING state ends. A record still carrying it once that
+    /// state is over (and any later one, which ends at another time) is stale.
+    pub until_ms: i64,
+}
+
 /// A closed shard's end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEnd {
@@ -221,6 +233,9 @@ pub struct StreamRecord {
     /// Resource policy document (JSON), if any.
     #[serde(default)]
     pub policy: Option<String>,
+    /// The reshard the current UPDATING state is publishing, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reshard: Option<PendingReshard>,
 }
 
 impl StreamRecord {
@@ -243,6 +258,7 @@ impl StreamRecord {
             record_distribution: RecordDistribution::UserPartitionKey,
             consumers: Vec::new(),
             policy: None,
+            pending_reshard: None,
         }
     }
 

@@ -860,9 +860,16 @@ impl ServiceModel {
     fn declared_rules(&self, shape: &str) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(Kind::Str {
-            min, max, pattern, ..
+            min,
+            max,
+            pattern,
+            enums,
         }) = self.shapes.get(shape)
         {
+            // A list of enum values (ShardLevelMetrics) names the set.
+            if let Some(e) = enums {
+                out.push(format!("satisfy enum value set: [{}]", e.join(", ")));
+            }
             if let Some(m) = max {
                 out.push(format!("have length less than or equal to {m}"));
             }
@@ -1071,6 +1078,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP, AT_SEQUENCE_NUMBER, TRIM_HORIZON]"), "{}", e.message);
+        let e = check(
+            "EnableEnhancedMonitoring",
+            json!({"StreamName": "s", "ShardLevelMetrics": ["IncomingBytes", "Vibes"]}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value '[IncomingBytes, Vibes]' at 'shardLevelMetrics' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [ALL, WriteProvisionedThroughputExceeded, IteratorAgeMilliseconds, IncomingBytes, OutgoingRecords, ReadProvisionedThroughputExceeded, IncomingRecords, OutgoingBytes]]"
+        );
         let e = check("CreateStream", json!({"StreamName": 1})).unwrap_err();
         assert_eq!(e.code, "SerializationException");
         let e = check(

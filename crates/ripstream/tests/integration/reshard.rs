@@ -741,3 +741,240 @@ async fn closed_shards_past_retention_are_pruned() {
     let read = read_shard(&c, "pr", "shardId-000000000003").await;
     assert_eq!(read.len(), 1);
 }
+
+/// AWS checks a shard id before it looks the stream up: an id that names no
+/// shard number is "not found" in any stream, known or not, while a well-formed
+/// id on an unknown stream gets the stream's own not-found message.
+#[tokio::test]
+async fn unparseable_shard_ids_are_not_found_before_the_stream_is() {
+    let srv = TestServer::start();
+    let c = srv.client();
+    create_stream(&c, "known", 2).await;
+    let acct = "000000000000";
+    for stream in ["nosuch", "known"] {
+        for bad in ["ABKLFD8", "2.14E4", "2147483648", "shardId-002147483648"] {
+            let want =
+                format!("Could not find shard {bad} in stream {stream} under account {acct}.");
+            let e = c
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(bad)
+                .shard_iterator_type(ShardIteratorType::Latest)
+                .send()
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (code(&e), message(&e)),
+                ("ResourceNotFoundException".into(), want.clone()),
+                "GetShardIterator {stream} {bad}"
+            );
+            let e = c
+                .split_shard()
+                .stream_name(stream)
+                .shard_to_split(bad)
+                .new_starting_hash_key("1000")
+                .send()
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (code(&e), message(&e)),
+                ("ResourceNotFoundException".into(), want.clone()),
+                "SplitShard {stream} {bad}"
+            );
+            for (first, second) in [(bad, "shardId-000000000001"), ("shardId-000000000000", bad)] {
+                let e = c
+                    .merge_shards()
+                    .stream_name(stream)
+                    .shard_to_merge(first)
+                    .adjacent_shard_to_merge(second)
+                    .send()
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    (code(&e), message(&e)),
+                    ("ResourceNotFoundException".into(), want.clone()),
+                    "MergeShards {stream} {first} {second}"
+                );
+            }
+        }
+    }
+    // Well-formed ids on an unknown stream: the stream is what is missing.
+    let e = c
+        .split_shard()
+        .stream_name("nosuch")
+        .shard_to_split("shardId-2147483647")
+        .new_starting_hash_key("1000")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(&e),
+        "Stream nosuch under account 000000000000 not found."
+    );
+    let e = c
+        .merge_shards()
+        .stream_name("nosuch")
+        .shard_to_merge("x-0")
+        .adjacent_shard_to_merge("1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(&e),
+        "Stream nosuch under account 000000000000 not found."
+    );
+    let e = c
+        .get_shard_iterator()
+        .stream_name("nosuch")
+        .shard_id("a-00002147483647")
+        .shard_iterator_type(ShardIteratorType::Latest)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(&e),
+        "Shard shardId-002147483647 in stream nosuch under account 000000000000 does not exist"
+    );
+    // A well-formed id of a shard the known stream lacks names the shard.
+    let e = c
+        .split_shard()
+        .stream_name("known")
+        .shard_to_split("shardId-5")
+        .new_starting_hash_key("1000")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(&e),
+        "Could not find shard shardId-000000000005 in stream known under account 000000000000."
+    );
+}
+
+async fn status_of(c: &Client, stream: &str) -> StreamStatus {
+    c.describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_status()
+        .clone()
+}
+
+async fn described_shards(c: &Client, stream: &str) -> Vec<Shard> {
+    c.describe_stream()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description()
+        .unwrap()
+        .shards()
+        .to_vec()
+}
+
+fn ids(shards: &[Shard]) -> Vec<(&str, bool)> {
+    shards
+        .iter()
+        .map(|s| {
+            let closed = s
+                .sequence_number_range()
+                .unwrap()
+                .ending_sequence_number()
+                .is_some();
+            (s.shard_id(), closed)
+        })
+        .collect()
+}
+
+/// While a reshard is UPDATING, AWS still lists the shards as they were; the
+/// new layout shows once the stream is ACTIVE again.
+#[tokio::test]
+async fn a_reshard_is_published_when_the_stream_is_active_again() {
+    let mut srv = TestServer::start_with(&["--update-stream-delay-ms", "4000"]);
+    let c = srv.client();
+    create_stream(&c, "pub", 2).await;
+    let before = described_shards(&c, "pub").await;
+    c.split_shard()
+        .stream_name("pub")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("1000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(&c, "pub").await, StreamStatus::Updating);
+    let old = vec![
+        ("shardId-000000000000", false),
+        ("shardId-000000000001", false),
+    ];
+    let during = described_shards(&c, "pub").await;
+    assert_eq!(ids(&during), old);
+    assert_eq!(during, before);
+    assert_eq!(ids(&shards(&c, "pub").await), old);
+    let latest = c
+        .list_shards()
+        .stream_name("pub")
+        .shard_filter(
+            ShardFilter::builder()
+                .r#type(ShardFilterType::AtLatest)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids(latest.shards()), old);
+    let summary = c
+        .describe_stream_summary()
+        .stream_name("pub")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        summary
+            .stream_description_summary()
+            .unwrap()
+            .open_shard_count(),
+        2
+    );
+    // The catalog keeps the reshard pending across a crash.
+    srv.kill9();
+    srv.restart();
+    let c = srv.client();
+    if status_of(&c, "pub").await == StreamStatus::Updating {
+        assert_eq!(ids(&described_shards(&c, "pub").await), old);
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status_of(&c, "pub").await != StreamStatus::Active {
+        assert!(std::time::Instant::now() < deadline, "never ACTIVE again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new = vec![
+        ("shardId-000000000000", true),
+        ("shardId-000000000001", false),
+        ("shardId-000000000002", false),
+        ("shardId-000000000003", false),
+    ];
+    let after = described_shards(&c, "pub").await;
+    assert_eq!(ids(&after), new);
+    assert_eq!(after[2].parent_shard_id(), Some("shardId-000000000000"));
+    assert_eq!(ids(&shards(&c, "pub").await), new);
+
+    // A later UPDATING state that is no reshard hides nothing.
+    c.update_stream_mode()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/pub")
+        .stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(&c, "pub").await, StreamStatus::Updating);
+    assert_eq!(ids(&described_shards(&c, "pub").await), new);
+    assert_eq!(ids(&shards(&c, "pub").await), new);
+}

@@ -784,3 +784,209 @@ async fn tags_on_streams_and_resources() {
         .unwrap();
     assert_eq!(l.tags()[0].key(), "team");
 }
+
+/// AWS accepts DeleteStream on a stream still CREATING: it goes to DELETING
+/// and then away, never ACTIVE.
+#[tokio::test]
+async fn a_stream_still_creating_can_be_deleted() {
+    let srv = TestServer::start_with(&[
+        "--create-stream-delay-ms",
+        "8000",
+        "--delete-stream-delay-ms",
+        "500",
+    ]);
+    let c = srv.client();
+    let started = std::time::Instant::now();
+    create_stream(&c, "early", 1).await;
+    let status = |d: &aws_sdk_kinesis::operation::describe_stream::DescribeStreamOutput| {
+        d.stream_description().unwrap().stream_status().clone()
+    };
+    let d = c
+        .describe_stream()
+        .stream_name("early")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&d), StreamStatus::Creating);
+    c.delete_stream().stream_name("early").send().await.unwrap();
+    let d = c
+        .describe_stream()
+        .stream_name("early")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&d), StreamStatus::Deleting);
+    // Gone well before it would have been ACTIVE.
+    loop {
+        match c.describe_stream().stream_name("early").send().await {
+            Ok(d) => assert_eq!(status(&d), StreamStatus::Deleting),
+            Err(e) => {
+                assert_eq!(code(&e), "ResourceNotFoundException");
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "the deletion never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = c
+        .delete_stream()
+        .stream_name("early")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+}
+
+/// A value outside a request enum is refused by the model check before the
+/// service sees it, with AWS's message (values listed in the order AWS's
+/// Java hash sets give them); the service only ever gets one of the model's
+/// values.
+#[tokio::test]
+async fn enum_values_outside_the_model_get_aws_validation_messages() {
+    use aws_sdk_kinesis::types::{
+        MinimumThroughputBillingCommitmentInput, MinimumThroughputBillingCommitmentInputStatus,
+        RecordDistributionStrategy, ScalingType, ShardIteratorType,
+    };
+    let srv = TestServer::start();
+    let c = srv.client();
+    create_stream(&c, "en", 1).await;
+    let expect = |e: String, m: String, want: &str| {
+        assert_eq!(e, "ValidationException", "{m}");
+        assert_eq!(m, format!("1 validation error detected: {want}"));
+    };
+    let e = c
+        .create_stream()
+        .stream_name("en2")
+        .stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::from("SOMETIMES"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'SOMETIMES' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+    );
+    let e = c
+        .update_stream_mode()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/en")
+        .stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::from("SOMETIMES"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'SOMETIMES' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+    );
+    let e = c
+        .list_shards()
+        .stream_name("en")
+        .shard_filter(
+            ShardFilter::builder()
+                .r#type(ShardFilterType::from("AT_NOON"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'AT_NOON' at 'shardFilter.type' failed to satisfy constraint: Member must satisfy enum value set: [FROM_TIMESTAMP, FROM_TRIM_HORIZON, AT_LATEST, AT_TRIM_HORIZON, AT_TIMESTAMP, AFTER_SHARD_ID]",
+    );
+    let e = c
+        .enable_enhanced_monitoring()
+        .stream_name("en")
+        .shard_level_metrics(MetricsName::from("Vibes"))
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value '[Vibes]' at 'shardLevelMetrics' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [ALL, WriteProvisionedThroughputExceeded, IteratorAgeMilliseconds, IncomingBytes, OutgoingRecords, ReadProvisionedThroughputExceeded, IncomingRecords, OutgoingBytes]]",
+    );
+    let e = c
+        .get_shard_iterator()
+        .stream_name("en")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::from("SOMEWHERE"))
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'SOMEWHERE' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP, AT_SEQUENCE_NUMBER, TRIM_HORIZON]",
+    );
+    let e = c
+        .update_stream_record_distribution_strategy()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/en")
+        .record_distribution_strategy(RecordDistributionStrategy::from("RANDOM"))
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'RANDOM' at 'recordDistributionStrategy' failed to satisfy constraint: Member must satisfy enum value set: [USER_PARTITION_KEY, AUTO]",
+    );
+    let e = c
+        .update_account_settings()
+        .minimum_throughput_billing_commitment(
+            MinimumThroughputBillingCommitmentInput::builder()
+                .status(MinimumThroughputBillingCommitmentInputStatus::from("MAYBE"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'MAYBE' at 'minimumThroughputBillingCommitment.status' failed to satisfy constraint: Member must satisfy enum value set: [ENABLED, DISABLED]",
+    );
+    let e = c
+        .update_shard_count()
+        .stream_name("en")
+        .target_shard_count(2)
+        .scaling_type(ScalingType::from("LOPSIDED"))
+        .send()
+        .await
+        .unwrap_err();
+    expect(
+        code(&e),
+        message(&e),
+        "Value 'LOPSIDED' at 'scalingType' failed to satisfy constraint: Member must satisfy enum value set: [UNIFORM_SCALING]",
+    );
+    // A value of the model's set that the operation does not take is the
+    // service's to refuse.
+    let e = c
+        .start_stream_encryption()
+        .stream_name("en")
+        .encryption_type(aws_sdk_kinesis::types::EncryptionType::None)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    assert_eq!(
+        message(&e),
+        "EncryptionType NONE is not valid to start encryption; use KMS."
+    );
+}
