@@ -73,7 +73,7 @@ impl Dynamo {
         let mut tables = BTreeMap::new();
         for (_, raw) in catalog.documents(TABLES_SPACE)? {
             let meta: TableMeta = serde_json::from_slice(&raw)
-                .map_err(|e| DynamoError::Internal(format!("corrupt table description: {e}")))?;
+                .map_err(|e| DynamoError::failed(format!("corrupt table description: {e}"), e))?;
             let mut table = Table {
                 meta,
                 items: BTreeMap::new(),
@@ -82,7 +82,7 @@ impl Dynamo {
             };
             for (key, raw) in catalog.documents(&items_space(&table.meta.id))? {
                 let v: serde_json::Value = serde_json::from_slice(&raw)
-                    .map_err(|e| DynamoError::Internal(format!("corrupt item: {e}")))?;
+                    .map_err(|e| DynamoError::failed(format!("corrupt item: {e}"), e))?;
                 let item = v
                     .as_object()
                     .map(item_from_json)

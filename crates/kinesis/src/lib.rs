@@ -210,7 +210,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|e| Error::failed(format!("blocking task failed: {e}"), e))?
 }
 
 /// The Kinesis Data Streams service. Cheap to clone.
@@ -261,10 +261,13 @@ impl Service {
         // Durably: a catalog synced into a directory whose own entry was not
         // could vanish with it.
         ripstream_log::create_dir_all_durable(&cfg.data_dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create data directory {}: {e}",
-                cfg.data_dir.display()
-            ))
+            Error::failed(
+                format!(
+                    "cannot create data directory {}: {e}",
+                    cfg.data_dir.display()
+                ),
+                e,
+            )
         })?;
         let catalog = Arc::new(Catalog::open(&cfg.data_dir.join("meta.redb"))?);
         let epoch = catalog.begin_epoch()?;
@@ -390,7 +393,7 @@ impl Service {
         for s in due {
             let _guard = self.inner.control.lock().await;
             if let Err(e) = self.inner.purge_stream(&s).await {
-                warn!(stream = %s.rec.name, error = %e, "could not finish deleting stream");
+                warn!(stream = %s.rec.name, error = %ripstream_api::Chain(&e), "could not finish deleting stream");
             }
         }
     }

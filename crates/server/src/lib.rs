@@ -99,9 +99,11 @@ impl ServerConfig {
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the data directory: {0}")]
+    // The cause is the source, not part of the message, so a chain printer
+    // (`{:#}` of anyhow) shows it once.
+    #[error("cannot open the data directory")]
     Open(#[from] ripstream_kinesis::Error),
-    #[error("cannot open the DynamoDB-compatible tables: {0}")]
+    #[error("cannot open the DynamoDB-compatible tables")]
     Tables(#[from] ripstream_dynamo::DynamoError),
     #[error("TLS: {0}")]
     Tls(String),

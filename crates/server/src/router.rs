@@ -481,7 +481,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
                 .metrics
                 .observe(service, label, elapsed.as_secs_f64(), Some(e.code));
             if e.status.is_server_error() {
-                error!(operation = label, code = e.code, message = %crate::redact::message_for_log(&e.message), "request failed");
+                error!(operation = label, code = e.code, message = %crate::redact::message_for_log(&e.message), cause = %e.cause_for_log(), "request failed");
             } else {
                 // Of the credentials a refused request presents, only the access key id is logged.
                 let access_key = crate::redact::access_key_id(headers, parts.uri.query());
