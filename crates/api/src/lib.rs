@@ -261,6 +261,10 @@ pub struct Request<'a> {
 /// The future of one call.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send + 'a>>;
 
+/// A service's background work: a future that runs (typically loops) until
+/// the front door drops it.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// A service behind the front door.
 pub trait Service: Send + Sync + 'static {
     /// What the front door routes, signs and validates by.
@@ -277,6 +281,20 @@ pub trait Service: Send + Sync + 'static {
     /// keeps resource policies.
     fn resource_policy(&self, _arn: &str) -> Option<Arc<ripstream_iam::Policy>> {
         None
+    }
+
+    /// The service's background work (retention, reaping, scaling), asked
+    /// for once when the front door begins serving; it runs each task on its
+    /// runtime and drops them when it stops serving, before the shared
+    /// storage is closed. A task must tolerate being dropped at any await.
+    fn start(&self) -> Vec<Task> {
+        Vec::new()
+    }
+
+    /// Resources refused at start-up because their data is missing from the
+    /// data directory (`/health` reports the server degraded while any is).
+    fn unavailable(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -68,6 +68,18 @@ impl std::fmt::Debug for Dynamo {
 }
 
 impl Dynamo {
+    /// Opens the service in the server's shared context: its catalog, region
+    /// and account.
+    pub fn open_in(ctx: &ripstream_runtime::ServiceContext) -> Result<Dynamo, DynamoError> {
+        Dynamo::open(
+            ctx.catalog.clone(),
+            DynamoConfig {
+                region: ctx.region.clone(),
+                account_id: ctx.account_id.clone(),
+            },
+        )
+    }
+
     /// Loads every table from the metadata store.
     pub fn open(catalog: Arc<Catalog>, cfg: DynamoConfig) -> Result<Dynamo, DynamoError> {
         let mut tables = BTreeMap::new();

@@ -206,4 +206,12 @@ impl ripstream_api::Service for KinesisApi {
     fn resource_policy(&self, arn: &str) -> Option<Arc<ripstream_iam::Policy>> {
         self.service.resource_policy(arn)
     }
+
+    fn start(&self) -> Vec<ripstream_api::Task> {
+        vec![Box::pin(self.service.background())]
+    }
+
+    fn unavailable(&self) -> Vec<String> {
+        self.service.damaged_streams()
+    }
 }

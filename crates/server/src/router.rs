@@ -180,7 +180,11 @@ pub(crate) async fn handle(
 /// every other stream, so it stays in rotation. Their names are shown only
 /// to whoever may read `/metrics` (stream names are not for anyone).
 fn health(state: &AppState, headers: &HeaderMap) -> Response<Body> {
-    let damaged = state.kinesis.damaged_streams();
+    let damaged: Vec<String> = state
+        .services
+        .iter()
+        .flat_map(|m| m.api.unavailable())
+        .collect();
     let may_see_names = crate::guard::metrics_access(
         state.loopback_listener,
         state.metrics_token.as_deref(),
