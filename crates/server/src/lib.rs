@@ -100,8 +100,8 @@ impl ServerConfig {
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS")]
+    Tls(#[from] tls::TlsError),
     #[error("the {0} service model: {1}")]
     Model(String, String),
     #[error("cannot listen on {addr}: {source}")]
@@ -209,7 +209,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let metrics = metrics::RequestMetrics::register(&mut registry);
         let tls = match &config.tls {
-            Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
+            Some(files) => Some(tls::acceptor(files)?),
             None => None,
         };
         let listener =
