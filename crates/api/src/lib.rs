@@ -130,6 +130,50 @@ pub trait ServiceError: std::error::Error + Send + Sync + 'static {
     }
 }
 
+/// The causes under an error, each `source()` in turn, joined by `: ` for a
+/// log line. Where an error's message already ends with its cause's (a
+/// `{source}` in a thiserror format), the cause is not repeated. The wire
+/// message is the error's own `Display`; this is only for the server's logs.
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        let mut first = true;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !shown.ends_with(&text) {
+                if !first {
+                    f.write_str(": ")?;
+                }
+                f.write_str(&text)?;
+                first = false;
+            }
+            shown = text;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// An error and its causes, for a log line: `message: cause: cause`.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let causes = Causes(self.0).to_string();
+        write!(f, "{}", self.0)?;
+        if !causes.is_empty() {
+            write!(f, ": {causes}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A cause kept under a service error, for the logs: any library error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A service error on its way to the wire.
 pub type BoxError = Box<dyn ServiceError>;
 
@@ -217,6 +261,10 @@ pub struct Request<'a> {
 /// The future of one call.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send + 'a>>;
 
+/// A service's background work: a future that runs (typically loops) until
+/// the front door drops it.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// A service behind the front door.
 pub trait Service: Send + Sync + 'static {
     /// What the front door routes, signs and validates by.
@@ -234,11 +282,43 @@ pub trait Service: Send + Sync + 'static {
     fn resource_policy(&self, _arn: &str) -> Option<Arc<ripstream_iam::Policy>> {
         None
     }
+
+    /// The service's background work (retention, reaping, scaling), asked
+    /// for once when the front door begins serving; it runs each task on its
+    /// runtime and drops them when it stops serving, before the shared
+    /// storage is closed. A task must tolerate being dropped at any await.
+    fn start(&self) -> Vec<Task> {
+        Vec::new()
+    }
+
+    /// Resources refused at start-up because their data is missing from the
+    /// data directory (`/health` reports the server degraded while any is).
+    fn unavailable(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_listed_once_each() {
+        let e = Outer(Middle(std::io::Error::other("disk full")));
+        // The io error is already in the middle one's message.
+        assert_eq!(Causes(&e).to_string(), "middle: disk full");
+        assert_eq!(Chain(&e).to_string(), "outer: middle: disk full");
+        let plain = std::io::Error::other("alone");
+        assert_eq!(Causes(&plain).to_string(), "");
+        assert_eq!(Chain(&plain).to_string(), "alone");
+    }
 
     #[test]
     fn specs_come_from_the_model_metadata() {

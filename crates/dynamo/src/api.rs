@@ -70,9 +70,11 @@ impl DynamoApi {
         let (dynamo, op, input) = (self.dynamo.clone(), op.to_string(), request.input);
         let out = tokio::task::spawn_blocking(move || dynamo.call(&op, &input))
             .await
-            .map_err(|e| DynamoError::Internal(format!("the operation did not complete: {e}")))??;
+            .map_err(|e| {
+                DynamoError::failed(format!("the operation did not complete: {e}"), e)
+            })??;
         serde_json::to_vec(&out).map(Reply::Json).map_err(|e| {
-            DynamoError::Internal(format!("could not encode the response: {e}")).into()
+            DynamoError::failed(format!("could not encode the response: {e}"), e).into()
         })
     }
 }

@@ -68,12 +68,24 @@ impl std::fmt::Debug for Dynamo {
 }
 
 impl Dynamo {
+    /// Opens the service in the server's shared context: its catalog, region
+    /// and account.
+    pub fn open_in(ctx: &ripstream_runtime::ServiceContext) -> Result<Dynamo, DynamoError> {
+        Dynamo::open(
+            ctx.catalog.clone(),
+            DynamoConfig {
+                region: ctx.region.clone(),
+                account_id: ctx.account_id.clone(),
+            },
+        )
+    }
+
     /// Loads every table from the metadata store.
     pub fn open(catalog: Arc<Catalog>, cfg: DynamoConfig) -> Result<Dynamo, DynamoError> {
         let mut tables = BTreeMap::new();
         for (_, raw) in catalog.documents(TABLES_SPACE)? {
             let meta: TableMeta = serde_json::from_slice(&raw)
-                .map_err(|e| DynamoError::Internal(format!("corrupt table description: {e}")))?;
+                .map_err(|e| DynamoError::failed(format!("corrupt table description: {e}"), e))?;
             let mut table = Table {
                 meta,
                 items: BTreeMap::new(),
@@ -82,7 +94,7 @@ impl Dynamo {
             };
             for (key, raw) in catalog.documents(&items_space(&table.meta.id))? {
                 let v: serde_json::Value = serde_json::from_slice(&raw)
-                    .map_err(|e| DynamoError::Internal(format!("corrupt item: {e}")))?;
+                    .map_err(|e| DynamoError::failed(format!("corrupt item: {e}"), e))?;
                 let item = v
                     .as_object()
                     .map(item_from_json)

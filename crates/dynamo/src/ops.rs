@@ -270,7 +270,7 @@ impl Dynamo {
     }
 
     fn save_meta(&self, meta: &TableMeta) -> Result<(), DynamoError> {
-        let raw = serde_json::to_vec(meta).map_err(|e| DynamoError::Internal(e.to_string()))?;
+        let raw = serde_json::to_vec(meta).map_err(|e| DynamoError::failed(e.to_string(), e))?;
         self.inner
             .catalog
             .write_documents(TABLES_SPACE, &[(meta.name.as_bytes(), Some(&raw))])?;

@@ -23,7 +23,7 @@ use ripstream_log::{BatchCipher, CipherError};
 use serde::{Deserialize, Serialize};
 
 /// Why a key could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
     /// No key has that id, ARN or alias (KMS's NotFoundException).
     #[error("{0}")]
@@ -31,9 +31,14 @@ pub enum KeyringError {
     /// The key exists but is disabled (KMS's DisabledException).
     #[error("{0}")]
     Disabled(String),
-    /// The keyring file could not be read, written or parsed.
-    #[error("{0}")]
-    File(String),
+    /// The keyring file could not be read, written or parsed; the I/O or
+    /// TOML error, where there is one, is kept as the source.
+    #[error("{message}")]
+    File {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 type Result<T> = std::result::Result<T, KeyringError>;
@@ -135,7 +140,15 @@ impl Keyring {
     /// Loads the keyring file, creating it with a generated key for
     /// `alias/aws/kinesis` if it does not exist.
     pub fn open(path: &Path, region: &str, account: &str) -> Result<Keyring> {
-        let fail = |e: String| KeyringError::File(format!("keyring {}: {e}", path.display()));
+        let file_error = |e: &dyn std::fmt::Display| format!("keyring {}: {e}", path.display());
+        let fail = |e: String| KeyringError::File {
+            message: file_error(&e),
+            source: None,
+        };
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| KeyringError::File {
+            message: file_error(&e),
+            source: Some(e),
+        };
         if !path.exists() {
             let file = KeyringFile {
                 key: vec![KeyEntry {
@@ -145,10 +158,10 @@ impl Keyring {
                     enabled: true,
                 }],
             };
-            let text = toml::to_string(&file).map_err(|e| fail(e.to_string()))?;
-            write_private(path, &text).map_err(|e| fail(e.to_string()))?;
+            let text = toml::to_string(&file).map_err(|e| failed(e.into()))?;
+            write_private(path, &text).map_err(|e| failed(e.into()))?;
         }
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| failed(e.into()))?;
         Keyring::parse(&text, region, account).map_err(fail)
     }
 

@@ -76,9 +76,10 @@ fn encode<T: Serialize + 'static>(out: &T) -> Result<Reply, BoxError> {
         return Ok(Reply::Empty);
     }
     serde_json::to_vec(out).map(Reply::Json).map_err(|e| {
-        Box::new(Error::Internal(format!(
-            "could not encode the response: {e}"
-        ))) as BoxError
+        Box::new(Error::failed(
+            format!("could not encode the response: {e}"),
+            e,
+        )) as BoxError
     })
 }
 
@@ -104,7 +105,7 @@ impl futures_core::Stream for Subscription {
             item.map(|r| match r {
                 Ok(event) => serde_json::to_value(&event)
                     .map(|v| ("SubscribeToShardEvent", v))
-                    .map_err(|e| Box::new(Error::Internal(e.to_string())) as BoxError),
+                    .map_err(|e| Box::new(Error::failed(e.to_string(), e)) as BoxError),
                 Err(e) => Err(Box::new(e) as BoxError),
             })
         })
@@ -204,5 +205,13 @@ impl ripstream_api::Service for KinesisApi {
 
     fn resource_policy(&self, arn: &str) -> Option<Arc<ripstream_iam::Policy>> {
         self.service.resource_policy(arn)
+    }
+
+    fn start(&self) -> Vec<ripstream_api::Task> {
+        vec![Box::pin(self.service.background())]
+    }
+
+    fn unavailable(&self) -> Vec<String> {
+        self.service.damaged_streams()
     }
 }

@@ -192,7 +192,7 @@ impl Service {
                 }
             }
         }
-        let bytes = serde_json::to_vec(&c).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&c).map_err(|e| Error::failed(e.to_string(), e))?;
         // A redb commit (an fsync): on a blocking thread, not an async worker.
         let catalog = inner.catalog.clone();
         crate::blocking(move || Ok(catalog.put_setting(COMMITMENT_KEY, &bytes)?)).await?;

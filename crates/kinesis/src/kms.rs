@@ -14,7 +14,11 @@ impl From<KeyringError> for Error {
         match e {
             KeyringError::NotFound(m) => Error::KmsNotFound(m),
             KeyringError::Disabled(m) => Error::KmsDisabled(m),
-            KeyringError::File(m) => Error::Internal(m),
+            KeyringError::File {
+                message,
+                source: Some(source),
+            } => Error::Failed { message, source },
+            KeyringError::File { message, .. } => Error::Internal(message),
         }
     }
 }

@@ -51,8 +51,9 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use prometheus_client::registry::Registry;
-use ripstream_log::{Log, LogConfig, Partition};
+use ripstream_log::{Log, Partition};
 use ripstream_meta::{Catalog, StreamRecord, StreamStatus};
+use ripstream_runtime::{ContextConfig, ServiceContext};
 use tracing::{info, warn};
 
 pub use error::{Error, Result};
@@ -135,6 +136,21 @@ impl ServiceConfig {
             clock: Arc::new(SystemClock),
         }
     }
+
+    /// The shared context these settings describe (data directory, region,
+    /// account, clock, the shard log's settings), for [`ServiceContext::open`].
+    pub fn context(&self) -> ContextConfig {
+        ContextConfig {
+            data_dir: self.data_dir.clone(),
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+            clock: self.clock.clone(),
+            fsync: self.fsync,
+            segment_max_bytes: self.segment_max_bytes,
+            commit_log_bytes: self.commit_log_bytes,
+            commit_log_max_window: self.commit_log_max_window,
+        }
+    }
 }
 
 /// An open shard and where its records go.
@@ -210,7 +226,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|e| Error::failed(format!("blocking task failed: {e}"), e))?
 }
 
 /// The Kinesis Data Streams service. Cheap to clone.
@@ -243,31 +259,30 @@ pub(crate) struct Inner {
 }
 
 impl Service {
-    /// The metadata store, shared with the other services on the port.
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.inner.catalog.clone()
-    }
-
-    /// Opens the data directory: the catalog, then the log, then reconciles the two.
+    /// Opens the data directory on its own (a context of its own, from
+    /// `cfg`): for tests and embedders that serve Data Streams alone.
     pub async fn open(cfg: ServiceConfig) -> Result<Service> {
-        Self::open_with_registry(cfg, &mut Registry::default()).await
+        let ctx =
+            ServiceContext::open(cfg.context()).map_err(|e| Error::failed(e.to_string(), e))?;
+        Self::open_in(&ctx, cfg, &mut Registry::default()).await
     }
 
-    /// Like [`Service::open`], registering the per-stream metrics in `registry`.
-    pub async fn open_with_registry(
-        cfg: ServiceConfig,
+    /// Opens the service in the server's shared context (its catalog, shard
+    /// log and epoch) and reconciles the two, registering the per-stream
+    /// metrics in `registry`. The context's data directory, region, account
+    /// and clock replace `cfg`'s; the log is the context's, opened with the
+    /// settings [`ServiceConfig::context`] gives it.
+    pub async fn open_in(
+        ctx: &ServiceContext,
+        mut cfg: ServiceConfig,
         registry: &mut Registry,
     ) -> Result<Service> {
-        // Durably: a catalog synced into a directory whose own entry was not
-        // could vanish with it.
-        ripstream_log::create_dir_all_durable(&cfg.data_dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create data directory {}: {e}",
-                cfg.data_dir.display()
-            ))
-        })?;
-        let catalog = Arc::new(Catalog::open(&cfg.data_dir.join("meta.redb"))?);
-        let epoch = catalog.begin_epoch()?;
+        cfg.data_dir = ctx.data_dir.clone();
+        cfg.region = ctx.region.clone();
+        cfg.account_id = ctx.account_id.clone();
+        cfg.clock = ctx.clock.clone();
+        let catalog = ctx.catalog.clone();
+        let epoch = ctx.epoch;
         let key = catalog.setting_or_init("iterator-key", || {
             let mut k = vec![0u8; 32];
             rand::fill(&mut k[..]);
@@ -277,13 +292,7 @@ impl Service {
         if key.len() == 32 {
             key_bytes.copy_from_slice(&key);
         }
-        let mut log_cfg = LogConfig::new(cfg.data_dir.join("log"), epoch);
-        log_cfg.fsync = cfg.fsync;
-        log_cfg.segment_max_bytes = cfg.segment_max_bytes;
-        log_cfg.commit_log_bytes = cfg.commit_log_bytes;
-        log_cfg.commit_log_max_window = cfg.commit_log_max_window;
-        log_cfg.clock = cfg.clock.clone();
-        let log = Arc::new(Log::open(log_cfg)?);
+        let log = ctx.log.clone();
         let keyring_path = cfg
             .keyring
             .clone()
@@ -329,11 +338,12 @@ impl Service {
         &self.inner.cfg
     }
 
-    /// Runs the background chores (retention, completing delayed deletions)
-    /// until the returned handle is aborted.
-    pub fn spawn_background(&self) -> tokio::task::JoinHandle<()> {
+    /// The background chores (retention and pruning, completing delayed
+    /// deletions, on-demand scaling): a loop that runs until it is dropped.
+    /// The front door runs it while it serves ([`ripstream_api::Service::start`]).
+    pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let svc = self.clone();
-        tokio::spawn(async move {
+        async move {
             let mut retention = tokio::time::interval(svc.inner.cfg.retention_check_interval);
             let mut reaper = tokio::time::interval(Duration::from_millis(100));
             let mut scaler = tokio::time::interval(svc.inner.cfg.on_demand_scale_interval);
@@ -358,10 +368,12 @@ impl Service {
                     }
                 }
             }
-        })
+        }
     }
 
-    /// Forces all appended records to disk and stops the log writer.
+    /// Forces all appended records to disk and stops the log writer: for a
+    /// service opened alone ([`Service::open`]); a served one's log is closed
+    /// with the server's context, after every service stopped.
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.log.sync().await {
             warn!(error = %e, "final sync failed");
@@ -390,7 +402,7 @@ impl Service {
         for s in due {
             let _guard = self.inner.control.lock().await;
             if let Err(e) = self.inner.purge_stream(&s).await {
-                warn!(stream = %s.rec.name, error = %e, "could not finish deleting stream");
+                warn!(stream = %s.rec.name, error = %ripstream_api::Chain(&e), "could not finish deleting stream");
             }
         }
     }

@@ -426,7 +426,7 @@ impl Service {
             match inner.prune_stream(&name).await {
                 Ok(n) => pruned += n,
                 Err(e) => {
-                    tracing::warn!(stream = %name, error = %e, "could not prune closed shards")
+                    tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "could not prune closed shards")
                 }
             }
         }

@@ -90,7 +90,7 @@ impl Service {
             };
             if (s.routes.len() as u32) < shard_floor(s.rec.warm_throughput_mibps) {
                 if let Err(e) = self.ensure_floor(&stream_ref).await {
-                    tracing::debug!(stream = %s.rec.name, error = %e, "could not raise stream to its shard floor");
+                    tracing::debug!(stream = %s.rec.name, error = %ripstream_api::Chain(&e), "could not raise stream to its shard floor");
                 }
                 continue;
             }
@@ -124,7 +124,7 @@ impl Service {
             match result {
                 Ok(()) => tracing::info!(stream = %s.rec.name, ?action, "on-demand scaling"),
                 Err(e) => {
-                    tracing::debug!(stream = %s.rec.name, error = %e, "on-demand scaling skipped")
+                    tracing::debug!(stream = %s.rec.name, error = %ripstream_api::Chain(&e), "on-demand scaling skipped")
                 }
             }
         }

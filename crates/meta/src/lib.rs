@@ -32,8 +32,11 @@ const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("documents
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// redb failed (its error kept as the cause, for the logs).
     #[error("metadata store error: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("metadata store error: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("corrupt metadata record {key}: {source}")]
     Decode {
         key: String,
@@ -46,7 +49,7 @@ macro_rules! store_err {
     ($($t:ty),*) => {$(
         impl From<$t> for MetaError {
             fn from(e: $t) -> Self {
-                MetaError::Store(e.to_string())
+                MetaError::Store(Box::new(e))
             }
         }
     )*};
@@ -303,7 +306,7 @@ impl Catalog {
 
     /// Inserts or replaces a stream.
     pub fn put_stream(&self, stream: &StreamRecord) -> Result<(), MetaError> {
-        let bytes = serde_json::to_vec(stream).map_err(|e| MetaError::Store(e.to_string()))?;
+        let bytes = serde_json::to_vec(stream).map_err(MetaError::Encode)?;
         let tx = self.db.begin_write()?;
         tx.open_table(STREAMS)?
             .insert(stream.name.as_str(), bytes.as_slice())?;

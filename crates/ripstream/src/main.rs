@@ -5,8 +5,9 @@ mod cli;
 mod config;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -72,7 +73,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once, even where a message already embeds its source.
+            let e: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("error: {}", ripstream_api::Chain(e));
             ExitCode::FAILURE
         }
     }
@@ -121,13 +124,30 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         );
     }
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    let server = ripstream_server::Server::bind(cfg).await?;
+    // Opened once; every service gets it, and it is closed last.
+    let ctx = ripstream_runtime::ServiceContext::open(cfg.service.context())
+        .context("cannot open the data directory")?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let kinesis = ripstream_kinesis::Service::open_in(&ctx, cfg.service.clone(), &mut registry)
+        .await
+        .context("cannot open the data directory")?;
+    let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
+        .context("cannot open the DynamoDB-compatible tables")?;
+    // Adding a service is one crate and one entry here. The first answers
+    // requests no service claims.
+    let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
+        Arc::new(ripstream_kinesis::api::KinesisApi::new(kinesis)),
+        Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
+    ];
+    let server = ripstream_server::Server::bind(cfg, registry, services).await?;
     let addr = server.local_addr()?;
     // A machine-readable line on stdout, for scripts and tests that start the
     // server on port 0.
     println!("ripstream listening on {scheme}://{addr}");
-    server.run(shutdown_signal()).await?;
-    Ok(())
+    let served = server.run(shutdown_signal()).await;
+    ctx.close().await;
+    tracing::info!("shutdown complete");
+    Ok(served?)
 }
 
 async fn shutdown_signal() {

@@ -156,10 +156,13 @@ impl Body for SubscriptionBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                Poll::Ready(Some(Ok(Frame::data(exception(
-                    &WireError::from(e),
-                    self.cbor,
-                )))))
+                let e = WireError::from(e);
+                // The request was answered 200 long ago: a fault met while
+                // streaming is logged here or nowhere.
+                if e.status.is_server_error() {
+                    tracing::error!(code = e.code, message = %crate::redact::message_for_log(&e.message), cause = %e.cause_for_log(), "event stream failed");
+                }
+                Poll::Ready(Some(Ok(Frame::data(exception(&e, self.cbor)))))
             }
         }
     }

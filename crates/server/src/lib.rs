@@ -1,12 +1,13 @@
 //! The HTTP front door of Ripstream.
 //!
 //! One port serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge, as the AWS
-//! SDKs use it). `POST /` requests are routed on `X-Amz-Target`, decoded by
-//! the JSON protocol codec, checked against the AWS service model
-//! ([`model`]), and handed to [`ripstream_kinesis::Service`]; `GET /health`
-//! and `GET /metrics` serve operators. This crate knows no storage: errors
-//! from below arrive as `ripstream_kinesis::Error` and leave as AWS error
-//! types through the single table in [`wire`].
+//! SDKs use it). Requests are routed to the mounted services (each a
+//! [`ripstream_api::Service`], opened by the binary in its shared context and
+//! handed to [`Server::bind`]), decoded by the protocol codecs, checked
+//! against the AWS service model ([`model`]), and handed to the service;
+//! `GET /health` and `GET /metrics` serve operators. This crate knows no
+//! storage: errors arrive as each service's `ServiceError` and leave as AWS
+//! error types through [`wire`].
 
 pub mod auth;
 mod budget;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
-use ripstream_kinesis::{Service, ServiceConfig};
+use ripstream_kinesis::ServiceConfig;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -99,12 +100,8 @@ impl ServerConfig {
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the data directory: {0}")]
-    Open(#[from] ripstream_kinesis::Error),
-    #[error("cannot open the DynamoDB-compatible tables: {0}")]
-    Tables(#[from] ripstream_dynamo::DynamoError),
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS")]
+    Tls(#[from] tls::TlsError),
     #[error("the {0} service model: {1}")]
     Model(String, String),
     #[error("cannot listen on {addr}: {source}")]
@@ -156,9 +153,6 @@ impl Mounted {
 /// Shared by every request.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    /// Data Streams, for its lifecycle (background tasks, damaged streams,
-    /// shutdown); requests reach it through `services` like any other.
-    pub kinesis: Service,
     /// Every service on the port; the first answers requests no service claims.
     pub services: Vec<Mounted>,
     pub region: String,
@@ -205,20 +199,17 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens the data directory and binds the listening socket.
-    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let mut registry = Registry::default();
-        let service = Service::open_with_registry(config.service.clone(), &mut registry).await?;
+    /// Mounts `services` (in order: the first answers requests no service
+    /// claims) and binds the listening socket. The services' own metrics are
+    /// in `registry` already; `/metrics` serves it with the front door's.
+    pub async fn bind(
+        config: ServerConfig,
+        mut registry: Registry,
+        services: Vec<Arc<dyn ripstream_api::Service>>,
+    ) -> Result<Server, ServerError> {
         let metrics = metrics::RequestMetrics::register(&mut registry);
-        let dynamo = ripstream_dynamo::Dynamo::open(
-            service.catalog(),
-            ripstream_dynamo::DynamoConfig {
-                region: config.service.region.clone(),
-                account_id: config.service.account_id.clone(),
-            },
-        )?;
         let tls = match &config.tls {
-            Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
+            Some(files) => Some(tls::acceptor(files)?),
             None => None,
         };
         let listener =
@@ -228,15 +219,11 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
-        // Adding a service is one crate and one entry here.
-        let services = vec![
-            Mounted::new(Arc::new(ripstream_kinesis::api::KinesisApi::new(
-                service.clone(),
-            )))?,
-            Mounted::new(Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)))?,
-        ];
+        let services = services
+            .into_iter()
+            .map(Mounted::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let state = Arc::new(AppState {
-            kinesis: service,
             services,
             region: config.service.region.clone(),
             account: config.service.account_id.clone(),
@@ -264,11 +251,6 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The service behind the server.
-    pub fn service(&self) -> &Service {
-        &self.state.kinesis
-    }
-
     /// Mounts one more service on the port, after the built-in ones; REST
     /// services get their route table here. Only before [`Server::run`].
     pub fn mount(&mut self, api: Arc<dyn ripstream_api::Service>) -> Result<(), ServerError> {
@@ -281,10 +263,19 @@ impl Server {
         Ok(())
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
-    /// requests finish (up to the grace period), syncs the log and returns.
+    /// Starts every service's background work ([`ripstream_api::Service::start`])
+    /// and serves until `shutdown` resolves, then stops accepting, lets
+    /// in-flight requests finish (up to the grace period), drops the
+    /// background work and returns. The caller then closes the services'
+    /// shared context (the shard log's final sync).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let background = self.state.kinesis.spawn_background();
+        let background: Vec<_> = self
+            .state
+            .services
+            .iter()
+            .flat_map(|m| m.api.start())
+            .map(tokio::spawn)
+            .collect();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -372,9 +363,13 @@ impl Server {
         {
             warn!("in-flight requests did not finish within the grace period");
         }
-        background.abort();
-        self.state.kinesis.shutdown().await;
-        info!("shutdown complete");
+        for task in background {
+            task.abort();
+            // Wait until it is dropped, so none outlives the server and
+            // touches storage the caller is about to close.
+            let _ = task.await;
+        }
+        info!("stopped serving");
         Ok(())
     }
 }

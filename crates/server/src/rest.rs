@@ -1733,7 +1733,7 @@ pub(crate) async fn serve(
                 Some(e.code),
             );
             if e.status.is_server_error() {
-                error!(operation = %label, code = e.code, message = %crate::redact::message_for_log(&e.message), "request failed");
+                error!(operation = %label, code = e.code, message = %crate::redact::message_for_log(&e.message), cause = %e.cause_for_log(), "request failed");
             } else {
                 let access_key = crate::redact::access_key_id(&parts.headers, parts.uri.query());
                 debug!(operation = %label, code = e.code, access_key = access_key.unwrap_or("-"), message = %crate::redact::message_for_log(&e.message), "request refused");

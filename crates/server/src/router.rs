@@ -181,7 +181,11 @@ pub(crate) async fn handle(
 /// every other stream, so it stays in rotation. Their names are shown only
 /// to whoever may read `/metrics` (stream names are not for anyone).
 fn health(state: &AppState, headers: &HeaderMap) -> Response<Body> {
-    let damaged = state.kinesis.damaged_streams();
+    let damaged: Vec<String> = state
+        .services
+        .iter()
+        .flat_map(|m| m.api.unavailable())
+        .collect();
     let may_see_names = crate::guard::metrics_access(
         state.loopback_listener,
         state.metrics_token.as_deref(),
@@ -482,7 +486,7 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
                 .metrics
                 .observe(service, label, elapsed.as_secs_f64(), Some(e.code));
             if e.status.is_server_error() {
-                error!(operation = label, code = e.code, message = %crate::redact::message_for_log(&e.message), "request failed");
+                error!(operation = label, code = e.code, message = %crate::redact::message_for_log(&e.message), cause = %e.cause_for_log(), "request failed");
             } else {
                 // Of the credentials a refused request presents, only the access key id is logged.
                 let access_key = crate::redact::access_key_id(headers, parts.uri.query());

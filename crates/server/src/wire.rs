@@ -13,6 +13,9 @@ pub struct WireError {
     pub message: String,
     /// Members of the body beyond `__type` and `message` (DynamoDB's `Item`).
     pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// The causes under the service's error (its `source()` chain), for the
+    /// server's log; never sent.
+    pub cause: Option<String>,
 }
 
 impl WireError {
@@ -22,6 +25,7 @@ impl WireError {
             code,
             message: message.into(),
             extra: None,
+            cause: None,
         }
     }
 
@@ -47,6 +51,11 @@ impl WireError {
             "InternalFailure",
             message,
         )
+    }
+
+    /// The causes for a log line (`-` when there are none).
+    pub fn cause_for_log(&self) -> std::borrow::Cow<'_, str> {
+        crate::redact::message_for_log(self.cause.as_deref().unwrap_or("-"))
     }
 
     /// The JSON body: `{"__type": "...", "message": "..."}`.
@@ -100,6 +109,7 @@ impl From<ripstream_api::BoxError> for WireError {
             code: e.code(),
             message: e.to_string(),
             extra: e.fields().map(Box::new),
+            cause: causes(&*e),
         }
     }
 }
@@ -111,7 +121,9 @@ impl From<ServiceError> for WireError {
         } else {
             StatusCode::BAD_REQUEST
         };
-        WireError::new(status, e.code(), e.message())
+        let mut w = WireError::new(status, e.code(), e.message());
+        w.cause = causes(&e);
+        w
     }
 }
 
@@ -124,8 +136,15 @@ impl From<ripstream_dynamo::DynamoError> for WireError {
         };
         let mut w = WireError::new(status, e.code(), e.to_string());
         w.extra = e.extra().map(Box::new);
+        w.cause = causes(&e);
         w
     }
+}
+
+/// The rendered `source()` chain of an error, if it has one.
+fn causes(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let text = ripstream_api::Causes(e).to_string();
+    (!text.is_empty()).then_some(text)
 }
 
 impl WireError {
@@ -148,5 +167,29 @@ impl WireError {
             other => other,
         };
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_reaches_the_log_but_not_the_body() {
+        let e = ripstream_kinesis::Error::failed(
+            "Internal service failure.",
+            std::io::Error::other("no space left on device"),
+        );
+        let w = WireError::from(Box::new(e) as ripstream_api::BoxError);
+        assert_eq!(w.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(w.code, "InternalFailure");
+        assert_eq!(w.cause.as_deref(), Some("no space left on device"));
+        assert_eq!(w.cause_for_log(), "no space left on device");
+        let body = String::from_utf8(w.json_body()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"__type":"InternalFailure","message":"Internal service failure."}"#
+        );
+        assert_eq!(WireError::internal("x").cause_for_log(), "-");
     }
 }

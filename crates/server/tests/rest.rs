@@ -330,7 +330,24 @@ impl Harness {
         if signed {
             config.principals = Some(Arc::new(Principals::parse(CREDENTIALS).unwrap()));
         }
-        let mut server = Server::bind(config).await.unwrap();
+        // As the binary does: one context, Data Streams first.
+        let ctx = ripstream_runtime::ServiceContext::open(config.service.context()).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let kinesis = ripstream_server::ripstream_kinesis::Service::open_in(
+            &ctx,
+            config.service.clone(),
+            &mut registry,
+        )
+        .await
+        .unwrap();
+        let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx).unwrap();
+        let builtin: Vec<Arc<dyn Service>> = vec![
+            Arc::new(ripstream_server::ripstream_kinesis::api::KinesisApi::new(
+                kinesis,
+            )),
+            Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
+        ];
+        let mut server = Server::bind(config, registry, builtin).await.unwrap();
         let (w, widgets_seen) = TestService::new(WIDGETS_MODEL, "widgets", widgets);
         let (v, videos_seen) = TestService::new(VIDEOS_MODEL, "videos", videos);
         let (s, s3_seen) = TestService::new(S3_MODEL, "s3", s3);
@@ -1069,4 +1086,98 @@ async fn anonymous_requests_route_by_host_then_templates() {
         .await;
     assert_eq!(r.body, "hello k", "{r:?}");
     h.stop().await;
+}
+
+/// A service with background work and a resource it refused at start-up:
+/// its task says when it runs and, through `Dropped`, when it is dropped.
+struct WithChores {
+    inner: Arc<TestService>,
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Service for WithChores {
+    fn spec(&self) -> &Spec {
+        self.inner.spec()
+    }
+
+    fn supports(&self, operation: &str) -> bool {
+        self.inner.supports(operation)
+    }
+
+    fn call<'a>(&'a self, request: Request<'a>) -> CallFuture<'a> {
+        self.inner.call(request)
+    }
+
+    fn start(&self) -> Vec<ripstream_api::Task> {
+        let (started, dropped) = (self.started.clone(), Dropped(self.dropped.clone()));
+        vec![Box::pin(async move {
+            let _dropped = dropped;
+            let _ = started.send(());
+            std::future::pending::<()>().await
+        })]
+    }
+
+    fn unavailable(&self) -> Vec<String> {
+        vec!["widget/lost".into()]
+    }
+}
+
+#[tokio::test]
+async fn services_background_work_runs_while_serving_and_is_dropped_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ripstream_server::ripstream_kinesis::ServiceConfig::new(dir.path()),
+    );
+    let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (inner, _) = TestService::new(WIDGETS_MODEL, "widgets", widgets);
+    let svc = Arc::new(WithChores {
+        inner,
+        started,
+        dropped: dropped.clone(),
+    });
+    let server = Server::bind(config, Default::default(), vec![svc])
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.recv())
+        .await
+        .expect("the background task was started")
+        .unwrap();
+    // /health asks every service what it refused (names shown on loopback).
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(
+        format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(r#""status":"degraded""#) && answer.contains("widget/lost"),
+        "{answer}"
+    );
+    assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the background task is dropped before run returns"
+    );
 }
