@@ -44,7 +44,7 @@ const LEGACY_MAX_CREATED: u64 = 9_999_999_999_999;
 const LEGACY_MAX_EPOCH: u64 = 9_999_999_999;
 /// 2^185 in decimal: legacy numbers are below it, AWS's version 1 and 2 above.
 const POW_2_185: &str = "49039857307708443467467104868809893875799651909875269632";
-/// AWS refuses version-0 numbers whose creation second is this or later.
+/// AWS refuses version-0 and version-2 numbers whose creation second is this or later.
 const V0_MAX_CREATED_S: u64 = 16_025_175_000;
 
 /// What a shard's numbers carry.
@@ -208,12 +208,14 @@ pub fn decode(s: &str) -> Option<Decoded> {
     match n.hex(len, 46, 47) {
         2 => {
             let counter = n.hex(len, 11, 29);
-            if counter >> 71 != 0 {
+            let created_s = n.hex(len, 1, 10) as u64;
+            // AWS refuses these creation seconds in version 2 as in version 0.
+            if counter >> 71 != 0 || created_s >= V0_MAX_CREATED_S {
                 return None;
             }
             Some(Decoded::Aws {
                 version: 2,
-                created_s: n.hex(len, 1, 10) as u64,
+                created_s,
                 shard_index: signed(n.hex(len, 38, 46)),
                 counter: Some(counter),
                 arrival_s: Some(n.hex(len, 29, 38) as u64),
@@ -473,7 +475,7 @@ mod tests {
     proptest! {
         #[test]
         fn issued_numbers_decode_to_their_shard_and_arrival_second(
-            created_s in 0..=MAX_36, index in 0..=SHARD_INDEX, epoch in 0..=MAX_EPOCH,
+            created_s in 0..V0_MAX_CREATED_S, index in 0..=SHARD_INDEX, epoch in 0..=MAX_EPOCH,
             offset in 0..=MAX_OFFSET, arrival_ms in 0i64..=(MAX_36 as i64) * 1000,
         ) {
             let shard = aws(created_s, index);
@@ -504,7 +506,7 @@ mod tests {
 
         #[test]
         fn numbers_increase_with_the_offset_and_across_epochs(
-            created_s in 0..=MAX_36, index in 0..=SHARD_INDEX,
+            created_s in 0..V0_MAX_CREATED_S, index in 0..=SHARD_INDEX,
             epoch in 0..MAX_EPOCH, offset in 0..MAX_OFFSET, later in 0..=MAX_OFFSET,
             t1 in 0i64..=(MAX_36 as i64) * 1000, t2 in 0i64..=(MAX_36 as i64) * 1000,
         ) {
@@ -523,7 +525,7 @@ mod tests {
 
         #[test]
         fn children_number_above_parents(
-            created_s in 0..MAX_36, parent in 0..SHARD_INDEX, child in 0..=SHARD_INDEX,
+            created_s in 0..V0_MAX_CREATED_S, parent in 0..SHARD_INDEX, child in 0..=SHARD_INDEX,
             epoch in 0..=MAX_EPOCH, offset in 0..=MAX_OFFSET, t in 0i64..=(MAX_36 as i64) * 1000,
             legacy_ms in 0u64..9_000_000_000_000,
         ) {
@@ -637,8 +639,12 @@ mod tests {
             format!("shardId-{:012}", d.shard_index()),
             "shardId--02147483648"
         );
-        // All-ones fields and version 1 are fine.
-        assert!(decode(&from_hex("2ffffffffff7fffffffffffffff000000000007fffffff2")).is_some());
+        // All-ones fields are fine but for the creation second, which AWS
+        // refuses from 16025175000 on, in version 2 as in version 0.
+        assert!(decode(&from_hex("2ffffffffff7fffffffffffffff000000000007fffffff2")).is_none());
+        assert!(decode(&from_hex("23bb2cc3d7f7fffffffffffffff000000000007fffffff2")).is_some());
+        assert!(decode(&from_hex("23bb2cc3d8f7fffffffffffffff000000000007fffffff2")).is_none());
+        // Version 1 is fine.
         assert!(decode(&from_hex("20000000000000000000000000000000000000000000001")).is_some());
         // Too long, not digits.
         assert!(decode(&"9".repeat(80)).is_none());

@@ -203,12 +203,13 @@ fn health(state: &AppState, headers: &HeaderMap) -> Response<Body> {
 }
 
 /// What AWS answers to a request it cannot map to an operation at all (a
-/// GET, PUT or DELETE on any path of a JSON service).
+/// GET, PUT or DELETE on any path of a JSON service): 403 with an XML body,
+/// as AWS's recorded answers show.
 fn access_denied() -> Response<Body> {
     let mut r = Response::new(full(Bytes::from_static(
         b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n",
     )));
-    *r.status_mut() = StatusCode::BAD_REQUEST;
+    *r.status_mut() = StatusCode::FORBIDDEN;
     r
 }
 

@@ -78,7 +78,7 @@ async fn error_bodies_follow_aws() {
     .await;
     assert_eq!(r.json()["__type"], "UnknownOperationException");
     let r = raw(addr, false, "PUT", "/", &[], Vec::new()).await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 403);
 
     let r = api(addr, "DescribeStream", r#"{"StreamName": "missing"}"#).await;
     assert_eq!(r.status, 400);
@@ -155,7 +155,7 @@ async fn connection_level_answers_follow_aws() {
     // Other methods, any path: AccessDeniedException in XML.
     for method in ["GET", "PUT", "DELETE"] {
         let r = raw(addr, false, method, "/some/path", &[], Vec::new()).await;
-        assert_eq!(r.status, 400, "{method}");
+        assert_eq!(r.status, 403, "{method}");
         assert!(
             String::from_utf8_lossy(&r.body).starts_with("<AccessDeniedException>"),
             "{method}"

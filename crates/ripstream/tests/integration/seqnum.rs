@@ -308,10 +308,9 @@ async fn numbers_are_judged_as_aws_judges_them() {
     };
     for ok in [
         seq0.clone(),
-        // A number AWS issued in 2018, and AWS's all-zero and all-ones forms.
+        // A number AWS issued in 2018, and AWS's all-zero form.
         "49590338271490256608559692538361571095921575989136588898".to_string(),
         dec_of("20000000000000000000000000000000000000000000002"),
-        dec_of("2ffffffffff7fffffffffffffff000000000007fffffff2"),
         "0".to_string(),
     ] {
         ordered(ok.clone())
@@ -323,6 +322,8 @@ async fn numbers_are_judged_as_aws_judges_them() {
         future,
         with_digits(&seq0, 46, "4"),
         with_digits(&seq0, 11, "8"),
+        // All ones: a shard creation second AWS refuses (16025175000 or later).
+        dec_of("2ffffffffff7fffffffffffffff000000000007fffffff2"),
     ] {
         let e = ordered(bad.clone()).await.unwrap_err();
         assert_eq!(code(&e), "InvalidArgumentException");
