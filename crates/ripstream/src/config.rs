@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// answers them with the old Coral protocol's errors, which is the default)
     #[arg(long, env = "RIPSTREAM_ALLOW_PLAIN_JSON")]
     pub allow_plain_json: bool,
+    /// Without --credentials, also serve requests that carry no signature at
+    /// all (by default they get AWS's MissingAuthenticationTokenException;
+    /// any well-formed SigV4 signature is accepted without a key either way)
+    #[arg(long, env = "RIPSTREAM_ALLOW_UNSIGNED_REQUESTS")]
+    pub allow_unsigned_requests: bool,
     /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN) instead of cleartext
     #[arg(long, env = "RIPSTREAM_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -157,6 +162,8 @@ pub struct FileConfig {
     pub insecure_allow_anonymous: bool,
     #[serde(default)]
     pub allow_plain_json: bool,
+    #[serde(default)]
+    pub allow_unsigned_requests: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
@@ -317,6 +324,12 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
             ripstream_server::auth::Principals::load(&path).map_err(anyhow::Error::msg)?;
         cfg.principals = Some(std::sync::Arc::new(principals));
     }
+    cfg.allow_unsigned_requests = args.allow_unsigned_requests || file.allow_unsigned_requests;
+    if cfg.allow_unsigned_requests && cfg.principals.is_some() {
+        bail!(
+            "allow_unsigned_requests applies without credentials only: with a credentials file every request must be signed"
+        );
+    }
     // Safe default: without credentials, only a loopback listener may accept
     // unsigned requests.
     let anonymous_ok = args.insecure_allow_anonymous || file.insecure_allow_anonymous;
@@ -398,6 +411,37 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn unsigned_requests_are_allowed_only_without_credentials() {
+        assert!(
+            !resolve(&ServeArgs::default(), &FileConfig::default())
+                .unwrap()
+                .allow_unsigned_requests
+        );
+        let file: FileConfig = toml::from_str("allow_unsigned_requests = true\n").unwrap();
+        assert!(
+            resolve(&ServeArgs::default(), &file)
+                .unwrap()
+                .allow_unsigned_requests
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds.toml");
+        std::fs::write(
+            &creds,
+            "[[principal]]\nname = \"a\"\naccess_key_id = \"AKID1\"\nsecret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            credentials: Some(creds),
+            allow_unsigned_requests: true,
+            ..Default::default()
+        };
+        let e = resolve(&args, &FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without credentials only"), "{e}");
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct ServerConfig {
     /// Serve `application/json` requests as JSON 1.1 instead of answering
     /// them as AWS does (with the old Coral protocol's errors).
     pub allow_plain_json: bool,
+    /// Anonymous mode only: serve requests that carry no signature at all
+    /// (AWS answers them `MissingAuthenticationTokenException`, which is the
+    /// default). Malformed signatures are refused either way.
+    pub allow_unsigned_requests: bool,
 }
 
 impl ServerConfig {
@@ -93,6 +97,7 @@ impl ServerConfig {
             max_buffered_bytes: 1 << 30,
             metrics_token: None,
             allow_plain_json: false,
+            allow_unsigned_requests: false,
         }
     }
 }
@@ -170,6 +175,8 @@ pub(crate) struct AppState {
     pub metrics_token: Option<String>,
     /// `application/json` served as JSON 1.1 (else answered as AWS does).
     pub allow_plain_json: bool,
+    /// Anonymous mode serves requests with no signature at all.
+    pub allow_unsigned_requests: bool,
 }
 
 impl AppState {
@@ -237,6 +244,7 @@ impl Server {
             loopback_listener: config.listen.ip().is_loopback(),
             metrics_token: config.metrics_token.clone(),
             allow_plain_json: config.allow_plain_json,
+            allow_unsigned_requests: config.allow_unsigned_requests,
         });
         Ok(Server {
             listener,

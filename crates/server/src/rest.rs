@@ -1810,8 +1810,15 @@ async fn pipeline(
         Err(crate::budget::BodyError::Busy) => return Ok(None),
         Err(e) => return Err(e.to_wire()),
     };
-    // Authenticate over the raw bytes before decoding anything.
-    let principal = crate::router::authenticate(state, parts, &bytes, &spec.signing_name)?;
+    // With credentials, authenticate over the raw bytes before decoding
+    // anything; anonymous mode checks the signature's form where AWS does,
+    // once the operation is known and its input bound.
+    let principal = if crate::router::authenticates_first(state) {
+        crate::router::authenticate(state, parts, &bytes, &spec.signing_name)?
+    } else {
+        crate::router::refuse_unverified_streaming(parts)?;
+        None
+    };
     let Some(op) = routed.operation.as_deref() else {
         return Err(WireError::new(
             StatusCode::NOT_FOUND,
@@ -1830,6 +1837,9 @@ async fn pipeline(
         body: &bytes,
     };
     let mut value = rest.bind(op, &incoming)?;
+    if !crate::router::authenticates_first(state) {
+        crate::router::authenticate(state, parts, &bytes, &spec.signing_name)?;
+    }
     mounted.model.validate(op, &mut value)?;
     mounted.model.retain_defined_members(op, &mut value);
     if !mounted.api.supports(op) {

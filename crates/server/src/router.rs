@@ -542,8 +542,9 @@ impl Authorize for PolicyCheck<'_> {
 }
 
 /// One pipeline for every JSON-protocol service, in AWS's order: admission
-/// and the memory budget, SigV4 over the raw body, content type, syntax,
-/// target, member types, constraints; then the service runs the operation,
+/// and the memory budget, SigV4 over the raw body (with credentials),
+/// content type, syntax, target, the signature's form (anonymous mode),
+/// member types, constraints; then the service runs the operation,
 /// authorizing what its typed input names before it acts.
 async fn call(
     state: &AppState,
@@ -576,9 +577,16 @@ async fn call(
         }
         Err(e) => return Err(e.to_wire()),
     };
-    // Authenticate over the raw bytes before decoding anything: a client
-    // without valid credentials cannot make the server parse its body.
-    let principal = authenticate(state, parts, &bytes, &spec.signing_name)?;
+    // With credentials, authenticate over the raw bytes before decoding
+    // anything: a client without valid credentials cannot make the server
+    // parse its body. Anonymous mode checks the signature's form below,
+    // where AWS answers it.
+    let principal = if authenticates_first(state) {
+        authenticate(state, parts, &bytes, &spec.signing_name)?
+    } else {
+        refuse_unverified_streaming(parts)?;
+        None
+    };
     // A content type the service does not speak (or `application/json`
     // with no body) is answered in CBOR: SerializationException for a valid
     // target, UnknownOperationException otherwise, before anything is parsed.
@@ -620,6 +628,9 @@ async fn call(
     let Some(mut value) = parsed else {
         return Err(WireError::serialization(""));
     };
+    if !authenticates_first(state) {
+        authenticate(state, parts, &bytes, &spec.signing_name)?;
+    }
     model.validate(op, &mut value)?;
     model.retain_defined_members(op, &mut value);
     if !mounted.api.supports(op) {
@@ -668,8 +679,34 @@ fn streaming_not_supported() -> WireError {
     )
 }
 
+/// Whether signatures are verified before anything is decoded: with
+/// credentials configured (a client without valid credentials must not make
+/// the server parse its body). Anonymous mode checks a signature's form
+/// where AWS does, after the content type, the syntax and the operation
+/// were found good and before the members are validated, so its answers
+/// come in AWS's order.
+pub(crate) fn authenticates_first(state: &AppState) -> bool {
+    state.principals.is_some()
+}
+
+/// Refuses an aws-chunked body in anonymous mode, where no signature is
+/// verified: it must not reach a service as its data.
+pub(crate) fn refuse_unverified_streaming(parts: &http::request::Parts) -> Result<(), WireError> {
+    let streaming = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"));
+    if streaming {
+        return Err(streaming_not_supported());
+    }
+    Ok(())
+}
+
 /// The principal a request is signed by; `None` when the server has no
-/// credentials configured (anonymous mode, loopback only).
+/// credentials configured (anonymous mode, loopback only), where a
+/// well-formed signature is accepted without any key, and no signature at
+/// all only where the operator allows unsigned requests.
 pub(crate) fn authenticate<'a>(
     state: &'a AppState,
     parts: &http::request::Parts,
@@ -677,15 +714,11 @@ pub(crate) fn authenticate<'a>(
     signing_service: &str,
 ) -> Result<Option<&'a crate::auth::Principal>, WireError> {
     let Some(principals) = &state.principals else {
-        // Unverified, but an aws-chunked body must not reach a service as
-        // its data in anonymous mode either.
-        let streaming = parts
-            .headers
-            .get("x-amz-content-sha256")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("STREAMING-"));
-        if streaming {
-            return Err(streaming_not_supported());
+        refuse_unverified_streaming(parts)?;
+        let signed =
+            crate::auth::sigv4::check_form(&parts.headers, parts.uri.query().unwrap_or(""))?;
+        if !signed && !state.allow_unsigned_requests {
+            return Err(crate::auth::missing_token());
         }
         return Ok(None);
     };

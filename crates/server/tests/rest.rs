@@ -322,6 +322,11 @@ struct Harness {
 
 impl Harness {
     async fn start(signed: bool) -> Harness {
+        Harness::start_with(signed, false).await
+    }
+
+    /// `allow_unsigned`: anonymous mode serves requests with no signature.
+    async fn start_with(signed: bool, allow_unsigned: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
@@ -347,6 +352,7 @@ impl Harness {
             )),
             Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
         ];
+        config.allow_unsigned_requests = allow_unsigned;
         let mut server = Server::bind(config, registry, builtin).await.unwrap();
         let (w, widgets_seen) = TestService::new(WIDGETS_MODEL, "widgets", widgets);
         let (v, videos_seen) = TestService::new(VIDEOS_MODEL, "videos", videos);
@@ -1058,7 +1064,55 @@ async fn json_services_keep_working_beside_the_rest_ones() {
 
 #[tokio::test]
 async fn anonymous_requests_route_by_host_then_templates() {
+    // By default anonymous mode wants a signature (checked for its form
+    // only), answered in the service's protocol once the operation is known.
     let h = Harness::start(false).await;
+    let r = h
+        .send(Req {
+            key: None,
+            ..req("GET", "/streams?x=1", "videos")
+        })
+        .await;
+    // The REST front ends answer it 403.
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        "MissingAuthenticationTokenException",
+        "{r:?}"
+    );
+    let r = h
+        .send(Req {
+            key: None,
+            headers: vec![("authorization", "X")],
+            ..req("GET", "/streams?x=1", "videos")
+        })
+        .await;
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        "IncompleteSignatureException",
+        "{r:?}"
+    );
+    assert!(r.body.contains("Authorization=X"), "{r:?}");
+    let r = h
+        .send(Req {
+            key: None,
+            ..req("GET", "/photos/k", "s3")
+        })
+        .await;
+    // S3 names it AccessDenied.
+    assert!(r.body.contains("Missing Authentication Token"), "{r:?}");
+    // A well-formed signature is enough, whatever its key.
+    let r = h
+        .send(Req {
+            key: Some(("AKIDNOBODY", "whatever")),
+            ..req("GET", "/streams?x=1", "videos")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(h.s3.lock().unwrap().is_empty());
+    h.stop().await;
+
+    let h = Harness::start_with(false, true).await;
     // No credential scope: `<bucket>.localhost` names the bucket.
     let r = h
         .send(Req {

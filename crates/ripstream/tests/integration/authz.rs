@@ -506,7 +506,7 @@ async fn the_signature_covers_the_body_received_and_comes_before_parsing() {
 
     // Without credentials the server decodes nothing: a body that is not
     // JSON gets the missing-token answer, not a serialization error.
-    let r = api(&srv.addr, "ListStreams", "{not json").await;
+    let r = api_unsigned(&srv.addr, "ListStreams", "{not json").await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json()["__type"],
@@ -514,7 +514,7 @@ async fn the_signature_covers_the_body_received_and_comes_before_parsing() {
         "{:?}",
         r.body
     );
-    let r = raw(
+    let r = raw_unsigned(
         &srv.addr,
         false,
         "POST",

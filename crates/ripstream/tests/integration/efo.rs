@@ -443,6 +443,8 @@ async fn subscribe_raw(
         .uri(format!("http://{addr}/"))
         .header("x-amz-target", "Kinesis_20131202.SubscribeToShard")
         .header("content-type", content_type)
+        .header("authorization", DUMMY_AUTHORIZATION)
+        .header("x-amz-date", "20260101T000000Z")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap();
     let resp = send.send_request(req).await.unwrap();

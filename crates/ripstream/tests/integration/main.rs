@@ -1,6 +1,7 @@
 //! Integration tests: the real `ripstream` binary, driven by the official
 //! AWS SDK for Rust and by raw HTTP. One test binary, so it links once.
 
+mod anonymous;
 mod authz;
 mod capacity;
 mod cbor;

@@ -58,7 +58,7 @@ async fn signatures_are_required_and_checked() {
     create_stream(&c, "orders", 1).await;
 
     // Unsigned.
-    let r = api(&srv.addr, "ListStreams", "{}").await;
+    let r = api_unsigned(&srv.addr, "ListStreams", "{}").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["__type"], "MissingAuthenticationTokenException");
     // Unknown access key.

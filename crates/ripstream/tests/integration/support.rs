@@ -262,8 +262,35 @@ impl RawResponse {
     }
 }
 
-/// Sends one request over HTTP/1.1 (or HTTP/2 with prior knowledge).
+/// A well-formed SigV4 `Authorization` header no key verifies: what the
+/// default (anonymous) mode requires of a request, which checks the form
+/// of a signature only.
+pub const DUMMY_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+
+/// Sends one request over HTTP/1.1 (or HTTP/2 with prior knowledge), with
+/// [`DUMMY_AUTHORIZATION`] (and an `X-Amz-Date`) unless the request carries
+/// a signature of its own (an `Authorization` header or `X-Amz-Algorithm`).
 pub async fn raw(
+    addr: &str,
+    h2: bool,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> RawResponse {
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let mut signed = headers.to_vec();
+    if !has("authorization") && !path.contains("X-Amz-Algorithm") {
+        signed.push(("authorization", DUMMY_AUTHORIZATION));
+        if !has("x-amz-date") && !has("date") {
+            signed.push(("x-amz-date", "20260101T000000Z"));
+        }
+    }
+    raw_unsigned(addr, h2, method, path, &signed, body).await
+}
+
+/// Sends one request exactly as given (no signature added).
+pub async fn raw_unsigned(
     addr: &str,
     h2: bool,
     method: &str,
@@ -312,10 +339,27 @@ pub async fn raw(
     }
 }
 
-/// POSTs a Kinesis JSON request.
+/// POSTs a Kinesis JSON request (with [`DUMMY_AUTHORIZATION`]).
 pub async fn api(addr: &str, operation: &str, body: &str) -> RawResponse {
     let target = format!("Kinesis_20131202.{operation}");
     raw(
+        addr,
+        false,
+        "POST",
+        "/",
+        &[
+            ("x-amz-target", target.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+        ],
+        body.as_bytes().to_vec(),
+    )
+    .await
+}
+
+/// POSTs a Kinesis JSON request with no signature at all.
+pub async fn api_unsigned(addr: &str, operation: &str, body: &str) -> RawResponse {
+    let target = format!("Kinesis_20131202.{operation}");
+    raw_unsigned(
         addr,
         false,
         "POST",

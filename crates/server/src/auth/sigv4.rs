@@ -307,6 +307,9 @@ pub fn format_amz_date(secs: i64) -> String {
 
 /// The signature parameters, from the Authorization header or the query.
 struct Presented {
+    /// The header's first token, or `X-Amz-Algorithm`: checked only once
+    /// the form is complete, as AWS does.
+    algorithm: String,
     credential: String,
     signed_headers: Vec<String>,
     signature: String,
@@ -318,39 +321,43 @@ struct Presented {
     date_header: Option<&'static str>,
 }
 
+/// A header's value when it is there and not empty (an empty one counts as absent).
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
 fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> {
-    let rest = auth.strip_prefix(ALGORITHM).map(str::trim_start);
+    let mut tokens = auth.split([',', ' ']);
+    // AWS reads the parameters after the first token whatever that token
+    // is; an unknown algorithm is only refused once the form is complete.
+    let algorithm = tokens.next().unwrap_or("").to_string();
     let mut credential = None;
     let mut signed = None;
     let mut signature = None;
-    for part in rest
-        .unwrap_or("")
-        .split([',', ' '])
-        .filter(|p| !p.is_empty())
-    {
-        match part.split_once('=') {
-            Some(("Credential", v)) => credential = Some(v.to_string()),
-            Some(("SignedHeaders", v)) => signed = Some(v.to_string()),
-            Some(("Signature", v)) => signature = Some(v.to_string()),
+    for part in tokens.filter(|p| !p.is_empty()) {
+        let mut kv = part.split('=');
+        let key = kv.next().unwrap_or("");
+        // An empty value is no value (and `Signature==x` has none).
+        let value = kv.next().filter(|v| !v.is_empty()).map(str::to_string);
+        match key {
+            "Credential" => credential = value,
+            "SignedHeaders" => signed = value,
+            "Signature" => signature = value,
             _ => {}
         }
     }
-    let (amz_date, date_header) = match headers.get("x-amz-date").and_then(|v| v.to_str().ok()) {
+    // Only presence counts here; a date that does not parse is refused later.
+    let (amz_date, date_header) = match header(headers, "x-amz-date") {
         Some(d) => (Some(d.to_string()), Some("x-amz-date")),
         None => (
-            headers
-                .get("date")
-                .and_then(|v| v.to_str().ok())
-                .and_then(http_date_to_amz),
+            header(headers, "date").map(|d| http_date_to_amz(d).unwrap_or_else(|| d.to_string())),
             Some("date"),
         ),
     };
     let mut missing = String::new();
-    if rest.is_none() {
-        return Err(incomplete(format!(
-            "Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization={auth}"
-        )));
-    }
     if credential.is_none() {
         missing.push_str("Authorization header requires 'Credential' parameter. ");
     }
@@ -369,6 +376,7 @@ fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> 
         return Err(incomplete(format!("{missing}Authorization={auth}")));
     }
     Ok(Presented {
+        algorithm,
         credential: credential.unwrap_or_default(),
         signed_headers: signed
             .unwrap_or_default()
@@ -418,13 +426,8 @@ fn from_query(params: &[(String, String)]) -> Result<Presented, WireError> {
             "{missing}Re-examine the query-string parameters."
         )));
     }
-    if get("X-Amz-Algorithm").as_deref() != Some(ALGORITHM) {
-        return Err(incomplete(format!(
-            "Unsupported AWS 'algorithm': '{}'. Re-examine the query-string parameters.",
-            get("X-Amz-Algorithm").unwrap_or_default()
-        )));
-    }
     Ok(Presented {
+        algorithm: get("X-Amz-Algorithm").unwrap_or_default(),
         credential: get("X-Amz-Credential").unwrap_or_default(),
         signed_headers: get("X-Amz-SignedHeaders")
             .unwrap_or_default()
@@ -481,6 +484,37 @@ fn check_signed_headers(presented: &Presented, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
+/// The signature a request presents, checked for its form only: both
+/// kinds at once, the parameters each kind must name. `Ok(None)` when the
+/// request is not signed at all (no `Authorization` header, no
+/// `X-Amz-Algorithm` parameter, even empty).
+fn presented(
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<Option<Presented>, WireError> {
+    let auth = headers
+        .get("authorization")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .filter(|v| !v.is_empty());
+    let has_query_auth = params.iter().any(|(k, _)| k == "X-Amz-Algorithm");
+    match (auth, has_query_auth) {
+        (Some(_), true) => Err(invalid_signature(
+            "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
+        )),
+        (Some(a), false) => from_header(&a, headers).map(Some),
+        (None, true) => from_query(params).map(Some),
+        (None, false) => Ok(None),
+    }
+}
+
+/// AWS's first checks of a signature, which need no key: whether the
+/// request is signed at all (`Ok(false)` when not), and whether the
+/// signature it presents has every part it must have. What anonymous mode
+/// requires of a request.
+pub fn check_form(headers: &HeaderMap, query: &str) -> Result<bool, WireError> {
+    Ok(presented(headers, &query_params(query))?.is_some())
+}
+
 /// Verifies a request's signature. `Ok(None)` when the request is not signed at all.
 pub fn verify(
     parts: &RequestParts,
@@ -489,22 +523,30 @@ pub fn verify(
     service: &str,
     now_secs: i64,
 ) -> Result<Option<Claims>, WireError> {
-    let auth = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
     let params = query_params(parts.query);
-    let has_query_auth = params.iter().any(|(k, _)| k == "X-Amz-Algorithm");
-    let presented = match (auth, has_query_auth) {
-        (Some(_), true) => {
-            return Err(invalid_signature(
-                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
-            ));
-        }
-        (Some(a), false) => from_header(a, parts.headers)?,
-        (None, true) => from_query(&params)?,
-        (None, false) => return Ok(None),
+    let Some(presented) = presented(parts.headers, &params)? else {
+        return Ok(None);
     };
+    if presented.algorithm != ALGORITHM {
+        return Err(incomplete(if presented.presigned {
+            format!(
+                "Unsupported AWS 'algorithm': '{}'. Re-examine the query-string parameters.",
+                presented.algorithm
+            )
+        } else {
+            format!(
+                "Unsupported AWS 'algorithm': '{}'. Authorization={}",
+                presented.algorithm,
+                String::from_utf8_lossy(
+                    parts
+                        .headers
+                        .get("authorization")
+                        .map(|v| v.as_bytes())
+                        .unwrap_or_default()
+                )
+            )
+        }));
+    }
     let scope: Vec<&str> = presented.credential.split('/').collect();
     if scope.len() != 5 || scope[4] != "aws4_request" {
         return Err(incomplete(format!(
@@ -925,6 +967,151 @@ mod tests {
             )
             .unwrap(),
             None
+        );
+    }
+    /// AWS's form checks, which anonymous mode applies alone: parameters
+    /// after the first token whatever it is, a date header's presence, the
+    /// query's five parameters with an empty one missing.
+    #[test]
+    fn the_form_of_a_signature_is_checked_without_a_key() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let err = |h: &HeaderMap, q: &str| {
+            let e = check_form(h, q).unwrap_err();
+            (e.code, e.message)
+        };
+        assert!(!check_form(&HeaderMap::new(), "").unwrap());
+        // Without X-Amz-Algorithm there is no query signature at all.
+        assert!(
+            !check_form(
+                &HeaderMap::new(),
+                "X-Amz-Credential=a&X-Amz-Signature=b&X-Amz-SignedHeaders=c&X-Amz-Date=d"
+            )
+            .unwrap()
+        );
+        assert_eq!(
+            err(&with(&[("authorization", "X")]), ""),
+            (
+                "IncompleteSignatureException",
+                "Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. Authorization=X".to_string()
+            )
+        );
+        for auth in [
+            "AWS4- Signature=b Credential=a",
+            "AWS4- Signature=b,Credential=a",
+            "AWS4- Signature=b, Credential=a",
+        ] {
+            assert_eq!(
+                err(&with(&[("authorization", auth), ("date", "a")]), ""),
+                (
+                    "IncompleteSignatureException",
+                    format!(
+                        "Authorization header requires 'SignedHeaders' parameter. Authorization={auth}"
+                    )
+                )
+            );
+        }
+        // An empty value is missing; the first token is never a parameter.
+        assert_eq!(
+            err(
+                &with(&[
+                    ("authorization", "Credential=a Signature= SignedHeaders=c"),
+                    ("x-amz-date", "d")
+                ]),
+                ""
+            )
+            .1,
+            "Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. Authorization=Credential=a Signature= SignedHeaders=c"
+        );
+        assert!(
+            check_form(
+                &with(&[
+                    (
+                        "authorization",
+                        "whatever Credential=a, SignedHeaders=b, Signature=c"
+                    ),
+                    ("x-amz-date", "d")
+                ]),
+                ""
+            )
+            .unwrap()
+        );
+        // `X-Amz-Algorith` is not `X-Amz-Algorithm`: the header is read.
+        assert!(
+            err(&with(&[("authorization", "X")]), "X-Amz-Algorith")
+                .1
+                .ends_with("Authorization=X")
+        );
+        assert_eq!(
+            err(&with(&[("authorization", "X")]), "X-Amz-Algorithm"),
+            (
+                "InvalidSignatureException",
+                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.".to_string()
+            )
+        );
+        assert_eq!(
+            err(&HeaderMap::new(), "X-Amz-Algorithm"),
+            (
+                "IncompleteSignatureException",
+                "AWS query-string parameters must include 'X-Amz-Algorithm'. AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-Signature'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. AWS query-string parameters must include 'X-Amz-Date'. Re-examine the query-string parameters.".to_string()
+            )
+        );
+        assert_eq!(
+            err(
+                &HeaderMap::new(),
+                "X-Amz-Algorithm=a&X-Amz-Credential=b&X-Amz-Signature=c&X-Amz-Date=d"
+            )
+            .1,
+            "AWS query-string parameters must include 'X-Amz-SignedHeaders'. Re-examine the query-string parameters."
+        );
+        assert!(
+            check_form(
+                &HeaderMap::new(),
+                "X-Amz-Algorithm=a&X-Amz-Credential=b&X-Amz-Signature=c&X-Amz-SignedHeaders=d&X-Amz-Date=e"
+            )
+            .unwrap()
+        );
+    }
+
+    /// With a key, the same form rules, then the algorithm.
+    #[test]
+    fn verification_reads_the_form_as_aws_does() {
+        let mut h = base_headers();
+        h.insert(
+            "authorization",
+            "AWS4- Signature=b Credential=a".parse().unwrap(),
+        );
+        h.insert("date", "a".parse().unwrap());
+        let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Authorization header requires 'SignedHeaders' parameter. Authorization=AWS4- Signature=b Credential=a"
+        );
+        let mut h = base_headers();
+        sign(
+            &mut h,
+            b"{}",
+            &now_date(),
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        );
+        let good = h["authorization"].to_str().unwrap().to_string();
+        let other = good.replacen(ALGORITHM, "AWS4-HMAC-SHA512", 1);
+        h.insert("authorization", other.parse().unwrap());
+        let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
+        assert_eq!(e.code, "IncompleteSignatureException");
+        assert!(
+            e.message
+                .starts_with("Unsupported AWS 'algorithm': 'AWS4-HMAC-SHA512'."),
+            "{}",
+            e.message
         );
     }
 }
