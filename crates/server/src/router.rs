@@ -213,6 +213,24 @@ fn access_denied() -> Response<Body> {
     r
 }
 
+/// An XML body with no content type, as AWS's front end sends it.
+fn xml_status(status: StatusCode, body: &'static [u8]) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from_static(body)));
+    *r.status_mut() = status;
+    r
+}
+
+/// Does `X-Amz-Target` have the form `Service.Operation` (both parts
+/// non-empty), whether or not a service or operation of those names exists?
+fn target_has_operation_form(headers: &HeaderMap) -> bool {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut parts = target.split('.');
+    matches!((parts.next(), parts.next()), (Some(s), Some(o)) if !s.is_empty() && !o.is_empty())
+}
+
 /// The answer to a CORS preflight (`OPTIONS` with `Origin`): everything is
 /// allowed from anywhere, the requested headers and method echoed, cached
 /// for two days, no body.
@@ -600,6 +618,16 @@ async fn call(
                 coral_envelope(StatusCode::BAD_REQUEST, "SerializationException")
             });
         }
+        // A body in a content type no JSON service speaks is not taken for
+        // an API call at all: AWS answers in XML, 404 when the target names
+        // an operation's form (`Service.Operation`), 403 otherwise.
+        None if !bytes.is_empty() => {
+            return Ok(if target_has_operation_form(&parts.headers) {
+                xml_status(StatusCode::NOT_FOUND, b"<UnknownOperationException/>\n")
+            } else {
+                access_denied()
+            });
+        }
         Some(Protocol::Coral) | None => {
             return Err(if op.is_some() {
                 WireError::serialization("")
@@ -620,7 +648,9 @@ async fn call(
             .map(|v| model.cbor_to_json(op.and_then(|o| model.input_shape(o)), v)),
     };
     let Some(op) = op else {
-        if parsed.is_none() {
+        // Without an operation only a body that is there and does not parse
+        // is a serialization error; an empty one is an unknown operation.
+        if parsed.is_none() && !bytes.is_empty() {
             return Err(WireError::serialization(""));
         }
         return Err(WireError::unknown_operation());

@@ -255,9 +255,12 @@ async fn signature_answers_come_in_aws_order() {
     assert_eq!(answer(&r).1, "UnknownOperationException");
     let r = unsigned(vec![JSON], b"{}").await;
     assert_eq!(answer(&r).1, "UnknownOperationException");
-    // No content type the service speaks: CBOR, before any signature.
-    let r = unsigned(vec![LIST], b"{}").await;
+    // No content type the service speaks: CBOR without a body, XML with
+    // one, before any signature.
+    let r = unsigned(vec![LIST], b"").await;
     assert_eq!(cbor_type(&r), "SerializationException");
+    let r = unsigned(vec![LIST], b"{}").await;
+    assert_eq!(r.status, 404);
     // The old Coral protocol's envelope, before any signature.
     let r = unsigned(vec![LIST, ("content-type", "application/json")], b"{}").await;
     assert_eq!(

@@ -59,11 +59,60 @@ async fn error_bodies_follow_aws() {
             ("x-amz-target", "Kinesis_20131202.ListStreams"),
             ("content-type", "application/x-amz-json-1.0"),
         ],
-        b"{}".to_vec(),
+        Vec::new(),
     )
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(cbor_type(&r), "SerializationException");
+    // A body in a content type Kinesis does not speak is no API call: XML,
+    // 404 with a target of the form Service.Operation, 403 without one.
+    for (target, status, body) in [
+        (
+            Some("Kinesis_20131202.ListStreams"),
+            404,
+            "<UnknownOperationException/>\n",
+        ),
+        (
+            Some("Whatever.Whatever"),
+            404,
+            "<UnknownOperationException/>\n",
+        ),
+        (
+            Some("Kinesis_20131202."),
+            403,
+            "<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n",
+        ),
+        (
+            None,
+            403,
+            "<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n",
+        ),
+    ] {
+        let mut headers = vec![(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )];
+        if let Some(t) = target {
+            headers.push(("x-amz-target", t));
+        }
+        let r = raw(addr, false, "POST", "/", &headers, b"{}".to_vec()).await;
+        assert_eq!(r.status, status, "{target:?}");
+        assert_eq!(String::from_utf8_lossy(&r.body), body, "{target:?}");
+    }
+    // No target and an empty body: an unknown operation, not a serialization error.
+    let r = raw(
+        addr,
+        false,
+        "POST",
+        "/",
+        &[("content-type", "application/x-amz-json-1.1")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["__type"].as_str()),
+        (400, Some("UnknownOperationException"))
+    );
     let r = raw(
         addr,
         false,
@@ -112,23 +161,34 @@ async fn connection_level_answers_follow_aws() {
         async move { raw(&addr, false, "POST", "/", &headers, body.to_vec()).await }
     };
     let target = ("x-amz-target", "Kinesis_20131202.ListStreams");
-    // No content type, or one the service does not speak: CBOR errors,
-    // SerializationException for a valid target, else UnknownOperation.
-    let r = post(vec![target], b"{}").await;
+    // No body, and no content type or one the service does not speak: CBOR
+    // errors, SerializationException for a valid target, else
+    // UnknownOperation. With a body, XML (404 with a target, 403 without).
+    let r = post(vec![target], b"").await;
     assert_eq!(
         (r.status, cbor_type(&r).as_str()),
         (400, "SerializationException")
     );
-    let r = post(vec![target, ("content-type", "text/whatever")], b"{}").await;
+    let r = post(vec![target, ("content-type", "text/whatever")], b"").await;
     assert_eq!(
         (r.status, cbor_type(&r).as_str()),
         (400, "SerializationException")
     );
-    let r = post(vec![("content-type", "application/x-amz-json-1.0")], b"{}").await;
+    let r = post(vec![("content-type", "application/x-amz-json-1.0")], b"").await;
     assert_eq!(
         (r.status, cbor_type(&r).as_str()),
         (400, "UnknownOperationException")
     );
+    let r = post(vec![target], b"{}").await;
+    assert_eq!(
+        (r.status, &r.body[..]),
+        (404, &b"<UnknownOperationException/>\n"[..])
+    );
+    let r = post(vec![target, ("content-type", "text/whatever")], b"{}").await;
+    assert_eq!(r.status, 404);
+    let r = post(vec![("content-type", "application/x-amz-json-1.0")], b"{}").await;
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).starts_with("<AccessDeniedException>"));
     let r = post(vec![], b"").await;
     assert_eq!(
         (r.status, cbor_type(&r).as_str()),
