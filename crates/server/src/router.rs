@@ -628,7 +628,7 @@ async fn call(
             format!("Operation {op} is not supported by this version of Ripstream."),
         ));
     }
-    let reply = run_operation(state, mounted, op, value, principal, slot).await?;
+    let reply = run_operation(state, mounted, op, value, None, principal, slot).await?;
     encode_reply(mounted, op, protocol, reply)
 }
 
@@ -639,6 +639,7 @@ pub(crate) async fn run_operation(
     mounted: &Mounted,
     op: &str,
     input: Value,
+    body: Option<ripstream_api::BodyStream>,
     principal: Option<&crate::auth::Principal>,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Reply, WireError> {
@@ -655,6 +656,7 @@ pub(crate) async fn run_operation(
         authorize: &check,
         // A streaming reply keeps the request's in-flight slot until it ends.
         slot: slot.take().map(|s| Box::new(s) as Box<dyn Send + Sync>),
+        body,
     };
     Ok(mounted.api.call(request).await?)
 }
