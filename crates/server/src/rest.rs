@@ -12,11 +12,10 @@
 //! `payload`; timestamps take each location's default format unless the model
 //! names one (`timestampFormat`).
 //!
-//! Not here yet: streaming request bodies and `aws-chunked` payload
-//! signatures (they plug in where [`serve`] collects the body: a streaming
-//! blob payload would be handed to the service as a body instead of being
-//! buffered, and its chunk signatures checked as it is read), and event
-//! stream replies.
+//! A streaming blob payload (S3 PutObject's `Body`) is handed to the service
+//! as `Request::body` instead of being buffered, and `aws-chunked` bodies
+//! are decoded with their chunk signatures checked as they are read
+//! (`crate::streamed`). Not here yet: event stream replies.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

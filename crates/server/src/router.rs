@@ -709,9 +709,9 @@ pub(crate) fn authenticate<'a>(
         signing_service,
         now,
     )? {
-        // No pipeline decodes aws-chunked bodies yet (`auth::chunked` waits
-        // for the REST pipeline's streaming bodies): taken as it came, the
-        // body's unverified framing would reach the service as its data.
+        // Only the REST pipeline decodes aws-chunked bodies (it does so
+        // before it gets here); taken as it came, the body's unverified
+        // framing would reach a JSON service as its data.
         Some(claims) if claims.streaming.is_some() => Err(streaming_not_supported()),
         Some(claims) => Ok(principals.get(&claims.access_key_id)),
         None => Err(crate::auth::missing_token()),
