@@ -225,6 +225,18 @@ pub type EventStream = Pin<
     Box<dyn futures_core::Stream<Item = Result<(&'static str, Value), BoxError>> + Send + Sync>,
 >;
 
+/// A streaming request body: the payload of an operation whose model marks
+/// its blob payload `streaming` (S3 PutObject's `Body`, Kinesis Video
+/// PutMedia's `Payload`), handed over as it arrives instead of buffered.
+/// Each item is the next piece of the (decoded, verified) data. An error
+/// ends the stream: the body was cut short, or a chunk signature, the
+/// decoded length or a checksum did not verify. The error is the AWS
+/// error the client is owed, so a service that cannot complete returns it
+/// as its own. A service must treat what it stored from a stream as
+/// committed only once the stream ended with `None`.
+pub type BodyStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<bytes::Bytes, BoxError>> + Send>>;
+
 /// What an operation answers.
 pub enum Reply {
     /// No output members: an empty body, as AWS sends.
@@ -256,6 +268,10 @@ pub struct Request<'a> {
     /// Held for as long as the operation's work lasts: a streaming reply
     /// keeps it until its stream ends (the front door's in-flight slot).
     pub slot: Option<Box<dyn Send + Sync>>,
+    /// The payload of an operation with a streaming blob payload member,
+    /// which is then left out of `input`; `None` for every other operation
+    /// (their bodies are bound into `input`).
+    pub body: Option<BodyStream>,
 }
 
 /// The future of one call.

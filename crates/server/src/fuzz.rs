@@ -193,6 +193,7 @@ fn run(op: &str, mut body: Value) {
         input: body,
         authorize: &ripstream_api::AllowAll,
         slot: None,
+        body: None,
     };
     let _ = rt.block_on(ripstream_api::Service::call(api, request));
 }

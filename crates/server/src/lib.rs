@@ -19,6 +19,7 @@ pub mod model;
 mod redact;
 mod rest;
 mod router;
+mod streamed;
 pub mod tls;
 pub mod wire;
 

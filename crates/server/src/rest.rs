@@ -12,11 +12,10 @@
 //! `payload`; timestamps take each location's default format unless the model
 //! names one (`timestampFormat`).
 //!
-//! Not here yet: streaming request bodies and `aws-chunked` payload
-//! signatures (they plug in where [`serve`] collects the body: a streaming
-//! blob payload would be handed to the service as a body instead of being
-//! buffered, and its chunk signatures checked as it is read), and event
-//! stream replies.
+//! A streaming blob payload (S3 PutObject's `Body`) is handed to the service
+//! as `Request::body` instead of being buffered, and `aws-chunked` bodies
+//! are decoded with their chunk signatures checked as they are read
+//! (`crate::streamed`). Not here yet: event stream replies.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -338,6 +337,25 @@ impl RestModel {
 
     fn payload_of(&self, shape: &str) -> Option<&str> {
         self.shape(shape)?.get("payload")?.as_str()
+    }
+
+    /// Whether `op`'s input payload is a streaming blob (`"streaming": true`
+    /// on the member or its shape), handed to the service as a stream.
+    fn streams_payload(&self, op: &str) -> bool {
+        let Some(input) = self.ops.get(op).and_then(|o| o.input.as_deref()) else {
+            return false;
+        };
+        let Some(payload) = self.payload_of(input) else {
+            return false;
+        };
+        self.members(input)
+            .iter()
+            .find(|(n, _)| *n == payload)
+            .is_some_and(|(_, m)| {
+                let shape = member_shape(m);
+                self.type_of(shape) == "blob"
+                    && (flag(Some(m), "streaming") || flag(self.shape(shape), "streaming"))
+            })
     }
 
     /// The status a service error is answered with: its shape's
@@ -1767,6 +1785,48 @@ fn shed(state: &AppState, rest: &RestModel, request_id: &str, message: &str) -> 
     r
 }
 
+/// The principal and claims of a request whose body has not been read: the
+/// signature checked over the payload hash `x-amz-content-sha256` names,
+/// which the body is then held to as it streams. `(None, None)` in
+/// anonymous mode.
+fn authenticate_before_body<'a>(
+    state: &'a AppState,
+    parts: &http::request::Parts,
+    signing_service: &str,
+) -> Result<
+    (
+        Option<&'a crate::auth::Principal>,
+        Option<crate::auth::sigv4::Claims>,
+    ),
+    WireError,
+> {
+    let Some(principals) = &state.principals else {
+        return Ok((None, None));
+    };
+    let request = crate::auth::sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        host: parts.uri.authority().map(|a| a.as_str()),
+        headers: &parts.headers,
+        body: &[],
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match crate::auth::sigv4::verify_streamed(
+        &request,
+        principals.as_ref(),
+        &state.region,
+        signing_service,
+        now,
+    )? {
+        Some(claims) => Ok((principals.get(&claims.access_key_id), Some(claims))),
+        None => Err(crate::auth::missing_token()),
+    }
+}
+
 /// `Ok(None)`: shed for the memory budget.
 async fn pipeline(
     state: &AppState,
@@ -1794,31 +1854,113 @@ async fn pipeline(
                 None => true,
             })
     });
-    // Streaming request bodies (S3 uploads beyond the body limit) and
-    // aws-chunked payload signatures would be taken here instead of
-    // buffering the whole body.
-    let (bytes, _reserved) = match crate::budget::collect_body(
-        body,
-        state.max_body_bytes,
-        &state.budget,
-        BODY_TIMEOUT,
-        structured,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(crate::budget::BodyError::Busy) => return Ok(None),
-        Err(e) => return Err(e.to_wire()),
-    };
-    // With credentials, authenticate over the raw bytes before decoding
-    // anything; anonymous mode checks the signature's form where AWS does,
-    // once the operation is known and its input bound.
-    let principal = if crate::router::authenticates_first(state) {
-        crate::router::authenticate(state, parts, &bytes, &spec.signing_name)?
-    } else {
-        crate::router::refuse_unverified_streaming(parts)?;
-        None
-    };
+    let streams = routed
+        .operation
+        .as_deref()
+        .is_some_and(|op| rest.streams_payload(op));
+    let dialect = crate::streamed::dialect(rest.protocol);
+    let chunked = crate::streamed::chunked_mode(&parts.headers);
+    let claimed_hash = crate::streamed::payload_hash(&parts.headers);
+    let unsigned = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .is_some_and(|v| v == "UNSIGNED-PAYLOAD");
+    // A body streams when its operation's payload does and the signature can
+    // be checked before it arrives (a hash, UNSIGNED-PAYLOAD or aws-chunked
+    // named in x-amz-content-sha256); aws-chunked bodies are decoded as
+    // they arrive for every operation. Other bodies are buffered within the
+    // memory budget and verified whole.
+    let (bytes, body_stream, principal, _reserved) =
+        if chunked.is_some() || (streams && (unsigned || claimed_hash.is_some())) {
+            let (principal, claims) = authenticate_before_body(state, parts, &spec.signing_name)?;
+            let mut streamed = match (chunked, &claims) {
+                (Some(mode), Some(claims)) => {
+                    // A service that takes no aws-chunked bodies has them judged as
+                    // hashes by SigV4, which a STREAMING-* value never is.
+                    if claims.streaming.is_none() {
+                        return Err(WireError::new(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidSignatureException",
+                            format!(
+                                "{} payloads are not accepted by this service.",
+                                mode.as_str()
+                            ),
+                        ));
+                    }
+                    let decoder = crate::auth::chunked::ChunkedDecoder::for_request(
+                        &parts.headers,
+                        claims,
+                        crate::auth::chunked::Limits::default(),
+                    )
+                    .map_err(|e| e.to_wire(dialect))?
+                    .ok_or_else(|| WireError::internal("aws-chunked claims without a decoder"))?;
+                    crate::streamed::StreamedBody::chunked(body, decoder, dialect, BODY_TIMEOUT)
+                }
+                // Anonymous mode: nothing to verify, but the framing is never data.
+                (Some(mode), None) => {
+                    let decoder = crate::auth::chunked::ChunkedDecoder::unverified_for_request(
+                        &parts.headers,
+                        mode,
+                        crate::auth::chunked::Limits::default(),
+                    )
+                    .map_err(|e| e.to_wire(dialect))?;
+                    crate::streamed::StreamedBody::chunked(body, decoder, dialect, BODY_TIMEOUT)
+                }
+                (None, claims) => crate::streamed::StreamedBody::plain(
+                    body,
+                    claims.as_ref().and(claimed_hash),
+                    dialect,
+                    BODY_TIMEOUT,
+                ),
+            };
+            if streams {
+                (Bytes::new(), Some(streamed), principal, None)
+            } else {
+                let collected = crate::budget::collect_body(
+                    &mut streamed,
+                    state.max_body_bytes,
+                    &state.budget,
+                    BODY_TIMEOUT,
+                    structured,
+                )
+                .await;
+                match collected {
+                    Ok((bytes, reserved)) => (bytes, None, principal, Some(reserved)),
+                    Err(crate::budget::BodyError::Busy) => return Ok(None),
+                    Err(e) => return Err(streamed.take_failure().unwrap_or_else(|| e.to_wire())),
+                }
+            }
+        } else {
+            let (bytes, reserved) = match crate::budget::collect_body(
+                body,
+                state.max_body_bytes,
+                &state.budget,
+                BODY_TIMEOUT,
+                structured,
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(crate::budget::BodyError::Busy) => return Ok(None),
+                Err(e) => return Err(e.to_wire()),
+            };
+            // With credentials, authenticate over the raw bytes before
+            // decoding anything; anonymous mode checks the signature's form
+            // where AWS does, once the operation is known and its input bound.
+            let principal = if crate::router::authenticates_first(state) {
+                crate::router::authenticate(state, parts, &bytes, &spec.signing_name)?
+            } else {
+                None
+            };
+            if streams {
+                // Signed over a body hash the client left for the server to
+                // compute: verified whole, then handed over as a stream.
+                let streamed = crate::streamed::StreamedBody::buffered(bytes, dialect);
+                (Bytes::new(), Some(streamed), principal, Some(reserved))
+            } else {
+                (bytes, None, principal, Some(reserved))
+            }
+        };
     let Some(op) = routed.operation.as_deref() else {
         return Err(WireError::new(
             StatusCode::NOT_FOUND,
@@ -1838,7 +1980,8 @@ async fn pipeline(
     };
     let mut value = rest.bind(op, &incoming)?;
     if !crate::router::authenticates_first(state) {
-        crate::router::authenticate(state, parts, &bytes, &spec.signing_name)?;
+        // The body (aws-chunked or not) was decoded without verification above.
+        crate::router::check_anonymous_signature(state, parts)?;
     }
     mounted.model.validate(op, &mut value)?;
     mounted.model.retain_defined_members(op, &mut value);
@@ -1856,7 +1999,10 @@ async fn pipeline(
             ),
         });
     }
-    let reply = crate::router::run_operation(state, mounted, op, value, principal, slot).await?;
+    let body_stream = body_stream.map(|b| Box::pin(b) as ripstream_api::BodyStream);
+    let reply =
+        crate::router::run_operation(state, mounted, op, value, body_stream, principal, slot)
+            .await?;
     rest.encode(op, &parts.method, reply).map(Some)
 }
 

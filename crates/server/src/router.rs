@@ -670,7 +670,7 @@ async fn call(
             format!("Operation {op} is not supported by this version of Ripstream."),
         ));
     }
-    let reply = run_operation(state, mounted, op, value, principal, slot).await?;
+    let reply = run_operation(state, mounted, op, value, None, principal, slot).await?;
     encode_reply(mounted, op, protocol, reply)
 }
 
@@ -681,6 +681,7 @@ pub(crate) async fn run_operation(
     mounted: &Mounted,
     op: &str,
     input: Value,
+    body: Option<ripstream_api::BodyStream>,
     principal: Option<&crate::auth::Principal>,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Reply, WireError> {
@@ -697,6 +698,7 @@ pub(crate) async fn run_operation(
         authorize: &check,
         // A streaming reply keeps the request's in-flight slot until it ends.
         slot: slot.take().map(|s| Box::new(s) as Box<dyn Send + Sync>),
+        body,
     };
     Ok(mounted.api.call(request).await?)
 }
@@ -733,6 +735,19 @@ pub(crate) fn refuse_unverified_streaming(parts: &http::request::Parts) -> Resul
     Ok(())
 }
 
+/// Anonymous mode: a signature need only be well formed (no key is looked
+/// up), and none at all is refused unless the operator allows unsigned requests.
+pub(crate) fn check_anonymous_signature(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<(), WireError> {
+    let signed = crate::auth::sigv4::check_form(&parts.headers, parts.uri.query().unwrap_or(""))?;
+    if !signed && !state.allow_unsigned_requests {
+        return Err(crate::auth::missing_token());
+    }
+    Ok(())
+}
+
 /// The principal a request is signed by; `None` when the server has no
 /// credentials configured (anonymous mode, loopback only), where a
 /// well-formed signature is accepted without any key, and no signature at
@@ -745,11 +760,7 @@ pub(crate) fn authenticate<'a>(
 ) -> Result<Option<&'a crate::auth::Principal>, WireError> {
     let Some(principals) = &state.principals else {
         refuse_unverified_streaming(parts)?;
-        let signed =
-            crate::auth::sigv4::check_form(&parts.headers, parts.uri.query().unwrap_or(""))?;
-        if !signed && !state.allow_unsigned_requests {
-            return Err(crate::auth::missing_token());
-        }
+        check_anonymous_signature(state, parts)?;
         return Ok(None);
     };
     let request = crate::auth::sigv4::RequestParts {
@@ -771,9 +782,9 @@ pub(crate) fn authenticate<'a>(
         signing_service,
         now,
     )? {
-        // No pipeline decodes aws-chunked bodies yet (`auth::chunked` waits
-        // for the REST pipeline's streaming bodies): taken as it came, the
-        // body's unverified framing would reach the service as its data.
+        // Only the REST pipeline decodes aws-chunked bodies (it does so
+        // before it gets here); taken as it came, the body's unverified
+        // framing would reach a JSON service as its data.
         Some(claims) if claims.streaming.is_some() => Err(streaming_not_supported()),
         Some(claims) => Ok(principals.get(&claims.access_key_id)),
         None => Err(crate::auth::missing_token()),

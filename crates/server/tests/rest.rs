@@ -3,6 +3,7 @@
 //! model) mounted next to Kinesis and DynamoDB on a bound server, driven by
 //! a hyper client with SigV4-signed requests.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -33,7 +34,9 @@ const VIDEOS_MODEL: &str = r#"{
     "ListStreams": {"name": "ListStreams", "http": {"method": "GET", "requestUri": "/streams"},
       "input": {"shape": "ListStreamsInput"}, "output": {"shape": "ListStreamsOutput"}},
     "DeleteStream": {"name": "DeleteStream", "http": {"method": "DELETE", "requestUri": "/streams/{StreamName}", "responseCode": 204},
-      "input": {"shape": "DeleteStreamInput"}, "errors": [{"shape": "ResourceNotFoundException"}]}
+      "input": {"shape": "DeleteStreamInput"}, "errors": [{"shape": "ResourceNotFoundException"}]},
+    "PutMedia": {"name": "PutMedia", "http": {"method": "POST", "requestUri": "/putMedia"},
+      "input": {"shape": "PutMediaInput"}, "output": {"shape": "PutMediaOutput"}}
   },
   "shapes": {
     "StreamName": {"type": "string", "min": 1, "max": 20, "pattern": "[a-z0-9-]+"},
@@ -73,6 +76,13 @@ const VIDEOS_MODEL: &str = r#"{
       "StreamNames": {"shape": "Names", "locationName": "streamNames"}}},
     "DeleteStreamInput": {"type": "structure", "required": ["StreamName"], "members": {
       "StreamName": {"shape": "StreamName", "location": "uri", "locationName": "StreamName"}}},
+    "Media": {"type": "blob", "streaming": true},
+    "PutMediaInput": {"type": "structure", "required": ["StreamName"], "members": {
+      "StreamName": {"shape": "StreamName", "location": "header", "locationName": "x-amzn-stream-name"},
+      "Payload": {"shape": "Media"}}, "payload": "Payload"},
+    "PutMediaOutput": {"type": "structure", "members": {
+      "Digest": {"shape": "Text", "locationName": "digest"},
+      "Length": {"shape": "Count", "locationName": "length"}}},
     "ResourceNotFoundException": {"type": "structure", "members": {"Message": {"shape": "Text"}},
       "error": {"httpStatusCode": 404}, "exception": true},
     "ResourceInUseException": {"type": "structure", "members": {"Message": {"shape": "Text"}},
@@ -142,6 +152,8 @@ struct TestService {
     spec: Spec,
     handler: Handler,
     seen: Seen,
+    /// Bytes of streamed bodies received so far, counted as they arrive.
+    streamed: Arc<AtomicU64>,
 }
 
 impl TestService {
@@ -151,6 +163,7 @@ impl TestService {
             spec: Spec::from_model(model, iam).unwrap(),
             handler,
             seen: seen.clone(),
+            streamed: Arc::default(),
         };
         (Arc::new(svc), seen)
     }
@@ -167,6 +180,40 @@ impl Service for TestService {
 
     fn call<'a>(&'a self, request: Request<'a>) -> CallFuture<'a> {
         Box::pin(async move {
+            let Request {
+                operation,
+                mut input,
+                authorize,
+                body,
+                ..
+            } = request;
+            // A streaming payload is read as it arrives, hashed and counted;
+            // its error (a bad chunk, a short body) is the service's answer.
+            if let Some(mut body) = body {
+                let mut hasher = Sha256::new();
+                let (mut length, mut pieces) = (0u64, 0u64);
+                while let Some(piece) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await
+                {
+                    let piece = piece?;
+                    hasher.update(&piece);
+                    length += piece.len() as u64;
+                    pieces += 1;
+                    self.streamed
+                        .fetch_add(piece.len() as u64, Ordering::SeqCst);
+                }
+                input["Streamed"] = json!({
+                    "sha256": hex::encode(hasher.finalize()),
+                    "length": length,
+                    "pieces": pieces,
+                });
+            }
+            let request = Request {
+                operation,
+                input,
+                authorize,
+                slot: None,
+                body: None,
+            };
             let (resources, result) = (self.handler)(request.operation, &request.input);
             self.seen.lock().unwrap().push((
                 request.operation.to_string(),
@@ -231,6 +278,10 @@ fn videos(op: &str, input: &Value) -> (Vec<String>, Result<Value, TestError>) {
             Ok(json!({"StreamNames": names}))
         }
         ("DeleteStream", _) => Ok(Value::Null),
+        ("PutMedia", _) => Ok(json!({
+            "Digest": input["Streamed"]["sha256"],
+            "Length": input["Streamed"]["length"],
+        })),
         _ => fail("InternalFailure", "unexpected"),
     };
     let resources = if op == "ListStreams" {
@@ -284,7 +335,11 @@ fn s3(op: &str, input: &Value) -> (Vec<String>, Result<Value, TestError>) {
             "ETag": "\"abc\"",
             "Metadata": {"color": "blue"},
         })),
-        "PutObject" => Ok(json!({"ETag": "\"put\"", "Size": 5})),
+        // What arrived, as the ETag (its SHA-256) and the size.
+        "PutObject" => Ok(json!({
+            "ETag": format!("\"{}\"", text(&input["Streamed"], "sha256")),
+            "Size": input["Streamed"]["length"],
+        })),
         "CreateMultipartUpload" => Ok(json!({"Bucket": bucket, "Key": key, "UploadId": "up-1"})),
         "DeleteObject" => Ok(Value::Null),
         "CreateBucket" if bucket == "mine" => fail("BucketAlreadyOwnedByYou", "You already own it"),
@@ -314,6 +369,8 @@ struct Harness {
     addr: String,
     videos: Seen,
     s3: Seen,
+    /// Bytes the S3 test service has received of streamed bodies so far.
+    s3_streamed: Arc<AtomicU64>,
     widgets: Seen,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -357,6 +414,7 @@ impl Harness {
         let (w, widgets_seen) = TestService::new(WIDGETS_MODEL, "widgets", widgets);
         let (v, videos_seen) = TestService::new(VIDEOS_MODEL, "videos", videos);
         let (s, s3_seen) = TestService::new(S3_MODEL, "s3", s3);
+        let s3_streamed = s.streamed.clone();
         server.mount(w).unwrap();
         server.mount(v).unwrap();
         server.mount(s).unwrap();
@@ -374,6 +432,7 @@ impl Harness {
             addr,
             videos: videos_seen,
             s3: s3_seen,
+            s3_streamed,
             widgets: widgets_seen,
             stop: Some(stop),
             task: Some(task),
@@ -402,8 +461,11 @@ impl Harness {
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
             .collect();
         headers.push(("host".into(), host));
+        // Unsigned, an aws-chunked body is framed with a context nothing checks.
+        let mut signing =
+            sigv4::SigningContext::new("", "20260101T000000Z", "us-east-1", r.service, "");
         if let Some((akid, secret)) = r.key {
-            sign(
+            let (amz_date, signature) = sign(
                 r.method,
                 r.path,
                 r.service,
@@ -412,7 +474,13 @@ impl Harness {
                 &mut headers,
                 r.body,
             );
+            signing =
+                sigv4::SigningContext::new(secret, &amz_date, "us-east-1", r.service, &signature);
         }
+        let body = match r.encode {
+            Some(encode) => encode(&signing),
+            None => r.body.to_vec(),
+        };
         let stream = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -424,7 +492,7 @@ impl Harness {
             req = req.header(k, v);
         }
         let resp = send
-            .send_request(req.body(Full::new(Bytes::from(r.body.to_vec()))).unwrap())
+            .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
             .await
             .unwrap();
         let status = resp.status();
@@ -459,7 +527,13 @@ struct Req<'a> {
     service: &'a str,
     key: Option<(&'a str, &'a str)>,
     host: Option<&'a str>,
+    /// The body built once the request is signed (aws-chunked bodies chain
+    /// from the request's signature), instead of `body`.
+    encode: Option<Encoder<'a>>,
 }
+
+/// Builds a request body from the request's signing context.
+type Encoder<'a> = &'a dyn Fn(&sigv4::SigningContext) -> Vec<u8>;
 
 const ADMIN: Option<(&str, &str)> = Some(("AKIDADMIN", "admin-secret"));
 const READER: Option<(&str, &str)> = Some(("AKIDREADER", "reader-secret"));
@@ -473,6 +547,7 @@ fn req<'a>(method: &'a str, path: &'a str, service: &'a str) -> Req<'a> {
         service,
         key: ADMIN,
         host: None,
+        encode: None,
     }
 }
 
@@ -518,7 +593,7 @@ fn sign(
     secret: &str,
     headers: &mut Vec<(String, String)>,
     body: &[u8],
-) {
+) -> (String, String) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -575,6 +650,7 @@ fn sign(
         "authorization".into(),
         format!("AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders={signed_list}, Signature={signature}"),
     ));
+    (amz_date, signature)
 }
 
 #[tokio::test]
@@ -802,12 +878,16 @@ async fn rest_xml_serves_s3_shapes() {
         })
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
-    assert_eq!(r.header("etag"), "\"put\"");
-    assert_eq!(r.header("x-amz-object-size"), "5");
+    // The streaming payload reached the service as a stream, not as input.
+    assert_eq!(
+        r.header("etag"),
+        format!("\"{}\"", hex::encode(Sha256::digest(b"\x89PNG\x00\xff")))
+    );
+    assert_eq!(r.header("x-amz-object-size"), "6");
     {
         let seen = h.s3.lock().unwrap();
         let input = &seen.last().unwrap().1;
-        assert_eq!(input["Body"], json!(b64(b"\x89PNG\x00\xff")));
+        assert_eq!(input.get("Body"), None);
         assert_eq!(input["Metadata"], json!({"owner": "ana", "size": "big"}));
         // A string in S3's current model (it was a timestamp once).
         assert_eq!(input["Expires"], json!("Thu, 03 Dec 2026 09:22:39 GMT"));
@@ -947,32 +1027,416 @@ async fn rest_xml_serves_s3_shapes() {
     h.stop().await;
 }
 
-/// A signed STREAMING-* payload is refused while no pipeline decodes
-/// aws-chunked bodies, so its framing never reaches the service as data.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// One `aws-chunked` chunk signed as AWS's clients sign it, chained from
+/// `previous` (the request's signature for the first), which becomes its
+/// signature. An empty `data` is the final chunk.
+fn signed_chunk(ctx: &sigv4::SigningContext, previous: &mut String, data: &[u8]) -> Vec<u8> {
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{previous}\n{EMPTY_SHA256}\n{}",
+        ctx.amz_date,
+        ctx.scope,
+        hex::encode(Sha256::digest(data))
+    );
+    let signature = hex::encode(ctx.sign(to_sign.as_bytes()));
+    let mut out = format!("{:x};chunk-signature={signature}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    *previous = signature;
+    out
+}
+
+/// The frames of a signed aws-chunked body: each chunk, then the final one.
+fn signed_frames(ctx: &sigv4::SigningContext, chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut previous = ctx.seed_signature.clone();
+    let mut frames: Vec<Vec<u8>> = chunks
+        .iter()
+        .map(|c| signed_chunk(ctx, &mut previous, c))
+        .collect();
+    frames.push(signed_chunk(ctx, &mut previous, b""));
+    frames
+}
+
+fn chunked_headers<'a>(mode: &'a str, decoded_length: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("x-amz-content-sha256", mode),
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", decoded_length),
+    ]
+}
+
+fn etag_of(data: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(Sha256::digest(data)))
+}
+
+/// A signed multi-chunk upload reaches the service chunk by chunk, intact;
+/// a tampered, reordered or truncated body, or one not as long as declared,
+/// ends the service's stream with the error S3 answers, and nothing is
+/// accepted from it.
 #[tokio::test]
-async fn aws_chunked_bodies_are_refused_until_decoded() {
+async fn aws_chunked_uploads_are_verified_chunk_by_chunk() {
     let h = Harness::start(true).await;
+    const SIGNED: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+    // Every chunk but the last at least S3's 8 KiB.
+    let (a, b, c) = (vec![b'a'; 10_000], vec![b'b'; 9_000], b"tail".to_vec());
+    let whole = [a.as_slice(), &b, &c].concat();
+    let length = whole.len().to_string();
+    let chunks = |ctx: &sigv4::SigningContext| signed_frames(ctx, &[&a, &b, &c]);
+
+    let intact = |ctx: &sigv4::SigningContext| chunks(ctx).concat();
+    let r = h
+        .send(Req {
+            headers: chunked_headers(SIGNED, &length),
+            encode: Some(&intact),
+            ..req("PUT", "/photos/chunked.bin", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.header("etag"), etag_of(&whole));
+    assert_eq!(r.header("x-amz-object-size"), length);
+    {
+        let seen = h.s3.lock().unwrap();
+        let streamed = &seen.last().unwrap().1["Streamed"];
+        // Handed over as the chunks came, not as one buffer.
+        assert!(streamed["pieces"].as_u64().unwrap() >= 3, "{streamed}");
+    }
+    let accepted = h.s3.lock().unwrap().len();
+
+    let tampered = |ctx: &sigv4::SigningContext| {
+        let mut body = chunks(ctx).concat();
+        // A byte of the second chunk's data.
+        let at = body.len() - 500;
+        body[at] ^= 1;
+        body
+    };
+    let reordered = |ctx: &sigv4::SigningContext| {
+        let f = chunks(ctx);
+        [f[1].clone(), f[0].clone(), f[2].clone(), f[3].clone()].concat()
+    };
+    let truncated = |ctx: &sigv4::SigningContext| chunks(ctx)[..3].concat();
+    let longer = (whole.len() + 1).to_string();
+    let cases: [(&str, Encoder<'_>, &str, StatusCode, &str); 4] = [
+        (
+            "tampered",
+            &tampered,
+            &length,
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "reordered",
+            &reordered,
+            &length,
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "truncated",
+            &truncated,
+            &length,
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+        ),
+        (
+            "wrong length",
+            &intact,
+            &longer,
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+        ),
+    ];
+    for (case, encode, declared, status, code) in cases {
+        let r = h
+            .send(Req {
+                headers: chunked_headers(SIGNED, declared),
+                encode: Some(encode),
+                ..req("PUT", "/photos/chunked.bin", "s3")
+            })
+            .await;
+        assert_eq!(r.status, status, "{case}: {r:?}");
+        assert!(
+            r.body.contains(&format!("<Code>{code}</Code>")),
+            "{case}: {r:?}"
+        );
+    }
+    // No declared decoded length at all: refused before anything streams.
+    let r = h
+        .send(Req {
+            headers: vec![
+                ("x-amz-content-sha256", SIGNED),
+                ("content-encoding", "aws-chunked"),
+            ],
+            encode: Some(&intact),
+            ..req("PUT", "/photos/chunked.bin", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::LENGTH_REQUIRED, "{r:?}");
+
+    // Unsigned chunks with a checksum trailer: checked against the data.
+    let trailer_body = |checksum: &[u8]| {
+        let sum = b64(&Sha256::digest(checksum));
+        format!("4\r\ntail\r\n0\r\nx-amz-checksum-sha256:{sum}\r\n\r\n").into_bytes()
+    };
+    let good = |_: &sigv4::SigningContext| trailer_body(b"tail");
+    let bad = |_: &sigv4::SigningContext| trailer_body(b"fail");
+    let mut headers = chunked_headers("STREAMING-UNSIGNED-PAYLOAD-TRAILER", "4");
+    headers.push(("x-amz-trailer", "x-amz-checksum-sha256"));
+    let r = h
+        .send(Req {
+            headers: headers.clone(),
+            encode: Some(&good),
+            ..req("PUT", "/photos/trailer.txt", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.header("etag"), etag_of(b"tail"));
+    let r = h
+        .send(Req {
+            headers,
+            encode: Some(&bad),
+            ..req("PUT", "/photos/trailer.txt", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("<Code>BadDigest</Code>"), "{r:?}");
+    assert_eq!(h.s3.lock().unwrap().len(), accepted + 1);
+    h.stop().await;
+}
+
+/// UNSIGNED-PAYLOAD and hash-signed bodies stream too; a body that is not
+/// the one whose hash was signed is refused at its end.
+#[tokio::test]
+async fn unsigned_and_hash_signed_bodies_stream() {
+    let h = Harness::start(true).await;
+    let r = h
+        .send(Req {
+            headers: vec![("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
+            body: b"not signed",
+            ..req("PUT", "/photos/u.txt", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.header("etag"), etag_of(b"not signed"));
     let before = h.s3.lock().unwrap().len();
-    for mode in [
-        "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+    let other = hex::encode(Sha256::digest(b"another body"));
+    let r = h
+        .send(Req {
+            headers: vec![("x-amz-content-sha256", &other)],
+            body: b"this body",
+            ..req("PUT", "/photos/u.txt", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(
+        r.body.contains("<Code>XAmzContentSHA256Mismatch</Code>"),
+        "{r:?}"
+    );
+    assert_eq!(h.s3.lock().unwrap().len(), before);
+    h.stop().await;
+}
+
+/// Without credentials nothing is verified, but the aws-chunked framing is
+/// still decoded: the service gets the data, never the chunk headers.
+#[tokio::test]
+async fn anonymous_aws_chunked_bodies_are_decoded() {
+    // Unsigned requests allowed: these carry no Authorization at all.
+    let h = Harness::start_with(false, true).await;
+    let zeros = "0".repeat(64);
+    let signed = format!("3;chunk-signature={zeros}\r\nabc\r\n0;chunk-signature={zeros}\r\n\r\n");
+    for (mode, body) in [
+        ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", signed.as_bytes()),
+        (
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            b"3\r\nabc\r\n0\r\n\r\n".as_slice(),
+        ),
     ] {
         let r = h
             .send(Req {
-                headers: vec![
-                    ("x-amz-content-sha256", mode),
-                    ("content-encoding", "aws-chunked"),
-                    ("x-amz-decoded-content-length", "3"),
-                ],
-                body: b"3\r\nabc\r\n0\r\n\r\n",
-                ..req("PUT", "/photos/new.png", "s3")
+                headers: chunked_headers(mode, "3"),
+                body,
+                key: None,
+                ..req("PUT", "/photos/new.txt", "s3")
             })
             .await;
-        assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{mode}: {r:?}");
-        assert!(r.body.contains("NotImplemented"), "{r:?}");
+        assert_eq!(r.status, StatusCode::OK, "{mode}: {r:?}");
+        assert_eq!(r.header("etag"), etag_of(b"abc"), "{mode}");
+        assert_eq!(r.header("x-amz-object-size"), "3", "{mode}");
     }
-    assert_eq!(h.s3.lock().unwrap().len(), before);
+    // The framing is still checked.
+    let r = h
+        .send(Req {
+            headers: chunked_headers("STREAMING-UNSIGNED-PAYLOAD-TRAILER", "4"),
+            body: b"3\r\nabc\r\n0\r\n\r\n",
+            key: None,
+            ..req("PUT", "/photos/new.txt", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("<Code>IncompleteBody</Code>"), "{r:?}");
+    h.stop().await;
+}
+
+/// restJson1 (Kinesis Video's PutMedia shape): the payload streams, its
+/// aws-chunked errors come back as JSON errors, and a service that takes no
+/// aws-chunked bodies (this one's signing name is not Kinesis Video's) has
+/// signed STREAMING-* payloads refused.
+#[tokio::test]
+async fn rest_json1_payloads_stream() {
+    let h = Harness::start(true).await;
+    let r = h
+        .send(Req {
+            headers: vec![("x-amzn-stream-name", "cam")],
+            body: b"frames",
+            ..req("POST", "/putMedia", "videos")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"digest": hex::encode(Sha256::digest(b"frames")), "length": 6})
+    );
+    let before = h.videos.lock().unwrap().len();
+    let mut headers = chunked_headers("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "3");
+    headers.push(("x-amzn-stream-name", "cam"));
+    let intact = |ctx: &sigv4::SigningContext| signed_frames(ctx, &[b"abc"]).concat();
+    let r = h
+        .send(Req {
+            headers,
+            encode: Some(&intact),
+            ..req("POST", "/putMedia", "videos")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        "InvalidSignatureException",
+        "{r:?}"
+    );
+    assert_eq!(h.videos.lock().unwrap().len(), before);
+    h.stop().await;
+
+    // Anonymous (unsigned allowed): the framing decoded, its errors in JSON.
+    let h = Harness::start_with(false, true).await;
+    let mut headers = chunked_headers("STREAMING-UNSIGNED-PAYLOAD-TRAILER", "3");
+    headers.push(("x-amzn-stream-name", "cam"));
+    let r = h
+        .send(Req {
+            headers: headers.clone(),
+            body: b"3\r\nabc\r\n0\r\n\r\n",
+            key: None,
+            ..req("POST", "/putMedia", "videos")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.json()["digest"],
+        json!(hex::encode(Sha256::digest(b"abc")))
+    );
+    let r = h
+        .send(Req {
+            headers,
+            body: b"3\r\nabc\r\n",
+            key: None,
+            ..req("POST", "/putMedia", "videos")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.header("x-amzn-errortype"), "IncompleteBody", "{r:?}");
+    assert!(r.json()["message"].is_string(), "{r:?}");
+    h.stop().await;
+}
+
+/// A request body fed from a channel, as a client streams an upload.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// 64 MiB of signed chunks stream through: the service has bytes of the
+/// body while the client is still sending it (so the server cannot be
+/// holding the whole body), and gets it a chunk at a time. (Peak RSS is no
+/// measure here: the other tests of this binary share the process.)
+#[tokio::test]
+async fn large_uploads_stream_without_being_buffered() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 64;
+    let h = Harness::start(true).await;
+    let path = "/photos/big.bin";
+    let length = (CHUNK * CHUNKS).to_string();
+    let mut headers: Vec<(String, String)> =
+        chunked_headers("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", &length)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    headers.push(("host".into(), h.addr.clone()));
+    let (akid, secret) = ADMIN.unwrap();
+    let (amz_date, signature) = sign("PUT", path, "s3", akid, secret, &mut headers, b"");
+    let ctx = sigv4::SigningContext::new(secret, &amz_date, "us-east-1", "s3", &signature);
+
+    let stream = tokio::net::TcpStream::connect(&h.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut request = http::Request::builder().method("PUT").uri(path);
+    for (k, v) in &headers {
+        request = request.header(k, v);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let response = tokio::spawn(send.send_request(request.body(ChannelBody(rx)).unwrap()));
+    let streamed_before = h.s3_streamed.load(Ordering::SeqCst);
+    let mut previous = ctx.seed_signature.clone();
+    let mut hasher = Sha256::new();
+    for i in 0..CHUNKS {
+        let data: Vec<u8> = (0..CHUNK).map(|j| (i * 31 + j) as u8).collect();
+        hasher.update(&data);
+        tx.send(Bytes::from(signed_chunk(&ctx, &mut previous, &data)))
+            .await
+            .unwrap();
+        if i == CHUNKS / 2 {
+            // Half sent: the service must already have some of it.
+            let mut waited = 0;
+            while h.s3_streamed.load(Ordering::SeqCst) == streamed_before {
+                assert!(waited < 600, "the service saw nothing of a half-sent body");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                waited += 1;
+            }
+        }
+    }
+    tx.send(Bytes::from(signed_chunk(&ctx, &mut previous, b"")))
+        .await
+        .unwrap();
+    drop(tx);
+    let r = response.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", hex::encode(hasher.finalize())));
+    assert_eq!(
+        h.s3_streamed.load(Ordering::SeqCst) - streamed_before,
+        (CHUNK * CHUNKS) as u64
+    );
+    // Handed over piece by piece (a chunk at most), never as one buffer.
+    {
+        let seen = h.s3.lock().unwrap();
+        let streamed = &seen.last().unwrap().1["Streamed"];
+        assert!(
+            streamed["pieces"].as_u64().unwrap() >= CHUNKS as u64,
+            "{streamed}"
+        );
+    }
     h.stop().await;
 }
 

@@ -523,6 +523,40 @@ pub fn verify(
     service: &str,
     now_secs: i64,
 ) -> Result<Option<Claims>, WireError> {
+    verify_payload(parts, secrets, region, service, now_secs, None)
+}
+
+/// [`verify`] before the body arrived, for a body that streams: the
+/// signature is checked with the payload hash `x-amz-content-sha256`
+/// claims, and the caller must hash the body as it streams and refuse it at
+/// its end unless it is that hash (or decode it with [`super::chunked`]
+/// when the claims say it streams).
+pub fn verify_streamed(
+    parts: &RequestParts,
+    secrets: &dyn SecretLookup,
+    region: &str,
+    service: &str,
+    now_secs: i64,
+) -> Result<Option<Claims>, WireError> {
+    // Only a hash stands in for the body; any other claim (UNSIGNED-PAYLOAD,
+    // STREAMING-*) is judged as `verify` judges it, against no body.
+    let claimed = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase);
+    verify_payload(parts, secrets, region, service, now_secs, claimed)
+}
+
+fn verify_payload(
+    parts: &RequestParts,
+    secrets: &dyn SecretLookup,
+    region: &str,
+    service: &str,
+    now_secs: i64,
+    deferred_hash: Option<String>,
+) -> Result<Option<Claims>, WireError> {
     let params = query_params(parts.query);
     let Some(presented) = presented(parts.headers, &params)? else {
         return Ok(None);
@@ -622,7 +656,7 @@ pub fn verify(
     let query = canonical_query(&params, presented.presigned);
     // The body received is always hashed: a claimed hash is only accepted
     // when it is that hash, so a captured signature cannot carry another body.
-    let body_hash = sha256_hex(parts.body);
+    let body_hash = deferred_hash.unwrap_or_else(|| sha256_hex(parts.body));
     let unsigned_ok = UNSIGNED_PAYLOAD_SERVICES.contains(&service);
     let mut streaming = None;
     let payload_hashes: Vec<String> = match parts.headers.get("x-amz-content-sha256") {
