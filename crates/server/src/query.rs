@@ -622,7 +622,7 @@ mod tests {
         );
         assert_eq!(
             model().encode("Op", reply, "rid").unwrap(),
-            "<OpResponse xmlns=\"https://x/doc/\"><OpResult><Arn>a&lt;b</Arn><When>1970-01-01T00:00:00.000Z</When><Tags><member>x</member></Tags><Attrs><entry><key>k</key><value>v</value></entry></Attrs></OpResult><ResponseMetadata><RequestId>rid</RequestId></ResponseMetadata></OpResponse>"
+            "<OpResponse xmlns=\"https://x/doc/\"><OpResult><Arn>a&lt;b</Arn><Attrs><entry><key>k</key><value>v</value></entry></Attrs><Tags><member>x</member></Tags><When>1970-01-01T00:00:00.000Z</When></OpResult><ResponseMetadata><RequestId>rid</RequestId></ResponseMetadata></OpResponse>"
         );
     }
 
@@ -636,5 +636,13 @@ mod tests {
         let r = model().error_response(&e, "rid");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(r.headers()[CONTENT_TYPE], "text/xml");
+        let e = WireError::internal("disk & co");
+        let (code, status) = front_door_code(e.code, e.status);
+        assert_eq!(
+            (code, status),
+            ("InternalFailure", StatusCode::INTERNAL_SERVER_ERROR)
+        );
+        let (code, _) = front_door_code("ValidationException", StatusCode::BAD_REQUEST);
+        assert_eq!(code, "ValidationError");
     }
 }

@@ -18,4 +18,5 @@ mod reshard;
 mod security;
 mod seqnum;
 mod streams;
+mod sts;
 mod support;
