@@ -37,9 +37,16 @@ const MAX_DEPTH: usize = 32;
 pub(crate) struct QueryModel {
     namespace: String,
     version: String,
-    /// Operation → (input shape, output shape, result wrapper element).
-    ops: HashMap<String, (Option<String>, Option<String>, Option<String>)>,
+    ops: HashMap<String, QueryOp>,
     shapes: Map<String, Value>,
+}
+
+/// An operation's shapes, and the element its reply's members go under.
+#[derive(Debug, Clone, Default)]
+struct QueryOp {
+    input: Option<String>,
+    output: Option<String>,
+    result_wrapper: Option<String>,
 }
 
 impl QueryModel {
@@ -57,8 +64,12 @@ impl QueryModel {
             .ok_or("model has no operations")?
         {
             let shape = |k: &str| op[k]["shape"].as_str().map(String::from);
-            let wrapper = op["output"]["resultWrapper"].as_str().map(String::from);
-            ops.insert(name.clone(), (shape("input"), shape("output"), wrapper));
+            let op = QueryOp {
+                input: shape("input"),
+                output: shape("output"),
+                result_wrapper: op["output"]["resultWrapper"].as_str().map(String::from),
+            };
+            ops.insert(name.clone(), op);
         }
         let shapes = doc["shapes"].as_object().cloned().unwrap_or_default();
         Ok(QueryModel {
@@ -233,7 +244,11 @@ impl QueryModel {
     /// The reply of `op`: its output's members under `<OpResult>` (the
     /// model's `resultWrapper`), then the request id.
     fn encode(&self, op: &str, reply: Reply, request_id: &str) -> Result<String, WireError> {
-        let (_, output, wrapper) = self.ops.get(op).cloned().unwrap_or_default();
+        let QueryOp {
+            output,
+            result_wrapper: wrapper,
+            ..
+        } = self.ops.get(op).cloned().unwrap_or_default();
         let mut out = format!("<{op}Response xmlns=\"{}\">", escape(&self.namespace));
         match reply {
             Reply::Empty => {}
@@ -557,7 +572,7 @@ async fn pipeline(
     }
     *label = action.clone();
     let op = action.as_str();
-    let mut value = match query.ops.get(op).and_then(|(input, _, _)| input.as_deref()) {
+    let mut value = match query.ops.get(op).and_then(|o| o.input.as_deref()) {
         Some(input) => query
             .bind(input, "", &form, 0)
             .unwrap_or_else(|| Value::Object(Map::new())),
