@@ -6,9 +6,11 @@ import sys
 import urllib.request
 import urllib.error
 
+import boto3
 import pytest
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -84,3 +86,34 @@ def test_presigned_query_authentication(secure_server):
     status, body = send(AWSRequest(method="POST", url=secure_server.url + "/", data=b"{}",
                                    headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.ListStreams"}))
     assert body["__type"] == "MissingAuthenticationTokenException"
+
+
+def sts_client(url, key, secret):
+    return boto3.client("sts", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=Config(retries={"mode": "standard", "max_attempts": 1}))
+
+
+def test_sts_get_caller_identity(server, secure_server):
+    # Anonymous mode: the account's root.
+    anon = sts_client(server.url, "AKIDANY", "any").get_caller_identity()
+    assert anon["Account"] == "000000000000"
+    assert anon["Arn"] == "arn:aws:iam::000000000000:root"
+    assert anon["UserId"] == "000000000000"
+    # Signed: the principal the keys belong to, whatever its policy grants.
+    writer = sts_client(secure_server.url, "AKIDCOMPATWRITER0001", "compat-writer-secret").get_caller_identity()
+    assert writer["Arn"] == "arn:aws:iam::000000000000:user/writer"
+    assert writer["Account"] == "000000000000"
+    assert writer["UserId"].startswith("AIDA") and len(writer["UserId"]) == 21
+    admin = sts_client(secure_server.url, "AKIDCOMPATADMIN00001", "compat-admin-secret").get_caller_identity()
+    assert admin["Arn"] == "arn:aws:iam::000000000000:user/admin"
+    assert admin["UserId"] != writer["UserId"]
+    with pytest.raises(ClientError) as e:
+        sts_client(secure_server.url, "AKIDCOMPATADMIN00001", "wrong").get_caller_identity()
+    assert code(e) == "SignatureDoesNotMatch"
+    with pytest.raises(ClientError) as e:
+        sts_client(secure_server.url, "AKIDUNKNOWN000000000", "x").get_caller_identity()
+    assert code(e) == "InvalidClientTokenId"
+    # An STS operation Ripstream does not serve.
+    with pytest.raises(ClientError) as e:
+        sts_client(secure_server.url, "AKIDCOMPATADMIN00001", "compat-admin-secret").get_session_token()
+    assert code(e) == "InvalidAction"

@@ -7,7 +7,10 @@ import botocore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each service crate owns its model.
-CRATE = {"kinesis": "kinesis", "dynamodb": "dynamo"}
+CRATE = {"kinesis": "kinesis", "dynamodb": "dynamo", "sts": "sts"}
+# Services vendored only for the operations Ripstream serves (the rest of the
+# model would be routed and validated as if it were served).
+SERVED = {"sts": ["GetCallerIdentity"]}
 
 
 def strip(o):
@@ -18,10 +21,33 @@ def strip(o):
     return o
 
 
-for service, version in [("kinesis", "2013-12-02"), ("dynamodb", "2012-08-10")]:
+def trim(model, operations):
+    """Keeps `operations` and the shapes they reach (members, errors)."""
+    model["operations"] = {k: v for k, v in model["operations"].items() if k in operations}
+    keep, todo = set(), []
+    for op in model["operations"].values():
+        todo += [op[k]["shape"] for k in ("input", "output") if k in op]
+        todo += [e["shape"] for e in op.get("errors", [])]
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        shape = model["shapes"][name]
+        todo += [m["shape"] for m in shape.get("members", {}).values()]
+        todo += [shape[k]["shape"] for k in ("member", "key", "value") if k in shape]
+    model["shapes"] = {k: v for k, v in model["shapes"].items() if k in keep}
+    return model
+
+
+for service, version in [("kinesis", "2013-12-02"), ("dynamodb", "2012-08-10"), ("sts", "2011-06-15")]:
     src = os.path.join(os.path.dirname(botocore.__file__), "data", service, version, "service-2.json.gz")
     with gzip.open(src) as f:
         model = strip(json.load(f))
-    with open(os.path.join(ROOT, "crates", CRATE[service], "model", f"{service}-{version}.json"), "w") as f:
+    if service in SERVED:
+        model = trim(model, SERVED[service])
+    out = os.path.join(ROOT, "crates", CRATE[service], "model", f"{service}-{version}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(model, f, indent=1)
     print(service, version, "from botocore", botocore.__version__)

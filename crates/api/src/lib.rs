@@ -38,6 +38,9 @@ pub enum Protocol {
     RestJson1,
     /// `restXml`: operations by method and path template, XML bodies (S3).
     RestXml,
+    /// `awsQuery`: `POST /` with a form body naming `Action` and `Version`,
+    /// XML replies (STS).
+    AwsQuery,
 }
 
 impl Protocol {
@@ -47,7 +50,7 @@ impl Protocol {
             Protocol::AwsJson1_0 => Some("application/x-amz-json-1.0"),
             Protocol::AwsJson1_1 => Some("application/x-amz-json-1.1"),
             Protocol::RestJson1 => Some("application/json"),
-            Protocol::RestXml => None,
+            Protocol::RestXml | Protocol::AwsQuery => None,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Spec {
             (Some("json"), _) => Protocol::AwsJson1_1,
             (Some("rest-json"), _) => Protocol::RestJson1,
             (Some("rest-xml"), _) => Protocol::RestXml,
+            (Some("query"), _) => Protocol::AwsQuery,
             (Some(other), _) => return Err(SpecError::Protocol(other.to_string())),
             (None, _) => return Err(SpecError::Missing("protocol")),
         };
@@ -259,12 +263,32 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// Who sent a request, as the front door authenticated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// Anonymous mode: the server has no credentials configured and takes
+    /// every request as the account's own.
+    Anonymous,
+    /// A principal of the credentials file whose signature was verified.
+    Principal {
+        /// Its name (the IAM user name in its ARN).
+        name: &'a str,
+        /// The access key id the request was signed with.
+        access_key_id: &'a str,
+        /// `arn:<partition>:iam::<account>:user/<name>`.
+        arn: &'a str,
+    },
+}
+
 /// One request, decoded and validated against the model, with the members
 /// the model does not define for the operation removed.
 pub struct Request<'a> {
     pub operation: &'a str,
     pub input: Value,
     pub authorize: &'a dyn Authorize,
+    /// The authenticated caller (STS answers with it; the other services
+    /// leave identity to `authorize`).
+    pub caller: Caller<'a>,
     /// Held for as long as the operation's work lasts: a streaming reply
     /// keeps it until its stream ends (the front door's in-flight slot).
     pub slot: Option<Box<dyn Send + Sync>>,
@@ -352,9 +376,14 @@ mod tests {
             Spec::from_model(video, "kinesisvideo").unwrap().protocol,
             Protocol::RestJson1
         );
+        let sts = r#"{"metadata": {"protocol": "query", "endpointPrefix": "sts"}}"#;
+        assert_eq!(
+            Spec::from_model(sts, "sts").unwrap().protocol,
+            Protocol::AwsQuery
+        );
         assert!(matches!(
             Spec::from_model(
-                r#"{"metadata": {"protocol": "query", "endpointPrefix": "x"}}"#,
+                r#"{"metadata": {"protocol": "ec2", "endpointPrefix": "x"}}"#,
                 "x"
             ),
             Err(SpecError::Protocol(_))

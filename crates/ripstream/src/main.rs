@@ -138,6 +138,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
         Arc::new(ripstream_kinesis::api::KinesisApi::new(kinesis)),
         Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
+        Arc::new(ripstream_sts::Sts::new(&ctx.region, &ctx.account_id)),
     ];
     let server = ripstream_server::Server::bind(cfg, registry, services).await?;
     let addr = server.local_addr()?;

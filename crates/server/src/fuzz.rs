@@ -192,6 +192,7 @@ fn run(op: &str, mut body: Value) {
         operation: op,
         input: body,
         authorize: &ripstream_api::AllowAll,
+        caller: ripstream_api::Caller::Anonymous,
         slot: None,
         body: None,
     };

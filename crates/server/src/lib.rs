@@ -16,6 +16,7 @@ pub mod eventstream;
 mod guard;
 pub mod metrics;
 pub mod model;
+mod query;
 mod redact;
 mod rest;
 mod router;
@@ -124,6 +125,8 @@ pub(crate) struct Mounted {
     pub model: Arc<model::ServiceModel>,
     /// The route table and codec of a REST service (restJson1, restXml).
     pub rest: Option<Arc<rest::RestModel>>,
+    /// The codec of an awsQuery service (STS).
+    pub query: Option<Arc<query::QueryModel>>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -148,10 +151,18 @@ impl Mounted {
             }
             _ => None,
         };
+        let query = match protocol {
+            ripstream_api::Protocol::AwsQuery => Some(Arc::new(
+                query::QueryModel::parse(api.spec().model)
+                    .map_err(|e| ServerError::Model(api.spec().metrics_name.clone(), e))?,
+            )),
+            _ => None,
+        };
         Ok(Mounted {
             api,
             model: Arc::new(model),
             rest,
+            query,
         })
     }
 }

@@ -431,7 +431,7 @@ fn epoch_number(secs: f64) -> Value {
 }
 
 /// `2026-12-03T09:22:39.123Z` (an offset instead of `Z` is applied).
-fn parse_iso8601(s: &str) -> Option<f64> {
+pub(crate) fn parse_iso8601(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
         return None;
@@ -505,7 +505,7 @@ fn civil(secs: i64) -> String {
 }
 
 /// `2026-12-03T09:22:39.000Z`, as S3 writes them.
-fn format_iso8601(secs: f64) -> String {
+pub(crate) fn format_iso8601(secs: f64) -> String {
     let secs = secs.clamp(MIN_SECS, MAX_SECS);
     let mut whole = secs.floor() as i64;
     let mut millis = ((secs - secs.floor()) * 1000.0).round() as i64;
@@ -1578,7 +1578,10 @@ pub(crate) struct Routed {
 
 /// The SigV4 credential scope's service, from the Authorization header or a
 /// presigned query.
-fn scope_service(parts: &http::request::Parts, params: &[(String, String)]) -> Option<String> {
+pub(crate) fn scope_service(
+    parts: &http::request::Parts,
+    params: &[(String, String)],
+) -> Option<String> {
     let credential = match parts
         .headers
         .get(http::header::AUTHORIZATION)

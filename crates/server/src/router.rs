@@ -134,6 +134,15 @@ pub(crate) async fn handle(
                 ),
             }
         }
+        // awsQuery (STS): by credential scope, or an unsigned form.
+        _ if !parts.headers.contains_key("x-amz-target")
+            && let Some(routed) = crate::query::route(&state, &parts) =>
+        {
+            let span = info_span!("request", id = %request_id);
+            crate::query::serve(&state, &parts, body, routed, &request_id)
+                .instrument(span)
+                .await
+        }
         // The REST protocols (no X-Amz-Target): service and operation from
         // the credential scope, the Host and the models' path templates.
         _ if !parts.headers.contains_key("x-amz-target")
@@ -692,10 +701,20 @@ pub(crate) async fn run_operation(
         region: &state.region,
         account: &state.account,
     };
+    let arn = principal.map(|p| p.arn(&state.region, &state.account));
+    let caller = match (principal, &arn) {
+        (Some(p), Some(arn)) => ripstream_api::Caller::Principal {
+            name: &p.name,
+            access_key_id: &p.access_key_id,
+            arn,
+        },
+        _ => ripstream_api::Caller::Anonymous,
+    };
     let request = ripstream_api::Request {
         operation: op,
         input,
         authorize: &check,
+        caller,
         // A streaming reply keeps the request's in-flight slot until it ends.
         slot: slot.take().map(|s| Box::new(s) as Box<dyn Send + Sync>),
         body,

@@ -185,6 +185,7 @@ impl Service for TestService {
                 mut input,
                 authorize,
                 body,
+                caller,
                 ..
             } = request;
             // A streaming payload is read as it arrives, hashed and counted;
@@ -213,6 +214,7 @@ impl Service for TestService {
                 authorize,
                 slot: None,
                 body: None,
+                caller,
             };
             let (resources, result) = (self.handler)(request.operation, &request.input);
             self.seen.lock().unwrap().push((

@@ -19,4 +19,5 @@ mod reshard;
 mod security;
 mod seqnum;
 mod streams;
+mod sts;
 mod support;

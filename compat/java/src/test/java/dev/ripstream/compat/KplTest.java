@@ -17,7 +17,6 @@ import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 import com.amazonaws.auth.AWSStaticCredentialsProvider;
@@ -66,14 +65,14 @@ class KplTest {
         kinesis.createStream(r -> r.streamName(stream).shardCount(2));
         kinesis.waiter().waitUntilStreamExists(r -> r.streamName(stream));
 
-        FakeSts sts = new FakeSts(server.dir);
         KinesisProducerConfiguration cfg = new KinesisProducerConfiguration()
                 .setRegion("us-east-1")
                 .setKinesisEndpoint(server.url.getHost())
                 .setKinesisPort(server.url.getPort())
                 .setVerifyCertificate(false)
-                .setStsEndpoint("127.0.0.1")
-                .setStsPort(sts.port())
+                // Ripstream's own STS, on the same TLS port: the KPL asks it for the account.
+                .setStsEndpoint(server.url.getHost())
+                .setStsPort(server.url.getPort())
                 .setCredentialsProvider(new AWSStaticCredentialsProvider(new BasicAWSCredentials("AKIDJAVAKPL", "secret")))
                 // Ripstream serves no CloudWatch.
                 .setMetricsLevel("none")
@@ -109,8 +108,11 @@ class KplTest {
             }
         } finally {
             producer.destroy();
-            sts.close();
         }
+        // The account the KPL built the stream's ARN from came from Ripstream's STS.
+        String metrics = get("/metrics");
+        assertTrue(metrics.lines().anyMatch(l -> !l.startsWith("#") && l.contains("service=\"sts\"")
+                && l.contains("operation=\"GetCallerIdentity\"")), metrics);
 
         List<Record> raw = new ArrayList<>();
         for (Shard shard : kinesis.listShards(r -> r.streamName(stream)).shards()) {
@@ -159,10 +161,6 @@ class KplTest {
 
     /** What the KPL's daemon sends first when StsEndpoint points at Ripstream itself. */
     @Test
-    @Disabled("Ripstream serves no STS: POST / with Action=GetCallerIdentity&Version=2011-06-15 (form-encoded, "
-            + "SigV4 service sts) gets 400 UnknownOperationException as a CBOR body, where the KPL needs the "
-            + "<GetCallerIdentityResponse> XML with <Account>; routing is crates/server/src/router.rs (being "
-            + "refactored), so the KPL test uses FakeSts until then")
     void stsGetCallerIdentityIsServed() throws Exception {
         java.net.http.HttpClient http = java.net.http.HttpClient.newBuilder()
                 .sslContext(trustAll()).build();
@@ -171,7 +169,17 @@ class KplTest {
                 .POST(java.net.http.HttpRequest.BodyPublishers.ofString("Action=GetCallerIdentity&Version=2011-06-15"))
                 .build(), java.net.http.HttpResponse.BodyHandlers.ofString());
         assertEquals(200, resp.statusCode(), resp.body());
+        assertTrue(resp.headers().firstValue("content-type").orElse("").startsWith("text/xml"), resp.headers().toString());
+        assertTrue(resp.body().startsWith("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"), resp.body());
         assertTrue(resp.body().contains("<Account>000000000000</Account>"), resp.body());
+        assertTrue(resp.body().contains("<Arn>arn:aws:iam::000000000000:root</Arn>"), resp.body());
+    }
+
+    static String get(String path) throws Exception {
+        java.net.http.HttpClient http = java.net.http.HttpClient.newBuilder()
+                .sslContext(trustAll()).build();
+        return http.send(java.net.http.HttpRequest.newBuilder(server.url.resolve(path)).GET().build(),
+                java.net.http.HttpResponse.BodyHandlers.ofString()).body();
     }
 
     static javax.net.ssl.SSLContext trustAll() throws Exception {
