@@ -210,7 +210,7 @@ impl Inner {
     }
 
     /// Refuses an append of `n` records whose sequence numbers the shard's
-    /// layout could not hold (2^47 offsets, 2^24 leader epochs).
+    /// layout could not hold (2^43 offsets, 2^20 leader epochs).
     fn check_numbering(&self, seq: &ShardSeq, part: &Partition, n: u64) -> Result<()> {
         let last = part.end_offset().saturating_add(n + OFFSET_MARGIN);
         if seq.can_number(self.epoch, last) {

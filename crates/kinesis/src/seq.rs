@@ -8,7 +8,8 @@
 //!   4                  0           2 (the layout's first mark)
 //!  36                  1..10       shard creation time, seconds (see `ShardRecord::seq_created_s`)
 //!   4                  10          shard index, low 4 bits
-//!  72                  11..29      counter: leader epoch (24 bits) | log offset (47 bits), top bit 0
+//!  64                  11..27      counter: leader epoch (20 bits) | log offset (43 bits), top bit 0
+//!   8                  27..29      0 (AWS's numbers show `00` here)
 //!  36                  29..38      the record's arrival time, seconds
 //!  32                  38..46      shard index (a non-negative signed 32-bit integer)
 //!   4                  46          2 (the version)
@@ -32,11 +33,13 @@
 use ripstream_meta::ShardRecord;
 
 /// The largest leader epoch an AWS-layout number carries.
-pub const MAX_EPOCH: u64 = (1 << 24) - 1;
+pub const MAX_EPOCH: u64 = (1 << 20) - 1;
 /// The largest log offset an AWS-layout number carries. The counter's all-ones
 /// value stays unissued: it is the shards' `EndingSequenceNumber`.
-pub const MAX_OFFSET: u64 = (1 << 47) - 2;
-const OFFSET_BITS: u32 = 47;
+pub const MAX_OFFSET: u64 = (1 << 43) - 2;
+const OFFSET_BITS: u32 = 43;
+/// The counter's all-ones value (63 bits: its top bit stays clear, as AWS requires).
+const COUNTER_ONES: u128 = (1 << 63) - 1;
 const MAX_36: u64 = (1 << 36) - 1;
 
 /// The legacy layout's limits.
@@ -111,7 +114,7 @@ impl ShardSeq {
     pub fn end(&self, closed_ms: i64) -> String {
         match self.layout {
             Layout::Aws { created_s } => {
-                aws_v2(created_s, self.index, (1 << 71) - 1, secs(closed_ms))
+                aws_v2(created_s, self.index, COUNTER_ONES, secs(closed_ms))
             }
             Layout::Legacy { created_ms } => legacy(created_ms, self.index, u64::MAX, u64::MAX),
         }
@@ -128,7 +131,7 @@ fn aws_v2(created_s: u64, index: u32, counter: u128, arrival_s: u64) -> String {
     n.set(0, 4, 2);
     n.set(4, 32, index);
     n.set(36, 36, u128::from(arrival_s.min(MAX_36)));
-    n.set(72, 72, counter & ((1 << 71) - 1));
+    n.set(80, 64, counter & COUNTER_ONES);
     n.set(144, 4, index & 0xf);
     n.set(148, 36, u128::from(created_s.min(MAX_36)));
     n.set(184, 4, 2);
@@ -154,7 +157,7 @@ pub enum Decoded {
         created_s: u64,
         /// Signed, as AWS reads it: a set top bit encodes a negative index.
         shard_index: i64,
-        /// Version 2's counter (72 bits).
+        /// Version 2's counter (64 bits, hex digits 11..27).
         counter: Option<u128>,
         /// Versions 1 and 2 carry the record's arrival second.
         arrival_s: Option<u64>,
@@ -207,10 +210,12 @@ pub fn decode(s: &str) -> Option<Decoded> {
     let signed = |v: u128| i64::from(v as u32 as i32);
     match n.hex(len, 46, 47) {
         2 => {
-            let counter = n.hex(len, 11, 29);
+            // Digits 27..29 (zero in AWS's numbers) are not read, as AWS
+            // does not judge them.
+            let counter = n.hex(len, 11, 27);
             let created_s = n.hex(len, 1, 10) as u64;
             // AWS refuses these creation seconds in version 2 as in version 0.
-            if counter >> 71 != 0 || created_s >= V0_MAX_CREATED_S {
+            if counter >> 63 != 0 || created_s >= V0_MAX_CREATED_S {
                 return None;
             }
             Some(Decoded::Aws {
