@@ -166,6 +166,10 @@ class KplTest {
                 .sslContext(trustAll()).build();
         java.net.http.HttpResponse<String> resp = http.send(java.net.http.HttpRequest.newBuilder(server.url.resolve("/"))
                 .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+                // Anonymous mode takes any well-formed signature (no key is looked up), as the KPL sends one.
+                .header("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request, "
+                        + "SignedHeaders=content-type;host;x-amz-date, Signature=00")
+                .header("X-Amz-Date", "20260101T000000Z")
                 .POST(java.net.http.HttpRequest.BodyPublishers.ofString("Action=GetCallerIdentity&Version=2011-06-15"))
                 .build(), java.net.http.HttpResponse.BodyHandlers.ofString());
         assertEquals(200, resp.statusCode(), resp.body());
