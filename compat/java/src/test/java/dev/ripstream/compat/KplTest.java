@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -43,9 +44,24 @@ class KplTest {
     static RipstreamServer server;
     static KinesisClient kinesis;
 
+    /**
+     * Where this test leaves its server's data for {@link KplReadBackTest}, which reads the KPL's records
+     * back with the KCL 3.x and Ripstream's consumer in a JVM of its own (the KCL 3.x needs protobuf 4,
+     * which the KPL cannot load).
+     */
+    static Path handoff() {
+        return Path.of(System.getProperty("kpl.handoff", "target/kpl-handoff"));
+    }
+
     @BeforeAll
     static void start() throws Exception {
-        server = RipstreamServer.start(true);
+        Path dir = handoff();
+        if (Files.exists(dir)) {
+            try (var paths = Files.walk(dir)) {
+                paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+        server = RipstreamServer.startIn(dir.resolve("server"), true, true);
         kinesis = Clients.kinesis(server);
     }
 
@@ -156,7 +172,12 @@ class KplTest {
         }
         assertEquals(sent.size(), users);
         assertEquals(sent, got);
-        kinesis.deleteStream(r -> r.streamName(stream));
+        // The stream stays, with the KPL's records as it stored them, for KplReadBackTest: its name on
+        // the first line, then every user record sent.
+        List<String> lines = new ArrayList<>();
+        lines.add(stream);
+        lines.addAll(sent);
+        Files.write(handoff().resolve("records.txt"), lines, StandardCharsets.UTF_8);
     }
 
     /** What the KPL's daemon sends first when StsEndpoint points at Ripstream itself. */

@@ -26,13 +26,16 @@ public final class RipstreamServer implements AutoCloseable {
     public final Path log;
     private final Process proc;
     private final Thread hook;
+    /** Whether close() leaves the directory (and the data in it) for a later server. */
+    private final boolean keep;
 
-    private RipstreamServer(URI url, Path dir, Path log, Process proc, Thread hook) {
+    private RipstreamServer(URI url, Path dir, Path log, Process proc, Thread hook, boolean keep) {
         this.url = url;
         this.dir = dir;
         this.log = log;
         this.proc = proc;
         this.hook = hook;
+        this.keep = keep;
     }
 
     public static RipstreamServer start() throws IOException {
@@ -41,11 +44,25 @@ public final class RipstreamServer implements AutoCloseable {
 
     /** With tls, a fresh self-signed certificate for localhost / 127.0.0.1 (made with openssl). */
     public static RipstreamServer start(boolean tls, String... extra) throws IOException {
+        return startIn(Files.createTempDirectory("ripstream-java-"), tls, false, extra);
+    }
+
+    /** The ripstream binary under test. */
+    public static String binary() {
         String bin = System.getenv("RIPSTREAM_BIN");
         if (bin == null || bin.isEmpty()) {
             bin = Path.of("..", "..", "target", "debug", "ripstream").toAbsolutePath().normalize().toString();
         }
-        Path dir = Files.createTempDirectory("ripstream-java-");
+        return bin;
+    }
+
+    /**
+     * A server whose data directory is {@code dir/data}; with keep, close() leaves it so another server
+     * (in another JVM, say) can start on the same data.
+     */
+    public static RipstreamServer startIn(Path dir, boolean tls, boolean keep, String... extra) throws IOException {
+        String bin = binary();
+        Files.createDirectories(dir);
         Path log = dir.resolve("server.log");
         List<String> cmd = new ArrayList<>(List.of(bin, "serve", "--listen", "127.0.0.1:0",
                 "--data-dir", dir.resolve("data").toString()));
@@ -84,7 +101,7 @@ public final class RipstreamServer implements AutoCloseable {
         }, "ripstream-stdout");
         drain.setDaemon(true);
         drain.start();
-        return new RipstreamServer(url, dir, log, proc, hook);
+        return new RipstreamServer(url, dir, log, proc, hook, keep);
     }
 
     private static void run(List<String> cmd, Path log) throws IOException {
@@ -123,6 +140,9 @@ public final class RipstreamServer implements AutoCloseable {
             Runtime.getRuntime().removeShutdownHook(hook);
         } catch (IllegalStateException ignored) {
             // already shutting down
+        }
+        if (keep) {
+            return;
         }
         if (System.getenv("RIPSTREAM_KEEP_LOGS") != null) {
             System.err.println("server log kept in " + log);
