@@ -62,9 +62,7 @@ pub(crate) async fn handle(
             "AccessDeniedException",
             "This server accepts unsigned requests, so only pages served from this machine (a loopback origin) may call it.",
         ));
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            r.headers_mut().insert("x-amzn-RequestId", v);
-        }
+        stamp_ids(r.headers_mut(), &request_id);
         return Ok(r);
     }
     // A signature over `:authority` must not route by another `Host`.
@@ -75,17 +73,13 @@ pub(crate) async fn handle(
             "InvalidSignatureException",
             "The Host header and the request's authority name different hosts.",
         ));
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            r.headers_mut().insert("x-amzn-RequestId", v);
-        }
+        stamp_ids(r.headers_mut(), &request_id);
         return Ok(r);
     }
     // A browser's CORS preflight, answered as AWS answers it for browser SDKs.
     if cors && parts.method == Method::OPTIONS && !rebound {
         let mut r = cors_preflight(&parts.headers);
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            r.headers_mut().insert("x-amzn-RequestId", v);
-        }
+        stamp_ids(r.headers_mut(), &request_id);
         return Ok(r);
     }
     let mut resp = match (&parts.method, parts.uri.path()) {
@@ -161,9 +155,7 @@ pub(crate) async fn handle(
         _ => access_denied(),
     };
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-amzn-RequestId", v);
-    }
+    stamp_ids(headers, &request_id);
     if cors {
         headers.insert(
             http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -176,13 +168,21 @@ pub(crate) async fn handle(
             ),
         );
     }
+    Ok(resp)
+}
+
+/// The ids every response carries, the front door's early refusals and
+/// CORS preflights included: `x-amzn-RequestId` and `x-amz-id-2`.
+fn stamp_ids(headers: &mut HeaderMap, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-RequestId", v);
+    }
     // AWS sends 64 to 80 random bytes here; 72 is what its front ends send.
     let mut id2 = [0u8; 72];
     rand::fill(&mut id2[..]);
     if let Ok(v) = HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(id2)) {
         headers.insert("x-amz-id-2", v);
     }
-    Ok(resp)
 }
 
 /// `GET /health`: 200 while serving. Streams refused because their data is

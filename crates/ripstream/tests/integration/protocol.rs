@@ -259,6 +259,9 @@ async fn connection_level_answers_follow_aws() {
     assert_eq!(r.headers["access-control-allow-methods"], "POST");
     assert_eq!(r.headers["content-length"], "0");
     assert!(r.body.is_empty());
+    // Every answer carries both ids, the front door's own included.
+    assert!(r.headers.contains_key("x-amzn-requestid"), "{:?}", r.headers);
+    assert!(r.headers.contains_key("x-amz-id-2"), "{:?}", r.headers);
     let r = raw(
         addr,
         false,
@@ -296,6 +299,7 @@ async fn connection_level_answers_follow_aws() {
         .await;
         assert_eq!(r.status, 403, "{method}");
         assert!(!r.headers.contains_key("access-control-allow-origin"));
+        assert!(r.headers.contains_key("x-amz-id-2"), "{method}");
     }
     // Operator endpoints never answer cross-origin pages.
     let r = raw(
@@ -325,6 +329,7 @@ async fn connection_level_answers_follow_aws() {
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["__type"], "InvalidSignatureException");
+    assert!(r.headers.contains_key("x-amz-id-2"));
 }
 
 #[tokio::test]
