@@ -108,6 +108,34 @@ class MultiLangTest {
                         return false;
                     }
                 }, daemon, log);
+                // KCL 3.1 keeps the coordinator's state (the leader lock, the client version) and the
+                // workers' metrics in tables of their own, <app>-CoordinatorState and <app>-WorkerMetricStats
+                // (3.5 keeps them in the lease table): both on Ripstream's DynamoDB subset.
+                await("the KCL 3.x coordinator state and worker metrics", Duration.ofSeconds(60), () -> {
+                    try {
+                        Set<String> tables = new HashSet<>(dynamo.listTables().get(30, TimeUnit.SECONDS).tableNames());
+                        Set<String> keys = new HashSet<>();
+                        boolean metrics = false;
+                        for (String table : tables) {
+                            for (Map<String, AttributeValue> item : dynamo.scan(r -> r.tableName(table))
+                                    .get(30, TimeUnit.SECONDS).items()) {
+                                item.values().forEach(v -> {
+                                    if (v.s() != null) {
+                                        keys.add(v.s());
+                                    }
+                                });
+                                metrics |= item.containsKey("lut") && item.containsKey("sts");
+                            }
+                        }
+                        return keys.contains("Leader") && keys.contains("Migration3.0") && metrics;
+                    } catch (Exception e) {
+                        return false;
+                    }
+                }, daemon, log);
+                Set<String> tables = new HashSet<>(dynamo.listTables().get(30, TimeUnit.SECONDS).tableNames());
+                System.out.println("MultiLangDaemon tables: " + tables);
+                assertTrue(tables.containsAll(Set.of(app, app + "-CoordinatorState", app + "-WorkerMetricStats")),
+                        "tables: " + tables);
                 assertFalse(Files.readString(log).contains("Exception in thread"), tail(log));
             } finally {
                 daemon.descendants().forEach(ProcessHandle::destroyForcibly);
