@@ -1,9 +1,10 @@
 //! Errors as they go on the wire: an AWS error type, a message, an HTTP status.
 //!
-//! This is the one table that maps errors to `__type` and status codes.
+//! Each service maps its own errors to an AWS type and status
+//! ([`ripstream_api::ServiceError`]); this is where the front door turns
+//! one of those, or one of its own refusals, into a response body.
 
 use http::StatusCode;
-use ripstream_kinesis::Error as ServiceError;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,33 +112,6 @@ impl From<ripstream_api::BoxError> for WireError {
             extra: e.fields().map(Box::new),
             cause: causes(&*e),
         }
-    }
-}
-
-impl From<ServiceError> for WireError {
-    fn from(e: ServiceError) -> WireError {
-        let status = if e.is_server_fault() {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        let mut w = WireError::new(status, e.code(), e.message());
-        w.cause = causes(&e);
-        w
-    }
-}
-
-impl From<ripstream_dynamo::DynamoError> for WireError {
-    fn from(e: ripstream_dynamo::DynamoError) -> WireError {
-        let status = if e.is_server_fault() {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        let mut w = WireError::new(status, e.code(), e.to_string());
-        w.extra = e.extra().map(Box::new);
-        w.cause = causes(&e);
-        w
     }
 }
 
