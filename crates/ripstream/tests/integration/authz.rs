@@ -201,6 +201,52 @@ async fn members_the_operation_does_not_define_never_authorize_it() {
         .send()
         .await
         .expect("payments still exists");
+    // GetRecords on a payments iterator, with orders smuggled in.
+    let it = root
+        .get_shard_iterator()
+        .stream_name("payments")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    let e = smuggler
+        .get_records()
+        .shard_iterator(it)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException", "{}", message(&e));
+    // PutResourcePolicy names its resource by ResourceARN; StreamName and
+    // StreamARN are not its members, so naming orders there grants nothing.
+    let by_stream = client_with_interceptor(
+        &srv,
+        "AKIDORDERS0000000001",
+        "orders-secret",
+        Smuggle(json!({"StreamName": "orders", "StreamARN": stream_arn("orders")})),
+    );
+    let open_policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"kinesis:*","Resource":"*"}]}"#;
+    let e = by_stream
+        .put_resource_policy()
+        .resource_arn(stream_arn("payments"))
+        .policy(open_policy)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException", "{}", message(&e));
+    let policy = root
+        .get_resource_policy()
+        .resource_arn(stream_arn("payments"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        policy.policy().is_empty() || policy.policy() == "{}",
+        "payments got a policy: {:?}",
+        policy.policy()
+    );
     // The same principal's own stream works through the same interceptor.
     smuggler
         .put_record()
