@@ -298,6 +298,32 @@ async fn a_second_subscription_within_five_seconds_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "ResourceNotFoundException");
+    // Other spellings of the same consumer's ARN open no second subscription:
+    // a padded creation timestamp, another case, another partition.
+    let (head, created) = consumer.rsplit_once(':').unwrap();
+    for variant in [
+        format!("{head}:0{created}"),
+        consumer.replace("consumer/twice", "consumer/TWICE"),
+        consumer.replace("stream/efo", "stream/EFO"),
+        consumer.replacen("arn:aws:", "arn:aws-cn:", 1),
+    ] {
+        let e = c
+            .subscribe_to_shard()
+            .consumer_arn(&variant)
+            .shard_id("shardId-000000000000")
+            .starting_position(position(ShardIteratorType::Latest, None))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                code(&e).as_str(),
+                "InvalidArgumentException" | "ValidationException" | "ResourceNotFoundException"
+            ),
+            "{variant}: {}",
+            code(&e)
+        );
+    }
 }
 
 #[tokio::test]
