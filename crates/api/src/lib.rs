@@ -119,6 +119,22 @@ impl Spec {
     }
 }
 
+/// Decodes base64 as AWS accepts it: standard alphabet, padding optional.
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    // Requests are validated as canonical padded base64 first, so the SIMD
+    // decoder takes the common case; the lenient one the rest.
+    if let Ok(v) = base64_simd::STANDARD.decode_to_vec(s) {
+        return Some(v);
+    }
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
+}
+
 /// An error a service answers with: an AWS error type, an HTTP status and a
 /// message, with the cause kept as `source`.
 pub trait ServiceError: std::error::Error + Send + Sync + 'static {

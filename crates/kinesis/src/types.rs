@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use bytes::Bytes;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -47,20 +46,7 @@ impl<'de> Deserialize<'de> for Blob {
     }
 }
 
-/// Decodes base64 as AWS accepts it: standard alphabet, padding optional.
-pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    // Requests are validated as canonical padded base64 first, so the SIMD
-    // decoder takes the common case; the lenient one the rest.
-    if let Ok(v) = base64_simd::STANDARD.decode_to_vec(s) {
-        return Some(v);
-    }
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    LENIENT.decode(s).ok()
-}
+pub use ripstream_api::decode_base64;
 
 /// A point in time with millisecond precision: epoch seconds in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -128,6 +128,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     let ctx = ripstream_runtime::ServiceContext::open(cfg.service.context())
         .context("cannot open the data directory")?;
     let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(ripstream_runtime::metrics::LogCollector));
     let kinesis = ripstream_kinesis::Service::open_in(&ctx, cfg.service.clone(), &mut registry)
         .await
         .context("cannot open the data directory")?;

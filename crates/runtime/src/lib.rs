@@ -24,6 +24,8 @@
 //! # }
 //! ```
 
+pub mod metrics;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

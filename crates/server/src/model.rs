@@ -460,12 +460,10 @@ impl ServiceModel {
         use ciborium::Value as C;
         let kind = shape.and_then(|s| self.shapes.get(s));
         match (kind, v) {
-            (Some(Kind::Blob { .. }), Value::String(s)) => {
-                match ripstream_kinesis::types::decode_base64(&s) {
-                    Some(b) => C::Bytes(b),
-                    None => C::Text(s),
-                }
-            }
+            (Some(Kind::Blob { .. }), Value::String(s)) => match ripstream_api::decode_base64(&s) {
+                Some(b) => C::Bytes(b),
+                None => C::Text(s),
+            },
             (Some(Kind::Timestamp), Value::Number(n)) => {
                 let ms = (n.as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
                 C::Tag(1, Box::new(C::Integer(ms.into())))

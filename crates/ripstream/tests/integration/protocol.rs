@@ -260,7 +260,11 @@ async fn connection_level_answers_follow_aws() {
     assert_eq!(r.headers["content-length"], "0");
     assert!(r.body.is_empty());
     // Every answer carries both ids, the front door's own included.
-    assert!(r.headers.contains_key("x-amzn-requestid"), "{:?}", r.headers);
+    assert!(
+        r.headers.contains_key("x-amzn-requestid"),
+        "{:?}",
+        r.headers
+    );
     assert!(r.headers.contains_key("x-amz-id-2"), "{:?}", r.headers);
     let r = raw(
         addr,
