@@ -438,6 +438,7 @@ impl Service {
             inner.purge_stream(&cur).await?;
         } else {
             let mut rec = cur.rec.clone();
+            rec.deleted_while_creating = status == StreamStatus::Creating;
             rec.status = StreamStatus::Deleting;
             rec.status_until_ms = now + delay;
             inner.commit_stream(&rec).await?;
@@ -470,7 +471,9 @@ impl Service {
         let limit = input.limit.unwrap_or(100).clamp(1, 100) as usize;
         let after = input.exclusive_start_shard_id.as_deref();
         let published = published_shards(&s.rec, status);
-        let mut shards: Vec<Shard> = if status == StreamStatus::Creating {
+        let never_shown = status == StreamStatus::Creating
+            || (status == StreamStatus::Deleting && s.rec.deleted_while_creating);
+        let mut shards: Vec<Shard> = if never_shown {
             Vec::new()
         } else {
             let mut all: Vec<&ShardRecord> = published

@@ -239,6 +239,10 @@ pub struct StreamRecord {
     /// The reshard the current UPDATING state is publishing, if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reshard: Option<PendingReshard>,
+    /// Deleted while still CREATING: its shards never became visible, so
+    /// DescribeStream lists none while it is DELETING, as AWS does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted_while_creating: bool,
 }
 
 impl StreamRecord {
@@ -262,6 +266,7 @@ impl StreamRecord {
             consumers: Vec::new(),
             policy: None,
             pending_reshard: None,
+            deleted_while_creating: false,
         }
     }
 
