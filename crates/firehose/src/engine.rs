@@ -94,7 +94,12 @@ pub(crate) async fn supervise(inner: Arc<Inner>) {
             .streams
             .read()
             .values()
-            .filter(|s| matches!(s.rec.status_at(now), Some(Status::Active | Status::Creating)))
+            .filter(|s| {
+                matches!(
+                    s.rec.status_at(now),
+                    Some(Status::Active | Status::Creating)
+                )
+            })
             .map(|s| (s.rec.uid, s.rec.name.clone()))
             .collect();
         running.retain(|uid, h| {
@@ -341,7 +346,9 @@ mod tests {
         assert_eq!(&encode_body(raw, false).unwrap()[..], raw);
         let gz = encode_body(raw, true).unwrap();
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, raw);
         let mut b = Buffer::default();
         b.push(5, b"x");

@@ -205,8 +205,10 @@ impl Inner {
     pub async fn commit(&self, rec: &StreamRecord) -> Result<()> {
         let raw = serde_json::to_vec(rec).map_err(Error::internal)?;
         let (catalog, name) = (self.catalog.clone(), rec.name.clone());
-        blocking(move || Ok(catalog.write_documents(STREAMS_SPACE, &[(name.as_bytes(), Some(&raw))])?))
-            .await
+        blocking(move || {
+            Ok(catalog.write_documents(STREAMS_SPACE, &[(name.as_bytes(), Some(&raw))])?)
+        })
+        .await
     }
 
     /// Replaces a stream's record (commit first, then the in-memory view).

@@ -26,12 +26,36 @@ impl FirehoseMetrics {
     pub fn register(registry: &mut Registry) -> FirehoseMetrics {
         let m = FirehoseMetrics::default();
         for (name, help, family) in [
-            ("ripstream_firehose_incoming_records", "Records accepted by PutRecord/PutRecordBatch (IncomingRecords)", &m.incoming_records),
-            ("ripstream_firehose_incoming_bytes", "Bytes of record data accepted (IncomingBytes)", &m.incoming_bytes),
-            ("ripstream_firehose_delivery_to_s3_records", "Records delivered to S3 (DeliveryToS3.Records)", &m.s3_records),
-            ("ripstream_firehose_delivery_to_s3_bytes", "Bytes of record data delivered to S3 (DeliveryToS3.Bytes)", &m.s3_bytes),
-            ("ripstream_firehose_delivery_to_s3_success", "Objects written to S3 (DeliveryToS3.Success numerator)", &m.s3_success),
-            ("ripstream_firehose_delivery_to_s3_failures", "Failed S3 object writes, each retried", &m.s3_failures),
+            (
+                "ripstream_firehose_incoming_records",
+                "Records accepted by PutRecord/PutRecordBatch (IncomingRecords)",
+                &m.incoming_records,
+            ),
+            (
+                "ripstream_firehose_incoming_bytes",
+                "Bytes of record data accepted (IncomingBytes)",
+                &m.incoming_bytes,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_records",
+                "Records delivered to S3 (DeliveryToS3.Records)",
+                &m.s3_records,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_bytes",
+                "Bytes of record data delivered to S3 (DeliveryToS3.Bytes)",
+                &m.s3_bytes,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_success",
+                "Objects written to S3 (DeliveryToS3.Success numerator)",
+                &m.s3_success,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_failures",
+                "Failed S3 object writes, each retried",
+                &m.s3_failures,
+            ),
         ] {
             registry.register(name, help, family.clone());
         }

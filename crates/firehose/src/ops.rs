@@ -63,7 +63,9 @@ fn parse_tags(v: Option<&Value>) -> Result<Vec<Tag>> {
     for t in v.and_then(Value::as_array).into_iter().flatten() {
         let key = text(t, "Key").ok_or_else(|| invalid("Tag.Key is required."))?;
         if key.starts_with("aws:") {
-            return Err(invalid(format!("Tag key {key} is invalid: the aws: prefix is reserved.")));
+            return Err(invalid(format!(
+                "Tag key {key} is invalid: the aws: prefix is reserved."
+            )));
         }
         if out.iter().any(|o| o.key == key) {
             return Err(invalid(format!("Duplicate tag key {key} in the request.")));
@@ -103,9 +105,15 @@ impl Firehose {
                 "DeliveryStreamType {stream_type} is not supported yet by this server: only DirectPut."
             )));
         }
-        for k in ["KinesisStreamSourceConfiguration", "MSKSourceConfiguration", "DatabaseSourceConfiguration"] {
+        for k in [
+            "KinesisStreamSourceConfiguration",
+            "MSKSourceConfiguration",
+            "DatabaseSourceConfiguration",
+        ] {
             if input.get(k).is_some() {
-                return Err(invalid(format!("{k} is not supported yet by this server: only DirectPut.")));
+                return Err(invalid(format!(
+                    "{k} is not supported yet by this server: only DirectPut."
+                )));
             }
         }
         for k in OTHER_DESTINATIONS {
@@ -120,7 +128,9 @@ impl Firehose {
             input.get("ExtendedS3DestinationConfiguration"),
         ) {
             (Some(_), Some(_)) => {
-                return Err(invalid("Only one destination configuration can be specified."));
+                return Err(invalid(
+                    "Only one destination configuration can be specified.",
+                ));
             }
             (None, None) => {
                 return Err(invalid("A destination configuration must be specified."));
@@ -186,12 +196,21 @@ impl Firehose {
         let part = blocking(move || Ok(log.create_partition(&id, RETENTION_MS)?)).await?;
         inner.commit(&rec).await?;
         // A stream of the same name whose deletion was due goes for good.
-        let old = inner.streams.write().insert(name.clone(), Arc::new(Stream { rec, part }));
+        let old = inner
+            .streams
+            .write()
+            .insert(name.clone(), Arc::new(Stream { rec, part }));
         if let Some(old) = old
             && old.rec.uid != uid
         {
             let (catalog, uid) = (inner.catalog.clone(), old.rec.uid);
-            blocking(move || Ok(catalog.write_documents(crate::CHECKPOINTS_SPACE, &[(uid.to_string().as_bytes(), None)])?)).await?;
+            blocking(move || {
+                Ok(catalog.write_documents(
+                    crate::CHECKPOINTS_SPACE,
+                    &[(uid.to_string().as_bytes(), None)],
+                )?)
+            })
+            .await?;
             inner.log.delete_partition(&old.rec.partition_id()).await?;
         }
         inner.changed.notify_one();
@@ -203,12 +222,16 @@ impl Firehose {
         let key_arn = text(e, "KeyARN");
         let key_id = match (key_type, key_arn) {
             ("AWS_OWNED_CMK", Some(_)) => {
-                return Err(invalid("KeyARN must not be specified when KeyType is AWS_OWNED_CMK."));
+                return Err(invalid(
+                    "KeyARN must not be specified when KeyType is AWS_OWNED_CMK.",
+                ));
             }
             ("AWS_OWNED_CMK", None) => ripstream_keyring::MANAGED_ALIAS,
             ("CUSTOMER_MANAGED_CMK", Some(arn)) => arn,
             ("CUSTOMER_MANAGED_CMK", None) => {
-                return Err(invalid("KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK."));
+                return Err(invalid(
+                    "KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK.",
+                ));
             }
             (other, _) => return Err(invalid(format!("KeyType {other} is not valid."))),
         };
@@ -459,7 +482,10 @@ impl Firehose {
                 "Records must hold between 1 and {MAX_BATCH_RECORDS} records."
             )));
         }
-        let data = records.iter().map(Self::data_of).collect::<Result<Vec<_>>>()?;
+        let data = records
+            .iter()
+            .map(Self::data_of)
+            .collect::<Result<Vec<_>>>()?;
         let total: usize = data.iter().map(Vec::len).sum();
         if total > MAX_BATCH_BYTES {
             return Err(invalid(format!(

@@ -186,13 +186,18 @@ impl Template {
                 parts.push(Part::Literal(rest[..start].to_string()));
             }
             let body = &rest[start + 2..];
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("The expression starting at '{}' is not closed with '}}'.", &rest[start..]))?;
+            let end = body.find('}').ok_or_else(|| {
+                format!(
+                    "The expression starting at '{}' is not closed with '}}'.",
+                    &rest[start..]
+                )
+            })?;
             let expr = &body[..end];
-            let (ns, arg) = expr
-                .split_once(':')
-                .ok_or_else(|| format!("The expression '!{{{expr}}}' has no namespace: expected !{{namespace:value}}."))?;
+            let (ns, arg) = expr.split_once(':').ok_or_else(|| {
+                format!(
+                    "The expression '!{{{expr}}}' has no namespace: expected !{{namespace:value}}."
+                )
+            })?;
             let part = match (ns, arg) {
                 ("timestamp", pattern) => Part::Timestamp(parse_java_pattern(pattern)?),
                 ("firehose", "random-string") => Part::RandomString,
@@ -274,7 +279,9 @@ pub fn validate(prefix: Option<&str>, error_prefix: Option<&str>) -> Result<(), 
         );
     }
     if p.has_expressions() && error_prefix.is_empty() {
-        return Err("ErrorOutputPrefix cannot be null or empty when Prefix contains expressions.".into());
+        return Err(
+            "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions.".into(),
+        );
     }
     if e.has_expressions() && !e.has_error_output_type() {
         return Err(
@@ -284,7 +291,16 @@ pub fn validate(prefix: Option<&str>, error_prefix: Option<&str>) -> Result<(), 
     }
     for (name, t) in [("Prefix", &p), ("ErrorOutputPrefix", &e)] {
         let sample = t.render(0, Some("processing-failed"), &mut rand::rng());
-        check_key_segments(&sample).map_err(|why| format!("{name} '{}' {why}", if name == "Prefix" { prefix } else { error_prefix }))?;
+        check_key_segments(&sample).map_err(|why| {
+            format!(
+                "{name} '{}' {why}",
+                if name == "Prefix" {
+                    prefix
+                } else {
+                    error_prefix
+                }
+            )
+        })?;
     }
     Ok(())
 }
@@ -339,7 +355,14 @@ mod tests {
     fn civil_time_is_exact() {
         assert_eq!(
             UtcTime::from_ms(T),
-            UtcTime { year: 2026, month: 12, day: 3, hour: 17, minute: 4, second: 5 }
+            UtcTime {
+                year: 2026,
+                month: 12,
+                day: 3,
+                hour: 17,
+                minute: 4,
+                second: 5
+            }
         );
         assert_eq!(UtcTime::from_ms(0).year, 1970);
         // A leap day.
@@ -350,9 +373,16 @@ mod tests {
 
     #[test]
     fn timestamp_expressions_follow_java_patterns() {
-        let r = |p: &str| Template::parse(p).unwrap().render(T, None, &mut rand::rng());
+        let r = |p: &str| {
+            Template::parse(p)
+                .unwrap()
+                .render(T, None, &mut rand::rng())
+        };
         assert_eq!(r("!{timestamp:yyyy/MM/dd/HH}/"), "2026/12/03/17/");
-        assert_eq!(r("year=!{timestamp:yyyy}/month=!{timestamp:MM}/"), "year=2026/month=12/");
+        assert_eq!(
+            r("year=!{timestamp:yyyy}/month=!{timestamp:MM}/"),
+            "year=2026/month=12/"
+        );
         assert_eq!(r("!{timestamp:yy-M-d H:m:s}"), "26-12-3 17:4:5");
         assert_eq!(r("!{timestamp:'y'yyyy'at''s'}"), "y2026at's");
         assert_eq!(r("!{timestamp:HHmmss}"), "170405");
@@ -368,7 +398,10 @@ mod tests {
         assert_eq!(s.len(), "a//".len() + 11);
         assert!(s[2..13].bytes().all(|b| b.is_ascii_alphanumeric()));
         let e = Template::parse("err/!{firehose:error-output-type}/").unwrap();
-        assert_eq!(e.render(T, Some("processing-failed"), &mut rand::rng()), "err/processing-failed/");
+        assert_eq!(
+            e.render(T, Some("processing-failed"), &mut rand::rng()),
+            "err/processing-failed/"
+        );
         assert!(Template::parse("!{firehose:nope}").is_err());
         assert!(Template::parse("!{partitionKeyFromQuery:id}").is_err());
         assert!(Template::parse("!{other:x}").is_err());
@@ -388,7 +421,13 @@ mod tests {
         assert!(validate(Some("!{firehose:error-output-type}/"), Some("e/")).is_err());
         // Expressions in ErrorOutputPrefix need error-output-type.
         assert!(validate(None, Some("e/!{timestamp:yyyy}/")).is_err());
-        assert!(validate(None, Some("e/!{firehose:error-output-type}/!{timestamp:yyyy}/")).is_ok());
+        assert!(
+            validate(
+                None,
+                Some("e/!{firehose:error-output-type}/!{timestamp:yyyy}/")
+            )
+            .is_ok()
+        );
         // Keys the file-backed store cannot hold.
         assert!(validate(Some("/abs/"), None).is_err());
         assert!(validate(Some("a//b/"), None).is_err());
@@ -400,15 +439,23 @@ mod tests {
     fn object_names_as_aws_writes_them() {
         let literal = Template::parse("logs/").unwrap();
         let key = object_key(&literal, T, "orders", 1, ".gz", &mut rand::rng());
-        assert!(key.starts_with("logs/2026/12/03/17/orders-1-2026-12-03-17-04-05-"), "{key}");
+        assert!(
+            key.starts_with("logs/2026/12/03/17/orders-1-2026-12-03-17-04-05-"),
+            "{key}"
+        );
         assert!(key.ends_with(".gz"));
         let uuid = &key["logs/2026/12/03/17/orders-1-2026-12-03-17-04-05-".len()..key.len() - 3];
         assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{uuid}");
         // With expressions, no default time prefix is added.
         let custom = Template::parse("d=!{timestamp:yyyy-MM-dd}/").unwrap();
         let key = object_key(&custom, T, "s", 3, "", &mut rand::rng());
-        assert!(key.starts_with("d=2026-12-03/s-3-2026-12-03-17-04-05-"), "{key}");
+        assert!(
+            key.starts_with("d=2026-12-03/s-3-2026-12-03-17-04-05-"),
+            "{key}"
+        );
         let none = Template::parse("").unwrap();
-        assert!(object_key(&none, T, "s", 1, "", &mut rand::rng()).starts_with("2026/12/03/17/s-1-"));
+        assert!(
+            object_key(&none, T, "s", 1, "", &mut rand::rng()).starts_with("2026/12/03/17/s-1-")
+        );
     }
 }

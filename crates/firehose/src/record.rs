@@ -148,7 +148,9 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     if d.contains_key("DataFormatConversionConfiguration")
         && enabled(d.get("DataFormatConversionConfiguration"), true)
     {
-        return Err(not_yet("Record format conversion (DataFormatConversionConfiguration)"));
+        return Err(not_yet(
+            "Record format conversion (DataFormatConversionConfiguration)",
+        ));
     }
     if enabled(d.get("DynamicPartitioningConfiguration"), false) {
         return Err(not_yet("Dynamic partitioning"));
@@ -157,7 +159,9 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         || d.contains_key("S3BackupConfiguration")
         || d.contains_key("S3BackupUpdate")
     {
-        return Err(not_yet("S3 backup (S3BackupMode Enabled, S3BackupConfiguration)"));
+        return Err(not_yet(
+            "S3 backup (S3BackupMode Enabled, S3BackupConfiguration)",
+        ));
     }
     match d.get("CustomTimeZone").and_then(Value::as_str) {
         None | Some("") | Some("UTC") => {}
@@ -176,7 +180,9 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
             ));
         }
         if kms {
-            return Err(not_yet("SSE-KMS for delivered objects (KMSEncryptionConfig)"));
+            return Err(not_yet(
+                "SSE-KMS for delivered objects (KMSEncryptionConfig)",
+            ));
         }
     }
     if let Some(c) = d.get("CloudWatchLoggingOptions")
@@ -191,29 +197,44 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         }
     }
     let text = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_str).map(String::from);
-    prefix::validate(text(&d, "Prefix").as_deref(), text(&d, "ErrorOutputPrefix").as_deref())
-        .map_err(invalid)?;
+    prefix::validate(
+        text(&d, "Prefix").as_deref(),
+        text(&d, "ErrorOutputPrefix").as_deref(),
+    )
+    .map_err(invalid)?;
     if bucket_name(text(&d, "BucketARN").as_deref().unwrap_or("")).is_none() {
         return Err(invalid("BucketARN must be arn:aws:s3:::<bucket>."));
     }
     // BufferingHints: either member alone takes the other's default.
     let hints = d.get("BufferingHints").cloned().unwrap_or(json!({}));
-    let size = hints.get("SizeInMBs").and_then(Value::as_u64).unwrap_or(DEFAULT_SIZE_MB);
+    let size = hints
+        .get("SizeInMBs")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_SIZE_MB);
     let interval = hints
         .get("IntervalInSeconds")
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_INTERVAL_S);
     if !(1..=128).contains(&size) {
-        return Err(invalid("BufferingHints.SizeInMBs must be between 1 and 128."));
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be between 1 and 128.",
+        ));
     }
     if interval > 900 {
-        return Err(invalid("BufferingHints.IntervalInSeconds must be between 0 and 900."));
+        return Err(invalid(
+            "BufferingHints.IntervalInSeconds must be between 0 and 900.",
+        ));
     }
-    d.insert("BufferingHints".into(), json!({"SizeInMBs": size, "IntervalInSeconds": interval}));
-    d.entry("CompressionFormat").or_insert(json!("UNCOMPRESSED"));
+    d.insert(
+        "BufferingHints".into(),
+        json!({"SizeInMBs": size, "IntervalInSeconds": interval}),
+    );
+    d.entry("CompressionFormat")
+        .or_insert(json!("UNCOMPRESSED"));
     d.entry("EncryptionConfiguration")
         .or_insert(json!({"NoEncryptionConfig": "NoEncryption"}));
-    d.entry("CloudWatchLoggingOptions").or_insert(json!({"Enabled": false}));
+    d.entry("CloudWatchLoggingOptions")
+        .or_insert(json!({"Enabled": false}));
     d.entry("S3BackupMode").or_insert(json!("Disabled"));
     Ok(Value::Object(d))
 }
@@ -275,7 +296,12 @@ impl Destination {
             .to_string();
         let prefix = prefix::Template::parse(text("Prefix").unwrap_or("")).map_err(invalid)?;
         let hints = dest.get("BufferingHints");
-        let n = |k: &str, d: u64| hints.and_then(|h| h.get(k)).and_then(Value::as_u64).unwrap_or(d);
+        let n = |k: &str, d: u64| {
+            hints
+                .and_then(|h| h.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(d)
+        };
         let gzip = text("CompressionFormat") == Some("GZIP");
         let extension = match text("FileExtension") {
             Some(e) if !e.is_empty() => e.to_string(),
@@ -298,10 +324,11 @@ mod tests {
     use super::*;
 
     fn cfg(extra: Value) -> Map<String, Value> {
-        let mut m = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::bkt"})
-            .as_object()
-            .cloned()
-            .unwrap();
+        let mut m =
+            json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::bkt"})
+                .as_object()
+                .cloned()
+                .unwrap();
         m.extend(extra.as_object().cloned().unwrap());
         m
     }
@@ -309,16 +336,26 @@ mod tests {
     #[test]
     fn defaults_are_awss() {
         let d = normalize_destination(cfg(json!({}))).unwrap();
-        assert_eq!(d["BufferingHints"], json!({"SizeInMBs": 5, "IntervalInSeconds": 300}));
+        assert_eq!(
+            d["BufferingHints"],
+            json!({"SizeInMBs": 5, "IntervalInSeconds": 300})
+        );
         assert_eq!(d["CompressionFormat"], "UNCOMPRESSED");
-        assert_eq!(d["EncryptionConfiguration"], json!({"NoEncryptionConfig": "NoEncryption"}));
+        assert_eq!(
+            d["EncryptionConfiguration"],
+            json!({"NoEncryptionConfig": "NoEncryption"})
+        );
         assert_eq!(d["CloudWatchLoggingOptions"], json!({"Enabled": false}));
         assert_eq!(d["S3BackupMode"], "Disabled");
         let s3 = s3_description(&d);
         assert!(s3.get("S3BackupMode").is_none());
         assert_eq!(s3["BucketARN"], "arn:aws:s3:::bkt");
-        let one = normalize_destination(cfg(json!({"BufferingHints": {"IntervalInSeconds": 1}}))).unwrap();
-        assert_eq!(one["BufferingHints"], json!({"SizeInMBs": 5, "IntervalInSeconds": 1}));
+        let one = normalize_destination(cfg(json!({"BufferingHints": {"IntervalInSeconds": 1}})))
+            .unwrap();
+        assert_eq!(
+            one["BufferingHints"],
+            json!({"SizeInMBs": 5, "IntervalInSeconds": 1})
+        );
     }
 
     #[test]
@@ -340,16 +377,33 @@ mod tests {
             assert!(e.to_string().contains("not supported yet"), "{e}");
         }
         // Disabled features are stored as given.
-        assert!(normalize_destination(cfg(json!({"ProcessingConfiguration": {"Enabled": false}}))).is_ok());
-        assert!(normalize_destination(cfg(json!({"DataFormatConversionConfiguration": {"Enabled": false}}))).is_ok());
-        assert!(normalize_destination(cfg(json!({"BufferingHints": {"SizeInMBs": 0, "IntervalInSeconds": 1}}))).is_err());
+        assert!(
+            normalize_destination(cfg(json!({"ProcessingConfiguration": {"Enabled": false}})))
+                .is_ok()
+        );
+        assert!(
+            normalize_destination(cfg(
+                json!({"DataFormatConversionConfiguration": {"Enabled": false}})
+            ))
+            .is_ok()
+        );
+        assert!(
+            normalize_destination(cfg(
+                json!({"BufferingHints": {"SizeInMBs": 0, "IntervalInSeconds": 1}})
+            ))
+            .is_err()
+        );
         assert!(normalize_destination(cfg(json!({"Prefix": "!{timestamp:yyyy}/"}))).is_err());
-        assert!(normalize_destination(cfg(json!({"CloudWatchLoggingOptions": {"Enabled": true}}))).is_err());
+        assert!(
+            normalize_destination(cfg(json!({"CloudWatchLoggingOptions": {"Enabled": true}})))
+                .is_err()
+        );
     }
 
     #[test]
     fn updates_merge_member_by_member() {
-        let d = normalize_destination(cfg(json!({"Prefix": "a/", "CompressionFormat": "GZIP"}))).unwrap();
+        let d = normalize_destination(cfg(json!({"Prefix": "a/", "CompressionFormat": "GZIP"})))
+            .unwrap();
         let u = merge_update(&d, &json!({"Prefix": "b/"}), false).unwrap();
         assert_eq!(u["Prefix"], "b/");
         assert_eq!(u["CompressionFormat"], "GZIP");

@@ -54,7 +54,12 @@ impl SinkError {
 /// An object store the delivery engine writes to. A put that returns `Ok`
 /// must be durable: the engine advances its checkpoint right after.
 pub trait ObjectSink: Send + Sync + std::fmt::Debug {
-    fn put<'a>(&'a self, bucket: &'a str, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// The embedded object store's files: bucket `B` is the directory
@@ -102,7 +107,12 @@ fn sync_up_to(file: &Path, top: &Path) -> std::io::Result<()> {
 }
 
 impl ObjectSink for LocalObjects {
-    fn put<'a>(&'a self, bucket: &'a str, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let bucket_dir = self.root.join(bucket);
             if !bucket_dir_name_ok(bucket) || !bucket_dir.is_dir() {
@@ -117,7 +127,8 @@ impl ObjectSink for LocalObjects {
                 key: key.to_string(),
                 source: e,
             };
-            let store = LocalFileSystem::new_with_prefix(&bucket_dir).map_err(|e| write(e.into()))?;
+            let store =
+                LocalFileSystem::new_with_prefix(&bucket_dir).map_err(|e| write(e.into()))?;
             store
                 .put(&path, body.into())
                 .await
@@ -144,7 +155,10 @@ mod tests {
     async fn puts_files_under_existing_buckets_only() {
         let dir = tempfile::tempdir().unwrap();
         let sink = LocalObjects::new(dir.path());
-        let e = sink.put("missing", "a/b", Bytes::from_static(b"x")).await.unwrap_err();
+        let e = sink
+            .put("missing", "a/b", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
         assert!(matches!(e, SinkError::NoSuchBucket(_)), "{e}");
         assert_eq!(e.code(), "S3.NoSuchBucket");
         assert!(matches!(
@@ -152,8 +166,13 @@ mod tests {
             SinkError::NoSuchBucket(_)
         ));
         std::fs::create_dir(dir.path().join("bkt")).unwrap();
-        sink.put("bkt", "2026/12/03/17/obj", Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(std::fs::read(dir.path().join("bkt/2026/12/03/17/obj")).unwrap(), b"hello");
+        sink.put("bkt", "2026/12/03/17/obj", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("bkt/2026/12/03/17/obj")).unwrap(),
+            b"hello"
+        );
         assert!(matches!(
             sink.put("bkt", "a/../b", Bytes::new()).await.unwrap_err(),
             SinkError::InvalidKey { .. }

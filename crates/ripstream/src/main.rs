@@ -136,10 +136,13 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .context("cannot open the DynamoDB-compatible tables")?;
     // Delivered objects go to the embedded store's layout,
     // <data-dir>/objects/<bucket>/<key>.
-    let objects = Arc::new(ripstream_firehose::LocalObjects::new(ctx.data_dir.join("objects")));
-    let firehose = ripstream_firehose::Firehose::open_in(&ctx, firehose_cfg, objects, &mut registry)
-        .await
-        .context("cannot open the Firehose delivery streams")?;
+    let objects = Arc::new(ripstream_firehose::LocalObjects::new(
+        ctx.data_dir.join("objects"),
+    ));
+    let firehose =
+        ripstream_firehose::Firehose::open_in(&ctx, firehose_cfg, objects, &mut registry)
+            .await
+            .context("cannot open the Firehose delivery streams")?;
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![

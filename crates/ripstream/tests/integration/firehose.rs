@@ -34,15 +34,26 @@ fn firehose(url: &str) -> Client {
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
 
-fn extended(bucket: &str, interval: i32) -> aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder {
+fn extended(
+    bucket: &str,
+    interval: i32,
+) -> aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder {
     ExtendedS3DestinationConfiguration::builder()
         .role_arn(ROLE)
         .bucket_arn(format!("arn:aws:s3:::{bucket}"))
-        .buffering_hints(BufferingHints::builder().size_in_mbs(1).interval_in_seconds(interval).build())
+        .buffering_hints(
+            BufferingHints::builder()
+                .size_in_mbs(1)
+                .interval_in_seconds(interval)
+                .build(),
+        )
 }
 
 fn record(data: &[u8]) -> Record {
-    Record::builder().data(Blob::new(data.to_vec())).build().unwrap()
+    Record::builder()
+        .data(Blob::new(data.to_vec()))
+        .build()
+        .unwrap()
 }
 
 /// Every object of a bucket directory, by key, gunzipped where `.gz`.
@@ -62,7 +73,9 @@ fn objects(bucket: &Path) -> Vec<(String, Vec<u8>)> {
             let mut data = std::fs::read(&p).unwrap();
             if key.ends_with(".gz") {
                 let mut plain = Vec::new();
-                flate2::read::GzDecoder::new(&data[..]).read_to_end(&mut plain).unwrap();
+                flate2::read::GzDecoder::new(&data[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
                 data = plain;
             }
             out.push((key, data));
@@ -118,8 +131,19 @@ async fn operations_and_their_errors() {
         .delivery_stream_name("http")
         .http_endpoint_destination_configuration(
             HttpEndpointDestinationConfiguration::builder()
-                .endpoint_configuration(HttpEndpointConfiguration::builder().url("https://example.com").build().unwrap())
-                .s3_configuration(S3DestinationConfiguration::builder().role_arn(ROLE).bucket_arn("arn:aws:s3:::bkt").build().unwrap())
+                .endpoint_configuration(
+                    HttpEndpointConfiguration::builder()
+                        .url("https://example.com")
+                        .build()
+                        .unwrap(),
+                )
+                .s3_configuration(
+                    S3DestinationConfiguration::builder()
+                        .role_arn(ROLE)
+                        .bucket_arn("arn:aws:s3:::bkt")
+                        .build()
+                        .unwrap(),
+                )
                 .build(),
         )
         .send()
@@ -130,7 +154,12 @@ async fn operations_and_their_errors() {
     let e = c
         .create_delivery_stream()
         .delivery_stream_name("zip")
-        .extended_s3_destination_configuration(extended("bkt", 60).compression_format(CompressionFormat::Zip).build().unwrap())
+        .extended_s3_destination_configuration(
+            extended("bkt", 60)
+                .compression_format(CompressionFormat::Zip)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap_err();
@@ -139,13 +168,23 @@ async fn operations_and_their_errors() {
     let e = c
         .create_delivery_stream()
         .delivery_stream_name("expr")
-        .extended_s3_destination_configuration(extended("bkt", 60).prefix("!{timestamp:yyyy}/").build().unwrap())
+        .extended_s3_destination_configuration(
+            extended("bkt", 60)
+                .prefix("!{timestamp:yyyy}/")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidArgumentException");
 
-    let d = c.describe_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
     let d = d.delivery_stream_description().unwrap();
     assert_eq!(d.delivery_stream_status(), &DeliveryStreamStatus::Active);
     assert_eq!(d.version_id(), "1");
@@ -156,22 +195,46 @@ async fn operations_and_their_errors() {
     let ext = dest.extended_s3_destination_description().unwrap();
     assert_eq!(ext.compression_format(), &CompressionFormat::Uncompressed);
     assert_eq!(ext.buffering_hints().unwrap().size_in_mbs(), Some(1));
-    assert!(ext.encryption_configuration().unwrap().no_encryption_config().is_some());
-    assert_eq!(dest.s3_destination_description().unwrap().bucket_arn(), "arn:aws:s3:::bkt");
-    let e = c.describe_delivery_stream().delivery_stream_name("missing").send().await.unwrap_err();
+    assert!(
+        ext.encryption_configuration()
+            .unwrap()
+            .no_encryption_config()
+            .is_some()
+    );
+    assert_eq!(
+        dest.s3_destination_description().unwrap().bucket_arn(),
+        "arn:aws:s3:::bkt"
+    );
+    let e = c
+        .describe_delivery_stream()
+        .delivery_stream_name("missing")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "ResourceNotFoundException");
 
     #[allow(deprecated)]
     c.create_delivery_stream()
         .delivery_stream_name("second")
-        .s3_destination_configuration(S3DestinationConfiguration::builder().role_arn(ROLE).bucket_arn("arn:aws:s3:::bkt").build().unwrap())
+        .s3_destination_configuration(
+            S3DestinationConfiguration::builder()
+                .role_arn(ROLE)
+                .bucket_arn("arn:aws:s3:::bkt")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
     let l = c.list_delivery_streams().limit(1).send().await.unwrap();
     assert_eq!(l.delivery_stream_names(), ["ops"]);
     assert!(l.has_more_delivery_streams());
-    let l = c.list_delivery_streams().exclusive_start_delivery_stream_name("ops").send().await.unwrap();
+    let l = c
+        .list_delivery_streams()
+        .exclusive_start_delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(l.delivery_stream_names(), ["second"]);
     assert!(!l.has_more_delivery_streams());
 
@@ -180,32 +243,69 @@ async fn operations_and_their_errors() {
         c.update_destination()
             .delivery_stream_name("ops")
             .destination_id("destinationId-000000000001")
-            .extended_s3_destination_update(ExtendedS3DestinationUpdate::builder().compression_format(CompressionFormat::Gzip).build())
+            .extended_s3_destination_update(
+                ExtendedS3DestinationUpdate::builder()
+                    .compression_format(CompressionFormat::Gzip)
+                    .build(),
+            )
     };
-    let e = update().current_delivery_stream_version_id("7").send().await.unwrap_err();
+    let e = update()
+        .current_delivery_stream_version_id("7")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "ConcurrentModificationException");
-    update().current_delivery_stream_version_id("1").send().await.unwrap();
-    let d = c.describe_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
+    update()
+        .current_delivery_stream_version_id("1")
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
     let d = d.delivery_stream_description().unwrap();
     assert_eq!(d.version_id(), "2");
-    let ext = d.destinations()[0].extended_s3_destination_description().unwrap();
+    let ext = d.destinations()[0]
+        .extended_s3_destination_description()
+        .unwrap();
     assert_eq!(ext.compression_format(), &CompressionFormat::Gzip);
-    assert_eq!(ext.buffering_hints().unwrap().interval_in_seconds(), Some(60), "merged, not replaced");
+    assert_eq!(
+        ext.buffering_hints().unwrap().interval_in_seconds(),
+        Some(60),
+        "merged, not replaced"
+    );
 
     // Puts.
-    let p = c.put_record().delivery_stream_name("ops").record(record(b"one")).send().await.unwrap();
+    let p = c
+        .put_record()
+        .delivery_stream_name("ops")
+        .record(record(b"one"))
+        .send()
+        .await
+        .unwrap();
     assert!(p.record_id().len() > 100);
     assert_eq!(p.encrypted(), Some(false));
     let b = c
         .put_record_batch()
         .delivery_stream_name("ops")
-        .set_records(Some((0..500).map(|i| record(format!("r{i}").as_bytes())).collect()))
+        .set_records(Some(
+            (0..500)
+                .map(|i| record(format!("r{i}").as_bytes()))
+                .collect(),
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(b.failed_put_count(), 0);
     assert_eq!(b.request_responses().len(), 500);
-    let ids: HashSet<&str> = b.request_responses().iter().filter_map(|r| r.record_id()).collect();
+    let ids: HashSet<&str> = b
+        .request_responses()
+        .iter()
+        .filter_map(|r| r.record_id())
+        .collect();
     assert_eq!(ids.len(), 500);
     let e = c
         .put_record_batch()
@@ -214,7 +314,14 @@ async fn operations_and_their_errors() {
         .send()
         .await
         .unwrap_err();
-    assert!(matches!(code(&e).as_str(), "ValidationException" | "InvalidArgumentException"), "{}", code(&e));
+    assert!(
+        matches!(
+            code(&e).as_str(),
+            "ValidationException" | "InvalidArgumentException"
+        ),
+        "{}",
+        code(&e)
+    );
     let big = vec![b'x'; 1_000_000];
     let e = c
         .put_record_batch()
@@ -224,7 +331,13 @@ async fn operations_and_their_errors() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidArgumentException");
-    let e = c.put_record().delivery_stream_name("missing").record(record(b"x")).send().await.unwrap_err();
+    let e = c
+        .put_record()
+        .delivery_stream_name("missing")
+        .record(record(b"x"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "ResourceNotFoundException");
 
     // Tags.
@@ -234,35 +347,72 @@ async fn operations_and_their_errors() {
         .send()
         .await
         .unwrap();
-    let t = c.list_tags_for_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
+    let t = c
+        .list_tags_for_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
     let keys: Vec<&str> = t.tags().iter().map(|t| t.key()).collect();
     assert_eq!(keys, ["env", "team"]);
     assert!(!t.has_more_tags());
     let e = c
         .tag_delivery_stream()
         .delivery_stream_name("ops")
-        .set_tags(Some((0..49).map(|i| Tag::builder().key(format!("k{i}")).build().unwrap()).collect()))
+        .set_tags(Some(
+            (0..49)
+                .map(|i| Tag::builder().key(format!("k{i}")).build().unwrap())
+                .collect(),
+        ))
         .send()
         .await
         .unwrap_err();
     assert_eq!(code(&e), "LimitExceededException");
-    c.untag_delivery_stream().delivery_stream_name("ops").tag_keys("env").send().await.unwrap();
-    let t = c.list_tags_for_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
+    c.untag_delivery_stream()
+        .delivery_stream_name("ops")
+        .tag_keys("env")
+        .send()
+        .await
+        .unwrap();
+    let t = c
+        .list_tags_for_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(t.tags().len(), 1);
 
     // Encryption.
     c.start_delivery_stream_encryption()
         .delivery_stream_name("ops")
         .delivery_stream_encryption_configuration_input(
-            DeliveryStreamEncryptionConfigurationInput::builder().key_type(KeyType::AwsOwnedCmk).build().unwrap(),
+            DeliveryStreamEncryptionConfigurationInput::builder()
+                .key_type(KeyType::AwsOwnedCmk)
+                .build()
+                .unwrap(),
         )
         .send()
         .await
         .unwrap();
-    let d = c.describe_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
-    let enc = d.delivery_stream_description().unwrap().delivery_stream_encryption_configuration().unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let enc = d
+        .delivery_stream_description()
+        .unwrap()
+        .delivery_stream_encryption_configuration()
+        .unwrap();
     assert_eq!(enc.status().map(|s| s.as_str()), Some("ENABLED"));
-    let p = c.put_record().delivery_stream_name("ops").record(record(b"secret")).send().await.unwrap();
+    let p = c
+        .put_record()
+        .delivery_stream_name("ops")
+        .record(record(b"secret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(p.encrypted(), Some(true));
     let e = c
         .start_delivery_stream_encryption()
@@ -278,21 +428,53 @@ async fn operations_and_their_errors() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidKMSResourceException");
-    c.stop_delivery_stream_encryption().delivery_stream_name("ops").send().await.unwrap();
-    let d = c.describe_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
-    let enc = d.delivery_stream_description().unwrap().delivery_stream_encryption_configuration().unwrap();
+    c.stop_delivery_stream_encryption()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let enc = d
+        .delivery_stream_description()
+        .unwrap()
+        .delivery_stream_encryption_configuration()
+        .unwrap();
     assert_eq!(enc.status().map(|s| s.as_str()), Some("DISABLED"));
 
-    c.delete_delivery_stream().delivery_stream_name("ops").send().await.unwrap();
-    let e = c.describe_delivery_stream().delivery_stream_name("ops").send().await.unwrap_err();
+    c.delete_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "ResourceNotFoundException");
-    let e = c.delete_delivery_stream().delivery_stream_name("ops").send().await.unwrap_err();
+    let e = c
+        .delete_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "ResourceNotFoundException");
 }
 
 #[tokio::test]
 async fn statuses_follow_the_configured_delays() {
-    let srv = TestServer::start_with(&["--firehose-create-delay-ms", "400", "--firehose-delete-delay-ms", "400"]);
+    let srv = TestServer::start_with(&[
+        "--firehose-create-delay-ms",
+        "400",
+        "--firehose-delete-delay-ms",
+        "400",
+    ]);
     let c = firehose(&srv.url());
     c.create_delivery_stream()
         .delivery_stream_name("slow")
@@ -305,14 +487,28 @@ async fn statuses_follow_the_configured_delays() {
             .delivery_stream_name("slow")
             .send()
             .await
-            .map(|d| d.delivery_stream_description().unwrap().delivery_stream_status().clone())
+            .map(|d| {
+                d.delivery_stream_description()
+                    .unwrap()
+                    .delivery_stream_status()
+                    .clone()
+            })
     };
     assert_eq!(status().await.unwrap(), DeliveryStreamStatus::Creating);
-    let e = c.delete_delivery_stream().delivery_stream_name("slow").send().await.unwrap_err();
+    let e = c
+        .delete_delivery_stream()
+        .delivery_stream_name("slow")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "ResourceInUseException");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status().await.unwrap(), DeliveryStreamStatus::Active);
-    c.delete_delivery_stream().delivery_stream_name("slow").send().await.unwrap();
+    c.delete_delivery_stream()
+        .delivery_stream_name("slow")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status().await.unwrap(), DeliveryStreamStatus::Deleting);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(status().await.is_err());
@@ -344,14 +540,21 @@ async fn batches_become_objects_with_the_expected_keys() {
                 .role_arn(ROLE)
                 .bucket_arn("arn:aws:s3:::delivery")
                 .prefix("raw/")
-                .buffering_hints(BufferingHints::builder().size_in_mbs(1).interval_in_seconds(1).build())
+                .buffering_hints(
+                    BufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(1)
+                        .build(),
+                )
                 .build()
                 .unwrap(),
         )
         .send()
         .await
         .unwrap();
-    let records: Vec<Vec<u8>> = (0..50).map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect();
+    let records: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+        .collect();
     for name in ["gz", "plain"] {
         c.put_record_batch()
             .delivery_stream_name(name)
@@ -360,11 +563,34 @@ async fn batches_become_objects_with_the_expected_keys() {
             .await
             .unwrap();
     }
-    wait_until("two objects", Duration::from_secs(20), || objects(&bucket).len() == 2).await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    wait_until("two objects", Duration::from_secs(20), || {
+        objects(&bucket).len() == 2
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     // The year of now (UTC), by the same civil-date arithmetic the server uses.
     let year = ripstream_firehose::prefix::UtcTime::from_ms(now as i64 * 1000);
     let expected: Vec<u8> = records.concat();
+    // Firehose's CloudWatch metrics, per delivery stream (counted once the
+    // object is synced, a moment after its file appears).
+    let wants = [
+        "ripstream_firehose_incoming_records_total{delivery_stream=\"gz\"} 50",
+        "ripstream_firehose_delivery_to_s3_records_total{delivery_stream=\"plain\"} 50",
+        "ripstream_firehose_delivery_to_s3_success_total{delivery_stream=\"gz\"} 1",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = raw(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        match wants.iter().find(|w| !text.contains(*w)) {
+            None => break,
+            Some(w) if Instant::now() > deadline => panic!("{w} missing from:\n{text}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
     for (key, data) in objects(&bucket) {
         assert_eq!(data, expected, "{key}: records concatenated raw, in order");
         if key.starts_with("raw/") {
@@ -372,8 +598,15 @@ async fn batches_become_objects_with_the_expected_keys() {
             let parts: Vec<&str> = key.split('/').collect();
             assert_eq!(parts.len(), 6, "{key}");
             assert_eq!(parts[1], format!("{:04}", year.year));
-            assert!(parts[5].starts_with(&format!("plain-1-{:04}-", year.year)), "{key}");
-            assert_eq!(parts[5].len(), "plain-1-2026-12-03-17-04-05-".len() + 36, "{key}");
+            assert!(
+                parts[5].starts_with(&format!("plain-1-{:04}-", year.year)),
+                "{key}"
+            );
+            assert_eq!(
+                parts[5].len(),
+                "plain-1-2026-12-03-17-04-05-".len() + 36,
+                "{key}"
+            );
         } else {
             let want = format!("year={:04}/month={:02}/gz-1-", year.year, year.month);
             assert!(key.starts_with(&want), "{key}");
@@ -403,15 +636,25 @@ async fn undelivered_records_survive_a_restart_beside_data_streams() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(srv.log().contains("S3.NoSuchBucket"), "the missing bucket is logged");
+    assert!(
+        srv.log().contains("S3.NoSuchBucket"),
+        "the missing bucket is logged"
+    );
     srv.terminate();
     srv.restart();
     srv.kill9();
     srv.restart();
     let bucket = bucket_dir(&srv, "notyet");
-    wait_until("the held records", Duration::from_secs(30), || !objects(&bucket).is_empty()).await;
+    wait_until("the held records", Duration::from_secs(30), || {
+        !objects(&bucket).is_empty()
+    })
+    .await;
     assert_eq!(objects(&bucket)[0].1, b"kept across restarts");
-    assert!(!srv.log().contains("removing log partition"), "{}", srv.log());
+    assert!(
+        !srv.log().contains("removing log partition"),
+        "{}",
+        srv.log()
+    );
 }
 
 /// Record data of every acknowledged put.
@@ -450,7 +693,12 @@ async fn acknowledged_records_are_delivered_after_kill_9() {
     let c = firehose(&srv.url());
     c.create_delivery_stream()
         .delivery_stream_name("crash")
-        .extended_s3_destination_configuration(extended("crash", 1).compression_format(CompressionFormat::Gzip).build().unwrap())
+        .extended_s3_destination_configuration(
+            extended("crash", 1)
+                .compression_format(CompressionFormat::Gzip)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -467,7 +715,11 @@ async fn acknowledged_records_are_delivered_after_kill_9() {
         srv.restart();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "only {} records acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} records acknowledged",
+        acked.len()
+    );
     let missing = || {
         let mut delivered = Vec::new();
         for (_, data) in objects(&bucket) {
@@ -486,7 +738,11 @@ async fn acknowledged_records_are_delivered_after_kill_9() {
         if m == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{m} of {} acknowledged records never delivered", acked.len());
+        assert!(
+            Instant::now() < deadline,
+            "{m} of {} acknowledged records never delivered",
+            acked.len()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
