@@ -77,7 +77,7 @@ def test_unsupported_configurations_are_refused(firehose, name):
         {"DeliveryStreamType": "KinesisStreamAsSource", "KinesisStreamSourceConfiguration": {
             "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "RoleARN": ROLE},
          "ExtendedS3DestinationConfiguration": dest("bkt")},
-        {"ExtendedS3DestinationConfiguration": dest("bkt", CompressionFormat="Snappy")},
+        {"ExtendedS3DestinationConfiguration": dest("bkt", CompressionFormat="ZIP")},
         {"ExtendedS3DestinationConfiguration": dest("bkt", ProcessingConfiguration={
             "Enabled": True, "Processors": [{"Type": "Lambda"}]})},
         {"ExtendedS3DestinationConfiguration": dest("bkt", Prefix="!{timestamp:yyyy}/")},

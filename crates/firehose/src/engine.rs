@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
-use crate::record::{Destination, Status};
+use crate::record::{Compression, Destination, Status};
 use crate::{Inner, Stream, prefix};
 
 /// The records of one flush, concatenated raw as Firehose writes them to S3.
@@ -61,17 +61,43 @@ pub(crate) fn should_flush(
         && (next_would_overflow || buffered >= size_limit || now_ms >= first_ms + interval_ms)
 }
 
-/// The body of an object: the buffer as is, or gzipped.
-pub(crate) fn encode_body(data: &[u8], gzip: bool) -> std::io::Result<Bytes> {
-    if !gzip {
-        return Ok(Bytes::copy_from_slice(data));
+/// Hadoop's block compressor splits input into blocks of this size.
+const HADOOP_BLOCK: usize = 256 * 1024;
+
+/// The body of an object: the buffer as is, or compressed.
+pub(crate) fn encode_body(data: &[u8], compression: Compression) -> std::io::Result<Bytes> {
+    match compression {
+        Compression::None => Ok(Bytes::copy_from_slice(data)),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 4 + 64),
+                flate2::Compression::default(),
+            );
+            enc.write_all(data)?;
+            Ok(Bytes::from(enc.finish()?))
+        }
+        Compression::Snappy => {
+            let mut enc = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
+            enc.write_all(data)?;
+            enc.into_inner()
+                .map(Bytes::from)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+        Compression::HadoopSnappy => {
+            // Hadoop's BlockCompressorStream: per block, the uncompressed
+            // length, then the compressed chunk's length and bytes (all
+            // lengths 4-byte big-endian).
+            let mut out = Vec::with_capacity(data.len() / 2 + 64);
+            let mut enc = snap::raw::Encoder::new();
+            for block in data.chunks(HADOOP_BLOCK) {
+                let compressed = enc.compress_vec(block).map_err(std::io::Error::other)?;
+                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+                out.extend_from_slice(&compressed);
+            }
+            Ok(Bytes::from(out))
+        }
     }
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::default(),
-    );
-    enc.write_all(data)?;
-    Ok(Bytes::from(enc.finish()?))
 }
 
 /// The stream a task delivers, while it should: same uid, not deleting.
@@ -257,7 +283,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
 /// stored, the destination changes or the stream goes.
 async fn flush(inner: &Arc<Inner>, s: &Stream, dest: &Destination, buf: &Buffer) -> Flushed {
     let name = &s.rec.name;
-    let body = match encode_body(&buf.data, dest.gzip) {
+    let body = match encode_body(&buf.data, dest.compression) {
         Ok(b) => b,
         Err(e) => {
             warn!(stream = %name, error = %e, "cannot compress the buffer");
@@ -341,15 +367,37 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_raw_or_gzip() {
+    fn bodies_are_raw_gzip_or_snappy() {
         let raw = b"{\"a\":1}{\"a\":2}";
-        assert_eq!(&encode_body(raw, false).unwrap()[..], raw);
-        let gz = encode_body(raw, true).unwrap();
+        assert_eq!(&encode_body(raw, Compression::None).unwrap()[..], raw);
+        let gz = encode_body(raw, Compression::Gzip).unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, raw);
+        let sn = encode_body(raw, Compression::Snappy).unwrap();
+        let mut out = Vec::new();
+        snap::read::FrameDecoder::new(&sn[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, raw);
+        // Hadoop blocks: two of them for a body past one block.
+        let big: Vec<u8> = (0..HADOOP_BLOCK + 10).map(|i| (i % 251) as u8).collect();
+        let h = encode_body(&big, Compression::HadoopSnappy).unwrap();
+        let (mut at, mut out, mut blocks) = (0, Vec::new(), 0);
+        while at < h.len() {
+            let n = u32::from_be_bytes(h[at..at + 4].try_into().unwrap()) as usize;
+            let c = u32::from_be_bytes(h[at + 4..at + 8].try_into().unwrap()) as usize;
+            let block = snap::raw::Decoder::new()
+                .decompress_vec(&h[at + 8..at + 8 + c])
+                .unwrap();
+            assert_eq!(block.len(), n);
+            out.extend(block);
+            at += 8 + c;
+            blocks += 1;
+        }
+        assert_eq!((out, blocks), (big, 2));
         let mut b = Buffer::default();
         b.push(5, b"x");
         b.push(9, b"yz");

@@ -168,7 +168,7 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         Some(z) => return Err(not_yet(&format!("CustomTimeZone {z} (only UTC)"))),
     }
     match d.get("CompressionFormat").and_then(Value::as_str) {
-        None | Some("UNCOMPRESSED") | Some("GZIP") => {}
+        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("Snappy") | Some("HADOOP_SNAPPY") => {}
         Some(c) => return Err(not_yet(&format!("CompressionFormat {c}"))),
     }
     if let Some(e) = d.get("EncryptionConfiguration") {
@@ -275,6 +275,30 @@ pub fn s3_description(dest: &Value) -> Value {
     Value::Object(out)
 }
 
+/// How delivered objects are compressed (ZIP is refused at create).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    /// Snappy's framing format, as Firehose writes `Snappy`.
+    Snappy,
+    /// Hadoop's block format (`HADOOP_SNAPPY`), which Hadoop's
+    /// `SnappyCodec` reads.
+    HadoopSnappy,
+}
+
+impl Compression {
+    /// The extension AWS gives object names when FileExtension is unset.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Snappy => ".snappy",
+            Compression::HadoopSnappy => ".hsnappy",
+        }
+    }
+}
+
 /// The destination as the delivery engine uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -282,7 +306,7 @@ pub struct Destination {
     pub prefix: prefix::Template,
     pub size_bytes: usize,
     pub interval_ms: i64,
-    pub gzip: bool,
+    pub compression: Compression,
     /// The extension every object name ends with.
     pub extension: String,
 }
@@ -302,18 +326,22 @@ impl Destination {
                 .and_then(Value::as_u64)
                 .unwrap_or(d)
         };
-        let gzip = text("CompressionFormat") == Some("GZIP");
+        let compression = match text("CompressionFormat") {
+            Some("GZIP") => Compression::Gzip,
+            Some("Snappy") => Compression::Snappy,
+            Some("HADOOP_SNAPPY") => Compression::HadoopSnappy,
+            _ => Compression::None,
+        };
         let extension = match text("FileExtension") {
             Some(e) if !e.is_empty() => e.to_string(),
-            _ if gzip => ".gz".to_string(),
-            _ => String::new(),
+            _ => compression.extension().to_string(),
         };
         Ok(Destination {
             bucket,
             prefix,
             size_bytes: (n("SizeInMBs", DEFAULT_SIZE_MB) * 1024 * 1024) as usize,
             interval_ms: (n("IntervalInSeconds", DEFAULT_INTERVAL_S) * 1000) as i64,
-            gzip,
+            compression,
             extension,
         })
     }
@@ -367,8 +395,6 @@ mod tests {
             json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),
             json!({"CompressionFormat": "ZIP"}),
-            json!({"CompressionFormat": "Snappy"}),
-            json!({"CompressionFormat": "HADOOP_SNAPPY"}),
             json!({"CustomTimeZone": "Europe/Paris"}),
             json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}),
         ] {
@@ -421,6 +447,14 @@ mod tests {
         assert_eq!(e.extension, ".gz");
         assert_eq!(e.size_bytes, 1 << 20);
         assert_eq!(e.interval_ms, 2000);
+        for (c, ext) in [
+            ("Snappy", ".snappy"),
+            ("HADOOP_SNAPPY", ".hsnappy"),
+            ("UNCOMPRESSED", ""),
+        ] {
+            let d = normalize_destination(cfg(json!({"CompressionFormat": c}))).unwrap();
+            assert_eq!(Destination::of(&d).unwrap().extension, ext);
+        }
         let d = normalize_destination(cfg(json!({"FileExtension": ".json"}))).unwrap();
         assert_eq!(Destination::of(&d).unwrap().extension, ".json");
         assert_eq!(bucket_name("arn:aws:s3:::my.bucket"), Some("my.bucket"));

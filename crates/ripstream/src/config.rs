@@ -383,6 +383,24 @@ mod tests {
     use ripstream_server::ripstream_kinesis::quota::QuotaMode;
 
     #[test]
+    fn firehose_settings_come_from_flags_or_file() {
+        let file: FileConfig =
+            toml::from_str("firehose_create_delay_ms = 250\nfirehose_stream_limit = 3\n").unwrap();
+        let args = ServeArgs {
+            firehose_delete_delay_ms: Some(40),
+            ..Default::default()
+        };
+        let service = ServiceConfig::new("d");
+        let f = firehose(&args, &file, &service);
+        assert_eq!(f.create_delay, Duration::from_millis(250));
+        assert_eq!(f.delete_delay, Duration::from_millis(40));
+        assert_eq!(f.stream_limit, 3);
+        let d = firehose(&ServeArgs::default(), &FileConfig::default(), &service);
+        assert_eq!(d.create_delay, Duration::ZERO);
+        assert_eq!(d.stream_limit, 5000);
+    }
+
+    #[test]
     fn flags_override_file_and_defaults_apply() {
         let file: FileConfig = toml::from_str(
             "insecure_allow_anonymous = true\nlisten = \"0.0.0.0:9000\"\nregion = \"eu-west-1\"\nfsync = \"interval:50\"\nshard_limit = 7\nquotas = \"off\"\n",

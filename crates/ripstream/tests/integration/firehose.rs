@@ -77,6 +77,12 @@ fn objects(bucket: &Path) -> Vec<(String, Vec<u8>)> {
                     .read_to_end(&mut plain)
                     .unwrap();
                 data = plain;
+            } else if key.ends_with(".snappy") {
+                let mut plain = Vec::new();
+                snap::read::FrameDecoder::new(&data[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                data = plain;
             }
             out.push((key, data));
         }
@@ -552,10 +558,22 @@ async fn batches_become_objects_with_the_expected_keys() {
         .send()
         .await
         .unwrap();
+    c.create_delivery_stream()
+        .delivery_stream_name("sn")
+        .extended_s3_destination_configuration(
+            extended("delivery", 1)
+                .compression_format(CompressionFormat::Snappy)
+                .prefix("snappy/")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
     let records: Vec<Vec<u8>> = (0..50)
         .map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
         .collect();
-    for name in ["gz", "plain"] {
+    for name in ["gz", "plain", "sn"] {
         c.put_record_batch()
             .delivery_stream_name(name)
             .set_records(Some(records.iter().map(|r| record(r)).collect()))
@@ -563,8 +581,8 @@ async fn batches_become_objects_with_the_expected_keys() {
             .await
             .unwrap();
     }
-    wait_until("two objects", Duration::from_secs(20), || {
-        objects(&bucket).len() == 2
+    wait_until("three objects", Duration::from_secs(20), || {
+        objects(&bucket).len() == 3
     })
     .await;
     let now = std::time::SystemTime::now()
@@ -593,7 +611,12 @@ async fn batches_become_objects_with_the_expected_keys() {
     }
     for (key, data) in objects(&bucket) {
         assert_eq!(data, expected, "{key}: records concatenated raw, in order");
-        if key.starts_with("raw/") {
+        if let Some(rest) = key.strip_prefix("snappy/") {
+            assert!(
+                rest.ends_with(".snappy") && rest.contains("/sn-1-"),
+                "{key}"
+            );
+        } else if key.starts_with("raw/") {
             // raw/YYYY/MM/dd/HH/plain-1-yyyy-MM-dd-HH-mm-ss-<uuid>
             let parts: Vec<&str> = key.split('/').collect();
             assert_eq!(parts.len(), 6, "{key}");
