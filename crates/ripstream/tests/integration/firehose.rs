@@ -22,11 +22,15 @@ use aws_sdk_firehose::types::{
 use crate::support::*;
 
 fn firehose(url: &str) -> Client {
+    firehose_as(url, "AKIDTEST", "secret")
+}
+
+fn firehose_as(url: &str, key: &str, secret: &str) -> Client {
     let conf = aws_sdk_firehose::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
         .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
         .build();
     Client::from_conf(conf)
@@ -768,4 +772,72 @@ async fn acknowledged_records_are_delivered_after_kill_9() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+const CREDENTIALS: &str = r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "producer"
+access_key_id = "AKIDPRODUCER00000001"
+secret_access_key = "producer-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": ["firehose:PutRecord", "firehose:PutRecordBatch"], "Resource": "arn:aws:firehose:us-east-1:000000000000:deliverystream/allowed"},
+  {"Effect": "Allow", "Action": "firehose:ListDeliveryStreams", "Resource": "*"}
+]}'''
+"#;
+
+#[tokio::test]
+async fn policies_apply_to_delivery_stream_arns_before_acting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(&path, CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    let admin = firehose_as(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    let producer = firehose_as(&srv.url(), "AKIDPRODUCER00000001", "producer-secret");
+    for name in ["allowed", "other"] {
+        admin
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    producer
+        .put_record()
+        .delivery_stream_name("allowed")
+        .record(record(b"ok"))
+        .send()
+        .await
+        .unwrap();
+    let e = producer
+        .put_record()
+        .delivery_stream_name("other")
+        .record(record(b"no"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    // Refused before acting: nothing is created.
+    let e = producer
+        .create_delivery_stream()
+        .delivery_stream_name("sneaky")
+        .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let e = producer
+        .delete_delivery_stream()
+        .delivery_stream_name("allowed")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let names = producer.list_delivery_streams().send().await.unwrap();
+    assert_eq!(names.delivery_stream_names(), ["allowed", "other"]);
 }
