@@ -4,7 +4,7 @@
 //! space [`STREAMS_SPACE`]); its records live in a shard-log partition of its
 //! own (`firehose-<uid>`), appended with the log's group commit before
 //! PutRecord/PutRecordBatch answer, so an acknowledged record survives
-//! `kill -9`. One delivery task per stream ([`engine`]) reads the partition
+//! `kill -9`. One delivery task per stream (the `engine` module) reads the partition
 //! from a durable checkpoint, buffers per BufferingHints and writes one
 //! object per flush through an [`sink::ObjectSink`]; the checkpoint moves
 //! only after the object is durable, so delivery is at least once.
