@@ -203,15 +203,21 @@ impl Firehose {
         if let Some(old) = old
             && old.rec.uid != uid
         {
-            let (catalog, uid) = (inner.catalog.clone(), old.rec.uid);
-            blocking(move || {
+            // The new stream is committed: a failure here leaves only an
+            // orphan partition (removed at the next start) and a stale
+            // checkpoint no stream reads, so it is logged, not answered.
+            let (catalog, old_uid) = (inner.catalog.clone(), old.rec.uid);
+            let cleared = blocking(move || {
                 Ok(catalog.write_documents(
                     crate::CHECKPOINTS_SPACE,
-                    &[(uid.to_string().as_bytes(), None)],
+                    &[(old_uid.to_string().as_bytes(), None)],
                 )?)
             })
-            .await?;
-            inner.log.delete_partition(&old.rec.partition_id()).await?;
+            .await;
+            let deleted = inner.log.delete_partition(&old.rec.partition_id()).await;
+            if let Err(e) = cleared.and(deleted.map_err(Error::from)) {
+                tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "could not remove the data of the deleted stream of the same name");
+            }
         }
         inner.changed.notify_one();
         Ok(json!({"DeliveryStreamARN": inner.stream_arn(&name)}))
@@ -271,7 +277,11 @@ impl Firehose {
             let s = inner.streams.read().get(name).cloned();
             if let Some(s) = s {
                 let _guard = inner.control.lock().await;
-                inner.purge(&s).await?;
+                // DELETING is committed: if removing the data fails now, the
+                // engine's supervisor retries it, so the deletion stands.
+                if let Err(e) = inner.purge(&s).await {
+                    tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "could not remove the deleted stream's data yet; retrying in the background");
+                }
             }
         }
         inner.changed.notify_one();
