@@ -97,6 +97,18 @@ def kinesis(server):
     )
 
 
+@pytest.fixture(scope="session")
+def firehose(server):
+    return boto3.client(
+        "firehose",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDCOMPAT",
+        aws_secret_access_key="secret",
+        config=Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
+
+
 @pytest.fixture
 def stream(kinesis):
     """A fresh 2-shard stream, deleted afterwards."""

@@ -42,3 +42,31 @@ def test_cli_round_trip(server, aws_env):
     rc, _, err = aws(server, aws_env, "describe-stream", "--stream-name", "cli-orders")
     assert rc != 0
     assert "ResourceNotFoundException" in err
+
+
+def firehose(server, env, *args):
+    out = subprocess.run([AWS, "firehose", "--endpoint-url", server.url, *args], env=env, capture_output=True, text=True)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_cli_firehose(server, aws_env):
+    dest = json.dumps({"RoleARN": "arn:aws:iam::000000000000:role/firehose", "BucketARN": "arn:aws:s3:::cli-bucket",
+                       "Prefix": "cli/", "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1}})
+    rc, out, err = firehose(server, aws_env, "create-delivery-stream", "--delivery-stream-name", "cli-events",
+                            "--extended-s3-destination-configuration", dest)
+    assert rc == 0, err
+    assert json.loads(out)["DeliveryStreamARN"].endswith(":deliverystream/cli-events")
+    rc, out, err = firehose(server, aws_env, "describe-delivery-stream", "--delivery-stream-name", "cli-events")
+    assert rc == 0, err
+    assert json.loads(out)["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE"
+    rc, out, err = firehose(server, aws_env, "list-delivery-streams")
+    assert rc == 0, err
+    assert "cli-events" in json.loads(out)["DeliveryStreamNames"]
+    rc, out, err = firehose(server, aws_env, "put-record", "--delivery-stream-name", "cli-events", "--record", '{"Data": "aGVsbG8K"}')
+    assert rc == 0, err
+    assert json.loads(out)["RecordId"]
+    rc, _, err = firehose(server, aws_env, "delete-delivery-stream", "--delivery-stream-name", "cli-events")
+    assert rc == 0, err
+    rc, _, err = firehose(server, aws_env, "describe-delivery-stream", "--delivery-stream-name", "cli-events")
+    assert rc != 0
+    assert "ResourceNotFoundException" in err

@@ -210,6 +210,17 @@ pub(crate) fn partition_id(uid: u64, shard_index: u32) -> String {
     format!("stream{uid}-shard{shard_index}")
 }
 
+/// Whether a log partition is one of Data Streams' (`stream<uid>-shard<n>`).
+/// The shard log is shared with other services (Firehose keeps
+/// `firehose-<uid>`), whose partitions are theirs to reconcile: the orphan
+/// sweep at start-up must never take them for its own.
+pub(crate) fn is_stream_partition(id: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    id.strip_prefix("stream")
+        .and_then(|rest| rest.split_once("-shard"))
+        .is_some_and(|(uid, shard)| digits(uid) && digits(shard))
+}
+
 pub(crate) fn shard_id(index: u32) -> String {
     format!("shardId-{index:012}")
 }
@@ -578,7 +589,7 @@ impl Inner {
             .log
             .partition_ids()
             .into_iter()
-            .filter(|id| !owned.contains(id))
+            .filter(|id| is_stream_partition(id) && !owned.contains(id))
             .collect();
         for id in &orphans {
             warn!(partition = %id, "removing log partition that no stream owns");

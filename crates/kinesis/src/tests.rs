@@ -415,3 +415,25 @@ async fn slow_reads_do_not_hold_up_writes() {
     seeker.await.unwrap().unwrap();
     assert!(started.elapsed() >= delay);
 }
+
+#[tokio::test]
+async fn only_its_own_partitions_are_swept_as_orphans() {
+    assert!(crate::is_stream_partition("stream12-shard0"));
+    assert!(!crate::is_stream_partition("firehose-3"));
+    assert!(!crate::is_stream_partition("streamx-shard1"));
+    assert!(!crate::is_stream_partition("stream1-shard"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServiceConfig::new(dir.path());
+    // Another service's partition, and an orphan of Data Streams' own.
+    {
+        let ctx = ripstream_runtime::ServiceContext::open(cfg.context()).unwrap();
+        ctx.log.create_partition("firehose-7", HOUR).unwrap();
+        ctx.log.create_partition("stream99-shard0", HOUR).unwrap();
+        ctx.close().await;
+    }
+    let svc = Service::open(cfg).await.unwrap();
+    let ids = svc.inner.log.partition_ids();
+    assert!(ids.contains(&"firehose-7".to_string()), "{ids:?}");
+    assert!(!ids.contains(&"stream99-shard0".to_string()), "{ids:?}");
+    svc.shutdown().await;
+}

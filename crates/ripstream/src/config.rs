@@ -134,6 +134,17 @@ pub struct ServeArgs {
     /// once [default: 262144]
     #[arg(long, env = "RIPSTREAM_COMMIT_LOG_WINDOW_BYTES")]
     pub commit_log_window_bytes: Option<usize>,
+    /// How long a new Firehose delivery stream stays CREATING, in
+    /// milliseconds [default: 0]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_CREATE_DELAY_MS")]
+    pub firehose_create_delay_ms: Option<u64>,
+    /// How long a deleted Firehose delivery stream stays DELETING, in
+    /// milliseconds [default: 0]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_DELETE_DELAY_MS")]
+    pub firehose_delete_delay_ms: Option<u64>,
+    /// Most Firehose delivery streams [default: 5000]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_STREAM_LIMIT")]
+    pub firehose_stream_limit: Option<usize>,
     /// For tests only: run the server's clock this many seconds ahead of the
     /// system's, so retention (24 hours at least) can be seen to act.
     #[arg(long, hide = true)]
@@ -191,6 +202,9 @@ pub struct FileConfig {
     pub retention_check_secs: Option<u64>,
     pub commit_log_bytes: Option<u64>,
     pub commit_log_window_bytes: Option<usize>,
+    pub firehose_create_delay_ms: Option<u64>,
+    pub firehose_delete_delay_ms: Option<u64>,
+    pub firehose_stream_limit: Option<usize>,
 }
 
 impl FileConfig {
@@ -344,10 +358,47 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
     Ok(cfg)
 }
 
+/// Firehose's settings; the keyring is the server's (Data Streams').
+pub fn firehose(
+    args: &ServeArgs,
+    file: &FileConfig,
+    service: &ServiceConfig,
+) -> ripstream_firehose::FirehoseConfig {
+    let ms = |a: Option<u64>, f: Option<u64>| Duration::from_millis(a.or(f).unwrap_or(0));
+    let mut cfg = ripstream_firehose::FirehoseConfig {
+        create_delay: ms(args.firehose_create_delay_ms, file.firehose_create_delay_ms),
+        delete_delay: ms(args.firehose_delete_delay_ms, file.firehose_delete_delay_ms),
+        keyring: service.keyring.clone(),
+        ..Default::default()
+    };
+    if let Some(n) = args.firehose_stream_limit.or(file.firehose_stream_limit) {
+        cfg.stream_limit = n;
+    }
+    cfg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ripstream_server::ripstream_kinesis::quota::QuotaMode;
+
+    #[test]
+    fn firehose_settings_come_from_flags_or_file() {
+        let file: FileConfig =
+            toml::from_str("firehose_create_delay_ms = 250\nfirehose_stream_limit = 3\n").unwrap();
+        let args = ServeArgs {
+            firehose_delete_delay_ms: Some(40),
+            ..Default::default()
+        };
+        let service = ServiceConfig::new("d");
+        let f = firehose(&args, &file, &service);
+        assert_eq!(f.create_delay, Duration::from_millis(250));
+        assert_eq!(f.delete_delay, Duration::from_millis(40));
+        assert_eq!(f.stream_limit, 3);
+        let d = firehose(&ServeArgs::default(), &FileConfig::default(), &service);
+        assert_eq!(d.create_delay, Duration::ZERO);
+        assert_eq!(d.stream_limit, 5000);
+    }
 
     #[test]
     fn flags_override_file_and_defaults_apply() {

@@ -88,6 +88,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     };
     init_logging(log_level.or_else(|| file.log_level.clone()).as_deref());
     let cfg = config::resolve(&args, &file)?;
+    let firehose_cfg = config::firehose(&args, &file, &cfg.service);
     tracing::info!(
         data_dir = %cfg.service.data_dir.display(),
         fsync = %cfg.service.fsync,
@@ -134,12 +135,22 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .context("cannot open the data directory")?;
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
         .context("cannot open the DynamoDB-compatible tables")?;
+    // Delivered objects go to the embedded store's layout,
+    // <data-dir>/objects/<bucket>/<key>.
+    let objects = Arc::new(ripstream_firehose::LocalObjects::new(
+        ctx.data_dir.join("objects"),
+    ));
+    let firehose =
+        ripstream_firehose::Firehose::open_in(&ctx, firehose_cfg, objects, &mut registry)
+            .await
+            .context("cannot open the Firehose delivery streams")?;
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
         Arc::new(ripstream_kinesis::api::KinesisApi::new(kinesis)),
         Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
         Arc::new(ripstream_sts::Sts::new(&ctx.region, &ctx.account_id)),
+        Arc::new(ripstream_firehose::api::FirehoseApi::new(firehose)),
     ];
     let server = ripstream_server::Server::bind(cfg, registry, services).await?;
     let addr = server.local_addr()?;

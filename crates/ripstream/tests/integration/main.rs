@@ -11,6 +11,7 @@ mod crash;
 mod dynamodb;
 mod efo;
 mod encryption;
+mod firehose;
 mod hostile;
 mod protocol;
 mod quotas;

@@ -1,0 +1,313 @@
+//! Amazon Data Firehose: delivery streams and their delivery engine.
+//!
+//! A delivery stream's configuration lives in the shared catalog (documents
+//! space [`STREAMS_SPACE`]); its records live in a shard-log partition of its
+//! own (`firehose-<uid>`), appended with the log's group commit before
+//! PutRecord/PutRecordBatch answer, so an acknowledged record survives
+//! `kill -9`. One delivery task per stream (the `engine` module) reads the partition
+//! from a durable checkpoint, buffers per BufferingHints and writes one
+//! object per flush through an [`sink::ObjectSink`]; the checkpoint moves
+//! only after the object is durable, so delivery is at least once.
+//!
+//! This increment serves DirectPut streams with an S3 / ExtendedS3
+//! destination. Everything else the API can express (other destinations,
+//! KinesisStreamAsSource, processing, format conversion, dynamic
+//! partitioning, ZIP/Snappy compression, S3 backup) is refused with an
+//! InvalidArgumentException saying it is not supported yet, never accepted
+//! and ignored.
+
+pub mod api;
+mod engine;
+pub mod error;
+mod metrics;
+mod ops;
+pub mod prefix;
+pub mod record;
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use prometheus_client::registry::Registry;
+use ripstream_log::{Clock, Log, Partition};
+use ripstream_meta::Catalog;
+use ripstream_runtime::ServiceContext;
+use tracing::{info, warn};
+
+pub use error::{Error, Result};
+pub use record::StreamRecord;
+pub use sink::{LocalObjects, ObjectSink, SinkError};
+
+/// Where delivery streams are stored in the catalog, by name.
+pub const STREAMS_SPACE: &str = "firehose/streams";
+/// Where each stream's delivery checkpoint (the next log offset to deliver)
+/// is stored, by uid.
+pub const CHECKPOINTS_SPACE: &str = "firehose/checkpoints";
+
+/// How long undelivered records are kept: AWS retries a failing destination
+/// for 24 hours, then drops the data.
+pub const RETENTION_MS: i64 = 24 * 3_600_000;
+
+/// Settings of the Firehose service.
+#[derive(Debug, Clone)]
+pub struct FirehoseConfig {
+    /// How long a new delivery stream stays CREATING.
+    pub create_delay: Duration,
+    /// How long a deleted delivery stream stays DELETING.
+    pub delete_delay: Duration,
+    /// Most delivery streams in the account (AWS's default quota: 5,000).
+    pub stream_limit: usize,
+    /// First wait after a failed delivery, doubled up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// The keyring file standing in for KMS (the server's, shared with Data
+    /// Streams); `None`: `<data-dir>/keyring.toml`.
+    pub keyring: Option<PathBuf>,
+}
+
+impl Default for FirehoseConfig {
+    fn default() -> FirehoseConfig {
+        FirehoseConfig {
+            create_delay: Duration::ZERO,
+            delete_delay: Duration::ZERO,
+            stream_limit: 5000,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(5),
+            keyring: None,
+        }
+    }
+}
+
+/// A delivery stream: its record and its partition.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub rec: StreamRecord,
+    pub part: Arc<Partition>,
+}
+
+/// The Firehose service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Firehose {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub cfg: FirehoseConfig,
+    pub region: String,
+    pub account: String,
+    pub clock: Arc<dyn Clock>,
+    pub catalog: Arc<Catalog>,
+    pub log: Arc<Log>,
+    pub streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serializes changes to the catalog's delivery streams.
+    pub control: tokio::sync::Mutex<()>,
+    pub sink: Arc<dyn ObjectSink>,
+    pub keyring: ripstream_keyring::Keyring,
+    pub metrics: metrics::FirehoseMetrics,
+    /// Wakes the engine's supervisor when streams come or go.
+    pub changed: tokio::sync::Notify,
+}
+
+/// Runs blocking work (redb commits, partition creation, log reads) off the
+/// async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(Error::internal)?
+}
+
+impl Firehose {
+    /// Opens the service in the server's shared context, delivering to
+    /// `sink`, and reconciles the catalog with the log: interrupted
+    /// deletions are finished and `firehose-*` partitions no stream owns
+    /// (a crash between creating one and committing its stream) removed.
+    pub async fn open_in(
+        ctx: &ServiceContext,
+        cfg: FirehoseConfig,
+        sink: Arc<dyn ObjectSink>,
+        registry: &mut Registry,
+    ) -> Result<Firehose> {
+        let keyring_path = cfg
+            .keyring
+            .clone()
+            .unwrap_or_else(|| ctx.data_dir.join("keyring.toml"));
+        let keyring = ripstream_keyring::Keyring::open(&keyring_path, &ctx.region, &ctx.account_id)
+            .map_err(Error::internal)?;
+        let inner = Inner {
+            cfg,
+            region: ctx.region.clone(),
+            account: ctx.account_id.clone(),
+            clock: ctx.clock.clone(),
+            catalog: ctx.catalog.clone(),
+            log: ctx.log.clone(),
+            streams: RwLock::new(BTreeMap::new()),
+            control: tokio::sync::Mutex::new(()),
+            sink,
+            keyring,
+            metrics: metrics::FirehoseMetrics::register(registry),
+            changed: tokio::sync::Notify::new(),
+        };
+        inner.reconcile().await?;
+        info!(streams = inner.streams.read().len(), "firehose opened");
+        Ok(Firehose {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The delivery engine: a supervisor that runs one delivery task per
+    /// delivery stream and finishes delayed deletions, until dropped.
+    pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        engine::supervise(self.inner.clone())
+    }
+
+    /// Names of the delivery streams, for tests and tools.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.inner.streams.read().keys().cloned().collect()
+    }
+}
+
+impl Inner {
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn stream_arn(&self, name: &str) -> String {
+        format!(
+            "arn:{}:firehose:{}:{}:deliverystream/{name}",
+            ripstream_iam::partition(&self.region),
+            self.region,
+            self.account
+        )
+    }
+
+    pub fn not_found(&self, name: &str) -> Error {
+        Error::ResourceNotFound(format!(
+            "Firehose {name} under account {} not found.",
+            self.account
+        ))
+    }
+
+    /// The stream by name if it exists now (not past its deletion).
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        let now = self.now_ms();
+        match self.streams.read().get(name) {
+            Some(s) if s.rec.status_at(now).is_some() => Ok(s.clone()),
+            _ => Err(self.not_found(name)),
+        }
+    }
+
+    pub async fn commit(&self, rec: &StreamRecord) -> Result<()> {
+        let raw = serde_json::to_vec(rec).map_err(Error::internal)?;
+        let (catalog, name) = (self.catalog.clone(), rec.name.clone());
+        blocking(move || {
+            Ok(catalog.write_documents(STREAMS_SPACE, &[(name.as_bytes(), Some(&raw))])?)
+        })
+        .await
+    }
+
+    /// Replaces a stream's record (commit first, then the in-memory view).
+    /// Caller holds `control`.
+    pub async fn replace(&self, cur: &Stream, rec: StreamRecord) -> Result<()> {
+        self.commit(&rec).await?;
+        let next = Arc::new(Stream {
+            rec,
+            part: cur.part.clone(),
+        });
+        self.streams.write().insert(next.rec.name.clone(), next);
+        Ok(())
+    }
+
+    /// Removes a stream whose deletion is due: its catalog entry and
+    /// checkpoint first (a crash afterwards leaves an orphan partition,
+    /// which the next start removes), then its partition.
+    pub async fn purge(&self, s: &Arc<Stream>) -> Result<()> {
+        let (catalog, name, uid) = (self.catalog.clone(), s.rec.name.clone(), s.rec.uid);
+        blocking(move || {
+            catalog.write_documents(STREAMS_SPACE, &[(name.as_bytes(), None)])?;
+            catalog.write_documents(CHECKPOINTS_SPACE, &[(uid.to_string().as_bytes(), None)])?;
+            Ok(())
+        })
+        .await?;
+        {
+            let mut map = self.streams.write();
+            if map.get(&s.rec.name).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+                map.remove(&s.rec.name);
+            }
+        }
+        self.log.delete_partition(&s.rec.partition_id()).await?;
+        self.metrics.forget(&s.rec.name);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// The next log offset to deliver of a stream (0 before its first flush).
+    pub fn checkpoint(&self, uid: u64) -> Result<u64> {
+        let key = uid.to_string();
+        Ok(self
+            .catalog
+            .documents(CHECKPOINTS_SPACE)?
+            .into_iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .and_then(|(_, v)| v.try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0))
+    }
+
+    pub fn save_checkpoint(&self, uid: u64, next: u64) -> Result<()> {
+        self.catalog.write_documents(
+            CHECKPOINTS_SPACE,
+            &[(uid.to_string().as_bytes(), Some(&next.to_le_bytes()))],
+        )?;
+        Ok(())
+    }
+
+    async fn reconcile(&self) -> Result<()> {
+        let mut owned = std::collections::HashSet::new();
+        for (key, raw) in self.catalog.documents(STREAMS_SPACE)? {
+            let rec: StreamRecord = match serde_json::from_slice(&raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(stream = %String::from_utf8_lossy(&key), error = %e, "unreadable delivery stream record skipped");
+                    continue;
+                }
+            };
+            owned.insert(rec.partition_id());
+            let (log, id) = (self.log.clone(), rec.partition_id());
+            // A stream whose partition is missing gets an empty one: its
+            // undelivered records are lost either way, and AWS's behaviour
+            // for lost data is to go on delivering new records.
+            let part = match self.log.partition(&id) {
+                Some(p) => {
+                    p.set_retention_ms(RETENTION_MS);
+                    p
+                }
+                None => {
+                    warn!(stream = %rec.name, partition = %id, "delivery stream's log partition is missing; starting it empty");
+                    blocking(move || Ok(log.create_partition(&id, RETENTION_MS)?)).await?
+                }
+            };
+            self.streams
+                .write()
+                .insert(rec.name.clone(), Arc::new(Stream { rec, part }));
+        }
+        let orphans: Vec<String> = self
+            .log
+            .partition_ids()
+            .into_iter()
+            .filter(|id| record::partition_uid(id).is_some() && !owned.contains(id))
+            .collect();
+        for id in &orphans {
+            warn!(partition = %id, "removing log partition that no delivery stream owns");
+        }
+        self.log.delete_partitions(&orphans).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

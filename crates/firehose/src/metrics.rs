@@ -1,0 +1,102 @@
+//! Per-delivery-stream counters under Firehose's CloudWatch names.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryStreamLabel {
+    pub delivery_stream: String,
+}
+
+/// IncomingRecords/Bytes, DeliveryToS3.Records/Bytes/Success and the failed
+/// delivery attempts, per delivery stream.
+#[derive(Debug, Clone, Default)]
+pub struct FirehoseMetrics {
+    incoming_records: Family<DeliveryStreamLabel, Counter>,
+    incoming_bytes: Family<DeliveryStreamLabel, Counter>,
+    s3_records: Family<DeliveryStreamLabel, Counter>,
+    s3_bytes: Family<DeliveryStreamLabel, Counter>,
+    s3_success: Family<DeliveryStreamLabel, Counter>,
+    s3_failures: Family<DeliveryStreamLabel, Counter>,
+}
+
+impl FirehoseMetrics {
+    pub fn register(registry: &mut Registry) -> FirehoseMetrics {
+        let m = FirehoseMetrics::default();
+        for (name, help, family) in [
+            (
+                "ripstream_firehose_incoming_records",
+                "Records accepted by PutRecord/PutRecordBatch (IncomingRecords)",
+                &m.incoming_records,
+            ),
+            (
+                "ripstream_firehose_incoming_bytes",
+                "Bytes of record data accepted (IncomingBytes)",
+                &m.incoming_bytes,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_records",
+                "Records delivered to S3 (DeliveryToS3.Records)",
+                &m.s3_records,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_bytes",
+                "Bytes of record data delivered to S3 (DeliveryToS3.Bytes)",
+                &m.s3_bytes,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_success",
+                "Objects written to S3 (DeliveryToS3.Success numerator)",
+                &m.s3_success,
+            ),
+            (
+                "ripstream_firehose_delivery_to_s3_failures",
+                "Failed S3 object writes, each retried",
+                &m.s3_failures,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        m
+    }
+
+    fn label(stream: &str) -> DeliveryStreamLabel {
+        DeliveryStreamLabel {
+            delivery_stream: stream.to_string(),
+        }
+    }
+
+    pub fn incoming(&self, stream: &str, records: u64, bytes: u64) {
+        let l = Self::label(stream);
+        self.incoming_records.get_or_create(&l).inc_by(records);
+        self.incoming_bytes.get_or_create(&l).inc_by(bytes);
+    }
+
+    pub fn delivered(&self, stream: &str, records: u64, bytes: u64) {
+        let l = Self::label(stream);
+        self.s3_records.get_or_create(&l).inc_by(records);
+        self.s3_bytes.get_or_create(&l).inc_by(bytes);
+        self.s3_success.get_or_create(&l).inc();
+    }
+
+    pub fn failed(&self, stream: &str) {
+        self.s3_failures.get_or_create(&Self::label(stream)).inc();
+    }
+
+    /// Drops a deleted stream's series.
+    pub fn forget(&self, stream: &str) {
+        let l = Self::label(stream);
+        for f in [
+            &self.incoming_records,
+            &self.incoming_bytes,
+            &self.s3_records,
+            &self.s3_bytes,
+            &self.s3_success,
+            &self.s3_failures,
+        ] {
+            f.remove(&l);
+        }
+    }
+}

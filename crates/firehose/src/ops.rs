@@ -1,0 +1,619 @@
+//! The operations, on the JSON form of their (model-validated) inputs.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::record::{self, DESTINATION_ID, Encryption, Status, StreamRecord, Tag};
+use crate::{Firehose, RETENTION_MS, Stream, blocking};
+
+/// PutRecordBatch's limits: 500 records and 4 MiB of data per call.
+pub const MAX_BATCH_RECORDS: usize = 500;
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// A record's data: at most 1,000 KiB.
+pub const MAX_RECORD_BYTES: usize = 1_024_000;
+/// Tags per delivery stream.
+pub const MAX_TAGS: usize = 50;
+
+/// The destination kinds of CreateDeliveryStream besides S3, each refused.
+const OTHER_DESTINATIONS: &[&str] = &[
+    "RedshiftDestinationConfiguration",
+    "ElasticsearchDestinationConfiguration",
+    "AmazonopensearchserviceDestinationConfiguration",
+    "SplunkDestinationConfiguration",
+    "HttpEndpointDestinationConfiguration",
+    "AmazonOpenSearchServerlessDestinationConfiguration",
+    "SnowflakeDestinationConfiguration",
+    "IcebergDestinationConfiguration",
+];
+
+const OTHER_UPDATES: &[&str] = &[
+    "RedshiftDestinationUpdate",
+    "ElasticsearchDestinationUpdate",
+    "AmazonopensearchserviceDestinationUpdate",
+    "SplunkDestinationUpdate",
+    "HttpEndpointDestinationUpdate",
+    "AmazonOpenSearchServerlessDestinationUpdate",
+    "SnowflakeDestinationUpdate",
+    "IcebergDestinationUpdate",
+];
+
+fn invalid(m: impl Into<String>) -> Error {
+    Error::InvalidArgument(m.into())
+}
+
+pub(crate) fn text<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
+    input.get(key).and_then(Value::as_str)
+}
+
+/// The delivery stream name every operation but ListDeliveryStreams has.
+pub(crate) fn name_of(input: &Value) -> Result<&str> {
+    text(input, "DeliveryStreamName").ok_or_else(|| invalid("DeliveryStreamName is required."))
+}
+
+fn seconds(ms: i64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+fn parse_tags(v: Option<&Value>) -> Result<Vec<Tag>> {
+    let mut out: Vec<Tag> = Vec::new();
+    for t in v.and_then(Value::as_array).into_iter().flatten() {
+        let key = text(t, "Key").ok_or_else(|| invalid("Tag.Key is required."))?;
+        if key.starts_with("aws:") {
+            return Err(invalid(format!(
+                "Tag key {key} is invalid: the aws: prefix is reserved."
+            )));
+        }
+        if out.iter().any(|o| o.key == key) {
+            return Err(invalid(format!("Duplicate tag key {key} in the request.")));
+        }
+        out.push(Tag {
+            key: key.to_string(),
+            value: text(t, "Value").map(String::from),
+        });
+    }
+    Ok(out)
+}
+
+/// A record id: opaque to clients, long like AWS's, and naming where the
+/// record is (stream uid, log offset) plus randomness so ids never repeat
+/// across re-created streams or restarts.
+fn record_id(uid: u64, offset: u64) -> String {
+    let mut raw = Vec::with_capacity(96);
+    raw.extend_from_slice(&uid.to_be_bytes());
+    raw.extend_from_slice(&offset.to_be_bytes());
+    let mut noise = [0u8; 80];
+    rand::fill(&mut noise[..]);
+    raw.extend_from_slice(&noise);
+    STANDARD.encode(raw)
+}
+
+impl Firehose {
+    pub(crate) fn stream_arn(&self, name: &str) -> String {
+        self.inner.stream_arn(name)
+    }
+
+    pub async fn create_delivery_stream(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?.to_string();
+        let stream_type = text(&input, "DeliveryStreamType").unwrap_or("DirectPut");
+        if stream_type != "DirectPut" {
+            return Err(invalid(format!(
+                "DeliveryStreamType {stream_type} is not supported yet by this server: only DirectPut."
+            )));
+        }
+        for k in [
+            "KinesisStreamSourceConfiguration",
+            "MSKSourceConfiguration",
+            "DatabaseSourceConfiguration",
+        ] {
+            if input.get(k).is_some() {
+                return Err(invalid(format!(
+                    "{k} is not supported yet by this server: only DirectPut."
+                )));
+            }
+        }
+        for k in OTHER_DESTINATIONS {
+            if input.get(*k).is_some() {
+                return Err(invalid(format!(
+                    "{k} is not supported yet by this server: only S3DestinationConfiguration and ExtendedS3DestinationConfiguration."
+                )));
+            }
+        }
+        let dest = match (
+            input.get("S3DestinationConfiguration"),
+            input.get("ExtendedS3DestinationConfiguration"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "Only one destination configuration can be specified.",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid("A destination configuration must be specified."));
+            }
+            (Some(d), None) | (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
+        };
+        let destination = record::normalize_destination(dest)?;
+        let tags = parse_tags(input.get("Tags"))?;
+        if tags.len() > MAX_TAGS {
+            return Err(Error::LimitExceeded(format!(
+                "A Firehose stream can have at most {MAX_TAGS} tags."
+            )));
+        }
+        let encryption = match input.get("DeliveryStreamEncryptionConfigurationInput") {
+            Some(e) => Some(self.encryption_of(e)?),
+            None => None,
+        };
+        let _guard = inner.control.lock().await;
+        let now = inner.now_ms();
+        if let Some(cur) = inner.streams.read().get(&name)
+            && cur.rec.status_at(now).is_some()
+        {
+            return Err(Error::ResourceInUse(format!(
+                "Firehose {name} under account {} already exists.",
+                inner.account
+            )));
+        }
+        let live = inner
+            .streams
+            .read()
+            .values()
+            .filter(|s| s.rec.status_at(now).is_some())
+            .count();
+        if live >= inner.cfg.stream_limit {
+            return Err(Error::LimitExceeded(format!(
+                "You have already consumed your firehose quota of {} hoses. Firehose names: {name}",
+                inner.cfg.stream_limit
+            )));
+        }
+        let catalog = inner.catalog.clone();
+        let uid = blocking(move || Ok(catalog.next_id("firehose-stream")?)).await?;
+        let rec = StreamRecord {
+            name: name.clone(),
+            uid,
+            stream_type: stream_type.to_string(),
+            status: if inner.cfg.create_delay.is_zero() {
+                Status::Active
+            } else {
+                Status::Creating
+            },
+            status_until_ms: now + inner.cfg.create_delay.as_millis() as i64,
+            created_ms: now,
+            updated_ms: None,
+            version: 1,
+            destination,
+            direct_put: input.get("DirectPutSourceConfiguration").cloned(),
+            tags,
+            encryption,
+        };
+        // The partition first: a crash before the commit leaves an orphan
+        // partition, which the next start removes.
+        let (log, id) = (inner.log.clone(), rec.partition_id());
+        let part = blocking(move || Ok(log.create_partition(&id, RETENTION_MS)?)).await?;
+        inner.commit(&rec).await?;
+        // A stream of the same name whose deletion was due goes for good.
+        let old = inner
+            .streams
+            .write()
+            .insert(name.clone(), Arc::new(Stream { rec, part }));
+        if let Some(old) = old
+            && old.rec.uid != uid
+        {
+            // The new stream is committed: a failure here leaves only an
+            // orphan partition (removed at the next start) and a stale
+            // checkpoint no stream reads, so it is logged, not answered.
+            let (catalog, old_uid) = (inner.catalog.clone(), old.rec.uid);
+            let cleared = blocking(move || {
+                Ok(catalog.write_documents(
+                    crate::CHECKPOINTS_SPACE,
+                    &[(old_uid.to_string().as_bytes(), None)],
+                )?)
+            })
+            .await;
+            let deleted = inner.log.delete_partition(&old.rec.partition_id()).await;
+            if let Err(e) = cleared.and(deleted.map_err(Error::from)) {
+                tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "could not remove the data of the deleted stream of the same name");
+            }
+        }
+        inner.changed.notify_one();
+        Ok(json!({"DeliveryStreamARN": inner.stream_arn(&name)}))
+    }
+
+    fn encryption_of(&self, e: &Value) -> Result<Encryption> {
+        let key_type = text(e, "KeyType").unwrap_or("AWS_OWNED_CMK");
+        let key_arn = text(e, "KeyARN");
+        let key_id = match (key_type, key_arn) {
+            ("AWS_OWNED_CMK", Some(_)) => {
+                return Err(invalid(
+                    "KeyARN must not be specified when KeyType is AWS_OWNED_CMK.",
+                ));
+            }
+            ("AWS_OWNED_CMK", None) => ripstream_keyring::MANAGED_ALIAS,
+            ("CUSTOMER_MANAGED_CMK", Some(arn)) => arn,
+            ("CUSTOMER_MANAGED_CMK", None) => {
+                return Err(invalid(
+                    "KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK.",
+                ));
+            }
+            (other, _) => return Err(invalid(format!("KeyType {other} is not valid."))),
+        };
+        let resolved = self.inner.keyring.resolve(key_id).map_err(|e| match e {
+            ripstream_keyring::KeyringError::File { .. } => Error::internal(e),
+            other => Error::InvalidKmsResource(other.to_string()),
+        })?;
+        Ok(Encryption {
+            key_type: key_type.to_string(),
+            key_arn: key_arn.map(String::from),
+            key_id: resolved,
+        })
+    }
+
+    pub async fn delete_delivery_stream(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?;
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name)?;
+        let now = inner.now_ms();
+        match s.rec.status_at(now) {
+            Some(Status::Creating) => {
+                return Err(Error::ResourceInUse(format!(
+                    "Firehose {name} under account {} is in CREATING state and cannot be deleted.",
+                    inner.account
+                )));
+            }
+            Some(Status::Deleting) => return Ok(json!({})),
+            _ => {}
+        }
+        let mut rec = s.rec.clone();
+        rec.status = Status::Deleting;
+        rec.status_until_ms = now + inner.cfg.delete_delay.as_millis() as i64;
+        inner.replace(&s, rec).await?;
+        drop(_guard);
+        if inner.cfg.delete_delay.is_zero() {
+            let s = inner.streams.read().get(name).cloned();
+            if let Some(s) = s {
+                let _guard = inner.control.lock().await;
+                // DELETING is committed: if removing the data fails now, the
+                // engine's supervisor retries it, so the deletion stands.
+                if let Err(e) = inner.purge(&s).await {
+                    tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "could not remove the deleted stream's data yet; retrying in the background");
+                }
+            }
+        }
+        inner.changed.notify_one();
+        Ok(json!({}))
+    }
+
+    fn description(&self, s: &Stream, exclusive_start: Option<&str>) -> Value {
+        let inner = &self.inner;
+        let rec = &s.rec;
+        let status = rec.status_at(inner.now_ms()).unwrap_or(Status::Deleting);
+        let encryption = match &rec.encryption {
+            Some(e) => {
+                let mut m = json!({"KeyType": e.key_type, "Status": "ENABLED"});
+                if let Some(arn) = &e.key_arn {
+                    m["KeyARN"] = json!(arn);
+                }
+                m
+            }
+            None => json!({"Status": "DISABLED"}),
+        };
+        let destinations = if exclusive_start.is_some_and(|id| id >= DESTINATION_ID) {
+            vec![]
+        } else {
+            vec![json!({
+                "DestinationId": DESTINATION_ID,
+                "S3DestinationDescription": record::s3_description(&rec.destination),
+                "ExtendedS3DestinationDescription": rec.destination,
+            })]
+        };
+        let mut d = json!({
+            "DeliveryStreamName": rec.name,
+            "DeliveryStreamARN": inner.stream_arn(&rec.name),
+            "DeliveryStreamStatus": status.as_str(),
+            "DeliveryStreamEncryptionConfiguration": encryption,
+            "DeliveryStreamType": rec.stream_type,
+            "VersionId": rec.version.to_string(),
+            "CreateTimestamp": seconds(rec.created_ms),
+            "Destinations": destinations,
+            "HasMoreDestinations": false,
+        });
+        if let Some(ms) = rec.updated_ms {
+            d["LastUpdateTimestamp"] = seconds(ms);
+        }
+        if let Some(dp) = &rec.direct_put {
+            d["Source"] = json!({"DirectPutSourceDescription": dp});
+        }
+        d
+    }
+
+    pub async fn describe_delivery_stream(&self, input: Value) -> Result<Value> {
+        let s = self.inner.stream(name_of(&input)?)?;
+        Ok(json!({
+            "DeliveryStreamDescription": self.description(&s, text(&input, "ExclusiveStartDestinationId"))
+        }))
+    }
+
+    pub async fn list_delivery_streams(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let limit = input.get("Limit").and_then(Value::as_u64).unwrap_or(10) as usize;
+        let kind = text(&input, "DeliveryStreamType");
+        let start = text(&input, "ExclusiveStartDeliveryStreamName");
+        let now = inner.now_ms();
+        let names: Vec<String> = inner
+            .streams
+            .read()
+            .values()
+            .filter(|s| s.rec.status_at(now).is_some())
+            .filter(|s| kind.is_none_or(|k| k == s.rec.stream_type))
+            .filter(|s| start.is_none_or(|st| s.rec.name.as_str() > st))
+            .map(|s| s.rec.name.clone())
+            .collect();
+        let more = names.len() > limit;
+        Ok(json!({
+            "DeliveryStreamNames": names.into_iter().take(limit).collect::<Vec<_>>(),
+            "HasMoreDeliveryStreams": more,
+        }))
+    }
+
+    pub async fn update_destination(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?;
+        for k in OTHER_UPDATES {
+            if input.get(*k).is_some() {
+                return Err(invalid(format!(
+                    "{k} is not supported yet by this server: only S3DestinationUpdate and ExtendedS3DestinationUpdate."
+                )));
+            }
+        }
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name)?;
+        if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
+            return Err(Error::ResourceInUse(format!(
+                "Firehose {name} under account {} is not ACTIVE.",
+                inner.account
+            )));
+        }
+        let given = text(&input, "CurrentDeliveryStreamVersionId").unwrap_or("");
+        if given != s.rec.version.to_string() {
+            return Err(Error::ConcurrentModification(format!(
+                "Cannot update firehose: {name} since the current version id: {} and specified version id: {given} do not match",
+                s.rec.version
+            )));
+        }
+        let dest_id = text(&input, "DestinationId").unwrap_or("");
+        if dest_id != DESTINATION_ID {
+            return Err(invalid(format!(
+                "Destination Id {dest_id} not found for Firehose {name}."
+            )));
+        }
+        let destination = match (
+            input.get("S3DestinationUpdate"),
+            input.get("ExtendedS3DestinationUpdate"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("Only one destination update can be specified."));
+            }
+            (None, None) => return Err(invalid("A destination update must be specified.")),
+            (Some(u), None) => record::merge_update(&s.rec.destination, u, false)?,
+            (None, Some(u)) => record::merge_update(&s.rec.destination, u, true)?,
+        };
+        let mut rec = s.rec.clone();
+        rec.destination = destination;
+        rec.version += 1;
+        rec.updated_ms = Some(inner.now_ms());
+        inner.replace(&s, rec).await?;
+        Ok(json!({}))
+    }
+
+    /// Appends records to the stream's partition and answers once they are
+    /// durable (the log's group commit).
+    async fn put(&self, name: &str, data: Vec<Vec<u8>>) -> Result<(Vec<Value>, u32, bool)> {
+        let inner = &self.inner;
+        let s = inner.stream(name)?;
+        if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
+            return Err(inner.not_found(name));
+        }
+        let bytes: usize = data.iter().map(Vec::len).sum();
+        let mut builder = ripstream_log::BatchBuilder::with_capacity(bytes + data.len() * 4);
+        for d in &data {
+            builder.push(&[], d);
+        }
+        let Some(mut batch) = builder.finish() else {
+            return Err(invalid("The batch is too large for one append."));
+        };
+        let encrypted = s.rec.encryption.is_some();
+        if let Some(e) = &s.rec.encryption {
+            batch = batch
+                .encrypt(&inner.keyring, &e.key_id)
+                .map_err(|c| Error::InvalidKmsResource(c.to_string()))?;
+        }
+        match inner.log.append(&s.part, batch).await {
+            Ok(appended) => {
+                inner
+                    .metrics
+                    .incoming(name, data.len() as u64, bytes as u64);
+                let ids = (0..data.len() as u64)
+                    .map(|i| json!({"RecordId": record_id(s.rec.uid, appended.base_offset + i)}))
+                    .collect();
+                Ok((ids, 0, encrypted))
+            }
+            Err(e) => {
+                tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "append failed");
+                let failed = (0..data.len())
+                    .map(|_| json!({"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down. The record could not be stored; retry it."}))
+                    .collect();
+                Ok((failed, data.len() as u32, encrypted))
+            }
+        }
+    }
+
+    fn data_of(record: &Value) -> Result<Vec<u8>> {
+        let data = text(record, "Data").unwrap_or("");
+        let raw = STANDARD
+            .decode(data)
+            .map_err(|e| invalid(format!("Record.Data is not valid base64: {e}")))?;
+        if raw.len() > MAX_RECORD_BYTES {
+            return Err(invalid(format!(
+                "Record size ({} bytes) exceeds the maximum of {MAX_RECORD_BYTES} bytes.",
+                raw.len()
+            )));
+        }
+        Ok(raw)
+    }
+
+    pub async fn put_record(&self, input: Value) -> Result<Value> {
+        let name = name_of(&input)?;
+        let data = Self::data_of(input.get("Record").unwrap_or(&Value::Null))?;
+        let (mut results, failed, encrypted) = self.put(name, vec![data]).await?;
+        if failed > 0 {
+            return Err(Error::ServiceUnavailable(
+                "Slow down. The record could not be stored; retry it.".into(),
+            ));
+        }
+        let mut out = results.pop().unwrap_or_default();
+        out["Encrypted"] = json!(encrypted);
+        Ok(out)
+    }
+
+    pub async fn put_record_batch(&self, input: Value) -> Result<Value> {
+        let name = name_of(&input)?;
+        let records = input
+            .get("Records")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
+            return Err(invalid(format!(
+                "Records must hold between 1 and {MAX_BATCH_RECORDS} records."
+            )));
+        }
+        let data = records
+            .iter()
+            .map(Self::data_of)
+            .collect::<Result<Vec<_>>>()?;
+        let total: usize = data.iter().map(Vec::len).sum();
+        if total > MAX_BATCH_BYTES {
+            return Err(invalid(format!(
+                "The batch holds {total} bytes of data, more than the maximum of {MAX_BATCH_BYTES} bytes per PutRecordBatch call."
+            )));
+        }
+        let (results, failed, encrypted) = self.put(name, data).await?;
+        Ok(json!({
+            "FailedPutCount": failed,
+            "Encrypted": encrypted,
+            "RequestResponses": results,
+        }))
+    }
+
+    pub async fn tag_delivery_stream(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?;
+        let tags = parse_tags(input.get("Tags"))?;
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name)?;
+        let mut rec = s.rec.clone();
+        for t in tags {
+            match rec.tags.iter_mut().find(|o| o.key == t.key) {
+                Some(o) => o.value = t.value,
+                None => rec.tags.push(t),
+            }
+        }
+        if rec.tags.len() > MAX_TAGS {
+            return Err(Error::LimitExceeded(format!(
+                "Firehose {name} under account {} would have {} tags: a Firehose stream can have at most {MAX_TAGS} tags.",
+                inner.account,
+                rec.tags.len()
+            )));
+        }
+        inner.replace(&s, rec).await?;
+        Ok(json!({}))
+    }
+
+    pub async fn untag_delivery_stream(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?;
+        let keys: Vec<&str> = input
+            .get("TagKeys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name)?;
+        let mut rec = s.rec.clone();
+        rec.tags.retain(|t| !keys.contains(&t.key.as_str()));
+        inner.replace(&s, rec).await?;
+        Ok(json!({}))
+    }
+
+    pub async fn list_tags_for_delivery_stream(&self, input: Value) -> Result<Value> {
+        let s = self.inner.stream(name_of(&input)?)?;
+        let limit = input.get("Limit").and_then(Value::as_u64).unwrap_or(50) as usize;
+        let start = text(&input, "ExclusiveStartTagKey");
+        let mut tags = s.rec.tags.clone();
+        tags.sort_by(|a, b| a.key.cmp(&b.key));
+        let after: Vec<&Tag> = tags
+            .iter()
+            .filter(|t| start.is_none_or(|k| t.key.as_str() > k))
+            .collect();
+        let more = after.len() > limit;
+        let out: Vec<Value> = after
+            .into_iter()
+            .take(limit)
+            .map(|t| {
+                let mut m = Map::new();
+                m.insert("Key".into(), json!(t.key));
+                if let Some(v) = &t.value {
+                    m.insert("Value".into(), json!(v));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        Ok(json!({"Tags": out, "HasMoreTags": more}))
+    }
+
+    pub async fn start_delivery_stream_encryption(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?;
+        let cfg = input
+            .get("DeliveryStreamEncryptionConfigurationInput")
+            .cloned()
+            .unwrap_or(json!({}));
+        let encryption = self.encryption_of(&cfg)?;
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name)?;
+        if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
+            return Err(Error::ResourceInUse(format!(
+                "Firehose {name} under account {} is not ACTIVE.",
+                inner.account
+            )));
+        }
+        let mut rec = s.rec.clone();
+        rec.encryption = Some(encryption);
+        inner.replace(&s, rec).await?;
+        Ok(json!({}))
+    }
+
+    pub async fn stop_delivery_stream_encryption(&self, input: Value) -> Result<Value> {
+        let inner = &self.inner;
+        let name = name_of(&input)?;
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name)?;
+        if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
+            return Err(Error::ResourceInUse(format!(
+                "Firehose {name} under account {} is not ACTIVE.",
+                inner.account
+            )));
+        }
+        let mut rec = s.rec.clone();
+        rec.encryption = None;
+        inner.replace(&s, rec).await?;
+        Ok(json!({}))
+    }
+}

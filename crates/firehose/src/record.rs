@@ -1,0 +1,465 @@
+//! A delivery stream as the catalog keeps it, its S3 destination's checks
+//! and defaults, and its description in AWS's shape.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::prefix;
+
+/// The id AWS gives the one destination of a delivery stream.
+pub const DESTINATION_ID: &str = "destinationId-000000000001";
+
+/// Default buffering: 5 MiB or 300 seconds, whichever first.
+pub const DEFAULT_SIZE_MB: u64 = 5;
+pub const DEFAULT_INTERVAL_S: u64 = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "CREATING",
+            Status::Active => "ACTIVE",
+            Status::Deleting => "DELETING",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Server-side encryption of the records the stream holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `AWS_OWNED_CMK` or `CUSTOMER_MANAGED_CMK`.
+    pub key_type: String,
+    pub key_arn: Option<String>,
+    /// The key id the keyring resolved it to, which batches are sealed under.
+    pub key_id: String,
+}
+
+/// One delivery stream, stored as JSON in the `firehose/streams` space under
+/// its name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub name: String,
+    /// Unique across the server's life: names the log partition, so a
+    /// stream re-created under the same name never sees the old records.
+    pub uid: u64,
+    pub stream_type: String,
+    pub status: Status,
+    /// When CREATING becomes ACTIVE, or DELETING ends.
+    pub status_until_ms: i64,
+    pub created_ms: i64,
+    pub updated_ms: Option<i64>,
+    pub version: u64,
+    /// The destination in the form of an `ExtendedS3DestinationDescription`,
+    /// AWS's defaults filled in.
+    pub destination: Value,
+    #[serde(default)]
+    pub direct_put: Option<Value>,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(default)]
+    pub encryption: Option<Encryption>,
+}
+
+impl StreamRecord {
+    /// The status now, `None` once a deletion is over.
+    pub fn status_at(&self, now_ms: i64) -> Option<Status> {
+        match self.status {
+            Status::Creating if now_ms >= self.status_until_ms => Some(Status::Active),
+            Status::Deleting if now_ms >= self.status_until_ms => None,
+            s => Some(s),
+        }
+    }
+
+    pub fn partition_id(&self) -> String {
+        partition_id(self.uid)
+    }
+}
+
+/// The shard-log partition of a delivery stream: a namespace of its own, so
+/// no other service's reconciliation takes it for an orphan of theirs.
+pub fn partition_id(uid: u64) -> String {
+    format!("firehose-{uid}")
+}
+
+/// The stream uid a Firehose partition id names.
+pub fn partition_uid(id: &str) -> Option<u64> {
+    id.strip_prefix("firehose-")?.parse().ok()
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}
+
+fn not_yet(what: &str) -> Error {
+    invalid(format!("{what} is not supported yet by this server."))
+}
+
+/// The members of an S3 destination configuration or update, the others
+/// (Extended only) included.
+const S3_MEMBERS: &[&str] = &[
+    "RoleARN",
+    "BucketARN",
+    "Prefix",
+    "ErrorOutputPrefix",
+    "BufferingHints",
+    "CompressionFormat",
+    "EncryptionConfiguration",
+    "CloudWatchLoggingOptions",
+];
+
+fn enabled(v: Option<&Value>, default: bool) -> bool {
+    v.and_then(|c| c.get("Enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(default)
+}
+
+/// Checks an S3 destination (configuration, or an update merged into the
+/// current one) and fills AWS's defaults: the stored destination.
+pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
+    for m in ["RoleARN", "BucketARN"] {
+        if d.get(m).and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(invalid(format!("{m} is required for an S3 destination.")));
+        }
+    }
+    // What this server cannot do yet is refused, never stored and ignored.
+    if let Some(p) = d.get("ProcessingConfiguration") {
+        let has_processors = p
+            .get("Processors")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if enabled(Some(p), has_processors) {
+            return Err(not_yet("Data processing (ProcessingConfiguration)"));
+        }
+    }
+    if d.contains_key("DataFormatConversionConfiguration")
+        && enabled(d.get("DataFormatConversionConfiguration"), true)
+    {
+        return Err(not_yet(
+            "Record format conversion (DataFormatConversionConfiguration)",
+        ));
+    }
+    if enabled(d.get("DynamicPartitioningConfiguration"), false) {
+        return Err(not_yet("Dynamic partitioning"));
+    }
+    if d.get("S3BackupMode").and_then(Value::as_str) == Some("Enabled")
+        || d.contains_key("S3BackupConfiguration")
+        || d.contains_key("S3BackupUpdate")
+    {
+        return Err(not_yet(
+            "S3 backup (S3BackupMode Enabled, S3BackupConfiguration)",
+        ));
+    }
+    match d.get("CustomTimeZone").and_then(Value::as_str) {
+        None | Some("") | Some("UTC") => {}
+        Some(z) => return Err(not_yet(&format!("CustomTimeZone {z} (only UTC)"))),
+    }
+    match d.get("CompressionFormat").and_then(Value::as_str) {
+        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("Snappy") | Some("HADOOP_SNAPPY") => {}
+        Some(c) => return Err(not_yet(&format!("CompressionFormat {c}"))),
+    }
+    if let Some(e) = d.get("EncryptionConfiguration") {
+        let kms = e.get("KMSEncryptionConfig").is_some();
+        let none = e.get("NoEncryptionConfig").is_some();
+        if kms && none {
+            return Err(invalid(
+                "EncryptionConfiguration cannot specify both NoEncryptionConfig and KMSEncryptionConfig.",
+            ));
+        }
+        if kms {
+            return Err(not_yet(
+                "SSE-KMS for delivered objects (KMSEncryptionConfig)",
+            ));
+        }
+    }
+    if let Some(c) = d.get("CloudWatchLoggingOptions")
+        && enabled(Some(c), false)
+    {
+        for m in ["LogGroupName", "LogStreamName"] {
+            if c.get(m).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(invalid(format!(
+                    "CloudWatchLoggingOptions.{m} is required when CloudWatch logging is enabled."
+                )));
+            }
+        }
+    }
+    let text = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_str).map(String::from);
+    prefix::validate(
+        text(&d, "Prefix").as_deref(),
+        text(&d, "ErrorOutputPrefix").as_deref(),
+    )
+    .map_err(invalid)?;
+    if bucket_name(text(&d, "BucketARN").as_deref().unwrap_or("")).is_none() {
+        return Err(invalid("BucketARN must be arn:aws:s3:::<bucket>."));
+    }
+    // BufferingHints: either member alone takes the other's default.
+    let hints = d.get("BufferingHints").cloned().unwrap_or(json!({}));
+    let size = hints
+        .get("SizeInMBs")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_SIZE_MB);
+    let interval = hints
+        .get("IntervalInSeconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_INTERVAL_S);
+    if !(1..=128).contains(&size) {
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be between 1 and 128.",
+        ));
+    }
+    if interval > 900 {
+        return Err(invalid(
+            "BufferingHints.IntervalInSeconds must be between 0 and 900.",
+        ));
+    }
+    d.insert(
+        "BufferingHints".into(),
+        json!({"SizeInMBs": size, "IntervalInSeconds": interval}),
+    );
+    d.entry("CompressionFormat")
+        .or_insert(json!("UNCOMPRESSED"));
+    d.entry("EncryptionConfiguration")
+        .or_insert(json!({"NoEncryptionConfig": "NoEncryption"}));
+    d.entry("CloudWatchLoggingOptions")
+        .or_insert(json!({"Enabled": false}));
+    d.entry("S3BackupMode").or_insert(json!("Disabled"));
+    Ok(Value::Object(d))
+}
+
+/// The bucket an S3 bucket ARN names.
+pub fn bucket_name(arn: &str) -> Option<&str> {
+    let (head, bucket) = arn.split_once(":::")?;
+    (head.starts_with("arn:") && head.ends_with(":s3") && !bucket.is_empty()).then_some(bucket)
+}
+
+/// Merges an `S3DestinationUpdate` or `ExtendedS3DestinationUpdate` into the
+/// current destination as AWS does: the members given replace the current
+/// ones, the others stay.
+pub fn merge_update(current: &Value, update: &Value, extended: bool) -> Result<Value> {
+    let mut d = current.as_object().cloned().unwrap_or_default();
+    let Some(u) = update.as_object() else {
+        return Err(invalid("The destination update must be an object."));
+    };
+    for (k, v) in u {
+        if !extended && !S3_MEMBERS.contains(&k.as_str()) {
+            continue;
+        }
+        d.insert(k.clone(), v.clone());
+    }
+    normalize_destination(d)
+}
+
+/// `S3DestinationDescription`: the members the plain S3 shape has.
+pub fn s3_description(dest: &Value) -> Value {
+    let mut out = Map::new();
+    if let Some(d) = dest.as_object() {
+        for m in S3_MEMBERS {
+            if let Some(v) = d.get(*m) {
+                out.insert((*m).to_string(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// How delivered objects are compressed (ZIP is refused at create).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    /// Snappy's framing format, as Firehose writes `Snappy`.
+    Snappy,
+    /// Hadoop's block format (`HADOOP_SNAPPY`), which Hadoop's
+    /// `SnappyCodec` reads.
+    HadoopSnappy,
+}
+
+impl Compression {
+    /// The extension AWS gives object names when FileExtension is unset.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Snappy => ".snappy",
+            Compression::HadoopSnappy => ".hsnappy",
+        }
+    }
+}
+
+/// The destination as the delivery engine uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub bucket: String,
+    pub prefix: prefix::Template,
+    pub size_bytes: usize,
+    pub interval_ms: i64,
+    pub compression: Compression,
+    /// The extension every object name ends with.
+    pub extension: String,
+}
+
+impl Destination {
+    /// Reads a stored (normalized) destination.
+    pub fn of(dest: &Value) -> Result<Destination> {
+        let text = |k: &str| dest.get(k).and_then(Value::as_str);
+        let bucket = bucket_name(text("BucketARN").unwrap_or(""))
+            .ok_or_else(|| invalid("BucketARN must be arn:aws:s3:::<bucket>."))?
+            .to_string();
+        let prefix = prefix::Template::parse(text("Prefix").unwrap_or("")).map_err(invalid)?;
+        let hints = dest.get("BufferingHints");
+        let n = |k: &str, d: u64| {
+            hints
+                .and_then(|h| h.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(d)
+        };
+        let compression = match text("CompressionFormat") {
+            Some("GZIP") => Compression::Gzip,
+            Some("Snappy") => Compression::Snappy,
+            Some("HADOOP_SNAPPY") => Compression::HadoopSnappy,
+            _ => Compression::None,
+        };
+        let extension = match text("FileExtension") {
+            Some(e) if !e.is_empty() => e.to_string(),
+            _ => compression.extension().to_string(),
+        };
+        Ok(Destination {
+            bucket,
+            prefix,
+            size_bytes: (n("SizeInMBs", DEFAULT_SIZE_MB) * 1024 * 1024) as usize,
+            interval_ms: (n("IntervalInSeconds", DEFAULT_INTERVAL_S) * 1000) as i64,
+            compression,
+            extension,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: Value) -> Map<String, Value> {
+        let mut m =
+            json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::bkt"})
+                .as_object()
+                .cloned()
+                .unwrap();
+        m.extend(extra.as_object().cloned().unwrap());
+        m
+    }
+
+    #[test]
+    fn defaults_are_awss() {
+        let d = normalize_destination(cfg(json!({}))).unwrap();
+        assert_eq!(
+            d["BufferingHints"],
+            json!({"SizeInMBs": 5, "IntervalInSeconds": 300})
+        );
+        assert_eq!(d["CompressionFormat"], "UNCOMPRESSED");
+        assert_eq!(
+            d["EncryptionConfiguration"],
+            json!({"NoEncryptionConfig": "NoEncryption"})
+        );
+        assert_eq!(d["CloudWatchLoggingOptions"], json!({"Enabled": false}));
+        assert_eq!(d["S3BackupMode"], "Disabled");
+        let s3 = s3_description(&d);
+        assert!(s3.get("S3BackupMode").is_none());
+        assert_eq!(s3["BucketARN"], "arn:aws:s3:::bkt");
+        let one = normalize_destination(cfg(json!({"BufferingHints": {"IntervalInSeconds": 1}})))
+            .unwrap();
+        assert_eq!(
+            one["BufferingHints"],
+            json!({"SizeInMBs": 5, "IntervalInSeconds": 1})
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_not_ignored() {
+        for extra in [
+            json!({"ProcessingConfiguration": {"Enabled": true, "Processors": []}}),
+            json!({"ProcessingConfiguration": {"Processors": [{"Type": "Lambda"}]}}),
+            json!({"DataFormatConversionConfiguration": {}}),
+            json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
+            json!({"S3BackupMode": "Enabled"}),
+            json!({"CompressionFormat": "ZIP"}),
+            json!({"CustomTimeZone": "Europe/Paris"}),
+            json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}),
+        ] {
+            let e = normalize_destination(cfg(extra.clone())).unwrap_err();
+            assert_eq!(e.code(), "InvalidArgumentException", "{extra}");
+            assert!(e.to_string().contains("not supported yet"), "{e}");
+        }
+        // Disabled features are stored as given.
+        assert!(
+            normalize_destination(cfg(json!({"ProcessingConfiguration": {"Enabled": false}})))
+                .is_ok()
+        );
+        assert!(
+            normalize_destination(cfg(
+                json!({"DataFormatConversionConfiguration": {"Enabled": false}})
+            ))
+            .is_ok()
+        );
+        assert!(
+            normalize_destination(cfg(
+                json!({"BufferingHints": {"SizeInMBs": 0, "IntervalInSeconds": 1}})
+            ))
+            .is_err()
+        );
+        assert!(normalize_destination(cfg(json!({"Prefix": "!{timestamp:yyyy}/"}))).is_err());
+        assert!(
+            normalize_destination(cfg(json!({"CloudWatchLoggingOptions": {"Enabled": true}})))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn updates_merge_member_by_member() {
+        let d = normalize_destination(cfg(json!({"Prefix": "a/", "CompressionFormat": "GZIP"})))
+            .unwrap();
+        let u = merge_update(&d, &json!({"Prefix": "b/"}), false).unwrap();
+        assert_eq!(u["Prefix"], "b/");
+        assert_eq!(u["CompressionFormat"], "GZIP");
+        let u = merge_update(&u, &json!({"BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}, "FileExtension": ".log"}), true).unwrap();
+        assert_eq!(u["BufferingHints"]["SizeInMBs"], 1);
+        assert_eq!(u["FileExtension"], ".log");
+        assert!(merge_update(&u, &json!({"CompressionFormat": "ZIP"}), true).is_err());
+    }
+
+    #[test]
+    fn the_engine_view() {
+        let d = normalize_destination(cfg(json!({"CompressionFormat": "GZIP", "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 2}}))).unwrap();
+        let e = Destination::of(&d).unwrap();
+        assert_eq!(e.bucket, "bkt");
+        assert_eq!(e.extension, ".gz");
+        assert_eq!(e.size_bytes, 1 << 20);
+        assert_eq!(e.interval_ms, 2000);
+        for (c, ext) in [
+            ("Snappy", ".snappy"),
+            ("HADOOP_SNAPPY", ".hsnappy"),
+            ("UNCOMPRESSED", ""),
+        ] {
+            let d = normalize_destination(cfg(json!({"CompressionFormat": c}))).unwrap();
+            assert_eq!(Destination::of(&d).unwrap().extension, ext);
+        }
+        let d = normalize_destination(cfg(json!({"FileExtension": ".json"}))).unwrap();
+        assert_eq!(Destination::of(&d).unwrap().extension, ".json");
+        assert_eq!(bucket_name("arn:aws:s3:::my.bucket"), Some("my.bucket"));
+        assert_eq!(bucket_name("arn:aws:sqs:::x"), None);
+        assert_eq!(partition_uid(&partition_id(42)), Some(42));
+        assert_eq!(partition_uid("stream1-shard0"), None);
+    }
+}

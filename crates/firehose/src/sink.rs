@@ -1,0 +1,181 @@
+//! Where delivered objects go: the [`ObjectSink`] trait the delivery engine
+//! writes through, and [`LocalObjects`], the embedded store's layout
+//! (`<root>/<bucket>/<key>` as plain files, a bucket being a directory).
+//!
+//! The object store service (`ripstream-objects`) will provide its own sink
+//! over the same layout; the engine only knows the trait.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use ripstream_api::Cause;
+
+/// The future of one put.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an object could not be stored. Every variant is retried by the
+/// engine (records wait in the log meanwhile); the code is the one AWS's
+/// delivery error logs show.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The bucket does not exist (`S3.NoSuchBucket`).
+    #[error("The specified bucket does not exist: {0}")]
+    NoSuchBucket(String),
+    /// The key cannot be stored (a path segment the store refuses).
+    #[error("the object key {key} is not valid: {message}")]
+    InvalidKey { key: String, message: String },
+    /// The write itself failed (disk full, permissions, I/O).
+    #[error("could not write s3://{bucket}/{key}")]
+    Write {
+        bucket: String,
+        key: String,
+        #[source]
+        source: Cause,
+    },
+}
+
+impl SinkError {
+    /// The error code Firehose reports for a failed S3 delivery.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SinkError::NoSuchBucket(_) => "S3.NoSuchBucket",
+            SinkError::InvalidKey { .. } => "S3.InvalidKey",
+            SinkError::Write { .. } => "S3.InternalError",
+        }
+    }
+}
+
+/// An object store the delivery engine writes to. A put that returns `Ok`
+/// must be durable: the engine advances its checkpoint right after.
+pub trait ObjectSink: Send + Sync + std::fmt::Debug {
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// The embedded object store's files: bucket `B` is the directory
+/// `<root>/B`, which must exist; object `K` is the file `<root>/B/K`.
+#[derive(Debug, Clone)]
+pub struct LocalObjects {
+    root: PathBuf,
+}
+
+impl LocalObjects {
+    /// Objects under `root` (the server uses `<data-dir>/objects`).
+    pub fn new(root: impl Into<PathBuf>) -> LocalObjects {
+        LocalObjects { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Bucket names the layout can hold: a single, ordinary directory name.
+fn bucket_dir_name_ok(bucket: &str) -> bool {
+    !bucket.is_empty()
+        && bucket != "."
+        && bucket != ".."
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// fsyncs `file`, then each directory from its parent up to `top`: the
+/// object store renames a temporary file into place and creates missing
+/// directories, none of which survives a power loss unsynced.
+fn sync_up_to(file: &Path, top: &Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == top {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+impl ObjectSink for LocalObjects {
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let bucket_dir = self.root.join(bucket);
+            if !bucket_dir_name_ok(bucket) || !bucket_dir.is_dir() {
+                return Err(SinkError::NoSuchBucket(bucket.to_string()));
+            }
+            let path = ObjectPath::parse(key).map_err(|e| SinkError::InvalidKey {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+            let write = |e: Cause| SinkError::Write {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                source: e,
+            };
+            let store =
+                LocalFileSystem::new_with_prefix(&bucket_dir).map_err(|e| write(e.into()))?;
+            store
+                .put(&path, body.into())
+                .await
+                .map_err(|e| write(e.into()))?;
+            let file = bucket_dir.join(key);
+            let top = bucket_dir.clone();
+            tokio::task::spawn_blocking(move || sync_up_to(&file, &top))
+                .await
+                .map_err(|e| write(e.into()))?
+                .map_err(|e| write(e.into()))?;
+            Ok(())
+        })
+    }
+}
+
+/// A sink shared by every delivery task.
+pub type SharedSink = Arc<dyn ObjectSink>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn puts_files_under_existing_buckets_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalObjects::new(dir.path());
+        let e = sink
+            .put("missing", "a/b", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SinkError::NoSuchBucket(_)), "{e}");
+        assert_eq!(e.code(), "S3.NoSuchBucket");
+        assert!(matches!(
+            sink.put("..", "a", Bytes::new()).await.unwrap_err(),
+            SinkError::NoSuchBucket(_)
+        ));
+        std::fs::create_dir(dir.path().join("bkt")).unwrap();
+        sink.put("bkt", "2026/12/03/17/obj", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("bkt/2026/12/03/17/obj")).unwrap(),
+            b"hello"
+        );
+        assert!(matches!(
+            sink.put("bkt", "a/../b", Bytes::new()).await.unwrap_err(),
+            SinkError::InvalidKey { .. }
+        ));
+    }
+}

@@ -1,0 +1,329 @@
+//! The service on a real context (catalog, shard log) in a temporary
+//! directory, delivering to real files.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use prometheus_client::registry::Registry;
+use ripstream_runtime::{ContextConfig, ServiceContext};
+use serde_json::{Value, json};
+
+use crate::{Firehose, FirehoseConfig, LocalObjects};
+
+async fn open(dir: &Path) -> (ServiceContext, Firehose) {
+    let ctx = ServiceContext::open(ContextConfig::new(dir)).unwrap();
+    // The server's log opens encrypted batches with the server's keyring
+    // (Data Streams sets it); alone, the test sets it.
+    let keyring =
+        ripstream_keyring::Keyring::open(&dir.join("keyring.toml"), &ctx.region, &ctx.account_id)
+            .unwrap();
+    ctx.log.set_cipher(Arc::new(keyring));
+    let sink = Arc::new(LocalObjects::new(dir.join("objects")));
+    let cfg = FirehoseConfig {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        ..FirehoseConfig::default()
+    };
+    let svc = Firehose::open_in(&ctx, cfg, sink, &mut Registry::default())
+        .await
+        .unwrap();
+    (ctx, svc)
+}
+
+fn s3(bucket: &str, extra: Value) -> Value {
+    let mut d = json!({
+        "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+        "BucketARN": format!("arn:aws:s3:::{bucket}"),
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+    });
+    d.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap());
+    d
+}
+
+fn batch(name: &str, records: &[&[u8]]) -> Value {
+    json!({
+        "DeliveryStreamName": name,
+        "Records": records.iter().map(|r| json!({"Data": STANDARD.encode(r)})).collect::<Vec<_>>(),
+    })
+}
+
+/// Every object under a bucket, by key, with its (gunzipped) content.
+fn objects(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let mut data = std::fs::read(&p).unwrap();
+                if key.ends_with(".gz") {
+                    let mut plain = Vec::new();
+                    flate2::read::GzDecoder::new(&data[..])
+                        .read_to_end(&mut plain)
+                        .unwrap();
+                    data = plain;
+                }
+                out.push((key, data));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out");
+}
+
+#[tokio::test]
+async fn create_describe_list_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, svc) = open(dir.path()).await;
+    let out = svc
+        .create_delivery_stream(
+            json!({"DeliveryStreamName": "a", "S3DestinationConfiguration": s3("b", json!({}))}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["DeliveryStreamARN"],
+        "arn:aws:firehose:us-east-1:000000000000:deliverystream/a"
+    );
+    let e = svc
+        .create_delivery_stream(
+            json!({"DeliveryStreamName": "a", "S3DestinationConfiguration": s3("b", json!({}))}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "ResourceInUseException");
+    for bad in [
+        json!({"DeliveryStreamName": "x", "HttpEndpointDestinationConfiguration": {}}),
+        json!({"DeliveryStreamName": "x", "DeliveryStreamType": "KinesisStreamAsSource", "ExtendedS3DestinationConfiguration": s3("b", json!({}))}),
+        json!({"DeliveryStreamName": "x"}),
+        json!({"DeliveryStreamName": "x", "ExtendedS3DestinationConfiguration": s3("b", json!({"CompressionFormat": "ZIP"}))}),
+    ] {
+        let e = svc.create_delivery_stream(bad.clone()).await.unwrap_err();
+        assert_eq!(e.code(), "InvalidArgumentException", "{bad}");
+    }
+    let d = svc
+        .describe_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    let d = &d["DeliveryStreamDescription"];
+    assert_eq!(d["DeliveryStreamStatus"], "ACTIVE");
+    assert_eq!(d["VersionId"], "1");
+    assert_eq!(d["DeliveryStreamType"], "DirectPut");
+    assert_eq!(
+        d["DeliveryStreamEncryptionConfiguration"]["Status"],
+        "DISABLED"
+    );
+    assert_eq!(d["HasMoreDestinations"], false);
+    let dest = &d["Destinations"][0];
+    assert_eq!(dest["DestinationId"], "destinationId-000000000001");
+    assert_eq!(
+        dest["S3DestinationDescription"]["CompressionFormat"],
+        "UNCOMPRESSED"
+    );
+    assert_eq!(
+        dest["ExtendedS3DestinationDescription"]["S3BackupMode"],
+        "Disabled"
+    );
+    let none = svc
+        .describe_delivery_stream(json!({"DeliveryStreamName": "a", "ExclusiveStartDestinationId": "destinationId-000000000001"}))
+        .await
+        .unwrap();
+    assert_eq!(none["DeliveryStreamDescription"]["Destinations"], json!([]));
+
+    svc.create_delivery_stream(json!({"DeliveryStreamName": "c", "ExtendedS3DestinationConfiguration": s3("b", json!({}))}))
+        .await
+        .unwrap();
+    let l = svc
+        .list_delivery_streams(json!({"Limit": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        l,
+        json!({"DeliveryStreamNames": ["a"], "HasMoreDeliveryStreams": true})
+    );
+    let l = svc
+        .list_delivery_streams(json!({"ExclusiveStartDeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        l,
+        json!({"DeliveryStreamNames": ["c"], "HasMoreDeliveryStreams": false})
+    );
+
+    let upd = |v: &str| {
+        json!({"DeliveryStreamName": "a", "CurrentDeliveryStreamVersionId": v, "DestinationId": "destinationId-000000000001",
+               "ExtendedS3DestinationUpdate": {"CompressionFormat": "GZIP"}})
+    };
+    assert_eq!(
+        svc.update_destination(upd("2")).await.unwrap_err().code(),
+        "ConcurrentModificationException"
+    );
+    svc.update_destination(upd("1")).await.unwrap();
+    let d = svc
+        .describe_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(d["DeliveryStreamDescription"]["VersionId"], "2");
+    let ext =
+        &d["DeliveryStreamDescription"]["Destinations"][0]["ExtendedS3DestinationDescription"];
+    assert_eq!(ext["CompressionFormat"], "GZIP");
+    assert_eq!(ext["BufferingHints"]["SizeInMBs"], 1);
+
+    // Tags.
+    svc.tag_delivery_stream(
+        json!({"DeliveryStreamName": "a", "Tags": [{"Key": "k1", "Value": "v"}, {"Key": "k0"}]}),
+    )
+    .await
+    .unwrap();
+    let t = svc
+        .list_tags_for_delivery_stream(json!({"DeliveryStreamName": "a", "Limit": 1}))
+        .await
+        .unwrap();
+    assert_eq!(t, json!({"Tags": [{"Key": "k0"}], "HasMoreTags": true}));
+    let many: Vec<Value> = (0..49).map(|i| json!({"Key": format!("t{i}")})).collect();
+    let e = svc
+        .tag_delivery_stream(json!({"DeliveryStreamName": "a", "Tags": many}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "LimitExceededException");
+    svc.untag_delivery_stream(json!({"DeliveryStreamName": "a", "TagKeys": ["k0"]}))
+        .await
+        .unwrap();
+    let t = svc
+        .list_tags_for_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        t,
+        json!({"Tags": [{"Key": "k1", "Value": "v"}], "HasMoreTags": false})
+    );
+
+    // Encryption.
+    svc.start_delivery_stream_encryption(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    let d = svc
+        .describe_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        d["DeliveryStreamDescription"]["DeliveryStreamEncryptionConfiguration"],
+        json!({"KeyType": "AWS_OWNED_CMK", "Status": "ENABLED"})
+    );
+    let p = svc.put_record_batch(batch("a", &[b"x"])).await.unwrap();
+    assert_eq!(p["Encrypted"], true);
+    let e = svc
+        .start_delivery_stream_encryption(json!({"DeliveryStreamName": "a", "DeliveryStreamEncryptionConfigurationInput": {"KeyType": "CUSTOMER_MANAGED_CMK", "KeyARN": "arn:aws:kms:us-east-1:000000000000:key/nope"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidKMSResourceException");
+    svc.stop_delivery_stream_encryption(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+
+    svc.delete_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    let e = svc
+        .describe_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "ResourceNotFoundException");
+    assert!(ctx.log.partition_ids().iter().all(|p| p != "firehose-1"));
+    ctx.close().await;
+}
+
+#[tokio::test]
+async fn delivers_gzip_objects_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("objects/bkt");
+    std::fs::create_dir_all(&bucket).unwrap();
+    {
+        let (ctx, svc) = open(dir.path()).await;
+        let engine = tokio::spawn(svc.background());
+        svc.create_delivery_stream(
+            json!({"DeliveryStreamName": "s", "ExtendedS3DestinationConfiguration":
+            s3("bkt", json!({"CompressionFormat": "GZIP", "Prefix": "logs/"}))}),
+        )
+        .await
+        .unwrap();
+        let out = svc
+            .put_record_batch(batch("s", &[b"one\n", b"two\n"]))
+            .await
+            .unwrap();
+        assert_eq!(out["FailedPutCount"], 0);
+        assert!(
+            out["RequestResponses"][0]["RecordId"]
+                .as_str()
+                .unwrap()
+                .len()
+                > 100
+        );
+        wait_for(|| !objects(&bucket).is_empty()).await;
+        let objs = objects(&bucket);
+        assert_eq!(objs.len(), 1);
+        let (key, data) = &objs[0];
+        assert!(key.starts_with("logs/20"), "{key}");
+        assert!(key.contains("/s-1-20") && key.ends_with(".gz"), "{key}");
+        assert_eq!(data, b"one\ntwo\n");
+        engine.abort();
+        let _ = engine.await;
+        ctx.close().await;
+    }
+    // Restarted: the delivered records are not delivered again.
+    let (ctx, svc) = open(dir.path()).await;
+    let engine = tokio::spawn(svc.background());
+    svc.put_record(
+        json!({"DeliveryStreamName": "s", "Record": {"Data": STANDARD.encode(b"three\n")}}),
+    )
+    .await
+    .unwrap();
+    wait_for(|| objects(&bucket).len() == 2).await;
+    let all: Vec<Vec<u8>> = objects(&bucket).into_iter().map(|(_, d)| d).collect();
+    assert!(all.contains(&b"three\n".to_vec()), "{all:?}");
+    engine.abort();
+    let _ = engine.await;
+    ctx.close().await;
+}
+
+#[tokio::test]
+async fn a_missing_bucket_holds_records_until_it_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, svc) = open(dir.path()).await;
+    let engine = tokio::spawn(svc.background());
+    svc.create_delivery_stream(
+        json!({"DeliveryStreamName": "s", "S3DestinationConfiguration": s3("later", json!({}))}),
+    )
+    .await
+    .unwrap();
+    svc.put_record_batch(batch("s", &[b"a", b"b"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bucket = dir.path().join("objects/later");
+    std::fs::create_dir_all(&bucket).unwrap();
+    wait_for(|| !objects(&bucket).is_empty()).await;
+    assert_eq!(objects(&bucket)[0].1, b"ab");
+    engine.abort();
+    let _ = engine.await;
+    ctx.close().await;
+}

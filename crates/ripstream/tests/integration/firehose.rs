@@ -1,0 +1,843 @@
+//! Firehose through the real binary, with the official AWS SDK for Rust:
+//! every operation and its main errors, delivery of objects to the
+//! embedded object store's layout (`<data-dir>/objects/<bucket>/`), and
+//! durability of acknowledged records across kill -9.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_firehose::Client;
+use aws_sdk_firehose::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types::{
+    BufferingHints, CompressionFormat, DeliveryStreamEncryptionConfigurationInput,
+    DeliveryStreamStatus, ExtendedS3DestinationConfiguration, ExtendedS3DestinationUpdate,
+    HttpEndpointConfiguration, HttpEndpointDestinationConfiguration, KeyType, Record,
+    S3DestinationConfiguration, Tag,
+};
+
+use crate::support::*;
+
+fn firehose(url: &str) -> Client {
+    firehose_as(url, "AKIDTEST", "secret")
+}
+
+fn firehose_as(url: &str, key: &str, secret: &str) -> Client {
+    let conf = aws_sdk_firehose::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(conf)
+}
+
+const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
+
+fn extended(
+    bucket: &str,
+    interval: i32,
+) -> aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder {
+    ExtendedS3DestinationConfiguration::builder()
+        .role_arn(ROLE)
+        .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+        .buffering_hints(
+            BufferingHints::builder()
+                .size_in_mbs(1)
+                .interval_in_seconds(interval)
+                .build(),
+        )
+}
+
+fn record(data: &[u8]) -> Record {
+    Record::builder()
+        .data(Blob::new(data.to_vec()))
+        .build()
+        .unwrap()
+}
+
+/// Every object of a bucket directory, by key, gunzipped where `.gz`.
+fn objects(bucket: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+                continue;
+            }
+            let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            // object_store stages writes as `<key>#<n>` before renaming.
+            if key.contains('#') {
+                continue;
+            }
+            let mut data = std::fs::read(&p).unwrap();
+            if key.ends_with(".gz") {
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(&data[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                data = plain;
+            } else if key.ends_with(".snappy") {
+                let mut plain = Vec::new();
+                snap::read::FrameDecoder::new(&data[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                data = plain;
+            }
+            out.push((key, data));
+        }
+    }
+    let mut out = Vec::new();
+    walk(bucket, bucket, &mut out);
+    out.sort();
+    out
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn bucket_dir(srv: &TestServer, name: &str) -> PathBuf {
+    let p = srv.data_dir().join("objects").join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn operations_and_their_errors() {
+    let srv = TestServer::start();
+    let c = firehose(&srv.url());
+    let out = c
+        .create_delivery_stream()
+        .delivery_stream_name("ops")
+        .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+        .tags(Tag::builder().key("team").value("data").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.delivery_stream_arn(),
+        Some("arn:aws:firehose:us-east-1:000000000000:deliverystream/ops")
+    );
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("ops")
+        .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceInUseException");
+    // Destinations not served yet are refused, not accepted and ignored.
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("http")
+        .http_endpoint_destination_configuration(
+            HttpEndpointDestinationConfiguration::builder()
+                .endpoint_configuration(
+                    HttpEndpointConfiguration::builder()
+                        .url("https://example.com")
+                        .build()
+                        .unwrap(),
+                )
+                .s3_configuration(
+                    S3DestinationConfiguration::builder()
+                        .role_arn(ROLE)
+                        .bucket_arn("arn:aws:s3:::bkt")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    assert!(message(&e).contains("not supported yet"), "{}", message(&e));
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("zip")
+        .extended_s3_destination_configuration(
+            extended("bkt", 60)
+                .compression_format(CompressionFormat::Zip)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    // Expressions in Prefix need an ErrorOutputPrefix.
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("expr")
+        .extended_s3_destination_configuration(
+            extended("bkt", 60)
+                .prefix("!{timestamp:yyyy}/")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    assert_eq!(d.delivery_stream_status(), &DeliveryStreamStatus::Active);
+    assert_eq!(d.version_id(), "1");
+    assert!(d.create_timestamp().is_some());
+    assert!(!d.has_more_destinations());
+    let dest = &d.destinations()[0];
+    assert_eq!(dest.destination_id(), "destinationId-000000000001");
+    let ext = dest.extended_s3_destination_description().unwrap();
+    assert_eq!(ext.compression_format(), &CompressionFormat::Uncompressed);
+    assert_eq!(ext.buffering_hints().unwrap().size_in_mbs(), Some(1));
+    assert!(
+        ext.encryption_configuration()
+            .unwrap()
+            .no_encryption_config()
+            .is_some()
+    );
+    assert_eq!(
+        dest.s3_destination_description().unwrap().bucket_arn(),
+        "arn:aws:s3:::bkt"
+    );
+    let e = c
+        .describe_delivery_stream()
+        .delivery_stream_name("missing")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+
+    #[allow(deprecated)]
+    c.create_delivery_stream()
+        .delivery_stream_name("second")
+        .s3_destination_configuration(
+            S3DestinationConfiguration::builder()
+                .role_arn(ROLE)
+                .bucket_arn("arn:aws:s3:::bkt")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let l = c.list_delivery_streams().limit(1).send().await.unwrap();
+    assert_eq!(l.delivery_stream_names(), ["ops"]);
+    assert!(l.has_more_delivery_streams());
+    let l = c
+        .list_delivery_streams()
+        .exclusive_start_delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(l.delivery_stream_names(), ["second"]);
+    assert!(!l.has_more_delivery_streams());
+
+    // UpdateDestination: optimistic on the version id.
+    let update = || {
+        c.update_destination()
+            .delivery_stream_name("ops")
+            .destination_id("destinationId-000000000001")
+            .extended_s3_destination_update(
+                ExtendedS3DestinationUpdate::builder()
+                    .compression_format(CompressionFormat::Gzip)
+                    .build(),
+            )
+    };
+    let e = update()
+        .current_delivery_stream_version_id("7")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ConcurrentModificationException");
+    update()
+        .current_delivery_stream_version_id("1")
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    assert_eq!(d.version_id(), "2");
+    let ext = d.destinations()[0]
+        .extended_s3_destination_description()
+        .unwrap();
+    assert_eq!(ext.compression_format(), &CompressionFormat::Gzip);
+    assert_eq!(
+        ext.buffering_hints().unwrap().interval_in_seconds(),
+        Some(60),
+        "merged, not replaced"
+    );
+
+    // Puts.
+    let p = c
+        .put_record()
+        .delivery_stream_name("ops")
+        .record(record(b"one"))
+        .send()
+        .await
+        .unwrap();
+    assert!(p.record_id().len() > 100);
+    assert_eq!(p.encrypted(), Some(false));
+    let b = c
+        .put_record_batch()
+        .delivery_stream_name("ops")
+        .set_records(Some(
+            (0..500)
+                .map(|i| record(format!("r{i}").as_bytes()))
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.failed_put_count(), 0);
+    assert_eq!(b.request_responses().len(), 500);
+    let ids: HashSet<&str> = b
+        .request_responses()
+        .iter()
+        .filter_map(|r| r.record_id())
+        .collect();
+    assert_eq!(ids.len(), 500);
+    let e = c
+        .put_record_batch()
+        .delivery_stream_name("ops")
+        .set_records(Some((0..501).map(|_| record(b"x")).collect()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            code(&e).as_str(),
+            "ValidationException" | "InvalidArgumentException"
+        ),
+        "{}",
+        code(&e)
+    );
+    let big = vec![b'x'; 1_000_000];
+    let e = c
+        .put_record_batch()
+        .delivery_stream_name("ops")
+        .set_records(Some((0..5).map(|_| record(&big)).collect()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    let e = c
+        .put_record()
+        .delivery_stream_name("missing")
+        .record(record(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+
+    // Tags.
+    c.tag_delivery_stream()
+        .delivery_stream_name("ops")
+        .tags(Tag::builder().key("env").value("test").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let t = c
+        .list_tags_for_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = t.tags().iter().map(|t| t.key()).collect();
+    assert_eq!(keys, ["env", "team"]);
+    assert!(!t.has_more_tags());
+    let e = c
+        .tag_delivery_stream()
+        .delivery_stream_name("ops")
+        .set_tags(Some(
+            (0..49)
+                .map(|i| Tag::builder().key(format!("k{i}")).build().unwrap())
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "LimitExceededException");
+    c.untag_delivery_stream()
+        .delivery_stream_name("ops")
+        .tag_keys("env")
+        .send()
+        .await
+        .unwrap();
+    let t = c
+        .list_tags_for_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.tags().len(), 1);
+
+    // Encryption.
+    c.start_delivery_stream_encryption()
+        .delivery_stream_name("ops")
+        .delivery_stream_encryption_configuration_input(
+            DeliveryStreamEncryptionConfigurationInput::builder()
+                .key_type(KeyType::AwsOwnedCmk)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let enc = d
+        .delivery_stream_description()
+        .unwrap()
+        .delivery_stream_encryption_configuration()
+        .unwrap();
+    assert_eq!(enc.status().map(|s| s.as_str()), Some("ENABLED"));
+    let p = c
+        .put_record()
+        .delivery_stream_name("ops")
+        .record(record(b"secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.encrypted(), Some(true));
+    let e = c
+        .start_delivery_stream_encryption()
+        .delivery_stream_name("ops")
+        .delivery_stream_encryption_configuration_input(
+            DeliveryStreamEncryptionConfigurationInput::builder()
+                .key_type(KeyType::CustomerManagedCmk)
+                .key_arn("arn:aws:kms:us-east-1:000000000000:key/no-such-key")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidKMSResourceException");
+    c.stop_delivery_stream_encryption()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let enc = d
+        .delivery_stream_description()
+        .unwrap()
+        .delivery_stream_encryption_configuration()
+        .unwrap();
+    assert_eq!(enc.status().map(|s| s.as_str()), Some("DISABLED"));
+
+    c.delete_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .describe_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+    let e = c
+        .delete_delivery_stream()
+        .delivery_stream_name("ops")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn statuses_follow_the_configured_delays() {
+    let srv = TestServer::start_with(&[
+        "--firehose-create-delay-ms",
+        "400",
+        "--firehose-delete-delay-ms",
+        "400",
+    ]);
+    let c = firehose(&srv.url());
+    c.create_delivery_stream()
+        .delivery_stream_name("slow")
+        .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = || async {
+        c.describe_delivery_stream()
+            .delivery_stream_name("slow")
+            .send()
+            .await
+            .map(|d| {
+                d.delivery_stream_description()
+                    .unwrap()
+                    .delivery_stream_status()
+                    .clone()
+            })
+    };
+    assert_eq!(status().await.unwrap(), DeliveryStreamStatus::Creating);
+    let e = c
+        .delete_delivery_stream()
+        .delivery_stream_name("slow")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ResourceInUseException");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status().await.unwrap(), DeliveryStreamStatus::Active);
+    c.delete_delivery_stream()
+        .delivery_stream_name("slow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status().await.unwrap(), DeliveryStreamStatus::Deleting);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(status().await.is_err());
+}
+
+#[tokio::test]
+async fn batches_become_objects_with_the_expected_keys() {
+    let srv = TestServer::start();
+    let bucket = bucket_dir(&srv, "delivery");
+    let c = firehose(&srv.url());
+    c.create_delivery_stream()
+        .delivery_stream_name("gz")
+        .extended_s3_destination_configuration(
+            extended("delivery", 1)
+                .compression_format(CompressionFormat::Gzip)
+                .prefix("year=!{timestamp:yyyy}/month=!{timestamp:MM}/")
+                .error_output_prefix("errors/!{firehose:error-output-type}/")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    #[allow(deprecated)]
+    c.create_delivery_stream()
+        .delivery_stream_name("plain")
+        .s3_destination_configuration(
+            S3DestinationConfiguration::builder()
+                .role_arn(ROLE)
+                .bucket_arn("arn:aws:s3:::delivery")
+                .prefix("raw/")
+                .buffering_hints(
+                    BufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(1)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.create_delivery_stream()
+        .delivery_stream_name("sn")
+        .extended_s3_destination_configuration(
+            extended("delivery", 1)
+                .compression_format(CompressionFormat::Snappy)
+                .prefix("snappy/")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+        .collect();
+    for name in ["gz", "plain", "sn"] {
+        c.put_record_batch()
+            .delivery_stream_name(name)
+            .set_records(Some(records.iter().map(|r| record(r)).collect()))
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_until("three objects", Duration::from_secs(20), || {
+        objects(&bucket).len() == 3
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The year of now (UTC), by the same civil-date arithmetic the server uses.
+    let year = ripstream_firehose::prefix::UtcTime::from_ms(now as i64 * 1000);
+    let expected: Vec<u8> = records.concat();
+    // Firehose's CloudWatch metrics, per delivery stream (counted once the
+    // object is synced, a moment after its file appears).
+    let wants = [
+        "ripstream_firehose_incoming_records_total{delivery_stream=\"gz\"} 50",
+        "ripstream_firehose_delivery_to_s3_records_total{delivery_stream=\"plain\"} 50",
+        "ripstream_firehose_delivery_to_s3_success_total{delivery_stream=\"gz\"} 1",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = raw(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        match wants.iter().find(|w| !text.contains(*w)) {
+            None => break,
+            Some(w) if Instant::now() > deadline => panic!("{w} missing from:\n{text}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    for (key, data) in objects(&bucket) {
+        assert_eq!(data, expected, "{key}: records concatenated raw, in order");
+        if let Some(rest) = key.strip_prefix("snappy/") {
+            assert!(
+                rest.ends_with(".snappy") && rest.contains("/sn-1-"),
+                "{key}"
+            );
+        } else if key.starts_with("raw/") {
+            // raw/YYYY/MM/dd/HH/plain-1-yyyy-MM-dd-HH-mm-ss-<uuid>
+            let parts: Vec<&str> = key.split('/').collect();
+            assert_eq!(parts.len(), 6, "{key}");
+            assert_eq!(parts[1], format!("{:04}", year.year));
+            assert!(
+                parts[5].starts_with(&format!("plain-1-{:04}-", year.year)),
+                "{key}"
+            );
+            assert_eq!(
+                parts[5].len(),
+                "plain-1-2026-12-03-17-04-05-".len() + 36,
+                "{key}"
+            );
+        } else {
+            let want = format!("year={:04}/month={:02}/gz-1-", year.year, year.month);
+            assert!(key.starts_with(&want), "{key}");
+            assert!(key.ends_with(".gz"), "{key}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn undelivered_records_survive_a_restart_beside_data_streams() {
+    let mut srv = TestServer::start();
+    let c = firehose(&srv.url());
+    // A Kinesis stream too, so Data Streams' start-up reconciliation runs
+    // over a log holding both services' partitions.
+    create_stream(&srv.client(), "ks", 1).await;
+    c.create_delivery_stream()
+        .delivery_stream_name("wait")
+        .extended_s3_destination_configuration(extended("notyet", 1).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("wait")
+        .records(record(b"kept "))
+        .records(record(b"across restarts"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        srv.log().contains("S3.NoSuchBucket"),
+        "the missing bucket is logged"
+    );
+    srv.terminate();
+    srv.restart();
+    srv.kill9();
+    srv.restart();
+    let bucket = bucket_dir(&srv, "notyet");
+    wait_until("the held records", Duration::from_secs(30), || {
+        !objects(&bucket).is_empty()
+    })
+    .await;
+    assert_eq!(objects(&bucket)[0].1, b"kept across restarts");
+    assert!(
+        !srv.log().contains("removing log partition"),
+        "{}",
+        srv.log()
+    );
+}
+
+/// Record data of every acknowledged put.
+type Acked = Arc<Mutex<Vec<Vec<u8>>>>;
+
+async fn produce_until_killed(url: String, acked: Acked, producer: usize, round: usize) {
+    let c = firehose(&url);
+    for n in 0.. {
+        let datas: Vec<Vec<u8>> = (0..25)
+            .map(|i| format!("<r{round}-p{producer}-{n}-{i}>").into_bytes())
+            .collect();
+        match c
+            .put_record_batch()
+            .delivery_stream_name("crash")
+            .set_records(Some(datas.iter().map(|d| record(d)).collect()))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let mut a = acked.lock().unwrap();
+                for (r, d) in out.request_responses().iter().zip(datas) {
+                    if r.record_id().is_some() && r.error_code().is_none() {
+                        a.push(d);
+                    }
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_are_delivered_after_kill_9() {
+    let mut srv = TestServer::start();
+    let bucket = bucket_dir(&srv, "crash");
+    let c = firehose(&srv.url());
+    c.create_delivery_stream()
+        .delivery_stream_name("crash")
+        .extended_s3_destination_configuration(
+            extended("crash", 1)
+                .compression_format(CompressionFormat::Gzip)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let acked: Acked = Arc::default();
+    for round in 0..2 {
+        let producers: Vec<_> = (0..4)
+            .map(|p| tokio::spawn(produce_until_killed(srv.url(), acked.clone(), p, round)))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        srv.kill9();
+        for p in producers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), p).await;
+        }
+        srv.restart();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "only {} records acknowledged",
+        acked.len()
+    );
+    let missing = || {
+        let mut delivered = Vec::new();
+        for (_, data) in objects(&bucket) {
+            delivered.extend(data);
+        }
+        let text = String::from_utf8_lossy(&delivered).into_owned();
+        let seen: HashSet<&str> = text.split_inclusive('>').collect();
+        acked
+            .iter()
+            .filter(|d| !seen.contains(std::str::from_utf8(d).unwrap()))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = missing();
+        if m == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{m} of {} acknowledged records never delivered",
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+const CREDENTIALS: &str = r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "producer"
+access_key_id = "AKIDPRODUCER00000001"
+secret_access_key = "producer-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": ["firehose:PutRecord", "firehose:PutRecordBatch"], "Resource": "arn:aws:firehose:us-east-1:000000000000:deliverystream/allowed"},
+  {"Effect": "Allow", "Action": "firehose:ListDeliveryStreams", "Resource": "*"}
+]}'''
+"#;
+
+#[tokio::test]
+async fn policies_apply_to_delivery_stream_arns_before_acting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(&path, CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    let admin = firehose_as(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    let producer = firehose_as(&srv.url(), "AKIDPRODUCER00000001", "producer-secret");
+    for name in ["allowed", "other"] {
+        admin
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    producer
+        .put_record()
+        .delivery_stream_name("allowed")
+        .record(record(b"ok"))
+        .send()
+        .await
+        .unwrap();
+    let e = producer
+        .put_record()
+        .delivery_stream_name("other")
+        .record(record(b"no"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    // Refused before acting: nothing is created.
+    let e = producer
+        .create_delivery_stream()
+        .delivery_stream_name("sneaky")
+        .extended_s3_destination_configuration(extended("bkt", 60).build().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let e = producer
+        .delete_delivery_stream()
+        .delivery_stream_name("allowed")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let names = producer.list_delivery_streams().send().await.unwrap();
+    assert_eq!(names.delivery_stream_names(), ["allowed", "other"]);
+}
