@@ -251,6 +251,16 @@ pub enum Reply {
     Json(Vec<u8>),
     /// An `application/vnd.amazon.eventstream` response (SubscribeToShard).
     Events(EventStream),
+    /// A REST reply whose payload member is raw bytes (S3 GetObject's
+    /// `Body`), sent as they are instead of base64 in the JSON form; the
+    /// other output members (`output`, JSON form) go where the model binds
+    /// them (headers). `status` replaces the operation's own where the
+    /// protocol answers otherwise (206 for a byte range, 304 Not Modified).
+    Payload {
+        output: Vec<u8>,
+        body: bytes::Bytes,
+        status: Option<StatusCode>,
+    },
 }
 
 impl std::fmt::Debug for Reply {
@@ -259,6 +269,9 @@ impl std::fmt::Debug for Reply {
             Reply::Empty => f.write_str("Empty"),
             Reply::Json(b) => write!(f, "Json({} bytes)", b.len()),
             Reply::Events(_) => f.write_str("Events(..)"),
+            Reply::Payload { body, status, .. } => {
+                write!(f, "Payload({} bytes, {status:?})", body.len())
+            }
         }
     }
 }

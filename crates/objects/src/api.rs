@@ -21,7 +21,6 @@ pub const OPERATIONS: &[&str] = &[
     "CreateBucket",
     "DeleteBucket",
     "HeadBucket",
-    "GetBucketLocation",
     "ListObjectsV2",
     "ListObjects",
     "GetObject",
@@ -115,18 +114,6 @@ impl S3Api {
                     return Err(ObjectsError::NoSuchBucket { bucket });
                 }
                 ok(json!({"BucketRegion": self.region}))
-            }
-            "GetBucketLocation" => {
-                if !store.bucket_exists(&bucket) {
-                    return Err(ObjectsError::NoSuchBucket { bucket });
-                }
-                // us-east-1 is the empty constraint, as S3 answers it.
-                let constraint = if self.region == "us-east-1" {
-                    Value::Null
-                } else {
-                    Value::String(self.region.clone())
-                };
-                ok(json!({"LocationConstraint": constraint}))
             }
             "ListObjectsV2" | "ListObjects" => self.list(request.operation, &bucket, &input).await,
             "GetObject" | "HeadObject" => {

@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// once [default: 262144]
     #[arg(long, env = "RIPSTREAM_COMMIT_LOG_WINDOW_BYTES")]
     pub commit_log_window_bytes: Option<usize>,
+    /// Directory of the embedded object store that the S3 API serves and
+    /// Firehose delivers into [default: <data-dir>/objects]
+    #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
+    pub object_store_root: Option<PathBuf>,
     /// For tests only: run the server's clock this many seconds ahead of the
     /// system's, so retention (24 hours at least) can be seen to act.
     #[arg(long, hide = true)]
@@ -191,6 +195,26 @@ pub struct FileConfig {
     pub retention_check_secs: Option<u64>,
     pub commit_log_bytes: Option<u64>,
     pub commit_log_window_bytes: Option<usize>,
+    /// `[object_store]`: where S3 objects live.
+    pub object_store: Option<ObjectStoreFile>,
+}
+
+/// The `[object_store]` table. This increment has only the embedded store;
+/// an external S3-compatible endpoint is the next step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreFile {
+    /// The embedded store's directory [default: <data-dir>/objects].
+    pub root: Option<PathBuf>,
+}
+
+/// The embedded object store's directory: the flag, the file's
+/// `[object_store] root`, else `objects` under the data directory.
+pub fn object_store_root(args: &ServeArgs, file: &FileConfig, data_dir: &Path) -> PathBuf {
+    args.object_store_root
+        .clone()
+        .or_else(|| file.object_store.as_ref().and_then(|o| o.root.clone()))
+        .unwrap_or_else(|| data_dir.join("objects"))
 }
 
 impl FileConfig {

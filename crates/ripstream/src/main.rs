@@ -88,6 +88,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     };
     init_logging(log_level.or_else(|| file.log_level.clone()).as_deref());
     let cfg = config::resolve(&args, &file)?;
+    let objects_root = config::object_store_root(&args, &file, &cfg.service.data_dir);
     tracing::info!(
         data_dir = %cfg.service.data_dir.display(),
         fsync = %cfg.service.fsync,
@@ -133,12 +134,24 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .context("cannot open the data directory")?;
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
         .context("cannot open the DynamoDB-compatible tables")?;
+    let objects = ripstream_objects::Objects::open_root(&objects_root).with_context(|| {
+        format!(
+            "cannot open the object store at {}",
+            objects_root.display()
+        )
+    })?;
+    tracing::info!(root = %objects.root().display(), "object store (S3 API)");
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
         Arc::new(ripstream_kinesis::api::KinesisApi::new(kinesis)),
         Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
         Arc::new(ripstream_sts::Sts::new(&ctx.region, &ctx.account_id)),
+        Arc::new(ripstream_objects::S3Api::new(
+            objects,
+            &ctx.region,
+            &ctx.account_id,
+        )),
     ];
     let server = ripstream_server::Server::bind(cfg, registry, services).await?;
     let addr = server.local_addr()?;

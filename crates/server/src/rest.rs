@@ -76,6 +76,14 @@ struct Route {
     /// Literal query parts: `?uploads` (present) or `?list-type=2` (that value).
     query: Vec<(String, Option<String>)>,
     operation: String,
+    /// Query parameters and headers (lower case) the request must carry,
+    /// set only where several operations share this method and template
+    /// (S3's `PUT /{Bucket}/{Key+}` is PutObject, CopyObject with
+    /// `x-amz-copy-source`, UploadPart with `partNumber` and `uploadId`): the
+    /// operation's required members in those places tell them apart, as
+    /// S3's front end does.
+    required_params: Vec<String>,
+    required_headers: Vec<String>,
 }
 
 impl Route {
@@ -127,7 +135,21 @@ impl Route {
             segments,
             query,
             operation: operation.to_string(),
+            required_params: Vec::new(),
+            required_headers: Vec::new(),
         })
+    }
+
+    /// Whether a request carries what tells this operation from the others
+    /// of the same template.
+    fn requirements_met(&self, params: &[(String, String)], headers: &HeaderMap) -> bool {
+        self.required_params
+            .iter()
+            .all(|p| params.iter().any(|(k, _)| k == p))
+            && self
+                .required_headers
+                .iter()
+                .all(|h| headers.contains_key(h.as_str()))
     }
 
     /// The labels of a matching path (percent-decoded), or `None`.
@@ -264,13 +286,56 @@ impl RestModel {
                 },
             );
         }
+        // Operations sharing a method and template are told apart by the
+        // query parameters and headers they require.
+        let shared: Vec<bool> = routes
+            .iter()
+            .map(|r| {
+                routes.iter().any(|o| {
+                    o.operation != r.operation
+                        && o.method == r.method
+                        && o.segments == r.segments
+                        && o.query == r.query
+                })
+            })
+            .collect();
+        for (route, shared) in routes.iter_mut().zip(shared) {
+            if !shared {
+                continue;
+            }
+            let Some(input) = ops.get(&route.operation).and_then(|o: &OpInfo| o.input.clone())
+            else {
+                continue;
+            };
+            let input = shapes.get(&input).and_then(Value::as_object);
+            let required: Vec<&str> = input
+                .and_then(|s| s.get("required"))
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let members = input.and_then(|s| s.get("members")).and_then(Value::as_object);
+            for name in required {
+                let Some(m) = members.and_then(|m| m.get(name)).and_then(Value::as_object) else {
+                    continue;
+                };
+                let wire = location_name(m, name).to_string();
+                match location(m) {
+                    "querystring" => route.required_params.push(wire),
+                    "header" => route.required_headers.push(wire.to_ascii_lowercase()),
+                    _ => {}
+                }
+            }
+        }
         // Position by position, literal before label before greedy; then the
-        // template with more literal query parts.
+        // template with more literal query parts; then the operation that
+        // requires more of the request.
         routes.sort_by(|a, b| {
             let ra: Vec<u8> = a.segments.iter().map(Segment::rank).collect();
             let rb: Vec<u8> = b.segments.iter().map(Segment::rank).collect();
+            let needs = |r: &Route| r.required_params.len() + r.required_headers.len();
             ra.cmp(&rb)
                 .then(b.query.len().cmp(&a.query.len()))
+                .then(needs(b).cmp(&needs(a)))
                 .then(a.operation.cmp(&b.operation))
         });
         let error_status = shapes
@@ -298,10 +363,11 @@ impl RestModel {
         method: &Method,
         path: &str,
         params: &[(String, String)],
+        headers: &HeaderMap,
     ) -> Option<(&str, Vec<(String, String)>)> {
         self.routes
             .iter()
-            .filter(|r| r.method == *method)
+            .filter(|r| r.method == *method && r.requirements_met(params, headers))
             .find_map(|r| Some((r.operation.as_str(), r.matches(path, params)?)))
     }
 
@@ -1271,10 +1337,24 @@ impl RestModel {
         let info = self.ops.get(op);
         let mut status = info.map_or(StatusCode::OK, |o| o.status);
         let output = info.and_then(|o| o.output.as_deref());
+        let mut raw: Option<Bytes> = None;
         let value = match reply {
             Reply::Empty => Value::Object(Map::new()),
             Reply::Json(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| WireError::internal(format!("could not encode the response: {e}")))?,
+            Reply::Payload {
+                output,
+                body,
+                status: replaced,
+            } => {
+                if let Some(s) = replaced {
+                    status = s;
+                }
+                raw = Some(body);
+                serde_json::from_slice(&output).map_err(|e| {
+                    WireError::internal(format!("could not encode the response: {e}"))
+                })?
+            }
             Reply::Events(_) => {
                 return Err(WireError::internal(
                     "event stream replies are not supported over the REST protocols yet",
@@ -1405,6 +1485,15 @@ impl RestModel {
                 content_type = Some(self.content_type());
             }
         }
+        let body = match raw {
+            Some(raw) => {
+                content_type = Some("application/octet-stream");
+                raw
+            }
+            None => Bytes::from(body),
+        };
+        // 304 and HEAD carry no body; a 304's headers describe the object.
+        let content_type = content_type.filter(|_| status != StatusCode::NOT_MODIFIED);
         if let Some(ct) = content_type
             && !headers.contains_key(CONTENT_TYPE)
         {
@@ -1647,7 +1736,7 @@ pub(crate) fn route(state: &AppState, parts: &http::request::Parts) -> Option<Ro
         let m = &state.services[service];
         let rest = m.rest.as_ref()?;
         let path = path_for(m);
-        let (op, labels) = rest.find(&parts.method, &path, &params)?;
+        let (op, labels) = rest.find(&parts.method, &path, &params, &parts.headers)?;
         Some(Routed {
             service,
             operation: Some(op.to_string()),
@@ -2069,7 +2158,7 @@ mod tests {
         });
         let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
         let op = |path: &str, q: &str| {
-            m.find(&Method::GET, path, &params(q))
+            m.find(&Method::GET, path, &params(q), &HeaderMap::new())
                 .map(|(o, _)| o.to_string())
         };
         assert_eq!(op("/b/k", "").as_deref(), Some("GetObject"));
@@ -2078,7 +2167,109 @@ mod tests {
         assert_eq!(op("/b", "list-type=2").as_deref(), Some("ListObjectsV2"));
         assert_eq!(op("/b/special", "").as_deref(), Some("Special"));
         assert_eq!(op("/", "").as_deref(), Some("ListBuckets"));
-        assert_eq!(m.find(&Method::PUT, "/b", &[]).map(|x| x.0), None);
+        assert_eq!(m.find(&Method::PUT, "/b", &[], &HeaderMap::new()).map(|x| x.0), None);
+    }
+
+    #[test]
+    fn operations_of_one_template_are_told_apart_by_what_they_require() {
+        // S3's PUT /{Bucket}/{Key+}: PutObject, CopyObject (a required
+        // header), UploadPart (required query parameters).
+        let model = json!({
+            "metadata": {"protocol": "rest-xml", "endpointPrefix": "x"},
+            "operations": {
+                "PutObject": {"http": {"method": "PUT", "requestUri": "/{Bucket}/{Key+}"},
+                    "input": {"shape": "PutIn"}},
+                "CopyObject": {"http": {"method": "PUT", "requestUri": "/{Bucket}/{Key+}"},
+                    "input": {"shape": "CopyIn"}},
+                "UploadPart": {"http": {"method": "PUT", "requestUri": "/{Bucket}/{Key+}"},
+                    "input": {"shape": "PartIn"}},
+                "Lone": {"http": {"method": "POST", "requestUri": "/{Bucket}"},
+                    "input": {"shape": "LoneIn"}}
+            },
+            "shapes": {
+                "S": {"type": "string"},
+                "PutIn": {"type": "structure", "required": ["Bucket", "Key"], "members": {
+                    "Bucket": {"shape": "S", "location": "uri", "locationName": "Bucket"},
+                    "Key": {"shape": "S", "location": "uri", "locationName": "Key"}}},
+                "CopyIn": {"type": "structure", "required": ["Bucket", "Key", "CopySource"], "members": {
+                    "Bucket": {"shape": "S", "location": "uri", "locationName": "Bucket"},
+                    "Key": {"shape": "S", "location": "uri", "locationName": "Key"},
+                    "CopySource": {"shape": "S", "location": "header", "locationName": "x-amz-copy-source"}}},
+                "PartIn": {"type": "structure", "required": ["Bucket", "Key", "PartNumber", "UploadId"], "members": {
+                    "Bucket": {"shape": "S", "location": "uri", "locationName": "Bucket"},
+                    "Key": {"shape": "S", "location": "uri", "locationName": "Key"},
+                    "PartNumber": {"shape": "S", "location": "querystring", "locationName": "partNumber"},
+                    "UploadId": {"shape": "S", "location": "querystring", "locationName": "uploadId"}}},
+                "LoneIn": {"type": "structure", "required": ["Token"], "members": {
+                    "Token": {"shape": "S", "location": "header", "locationName": "x-token"}}}
+            }
+        });
+        let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
+        let op = |method: Method, q: &str, headers: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            m.find(&method, if method == Method::POST { "/b" } else { "/b/k" }, &params(q), &h)
+                .map(|(o, _)| o.to_string())
+        };
+        assert_eq!(op(Method::PUT, "", &[]).as_deref(), Some("PutObject"));
+        assert_eq!(
+            op(Method::PUT, "", &[("x-amz-copy-source", "src/k")]).as_deref(),
+            Some("CopyObject")
+        );
+        assert_eq!(
+            op(Method::PUT, "partNumber=1&uploadId=u", &[]).as_deref(),
+            Some("UploadPart")
+        );
+        // Half of UploadPart's parameters: a plain PutObject, as S3 reads it.
+        assert_eq!(op(Method::PUT, "partNumber=1", &[]).as_deref(), Some("PutObject"));
+        // A template no other operation shares is routed without its
+        // required members (validation then names what is missing).
+        assert_eq!(op(Method::POST, "", &[]).as_deref(), Some("Lone"));
+    }
+
+    #[tokio::test]
+    async fn a_raw_payload_reply_keeps_its_bytes_status_and_headers() {
+        let model = json!({
+            "metadata": {"protocol": "rest-xml", "endpointPrefix": "x"},
+            "operations": {
+                "GetObject": {"http": {"method": "GET", "requestUri": "/{Bucket}/{Key+}"},
+                    "output": {"shape": "Out"}}
+            },
+            "shapes": {
+                "S": {"type": "string"},
+                "B": {"type": "blob", "streaming": true},
+                "Out": {"type": "structure", "payload": "Body", "members": {
+                    "Body": {"shape": "B"},
+                    "ETag": {"shape": "S", "location": "header", "locationName": "ETag"},
+                    "ContentRange": {"shape": "S", "location": "header", "locationName": "Content-Range"},
+                    "ContentType": {"shape": "S", "location": "header", "locationName": "Content-Type"}}}
+            }
+        });
+        let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
+        let reply = Reply::Payload {
+            output: br#"{"ETag": "\"abc\"", "ContentRange": "bytes 1-3/10"}"#.to_vec(),
+            body: Bytes::from_static(b"\x00\xffz"),
+            status: Some(StatusCode::PARTIAL_CONTENT),
+        };
+        let r = m.encode("GetObject", &Method::GET, reply).unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()["etag"], "\"abc\"");
+        assert_eq!(r.headers()["content-range"], "bytes 1-3/10");
+        assert_eq!(r.headers()["content-type"], "application/octet-stream");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"\x00\xffz");
+        // 304: the validators, no body and no content type.
+        let reply = Reply::Payload {
+            output: br#"{"ETag": "\"abc\""}"#.to_vec(),
+            body: Bytes::new(),
+            status: Some(StatusCode::NOT_MODIFIED),
+        };
+        let r = m.encode("GetObject", &Method::GET, reply).unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert!(!r.headers().contains_key("content-type"));
+        assert_eq!(r.headers()["etag"], "\"abc\"");
     }
 
     #[test]
@@ -2154,7 +2345,7 @@ mod tests {
             }
             for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
                 for m in [&model, &json_model] {
-                    if let Some((op, labels)) = m.find(&method, &path, &params) {
+                    if let Some((op, labels)) = m.find(&method, &path, &params, &HeaderMap::new()) {
                         for b in [Bytes::from(body.clone()), Bytes::from(xml.clone())] {
                             let sources = Sources {
                                 headers: &headers,
