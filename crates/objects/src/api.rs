@@ -184,7 +184,10 @@ impl S3Api {
                     return Err(ObjectsError::NoSuchBucket { bucket });
                 }
                 let delete = input.get("Delete").cloned().unwrap_or_default();
-                let quiet = delete.get("Quiet").and_then(Value::as_bool).unwrap_or(false);
+                let quiet = delete
+                    .get("Quiet")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let mut deleted = Vec::new();
                 let mut errors = Vec::new();
                 let objects = delete
@@ -258,8 +261,7 @@ impl S3Api {
                     Some(b) => b,
                     None => {
                         let bytes = blob(&input, "Body")?;
-                        let once: ripstream_api::BodyStream =
-                            Box::pin(Once(Some(Ok(bytes))));
+                        let once: ripstream_api::BodyStream = Box::pin(Once(Some(Ok(bytes))));
                         once
                     }
                 };
@@ -380,7 +382,9 @@ impl S3Api {
                     "Provided max-keys not an integer or within integer range".into(),
                 ));
             }
-            Some(n) => usize::try_from(n).unwrap_or(MAX_LIST_KEYS).min(MAX_LIST_KEYS),
+            Some(n) => usize::try_from(n)
+                .unwrap_or(MAX_LIST_KEYS)
+                .min(MAX_LIST_KEYS),
             None => MAX_LIST_KEYS,
         };
         let token = text("ContinuationToken");
@@ -405,11 +409,7 @@ impl S3Api {
             )
             .await?;
         let enc = |s: &str| {
-            if url {
-                url_encode(s)
-            } else {
-                s.to_string()
-            }
+            if url { url_encode(s) } else { s.to_string() }
         };
         let mut contents = Vec::new();
         let mut prefixes = Vec::new();
@@ -450,7 +450,10 @@ impl S3Api {
                 out.insert("NextContinuationToken".into(), encode_token(last).into());
             }
         } else {
-            out.insert("Marker".into(), enc(text("Marker").unwrap_or_default()).into());
+            out.insert(
+                "Marker".into(),
+                enc(text("Marker").unwrap_or_default()).into(),
+            );
             // S3 sends NextMarker only with a delimiter; clients take the
             // last key otherwise.
             if listing.truncated
@@ -615,9 +618,10 @@ fn copy_preconditions(input: &Value, info: &ObjectInfo) -> Result<(), ObjectsErr
 /// Whether an If-Match/If-None-Match list names the ETag (`*` names any).
 fn etag_matches(header: &str, etag: &str) -> bool {
     let bare = etag.trim_matches('"');
-    header.split(',').map(str::trim).any(|t| {
-        t == "*" || t.trim_start_matches("W/").trim_matches('"') == bare
-    })
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == bare)
 }
 
 fn content_md5(input: &Value) -> Result<Option<[u8; 16]>, ObjectsError> {
@@ -722,7 +726,9 @@ fn decode_token(token: &str) -> Result<String, ObjectsError> {
         .decode(token.as_bytes())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ObjectsError::InvalidArgument("The continuation token provided is incorrect".into()))
+        .ok_or_else(|| {
+            ObjectsError::InvalidArgument("The continuation token provided is incorrect".into())
+        })
 }
 
 /// The account's canonical user id, as S3 shows owners: 64 hex digits,

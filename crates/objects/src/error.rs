@@ -16,9 +16,7 @@ pub enum ObjectsError {
         "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
     )]
     NoSuchUpload { upload_id: String },
-    #[error(
-        "Your previous request to create the named bucket succeeded and you already own it."
-    )]
+    #[error("Your previous request to create the named bucket succeeded and you already own it.")]
     BucketAlreadyOwnedByYou { bucket: String },
     #[error("The specified bucket is not valid.")]
     InvalidBucketName { bucket: String },
@@ -86,9 +84,7 @@ impl ServiceError for ObjectsError {
             ObjectsError::EntityTooSmall => "EntityTooSmall",
             ObjectsError::MalformedXml => "MalformedXML",
             ObjectsError::Body(e) => e.code(),
-            ObjectsError::Io(_) | ObjectsError::Store(_) | ObjectsError::Task(_) => {
-                "InternalError"
-            }
+            ObjectsError::Io(_) | ObjectsError::Store(_) | ObjectsError::Task(_) => "InternalError",
         }
     }
 
@@ -138,4 +134,3 @@ impl ServiceError for ObjectsError {
         Some(m)
     }
 }
-

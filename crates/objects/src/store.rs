@@ -315,7 +315,10 @@ impl Objects {
             .and_then(|p| {
                 // The file LocalFileSystem would write must be the one this
                 // store reads: inside the bucket, at the key's own path.
-                let file = self.fs.path_to_filesystem(&p).map_err(|_| unsupported_key(key))?;
+                let file = self
+                    .fs
+                    .path_to_filesystem(&p)
+                    .map_err(|_| unsupported_key(key))?;
                 if file != self.bucket_dir(bucket).join(key) {
                     return Err(unsupported_key(key));
                 }
@@ -620,11 +623,7 @@ impl Objects {
     }
 
     /// A page of a bucket's keys in S3's order (UTF-8 byte order).
-    pub async fn list(
-        &self,
-        bucket: &str,
-        query: ListQuery<'_>,
-    ) -> Result<Listing, ObjectsError> {
+    pub async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<Listing, ObjectsError> {
         self.require_bucket(bucket)?;
         let this = self.clone();
         let bucket = bucket.to_string();
@@ -633,7 +632,13 @@ impl Objects {
         let after = query.after.map(String::from);
         let max = query.max_keys;
         tokio::task::spawn_blocking(move || {
-            this.list_blocking(&bucket, &prefix, delimiter.as_deref(), after.as_deref(), max)
+            this.list_blocking(
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                after.as_deref(),
+                max,
+            )
         })
         .await?
     }
@@ -673,7 +678,8 @@ impl Objects {
         let mut last_prefix: Option<String> = None;
         for key in keys {
             if let Some(a) = after
-                && (key.as_str() <= a || (delimiter.is_some_and(|d| a.ends_with(d)) && key.starts_with(a)))
+                && (key.as_str() <= a
+                    || (delimiter.is_some_and(|d| a.ends_with(d)) && key.starts_with(a)))
             {
                 continue;
             }
@@ -729,7 +735,12 @@ impl Objects {
         Ok(self.uploads_dir(bucket).join(upload_id))
     }
 
-    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(PathBuf, Upload), ObjectsError> {
+    fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(PathBuf, Upload), ObjectsError> {
         let no_such = || ObjectsError::NoSuchUpload {
             upload_id: upload_id.to_string(),
         };
@@ -1045,7 +1056,9 @@ pub fn valid_bucket_name(name: &str) -> bool {
 /// `dir/`, `..`) is refused rather than mapped onto another key's file.
 fn check_key(key: &str) -> Result<(), ObjectsError> {
     if key.is_empty() {
-        return Err(ObjectsError::InvalidArgument("The key must not be empty.".into()));
+        return Err(ObjectsError::InvalidArgument(
+            "The key must not be empty.".into(),
+        ));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(ObjectsError::KeyTooLong);
@@ -1162,10 +1175,7 @@ fn write_plain(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let parent = path.parent().unwrap_or(FsPath::new("."));
     std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(
-        ".tmp-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

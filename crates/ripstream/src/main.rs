@@ -134,12 +134,8 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .context("cannot open the data directory")?;
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
         .context("cannot open the DynamoDB-compatible tables")?;
-    let objects = ripstream_objects::Objects::open_root(&objects_root).with_context(|| {
-        format!(
-            "cannot open the object store at {}",
-            objects_root.display()
-        )
-    })?;
+    let objects = ripstream_objects::Objects::open_root(&objects_root)
+        .with_context(|| format!("cannot open the object store at {}", objects_root.display()))?;
     tracing::info!(root = %objects.root().display(), "object store (S3 API)");
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.

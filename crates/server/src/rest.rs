@@ -303,7 +303,9 @@ impl RestModel {
             if !shared {
                 continue;
             }
-            let Some(input) = ops.get(&route.operation).and_then(|o: &OpInfo| o.input.clone())
+            let Some(input) = ops
+                .get(&route.operation)
+                .and_then(|o: &OpInfo| o.input.clone())
             else {
                 continue;
             };
@@ -313,7 +315,9 @@ impl RestModel {
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let members = input.and_then(|s| s.get("members")).and_then(Value::as_object);
+            let members = input
+                .and_then(|s| s.get("members"))
+                .and_then(Value::as_object);
             for name in required {
                 let Some(m) = members.and_then(|m| m.get(name)).and_then(Value::as_object) else {
                     continue;
@@ -2167,7 +2171,11 @@ mod tests {
         assert_eq!(op("/b", "list-type=2").as_deref(), Some("ListObjectsV2"));
         assert_eq!(op("/b/special", "").as_deref(), Some("Special"));
         assert_eq!(op("/", "").as_deref(), Some("ListBuckets"));
-        assert_eq!(m.find(&Method::PUT, "/b", &[], &HeaderMap::new()).map(|x| x.0), None);
+        assert_eq!(
+            m.find(&Method::PUT, "/b", &[], &HeaderMap::new())
+                .map(|x| x.0),
+            None
+        );
     }
 
     #[test]
@@ -2210,8 +2218,13 @@ mod tests {
             for (k, v) in headers {
                 h.insert(*k, HeaderValue::from_static(v));
             }
-            m.find(&method, if method == Method::POST { "/b" } else { "/b/k" }, &params(q), &h)
-                .map(|(o, _)| o.to_string())
+            m.find(
+                &method,
+                if method == Method::POST { "/b" } else { "/b/k" },
+                &params(q),
+                &h,
+            )
+            .map(|(o, _)| o.to_string())
         };
         assert_eq!(op(Method::PUT, "", &[]).as_deref(), Some("PutObject"));
         assert_eq!(
@@ -2223,7 +2236,10 @@ mod tests {
             Some("UploadPart")
         );
         // Half of UploadPart's parameters: a plain PutObject, as S3 reads it.
-        assert_eq!(op(Method::PUT, "partNumber=1", &[]).as_deref(), Some("PutObject"));
+        assert_eq!(
+            op(Method::PUT, "partNumber=1", &[]).as_deref(),
+            Some("PutObject")
+        );
         // A template no other operation shares is routed without its
         // required members (validation then names what is missing).
         assert_eq!(op(Method::POST, "", &[]).as_deref(), Some("Lone"));

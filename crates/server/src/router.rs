@@ -366,7 +366,9 @@ fn encode_reply(
             (CBOR_11, cbor_bytes(&cbor).map_err(fail)?)
         }
         (Reply::Payload { .. }, _) => {
-            return Err(fail("a raw payload is only sent over the REST protocols".into()));
+            return Err(fail(
+                "a raw payload is only sent over the REST protocols".into(),
+            ));
         }
         (Reply::Events(events), protocol) => {
             let encode: crate::eventstream::EventEncoder = match protocol {

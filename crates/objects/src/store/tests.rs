@@ -57,12 +57,23 @@ async fn buckets_are_directories() {
     let e = s.create_bucket("logs").unwrap_err();
     assert_eq!(e.code(), "BucketAlreadyOwnedByYou");
     assert_eq!(e.status(), http::StatusCode::CONFLICT);
-    assert_eq!(s.create_bucket("Bad_Name").unwrap_err().code(), "InvalidBucketName");
+    assert_eq!(
+        s.create_bucket("Bad_Name").unwrap_err().code(),
+        "InvalidBucketName"
+    );
     s.create_bucket("alpha").unwrap();
-    let names: Vec<_> = s.list_buckets().unwrap().into_iter().map(|b| b.name).collect();
+    let names: Vec<_> = s
+        .list_buckets()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
     assert_eq!(names, ["alpha", "logs"]);
     s.put_object("logs", "a/b", b("x")).await.unwrap();
-    assert_eq!(s.delete_bucket("logs").unwrap_err().code(), "BucketNotEmpty");
+    assert_eq!(
+        s.delete_bucket("logs").unwrap_err().code(),
+        "BucketNotEmpty"
+    );
     s.delete("logs", "a/b").await.unwrap();
     // The key's directory went with it; the bucket stays.
     assert!(!dir.path().join("objects/logs/a").exists());
@@ -78,7 +89,10 @@ async fn objects_are_plain_files_with_md5_etags() {
     let e = s.put_object("nobucket", "k", b("x")).await.unwrap_err();
     assert!(matches!(e, ObjectsError::NoSuchBucket { .. }));
     s.create_bucket("bk1").unwrap();
-    let info = s.put_object("bk1", "dir/sub/file.txt", b("hello")).await.unwrap();
+    let info = s
+        .put_object("bk1", "dir/sub/file.txt", b("hello"))
+        .await
+        .unwrap();
     assert_eq!(info.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
     assert_eq!(info.size, 5);
     assert_eq!(info.content_type, DEFAULT_CONTENT_TYPE);
@@ -100,11 +114,17 @@ async fn objects_are_plain_files_with_md5_etags() {
     assert_eq!(e.code(), "InvalidRange");
     assert_eq!(e.status(), http::StatusCode::RANGE_NOT_SATISFIABLE);
     let e = s.head("bk1", "missing").await.unwrap_err();
-    assert_eq!((e.code(), e.status()), ("NoSuchKey", http::StatusCode::NOT_FOUND));
+    assert_eq!(
+        (e.code(), e.status()),
+        ("NoSuchKey", http::StatusCode::NOT_FOUND)
+    );
     // Deleting twice succeeds, as in S3.
     s.delete("bk1", "dir/sub/file.txt").await.unwrap();
     s.delete("bk1", "dir/sub/file.txt").await.unwrap();
-    assert_eq!(s.head("bk1", "dir/sub/file.txt").await.unwrap_err().code(), "NoSuchKey");
+    assert_eq!(
+        s.head("bk1", "dir/sub/file.txt").await.unwrap_err().code(),
+        "NoSuchKey"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +150,10 @@ async fn metadata_lives_outside_the_bucket_and_goes_stale_with_the_file() {
     std::fs::write(dir.path().join("objects/bk1/k"), b"other bytes").unwrap();
     let info = s.head("bk1", "k").await.unwrap();
     assert_eq!(info.content_type, DEFAULT_CONTENT_TYPE);
-    assert_eq!(info.etag, format!("\"{}\"", hex::encode(Md5::digest(b"other bytes"))));
+    assert_eq!(
+        info.etag,
+        format!("\"{}\"", hex::encode(Md5::digest(b"other bytes")))
+    );
     assert!(info.metadata.is_empty());
 }
 
@@ -142,13 +165,27 @@ async fn a_foreign_file_is_an_object() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, b"delivered\n").unwrap();
     let listing = s
-        .list("fh1", ListQuery { max_keys: 1000, ..Default::default() })
+        .list(
+            "fh1",
+            ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(keys(&listing), ["2026/12/03/x"]);
-    let Entry::Object(o) = &listing.entries[0] else { panic!() };
-    assert_eq!(o.etag, format!("\"{}\"", hex::encode(Md5::digest(b"delivered\n"))));
-    assert_eq!(o.last_modified, std::fs::metadata(&path).unwrap().modified().unwrap());
+    let Entry::Object(o) = &listing.entries[0] else {
+        panic!()
+    };
+    assert_eq!(
+        o.etag,
+        format!("\"{}\"", hex::encode(Md5::digest(b"delivered\n")))
+    );
+    assert_eq!(
+        o.last_modified,
+        std::fs::metadata(&path).unwrap().modified().unwrap()
+    );
     let (_, bytes, _) = s.get("fh1", "2026/12/03/x", None).await.unwrap();
     assert_eq!(&bytes[..], b"delivered\n");
 }
@@ -179,12 +216,25 @@ async fn keys_that_would_leave_the_bucket_are_refused() {
         assert!(s.delete("bk1", key).await.is_err());
     }
     assert_eq!(
-        s.put_object("bk1", &"k".repeat(1025), b("x")).await.unwrap_err().code(),
+        s.put_object("bk1", &"k".repeat(1025), b("x"))
+            .await
+            .unwrap_err()
+            .code(),
         "KeyTooLongError"
     );
     // Nothing was written anywhere.
-    assert!(std::fs::read_dir(dir.path().join("objects/bk2")).unwrap().next().is_none());
-    assert!(std::fs::read_dir(dir.path().join("objects/bk1")).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(dir.path().join("objects/bk2"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("objects/bk1"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     // Odd but legal names are kept as they are.
     for key in ["a b", "100%", "ü/ñ", "x#y", "a..b", "#", "sp ace/q?x=1&y"] {
         s.put_object("bk1", key, b(key)).await.unwrap();
@@ -194,7 +244,10 @@ async fn keys_that_would_leave_the_bucket_are_refused() {
     // A key under an existing object's name cannot be a directory too.
     s.put_object("bk1", "leaf", b("x")).await.unwrap();
     assert_eq!(
-        s.put_object("bk1", "leaf/child", b("x")).await.unwrap_err().code(),
+        s.put_object("bk1", "leaf/child", b("x"))
+            .await
+            .unwrap_err()
+            .code(),
         "InvalidArgument"
     );
 }
@@ -214,11 +267,17 @@ async fn listings_are_ordered_rolled_up_and_paged() {
     };
     let l = s.list("bk1", all("", None, None, 1000)).await.unwrap();
     // Byte order: '-' (0x2d) < '/' (0x2f) < 'a'.
-    assert_eq!(keys(&l), ["a-x", "a/1", "a/2", "a/3/4", "aa", "b", "c/d/e", "c/f"]);
+    assert_eq!(
+        keys(&l),
+        ["a-x", "a/1", "a/2", "a/3/4", "aa", "b", "c/d/e", "c/f"]
+    );
     assert!(!l.truncated);
     let l = s.list("bk1", all("", Some("/"), None, 1000)).await.unwrap();
     assert_eq!(keys(&l), ["a-x", "a/*", "aa", "b", "c/*"]);
-    let l = s.list("bk1", all("a/", Some("/"), None, 1000)).await.unwrap();
+    let l = s
+        .list("bk1", all("a/", Some("/"), None, 1000))
+        .await
+        .unwrap();
     assert_eq!(keys(&l), ["a/1", "a/2", "a/3/*"]);
     let l = s.list("bk1", all("c", None, None, 1000)).await.unwrap();
     assert_eq!(keys(&l), ["c/d/e", "c/f"]);
@@ -227,10 +286,16 @@ async fn listings_are_ordered_rolled_up_and_paged() {
     let p1 = s.list("bk1", all("", Some("/"), None, 2)).await.unwrap();
     assert_eq!(keys(&p1), ["a-x", "a/*"]);
     assert!(p1.truncated);
-    let p2 = s.list("bk1", all("", Some("/"), p1.last(), 2)).await.unwrap();
+    let p2 = s
+        .list("bk1", all("", Some("/"), p1.last(), 2))
+        .await
+        .unwrap();
     assert_eq!(keys(&p2), ["aa", "b"]);
     assert!(p2.truncated);
-    let p3 = s.list("bk1", all("", Some("/"), p2.last(), 2)).await.unwrap();
+    let p3 = s
+        .list("bk1", all("", Some("/"), p2.last(), 2))
+        .await
+        .unwrap();
     assert_eq!(keys(&p3), ["c/*"]);
     assert!(!p3.truncated);
     let l = s.list("bk1", all("", None, Some("a/2"), 3)).await.unwrap();
@@ -241,12 +306,21 @@ async fn listings_are_ordered_rolled_up_and_paged() {
     assert!(l.truncated);
     let l = s.list("bk1", all("../", None, None, 10)).await.unwrap();
     assert!(l.entries.is_empty());
-    assert_eq!(s.list("nob", all("", None, None, 1)).await.unwrap_err().code(), "NoSuchBucket");
+    assert_eq!(
+        s.list("nob", all("", None, None, 1))
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchBucket"
+    );
 }
 
 #[test]
 fn ranges_parse_as_s3_reads_them() {
-    assert_eq!(RangeSpec::parse("bytes=0-9"), Some(RangeSpec::From(0, Some(9))));
+    assert_eq!(
+        RangeSpec::parse("bytes=0-9"),
+        Some(RangeSpec::From(0, Some(9)))
+    );
     assert_eq!(RangeSpec::parse("bytes=5-"), Some(RangeSpec::From(5, None)));
     assert_eq!(RangeSpec::parse("bytes=-3"), Some(RangeSpec::Suffix(3)));
     assert_eq!(RangeSpec::parse("bytes=0-1,3-4"), None);
@@ -268,7 +342,13 @@ async fn content_md5_mismatch_keeps_the_old_object() {
         content_md5: Some([0; 16]),
         ..Default::default()
     };
-    assert_eq!(s.put_with("bk1", "k", b("new"), opts).await.unwrap_err().code(), "BadDigest");
+    assert_eq!(
+        s.put_with("bk1", "k", b("new"), opts)
+            .await
+            .unwrap_err()
+            .code(),
+        "BadDigest"
+    );
     assert_eq!(s.get("bk1", "k", None).await.unwrap().1, b("old"));
 }
 
@@ -276,13 +356,22 @@ async fn content_md5_mismatch_keeps_the_old_object() {
 async fn multipart_uploads_join_parts_with_s3s_etag() {
     let (_dir, s) = store();
     s.create_bucket("bk1").unwrap();
-    let id = s.create_upload("bk1", "big", PutOptions::default()).await.unwrap();
+    let id = s
+        .create_upload("bk1", "big", PutOptions::default())
+        .await
+        .unwrap();
     let part1 = vec![7u8; MIN_PART_BYTES as usize];
     let one = |v: Vec<u8>| -> BodyStream {
         Box::pin(crate::store::tests::OnceBody(Some(Ok(Bytes::from(v)))))
     };
-    let e1 = s.upload_part("bk1", "big", &id, 1, one(part1.clone()), None).await.unwrap();
-    let e2 = s.upload_part("bk1", "big", &id, 2, one(b"tail".to_vec()), None).await.unwrap();
+    let e1 = s
+        .upload_part("bk1", "big", &id, 1, one(part1.clone()), None)
+        .await
+        .unwrap();
+    let e2 = s
+        .upload_part("bk1", "big", &id, 2, one(b"tail".to_vec()), None)
+        .await
+        .unwrap();
     let parts = s.list_parts("bk1", "big", &id).await.unwrap();
     assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(
@@ -293,7 +382,10 @@ async fn multipart_uploads_join_parts_with_s3s_etag() {
         "InvalidPartOrder"
     );
     assert_eq!(
-        s.complete_upload("bk1", "big", &id, &[(1, "\"00\"".into())]).await.unwrap_err().code(),
+        s.complete_upload("bk1", "big", &id, &[(1, "\"00\"".into())])
+            .await
+            .unwrap_err()
+            .code(),
         "InvalidPart"
     );
     let info = s
@@ -303,15 +395,36 @@ async fn multipart_uploads_join_parts_with_s3s_etag() {
     let mut md5s = Vec::new();
     md5s.extend(Md5::digest(&part1));
     md5s.extend(Md5::digest(b"tail"));
-    assert_eq!(info.etag, format!("\"{}-2\"", hex::encode(Md5::digest(&md5s))));
+    assert_eq!(
+        info.etag,
+        format!("\"{}-2\"", hex::encode(Md5::digest(&md5s)))
+    );
     assert_eq!(info.size, MIN_PART_BYTES + 4);
     // The ETag survives a re-read (it is not the MD5 of the bytes).
     assert_eq!(s.head("bk1", "big").await.unwrap().etag, info.etag);
-    assert_eq!(s.list_parts("bk1", "big", &id).await.unwrap_err().code(), "NoSuchUpload");
-    assert_eq!(s.abort_upload("bk1", "big", "../../x").await.unwrap_err().code(), "NoSuchUpload");
-    let id2 = s.create_upload("bk1", "small", PutOptions::default()).await.unwrap();
+    assert_eq!(
+        s.list_parts("bk1", "big", &id).await.unwrap_err().code(),
+        "NoSuchUpload"
+    );
+    assert_eq!(
+        s.abort_upload("bk1", "big", "../../x")
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchUpload"
+    );
+    let id2 = s
+        .create_upload("bk1", "small", PutOptions::default())
+        .await
+        .unwrap();
     s.abort_upload("bk1", "small", &id2).await.unwrap();
-    assert_eq!(s.abort_upload("bk1", "small", &id2).await.unwrap_err().code(), "NoSuchUpload");
+    assert_eq!(
+        s.abort_upload("bk1", "small", &id2)
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchUpload"
+    );
 }
 
 pub(crate) struct OnceBody(pub Option<Result<Bytes, ripstream_api::BoxError>>);
