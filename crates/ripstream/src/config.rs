@@ -400,6 +400,28 @@ mod tests {
     }
 
     #[test]
+    fn the_object_store_root_defaults_under_the_data_dir() {
+        let data = Path::new("/srv/rs");
+        let none = FileConfig::default();
+        assert_eq!(
+            object_store_root(&ServeArgs::default(), &none, data),
+            data.join("objects")
+        );
+        let file: FileConfig = toml::from_str("[object_store]\nroot = \"/mnt/objects\"\n").unwrap();
+        assert_eq!(
+            object_store_root(&ServeArgs::default(), &file, data),
+            PathBuf::from("/mnt/objects")
+        );
+        let args = ServeArgs {
+            object_store_root: Some("/flag".into()),
+            ..Default::default()
+        };
+        assert_eq!(object_store_root(&args, &file, data), PathBuf::from("/flag"));
+        // Only the embedded store exists in this increment.
+        assert!(toml::from_str::<FileConfig>("[object_store]\nendpoint = \"http://x\"\n").is_err());
+    }
+
+    #[test]
     fn public_listeners_need_credentials() {
         let args = ServeArgs {
             listen: Some("0.0.0.0:4567".parse().unwrap()),
