@@ -258,9 +258,35 @@ pub enum Reply {
     /// protocol answers otherwise (206 for a byte range, 304 Not Modified).
     Payload {
         output: Vec<u8>,
-        body: bytes::Bytes,
+        body: Payload,
         status: Option<StatusCode>,
     },
+}
+
+/// The raw payload of a [`Reply::Payload`].
+pub enum Payload {
+    /// Bytes in memory.
+    Bytes(bytes::Bytes),
+    /// Exactly `len` bytes, sent as the stream yields them (S3 GetObject
+    /// reads a large object as it goes out). An error ends the response
+    /// early: the status and headers are already sent, so the client sees
+    /// a body shorter than its Content-Length, never wrong bytes.
+    Stream { len: u64, stream: BodyStream },
+}
+
+impl Payload {
+    /// How many bytes the payload holds.
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::Stream { len, .. } => *len,
+        }
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl std::fmt::Debug for Reply {

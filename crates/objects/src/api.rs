@@ -9,7 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use http::StatusCode;
-use ripstream_api::{BoxError, CallFuture, Reply, Request, Spec};
+use ripstream_api::{BoxError, CallFuture, Payload, Reply, Request, Spec};
+
+/// Objects up to this size are read whole before the answer; larger ones
+/// stream from the file as they are sent.
+const SMALL_OBJECT: u64 = 1024 * 1024;
 use serde_json::{Map, Value, json};
 
 use crate::error::ObjectsError;
@@ -127,7 +131,7 @@ impl S3Api {
                             "ETag": info.etag,
                             "LastModified": epoch(info.last_modified),
                         })),
-                        body: bytes::Bytes::new(),
+                        body: Payload::Bytes(bytes::Bytes::new()),
                         status: Some(status),
                     });
                 }
@@ -142,13 +146,13 @@ impl S3Api {
                         );
                         return Ok(Reply::Payload {
                             output: to_vec(&Value::Object(out)),
-                            body: bytes::Bytes::new(),
+                            body: Payload::Bytes(bytes::Bytes::new()),
                             status: Some(StatusCode::PARTIAL_CONTENT),
                         });
                     }
                     return ok(Value::Object(out));
                 }
-                let (info, body, span) = store.get(&bucket, &key, range).await?;
+                let (info, len, span, stream) = store.get_stream(&bucket, &key, range).await?;
                 let mut out = object_headers(&info);
                 let status = span.map(|(a, b)| {
                     out.insert(
@@ -157,7 +161,21 @@ impl S3Api {
                     );
                     StatusCode::PARTIAL_CONTENT
                 });
-                out.insert("ContentLength".into(), body.len().into());
+                out.insert("ContentLength".into(), len.into());
+                let body = if len <= SMALL_OBJECT {
+                    // Small: read whole here, so a read error is still an
+                    // error status rather than a cut connection.
+                    let mut stream = stream;
+                    let mut buf = Vec::with_capacity(len as usize);
+                    while let Some(piece) =
+                        std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
+                    {
+                        buf.extend_from_slice(&piece.map_err(ObjectsError::Body)?);
+                    }
+                    Payload::Bytes(bytes::Bytes::from(buf))
+                } else {
+                    Payload::Stream { len, stream }
+                };
                 Ok(Reply::Payload {
                     output: to_vec(&Value::Object(out)),
                     body,

@@ -25,6 +25,7 @@
 //! loss and a reader never sees half an object.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -556,6 +557,51 @@ impl Objects {
         .await?
     }
 
+    /// An object's bytes (all, or `range`) as a stream read while it is
+    /// sent: the file is opened first, so a concurrent overwrite (a rename
+    /// over it) never mixes two versions into one answer.
+    pub async fn get_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<RangeSpec>,
+    ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
+        self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let no_such_key = || ObjectsError::NoSuchKey { key: key.clone() };
+            let path = this.file(&bucket, &key);
+            match std::fs::symlink_metadata(&path) {
+                Ok(s) if s.is_file() => {}
+                Ok(_) => return Err(no_such_key()),
+                Err(e) if is_missing(&e) => return Err(no_such_key()),
+                Err(e) => return Err(e.into()),
+            }
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if is_missing(&e) => return Err(no_such_key()),
+                Err(e) => return Err(e.into()),
+            };
+            let stat = f.metadata()?;
+            let info = this.info_of(&bucket, &key, &path, &stat)?;
+            let span = range.map(|r| r.resolve(info.size)).transpose()?;
+            let (start, len) = match span {
+                Some((a, b)) => (a, b - a + 1),
+                None => (0, info.size),
+            };
+            f.seek(SeekFrom::Start(start))?;
+            let stream: BodyStream = Box::pin(FileStream {
+                file: Some(f),
+                remaining: len,
+                pending: None,
+            });
+            Ok((info, len, span, stream))
+        })
+        .await?
+    }
+
     /// Deletes an object; deleting one that is not there succeeds, as in S3.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectsError> {
         self.location(bucket, key)?;
@@ -932,6 +978,75 @@ impl Objects {
         let (dir, _) = self.upload(bucket, key, upload_id)?;
         std::fs::remove_dir_all(dir)?;
         Ok(())
+    }
+}
+
+/// Reads a file in pieces on the blocking pool, as the reply is sent.
+struct FileStream {
+    file: Option<std::fs::File>,
+    remaining: u64,
+    #[allow(clippy::type_complexity)]
+    pending: Option<tokio::task::JoinHandle<(std::fs::File, std::io::Result<Vec<u8>>)>>,
+}
+
+/// Piece size of a streamed read.
+const READ_CHUNK: u64 = 256 * 1024;
+
+impl futures_core::Stream for FileStream {
+    type Item = Result<Bytes, ripstream_api::BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(pending) = self.pending.as_mut() {
+                let done = match std::pin::Pin::new(pending).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(done) => done,
+                };
+                self.pending = None;
+                return Poll::Ready(match done {
+                    Ok((file, Ok(buf))) => {
+                        if buf.is_empty() {
+                            // The file shrank under us: end short.
+                            self.remaining = 0;
+                            Some(Err(ObjectsError::Io(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "the object's file was truncated while it was read",
+                            ))
+                            .into()))
+                        } else {
+                            self.remaining = self.remaining.saturating_sub(buf.len() as u64);
+                            self.file = Some(file);
+                            Some(Ok(Bytes::from(buf)))
+                        }
+                    }
+                    Ok((_, Err(e))) => {
+                        self.remaining = 0;
+                        Some(Err(ObjectsError::Io(e).into()))
+                    }
+                    Err(e) => {
+                        self.remaining = 0;
+                        Some(Err(ObjectsError::Task(e).into()))
+                    }
+                });
+            }
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let Some(file) = self.file.take() else {
+                return Poll::Ready(None);
+            };
+            let want = self.remaining.min(READ_CHUNK);
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(want as usize);
+                let mut file = file;
+                let read = (&mut file).take(want).read_to_end(&mut buf).map(|_| buf);
+                (file, read)
+            }));
+        }
     }
 }
 

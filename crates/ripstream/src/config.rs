@@ -416,7 +416,10 @@ mod tests {
             object_store_root: Some("/flag".into()),
             ..Default::default()
         };
-        assert_eq!(object_store_root(&args, &file, data), PathBuf::from("/flag"));
+        assert_eq!(
+            object_store_root(&args, &file, data),
+            PathBuf::from("/flag")
+        );
         // Only the embedded store exists in this increment.
         assert!(toml::from_str::<FileConfig>("[object_store]\nendpoint = \"http://x\"\n").is_err());
     }

@@ -1341,7 +1341,7 @@ impl RestModel {
         let info = self.ops.get(op);
         let mut status = info.map_or(StatusCode::OK, |o| o.status);
         let output = info.and_then(|o| o.output.as_deref());
-        let mut raw: Option<Bytes> = None;
+        let mut raw: Option<ripstream_api::Payload> = None;
         let value = match reply {
             Reply::Empty => Value::Object(Map::new()),
             Reply::Json(bytes) => serde_json::from_slice(&bytes)
@@ -1490,11 +1490,25 @@ impl RestModel {
             }
         }
         let body = match raw {
-            Some(raw) => {
+            Some(ripstream_api::Payload::Bytes(raw)) => {
                 content_type = Some("application/octet-stream");
-                raw
+                full(raw)
             }
-            None => Bytes::from(body),
+            Some(ripstream_api::Payload::Stream { len, stream }) => {
+                content_type = Some("application/octet-stream");
+                if method == Method::HEAD {
+                    full(Bytes::new())
+                } else {
+                    // The declared length, so hyper sends Content-Length
+                    // (and cuts the connection if the stream falls short).
+                    BodyExt::boxed(PayloadBody {
+                        len,
+                        sent: 0,
+                        stream: std::sync::Mutex::new(stream),
+                    })
+                }
+            }
+            None => full(body),
         };
         // 304 and HEAD carry no body; a 304's headers describe the object.
         let content_type = content_type.filter(|_| status != StatusCode::NOT_MODIFIED);
@@ -1503,7 +1517,7 @@ impl RestModel {
         {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
         }
-        let mut r = Response::new(full(body));
+        let mut r = Response::new(body);
         *r.status_mut() = status;
         r.headers_mut().extend(headers);
         Ok(r)
@@ -1649,6 +1663,76 @@ fn front_door_code(
         ) => (code, forbidden),
         (_, "UnknownOperationException") => (code, StatusCode::NOT_FOUND),
         _ => (code, status),
+    }
+}
+
+/// A streamed raw payload of exactly `len` bytes.
+struct PayloadBody {
+    len: u64,
+    sent: u64,
+    /// In a mutex only to be `Sync` as the response body must be; it is
+    /// reached through `get_mut`, never locked.
+    stream: std::sync::Mutex<ripstream_api::BodyStream>,
+}
+
+impl hyper::body::Body for PayloadBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::task::Poll;
+        if self.sent >= self.len {
+            return Poll::Ready(None);
+        }
+        let polled = {
+            let stream = self
+                .stream
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            stream.as_mut().poll_next(cx)
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                // Never more than declared.
+                let room = usize::try_from(self.len - self.sent).unwrap_or(usize::MAX);
+                let chunk = if chunk.len() > room {
+                    chunk.slice(..room)
+                } else {
+                    chunk
+                };
+                self.sent += chunk.len() as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The status went out long ago: logged here or nowhere.
+                error!(code = e.code(), error = %ripstream_api::Chain(&*e), "a streamed reply failed");
+                self.sent = self.len;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                if self.sent < self.len {
+                    error!(
+                        sent = self.sent,
+                        len = self.len,
+                        "a streamed reply ended short"
+                    );
+                }
+                self.sent = self.len;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.len
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len - self.sent.min(self.len))
     }
 }
 
@@ -2266,7 +2350,7 @@ mod tests {
         let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
         let reply = Reply::Payload {
             output: br#"{"ETag": "\"abc\"", "ContentRange": "bytes 1-3/10"}"#.to_vec(),
-            body: Bytes::from_static(b"\x00\xffz"),
+            body: ripstream_api::Payload::Bytes(Bytes::from_static(b"\x00\xffz")),
             status: Some(StatusCode::PARTIAL_CONTENT),
         };
         let r = m.encode("GetObject", &Method::GET, reply).unwrap();
@@ -2276,10 +2360,39 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "application/octet-stream");
         let body = r.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"\x00\xffz");
+        // A streamed payload: its declared length, its pieces in order.
+        struct Pieces(Vec<Bytes>);
+        impl futures_core::Stream for Pieces {
+            type Item = Result<Bytes, ripstream_api::BoxError>;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                let next = (!self.0.is_empty()).then(|| Ok(self.0.remove(0)));
+                std::task::Poll::Ready(next)
+            }
+        }
+        let reply = Reply::Payload {
+            output: b"{}".to_vec(),
+            body: ripstream_api::Payload::Stream {
+                len: 6,
+                stream: Box::pin(Pieces(vec![
+                    Bytes::from_static(b"abc"),
+                    Bytes::from_static(b"defXYZ"),
+                ])),
+            },
+            status: None,
+        };
+        let r = m.encode("GetObject", &Method::GET, reply).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(hyper::body::Body::size_hint(r.body()).exact(), Some(6));
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        // Never more than declared.
+        assert_eq!(&body[..], b"abcdef");
         // 304: the validators, no body and no content type.
         let reply = Reply::Payload {
             output: br#"{"ETag": "\"abc\""}"#.to_vec(),
-            body: Bytes::new(),
+            body: ripstream_api::Payload::Bytes(Bytes::new()),
             status: Some(StatusCode::NOT_MODIFIED),
         };
         let r = m.encode("GetObject", &Method::GET, reply).unwrap();

@@ -158,6 +158,37 @@ async fn metadata_lives_outside_the_bucket_and_goes_stale_with_the_file() {
 }
 
 #[tokio::test]
+async fn streamed_reads_are_the_file_or_its_range() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+    s.put_object("bk1", "big", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let collect = |mut stream: BodyStream| async move {
+        let mut out = Vec::new();
+        while let Some(piece) = next(&mut stream).await {
+            out.extend_from_slice(&piece.unwrap());
+        }
+        out
+    };
+    let (info, len, span, stream) = s.get_stream("bk1", "big", None).await.unwrap();
+    assert_eq!((info.size, len, span), (700_000, 700_000, None));
+    assert!(collect(stream).await == data);
+    let range = RangeSpec::parse("bytes=300000-600000");
+    let (_, len, span, stream) = s.get_stream("bk1", "big", range).await.unwrap();
+    assert_eq!((len, span), (300_001, Some((300_000, 600_000))));
+    assert!(collect(stream).await == data[300_000..=600_000]);
+    assert_eq!(
+        s.get_stream("bk1", "nope", None)
+            .await
+            .err()
+            .map(|e| e.code()),
+        Some("NoSuchKey")
+    );
+}
+
+#[tokio::test]
 async fn a_foreign_file_is_an_object() {
     let (dir, s) = store();
     s.create_bucket("fh1").unwrap();
