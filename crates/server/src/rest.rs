@@ -1857,6 +1857,21 @@ pub(crate) fn route(state: &AppState, parts: &http::request::Parts) -> Option<Ro
             params,
         }));
     }
+    // Without a scope or a virtual host, a POST to `/` or in a JSON or CBOR
+    // content type belongs to the JSON protocols, which ignore the path (an
+    // unsigned Kinesis call without X-Amz-Target gets Kinesis's answer, not
+    // S3's); no S3 operation is a POST to `/`.
+    let json_like = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.trim_start().to_ascii_lowercase();
+            ct.starts_with("application/x-amz-json") || ct.starts_with("application/x-amz-cbor")
+        });
+    if parts.method == Method::POST && (parts.uri.path() == "/" || json_like) {
+        return None;
+    }
     let candidates: Vec<usize> = (0..state.services.len())
         .filter(|&i| is_rest(&state.services[i]))
         .collect();
