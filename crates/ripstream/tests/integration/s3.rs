@@ -14,11 +14,15 @@ use aws_sdk_s3::types::{
 use crate::support::{TestServer, raw};
 
 fn s3(url: &str) -> Client {
+    s3_as(url, "AKIDTEST", "secret")
+}
+
+fn s3_as(url: &str, key: &str, secret: &str) -> Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
         .force_path_style(true)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .build();
@@ -717,4 +721,93 @@ async fn errors_are_s3_xml() {
     .await;
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("<Name>vhost</Name>"));
+}
+
+const CREDENTIALS: &str = r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDS3ADMIN000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "reader"
+access_key_id = "AKIDS3READER00000001"
+secret_access_key = "reader-secret"
+policy = '''{"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListObjectsV2"], "Resource": ["arn:aws:s3:::shared", "arn:aws:s3:::shared/public/*"]}]}'''
+"#;
+
+#[tokio::test]
+async fn each_operation_is_authorized_on_its_bucket_or_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(&path, CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    let admin = s3_as(&srv.url(), "AKIDS3ADMIN000000001", "admin-secret");
+    let reader = s3_as(&srv.url(), "AKIDS3READER00000001", "reader-secret");
+    admin.create_bucket().bucket("shared").send().await.unwrap();
+    for key in ["public/a.txt", "private/b.txt"] {
+        admin
+            .put_object()
+            .bucket("shared")
+            .key(key)
+            .body(ByteStream::from_static(b"data"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let got = reader
+        .get_object()
+        .bucket("shared")
+        .key("public/a.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(got).await, b"data");
+    reader
+        .list_objects_v2()
+        .bucket("shared")
+        .send()
+        .await
+        .unwrap();
+    let e = reader
+        .get_object()
+        .bucket("shared")
+        .key("private/b.txt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    assert_eq!(status(&e), 403);
+    let e = reader
+        .put_object()
+        .bucket("shared")
+        .key("public/new.txt")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    assert!(
+        !srv.data_dir()
+            .join("objects/shared/public/new.txt")
+            .exists()
+    );
+    let e = reader.list_buckets().send().await.unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = reader
+        .delete_bucket()
+        .bucket("shared")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    // A wrong secret never reaches the store.
+    let bad = s3_as(&srv.url(), "AKIDS3READER00000001", "wrong");
+    let e = bad
+        .list_objects_v2()
+        .bucket("shared")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "SignatureDoesNotMatch");
 }
