@@ -47,7 +47,9 @@ pub enum ObjectsError {
     InvalidPartOrder,
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
-    #[error("You must specify at least one part")]
+    #[error(
+        "The XML you provided was not well-formed or did not validate against our published schema"
+    )]
     MalformedXml,
     /// The request body's stream failed (cut short, a chunk signature that
     /// did not verify): the error the front door says the client is owed.

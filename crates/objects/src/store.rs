@@ -467,7 +467,24 @@ impl Objects {
             Err(e) if is_missing(&e) => return Err(no_such_key()),
             Err(e) => return Err(e.into()),
         };
+        if !self.inside_bucket(bucket, &file) {
+            return Err(no_such_key());
+        }
         self.info_of(bucket, key, &file, &stat)
+    }
+
+    /// Whether a file really is under its bucket's directory: a directory
+    /// on its way that is a symlink (which no request can make, but an
+    /// operator could) must not lead a read elsewhere. The bucket's own
+    /// directory may be a symlink (a bucket kept on another disk).
+    fn inside_bucket(&self, bucket: &str, file: &FsPath) -> bool {
+        match (
+            std::fs::canonicalize(self.bucket_dir(bucket)),
+            std::fs::canonicalize(file),
+        ) {
+            (Ok(dir), Ok(real)) => real.starts_with(dir),
+            _ => false,
+        }
     }
 
     fn info_of(
@@ -578,6 +595,9 @@ impl Objects {
                 Ok(_) => return Err(no_such_key()),
                 Err(e) if is_missing(&e) => return Err(no_such_key()),
                 Err(e) => return Err(e.into()),
+            }
+            if !this.inside_bucket(&bucket, &path) {
+                return Err(no_such_key());
             }
             let mut f = match std::fs::File::open(&path) {
                 Ok(f) => f,
@@ -900,7 +920,9 @@ impl Objects {
         self.require_bucket(bucket)?;
         let (dir, upload) = self.upload(bucket, key, upload_id)?;
         if parts.is_empty() {
-            return Err(ObjectsError::MalformedXml);
+            return Err(ObjectsError::InvalidRequest(
+                "You must specify at least one part".into(),
+            ));
         }
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(ObjectsError::InvalidPartOrder);

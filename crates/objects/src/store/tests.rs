@@ -284,6 +284,40 @@ async fn keys_that_would_leave_the_bucket_are_refused() {
 }
 
 #[tokio::test]
+async fn a_symlink_never_leads_a_read_out_of_the_bucket() {
+    let (dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let outside = dir.path().join("secret");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("passwd"), b"root").unwrap();
+    let bucket = dir.path().join("objects/bk1");
+    std::os::unix::fs::symlink(&outside, bucket.join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("passwd"), bucket.join("file")).unwrap();
+    for key in ["link/passwd", "file"] {
+        assert_eq!(
+            s.head("bk1", key).await.unwrap_err().code(),
+            "NoSuchKey",
+            "{key}"
+        );
+        assert_eq!(
+            s.get_stream("bk1", key, None).await.err().map(|e| e.code()),
+            Some("NoSuchKey")
+        );
+    }
+    let l = s
+        .list(
+            "bk1",
+            ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(l.entries.is_empty(), "{l:?}");
+}
+
+#[tokio::test]
 async fn listings_are_ordered_rolled_up_and_paged() {
     let (_dir, s) = store();
     s.create_bucket("bk1").unwrap();
