@@ -7,10 +7,34 @@ import botocore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each service crate owns its model.
-CRATE = {"kinesis": "kinesis", "dynamodb": "dynamo", "sts": "sts"}
+CRATE = {"kinesis": "kinesis", "dynamodb": "dynamo", "sts": "sts", "s3": "objects"}
 # Services vendored only for the operations Ripstream serves (the rest of the
 # model would be routed and validated as if it were served).
 SERVED = {"sts": ["GetCallerIdentity"]}
+# S3 is kept whole, so an unserved operation is routed to itself (and answered
+# NotImplemented) rather than to a served one of the same path. botocore's
+# model no longer names the XML root elements of S3's replies (botocore does
+# not read them); the Smithy SDKs check them, so they are put back.
+S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+S3_ROOTS = {
+    "ListBuckets": "ListAllMyBucketsResult",
+    "ListObjectsV2": "ListBucketResult",
+    "ListObjects": "ListBucketResult",
+    "DeleteObjects": "DeleteResult",
+    "CreateMultipartUpload": "InitiateMultipartUploadResult",
+    "CompleteMultipartUpload": "CompleteMultipartUploadResult",
+    "ListParts": "ListPartsResult",
+    "ListMultipartUploads": "ListMultipartUploadsResult",
+}
+
+
+def s3_roots(model):
+    for op, root in S3_ROOTS.items():
+        shape = model["shapes"][model["operations"][op]["output"]["shape"]]
+        shape["locationName"] = root
+        shape["xmlNamespace"] = {"uri": S3_NAMESPACE}
+    model["metadata"]["xmlNamespace"] = S3_NAMESPACE
+    return model
 
 
 def strip(o):
@@ -40,12 +64,15 @@ def trim(model, operations):
     return model
 
 
-for service, version in [("kinesis", "2013-12-02"), ("dynamodb", "2012-08-10"), ("sts", "2011-06-15")]:
+MODELS = [("kinesis", "2013-12-02"), ("dynamodb", "2012-08-10"), ("sts", "2011-06-15"), ("s3", "2006-03-01")]
+for service, version in MODELS:
     src = os.path.join(os.path.dirname(botocore.__file__), "data", service, version, "service-2.json.gz")
     with gzip.open(src) as f:
         model = strip(json.load(f))
     if service in SERVED:
         model = trim(model, SERVED[service])
+    if service == "s3":
+        model = s3_roots(model)
     out = os.path.join(ROOT, "crates", CRATE[service], "model", f"{service}-{version}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

@@ -267,6 +267,42 @@ pub enum Reply {
     Json(Vec<u8>),
     /// An `application/vnd.amazon.eventstream` response (SubscribeToShard).
     Events(EventStream),
+    /// A REST reply whose payload member is raw bytes (S3 GetObject's
+    /// `Body`), sent as they are instead of base64 in the JSON form; the
+    /// other output members (`output`, JSON form) go where the model binds
+    /// them (headers). `status` replaces the operation's own where the
+    /// protocol answers otherwise (206 for a byte range, 304 Not Modified).
+    Payload {
+        output: Vec<u8>,
+        body: Payload,
+        status: Option<StatusCode>,
+    },
+}
+
+/// The raw payload of a [`Reply::Payload`].
+pub enum Payload {
+    /// Bytes in memory.
+    Bytes(bytes::Bytes),
+    /// Exactly `len` bytes, sent as the stream yields them (S3 GetObject
+    /// reads a large object as it goes out). An error ends the response
+    /// early: the status and headers are already sent, so the client sees
+    /// a body shorter than its Content-Length, never wrong bytes.
+    Stream { len: u64, stream: BodyStream },
+}
+
+impl Payload {
+    /// How many bytes the payload holds.
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::Stream { len, .. } => *len,
+        }
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl std::fmt::Debug for Reply {
@@ -275,6 +311,9 @@ impl std::fmt::Debug for Reply {
             Reply::Empty => f.write_str("Empty"),
             Reply::Json(b) => write!(f, "Json({} bytes)", b.len()),
             Reply::Events(_) => f.write_str("Events(..)"),
+            Reply::Payload { body, status, .. } => {
+                write!(f, "Payload({} bytes, {status:?})", body.len())
+            }
         }
     }
 }

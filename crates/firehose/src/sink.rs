@@ -2,7 +2,7 @@
 //! writes through, and [`LocalObjects`], the embedded store's layout
 //! (`<root>/<bucket>/<key>` as plain files, a bucket being a directory).
 //!
-//! The object store service (`ripstream-objects`) will provide its own sink
+//! The binary wires the object store service's own sink (`ripstream-objects`)
 //! over the same layout; the engine only knows the trait.
 
 use std::future::Future;
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use ripstream_api::Cause;

@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// Most Firehose delivery streams [default: 5000]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_STREAM_LIMIT")]
     pub firehose_stream_limit: Option<usize>,
+    /// Directory of the embedded object store that the S3 API serves and
+    /// Firehose delivers into [default: <data-dir>/objects]
+    #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
+    pub object_store_root: Option<PathBuf>,
     /// For tests only: run the server's clock this many seconds ahead of the
     /// system's, so retention (24 hours at least) can be seen to act.
     #[arg(long, hide = true)]
@@ -205,6 +209,26 @@ pub struct FileConfig {
     pub firehose_create_delay_ms: Option<u64>,
     pub firehose_delete_delay_ms: Option<u64>,
     pub firehose_stream_limit: Option<usize>,
+    /// `[object_store]`: where S3 objects live.
+    pub object_store: Option<ObjectStoreFile>,
+}
+
+/// The `[object_store]` table. This increment has only the embedded store;
+/// an external S3-compatible endpoint is the next step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreFile {
+    /// The embedded store's directory [default: <data-dir>/objects].
+    pub root: Option<PathBuf>,
+}
+
+/// The embedded object store's directory: the flag, the file's
+/// `[object_store] root`, else `objects` under the data directory.
+pub fn object_store_root(args: &ServeArgs, file: &FileConfig, data_dir: &Path) -> PathBuf {
+    args.object_store_root
+        .clone()
+        .or_else(|| file.object_store.as_ref().and_then(|o| o.root.clone()))
+        .unwrap_or_else(|| data_dir.join("objects"))
 }
 
 impl FileConfig {
@@ -424,6 +448,31 @@ mod tests {
         assert_eq!(defaults.listen.to_string(), "127.0.0.1:4567");
         assert_eq!(defaults.service.fsync, FsyncPolicy::Always);
         assert_eq!(defaults.service.quotas, QuotaMode::Aws);
+    }
+
+    #[test]
+    fn the_object_store_root_defaults_under_the_data_dir() {
+        let data = Path::new("/srv/rs");
+        let none = FileConfig::default();
+        assert_eq!(
+            object_store_root(&ServeArgs::default(), &none, data),
+            data.join("objects")
+        );
+        let file: FileConfig = toml::from_str("[object_store]\nroot = \"/mnt/objects\"\n").unwrap();
+        assert_eq!(
+            object_store_root(&ServeArgs::default(), &file, data),
+            PathBuf::from("/mnt/objects")
+        );
+        let args = ServeArgs {
+            object_store_root: Some("/flag".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            object_store_root(&args, &file, data),
+            PathBuf::from("/flag")
+        );
+        // Only the embedded store exists in this increment.
+        assert!(toml::from_str::<FileConfig>("[object_store]\nendpoint = \"http://x\"\n").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod config;
+mod sink;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -89,6 +90,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     init_logging(log_level.or_else(|| file.log_level.clone()).as_deref());
     let cfg = config::resolve(&args, &file)?;
     let firehose_cfg = config::firehose(&args, &file, &cfg.service);
+    let objects_root = config::object_store_root(&args, &file, &cfg.service.data_dir);
     tracing::info!(
         data_dir = %cfg.service.data_dir.display(),
         fsync = %cfg.service.fsync,
@@ -135,15 +137,18 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .context("cannot open the data directory")?;
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
         .context("cannot open the DynamoDB-compatible tables")?;
-    // Delivered objects go to the embedded store's layout,
-    // <data-dir>/objects/<bucket>/<key>.
-    let objects = Arc::new(ripstream_firehose::LocalObjects::new(
-        ctx.data_dir.join("objects"),
-    ));
-    let firehose =
-        ripstream_firehose::Firehose::open_in(&ctx, firehose_cfg, objects, &mut registry)
-            .await
-            .context("cannot open the Firehose delivery streams")?;
+    let objects = ripstream_objects::Objects::open_root(&objects_root)
+        .with_context(|| format!("cannot open the object store at {}", objects_root.display()))?;
+    tracing::info!(root = %objects.root().display(), "object store (S3 API)");
+    // Firehose delivers into the same store the S3 API serves.
+    let firehose = ripstream_firehose::Firehose::open_in(
+        &ctx,
+        firehose_cfg,
+        Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+        &mut registry,
+    )
+    .await
+    .context("cannot open the Firehose delivery streams")?;
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
@@ -151,6 +156,11 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
         Arc::new(ripstream_sts::Sts::new(&ctx.region, &ctx.account_id)),
         Arc::new(ripstream_firehose::api::FirehoseApi::new(firehose)),
+        Arc::new(ripstream_objects::S3Api::new(
+            objects,
+            &ctx.region,
+            &ctx.account_id,
+        )),
     ];
     let server = ripstream_server::Server::bind(cfg, registry, services).await?;
     let addr = server.local_addr()?;

@@ -268,6 +268,11 @@ impl QueryModel {
                     "an event stream cannot be sent over awsQuery",
                 ));
             }
+            Reply::Payload { .. } => {
+                return Err(WireError::internal(
+                    "a raw payload cannot be sent over awsQuery",
+                ));
+            }
         }
         out.push_str(&format!(
             "<ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{op}Response>",

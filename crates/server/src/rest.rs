@@ -76,6 +76,14 @@ struct Route {
     /// Literal query parts: `?uploads` (present) or `?list-type=2` (that value).
     query: Vec<(String, Option<String>)>,
     operation: String,
+    /// Query parameters and headers (lower case) the request must carry,
+    /// set only where several operations share this method and template
+    /// (S3's `PUT /{Bucket}/{Key+}` is PutObject, CopyObject with
+    /// `x-amz-copy-source`, UploadPart with `partNumber` and `uploadId`): the
+    /// operation's required members in those places tell them apart, as
+    /// S3's front end does.
+    required_params: Vec<String>,
+    required_headers: Vec<String>,
 }
 
 impl Route {
@@ -127,7 +135,21 @@ impl Route {
             segments,
             query,
             operation: operation.to_string(),
+            required_params: Vec::new(),
+            required_headers: Vec::new(),
         })
+    }
+
+    /// Whether a request carries what tells this operation from the others
+    /// of the same template.
+    fn requirements_met(&self, params: &[(String, String)], headers: &HeaderMap) -> bool {
+        self.required_params
+            .iter()
+            .all(|p| params.iter().any(|(k, _)| k == p))
+            && self
+                .required_headers
+                .iter()
+                .all(|h| headers.contains_key(h.as_str()))
     }
 
     /// The labels of a matching path (percent-decoded), or `None`.
@@ -264,13 +286,60 @@ impl RestModel {
                 },
             );
         }
+        // Operations sharing a method and template are told apart by the
+        // query parameters and headers they require.
+        let shared: Vec<bool> = routes
+            .iter()
+            .map(|r| {
+                routes.iter().any(|o| {
+                    o.operation != r.operation
+                        && o.method == r.method
+                        && o.segments == r.segments
+                        && o.query == r.query
+                })
+            })
+            .collect();
+        for (route, shared) in routes.iter_mut().zip(shared) {
+            if !shared {
+                continue;
+            }
+            let Some(input) = ops
+                .get(&route.operation)
+                .and_then(|o: &OpInfo| o.input.clone())
+            else {
+                continue;
+            };
+            let input = shapes.get(&input).and_then(Value::as_object);
+            let required: Vec<&str> = input
+                .and_then(|s| s.get("required"))
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let members = input
+                .and_then(|s| s.get("members"))
+                .and_then(Value::as_object);
+            for name in required {
+                let Some(m) = members.and_then(|m| m.get(name)).and_then(Value::as_object) else {
+                    continue;
+                };
+                let wire = location_name(m, name).to_string();
+                match location(m) {
+                    "querystring" => route.required_params.push(wire),
+                    "header" => route.required_headers.push(wire.to_ascii_lowercase()),
+                    _ => {}
+                }
+            }
+        }
         // Position by position, literal before label before greedy; then the
-        // template with more literal query parts.
+        // template with more literal query parts; then the operation that
+        // requires more of the request.
         routes.sort_by(|a, b| {
             let ra: Vec<u8> = a.segments.iter().map(Segment::rank).collect();
             let rb: Vec<u8> = b.segments.iter().map(Segment::rank).collect();
+            let needs = |r: &Route| r.required_params.len() + r.required_headers.len();
             ra.cmp(&rb)
                 .then(b.query.len().cmp(&a.query.len()))
+                .then(needs(b).cmp(&needs(a)))
                 .then(a.operation.cmp(&b.operation))
         });
         let error_status = shapes
@@ -298,10 +367,11 @@ impl RestModel {
         method: &Method,
         path: &str,
         params: &[(String, String)],
+        headers: &HeaderMap,
     ) -> Option<(&str, Vec<(String, String)>)> {
         self.routes
             .iter()
-            .filter(|r| r.method == *method)
+            .filter(|r| r.method == *method && r.requirements_met(params, headers))
             .find_map(|r| Some((r.operation.as_str(), r.matches(path, params)?)))
     }
 
@@ -1271,10 +1341,24 @@ impl RestModel {
         let info = self.ops.get(op);
         let mut status = info.map_or(StatusCode::OK, |o| o.status);
         let output = info.and_then(|o| o.output.as_deref());
+        let mut raw: Option<ripstream_api::Payload> = None;
         let value = match reply {
             Reply::Empty => Value::Object(Map::new()),
             Reply::Json(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| WireError::internal(format!("could not encode the response: {e}")))?,
+            Reply::Payload {
+                output,
+                body,
+                status: replaced,
+            } => {
+                if let Some(s) = replaced {
+                    status = s;
+                }
+                raw = Some(body);
+                serde_json::from_slice(&output).map_err(|e| {
+                    WireError::internal(format!("could not encode the response: {e}"))
+                })?
+            }
             Reply::Events(_) => {
                 return Err(WireError::internal(
                     "event stream replies are not supported over the REST protocols yet",
@@ -1405,12 +1489,35 @@ impl RestModel {
                 content_type = Some(self.content_type());
             }
         }
+        let body = match raw {
+            Some(ripstream_api::Payload::Bytes(raw)) => {
+                content_type = Some("application/octet-stream");
+                full(raw)
+            }
+            Some(ripstream_api::Payload::Stream { len, stream }) => {
+                content_type = Some("application/octet-stream");
+                if method == Method::HEAD {
+                    full(Bytes::new())
+                } else {
+                    // The declared length, so hyper sends Content-Length
+                    // (and cuts the connection if the stream falls short).
+                    BodyExt::boxed(PayloadBody {
+                        len,
+                        sent: 0,
+                        stream: std::sync::Mutex::new(stream),
+                    })
+                }
+            }
+            None => full(body),
+        };
+        // 304 and HEAD carry no body; a 304's headers describe the object.
+        let content_type = content_type.filter(|_| status != StatusCode::NOT_MODIFIED);
         if let Some(ct) = content_type
             && !headers.contains_key(CONTENT_TYPE)
         {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
         }
-        let mut r = Response::new(full(body));
+        let mut r = Response::new(body);
         *r.status_mut() = status;
         r.headers_mut().extend(headers);
         Ok(r)
@@ -1559,6 +1666,76 @@ fn front_door_code(
     }
 }
 
+/// A streamed raw payload of exactly `len` bytes.
+struct PayloadBody {
+    len: u64,
+    sent: u64,
+    /// In a mutex only to be `Sync` as the response body must be; it is
+    /// reached through `get_mut`, never locked.
+    stream: std::sync::Mutex<ripstream_api::BodyStream>,
+}
+
+impl hyper::body::Body for PayloadBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::task::Poll;
+        if self.sent >= self.len {
+            return Poll::Ready(None);
+        }
+        let polled = {
+            let stream = self
+                .stream
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            stream.as_mut().poll_next(cx)
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                // Never more than declared.
+                let room = usize::try_from(self.len - self.sent).unwrap_or(usize::MAX);
+                let chunk = if chunk.len() > room {
+                    chunk.slice(..room)
+                } else {
+                    chunk
+                };
+                self.sent += chunk.len() as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The status went out long ago: logged here or nowhere.
+                error!(code = e.code(), error = %ripstream_api::Chain(&*e), "a streamed reply failed");
+                self.sent = self.len;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                if self.sent < self.len {
+                    error!(
+                        sent = self.sent,
+                        len = self.len,
+                        "a streamed reply ended short"
+                    );
+                }
+                self.sent = self.len;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.len
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len - self.sent.min(self.len))
+    }
+}
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
@@ -1647,7 +1824,7 @@ pub(crate) fn route(state: &AppState, parts: &http::request::Parts) -> Option<Ro
         let m = &state.services[service];
         let rest = m.rest.as_ref()?;
         let path = path_for(m);
-        let (op, labels) = rest.find(&parts.method, &path, &params)?;
+        let (op, labels) = rest.find(&parts.method, &path, &params, &parts.headers)?;
         Some(Routed {
             service,
             operation: Some(op.to_string()),
@@ -1679,6 +1856,21 @@ pub(crate) fn route(state: &AppState, parts: &http::request::Parts) -> Option<Ro
             labels: Vec::new(),
             params,
         }));
+    }
+    // Without a scope or a virtual host, a POST to `/` or in a JSON or CBOR
+    // content type belongs to the JSON protocols, which ignore the path (an
+    // unsigned Kinesis call without X-Amz-Target gets Kinesis's answer, not
+    // S3's); no S3 operation is a POST to `/`.
+    let json_like = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.trim_start().to_ascii_lowercase();
+            ct.starts_with("application/x-amz-json") || ct.starts_with("application/x-amz-cbor")
+        });
+    if parts.method == Method::POST && (parts.uri.path() == "/" || json_like) {
+        return None;
     }
     let candidates: Vec<usize> = (0..state.services.len())
         .filter(|&i| is_rest(&state.services[i]))
@@ -2069,7 +2261,7 @@ mod tests {
         });
         let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
         let op = |path: &str, q: &str| {
-            m.find(&Method::GET, path, &params(q))
+            m.find(&Method::GET, path, &params(q), &HeaderMap::new())
                 .map(|(o, _)| o.to_string())
         };
         assert_eq!(op("/b/k", "").as_deref(), Some("GetObject"));
@@ -2078,7 +2270,150 @@ mod tests {
         assert_eq!(op("/b", "list-type=2").as_deref(), Some("ListObjectsV2"));
         assert_eq!(op("/b/special", "").as_deref(), Some("Special"));
         assert_eq!(op("/", "").as_deref(), Some("ListBuckets"));
-        assert_eq!(m.find(&Method::PUT, "/b", &[]).map(|x| x.0), None);
+        assert_eq!(
+            m.find(&Method::PUT, "/b", &[], &HeaderMap::new())
+                .map(|x| x.0),
+            None
+        );
+    }
+
+    #[test]
+    fn operations_of_one_template_are_told_apart_by_what_they_require() {
+        // S3's PUT /{Bucket}/{Key+}: PutObject, CopyObject (a required
+        // header), UploadPart (required query parameters).
+        let model = json!({
+            "metadata": {"protocol": "rest-xml", "endpointPrefix": "x"},
+            "operations": {
+                "PutObject": {"http": {"method": "PUT", "requestUri": "/{Bucket}/{Key+}"},
+                    "input": {"shape": "PutIn"}},
+                "CopyObject": {"http": {"method": "PUT", "requestUri": "/{Bucket}/{Key+}"},
+                    "input": {"shape": "CopyIn"}},
+                "UploadPart": {"http": {"method": "PUT", "requestUri": "/{Bucket}/{Key+}"},
+                    "input": {"shape": "PartIn"}},
+                "Lone": {"http": {"method": "POST", "requestUri": "/{Bucket}"},
+                    "input": {"shape": "LoneIn"}}
+            },
+            "shapes": {
+                "S": {"type": "string"},
+                "PutIn": {"type": "structure", "required": ["Bucket", "Key"], "members": {
+                    "Bucket": {"shape": "S", "location": "uri", "locationName": "Bucket"},
+                    "Key": {"shape": "S", "location": "uri", "locationName": "Key"}}},
+                "CopyIn": {"type": "structure", "required": ["Bucket", "Key", "CopySource"], "members": {
+                    "Bucket": {"shape": "S", "location": "uri", "locationName": "Bucket"},
+                    "Key": {"shape": "S", "location": "uri", "locationName": "Key"},
+                    "CopySource": {"shape": "S", "location": "header", "locationName": "x-amz-copy-source"}}},
+                "PartIn": {"type": "structure", "required": ["Bucket", "Key", "PartNumber", "UploadId"], "members": {
+                    "Bucket": {"shape": "S", "location": "uri", "locationName": "Bucket"},
+                    "Key": {"shape": "S", "location": "uri", "locationName": "Key"},
+                    "PartNumber": {"shape": "S", "location": "querystring", "locationName": "partNumber"},
+                    "UploadId": {"shape": "S", "location": "querystring", "locationName": "uploadId"}}},
+                "LoneIn": {"type": "structure", "required": ["Token"], "members": {
+                    "Token": {"shape": "S", "location": "header", "locationName": "x-token"}}}
+            }
+        });
+        let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
+        let op = |method: Method, q: &str, headers: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            m.find(
+                &method,
+                if method == Method::POST { "/b" } else { "/b/k" },
+                &params(q),
+                &h,
+            )
+            .map(|(o, _)| o.to_string())
+        };
+        assert_eq!(op(Method::PUT, "", &[]).as_deref(), Some("PutObject"));
+        assert_eq!(
+            op(Method::PUT, "", &[("x-amz-copy-source", "src/k")]).as_deref(),
+            Some("CopyObject")
+        );
+        assert_eq!(
+            op(Method::PUT, "partNumber=1&uploadId=u", &[]).as_deref(),
+            Some("UploadPart")
+        );
+        // Half of UploadPart's parameters: a plain PutObject, as S3 reads it.
+        assert_eq!(
+            op(Method::PUT, "partNumber=1", &[]).as_deref(),
+            Some("PutObject")
+        );
+        // A template no other operation shares is routed without its
+        // required members (validation then names what is missing).
+        assert_eq!(op(Method::POST, "", &[]).as_deref(), Some("Lone"));
+    }
+
+    #[tokio::test]
+    async fn a_raw_payload_reply_keeps_its_bytes_status_and_headers() {
+        let model = json!({
+            "metadata": {"protocol": "rest-xml", "endpointPrefix": "x"},
+            "operations": {
+                "GetObject": {"http": {"method": "GET", "requestUri": "/{Bucket}/{Key+}"},
+                    "output": {"shape": "Out"}}
+            },
+            "shapes": {
+                "S": {"type": "string"},
+                "B": {"type": "blob", "streaming": true},
+                "Out": {"type": "structure", "payload": "Body", "members": {
+                    "Body": {"shape": "B"},
+                    "ETag": {"shape": "S", "location": "header", "locationName": "ETag"},
+                    "ContentRange": {"shape": "S", "location": "header", "locationName": "Content-Range"},
+                    "ContentType": {"shape": "S", "location": "header", "locationName": "Content-Type"}}}
+            }
+        });
+        let m = RestModel::parse(&model.to_string(), Protocol::RestXml).unwrap();
+        let reply = Reply::Payload {
+            output: br#"{"ETag": "\"abc\"", "ContentRange": "bytes 1-3/10"}"#.to_vec(),
+            body: ripstream_api::Payload::Bytes(Bytes::from_static(b"\x00\xffz")),
+            status: Some(StatusCode::PARTIAL_CONTENT),
+        };
+        let r = m.encode("GetObject", &Method::GET, reply).unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()["etag"], "\"abc\"");
+        assert_eq!(r.headers()["content-range"], "bytes 1-3/10");
+        assert_eq!(r.headers()["content-type"], "application/octet-stream");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"\x00\xffz");
+        // A streamed payload: its declared length, its pieces in order.
+        struct Pieces(Vec<Bytes>);
+        impl futures_core::Stream for Pieces {
+            type Item = Result<Bytes, ripstream_api::BoxError>;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                let next = (!self.0.is_empty()).then(|| Ok(self.0.remove(0)));
+                std::task::Poll::Ready(next)
+            }
+        }
+        let reply = Reply::Payload {
+            output: b"{}".to_vec(),
+            body: ripstream_api::Payload::Stream {
+                len: 6,
+                stream: Box::pin(Pieces(vec![
+                    Bytes::from_static(b"abc"),
+                    Bytes::from_static(b"defXYZ"),
+                ])),
+            },
+            status: None,
+        };
+        let r = m.encode("GetObject", &Method::GET, reply).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(hyper::body::Body::size_hint(r.body()).exact(), Some(6));
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        // Never more than declared.
+        assert_eq!(&body[..], b"abcdef");
+        // 304: the validators, no body and no content type.
+        let reply = Reply::Payload {
+            output: br#"{"ETag": "\"abc\""}"#.to_vec(),
+            body: ripstream_api::Payload::Bytes(Bytes::new()),
+            status: Some(StatusCode::NOT_MODIFIED),
+        };
+        let r = m.encode("GetObject", &Method::GET, reply).unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert!(!r.headers().contains_key("content-type"));
+        assert_eq!(r.headers()["etag"], "\"abc\"");
     }
 
     #[test]
@@ -2154,7 +2489,7 @@ mod tests {
             }
             for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
                 for m in [&model, &json_model] {
-                    if let Some((op, labels)) = m.find(&method, &path, &params) {
+                    if let Some((op, labels)) = m.find(&method, &path, &params, &HeaderMap::new()) {
                         for b in [Bytes::from(body.clone()), Bytes::from(xml.clone())] {
                             let sources = Sources {
                                 headers: &headers,

@@ -365,6 +365,11 @@ fn encode_reply(
                 .json_to_cbor(mounted.model.output_shape(op), json);
             (CBOR_11, cbor_bytes(&cbor).map_err(fail)?)
         }
+        (Reply::Payload { .. }, _) => {
+            return Err(fail(
+                "a raw payload is only sent over the REST protocols".into(),
+            ));
+        }
         (Reply::Events(events), protocol) => {
             let encode: crate::eventstream::EventEncoder = match protocol {
                 Protocol::Json | Protocol::Coral => {

@@ -17,6 +17,7 @@ mod protocol;
 mod quotas;
 mod records;
 mod reshard;
+mod s3;
 mod security;
 mod seqnum;
 mod streams;

@@ -1,0 +1,1328 @@
+//! The embedded object store: buckets are directories and objects plain
+//! files under the store's root, so what another in-process writer (the
+//! Firehose delivery engine) puts there with object_store's LocalFileSystem
+//! is an object, and so an operator can read it without Ripstream.
+//!
+//! ```text
+//! <root>/<bucket>/<key>                 the object's bytes (`/` in a key: directories)
+//! <root>/.meta/buckets/<bucket>.json    the bucket's creation date
+//! <root>/.meta/objects/<bucket>/<h>     an object's Content-Type, user metadata and ETag
+//! <root>/.meta/uploads/<bucket>/<id>/   a multipart upload: upload.json and its parts
+//! ```
+//!
+//! `.meta` can never be a bucket (bucket names start with a letter or a
+//! digit), so listings never see it. An object's metadata file is named by
+//! a hash of its key (`<h>`), so no key can collide with another's metadata.
+//! It records the size and modification time of the file it describes: a
+//! file rewritten behind the store's back (or written by another writer)
+//! has no valid metadata, and is then an object of content type
+//! `binary/octet-stream` whose ETag is the MD5 of its bytes, as S3 gives a
+//! single-part upload.
+//!
+//! Writes go through object_store's LocalFileSystem, which stages each one
+//! in a temporary file renamed into place, with fsync on (the file and
+//! every directory it touched), so an acknowledged write survives power
+//! loss and a reader never sees half an object.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use ripstream_api::BodyStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ObjectsError;
+
+/// The content type of an object stored without one, as S3 answers it.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+/// S3's longest key, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// S3's smallest part but the last of a multipart upload.
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// Most keys one listing answers with.
+pub const MAX_LIST_KEYS: usize = 1000;
+
+/// What the store knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Quoted, as S3 sends it: `"<hex md5>"`, or `"<hex>-<parts>"` for a
+    /// multipart upload.
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub content_type: String,
+    /// User metadata (`x-amz-meta-*`), names in lower case.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What a writer says about an object beyond its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// The Content-MD5 the client sent, decoded; the write fails with
+    /// BadDigest (and leaves the old object) when the bytes differ.
+    pub content_md5: Option<[u8; 16]>,
+}
+
+/// A bucket as ListBuckets reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created: SystemTime,
+}
+
+/// One entry of a listing, in S3's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Object(ObjectInfo),
+    /// A common prefix (the keys under it rolled up by the delimiter).
+    Prefix(String),
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery<'a> {
+    pub prefix: &'a str,
+    pub delimiter: Option<&'a str>,
+    /// Only keys (and common prefixes) after this one.
+    pub after: Option<&'a str>,
+    pub max_keys: usize,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    /// Whether entries past the last one remain.
+    pub truncated: bool,
+}
+
+impl Listing {
+    /// The key or common prefix the next page starts after.
+    pub fn last(&self) -> Option<&str> {
+        self.entries.last().map(|e| match e {
+            Entry::Object(o) => o.key.as_str(),
+            Entry::Prefix(p) => p.as_str(),
+        })
+    }
+}
+
+/// One part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Upload {
+    key: String,
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+    initiated_ms: u64,
+}
+
+/// The metadata file of one object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    key: String,
+    etag: String,
+    content_type: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    /// The file this describes: its size and modification time (ns).
+    size: u64,
+    mtime_ns: u128,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BucketMeta {
+    created_ms: u64,
+}
+
+/// The embedded object store.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    root: PathBuf,
+    fs: Arc<LocalFileSystem>,
+}
+
+impl Objects {
+    /// The store of a data directory: `<data_dir>/objects`.
+    pub fn open(data_dir: impl AsRef<FsPath>) -> Result<Objects, ObjectsError> {
+        Objects::open_root(data_dir.as_ref().join("objects"))
+    }
+
+    /// The store rooted at `root` (created if missing).
+    pub fn open_root(root: impl Into<PathBuf>) -> Result<Objects, ObjectsError> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(".meta"))?;
+        let root = std::fs::canonicalize(&root)?;
+        let fs = LocalFileSystem::new_with_prefix(&root)?.with_fsync(true);
+        Ok(Objects {
+            root,
+            fs: Arc::new(fs),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &FsPath {
+        &self.root
+    }
+
+    fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(bucket)
+    }
+
+    fn bucket_meta(&self, bucket: &str) -> PathBuf {
+        self.root
+            .join(".meta")
+            .join("buckets")
+            .join(format!("{bucket}.json"))
+    }
+
+    fn meta_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(".meta").join("objects").join(bucket)
+    }
+
+    fn meta_path(&self, bucket: &str, key: &str) -> PathBuf {
+        let digest = Md5::digest(key.as_bytes());
+        self.meta_dir(bucket).join(hex::encode(digest))
+    }
+
+    fn uploads_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(".meta").join("uploads").join(bucket)
+    }
+
+    // ------------------------------------------------------------ buckets
+
+    /// Whether the bucket exists (a name that cannot be a bucket never does).
+    pub fn bucket_exists(&self, bucket: &str) -> bool {
+        valid_bucket_name(bucket) && self.bucket_dir(bucket).is_dir()
+    }
+
+    fn require_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+        if self.bucket_exists(bucket) {
+            Ok(())
+        } else {
+            Err(ObjectsError::NoSuchBucket {
+                bucket: bucket.to_string(),
+            })
+        }
+    }
+
+    /// Creates a bucket; BucketAlreadyOwnedByYou if it exists (every
+    /// bucket of this store is the account's own).
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+        if !valid_bucket_name(bucket) {
+            return Err(ObjectsError::InvalidBucketName {
+                bucket: bucket.to_string(),
+            });
+        }
+        match std::fs::create_dir(self.bucket_dir(bucket)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(ObjectsError::BucketAlreadyOwnedByYou {
+                    bucket: bucket.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let meta = BucketMeta {
+            created_ms: millis(SystemTime::now()),
+        };
+        write_durable(
+            &self.bucket_meta(bucket),
+            &serde_json::to_vec(&meta).unwrap_or_default(),
+        )?;
+        sync_dir(&self.root)?;
+        Ok(())
+    }
+
+    /// Deletes an empty bucket (BucketNotEmpty otherwise), with its
+    /// metadata and any multipart uploads left in it.
+    pub fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+        self.require_bucket(bucket)?;
+        let dir = self.bucket_dir(bucket);
+        let mut keys = Vec::new();
+        walk(&dir, "", &mut keys, 1)?;
+        if !keys.is_empty() {
+            return Err(ObjectsError::BucketNotEmpty {
+                bucket: bucket.to_string(),
+            });
+        }
+        // Only empty directories (or object_store staging files) are left.
+        std::fs::remove_dir_all(&dir)?;
+        for extra in [self.meta_dir(bucket), self.uploads_dir(bucket)] {
+            match std::fs::remove_dir_all(&extra) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match std::fs::remove_file(self.bucket_meta(bucket)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(&self.root)?;
+        Ok(())
+    }
+
+    /// Every bucket, by name.
+    pub fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectsError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            if !valid_bucket_name(&name) || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let created = std::fs::read(self.bucket_meta(&name))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<BucketMeta>(&b).ok())
+                .map(|m| UNIX_EPOCH + Duration::from_millis(m.created_ms))
+                .or_else(|| entry.metadata().ok()?.modified().ok())
+                .unwrap_or(UNIX_EPOCH);
+            out.push(BucketInfo { name, created });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ objects
+
+    /// The object_store path of an object, or S3's error for a key this
+    /// layout cannot hold.
+    fn location(&self, bucket: &str, key: &str) -> Result<Path, ObjectsError> {
+        check_key(key)?;
+        Path::parse(format!("{bucket}/{key}"))
+            .map_err(|_| unsupported_key(key))
+            .and_then(|p| {
+                // The file LocalFileSystem would write must be the one this
+                // store reads: inside the bucket, at the key's own path.
+                let file = self
+                    .fs
+                    .path_to_filesystem(&p)
+                    .map_err(|_| unsupported_key(key))?;
+                if file != self.bucket_dir(bucket).join(key) {
+                    return Err(unsupported_key(key));
+                }
+                Ok(p)
+            })
+    }
+
+    fn file(&self, bucket: &str, key: &str) -> PathBuf {
+        self.bucket_dir(bucket).join(key)
+    }
+
+    /// Writes an object from bytes in memory (the in-process writers' call).
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Bytes,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        self.put_with(bucket, key, bytes, PutOptions::default())
+            .await
+    }
+
+    /// Writes an object from bytes in memory.
+    pub async fn put_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Bytes,
+        opts: PutOptions,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let location = self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let digest: [u8; 16] = Md5::digest(&bytes).into();
+        if opts.content_md5.is_some_and(|want| want != digest) {
+            return Err(ObjectsError::BadDigest);
+        }
+        self.fs
+            .put(&location, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| store_error(e, key))?;
+        self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
+            .await
+    }
+
+    /// Writes an object from a request body as it arrives. Nothing replaces
+    /// the old object unless the whole body arrived (and matched its
+    /// Content-MD5).
+    pub async fn put_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut body: BodyStream,
+        opts: PutOptions,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let location = self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let upload = self
+            .fs
+            .put_multipart(&location)
+            .await
+            .map_err(|e| store_error(e, key))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
+        let mut md5 = Md5::new();
+        loop {
+            match next(&mut body).await {
+                Some(Ok(chunk)) => {
+                    md5.update(&chunk);
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
+                    writer.put(chunk);
+                }
+                Some(Err(e)) => {
+                    let _ = writer.abort().await;
+                    return Err(ObjectsError::Body(e));
+                }
+                None => break,
+            }
+        }
+        let digest: [u8; 16] = md5.finalize().into();
+        if opts.content_md5.is_some_and(|want| want != digest) {
+            let _ = writer.abort().await;
+            return Err(ObjectsError::BadDigest);
+        }
+        writer.finish().await.map_err(|e| store_error(e, key))?;
+        self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
+            .await
+    }
+
+    /// Writes the metadata of an object just written, and answers its info.
+    async fn record(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: String,
+        opts: &PutOptions,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let file = self.file(bucket, key);
+        let meta_path = self.meta_path(bucket, key);
+        let key = key.to_string();
+        let content_type = opts.content_type.clone();
+        let metadata = opts.metadata.clone();
+        tokio::task::spawn_blocking(move || -> Result<ObjectInfo, ObjectsError> {
+            let stat = std::fs::metadata(&file)?;
+            let mtime = stat.modified()?;
+            let meta = Meta {
+                key: key.clone(),
+                etag: etag.clone(),
+                content_type: content_type.clone(),
+                metadata: metadata.clone(),
+                size: stat.len(),
+                mtime_ns: nanos(mtime),
+            };
+            write_durable(&meta_path, &serde_json::to_vec(&meta).unwrap_or_default())?;
+            Ok(ObjectInfo {
+                key,
+                size: stat.len(),
+                etag,
+                last_modified: mtime,
+                content_type: content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
+                metadata,
+            })
+        })
+        .await?
+    }
+
+    /// What the store knows of an object (NoSuchKey if there is none).
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectsError> {
+        self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || this.info_blocking(&bucket, &key)).await?
+    }
+
+    fn info_blocking(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectsError> {
+        let no_such_key = || ObjectsError::NoSuchKey {
+            key: key.to_string(),
+        };
+        let file = self.file(bucket, key);
+        let stat = match std::fs::symlink_metadata(&file) {
+            Ok(s) if s.is_file() => s,
+            Ok(_) => return Err(no_such_key()),
+            Err(e) if is_missing(&e) => return Err(no_such_key()),
+            Err(e) => return Err(e.into()),
+        };
+        if !self.inside_bucket(bucket, &file) {
+            return Err(no_such_key());
+        }
+        self.info_of(bucket, key, &file, &stat)
+    }
+
+    /// Whether a file really is under its bucket's directory: a directory
+    /// on its way that is a symlink (which no request can make, but an
+    /// operator could) must not lead a read elsewhere. The bucket's own
+    /// directory may be a symlink (a bucket kept on another disk).
+    fn inside_bucket(&self, bucket: &str, file: &FsPath) -> bool {
+        match (
+            std::fs::canonicalize(self.bucket_dir(bucket)),
+            std::fs::canonicalize(file),
+        ) {
+            (Ok(dir), Ok(real)) => real.starts_with(dir),
+            _ => false,
+        }
+    }
+
+    fn info_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        file: &FsPath,
+        stat: &std::fs::Metadata,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let mtime = stat.modified()?;
+        let meta_path = self.meta_path(bucket, key);
+        let meta = std::fs::read(&meta_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+            .filter(|m| m.key == key && m.size == stat.len() && m.mtime_ns == nanos(mtime));
+        let meta = match meta {
+            Some(m) => m,
+            None => {
+                // A file this store did not write (or rewritten since):
+                // its ETag is the MD5 of its bytes, kept for next time.
+                let mut f = std::fs::File::open(file)?;
+                let mut md5 = Md5::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    md5.update(&buf[..n]);
+                }
+                let m = Meta {
+                    key: key.to_string(),
+                    etag: format!("\"{}\"", hex::encode(md5.finalize())),
+                    content_type: None,
+                    metadata: BTreeMap::new(),
+                    size: stat.len(),
+                    mtime_ns: nanos(mtime),
+                };
+                // A cache: losing it costs only the hash again.
+                if let Err(e) = write_plain(&meta_path, &serde_json::to_vec(&m).unwrap_or_default())
+                {
+                    tracing::debug!(error = %e, key, "could not cache an object's ETag");
+                }
+                m
+            }
+        };
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: stat.len(),
+            etag: meta.etag,
+            last_modified: mtime,
+            content_type: meta
+                .content_type
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
+            metadata: meta.metadata,
+        })
+    }
+
+    /// An object's bytes, all of them or `range` (start, end inclusive,
+    /// already checked against the size by the caller's `resolve`).
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<RangeSpec>,
+    ) -> Result<(ObjectInfo, Bytes, Option<(u64, u64)>), ObjectsError> {
+        self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let info = this.info_blocking(&bucket, &key)?;
+            let span = match range {
+                Some(r) => Some(r.resolve(info.size)?),
+                None => None,
+            };
+            let (start, len) = match span {
+                Some((s, e)) => (s, e - s + 1),
+                None => (0, info.size),
+            };
+            let mut f = std::fs::File::open(this.file(&bucket, &key))?;
+            f.seek(SeekFrom::Start(start))?;
+            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            f.take(len).read_to_end(&mut buf)?;
+            Ok((info, Bytes::from(buf), span))
+        })
+        .await?
+    }
+
+    /// An object's bytes (all, or `range`) as a stream read while it is
+    /// sent: the file is opened first, so a concurrent overwrite (a rename
+    /// over it) never mixes two versions into one answer.
+    pub async fn get_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<RangeSpec>,
+    ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
+        self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let no_such_key = || ObjectsError::NoSuchKey { key: key.clone() };
+            let path = this.file(&bucket, &key);
+            match std::fs::symlink_metadata(&path) {
+                Ok(s) if s.is_file() => {}
+                Ok(_) => return Err(no_such_key()),
+                Err(e) if is_missing(&e) => return Err(no_such_key()),
+                Err(e) => return Err(e.into()),
+            }
+            if !this.inside_bucket(&bucket, &path) {
+                return Err(no_such_key());
+            }
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if is_missing(&e) => return Err(no_such_key()),
+                Err(e) => return Err(e.into()),
+            };
+            let stat = f.metadata()?;
+            let info = this.info_of(&bucket, &key, &path, &stat)?;
+            let span = range.map(|r| r.resolve(info.size)).transpose()?;
+            let (start, len) = match span {
+                Some((a, b)) => (a, b - a + 1),
+                None => (0, info.size),
+            };
+            f.seek(SeekFrom::Start(start))?;
+            let stream: BodyStream = Box::pin(FileStream {
+                file: Some(f),
+                remaining: len,
+                pending: None,
+            });
+            Ok((info, len, span, stream))
+        })
+        .await?
+    }
+
+    /// Deletes an object; deleting one that is not there succeeds, as in S3.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectsError> {
+        self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || this.delete_blocking(&bucket, &key)).await?
+    }
+
+    fn delete_blocking(&self, bucket: &str, key: &str) -> Result<(), ObjectsError> {
+        let file = self.file(bucket, key);
+        match std::fs::symlink_metadata(&file) {
+            Ok(s) if s.is_file() => std::fs::remove_file(&file)?,
+            Ok(_) => return Ok(()),
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        match std::fs::remove_file(self.meta_path(bucket, key)) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // S3 has no directories: the ones the key made go with it, up to
+        // (never including) the bucket's own.
+        let bucket_dir = self.bucket_dir(bucket);
+        let mut dir = file.parent().map(FsPath::to_path_buf);
+        while let Some(d) = dir {
+            if d == bucket_dir || !d.starts_with(&bucket_dir) {
+                break;
+            }
+            if std::fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(FsPath::to_path_buf);
+        }
+        if let Some(parent) = file.parent() {
+            let _ = sync_dir(parent);
+        }
+        Ok(())
+    }
+
+    /// Copies an object (its metadata too unless `replace` gives new).
+    pub async fn copy(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        replace: Option<PutOptions>,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let (info, bytes, _) = self.get(from.0, from.1, None).await?;
+        let opts = replace.unwrap_or(PutOptions {
+            content_type: Some(info.content_type.clone()),
+            metadata: info.metadata.clone(),
+            content_md5: None,
+        });
+        let location = self.location(to.0, to.1)?;
+        self.require_bucket(to.0)?;
+        self.fs
+            .put(&location, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| store_error(e, to.1))?;
+        // A multipart object's ETag is kept by a copy (S3 computes a new
+        // one only for a copy it re-parts; a single copy keeps the MD5).
+        let etag = info.etag.clone();
+        self.record(to.0, to.1, etag, &opts).await
+    }
+
+    /// A page of a bucket's keys in S3's order (UTF-8 byte order).
+    pub async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<Listing, ObjectsError> {
+        self.require_bucket(bucket)?;
+        let this = self.clone();
+        let bucket = bucket.to_string();
+        let prefix = query.prefix.to_string();
+        let delimiter = query.delimiter.filter(|d| !d.is_empty()).map(String::from);
+        let after = query.after.map(String::from);
+        let max = query.max_keys;
+        tokio::task::spawn_blocking(move || {
+            this.list_blocking(
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                after.as_deref(),
+                max,
+            )
+        })
+        .await?
+    }
+
+    fn list_blocking(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Listing, ObjectsError> {
+        let bucket_dir = self.bucket_dir(bucket);
+        // Walk only the directory the prefix names; a prefix with `..` or
+        // an empty segment names no key at all.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let mut keys = Vec::new();
+        if dir_part.is_empty() || check_key(dir_part).is_ok() {
+            let start = if dir_part.is_empty() {
+                bucket_dir.clone()
+            } else {
+                bucket_dir.join(dir_part)
+            };
+            let rel = if dir_part.is_empty() {
+                String::new()
+            } else {
+                format!("{dir_part}/")
+            };
+            walk(&start, &rel, &mut keys, usize::MAX)?;
+        }
+        keys.retain(|k| k.starts_with(prefix));
+        keys.sort();
+        let mut listing = Listing::default();
+        let mut last_prefix: Option<String> = None;
+        for key in keys {
+            if let Some(a) = after
+                && (key.as_str() <= a
+                    || (delimiter.is_some_and(|d| a.ends_with(d)) && key.starts_with(a)))
+            {
+                continue;
+            }
+            let rolled = delimiter.and_then(|d| {
+                let rest = &key[prefix.len()..];
+                rest.find(d)
+                    .map(|i| key[..prefix.len() + i + d.len()].to_string())
+            });
+            if let Some(cp) = rolled {
+                if last_prefix.as_deref() == Some(cp.as_str()) {
+                    continue;
+                }
+                if after.is_some_and(|a| cp.as_str() <= a) {
+                    continue;
+                }
+                if listing.entries.len() >= max {
+                    listing.truncated = true;
+                    break;
+                }
+                last_prefix = Some(cp.clone());
+                listing.entries.push(Entry::Prefix(cp));
+                continue;
+            }
+            if listing.entries.len() >= max {
+                listing.truncated = true;
+                break;
+            }
+            let file = bucket_dir.join(&key);
+            let Ok(stat) = std::fs::symlink_metadata(&file) else {
+                // Deleted since the walk.
+                continue;
+            };
+            listing
+                .entries
+                .push(Entry::Object(self.info_of(bucket, &key, &file, &stat)?));
+        }
+        Ok(listing)
+    }
+
+    // ------------------------------------------------------------ multipart
+
+    fn upload_dir(&self, bucket: &str, upload_id: &str) -> Result<PathBuf, ObjectsError> {
+        // Upload ids are this store's own (a UUID's hex); anything else
+        // names no upload, and never a path.
+        if upload_id.is_empty()
+            || upload_id.len() > 64
+            || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(ObjectsError::NoSuchUpload {
+                upload_id: upload_id.to_string(),
+            });
+        }
+        Ok(self.uploads_dir(bucket).join(upload_id))
+    }
+
+    fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(PathBuf, Upload), ObjectsError> {
+        let no_such = || ObjectsError::NoSuchUpload {
+            upload_id: upload_id.to_string(),
+        };
+        let dir = self.upload_dir(bucket, upload_id)?;
+        let upload: Upload = std::fs::read(dir.join("upload.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(no_such)?;
+        if upload.key != key {
+            return Err(no_such());
+        }
+        Ok((dir, upload))
+    }
+
+    /// Starts a multipart upload; answers its id.
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: PutOptions,
+    ) -> Result<String, ObjectsError> {
+        self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.upload_dir(bucket, &id)?;
+        let upload = Upload {
+            key: key.to_string(),
+            content_type: opts.content_type,
+            metadata: opts.metadata,
+            initiated_ms: millis(SystemTime::now()),
+        };
+        std::fs::create_dir_all(&dir)?;
+        write_durable(
+            &dir.join("upload.json"),
+            &serde_json::to_vec(&upload).unwrap_or_default(),
+        )?;
+        Ok(id)
+    }
+
+    /// Stores one part from a request body; answers its ETag.
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: BodyStream,
+        content_md5: Option<[u8; 16]>,
+    ) -> Result<String, ObjectsError> {
+        self.require_bucket(bucket)?;
+        self.upload(bucket, key, upload_id)?;
+        if !(1..=10_000).contains(&number) {
+            return Err(ObjectsError::InvalidArgument(
+                "Part number must be an integer between 1 and 10000, inclusive".into(),
+            ));
+        }
+        let location = Path::parse(format!(".meta/uploads/{bucket}/{upload_id}/{number}"))
+            .map_err(|_| unsupported_key(key))?;
+        let upload = self.fs.put_multipart(&location).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
+        let mut md5 = Md5::new();
+        let mut body = body;
+        loop {
+            match next(&mut body).await {
+                Some(Ok(chunk)) => {
+                    md5.update(&chunk);
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
+                    writer.put(chunk);
+                }
+                Some(Err(e)) => {
+                    let _ = writer.abort().await;
+                    return Err(ObjectsError::Body(e));
+                }
+                None => break,
+            }
+        }
+        let digest: [u8; 16] = md5.finalize().into();
+        if content_md5.is_some_and(|want| want != digest) {
+            let _ = writer.abort().await;
+            return Err(ObjectsError::BadDigest);
+        }
+        writer.finish().await?;
+        Ok(format!("\"{}\"", hex::encode(digest)))
+    }
+
+    /// The parts uploaded so far, by number.
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<PartInfo>, ObjectsError> {
+        self.require_bucket(bucket)?;
+        let (dir, _) = self.upload(bucket, key, upload_id)?;
+        tokio::task::spawn_blocking(move || parts_of(&dir)).await?
+    }
+
+    /// Joins the named parts into the object; answers its info, with S3's
+    /// multipart ETag (the MD5 of the parts' MD5s, `-` and their count).
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let location = self.location(bucket, key)?;
+        self.require_bucket(bucket)?;
+        let (dir, upload) = self.upload(bucket, key, upload_id)?;
+        if parts.is_empty() {
+            return Err(ObjectsError::InvalidRequest(
+                "You must specify at least one part".into(),
+            ));
+        }
+        if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(ObjectsError::InvalidPartOrder);
+        }
+        let have = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || parts_of(&dir)).await??
+        };
+        let mut chosen = Vec::with_capacity(parts.len());
+        for (i, (number, etag)) in parts.iter().enumerate() {
+            let Some(p) = have.iter().find(|p| p.number == *number) else {
+                return Err(ObjectsError::InvalidPart);
+            };
+            if p.etag.trim_matches('"') != etag.trim_matches('"') {
+                return Err(ObjectsError::InvalidPart);
+            }
+            if i + 1 < parts.len() && p.size < MIN_PART_BYTES {
+                return Err(ObjectsError::EntityTooSmall);
+            }
+            chosen.push(p.clone());
+        }
+        let mut all = Vec::with_capacity(16 * chosen.len());
+        for p in &chosen {
+            all.extend(hex::decode(p.etag.trim_matches('"')).unwrap_or_default());
+        }
+        let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&all)), chosen.len());
+        let writer_upload = self
+            .fs
+            .put_multipart(&location)
+            .await
+            .map_err(|e| store_error(e, key))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(writer_upload, 1 << 20);
+        for p in &chosen {
+            let path = dir.join(p.number.to_string());
+            let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await?;
+            match read {
+                Ok(bytes) => {
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
+                    writer.put(Bytes::from(bytes));
+                }
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        writer.finish().await.map_err(|e| store_error(e, key))?;
+        let info = self
+            .record(
+                bucket,
+                key,
+                etag,
+                &PutOptions {
+                    content_type: upload.content_type,
+                    metadata: upload.metadata,
+                    content_md5: None,
+                },
+            )
+            .await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(info)
+    }
+
+    /// Abandons a multipart upload and its parts.
+    pub async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), ObjectsError> {
+        self.require_bucket(bucket)?;
+        let (dir, _) = self.upload(bucket, key, upload_id)?;
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+}
+
+/// Reads a file in pieces on the blocking pool, as the reply is sent.
+struct FileStream {
+    file: Option<std::fs::File>,
+    remaining: u64,
+    #[allow(clippy::type_complexity)]
+    pending: Option<tokio::task::JoinHandle<(std::fs::File, std::io::Result<Vec<u8>>)>>,
+}
+
+/// Piece size of a streamed read.
+const READ_CHUNK: u64 = 256 * 1024;
+
+impl futures_core::Stream for FileStream {
+    type Item = Result<Bytes, ripstream_api::BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(pending) = self.pending.as_mut() {
+                let done = match std::pin::Pin::new(pending).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(done) => done,
+                };
+                self.pending = None;
+                return Poll::Ready(match done {
+                    Ok((file, Ok(buf))) => {
+                        if buf.is_empty() {
+                            // The file shrank under us: end short.
+                            self.remaining = 0;
+                            Some(Err(ObjectsError::Io(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "the object's file was truncated while it was read",
+                            ))
+                            .into()))
+                        } else {
+                            self.remaining = self.remaining.saturating_sub(buf.len() as u64);
+                            self.file = Some(file);
+                            Some(Ok(Bytes::from(buf)))
+                        }
+                    }
+                    Ok((_, Err(e))) => {
+                        self.remaining = 0;
+                        Some(Err(ObjectsError::Io(e).into()))
+                    }
+                    Err(e) => {
+                        self.remaining = 0;
+                        Some(Err(ObjectsError::Task(e).into()))
+                    }
+                });
+            }
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let Some(file) = self.file.take() else {
+                return Poll::Ready(None);
+            };
+            let want = self.remaining.min(READ_CHUNK);
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(want as usize);
+                let mut file = file;
+                let read = (&mut file).take(want).read_to_end(&mut buf).map(|_| buf);
+                (file, read)
+            }));
+        }
+    }
+}
+
+/// The parts in an upload's directory, by number, each with its MD5.
+fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(number) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = entry.metadata()?;
+        let bytes = std::fs::read(entry.path())?;
+        out.push(PartInfo {
+            number,
+            size: stat.len(),
+            etag: format!("\"{}\"", hex::encode(Md5::digest(&bytes))),
+            last_modified: stat.modified()?,
+        });
+    }
+    out.sort_by_key(|p| p.number);
+    Ok(out)
+}
+
+/// A Range header's one byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// `bytes=a-b` (b inclusive) or `bytes=a-` (`None`).
+    From(u64, Option<u64>),
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl RangeSpec {
+    /// The range of a Range header; `None` for one S3 ignores (not bytes,
+    /// several ranges, malformed), which then gets the whole object.
+    pub fn parse(header: &str) -> Option<RangeSpec> {
+        let spec = header.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty() {
+            return b.parse().ok().map(RangeSpec::Suffix);
+        }
+        let start = a.parse().ok()?;
+        if b.is_empty() {
+            return Some(RangeSpec::From(start, None));
+        }
+        let end: u64 = b.parse().ok()?;
+        (end >= start).then_some(RangeSpec::From(start, Some(end)))
+    }
+
+    /// The first and last byte of the range in an object of `size` bytes,
+    /// or InvalidRange when none of it is there.
+    pub fn resolve(self, size: u64) -> Result<(u64, u64), ObjectsError> {
+        let invalid = |s: &RangeSpec| ObjectsError::InvalidRange {
+            requested: s.to_string(),
+            size,
+        };
+        match self {
+            RangeSpec::From(start, end) => {
+                if start >= size {
+                    return Err(invalid(&self));
+                }
+                Ok((start, end.map_or(size - 1, |e| e.min(size - 1))))
+            }
+            RangeSpec::Suffix(n) => {
+                if n == 0 || size == 0 {
+                    return Err(invalid(&self));
+                }
+                Ok((size - n.min(size), size - 1))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RangeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RangeSpec::From(a, Some(b)) => write!(f, "bytes={a}-{b}"),
+            RangeSpec::From(a, None) => write!(f, "bytes={a}-"),
+            RangeSpec::Suffix(n) => write!(f, "bytes=-{n}"),
+        }
+    }
+}
+
+/// AWS's rules for a general purpose bucket's name: 3 to 63 characters of
+/// lower-case letters, digits, `.` and `-`, starting and ending with a
+/// letter or digit, no `..`, not shaped like an IP address, none of the
+/// reserved prefixes and suffixes.
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    if !(3..=63).contains(&b.len()) {
+        return false;
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+    {
+        return false;
+    }
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !edge(b[0]) || !edge(b[b.len() - 1]) {
+        return false;
+    }
+    if name.contains("..") || name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return false;
+    }
+    const PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
+    const SUFFIXES: [&str; 5] = ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
+    !PREFIXES.iter().any(|p| name.starts_with(p)) && !SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Whether a key fits the file layout: S3's length limit, then what a file
+/// path inside the bucket can be. A key of S3 that names no file (`a//b`,
+/// `dir/`, `..`) is refused rather than mapped onto another key's file.
+fn check_key(key: &str) -> Result<(), ObjectsError> {
+    if key.is_empty() {
+        return Err(ObjectsError::InvalidArgument(
+            "The key must not be empty.".into(),
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ObjectsError::KeyTooLong);
+    }
+    let bad_segment = |s: &str| {
+        s.is_empty()
+            || s == "."
+            || s == ".."
+            // object_store's staging files: `<name>#<digits>`.
+            || s.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if key.contains('\0') || key.contains('\\') || key.split('/').any(bad_segment) {
+        return Err(unsupported_key(key));
+    }
+    Ok(())
+}
+
+fn unsupported_key(key: &str) -> ObjectsError {
+    ObjectsError::InvalidArgument(format!(
+        "The key {key:?} cannot be stored by this server's file layout (empty, `.` or `..` path segments, a trailing `/`, NUL, `\\` and names ending in `#<digits>` are refused)."
+    ))
+}
+
+/// object_store's refusals are the client's; its I/O failures are ours.
+fn store_error(e: object_store::Error, key: &str) -> ObjectsError {
+    match e {
+        object_store::Error::InvalidPath { .. } => unsupported_key(key),
+        object_store::Error::Generic { ref source, .. }
+            if source
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotADirectory) =>
+        {
+            conflict(key)
+        }
+        other => {
+            let text = other.to_string();
+            if text.contains("Not a directory") || text.contains("Is a directory") {
+                conflict(key)
+            } else {
+                ObjectsError::Store(other)
+            }
+        }
+    }
+}
+
+fn conflict(key: &str) -> ObjectsError {
+    ObjectsError::InvalidArgument(format!(
+        "The key {key:?} conflicts with another object's path in this server's file layout (an object cannot also be a key prefix followed by `/`)."
+    ))
+}
+
+/// The keys of the files under `dir`, each prefixed with `rel`; skips
+/// object_store's staging files and anything that is not a plain file or
+/// directory (a symlink is never followed out of the bucket). Stops once
+/// `limit` keys are found.
+fn walk(dir: &FsPath, rel: &str, out: &mut Vec<String>, limit: usize) -> Result<(), ObjectsError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if is_missing(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        if out.len() >= limit {
+            return Ok(());
+        }
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), &format!("{rel}{name}/"), out, limit)?;
+        } else if kind.is_file() {
+            let key = format!("{rel}{name}");
+            if check_key(&key).is_ok() {
+                out.push(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn next(body: &mut BodyStream) -> Option<Result<Bytes, ripstream_api::BoxError>> {
+    std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await
+}
+
+fn is_missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn nanos(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// Writes a small file so that it survives power loss: a temporary file,
+/// fsynced, renamed over the old one, the directory fsynced.
+fn write_durable(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    write_plain(path, bytes)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn write_plain(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(FsPath::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

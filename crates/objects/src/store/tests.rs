@@ -1,0 +1,505 @@
+use super::*;
+use ripstream_api::ServiceError;
+
+fn store() -> (tempfile::TempDir, Objects) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Objects::open(dir.path()).unwrap();
+    (dir, objects)
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn keys(l: &Listing) -> Vec<String> {
+    l.entries
+        .iter()
+        .map(|e| match e {
+            Entry::Object(o) => o.key.clone(),
+            Entry::Prefix(p) => format!("{p}*"),
+        })
+        .collect()
+}
+
+#[test]
+fn bucket_names_follow_aws_rules() {
+    for ok in ["abc", "my-bucket.logs", "a1b", "0ab", &"a".repeat(63)] {
+        assert!(valid_bucket_name(ok), "{ok}");
+    }
+    for bad in [
+        "ab",
+        &"a".repeat(64),
+        "My-Bucket",
+        "under_score",
+        "-abc",
+        "abc-",
+        ".abc",
+        "a..b",
+        "192.168.5.4",
+        "xn--abc",
+        "sthree-abc",
+        "abc-s3alias",
+        "abc--ol-s3",
+        ".meta",
+        "a/b",
+    ] {
+        assert!(!valid_bucket_name(bad), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn buckets_are_directories() {
+    let (dir, s) = store();
+    s.create_bucket("logs").unwrap();
+    assert!(dir.path().join("objects/logs").is_dir());
+    assert!(s.bucket_exists("logs"));
+    assert!(!s.bucket_exists("nope"));
+    let e = s.create_bucket("logs").unwrap_err();
+    assert_eq!(e.code(), "BucketAlreadyOwnedByYou");
+    assert_eq!(e.status(), http::StatusCode::CONFLICT);
+    assert_eq!(
+        s.create_bucket("Bad_Name").unwrap_err().code(),
+        "InvalidBucketName"
+    );
+    s.create_bucket("alpha").unwrap();
+    let names: Vec<_> = s
+        .list_buckets()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["alpha", "logs"]);
+    s.put_object("logs", "a/b", b("x")).await.unwrap();
+    assert_eq!(
+        s.delete_bucket("logs").unwrap_err().code(),
+        "BucketNotEmpty"
+    );
+    s.delete("logs", "a/b").await.unwrap();
+    // The key's directory went with it; the bucket stays.
+    assert!(!dir.path().join("objects/logs/a").exists());
+    assert!(dir.path().join("objects/logs").is_dir());
+    s.delete_bucket("logs").unwrap();
+    assert!(!s.bucket_exists("logs"));
+    assert_eq!(s.delete_bucket("logs").unwrap_err().code(), "NoSuchBucket");
+}
+
+#[tokio::test]
+async fn objects_are_plain_files_with_md5_etags() {
+    let (dir, s) = store();
+    let e = s.put_object("nobucket", "k", b("x")).await.unwrap_err();
+    assert!(matches!(e, ObjectsError::NoSuchBucket { .. }));
+    s.create_bucket("bk1").unwrap();
+    let info = s
+        .put_object("bk1", "dir/sub/file.txt", b("hello"))
+        .await
+        .unwrap();
+    assert_eq!(info.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
+    assert_eq!(info.size, 5);
+    assert_eq!(info.content_type, DEFAULT_CONTENT_TYPE);
+    let on_disk = std::fs::read(dir.path().join("objects/bk1/dir/sub/file.txt")).unwrap();
+    assert_eq!(on_disk, b"hello");
+    let (got, bytes, span) = s.get("bk1", "dir/sub/file.txt", None).await.unwrap();
+    assert_eq!(bytes, b("hello"));
+    assert_eq!(got, info);
+    assert_eq!(span, None);
+    let (_, part, span) = s
+        .get("bk1", "dir/sub/file.txt", RangeSpec::parse("bytes=1-3"))
+        .await
+        .unwrap();
+    assert_eq!((part, span), (b("ell"), Some((1, 3))));
+    let e = s
+        .get("bk1", "dir/sub/file.txt", RangeSpec::parse("bytes=9-"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidRange");
+    assert_eq!(e.status(), http::StatusCode::RANGE_NOT_SATISFIABLE);
+    let e = s.head("bk1", "missing").await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.status()),
+        ("NoSuchKey", http::StatusCode::NOT_FOUND)
+    );
+    // Deleting twice succeeds, as in S3.
+    s.delete("bk1", "dir/sub/file.txt").await.unwrap();
+    s.delete("bk1", "dir/sub/file.txt").await.unwrap();
+    assert_eq!(
+        s.head("bk1", "dir/sub/file.txt").await.unwrap_err().code(),
+        "NoSuchKey"
+    );
+}
+
+#[tokio::test]
+async fn metadata_lives_outside_the_bucket_and_goes_stale_with_the_file() {
+    let (dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        metadata: [("color".to_string(), "blue".to_string())].into(),
+        content_md5: None,
+    };
+    s.put_with("bk1", "k", b("one"), opts).await.unwrap();
+    let info = s.head("bk1", "k").await.unwrap();
+    assert_eq!(info.content_type, "text/plain");
+    assert_eq!(info.metadata["color"], "blue");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("objects/bk1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["k"]);
+    // Rewritten by another writer: the stored metadata no longer applies.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(dir.path().join("objects/bk1/k"), b"other bytes").unwrap();
+    let info = s.head("bk1", "k").await.unwrap();
+    assert_eq!(info.content_type, DEFAULT_CONTENT_TYPE);
+    assert_eq!(
+        info.etag,
+        format!("\"{}\"", hex::encode(Md5::digest(b"other bytes")))
+    );
+    assert!(info.metadata.is_empty());
+}
+
+#[tokio::test]
+async fn streamed_reads_are_the_file_or_its_range() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+    s.put_object("bk1", "big", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let collect = |mut stream: BodyStream| async move {
+        let mut out = Vec::new();
+        while let Some(piece) = next(&mut stream).await {
+            out.extend_from_slice(&piece.unwrap());
+        }
+        out
+    };
+    let (info, len, span, stream) = s.get_stream("bk1", "big", None).await.unwrap();
+    assert_eq!((info.size, len, span), (700_000, 700_000, None));
+    assert!(collect(stream).await == data);
+    let range = RangeSpec::parse("bytes=300000-600000");
+    let (_, len, span, stream) = s.get_stream("bk1", "big", range).await.unwrap();
+    assert_eq!((len, span), (300_001, Some((300_000, 600_000))));
+    assert!(collect(stream).await == data[300_000..=600_000]);
+    assert_eq!(
+        s.get_stream("bk1", "nope", None)
+            .await
+            .err()
+            .map(|e| e.code()),
+        Some("NoSuchKey")
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_file_is_an_object() {
+    let (dir, s) = store();
+    s.create_bucket("fh1").unwrap();
+    let path = dir.path().join("objects/fh1/2026/12/03/x");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"delivered\n").unwrap();
+    let listing = s
+        .list(
+            "fh1",
+            ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys(&listing), ["2026/12/03/x"]);
+    let Entry::Object(o) = &listing.entries[0] else {
+        panic!()
+    };
+    assert_eq!(
+        o.etag,
+        format!("\"{}\"", hex::encode(Md5::digest(b"delivered\n")))
+    );
+    assert_eq!(
+        o.last_modified,
+        std::fs::metadata(&path).unwrap().modified().unwrap()
+    );
+    let (_, bytes, _) = s.get("fh1", "2026/12/03/x", None).await.unwrap();
+    assert_eq!(&bytes[..], b"delivered\n");
+}
+
+#[tokio::test]
+async fn keys_that_would_leave_the_bucket_are_refused() {
+    let (dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    s.create_bucket("bk2").unwrap();
+    for key in [
+        "../b2/x",
+        "a/../../b2/x",
+        "..",
+        ".",
+        "a/./b",
+        "/abs",
+        "a//b",
+        "dir/",
+        "nul\0byte",
+        "back\\slash",
+        "staged#1",
+        "",
+    ] {
+        let e = s.put_object("bk1", key, b("x")).await.unwrap_err();
+        assert_eq!(e.code(), "InvalidArgument", "{key:?}");
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        assert!(s.get("bk1", key, None).await.is_err());
+        assert!(s.delete("bk1", key).await.is_err());
+    }
+    assert_eq!(
+        s.put_object("bk1", &"k".repeat(1025), b("x"))
+            .await
+            .unwrap_err()
+            .code(),
+        "KeyTooLongError"
+    );
+    // Nothing was written anywhere.
+    assert!(
+        std::fs::read_dir(dir.path().join("objects/bk2"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("objects/bk1"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // Odd but legal names are kept as they are.
+    for key in ["a b", "100%", "ü/ñ", "x#y", "a..b", "#", "sp ace/q?x=1&y"] {
+        s.put_object("bk1", key, b(key)).await.unwrap();
+        assert_eq!(s.get("bk1", key, None).await.unwrap().1, b(key), "{key}");
+        assert!(dir.path().join("objects/bk1").join(key).is_file(), "{key}");
+    }
+    // A key under an existing object's name cannot be a directory too.
+    s.put_object("bk1", "leaf", b("x")).await.unwrap();
+    assert_eq!(
+        s.put_object("bk1", "leaf/child", b("x"))
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidArgument"
+    );
+}
+
+#[tokio::test]
+async fn a_symlink_never_leads_a_read_out_of_the_bucket() {
+    let (dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let outside = dir.path().join("secret");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("passwd"), b"root").unwrap();
+    let bucket = dir.path().join("objects/bk1");
+    std::os::unix::fs::symlink(&outside, bucket.join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("passwd"), bucket.join("file")).unwrap();
+    for key in ["link/passwd", "file"] {
+        assert_eq!(
+            s.head("bk1", key).await.unwrap_err().code(),
+            "NoSuchKey",
+            "{key}"
+        );
+        assert_eq!(
+            s.get_stream("bk1", key, None).await.err().map(|e| e.code()),
+            Some("NoSuchKey")
+        );
+    }
+    let l = s
+        .list(
+            "bk1",
+            ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(l.entries.is_empty(), "{l:?}");
+}
+
+#[tokio::test]
+async fn listings_are_ordered_rolled_up_and_paged() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    for k in ["b", "a/2", "a/1", "a-x", "c/d/e", "c/f", "aa", "a/3/4"] {
+        s.put_object("bk1", k, b(k)).await.unwrap();
+    }
+    let all = |prefix, delimiter, after, max_keys| ListQuery {
+        prefix,
+        delimiter,
+        after,
+        max_keys,
+    };
+    let l = s.list("bk1", all("", None, None, 1000)).await.unwrap();
+    // Byte order: '-' (0x2d) < '/' (0x2f) < 'a'.
+    assert_eq!(
+        keys(&l),
+        ["a-x", "a/1", "a/2", "a/3/4", "aa", "b", "c/d/e", "c/f"]
+    );
+    assert!(!l.truncated);
+    let l = s.list("bk1", all("", Some("/"), None, 1000)).await.unwrap();
+    assert_eq!(keys(&l), ["a-x", "a/*", "aa", "b", "c/*"]);
+    let l = s
+        .list("bk1", all("a/", Some("/"), None, 1000))
+        .await
+        .unwrap();
+    assert_eq!(keys(&l), ["a/1", "a/2", "a/3/*"]);
+    let l = s.list("bk1", all("c", None, None, 1000)).await.unwrap();
+    assert_eq!(keys(&l), ["c/d/e", "c/f"]);
+    // Pages: max-keys counts keys and prefixes; a page after a common
+    // prefix skips everything under it.
+    let p1 = s.list("bk1", all("", Some("/"), None, 2)).await.unwrap();
+    assert_eq!(keys(&p1), ["a-x", "a/*"]);
+    assert!(p1.truncated);
+    let p2 = s
+        .list("bk1", all("", Some("/"), p1.last(), 2))
+        .await
+        .unwrap();
+    assert_eq!(keys(&p2), ["aa", "b"]);
+    assert!(p2.truncated);
+    let p3 = s
+        .list("bk1", all("", Some("/"), p2.last(), 2))
+        .await
+        .unwrap();
+    assert_eq!(keys(&p3), ["c/*"]);
+    assert!(!p3.truncated);
+    let l = s.list("bk1", all("", None, Some("a/2"), 3)).await.unwrap();
+    assert_eq!(keys(&l), ["a/3/4", "aa", "b"]);
+    assert!(l.truncated);
+    let l = s.list("bk1", all("", None, None, 0)).await.unwrap();
+    assert!(l.entries.is_empty());
+    assert!(l.truncated);
+    let l = s.list("bk1", all("../", None, None, 10)).await.unwrap();
+    assert!(l.entries.is_empty());
+    assert_eq!(
+        s.list("nob", all("", None, None, 1))
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchBucket"
+    );
+}
+
+#[test]
+fn ranges_parse_as_s3_reads_them() {
+    assert_eq!(
+        RangeSpec::parse("bytes=0-9"),
+        Some(RangeSpec::From(0, Some(9)))
+    );
+    assert_eq!(RangeSpec::parse("bytes=5-"), Some(RangeSpec::From(5, None)));
+    assert_eq!(RangeSpec::parse("bytes=-3"), Some(RangeSpec::Suffix(3)));
+    assert_eq!(RangeSpec::parse("bytes=0-1,3-4"), None);
+    assert_eq!(RangeSpec::parse("items=0-1"), None);
+    assert_eq!(RangeSpec::parse("bytes=5-1"), None);
+    assert_eq!(RangeSpec::From(0, Some(99)).resolve(10).unwrap(), (0, 9));
+    assert_eq!(RangeSpec::Suffix(3).resolve(10).unwrap(), (7, 9));
+    assert_eq!(RangeSpec::Suffix(30).resolve(10).unwrap(), (0, 9));
+    assert!(RangeSpec::From(10, None).resolve(10).is_err());
+    assert!(RangeSpec::Suffix(1).resolve(0).is_err());
+}
+
+#[tokio::test]
+async fn content_md5_mismatch_keeps_the_old_object() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    s.put_object("bk1", "k", b("old")).await.unwrap();
+    let opts = PutOptions {
+        content_md5: Some([0; 16]),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.put_with("bk1", "k", b("new"), opts)
+            .await
+            .unwrap_err()
+            .code(),
+        "BadDigest"
+    );
+    assert_eq!(s.get("bk1", "k", None).await.unwrap().1, b("old"));
+}
+
+#[tokio::test]
+async fn multipart_uploads_join_parts_with_s3s_etag() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let id = s
+        .create_upload("bk1", "big", PutOptions::default())
+        .await
+        .unwrap();
+    let part1 = vec![7u8; MIN_PART_BYTES as usize];
+    let one = |v: Vec<u8>| -> BodyStream {
+        Box::pin(crate::store::tests::OnceBody(Some(Ok(Bytes::from(v)))))
+    };
+    let e1 = s
+        .upload_part("bk1", "big", &id, 1, one(part1.clone()), None)
+        .await
+        .unwrap();
+    let e2 = s
+        .upload_part("bk1", "big", &id, 2, one(b"tail".to_vec()), None)
+        .await
+        .unwrap();
+    let parts = s.list_parts("bk1", "big", &id).await.unwrap();
+    assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        s.complete_upload("bk1", "big", &id, &[(2, e2.clone()), (1, e1.clone())])
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidPartOrder"
+    );
+    assert_eq!(
+        s.complete_upload("bk1", "big", &id, &[(1, "\"00\"".into())])
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidPart"
+    );
+    let info = s
+        .complete_upload("bk1", "big", &id, &[(1, e1.clone()), (2, e2.clone())])
+        .await
+        .unwrap();
+    let mut md5s = Vec::new();
+    md5s.extend(Md5::digest(&part1));
+    md5s.extend(Md5::digest(b"tail"));
+    assert_eq!(
+        info.etag,
+        format!("\"{}-2\"", hex::encode(Md5::digest(&md5s)))
+    );
+    assert_eq!(info.size, MIN_PART_BYTES + 4);
+    // The ETag survives a re-read (it is not the MD5 of the bytes).
+    assert_eq!(s.head("bk1", "big").await.unwrap().etag, info.etag);
+    assert_eq!(
+        s.list_parts("bk1", "big", &id).await.unwrap_err().code(),
+        "NoSuchUpload"
+    );
+    assert_eq!(
+        s.abort_upload("bk1", "big", "../../x")
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchUpload"
+    );
+    let id2 = s
+        .create_upload("bk1", "small", PutOptions::default())
+        .await
+        .unwrap();
+    s.abort_upload("bk1", "small", &id2).await.unwrap();
+    assert_eq!(
+        s.abort_upload("bk1", "small", &id2)
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchUpload"
+    );
+}
+
+pub(crate) struct OnceBody(pub Option<Result<Bytes, ripstream_api::BoxError>>);
+
+impl futures_core::Stream for OnceBody {
+    type Item = Result<Bytes, ripstream_api::BoxError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.take())
+    }
+}
