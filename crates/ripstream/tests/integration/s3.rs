@@ -13,7 +13,7 @@ use aws_sdk_s3::types::{
 
 use crate::support::{TestServer, raw};
 
-fn s3(url: &str) -> Client {
+pub(crate) fn s3(url: &str) -> Client {
     s3_as(url, "AKIDTEST", "secret")
 }
 
