@@ -420,15 +420,8 @@ pub(crate) async fn serve(
     request_id: &str,
 ) -> Response<Body> {
     let started = Instant::now();
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
-        return shed(
-            state,
-            routed.service,
-            request_id,
-            "The server is handling too many requests; retry with backoff.",
-        );
-    };
-    let mut permit = Some(permit);
+    // Taken once the body has arrived.
+    let mut permit = None;
     let mut service = routed.service;
     let mut label = String::from("unknown");
     let result = pipeline(
@@ -446,19 +439,14 @@ pub(crate) async fn serve(
     let mounted = &state.services[service];
     let name = mounted.api.spec().metrics_name.as_str();
     match result {
-        Ok(Some(resp)) => {
+        Ok(Ok(resp)) => {
             state
                 .metrics
                 .observe(name, &label, elapsed.as_secs_f64(), None);
             debug!(operation = %label, micros = elapsed.as_micros() as u64, "ok");
             resp
         }
-        Ok(None) => shed(
-            state,
-            service,
-            request_id,
-            "The server is buffering too many request bytes; retry with backoff.",
-        ),
+        Ok(Err(overloaded)) => shed(state, service, request_id, overloaded),
         Err(e) => {
             state
                 .metrics
@@ -495,7 +483,7 @@ fn shed(state: &AppState, service: usize, request_id: &str, message: &str) -> Re
     r
 }
 
-/// `Ok(None)`: shed for the memory budget.
+/// `Ok(Err(message))`: shed, overloaded.
 #[allow(clippy::too_many_arguments)]
 async fn pipeline(
     state: &AppState,
@@ -506,7 +494,10 @@ async fn pipeline(
     label: &mut String,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     request_id: &str,
-) -> Result<Option<Response<Body>>, WireError> {
+) -> Result<Result<Response<Body>, &'static str>, WireError> {
+    let Some(receiving) = crate::router::begin_receiving(state, parts, &body) else {
+        return Ok(Err(crate::router::RECEIVING_TOO_MANY));
+    };
     let (bytes, _reserved) = match crate::budget::collect_body(
         body,
         state.max_body_bytes,
@@ -517,9 +508,14 @@ async fn pipeline(
     .await
     {
         Ok(b) => b,
-        Err(crate::budget::BodyError::Busy) => return Ok(None),
+        Err(crate::budget::BodyError::Busy) => return Ok(Err(crate::router::BUFFERING_TOO_MANY)),
         Err(e) => return Err(e.to_wire()),
     };
+    drop(receiving);
+    match crate::router::take_in_flight(state) {
+        Some(p) => *slot = Some(p),
+        None => return Ok(Err(crate::router::IN_FLIGHT_TOO_MANY)),
+    }
     let signing = state.services[*service].api.spec().signing_name.clone();
     // Authenticate over the raw bytes before decoding anything.
     let principal = crate::router::authenticate(state, parts, &bytes, &signing)?;
@@ -583,7 +579,7 @@ async fn pipeline(
     let reply =
         crate::router::run_operation(state, mounted, op, value, None, principal, slot).await?;
     let body = query.encode(op, reply, request_id)?;
-    Ok(Some(xml(StatusCode::OK, body)))
+    Ok(Ok(xml(StatusCode::OK, body)))
 }
 
 #[cfg(test)]

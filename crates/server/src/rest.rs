@@ -1721,31 +1721,19 @@ pub(crate) async fn serve(
     };
     let spec = mounted.api.spec();
     let label = routed.operation.clone().unwrap_or_else(|| "unknown".into());
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
-        return shed(
-            state,
-            &rest,
-            request_id,
-            "The server is handling too many requests; retry with backoff.",
-        );
-    };
-    let mut permit = Some(permit);
+    // Taken once the body has arrived (or starts streaming to the service).
+    let mut permit = None;
     let result = pipeline(state, mounted, &rest, parts, body, routed, &mut permit).await;
     let elapsed = started.elapsed();
     match result {
-        Ok(Some(resp)) => {
+        Ok(Ok(resp)) => {
             state
                 .metrics
                 .observe(&spec.metrics_name, &label, elapsed.as_secs_f64(), None);
             debug!(operation = %label, micros = elapsed.as_micros() as u64, "ok");
             resp
         }
-        Ok(None) => shed(
-            state,
-            &rest,
-            request_id,
-            "The server is buffering too many request bytes; retry with backoff.",
-        ),
+        Ok(Err(overloaded)) => shed(state, &rest, request_id, overloaded),
         Err(e) => {
             state.metrics.observe(
                 &spec.metrics_name,
@@ -1830,7 +1818,7 @@ fn authenticate_before_body<'a>(
     }
 }
 
-/// `Ok(None)`: shed for the memory budget.
+/// `Ok(Err(message))`: shed, overloaded.
 async fn pipeline(
     state: &AppState,
     mounted: &Mounted,
@@ -1839,8 +1827,11 @@ async fn pipeline(
     body: hyper::body::Incoming,
     routed: Routed,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Result<Option<Response<Body>>, WireError> {
+) -> Result<Result<Response<Body>, &'static str>, WireError> {
     let spec = mounted.api.spec();
+    let Some(receiving) = crate::router::begin_receiving(state, parts, &body) else {
+        return Ok(Err(crate::router::RECEIVING_TOO_MANY));
+    };
     // Whether decoding will build values beyond the bytes (a structured body).
     let structured = routed.operation.as_deref().is_some_and(|op| {
         rest.ops
@@ -1929,7 +1920,7 @@ async fn pipeline(
                 .await;
                 match collected {
                     Ok((bytes, reserved)) => (bytes, None, principal, Some(reserved)),
-                    Err(crate::budget::BodyError::Busy) => return Ok(None),
+                    Err(crate::budget::BodyError::Busy) => return Ok(Err(crate::router::BUFFERING_TOO_MANY)),
                     Err(e) => return Err(streamed.take_failure().unwrap_or_else(|| e.to_wire())),
                 }
             }
@@ -1944,7 +1935,7 @@ async fn pipeline(
             .await
             {
                 Ok(b) => b,
-                Err(crate::budget::BodyError::Busy) => return Ok(None),
+                Err(crate::budget::BodyError::Busy) => return Ok(Err(crate::router::BUFFERING_TOO_MANY)),
                 Err(e) => return Err(e.to_wire()),
             };
             // With credentials, authenticate over the raw bytes before
@@ -1964,6 +1955,12 @@ async fn pipeline(
                 (bytes, None, principal, Some(reserved))
             }
         };
+    // A body that streams to the service is still arriving while it runs.
+    let _receiving = body_stream.is_some().then_some(receiving);
+    match crate::router::take_in_flight(state) {
+        Some(p) => *slot = Some(p),
+        None => return Ok(Err(crate::router::IN_FLIGHT_TOO_MANY)),
+    }
     let Some(op) = routed.operation.as_deref() else {
         return Err(WireError::new(
             StatusCode::NOT_FOUND,
@@ -2006,7 +2003,7 @@ async fn pipeline(
     let reply =
         crate::router::run_operation(state, mounted, op, value, body_stream, principal, slot)
             .await?;
-    rest.encode(op, &parts.method, reply).map(Some)
+    rest.encode(op, &parts.method, reply).map(Ok)
 }
 
 #[cfg(test)]
