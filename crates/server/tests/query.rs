@@ -500,3 +500,27 @@ async fn slow_bodies_do_not_take_the_in_flight_slots() {
     drop(slow);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn awsquery_bodies_and_parameter_counts_are_capped() {
+    let h = Harness::start(true).await;
+    // A body over 64 KiB is refused before it becomes a map.
+    let mut big = IDENTITY.to_vec();
+    big.extend_from_slice(b"&Pad=");
+    big.resize(65 * 1024, b'x');
+    let r = h.sts(&big, ADMIN).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("65536 bytes"), "{}", r.body);
+    // So is a form of more than 1000 parameters, before Action is read.
+    let mut many = IDENTITY.to_vec();
+    for i in 0..1000 {
+        many.extend_from_slice(format!("&k{i}=").as_bytes());
+    }
+    let r = h.sts(&many, ADMIN).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.element("Code"), "MalformedQueryString", "{}", r.body);
+    // A real request is still served.
+    let r = h.sts(IDENTITY, ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    h.stop().await;
+}
