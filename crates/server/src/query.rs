@@ -539,7 +539,7 @@ async fn pipeline(
         state.max_body_bytes.min(MAX_BODY),
         &state.budget,
         BODY_TIMEOUT,
-        false,
+        crate::budget::Decoded::Bytes,
     )
     .await
     {

@@ -39,6 +39,12 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// Deepest XML element nesting accepted in a request body: far beyond any
 /// model's shapes, far below what would exhaust a stack.
 const MAX_XML_DEPTH: usize = 64;
+/// Most attributes of one XML element (S3's have one or two, `xmlns:xsi`
+/// and `xsi:type` in grants).
+const MAX_XML_ATTRIBUTES: usize = 32;
+/// Most elements of one XML body: S3's largest documents (DeleteObjects'
+/// 1000 objects, lifecycle's 1000 rules) have a few tens of thousands.
+const MAX_XML_ELEMENTS: usize = 100_000;
 /// Longest wait for a request body once its headers arrived.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -642,10 +648,19 @@ fn parse_xml(bytes: &[u8]) -> Result<Element, String> {
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
     let mut root = None;
+    let mut elements = 0usize;
     let name_of = |e: &quick_xml::events::BytesStart| -> Result<Element, String> {
         let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
         let mut attrs = Vec::new();
-        for a in e.attributes() {
+        // quick-xml's duplicate check compares each attribute with every
+        // earlier one; with the count capped, a duplicate is harmless (the
+        // first is the one read).
+        for a in e.attributes().with_checks(false) {
+            if attrs.len() >= MAX_XML_ATTRIBUTES {
+                return Err(format!(
+                    "an element has more than {MAX_XML_ATTRIBUTES} attributes"
+                ));
+            }
             let a = a.map_err(|e| e.to_string())?;
             let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
             let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
@@ -659,6 +674,12 @@ fn parse_xml(bytes: &[u8]) -> Result<Element, String> {
     };
     loop {
         let event = reader.read_event().map_err(|e| e.to_string())?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+            if elements > MAX_XML_ELEMENTS {
+                return Err(format!("more than {MAX_XML_ELEMENTS} elements"));
+            }
+        }
         match event {
             Event::Start(e) => {
                 if root.is_some() {
@@ -1848,6 +1869,11 @@ async fn pipeline(
                 None => true,
             })
     });
+    let decoded = match (structured, rest.protocol) {
+        (false, _) => crate::budget::Decoded::Bytes,
+        (true, Protocol::RestXml) => crate::budget::Decoded::Xml,
+        (true, _) => crate::budget::Decoded::Json,
+    };
     let streams = routed
         .operation
         .as_deref()
@@ -1915,7 +1941,7 @@ async fn pipeline(
                     state.max_body_bytes,
                     &state.budget,
                     BODY_TIMEOUT,
-                    structured,
+                    decoded,
                 )
                 .await;
                 match collected {
@@ -1930,7 +1956,7 @@ async fn pipeline(
                 state.max_body_bytes,
                 &state.budget,
                 BODY_TIMEOUT,
-                structured,
+                decoded,
             )
             .await
             {
@@ -2104,6 +2130,26 @@ mod tests {
         // Out of the formats' range: clamped, never a broken string or a panic.
         assert_eq!(format_iso8601(1e300), "9999-12-31T23:59:59.000Z");
         assert_eq!(format_http_date(-1e300), "Mon, 01 Jan 0001 00:00:00 GMT");
+    }
+
+    #[test]
+    fn xml_attributes_and_elements_are_capped() {
+        let tag = |n: usize| {
+            let attrs: String = (0..n).map(|i| format!(" a{i}=\"v\"")).collect();
+            format!("<r{attrs}/>")
+        };
+        assert_eq!(parse_xml(tag(32).as_bytes()).unwrap().attrs.len(), 32);
+        assert!(parse_xml(tag(33).as_bytes()).is_err());
+        // A million attributes on one tag are refused after the 33rd, not
+        // compared pairwise.
+        let started = std::time::Instant::now();
+        assert!(parse_xml(tag(1_000_000).as_bytes()).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Duplicates are not looked for (the first is read).
+        assert!(parse_xml(b"<r a=\"1\" a=\"2\"/>").is_ok());
+        let many = |n: usize| format!("<r>{}</r>", "<e/>".repeat(n - 1));
+        assert!(parse_xml(many(MAX_XML_ELEMENTS).as_bytes()).is_ok());
+        assert!(parse_xml(many(MAX_XML_ELEMENTS + 1).as_bytes()).is_err());
     }
 
     #[test]

@@ -635,7 +635,11 @@ async fn call(
         state.max_body_bytes,
         &state.budget,
         BODY_TIMEOUT,
-        protocol == Some(Protocol::Json),
+        if protocol == Some(Protocol::Json) {
+            crate::budget::Decoded::Json
+        } else {
+            crate::budget::Decoded::Bytes
+        },
     )
     .await
     {
