@@ -1839,6 +1839,33 @@ fn authenticate_before_body<'a>(
     }
 }
 
+/// S3's rule, for every REST service (whose inputs bind headers): a signed
+/// request's `x-amz-*` headers must all be signed, in the header or a
+/// presigned URL alike, else `403 AccessDenied` naming them. Checked with
+/// credentials only; anonymous mode verifies no signature.
+fn check_amz_headers_signed(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<(), WireError> {
+    if state.principals.is_none() {
+        return Ok(());
+    }
+    let unsigned =
+        crate::auth::sigv4::headers_not_signed(&parts.headers, parts.uri.query().unwrap_or(""))?;
+    if unsigned.is_empty() {
+        return Ok(());
+    }
+    let mut e = WireError::new(
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+        "There were headers present in the request which were not signed",
+    );
+    let mut extra = Map::new();
+    extra.insert("HeadersNotSigned".into(), unsigned.join(", ").into());
+    e.extra = Some(Box::new(extra));
+    Err(e)
+}
+
 /// `Ok(Err(message))`: shed, overloaded.
 async fn pipeline(
     state: &AppState,
@@ -1850,6 +1877,7 @@ async fn pipeline(
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Result<Response<Body>, &'static str>, WireError> {
     let spec = mounted.api.spec();
+    check_amz_headers_signed(state, parts)?;
     let Some(receiving) = crate::router::begin_receiving(state, parts, &body) else {
         return Ok(Err(crate::router::RECEIVING_TOO_MANY));
     };

@@ -479,6 +479,7 @@ impl Harness {
             signing =
                 sigv4::SigningContext::new(secret, &amz_date, "us-east-1", r.service, &signature);
         }
+        headers.extend(r.added.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let body = match r.encode {
             Some(encode) => encode(&signing),
             None => r.body.to_vec(),
@@ -532,6 +533,8 @@ struct Req<'a> {
     /// The body built once the request is signed (aws-chunked bodies chain
     /// from the request's signature), instead of `body`.
     encode: Option<Encoder<'a>>,
+    /// Headers added after signing (by someone relaying the request).
+    added: Vec<(&'a str, &'a str)>,
 }
 
 /// Builds a request body from the request's signing context.
@@ -550,6 +553,7 @@ fn req<'a>(method: &'a str, path: &'a str, service: &'a str) -> Req<'a> {
         key: ADMIN,
         host: None,
         encode: None,
+        added: Vec::new(),
     }
 }
 
@@ -1700,4 +1704,118 @@ async fn services_background_work_runs_while_serving_and_is_dropped_at_shutdown(
         dropped.load(std::sync::atomic::Ordering::SeqCst),
         "the background task is dropped before run returns"
     );
+}
+
+#[tokio::test]
+async fn amz_headers_must_be_signed() {
+    let h = Harness::start(true).await;
+    // Signed metadata binds as before.
+    let r = h
+        .send(Req {
+            headers: vec![("x-amz-meta-owner", "ana")],
+            body: b"data",
+            ..req("PUT", "/photos/signed.png", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // Metadata (or any x-amz-* header) added to a signed request is refused
+    // as S3 refuses it, naming the headers; the X-Ray trace header, which no
+    // SDK signs, is not.
+    let r = h
+        .send(Req {
+            headers: vec![("x-amz-meta-owner", "ana")],
+            added: vec![
+                ("x-amz-meta-owner2", "mallory"),
+                ("x-amz-acl", "public-read"),
+                ("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+            ],
+            body: b"data",
+            ..req("PUT", "/photos/relayed.png", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert!(r.body.contains("<Code>AccessDenied</Code>"), "{r:?}");
+    assert!(
+        r.body
+            .contains("<HeadersNotSigned>x-amz-acl, x-amz-meta-owner2</HeadersNotSigned>"),
+        "{r:?}"
+    );
+    assert!(
+        !h.s3
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, input, _)| input["Key"] == "relayed.png"),
+        "the refused request reached the service"
+    );
+    // The X-Ray header alone is fine.
+    let r = h
+        .send(Req {
+            added: vec![("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793")],
+            body: b"data",
+            ..req("PUT", "/photos/traced.png", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // A presigned URL is held to the same rule.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let url = presign("PUT", "/photos/presigned.png", &h.addr, now);
+    let r = h
+        .send(Req {
+            added: vec![("x-amz-meta-owner", "mallory")],
+            key: None,
+            body: b"data",
+            ..req("PUT", &url, "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert!(
+        r.body
+            .contains("<HeadersNotSigned>x-amz-meta-owner</HeadersNotSigned>"),
+        "{r:?}"
+    );
+    let r = h
+        .send(Req {
+            key: None,
+            body: b"data",
+            ..req("PUT", &url, "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    h.stop().await;
+}
+
+/// A presigned URL for `path` (host signed only, UNSIGNED-PAYLOAD), as
+/// the SDKs' presigners build it.
+fn presign(method: &str, path: &str, host: &str, now: i64) -> String {
+    let amz_date = sigv4::format_amz_date(now);
+    let date = &amz_date[..8];
+    let scope = format!("{date}/us-east-1/s3/aws4_request");
+    let mut pairs = [
+        ("X-Amz-Algorithm".to_string(), "AWS4-HMAC-SHA256".to_string()),
+        ("X-Amz-Credential".to_string(), format!("AKIDADMIN/{scope}")),
+        ("X-Amz-Date".to_string(), amz_date.clone()),
+        ("X-Amz-Expires".to_string(), "300".to_string()),
+        ("X-Amz-SignedHeaders".to_string(), "host".to_string()),
+    ]
+    .map(|(k, v)| (uri_encode(&k), uri_encode(&v)));
+    pairs.sort();
+    let query = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let canonical = format!("{method}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let key = sigv4::signing_key("admin-secret", date, "us-east-1", "s3");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    format!("{path}?{query}&X-Amz-Signature={signature}")
 }

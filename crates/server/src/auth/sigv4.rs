@@ -484,6 +484,32 @@ fn check_signed_headers(presented: &Presented, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
+/// Headers of AWS's namespaces that clients send without signing them: the
+/// payload hash is the canonical request's last line, and every SDK leaves
+/// the X-Ray trace header out of the signature (it may be added on the way).
+const UNSIGNED_AMZ_HEADERS: &[&str] = &["x-amz-content-sha256", "x-amzn-trace-id"];
+
+/// The `x-amz-*` and `x-amzn-*` headers a signed request carries outside its
+/// signature (sorted), which S3 refuses: they may bind an operation's input
+/// (`x-amz-meta-*`, `x-amz-acl`), so whoever relays a signed request could
+/// add them. Empty for an unsigned request; a malformed signature is `Err`.
+pub fn headers_not_signed(headers: &HeaderMap, query: &str) -> Result<Vec<String>, WireError> {
+    let Some(presented) = presented(headers, &query_params(query))? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<String> = headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-amz-") || k.starts_with("x-amzn-"))
+        .filter(|k| !UNSIGNED_AMZ_HEADERS.contains(k))
+        .filter(|k| !presented.signed_headers.iter().any(|s| s.eq_ignore_ascii_case(k)))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The signature a request presents, checked for its form only: both
 /// kinds at once, the parameters each kind must name. `Ok(None)` when the
 /// request is not signed at all (no `Authorization` header, no
