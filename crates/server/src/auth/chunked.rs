@@ -270,6 +270,17 @@ impl std::fmt::Debug for ChunkedDecoder {
     }
 }
 
+/// Whether `x-amz-trailer` in `headers` declares a checksum this decoder
+/// checks: what makes an unsigned-trailer body's data verifiable at all.
+pub fn declares_checksum(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("x-amz-trailer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| Checksum::for_trailer(&t.trim().to_ascii_lowercase()).is_some())
+}
+
 impl ChunkedDecoder {
     /// A decoder for a body of `mode` whose decoded length is `declared`.
     /// `signing` is required in the signed modes (and ignored otherwise);

@@ -510,6 +510,23 @@ pub fn headers_not_signed(headers: &HeaderMap, query: &str) -> Result<Vec<String
     Ok(out)
 }
 
+/// An unsigned-trailer body's data is covered by nothing but its checksum
+/// trailer, so one must be declared, in a signed `x-amz-trailer` (else a
+/// relay could drop it and the data would be taken unchecked).
+fn check_unsigned_trailer(presented: &Presented, headers: &HeaderMap) -> Result<(), WireError> {
+    if !super::chunked::declares_checksum(headers) {
+        return Err(invalid_signature(
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER requires a checksum trailer declared in x-amz-trailer.",
+        ));
+    }
+    if !presented.signed_headers.iter().any(|h| h == "x-amz-trailer") {
+        return Err(incomplete(
+            "'X-Amz-Trailer' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The signature a request presents, checked for its form only: both
 /// kinds at once, the parameters each kind must name. `Ok(None)` when the
 /// request is not signed at all (no `Authorization` header, no
@@ -688,8 +705,13 @@ fn verify_payload(
     let payload_hashes: Vec<String> = match parts.headers.get("x-amz-content-sha256") {
         Some(h) => {
             let claimed = h.to_str().unwrap_or("");
+            // Unsigned chunks are for the services that take UNSIGNED-PAYLOAD.
             let stream_mode = super::chunked::StreamingMode::from_content_sha256(claimed)
-                .filter(|_| STREAMING_PAYLOAD_SERVICES.contains(&service));
+                .filter(|_| STREAMING_PAYLOAD_SERVICES.contains(&service))
+                .filter(|m| m.signed() || unsigned_ok);
+            if stream_mode == Some(super::chunked::StreamingMode::UnsignedTrailer) {
+                check_unsigned_trailer(&presented, parts.headers)?;
+            }
             if claimed == UNSIGNED_PAYLOAD && unsigned_ok {
                 vec![UNSIGNED_PAYLOAD.to_string()]
             } else if let Some(mode) = stream_mode {
@@ -774,6 +796,18 @@ mod tests {
         secret: &str,
         signed: &[&str],
     ) {
+        sign_for(headers, "kinesis", payload_hash, amz_date, secret, signed)
+    }
+
+    /// [`sign_with`] for `service`.
+    fn sign_for(
+        headers: &mut HeaderMap,
+        service: &str,
+        payload_hash: &str,
+        amz_date: &str,
+        secret: &str,
+        signed: &[&str],
+    ) {
         headers.insert("x-amz-date", amz_date.parse().unwrap());
         let mut canon_headers = String::new();
         for h in signed {
@@ -788,13 +822,13 @@ mod tests {
             signed.join(";"),
         );
         let date = &amz_date[..8];
-        let scope = format!("{date}/us-east-1/kinesis/aws4_request");
+        let scope = format!("{date}/us-east-1/{service}/aws4_request");
         let to_sign = format!(
             "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
             sha256_hex(canonical.as_bytes())
         );
         let sig = hex::encode(hmac(
-            &signing_key(secret, date, "us-east-1", "kinesis"),
+            &signing_key(secret, date, "us-east-1", service),
             to_sign.as_bytes(),
         ));
         let auth = format!(
@@ -899,6 +933,45 @@ mod tests {
         sign_with(&mut h, UNSIGNED_PAYLOAD, &now_date(), SECRET, &all);
         let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn unsigned_trailer_chunks_need_unsigned_payloads_and_a_signed_checksum_trailer() {
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        const MODE: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+        let attempt = |service: &str, trailer: Option<&str>, sign_trailer: bool| {
+            let mut h = HeaderMap::new();
+            h.insert("host", "127.0.0.1:4567".parse().unwrap());
+            h.insert("x-amz-content-sha256", MODE.parse().unwrap());
+            h.insert("x-amz-decoded-content-length", "4".parse().unwrap());
+            let mut signed = vec!["host", "x-amz-content-sha256", "x-amz-date"];
+            if let Some(t) = trailer {
+                h.insert("x-amz-trailer", t.parse().unwrap());
+                if sign_trailer {
+                    signed.push("x-amz-trailer");
+                }
+            }
+            sign_for(&mut h, service, MODE, &now_date(), SECRET, &signed);
+            verify(&request(&h, b""), &One, "us-east-1", service, NOW)
+        };
+        let claims = attempt("s3", Some("x-amz-checksum-crc32"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claims.streaming,
+            Some(super::super::chunked::StreamingMode::UnsignedTrailer)
+        );
+        // Kinesis Video takes signed chunks only, as it takes no UNSIGNED-PAYLOAD.
+        let e = attempt("kinesisvideo", Some("x-amz-checksum-crc32"), true).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+        // No checksum trailer: nothing would check the data.
+        let e = attempt("s3", None, false).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException", "{}", e.message);
+        let e = attempt("s3", Some("x-amz-meta-x"), true).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException", "{}", e.message);
+        // The declaration must be signed, or it could be dropped on the way.
+        let e = attempt("s3", Some("x-amz-checksum-crc32"), false).unwrap_err();
+        assert_eq!(e.code, "IncompleteSignatureException", "{}", e.message);
     }
 
     /// What the JS SDK v3 sends over HTTP/2: no `host` header, and

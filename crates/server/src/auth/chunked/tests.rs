@@ -378,7 +378,7 @@ fn the_published_trailer_example() {
 
 #[test]
 fn streaming_payloads_only_for_s3_and_kinesis_video() {
-    for (service, allowed) in [
+    for (service, streams) in [
         ("s3", true),
         ("kinesisvideo", true),
         ("kinesis", false),
@@ -389,6 +389,12 @@ fn streaming_payloads_only_for_s3_and_kinesis_video() {
             StreamingMode::SignedTrailer,
             StreamingMode::UnsignedTrailer,
         ] {
+            // Unsigned chunks only where UNSIGNED-PAYLOAD is accepted (S3),
+            // and there with a checksum trailer (sigv4's own tests).
+            let allowed = streams && (mode.signed() || service == "s3");
+            if allowed && !mode.signed() {
+                continue;
+            }
             let now = sigv4::parse_amz_date(DATE).unwrap();
             let signer = Signer::new(SECRET, DATE, "us-east-1", service);
             let mut h = HeaderMap::new();
