@@ -215,8 +215,8 @@ fn uri_encode(s: &str) -> String {
         .collect()
 }
 
-/// SigV4 in the Authorization header, the path signed as sent (as S3's
-/// clients sign it; the server accepts either form).
+/// SigV4 in the Authorization header, the path signed as sent (STS signs
+/// `/`, the same in both of SigV4's forms).
 fn sign(
     method: &str,
     path_and_query: &str,

@@ -589,11 +589,35 @@ fn uri_encode(s: &str) -> String {
         .collect()
 }
 
-/// SigV4 in the Authorization header, the path signed as sent (as S3's
-/// clients sign it; the server accepts either form).
+/// The canonical path the SDKs sign: S3's as sent, every other service's
+/// URI-encoded once more (each segment's bytes, `%` included).
+fn canonical_path(path: &str, service: &str) -> String {
+    if service == "s3" {
+        return path.to_string();
+    }
+    path.split('/').map(uri_encode).collect::<Vec<_>>().join("/")
+}
+
+/// SigV4 in the Authorization header, the path signed as the SDKs sign it:
+/// as sent for S3, URI-encoded once more for every other service.
 fn sign(
     method: &str,
     path_and_query: &str,
+    service: &str,
+    akid: &str,
+    secret: &str,
+    headers: &mut Vec<(String, String)>,
+    body: &[u8],
+) -> (String, String) {
+    sign_path(method, path_and_query, None, service, akid, secret, headers, body)
+}
+
+/// [`sign`] with the canonical path given (`None`: as the SDKs build it).
+#[allow(clippy::too_many_arguments)]
+fn sign_path(
+    method: &str,
+    path_and_query: &str,
+    canonical: Option<&str>,
     service: &str,
     akid: &str,
     secret: &str,
@@ -619,6 +643,7 @@ fn sign(
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
+    let path = canonical.map_or_else(|| canonical_path(path, service), str::to_string);
     let mut pairs: Vec<(String, String)> = sigv4::query_params(query)
         .into_iter()
         .map(|(k, v)| (uri_encode(&k), uri_encode(&v)))
@@ -1818,4 +1843,51 @@ fn presign(method: &str, path: &str, host: &str, now: i64) -> String {
     mac.update(to_sign.as_bytes());
     let signature = hex::encode(mac.finalize().into_bytes());
     format!("{path}?{query}&X-Amz-Signature={signature}")
+}
+
+#[tokio::test]
+async fn one_signature_covers_one_path() {
+    let h = Harness::start(true).await;
+    let send = |path: &'static str, headers: Vec<(String, String)>| {
+        let addr = h.addr.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = http::Request::builder().method("GET").uri(path);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            let resp = send
+                .send_request(req.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            resp.status()
+        }
+    };
+    // S3 signs the path as sent. A signature over `/photos/100%2525` (the
+    // key `100%25`) is also the double encoding of `/photos/100%25` (the key
+    // `100%`): it must not cover that other key.
+    let mut headers = vec![("host".to_string(), h.addr.clone())];
+    sign("GET", "/photos/100%2525", "s3", "AKIDADMIN", "admin-secret", &mut headers, b"");
+    assert_eq!(send("/photos/100%2525", headers.clone()).await, StatusCode::OK);
+    assert_eq!(send("/photos/100%25", headers).await, StatusCode::FORBIDDEN);
+    // Every other service signs the double encoding only: a request to
+    // Videos signed over its path as sent is refused.
+    let mut headers = vec![("host".to_string(), h.addr.clone())];
+    sign_path(
+        "GET",
+        "/streams/a%3Ab",
+        Some("/streams/a%3Ab"),
+        "videos",
+        "AKIDADMIN",
+        "admin-secret",
+        &mut headers,
+        b"",
+    );
+    assert_eq!(send("/streams/a%3Ab", headers).await, StatusCode::FORBIDDEN);
+    h.stop().await;
 }

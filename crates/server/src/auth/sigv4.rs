@@ -231,15 +231,19 @@ fn canonical_headers(parts: &RequestParts, signed: &[String]) -> Option<String> 
     Some(out)
 }
 
-/// The candidate canonical paths: AWS services other than S3 sign the path
-/// URI-encoded once more; some clients sign it as sent.
-fn canonical_paths(path: &str) -> Vec<String> {
+/// The services whose canonical path is the path as sent (encoded once);
+/// every other service signs it URI-encoded once more, as AWS documents.
+const SINGLE_ENCODED_PATH_SERVICES: &[&str] = &["s3"];
+
+/// The one canonical path of a request to `service`. One form only: with
+/// both, one signature would cover two paths that decode differently
+/// (`/b/100%2525` signed double-encoded is `/b/100%25` signed as sent).
+fn canonical_path(path: &str, service: &str) -> String {
     let path = if path.is_empty() { "/" } else { path };
-    let double = uri_encode(path, true);
-    if double == path {
-        vec![double]
+    if SINGLE_ENCODED_PATH_SERVICES.contains(&service) {
+        path.to_string()
     } else {
-        vec![double, path.to_string()]
+        uri_encode(path, true)
     }
 }
 
@@ -734,7 +738,8 @@ fn verify_payload(
     let scope_str = format!("{date}/{cred_region}/{cred_service}/aws4_request");
     let presented_sig = presented.signature.to_ascii_lowercase();
     let mut ok = false;
-    for path in canonical_paths(parts.path) {
+    let path = canonical_path(parts.path, cred_service);
+    {
         for payload in &payload_hashes {
             let canonical = format!(
                 "{}\n{path}\n{query}\n{headers}\n{signed_list}\n{payload}",
@@ -933,6 +938,25 @@ mod tests {
         sign_with(&mut h, UNSIGNED_PAYLOAD, &now_date(), SECRET, &all);
         let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn each_service_has_one_canonical_path() {
+        // S3: as sent. The others: encoded once more. Never both, or one
+        // signature would cover `/b/100%25` and `/b/100%2525`.
+        assert_eq!(canonical_path("/b/100%25", "s3"), "/b/100%25");
+        assert_eq!(canonical_path("/b/100%25", "kinesisvideo"), "/b/100%2525");
+        assert_eq!(canonical_path("", "kinesis"), "/");
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let all = ["content-type", "host", "x-amz-date", "x-amz-target"];
+        // Signed over `/` (the double encoding of `/`), a request for a path
+        // whose double encoding differs does not verify.
+        let mut h = base_headers();
+        sign_with(&mut h, &sha256_hex(b"{}"), &now_date(), SECRET, &all);
+        let mut parts = request(&h, b"{}");
+        assert!(verify(&parts, &One, "us-east-1", "kinesis", NOW).is_ok());
+        parts.path = "/%2F";
+        assert!(verify(&parts, &One, "us-east-1", "kinesis", NOW).is_err());
     }
 
     #[test]
