@@ -400,6 +400,14 @@ fn too_many_parameters() -> WireError {
     )
 }
 
+/// Whether a request presents a signature of either kind (however malformed).
+fn carries_signature(parts: &http::request::Parts) -> bool {
+    parts.headers.contains_key(http::header::AUTHORIZATION)
+        || crate::auth::sigv4::query_params(parts.uri.query().unwrap_or(""))
+            .iter()
+            .any(|(k, _)| k.starts_with("X-Amz-"))
+}
+
 fn is_form(parts: &http::request::Parts) -> bool {
     parts
         .headers
@@ -574,8 +582,10 @@ async fn pipeline(
             "Missing Action",
         ));
     };
-    // Unsigned, the action picks among the awsQuery services.
+    // Unsigned, the action picks among the awsQuery services. A signed
+    // request stays with the service it was verified for.
     if !routed.by_scope
+        && !carries_signature(parts)
         && let Some(i) = state.services.iter().position(|m| {
             m.query
                 .as_ref()

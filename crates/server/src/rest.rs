@@ -1608,10 +1608,9 @@ pub(crate) fn scope_service(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        Some(auth) => auth
-            .split([',', ' '])
-            .find_map(|p| p.trim().strip_prefix("Credential="))?
-            .to_string(),
+        // Read by the verifier's own parser, so the service routed to is the
+        // one whose scope is verified.
+        Some(auth) => crate::auth::sigv4::header_credential(auth)?,
         None => params
             .iter()
             .find(|(k, _)| k == "X-Amz-Credential")

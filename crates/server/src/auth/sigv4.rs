@@ -333,25 +333,74 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> {
+/// The parameters of an `Authorization` header, as verification reads
+/// them; routing reads the credential with the same parser
+/// ([`header_credential`]), so both see one scope.
+struct HeaderFields {
+    algorithm: String,
+    credential: Option<String>,
+    signed: Option<String>,
+    signature: Option<String>,
+    /// A parameter given more than once: refused, for which one counts
+    /// would otherwise depend on who reads it.
+    repeated: Option<&'static str>,
+}
+
+fn header_fields(auth: &str) -> HeaderFields {
     let mut tokens = auth.split([',', ' ']);
     // AWS reads the parameters after the first token whatever that token
     // is; an unknown algorithm is only refused once the form is complete.
     let algorithm = tokens.next().unwrap_or("").to_string();
-    let mut credential = None;
-    let mut signed = None;
-    let mut signature = None;
+    let mut fields = HeaderFields {
+        algorithm,
+        credential: None,
+        signed: None,
+        signature: None,
+        repeated: None,
+    };
+    let mut seen = [false; 3];
     for part in tokens.filter(|p| !p.is_empty()) {
         let mut kv = part.split('=');
         let key = kv.next().unwrap_or("");
         // An empty value is no value (and `Signature==x` has none).
         let value = kv.next().filter(|v| !v.is_empty()).map(str::to_string);
-        match key {
-            "Credential" => credential = value,
-            "SignedHeaders" => signed = value,
-            "Signature" => signature = value,
-            _ => {}
+        let (slot, index, name) = match key {
+            "Credential" => (&mut fields.credential, 0, "Credential"),
+            "SignedHeaders" => (&mut fields.signed, 1, "SignedHeaders"),
+            "Signature" => (&mut fields.signature, 2, "Signature"),
+            _ => continue,
+        };
+        if seen[index] {
+            fields.repeated.get_or_insert(name);
         }
+        seen[index] = true;
+        *slot = value;
+    }
+    fields
+}
+
+/// The `Credential` of an `Authorization` header, read as verification
+/// reads it; `None` when it is missing or given more than once.
+pub fn header_credential(auth: &str) -> Option<String> {
+    let fields = header_fields(auth);
+    match fields.repeated {
+        Some(_) => None,
+        None => fields.credential,
+    }
+}
+
+fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> {
+    let HeaderFields {
+        algorithm,
+        credential,
+        signed,
+        signature,
+        repeated,
+    } = header_fields(auth);
+    if let Some(name) = repeated {
+        return Err(incomplete(format!(
+            "Authorization header has more than one '{name}' parameter. Authorization={auth}"
+        )));
     }
     // Only presence counts here; a date that does not parse is refused later.
     let (amz_date, date_header) = match header(headers, "x-amz-date") {
@@ -938,6 +987,31 @@ mod tests {
         sign_with(&mut h, UNSIGNED_PAYLOAD, &now_date(), SECRET, &all);
         let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn a_header_with_a_repeated_parameter_is_refused() {
+        let mut h = base_headers();
+        h.insert("x-amz-date", now_date().parse().unwrap());
+        let one = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+        assert!(from_header(one, &h).is_ok());
+        assert_eq!(
+            header_credential(one).as_deref(),
+            Some("AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request")
+        );
+        // Routing and verification must see one scope: two are refused.
+        let two = format!("{one}, Credential=AKIDEXAMPLE/20260101/us-east-1/other/aws4_request");
+        let e = from_header(&two, &h).err().unwrap();
+        assert_eq!(e.code, "IncompleteSignatureException");
+        assert_eq!(header_credential(&two), None);
+        let e = from_header(&format!("{one}, Signature=11"), &h).err().unwrap();
+        assert_eq!(e.code, "IncompleteSignatureException");
+        // The algorithm token is not a parameter, whatever it looks like.
+        let odd = one.replace("AWS4-HMAC-SHA256", "Credential=x/y/z/w/aws4_request");
+        assert_eq!(
+            header_credential(&odd).as_deref(),
+            Some("AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request")
+        );
     }
 
     #[test]
