@@ -311,6 +311,23 @@ impl RestModel {
             .find_map(|r| Some((r.operation.as_str(), r.matches(path, params)?)))
     }
 
+    /// A non-greedy label of `op`'s template that decoded to a value with
+    /// `/`: `%2F` would make one bucket (or stream) name look like a path,
+    /// and resource ARNs built from it collide with real paths.
+    fn label_with_slash<'a>(&self, op: &str, labels: &'a [(String, String)]) -> Option<&'a str> {
+        let route = self.routes.iter().find(|r| r.operation == op)?;
+        labels
+            .iter()
+            .filter(|(_, v)| v.contains('/'))
+            .find(|(name, _)| {
+                route
+                    .segments
+                    .iter()
+                    .any(|s| matches!(s, Segment::Label { name: n, .. } if n == name))
+            })
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Whether any template of this service matches the path (any method).
     fn any_path_matches(&self, path: &str, params: &[(String, String)]) -> bool {
         self.routes
@@ -2025,6 +2042,20 @@ async fn pipeline(
             ),
         ));
     };
+    if let Some(label) = rest.label_with_slash(op, &routed.labels) {
+        return Err(match (rest.protocol, label) {
+            (Protocol::RestXml, "Bucket") => WireError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidBucketName",
+                "The specified bucket is not valid.",
+            ),
+            _ => WireError::new(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                format!("The {label} in the request's path must not contain '/'."),
+            ),
+        });
+    }
     let incoming = Sources {
         headers: &parts.headers,
         labels: &routed.labels,

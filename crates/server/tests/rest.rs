@@ -1891,3 +1891,26 @@ async fn one_signature_covers_one_path() {
     assert_eq!(send("/streams/a%3Ab", headers).await, StatusCode::FORBIDDEN);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_decoded_slash_is_no_part_of_a_bucket_name() {
+    let h = Harness::start(true).await;
+    let before = h.s3.lock().unwrap().len();
+    // `%2F` would make the bucket `photos/x`, whose ARN
+    // (`arn:aws:s3:::photos/x`) is the object `x` in `photos`.
+    let r = h.send(req("GET", "/photos%2Fx?list-type=2", "s3")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("<Code>InvalidBucketName</Code>"), "{r:?}");
+    let r = h.send(req("GET", "/photos%2Fx/key", "s3")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(h.s3.lock().unwrap().len(), before);
+    // In a greedy label (the key) it is the key's own `/`.
+    let r = h.send(req("GET", "/photos/a%2Fb", "s3")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(h.s3.lock().unwrap().last().unwrap().1["Key"], "a/b");
+    // Another service's label: its validation error.
+    let r = h.send(req("DELETE", "/streams/a%2Fb", "videos")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.header("x-amzn-errortype"), "ValidationException", "{r:?}");
+    h.stop().await;
+}
