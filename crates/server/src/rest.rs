@@ -1990,7 +1990,9 @@ async fn pipeline(
                 .await;
                 match collected {
                     Ok((bytes, reserved)) => (bytes, None, principal, Some(reserved)),
-                    Err(crate::budget::BodyError::Busy) => return Ok(Err(crate::router::BUFFERING_TOO_MANY)),
+                    Err(crate::budget::BodyError::Busy) => {
+                        return Ok(Err(crate::router::BUFFERING_TOO_MANY));
+                    }
                     Err(e) => return Err(streamed.take_failure().unwrap_or_else(|| e.to_wire())),
                 }
             }
@@ -2005,7 +2007,9 @@ async fn pipeline(
             .await
             {
                 Ok(b) => b,
-                Err(crate::budget::BodyError::Busy) => return Ok(Err(crate::router::BUFFERING_TOO_MANY)),
+                Err(crate::budget::BodyError::Busy) => {
+                    return Ok(Err(crate::router::BUFFERING_TOO_MANY));
+                }
                 Err(e) => return Err(e.to_wire()),
             };
             // With credentials, authenticate over the raw bytes before

@@ -440,9 +440,7 @@ async fn anonymous_mode_answers_with_the_account_root() {
 async fn slow_body(addr: &str, source: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{source}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
     let head = format!(
         "POST / HTTP/1.1\r\nhost: {addr}\r\nx-amz-target: Kinesis_20131202.ListStreams\r\n\

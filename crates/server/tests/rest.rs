@@ -595,7 +595,10 @@ fn canonical_path(path: &str, service: &str) -> String {
     if service == "s3" {
         return path.to_string();
     }
-    path.split('/').map(uri_encode).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(uri_encode)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// SigV4 in the Authorization header, the path signed as the SDKs sign it:
@@ -609,7 +612,16 @@ fn sign(
     headers: &mut Vec<(String, String)>,
     body: &[u8],
 ) -> (String, String) {
-    sign_path(method, path_and_query, None, service, akid, secret, headers, body)
+    sign_path(
+        method,
+        path_and_query,
+        None,
+        service,
+        akid,
+        secret,
+        headers,
+        body,
+    )
 }
 
 /// [`sign`] with the canonical path given (`None`: as the SDKs build it).
@@ -1752,7 +1764,10 @@ async fn amz_headers_must_be_signed() {
             added: vec![
                 ("x-amz-meta-owner2", "mallory"),
                 ("x-amz-acl", "public-read"),
-                ("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+                (
+                    "x-amzn-trace-id",
+                    "Root=1-5759e988-bd862e3fe1be46a994272793",
+                ),
             ],
             body: b"data",
             ..req("PUT", "/photos/relayed.png", "s3")
@@ -1776,7 +1791,10 @@ async fn amz_headers_must_be_signed() {
     // The X-Ray header alone is fine.
     let r = h
         .send(Req {
-            added: vec![("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793")],
+            added: vec![(
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793",
+            )],
             body: b"data",
             ..req("PUT", "/photos/traced.png", "s3")
         })
@@ -1820,7 +1838,10 @@ fn presign(method: &str, path: &str, host: &str, now: i64) -> String {
     let date = &amz_date[..8];
     let scope = format!("{date}/us-east-1/s3/aws4_request");
     let mut pairs = [
-        ("X-Amz-Algorithm".to_string(), "AWS4-HMAC-SHA256".to_string()),
+        (
+            "X-Amz-Algorithm".to_string(),
+            "AWS4-HMAC-SHA256".to_string(),
+        ),
         ("X-Amz-Credential".to_string(), format!("AKIDADMIN/{scope}")),
         ("X-Amz-Date".to_string(), amz_date.clone()),
         ("X-Amz-Expires".to_string(), "300".to_string()),
@@ -1872,8 +1893,19 @@ async fn one_signature_covers_one_path() {
     // key `100%25`) is also the double encoding of `/photos/100%25` (the key
     // `100%`): it must not cover that other key.
     let mut headers = vec![("host".to_string(), h.addr.clone())];
-    sign("GET", "/photos/100%2525", "s3", "AKIDADMIN", "admin-secret", &mut headers, b"");
-    assert_eq!(send("/photos/100%2525", headers.clone()).await, StatusCode::OK);
+    sign(
+        "GET",
+        "/photos/100%2525",
+        "s3",
+        "AKIDADMIN",
+        "admin-secret",
+        &mut headers,
+        b"",
+    );
+    assert_eq!(
+        send("/photos/100%2525", headers.clone()).await,
+        StatusCode::OK
+    );
     assert_eq!(send("/photos/100%25", headers).await, StatusCode::FORBIDDEN);
     // Every other service signs the double encoding only: a request to
     // Videos signed over its path as sent is refused.

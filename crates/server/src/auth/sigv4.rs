@@ -555,7 +555,12 @@ pub fn headers_not_signed(headers: &HeaderMap, query: &str) -> Result<Vec<String
         .map(|k| k.as_str())
         .filter(|k| k.starts_with("x-amz-") || k.starts_with("x-amzn-"))
         .filter(|k| !UNSIGNED_AMZ_HEADERS.contains(k))
-        .filter(|k| !presented.signed_headers.iter().any(|s| s.eq_ignore_ascii_case(k)))
+        .filter(|k| {
+            !presented
+                .signed_headers
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(k))
+        })
         .map(str::to_string)
         .collect();
     out.sort();
@@ -572,7 +577,11 @@ fn check_unsigned_trailer(presented: &Presented, headers: &HeaderMap) -> Result<
             "STREAMING-UNSIGNED-PAYLOAD-TRAILER requires a checksum trailer declared in x-amz-trailer.",
         ));
     }
-    if !presented.signed_headers.iter().any(|h| h == "x-amz-trailer") {
+    if !presented
+        .signed_headers
+        .iter()
+        .any(|h| h == "x-amz-trailer")
+    {
         return Err(incomplete(
             "'X-Amz-Trailer' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
@@ -1004,7 +1013,9 @@ mod tests {
         let e = from_header(&two, &h).err().unwrap();
         assert_eq!(e.code, "IncompleteSignatureException");
         assert_eq!(header_credential(&two), None);
-        let e = from_header(&format!("{one}, Signature=11"), &h).err().unwrap();
+        let e = from_header(&format!("{one}, Signature=11"), &h)
+            .err()
+            .unwrap();
         assert_eq!(e.code, "IncompleteSignatureException");
         // The algorithm token is not a parameter, whatever it looks like.
         let odd = one.replace("AWS4-HMAC-SHA256", "Credential=x/y/z/w/aws4_request");
