@@ -74,6 +74,19 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Holds exactly `n` bytes: grows (`false`, unchanged, when the budget
+    /// cannot cover it) or gives the excess back.
+    pub(crate) fn set(&mut self, n: usize) -> bool {
+        if n >= self.bytes {
+            return self.grow_to(n);
+        }
+        self.budget.used.fetch_sub(self.bytes - n, Ordering::AcqRel);
+        self.bytes = n;
+        true
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);

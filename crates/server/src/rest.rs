@@ -1958,7 +1958,13 @@ async fn pipeline(
                     )
                     .map_err(|e| e.to_wire(dialect))?
                     .ok_or_else(|| WireError::internal("aws-chunked claims without a decoder"))?;
-                    crate::streamed::StreamedBody::chunked(body, decoder, dialect, BODY_TIMEOUT)
+                    crate::streamed::StreamedBody::chunked(
+                        body,
+                        decoder,
+                        dialect,
+                        BODY_TIMEOUT,
+                        &state.budget,
+                    )
                 }
                 // Anonymous mode: nothing to verify, but the framing is never data.
                 (Some(mode), None) => {
@@ -1968,7 +1974,13 @@ async fn pipeline(
                         crate::auth::chunked::Limits::default(),
                     )
                     .map_err(|e| e.to_wire(dialect))?;
-                    crate::streamed::StreamedBody::chunked(body, decoder, dialect, BODY_TIMEOUT)
+                    crate::streamed::StreamedBody::chunked(
+                        body,
+                        decoder,
+                        dialect,
+                        BODY_TIMEOUT,
+                        &state.budget,
+                    )
                 }
                 (None, claims) => crate::streamed::StreamedBody::plain(
                     body,

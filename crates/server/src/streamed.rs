@@ -88,14 +88,20 @@ impl StreamedBody {
 
     /// An `aws-chunked` body, decoded (and verified, unless `decoder` is
     /// unverified) chunk by chunk.
+    /// What the decoder holds (a chunk is verified only once it is whole) is
+    /// charged to `budget` as it grows.
     pub(crate) fn chunked(
         body: Incoming,
         decoder: ChunkedDecoder,
         dialect: Dialect,
         idle: Duration,
+        budget: &Arc<crate::budget::MemoryBudget>,
     ) -> StreamedBody {
         let (body, received) = metered(body);
-        let body = ChunkedBody::new(body, decoder).boxed_unsync();
+        let mut reservation = budget.reservation();
+        let body = ChunkedBody::new(body, decoder)
+            .holding(Box::new(move |held| reservation.set(held)))
+            .boxed_unsync();
         StreamedBody::new(body, None, dialect, idle, received)
     }
 
@@ -143,6 +149,17 @@ impl StreamedBody {
     fn broken(&self, e: ChunkedBodyError) -> WireError {
         match e {
             ChunkedBodyError::Chunked(e) => e.to_wire(self.dialect),
+            ChunkedBodyError::Busy => {
+                let mut w = WireError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "The server is buffering too many request bytes; retry with backoff.",
+                );
+                if self.dialect == Dialect::S3 {
+                    w.code = "SlowDown";
+                }
+                w
+            }
             ChunkedBodyError::Body(e) => match self.dialect {
                 Dialect::S3 => {
                     let mut w = WireError::new(
