@@ -74,6 +74,19 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Holds exactly `n` bytes: grows (`false`, unchanged, when the budget
+    /// cannot cover it) or gives the excess back.
+    pub(crate) fn set(&mut self, n: usize) -> bool {
+        if n >= self.bytes {
+            return self.grow_to(n);
+        }
+        self.budget.used.fetch_sub(self.bytes - n, Ordering::AcqRel);
+        self.bytes = n;
+        true
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
@@ -134,17 +147,41 @@ pub(crate) fn json_decoding_estimate(bytes: &[u8]) -> usize {
     starts.saturating_mul(64)
 }
 
+/// Roughly what parsing an XML text costs beyond its bytes: an element is a
+/// name, attribute, child and text vector (about 100 bytes before their
+/// contents) and then a JSON value, so 128 bytes for each `<`, and 64 for each
+/// `=` an attribute may take. `<a/>` by the million is 4 bytes each as text.
+pub(crate) fn xml_decoding_estimate(bytes: &[u8]) -> usize {
+    let (tags, attrs) = bytes.iter().fold((0usize, 0usize), |(t, a), &b| match b {
+        b'<' => (t + 1, a),
+        b'=' => (t, a + 1),
+        _ => (t, a),
+    });
+    tags.saturating_mul(128)
+        .saturating_add(attrs.saturating_mul(64))
+}
+
+/// What a collected body becomes, for the values decoding it builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// Kept as bytes (or decoded by a codec that bounds itself, as CBOR's).
+    Bytes,
+    Json,
+    Xml,
+}
+
 /// Reads a whole body of at most `max` bytes within `timeout`, reserving its
-/// buffer from `budget` before growing it; a `json` body also reserves what
-/// decoding it will build ([`json_decoding_estimate`], at most what the budget
-/// could ever give, so a lone request is never refused for it). The
+/// buffer from `budget` before growing it; a JSON or XML body also reserves
+/// what decoding it will build ([`json_decoding_estimate`],
+/// [`xml_decoding_estimate`], at most what the budget could ever give, so a
+/// lone request is never refused for it). The
 /// reservation must live as long as the bytes and their decoded values do.
 pub(crate) async fn collect_body<B>(
     mut body: B,
     max: usize,
     budget: &Arc<MemoryBudget>,
     timeout: Duration,
-    json: bool,
+    decoded: Decoded,
 ) -> Result<(Bytes, Reservation), BodyError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
@@ -190,9 +227,14 @@ where
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(BodyError::Timeout(timeout)),
     }
-    if json {
+    let estimate = match decoded {
+        Decoded::Bytes => None,
+        Decoded::Json => Some(json_decoding_estimate(&buf)),
+        Decoded::Xml => Some(xml_decoding_estimate(&buf)),
+    };
+    if let Some(estimate) = estimate {
         let held = reservation.bytes;
-        let decoded = json_decoding_estimate(&buf).min(budget.limit.saturating_sub(held));
+        let decoded = estimate.min(budget.limit.saturating_sub(held));
         if !reservation.grow_to(held.saturating_add(decoded)) {
             return Err(BodyError::Busy);
         }
@@ -206,6 +248,21 @@ mod tests {
     use http_body_util::Full;
 
     #[tokio::test]
+    async fn xml_bodies_reserve_what_parsing_them_builds() {
+        let text = Bytes::from("<a/>".repeat(25));
+        assert_eq!(xml_decoding_estimate(&text), 25 * 128);
+        assert_eq!(xml_decoding_estimate(b"<a x=\"1\" y=\"2\"/>"), 128 + 2 * 64);
+        let budget = MemoryBudget::new(10_000);
+        let t = Duration::from_secs(5);
+        let (_, held) = collect_body(Full::new(text.clone()), 100, &budget, t, Decoded::Xml)
+            .await
+            .unwrap();
+        assert_eq!(budget.used(), 100 + 25 * 128);
+        drop(held);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
     async fn bodies_are_buffered_only_within_the_budget() {
         let budget = MemoryBudget::new(1000);
         let t = Duration::from_secs(5);
@@ -214,7 +271,7 @@ mod tests {
             800,
             &budget,
             t,
-            false,
+            Decoded::Bytes,
         )
         .await
         .unwrap();
@@ -225,7 +282,7 @@ mod tests {
             800,
             &budget,
             t,
-            false,
+            Decoded::Bytes,
         )
         .await
         .unwrap_err();
@@ -237,14 +294,14 @@ mod tests {
             800,
             &budget,
             t,
-            false,
+            Decoded::Bytes,
         )
         .await
         .unwrap_err();
         assert!(matches!(e, BodyError::TooLarge(800)), "{e}");
         // A body of unknown length grows its reservation chunk by chunk.
         let streamed = Chunks((0..10).map(|_| Bytes::from(vec![2u8; 50])).collect());
-        let (b, _held) = collect_body(streamed, 800, &budget, t, false)
+        let (b, _held) = collect_body(streamed, 800, &budget, t, Decoded::Bytes)
             .await
             .unwrap();
         assert_eq!(b.len(), 500);
@@ -256,23 +313,23 @@ mod tests {
         let budget = MemoryBudget::new(10_000);
         let t = Duration::from_secs(5);
         let text = Bytes::from(&b"[{},{},{},{}]"[..]);
-        let (_, held) = collect_body(Full::new(text.clone()), 100, &budget, t, true)
+        let (_, held) = collect_body(Full::new(text.clone()), 100, &budget, t, Decoded::Json)
             .await
             .unwrap();
         assert_eq!(budget.used(), text.len() + 8 * 64);
         // Another one no longer fits beside it; alone it always would.
         let budget2 = MemoryBudget::new(700);
-        let (_, alone) = collect_body(Full::new(text.clone()), 100, &budget2, t, true)
+        let (_, alone) = collect_body(Full::new(text.clone()), 100, &budget2, t, Decoded::Json)
             .await
             .unwrap();
         assert_eq!(budget2.used(), 525);
-        let e = collect_body(Full::new(text.clone()), 100, &budget2, t, true)
+        let e = collect_body(Full::new(text.clone()), 100, &budget2, t, Decoded::Json)
             .await
             .unwrap_err();
         assert!(matches!(e, BodyError::Busy), "{e}");
         // An estimate over the whole budget is cut to it: alone, a body is admitted.
         let tiny = MemoryBudget::new(100);
-        let (_, whole) = collect_body(Full::new(text.clone()), 100, &tiny, t, true)
+        let (_, whole) = collect_body(Full::new(text.clone()), 100, &tiny, t, Decoded::Json)
             .await
             .unwrap();
         assert_eq!(tiny.used(), 100);

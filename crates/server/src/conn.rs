@@ -190,7 +190,11 @@ impl Body for GuardedBody {
     }
 }
 
-/// Connections per source address, so one peer cannot take every slot.
+/// The source address of a request's connection (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub IpAddr);
+
+/// Connections (or requests) per source address, so one peer cannot take every slot.
 #[derive(Debug)]
 pub(crate) struct SourceLimiter {
     max: usize,
@@ -293,8 +297,10 @@ pub(crate) async fn serve<I>(
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req| {
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let guard = activity.begin();
+            // Requests are admitted per source address too.
+            req.extensions_mut().insert(Peer(peer.ip()));
             let state = state.clone();
             async move {
                 let resp = crate::router::handle(state, req).await?;

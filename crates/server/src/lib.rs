@@ -65,7 +65,15 @@ pub struct ServerConfig {
     /// pings do not count as requests).
     pub idle_timeout: Duration,
     /// Most requests handled at once; beyond, requests are shed with a retryable 503.
+    /// A request takes its slot once its body has arrived (or starts
+    /// streaming to its service), so slow bodies cannot hold every slot.
     pub max_in_flight: usize,
+    /// Most requests whose body is still arriving, across all sources;
+    /// beyond, requests are shed with a retryable 503.
+    pub max_receiving: usize,
+    /// Most requests from one source address whose body is still arriving
+    /// (counted per request, whatever connections carry them).
+    pub max_receiving_per_source: usize,
     /// Most request-body bytes buffered across all in-flight requests;
     /// beyond, requests are shed with a retryable 503.
     pub max_buffered_bytes: usize,
@@ -96,6 +104,8 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_in_flight: 4096,
+            max_receiving: 1024,
+            max_receiving_per_source: 128,
             max_buffered_bytes: 1 << 30,
             metrics_token: None,
             allow_plain_json: false,
@@ -180,6 +190,10 @@ pub(crate) struct AppState {
     pub principals: Option<Arc<auth::Principals>>,
     /// Permits for requests being handled; when none is left, requests are shed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Permits for requests whose body is still arriving.
+    pub receiving: Arc<tokio::sync::Semaphore>,
+    /// The same, per source address.
+    pub receiving_per_source: Arc<conn::SourceLimiter>,
     /// Bytes of request bodies buffered now, against their limit.
     pub budget: Arc<budget::MemoryBudget>,
     /// Whether the listener is on a loopback address (operator endpoints open).
@@ -251,6 +265,10 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             principals: config.principals.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+            receiving: Arc::new(tokio::sync::Semaphore::new(config.max_receiving.max(1))),
+            receiving_per_source: conn::SourceLimiter::new(
+                config.max_receiving_per_source.min(config.max_receiving),
+            ),
             // A budget below one largest body could never admit it.
             budget: budget::MemoryBudget::new(config.max_buffered_bytes.max(config.max_body_bytes)),
             loopback_listener: config.listen.ip().is_loopback(),
@@ -308,7 +326,9 @@ impl Server {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(1024)
+            // About what AWS's front ends allow: a connection's streams are
+            // requests, and each may wait for its body.
+            .max_concurrent_streams(100)
             .max_header_list_size(64 * 1024)
             .keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));

@@ -31,6 +31,12 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deepest nesting of shapes bound from a form or written as XML.
 const MAX_DEPTH: usize = 32;
+/// Largest awsQuery body: STS requests are tiny (a session policy is at most
+/// 2048 packed characters), and the body's form becomes a map.
+const MAX_BODY: usize = 64 * 1024;
+/// Most form parameters (body and URL together) of one request; STS's
+/// largest requests (50 tags, 10 policy ARNs) have fewer than 200.
+const MAX_PARAMETERS: usize = 1000;
 
 /// An awsQuery service's model, as its codec reads it.
 #[derive(Debug)]
@@ -361,12 +367,50 @@ fn xml(status: StatusCode, body: String) -> Response<Body> {
 }
 
 /// `a=1&b=x+y`: form encoding, where `+` is a space.
-fn parse_form(text: &str, into: &mut HashMap<String, String>) {
+/// How a form's text is decoded: a body as `application/x-www-form-urlencoded`
+/// (`+` is a space; the body is signed by its hash, so that is unambiguous),
+/// the URL's query as SigV4 decodes it for the signature (`+` is itself),
+/// so the parameters bound are the parameters signed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FormText {
+    Body,
+    UrlQuery,
+}
+
+/// Adds `text`'s parameters to `into` (the first of a name wins). `None`
+/// when the request has more than [`MAX_PARAMETERS`] pairs in all, counted
+/// as they are read, so a body of a million tiny keys is never a map.
+fn parse_form(text: &str, how: FormText, into: &mut HashMap<String, String>) -> Option<()> {
+    let mut seen = into.len();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
+        seen += 1;
+        if seen > MAX_PARAMETERS {
+            return None;
+        }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| crate::auth::sigv4::percent_decode(&s.replace('+', " "));
+        let decode = |s: &str| match how {
+            FormText::Body => crate::auth::sigv4::percent_decode(&s.replace('+', " ")),
+            FormText::UrlQuery => crate::auth::sigv4::percent_decode(s),
+        };
         into.entry(decode(k)).or_insert_with(|| decode(v));
     }
+    Some(())
+}
+
+fn too_many_parameters() -> WireError {
+    WireError::new(
+        StatusCode::BAD_REQUEST,
+        "MalformedQueryString",
+        format!("The request has more than {MAX_PARAMETERS} parameters."),
+    )
+}
+
+/// Whether a request presents a signature of either kind (however malformed).
+fn carries_signature(parts: &http::request::Parts) -> bool {
+    parts.headers.contains_key(http::header::AUTHORIZATION)
+        || crate::auth::sigv4::query_params(parts.uri.query().unwrap_or(""))
+            .iter()
+            .any(|(k, _)| k.starts_with("X-Amz-"))
 }
 
 fn is_form(parts: &http::request::Parts) -> bool {
@@ -425,15 +469,8 @@ pub(crate) async fn serve(
     request_id: &str,
 ) -> Response<Body> {
     let started = Instant::now();
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
-        return shed(
-            state,
-            routed.service,
-            request_id,
-            "The server is handling too many requests; retry with backoff.",
-        );
-    };
-    let mut permit = Some(permit);
+    // Taken once the body has arrived.
+    let mut permit = None;
     let mut service = routed.service;
     let mut label = String::from("unknown");
     let result = pipeline(
@@ -451,19 +488,14 @@ pub(crate) async fn serve(
     let mounted = &state.services[service];
     let name = mounted.api.spec().metrics_name.as_str();
     match result {
-        Ok(Some(resp)) => {
+        Ok(Ok(resp)) => {
             state
                 .metrics
                 .observe(name, &label, elapsed.as_secs_f64(), None);
             debug!(operation = %label, micros = elapsed.as_micros() as u64, "ok");
             resp
         }
-        Ok(None) => shed(
-            state,
-            service,
-            request_id,
-            "The server is buffering too many request bytes; retry with backoff.",
-        ),
+        Ok(Err(overloaded)) => shed(state, service, request_id, overloaded),
         Err(e) => {
             state
                 .metrics
@@ -500,7 +532,7 @@ fn shed(state: &AppState, service: usize, request_id: &str, message: &str) -> Re
     r
 }
 
-/// `Ok(None)`: shed for the memory budget.
+/// `Ok(Err(message))`: shed, overloaded.
 #[allow(clippy::too_many_arguments)]
 async fn pipeline(
     state: &AppState,
@@ -511,29 +543,43 @@ async fn pipeline(
     label: &mut String,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     request_id: &str,
-) -> Result<Option<Response<Body>>, WireError> {
+) -> Result<Result<Response<Body>, &'static str>, WireError> {
+    let Some(receiving) = crate::router::begin_receiving(state, parts, &body) else {
+        return Ok(Err(crate::router::RECEIVING_TOO_MANY));
+    };
     let (bytes, _reserved) = match crate::budget::collect_body(
         body,
-        state.max_body_bytes,
+        state.max_body_bytes.min(MAX_BODY),
         &state.budget,
         BODY_TIMEOUT,
-        false,
+        crate::budget::Decoded::Bytes,
     )
     .await
     {
         Ok(b) => b,
-        Err(crate::budget::BodyError::Busy) => return Ok(None),
+        Err(crate::budget::BodyError::Busy) => return Ok(Err(crate::router::BUFFERING_TOO_MANY)),
         Err(e) => return Err(e.to_wire()),
     };
+    drop(receiving);
+    match crate::router::take_in_flight(state) {
+        Some(p) => *slot = Some(p),
+        None => return Ok(Err(crate::router::IN_FLIGHT_TOO_MANY)),
+    }
     let signing = state.services[*service].api.spec().signing_name.clone();
     // Authenticate over the raw bytes before decoding anything.
     let principal = crate::router::authenticate(state, parts, &bytes, &signing)?;
     let mut form = HashMap::new();
     if is_form(parts) {
-        parse_form(&String::from_utf8_lossy(&bytes), &mut form);
+        parse_form(&String::from_utf8_lossy(&bytes), FormText::Body, &mut form)
+            .ok_or_else(too_many_parameters)?;
     }
     // Parameters may come in the query string too (GET), the body's first.
-    parse_form(parts.uri.query().unwrap_or(""), &mut form);
+    parse_form(
+        parts.uri.query().unwrap_or(""),
+        FormText::UrlQuery,
+        &mut form,
+    )
+    .ok_or_else(too_many_parameters)?;
     let Some(action) = form.get("Action").filter(|a| !a.is_empty()).cloned() else {
         return Err(WireError::new(
             StatusCode::BAD_REQUEST,
@@ -541,8 +587,10 @@ async fn pipeline(
             "Missing Action",
         ));
     };
-    // Unsigned, the action picks among the awsQuery services.
+    // Unsigned, the action picks among the awsQuery services. A signed
+    // request stays with the service it was verified for.
     if !routed.by_scope
+        && !carries_signature(parts)
         && let Some(i) = state.services.iter().position(|m| {
             m.query
                 .as_ref()
@@ -588,7 +636,7 @@ async fn pipeline(
     let reply =
         crate::router::run_operation(state, mounted, op, value, None, principal, slot).await?;
     let body = query.encode(op, reply, request_id)?;
-    Ok(Some(xml(StatusCode::OK, body)))
+    Ok(Ok(xml(StatusCode::OK, body)))
 }
 
 #[cfg(test)]
@@ -623,8 +671,10 @@ mod tests {
         let mut form = HashMap::new();
         parse_form(
             "Action=Op&Version=2026-01-01&Name=a+b%2Bc&Count=7&On=true&Tags.member.1=x&Tags.member.2=y&Tags.member.4=gap&Attrs.entry.1.key=k&Attrs.entry.1.value=v&Empty=&Inner.Name=n&Bad=seven&Unknown=1",
+            FormText::Body,
             &mut form,
-        );
+        )
+        .unwrap();
         let v = model().bind("In", "", &form, 0).unwrap();
         assert_eq!(
             v,
@@ -632,6 +682,40 @@ mod tests {
                    "Attrs": {"k": "v"}, "Empty": [], "Inner": {"Name": "n"}, "Bad": "seven"})
         );
         assert_eq!(model().bind("In", "", &HashMap::new(), 0), Some(json!({})));
+    }
+
+    #[test]
+    fn the_url_query_binds_as_it_is_signed() {
+        // `+` and `%2B` are one character to SigV4 in the URL's query, so
+        // they must bind as one; in a form body `+` is a space.
+        let mut signed_plus = HashMap::new();
+        parse_form("Name=a%2Bb", FormText::UrlQuery, &mut signed_plus).unwrap();
+        let mut literal_plus = HashMap::new();
+        parse_form("Name=a+b", FormText::UrlQuery, &mut literal_plus).unwrap();
+        assert_eq!(signed_plus, literal_plus);
+        assert_eq!(signed_plus["Name"], "a+b");
+        let mut body = HashMap::new();
+        parse_form("Name=a+b", FormText::Body, &mut body).unwrap();
+        assert_eq!(body["Name"], "a b");
+    }
+
+    #[test]
+    fn forms_have_at_most_a_thousand_parameters() {
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let mut form = HashMap::new();
+        assert!(parse_form(&many(1000), FormText::Body, &mut form).is_some());
+        // The URL's pairs count with the body's.
+        assert!(parse_form("one=more", FormText::UrlQuery, &mut form).is_none());
+        let mut form = HashMap::new();
+        assert!(parse_form(&many(1001), FormText::Body, &mut form).is_none());
+        // Repeated names count each time they are read.
+        let mut form = HashMap::new();
+        assert!(parse_form(&"a=1&".repeat(1001), FormText::Body, &mut form).is_none());
     }
 
     #[test]

@@ -39,6 +39,12 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// Deepest XML element nesting accepted in a request body: far beyond any
 /// model's shapes, far below what would exhaust a stack.
 const MAX_XML_DEPTH: usize = 64;
+/// Most attributes of one XML element (S3's have one or two, `xmlns:xsi`
+/// and `xsi:type` in grants).
+const MAX_XML_ATTRIBUTES: usize = 32;
+/// Most elements of one XML body: S3's largest documents (DeleteObjects'
+/// 1000 objects, lifecycle's 1000 rules) have a few tens of thousands.
+const MAX_XML_ELEMENTS: usize = 100_000;
 /// Longest wait for a request body once its headers arrived.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -373,6 +379,23 @@ impl RestModel {
             .iter()
             .filter(|r| r.method == *method && r.requirements_met(params, headers))
             .find_map(|r| Some((r.operation.as_str(), r.matches(path, params)?)))
+    }
+
+    /// A non-greedy label of `op`'s template that decoded to a value with
+    /// `/`: `%2F` would make one bucket (or stream) name look like a path,
+    /// and resource ARNs built from it collide with real paths.
+    fn label_with_slash<'a>(&self, op: &str, labels: &'a [(String, String)]) -> Option<&'a str> {
+        let route = self.routes.iter().find(|r| r.operation == op)?;
+        labels
+            .iter()
+            .filter(|(_, v)| v.contains('/'))
+            .find(|(name, _)| {
+                route
+                    .segments
+                    .iter()
+                    .any(|s| matches!(s, Segment::Label { name: n, .. } if n == name))
+            })
+            .map(|(name, _)| name.as_str())
     }
 
     /// Whether any template of this service matches the path (any method).
@@ -712,10 +735,19 @@ fn parse_xml(bytes: &[u8]) -> Result<Element, String> {
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
     let mut root = None;
+    let mut elements = 0usize;
     let name_of = |e: &quick_xml::events::BytesStart| -> Result<Element, String> {
         let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
         let mut attrs = Vec::new();
-        for a in e.attributes() {
+        // quick-xml's duplicate check compares each attribute with every
+        // earlier one; with the count capped, a duplicate is harmless (the
+        // first is the one read).
+        for a in e.attributes().with_checks(false) {
+            if attrs.len() >= MAX_XML_ATTRIBUTES {
+                return Err(format!(
+                    "an element has more than {MAX_XML_ATTRIBUTES} attributes"
+                ));
+            }
             let a = a.map_err(|e| e.to_string())?;
             let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
             let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
@@ -729,6 +761,12 @@ fn parse_xml(bytes: &[u8]) -> Result<Element, String> {
     };
     loop {
         let event = reader.read_event().map_err(|e| e.to_string())?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+            if elements > MAX_XML_ELEMENTS {
+                return Err(format!("more than {MAX_XML_ELEMENTS} elements"));
+            }
+        }
         match event {
             Event::Start(e) => {
                 if root.is_some() {
@@ -1764,10 +1802,9 @@ pub(crate) fn scope_service(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        Some(auth) => auth
-            .split([',', ' '])
-            .find_map(|p| p.trim().strip_prefix("Credential="))?
-            .to_string(),
+        // Read by the verifier's own parser, so the service routed to is the
+        // one whose scope is verified.
+        Some(auth) => crate::auth::sigv4::header_credential(auth)?,
         None => params
             .iter()
             .find(|(k, _)| k == "X-Amz-Credential")
@@ -1913,31 +1950,19 @@ pub(crate) async fn serve(
     };
     let spec = mounted.api.spec();
     let label = routed.operation.clone().unwrap_or_else(|| "unknown".into());
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
-        return shed(
-            state,
-            &rest,
-            request_id,
-            "The server is handling too many requests; retry with backoff.",
-        );
-    };
-    let mut permit = Some(permit);
+    // Taken once the body has arrived (or starts streaming to the service).
+    let mut permit = None;
     let result = pipeline(state, mounted, &rest, parts, body, routed, &mut permit).await;
     let elapsed = started.elapsed();
     match result {
-        Ok(Some(resp)) => {
+        Ok(Ok(resp)) => {
             state
                 .metrics
                 .observe(&spec.metrics_name, &label, elapsed.as_secs_f64(), None);
             debug!(operation = %label, micros = elapsed.as_micros() as u64, "ok");
             resp
         }
-        Ok(None) => shed(
-            state,
-            &rest,
-            request_id,
-            "The server is buffering too many request bytes; retry with backoff.",
-        ),
+        Ok(Err(overloaded)) => shed(state, &rest, request_id, overloaded),
         Err(e) => {
             state.metrics.observe(
                 &spec.metrics_name,
@@ -2022,7 +2047,34 @@ fn authenticate_before_body<'a>(
     }
 }
 
-/// `Ok(None)`: shed for the memory budget.
+/// S3's rule, for every REST service (whose inputs bind headers): a signed
+/// request's `x-amz-*` headers must all be signed, in the header or a
+/// presigned URL alike, else `403 AccessDenied` naming them. Checked with
+/// credentials only; anonymous mode verifies no signature.
+fn check_amz_headers_signed(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<(), WireError> {
+    if state.principals.is_none() {
+        return Ok(());
+    }
+    let unsigned =
+        crate::auth::sigv4::headers_not_signed(&parts.headers, parts.uri.query().unwrap_or(""))?;
+    if unsigned.is_empty() {
+        return Ok(());
+    }
+    let mut e = WireError::new(
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+        "There were headers present in the request which were not signed",
+    );
+    let mut extra = Map::new();
+    extra.insert("HeadersNotSigned".into(), unsigned.join(", ").into());
+    e.extra = Some(Box::new(extra));
+    Err(e)
+}
+
+/// `Ok(Err(message))`: shed, overloaded.
 async fn pipeline(
     state: &AppState,
     mounted: &Mounted,
@@ -2031,8 +2083,12 @@ async fn pipeline(
     body: hyper::body::Incoming,
     routed: Routed,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Result<Option<Response<Body>>, WireError> {
+) -> Result<Result<Response<Body>, &'static str>, WireError> {
     let spec = mounted.api.spec();
+    check_amz_headers_signed(state, parts)?;
+    let Some(receiving) = crate::router::begin_receiving(state, parts, &body) else {
+        return Ok(Err(crate::router::RECEIVING_TOO_MANY));
+    };
     // Whether decoding will build values beyond the bytes (a structured body).
     let structured = routed.operation.as_deref().is_some_and(|op| {
         rest.ops
@@ -2049,6 +2105,11 @@ async fn pipeline(
                 None => true,
             })
     });
+    let decoded = match (structured, rest.protocol) {
+        (false, _) => crate::budget::Decoded::Bytes,
+        (true, Protocol::RestXml) => crate::budget::Decoded::Xml,
+        (true, _) => crate::budget::Decoded::Json,
+    };
     let streams = routed
         .operation
         .as_deref()
@@ -2089,7 +2150,13 @@ async fn pipeline(
                     )
                     .map_err(|e| e.to_wire(dialect))?
                     .ok_or_else(|| WireError::internal("aws-chunked claims without a decoder"))?;
-                    crate::streamed::StreamedBody::chunked(body, decoder, dialect, BODY_TIMEOUT)
+                    crate::streamed::StreamedBody::chunked(
+                        body,
+                        decoder,
+                        dialect,
+                        BODY_TIMEOUT,
+                        &state.budget,
+                    )
                 }
                 // Anonymous mode: nothing to verify, but the framing is never data.
                 (Some(mode), None) => {
@@ -2099,7 +2166,13 @@ async fn pipeline(
                         crate::auth::chunked::Limits::default(),
                     )
                     .map_err(|e| e.to_wire(dialect))?;
-                    crate::streamed::StreamedBody::chunked(body, decoder, dialect, BODY_TIMEOUT)
+                    crate::streamed::StreamedBody::chunked(
+                        body,
+                        decoder,
+                        dialect,
+                        BODY_TIMEOUT,
+                        &state.budget,
+                    )
                 }
                 (None, claims) => crate::streamed::StreamedBody::plain(
                     body,
@@ -2116,12 +2189,14 @@ async fn pipeline(
                     state.max_body_bytes,
                     &state.budget,
                     BODY_TIMEOUT,
-                    structured,
+                    decoded,
                 )
                 .await;
                 match collected {
                     Ok((bytes, reserved)) => (bytes, None, principal, Some(reserved)),
-                    Err(crate::budget::BodyError::Busy) => return Ok(None),
+                    Err(crate::budget::BodyError::Busy) => {
+                        return Ok(Err(crate::router::BUFFERING_TOO_MANY));
+                    }
                     Err(e) => return Err(streamed.take_failure().unwrap_or_else(|| e.to_wire())),
                 }
             }
@@ -2131,12 +2206,14 @@ async fn pipeline(
                 state.max_body_bytes,
                 &state.budget,
                 BODY_TIMEOUT,
-                structured,
+                decoded,
             )
             .await
             {
                 Ok(b) => b,
-                Err(crate::budget::BodyError::Busy) => return Ok(None),
+                Err(crate::budget::BodyError::Busy) => {
+                    return Ok(Err(crate::router::BUFFERING_TOO_MANY));
+                }
                 Err(e) => return Err(e.to_wire()),
             };
             // With credentials, authenticate over the raw bytes before
@@ -2156,6 +2233,12 @@ async fn pipeline(
                 (bytes, None, principal, Some(reserved))
             }
         };
+    // A body that streams to the service is still arriving while it runs.
+    let _receiving = body_stream.is_some().then_some(receiving);
+    match crate::router::take_in_flight(state) {
+        Some(p) => *slot = Some(p),
+        None => return Ok(Err(crate::router::IN_FLIGHT_TOO_MANY)),
+    }
     let Some(op) = routed.operation.as_deref() else {
         return Err(WireError::new(
             StatusCode::NOT_FOUND,
@@ -2167,6 +2250,20 @@ async fn pipeline(
             ),
         ));
     };
+    if let Some(label) = rest.label_with_slash(op, &routed.labels) {
+        return Err(match (rest.protocol, label) {
+            (Protocol::RestXml, "Bucket") => WireError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidBucketName",
+                "The specified bucket is not valid.",
+            ),
+            _ => WireError::new(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                format!("The {label} in the request's path must not contain '/'."),
+            ),
+        });
+    }
     let incoming = Sources {
         headers: &parts.headers,
         labels: &routed.labels,
@@ -2198,7 +2295,7 @@ async fn pipeline(
     let reply =
         crate::router::run_operation(state, mounted, op, value, body_stream, principal, slot)
             .await?;
-    rest.encode(op, &parts.method, reply).map(Some)
+    rest.encode(op, &parts.method, reply).map(Ok)
 }
 
 #[cfg(test)]
@@ -2442,6 +2539,26 @@ mod tests {
         // Out of the formats' range: clamped, never a broken string or a panic.
         assert_eq!(format_iso8601(1e300), "9999-12-31T23:59:59.000Z");
         assert_eq!(format_http_date(-1e300), "Mon, 01 Jan 0001 00:00:00 GMT");
+    }
+
+    #[test]
+    fn xml_attributes_and_elements_are_capped() {
+        let tag = |n: usize| {
+            let attrs: String = (0..n).map(|i| format!(" a{i}=\"v\"")).collect();
+            format!("<r{attrs}/>")
+        };
+        assert_eq!(parse_xml(tag(32).as_bytes()).unwrap().attrs.len(), 32);
+        assert!(parse_xml(tag(33).as_bytes()).is_err());
+        // A million attributes on one tag are refused after the 33rd, not
+        // compared pairwise.
+        let started = std::time::Instant::now();
+        assert!(parse_xml(tag(1_000_000).as_bytes()).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Duplicates are not looked for (the first is read).
+        assert!(parse_xml(b"<r a=\"1\" a=\"2\"/>").is_ok());
+        let many = |n: usize| format!("<r>{}</r>", "<e/>".repeat(n - 1));
+        assert!(parse_xml(many(MAX_XML_ELEMENTS).as_bytes()).is_ok());
+        assert!(parse_xml(many(MAX_XML_ELEMENTS + 1).as_bytes()).is_err());
     }
 
     #[test]

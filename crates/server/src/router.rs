@@ -435,6 +435,54 @@ fn error_response_in(e: &WireError, protocol: Option<Protocol>) -> Response<Body
     r
 }
 
+pub(crate) const IN_FLIGHT_TOO_MANY: &str =
+    "The server is handling too many requests; retry with backoff.";
+pub(crate) const RECEIVING_TOO_MANY: &str =
+    "The server is receiving too many request bodies; retry with backoff.";
+pub(crate) const BUFFERING_TOO_MANY: &str =
+    "The server is buffering too many request bytes; retry with backoff.";
+
+/// Held while a request's body arrives. Bodies that trickle in hold these
+/// slots, not the in-flight ones, so they cannot keep requests that are
+/// ready to run from running; per source, so one peer's requests (over any
+/// number of connections and HTTP/2 streams) cannot take them all.
+pub(crate) struct Receiving {
+    _all: Option<tokio::sync::OwnedSemaphorePermit>,
+    _source: Option<crate::conn::SourceGuard>,
+}
+
+/// The receiving slots of a request, or `None` when its source or the
+/// server has too many bodies arriving. A request whose body has ended
+/// already (no body, or HTTP/2 END_STREAM on its headers) waits for nothing.
+pub(crate) fn begin_receiving(
+    state: &AppState,
+    parts: &http::request::Parts,
+    body: &Incoming,
+) -> Option<Receiving> {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Some(Receiving {
+            _all: None,
+            _source: None,
+        });
+    }
+    let source = match parts.extensions.get::<crate::conn::Peer>() {
+        Some(peer) => Some(state.receiving_per_source.try_acquire(peer.0)?),
+        None => None,
+    };
+    let all = state.receiving.clone().try_acquire_owned().ok()?;
+    Some(Receiving {
+        _all: Some(all),
+        _source: source,
+    })
+}
+
+/// An in-flight slot, taken once a request's body is there; `None` when
+/// overloaded: answered at once with a retryable status instead of queueing.
+pub(crate) fn take_in_flight(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    state.in_flight.clone().try_acquire_owned().ok()
+}
+
 /// The retryable answer of an overloaded server (too many requests, or too
 /// many buffered bytes).
 fn shed(state: &AppState, message: &str) -> Response<Body> {
@@ -452,14 +500,6 @@ fn shed(state: &AppState, message: &str) -> Response<Body> {
 }
 
 async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> Response<Body> {
-    // Overloaded: answer at once with a retryable status instead of queueing
-    // requests (and their bodies) without bound.
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
-        return shed(
-            state,
-            "The server is handling too many requests; retry with backoff.",
-        );
-    };
     let headers = &parts.headers;
     let started = Instant::now();
     let target = headers
@@ -492,9 +532,10 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         "unknown"
     };
     let protocol = Protocol::of(headers, spec, state.allow_plain_json);
-    // Held until the response is produced, or by a streaming response body
-    // for as long as it streams.
-    let mut permit = Some(permit);
+    // The in-flight slot, taken once the body has arrived; held until the
+    // response is produced, or by a streaming response body for as long as
+    // it streams.
+    let mut permit = None;
     let result = call(
         state,
         mounted,
@@ -588,6 +629,9 @@ async fn call(
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, WireError> {
     let spec = mounted.api.spec();
+    let Some(receiving) = begin_receiving(state, parts, &body) else {
+        return Ok(shed(state, RECEIVING_TOO_MANY));
+    };
     // Buffered only within the server's memory budget (with what decoding
     // JSON will build), and cut off if it trickles in too slowly (slowloris).
     // The reservation lives as long as the bytes and their values.
@@ -596,19 +640,25 @@ async fn call(
         state.max_body_bytes,
         &state.budget,
         BODY_TIMEOUT,
-        protocol == Some(Protocol::Json),
+        if protocol == Some(Protocol::Json) {
+            crate::budget::Decoded::Json
+        } else {
+            crate::budget::Decoded::Bytes
+        },
     )
     .await
     {
         Ok(b) => b,
         Err(crate::budget::BodyError::Busy) => {
-            return Ok(shed(
-                state,
-                "The server is buffering too many request bytes; retry with backoff.",
-            ));
+            return Ok(shed(state, BUFFERING_TOO_MANY));
         }
         Err(e) => return Err(e.to_wire()),
     };
+    drop(receiving);
+    match take_in_flight(state) {
+        Some(p) => *slot = Some(p),
+        None => return Ok(shed(state, IN_FLIGHT_TOO_MANY)),
+    }
     // With credentials, authenticate over the raw bytes before decoding
     // anything: a client without valid credentials cannot make the server
     // parse its body. Anonymous mode checks the signature's form below,

@@ -70,11 +70,21 @@ impl Harness {
 
     /// `allow_unsigned`: anonymous mode serves requests with no signature.
     async fn start_with(signed: bool, allow_unsigned: bool) -> Harness {
+        Harness::start_tuned(signed, allow_unsigned, |_| {}).await
+    }
+
+    /// `tune` adjusts the server's limits before it binds.
+    async fn start_tuned(
+        signed: bool,
+        allow_unsigned: bool,
+        tune: impl FnOnce(&mut ServerConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
             ripstream_server::ripstream_kinesis::ServiceConfig::new(dir.path()),
         );
+        tune(&mut config);
         config.service.account_id = "123456789012".into();
         if signed {
             config.principals = Some(Arc::new(Principals::parse(CREDENTIALS).unwrap()));
@@ -205,8 +215,8 @@ fn uri_encode(s: &str) -> String {
         .collect()
 }
 
-/// SigV4 in the Authorization header, the path signed as sent (as S3's
-/// clients sign it; the server accepts either form).
+/// SigV4 in the Authorization header, the path signed as sent (STS signs
+/// `/`, the same in both of SigV4's forms).
 fn sign(
     method: &str,
     path_and_query: &str,
@@ -421,5 +431,94 @@ async fn anonymous_mode_answers_with_the_account_root() {
     assert_eq!(r.element("Account"), "123456789012");
     let r = h.sts(b"Action=Nope&Version=2011-06-15", None).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "InvalidAction");
+    h.stop().await;
+}
+
+/// Opens a connection from `source` (another loopback address than the
+/// harness's client uses) and sends a request's headers that promise a body
+/// which never comes.
+async fn slow_body(addr: &str, source: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\nx-amz-target: Kinesis_20131202.ListStreams\r\n\
+         content-type: application/x-amz-json-1.1\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn slow_bodies_do_not_take_the_in_flight_slots() {
+    let h = Harness::start_tuned(false, true, |c| {
+        c.max_in_flight = 4;
+        c.max_receiving = 64;
+        c.max_receiving_per_source = 8;
+    })
+    .await;
+    // Twice as many trickling bodies as there are in-flight slots, all from
+    // one source.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        slow.push(slow_body(&h.addr, "127.0.0.2").await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // One more from that source is over its cap, answered at once.
+    let mut extra = slow_body(&h.addr, "127.0.0.2").await;
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut extra, &mut answer),
+    )
+    .await
+    .expect("an over-cap request is answered at once")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("ServiceUnavailableException"), "{answer}");
+    // Another client's request with a body still runs.
+    let r = h
+        .send(
+            "POST",
+            "/",
+            &[
+                ("x-amz-target", "Kinesis_20131202.ListStreams"),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            b"{}",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // So does an STS request.
+    let r = h.sts(IDENTITY, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    drop(slow);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn awsquery_bodies_and_parameter_counts_are_capped() {
+    let h = Harness::start(true).await;
+    // A body over 64 KiB is refused before it becomes a map.
+    let mut big = IDENTITY.to_vec();
+    big.extend_from_slice(b"&Pad=");
+    big.resize(65 * 1024, b'x');
+    let r = h.sts(&big, ADMIN).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("65536 bytes"), "{}", r.body);
+    // So is a form of more than 1000 parameters, before Action is read.
+    let mut many = IDENTITY.to_vec();
+    for i in 0..1000 {
+        many.extend_from_slice(format!("&k{i}=").as_bytes());
+    }
+    let r = h.sts(&many, ADMIN).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.element("Code"), "MalformedQueryString", "{}", r.body);
+    // A real request is still served.
+    let r = h.sts(IDENTITY, ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     h.stop().await;
 }

@@ -479,6 +479,7 @@ impl Harness {
             signing =
                 sigv4::SigningContext::new(secret, &amz_date, "us-east-1", r.service, &signature);
         }
+        headers.extend(r.added.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let body = match r.encode {
             Some(encode) => encode(&signing),
             None => r.body.to_vec(),
@@ -532,6 +533,8 @@ struct Req<'a> {
     /// The body built once the request is signed (aws-chunked bodies chain
     /// from the request's signature), instead of `body`.
     encode: Option<Encoder<'a>>,
+    /// Headers added after signing (by someone relaying the request).
+    added: Vec<(&'a str, &'a str)>,
 }
 
 /// Builds a request body from the request's signing context.
@@ -550,6 +553,7 @@ fn req<'a>(method: &'a str, path: &'a str, service: &'a str) -> Req<'a> {
         key: ADMIN,
         host: None,
         encode: None,
+        added: Vec::new(),
     }
 }
 
@@ -585,11 +589,47 @@ fn uri_encode(s: &str) -> String {
         .collect()
 }
 
-/// SigV4 in the Authorization header, the path signed as sent (as S3's
-/// clients sign it; the server accepts either form).
+/// The canonical path the SDKs sign: S3's as sent, every other service's
+/// URI-encoded once more (each segment's bytes, `%` included).
+fn canonical_path(path: &str, service: &str) -> String {
+    if service == "s3" {
+        return path.to_string();
+    }
+    path.split('/')
+        .map(uri_encode)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// SigV4 in the Authorization header, the path signed as the SDKs sign it:
+/// as sent for S3, URI-encoded once more for every other service.
 fn sign(
     method: &str,
     path_and_query: &str,
+    service: &str,
+    akid: &str,
+    secret: &str,
+    headers: &mut Vec<(String, String)>,
+    body: &[u8],
+) -> (String, String) {
+    sign_path(
+        method,
+        path_and_query,
+        None,
+        service,
+        akid,
+        secret,
+        headers,
+        body,
+    )
+}
+
+/// [`sign`] with the canonical path given (`None`: as the SDKs build it).
+#[allow(clippy::too_many_arguments)]
+fn sign_path(
+    method: &str,
+    path_and_query: &str,
+    canonical: Option<&str>,
     service: &str,
     akid: &str,
     secret: &str,
@@ -615,6 +655,7 @@ fn sign(
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
+    let path = canonical.map_or_else(|| canonical_path(path, service), str::to_string);
     let mut pairs: Vec<(String, String)> = sigv4::query_params(query)
         .into_iter()
         .map(|(k, v)| (uri_encode(&k), uri_encode(&v)))
@@ -1700,4 +1741,208 @@ async fn services_background_work_runs_while_serving_and_is_dropped_at_shutdown(
         dropped.load(std::sync::atomic::Ordering::SeqCst),
         "the background task is dropped before run returns"
     );
+}
+
+#[tokio::test]
+async fn amz_headers_must_be_signed() {
+    let h = Harness::start(true).await;
+    // Signed metadata binds as before.
+    let r = h
+        .send(Req {
+            headers: vec![("x-amz-meta-owner", "ana")],
+            body: b"data",
+            ..req("PUT", "/photos/signed.png", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // Metadata (or any x-amz-* header) added to a signed request is refused
+    // as S3 refuses it, naming the headers; the X-Ray trace header, which no
+    // SDK signs, is not.
+    let r = h
+        .send(Req {
+            headers: vec![("x-amz-meta-owner", "ana")],
+            added: vec![
+                ("x-amz-meta-owner2", "mallory"),
+                ("x-amz-acl", "public-read"),
+                (
+                    "x-amzn-trace-id",
+                    "Root=1-5759e988-bd862e3fe1be46a994272793",
+                ),
+            ],
+            body: b"data",
+            ..req("PUT", "/photos/relayed.png", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert!(r.body.contains("<Code>AccessDenied</Code>"), "{r:?}");
+    assert!(
+        r.body
+            .contains("<HeadersNotSigned>x-amz-acl, x-amz-meta-owner2</HeadersNotSigned>"),
+        "{r:?}"
+    );
+    assert!(
+        !h.s3
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, input, _)| input["Key"] == "relayed.png"),
+        "the refused request reached the service"
+    );
+    // The X-Ray header alone is fine.
+    let r = h
+        .send(Req {
+            added: vec![(
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793",
+            )],
+            body: b"data",
+            ..req("PUT", "/photos/traced.png", "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // A presigned URL is held to the same rule.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let url = presign("PUT", "/photos/presigned.png", &h.addr, now);
+    let r = h
+        .send(Req {
+            added: vec![("x-amz-meta-owner", "mallory")],
+            key: None,
+            body: b"data",
+            ..req("PUT", &url, "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert!(
+        r.body
+            .contains("<HeadersNotSigned>x-amz-meta-owner</HeadersNotSigned>"),
+        "{r:?}"
+    );
+    let r = h
+        .send(Req {
+            key: None,
+            body: b"data",
+            ..req("PUT", &url, "s3")
+        })
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    h.stop().await;
+}
+
+/// A presigned URL for `path` (host signed only, UNSIGNED-PAYLOAD), as
+/// the SDKs' presigners build it.
+fn presign(method: &str, path: &str, host: &str, now: i64) -> String {
+    let amz_date = sigv4::format_amz_date(now);
+    let date = &amz_date[..8];
+    let scope = format!("{date}/us-east-1/s3/aws4_request");
+    let mut pairs = [
+        (
+            "X-Amz-Algorithm".to_string(),
+            "AWS4-HMAC-SHA256".to_string(),
+        ),
+        ("X-Amz-Credential".to_string(), format!("AKIDADMIN/{scope}")),
+        ("X-Amz-Date".to_string(), amz_date.clone()),
+        ("X-Amz-Expires".to_string(), "300".to_string()),
+        ("X-Amz-SignedHeaders".to_string(), "host".to_string()),
+    ]
+    .map(|(k, v)| (uri_encode(&k), uri_encode(&v)));
+    pairs.sort();
+    let query = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let canonical = format!("{method}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let key = sigv4::signing_key("admin-secret", date, "us-east-1", "s3");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    format!("{path}?{query}&X-Amz-Signature={signature}")
+}
+
+#[tokio::test]
+async fn one_signature_covers_one_path() {
+    let h = Harness::start(true).await;
+    let send = |path: &'static str, headers: Vec<(String, String)>| {
+        let addr = h.addr.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = http::Request::builder().method("GET").uri(path);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            let resp = send
+                .send_request(req.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            resp.status()
+        }
+    };
+    // S3 signs the path as sent. A signature over `/photos/100%2525` (the
+    // key `100%25`) is also the double encoding of `/photos/100%25` (the key
+    // `100%`): it must not cover that other key.
+    let mut headers = vec![("host".to_string(), h.addr.clone())];
+    sign(
+        "GET",
+        "/photos/100%2525",
+        "s3",
+        "AKIDADMIN",
+        "admin-secret",
+        &mut headers,
+        b"",
+    );
+    assert_eq!(
+        send("/photos/100%2525", headers.clone()).await,
+        StatusCode::OK
+    );
+    assert_eq!(send("/photos/100%25", headers).await, StatusCode::FORBIDDEN);
+    // Every other service signs the double encoding only: a request to
+    // Videos signed over its path as sent is refused.
+    let mut headers = vec![("host".to_string(), h.addr.clone())];
+    sign_path(
+        "GET",
+        "/streams/a%3Ab",
+        Some("/streams/a%3Ab"),
+        "videos",
+        "AKIDADMIN",
+        "admin-secret",
+        &mut headers,
+        b"",
+    );
+    assert_eq!(send("/streams/a%3Ab", headers).await, StatusCode::FORBIDDEN);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_decoded_slash_is_no_part_of_a_bucket_name() {
+    let h = Harness::start(true).await;
+    let before = h.s3.lock().unwrap().len();
+    // `%2F` would make the bucket `photos/x`, whose ARN
+    // (`arn:aws:s3:::photos/x`) is the object `x` in `photos`.
+    let r = h.send(req("GET", "/photos%2Fx?list-type=2", "s3")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("<Code>InvalidBucketName</Code>"), "{r:?}");
+    let r = h.send(req("GET", "/photos%2Fx/key", "s3")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(h.s3.lock().unwrap().len(), before);
+    // In a greedy label (the key) it is the key's own `/`.
+    let r = h.send(req("GET", "/photos/a%2Fb", "s3")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(h.s3.lock().unwrap().last().unwrap().1["Key"], "a/b");
+    // Another service's label: its validation error.
+    let r = h.send(req("DELETE", "/streams/a%2Fb", "videos")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.header("x-amzn-errortype"), "ValidationException", "{r:?}");
+    h.stop().await;
 }

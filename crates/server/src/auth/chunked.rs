@@ -270,6 +270,17 @@ impl std::fmt::Debug for ChunkedDecoder {
     }
 }
 
+/// Whether `x-amz-trailer` in `headers` declares a checksum this decoder
+/// checks: what makes an unsigned-trailer body's data verifiable at all.
+pub fn declares_checksum(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("x-amz-trailer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| Checksum::for_trailer(&t.trim().to_ascii_lowercase()).is_some())
+}
+
 impl ChunkedDecoder {
     /// A decoder for a body of `mode` whose decoded length is `declared`.
     /// `signing` is required in the signed modes (and ignored otherwise);
@@ -386,6 +397,13 @@ impl ChunkedDecoder {
     /// Bytes of verified data returned so far.
     pub fn decoded_len(&self) -> u64 {
         self.decoded
+    }
+
+    /// Bytes the decoder holds now: input not yet decoded and the buffer of
+    /// the chunk being received (which grows up to the chunk's size before
+    /// the chunk can be verified).
+    pub fn buffered(&self) -> usize {
+        self.input.len() + self.partial.capacity()
     }
 
     /// `x-amz-decoded-content-length`.
@@ -835,7 +853,13 @@ pub enum ChunkedBodyError {
     /// The body underneath failed (the connection broke).
     #[error("reading the request body: {0}")]
     Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The memory the decoder would hold was refused (see [`ChunkedBody::holding`]).
+    #[error("the memory budget for request bodies is exhausted")]
+    Busy,
 }
+
+/// Asked for the bytes a decoder is about to hold; `false` refuses them.
+pub type HoldFn = Box<dyn FnMut(usize) -> bool + Send>;
 
 /// An `http_body::Body` of the verified data of an `aws-chunked` body `B`
 /// (a `hyper::body::Incoming`), then a trailers frame with its trailers.
@@ -844,6 +868,7 @@ pub struct ChunkedBody<B> {
     decoder: ChunkedDecoder,
     inner_done: bool,
     trailers_sent: bool,
+    hold: Option<HoldFn>,
 }
 
 impl<B> ChunkedBody<B> {
@@ -853,7 +878,22 @@ impl<B> ChunkedBody<B> {
             decoder,
             inner_done: false,
             trailers_sent: false,
+            hold: None,
         }
+    }
+
+    /// Tells `hold` the bytes the decoder holds whenever they change
+    /// (a chunk's buffer grows as it arrives, and empties when handed on),
+    /// so they can be charged to a memory budget; when it refuses, the body
+    /// ends with [`ChunkedBodyError::Busy`].
+    pub fn holding(mut self, hold: HoldFn) -> ChunkedBody<B> {
+        self.hold = Some(hold);
+        self
+    }
+
+    fn charge(&mut self) -> bool {
+        let held = self.decoder.buffered();
+        self.hold.as_mut().is_none_or(|hold| hold(held))
     }
 
     pub fn decoder(&self) -> &ChunkedDecoder {
@@ -875,7 +915,11 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, ChunkedBodyError>>> {
         let this = self.get_mut();
         loop {
-            match this.decoder.decode() {
+            let decoded = this.decoder.decode();
+            if !this.charge() {
+                return Poll::Ready(Some(Err(ChunkedBodyError::Busy)));
+            }
+            match decoded {
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
                 Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(Decoded::End) => {
@@ -911,6 +955,9 @@ where
                         if let Ok(mut data) = frame.into_data() {
                             let piece = data.copy_to_bytes(data.remaining());
                             this.decoder.feed(piece);
+                            if !this.charge() {
+                                return Poll::Ready(Some(Err(ChunkedBodyError::Busy)));
+                            }
                         }
                     }
                     Poll::Ready(None) => {

@@ -231,15 +231,19 @@ fn canonical_headers(parts: &RequestParts, signed: &[String]) -> Option<String> 
     Some(out)
 }
 
-/// The candidate canonical paths: AWS services other than S3 sign the path
-/// URI-encoded once more; some clients sign it as sent.
-fn canonical_paths(path: &str) -> Vec<String> {
+/// The services whose canonical path is the path as sent (encoded once);
+/// every other service signs it URI-encoded once more, as AWS documents.
+const SINGLE_ENCODED_PATH_SERVICES: &[&str] = &["s3"];
+
+/// The one canonical path of a request to `service`. One form only: with
+/// both, one signature would cover two paths that decode differently
+/// (`/b/100%2525` signed double-encoded is `/b/100%25` signed as sent).
+fn canonical_path(path: &str, service: &str) -> String {
     let path = if path.is_empty() { "/" } else { path };
-    let double = uri_encode(path, true);
-    if double == path {
-        vec![double]
+    if SINGLE_ENCODED_PATH_SERVICES.contains(&service) {
+        path.to_string()
     } else {
-        vec![double, path.to_string()]
+        uri_encode(path, true)
     }
 }
 
@@ -329,25 +333,74 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> {
+/// The parameters of an `Authorization` header, as verification reads
+/// them; routing reads the credential with the same parser
+/// ([`header_credential`]), so both see one scope.
+struct HeaderFields {
+    algorithm: String,
+    credential: Option<String>,
+    signed: Option<String>,
+    signature: Option<String>,
+    /// A parameter given more than once: refused, for which one counts
+    /// would otherwise depend on who reads it.
+    repeated: Option<&'static str>,
+}
+
+fn header_fields(auth: &str) -> HeaderFields {
     let mut tokens = auth.split([',', ' ']);
     // AWS reads the parameters after the first token whatever that token
     // is; an unknown algorithm is only refused once the form is complete.
     let algorithm = tokens.next().unwrap_or("").to_string();
-    let mut credential = None;
-    let mut signed = None;
-    let mut signature = None;
+    let mut fields = HeaderFields {
+        algorithm,
+        credential: None,
+        signed: None,
+        signature: None,
+        repeated: None,
+    };
+    let mut seen = [false; 3];
     for part in tokens.filter(|p| !p.is_empty()) {
         let mut kv = part.split('=');
         let key = kv.next().unwrap_or("");
         // An empty value is no value (and `Signature==x` has none).
         let value = kv.next().filter(|v| !v.is_empty()).map(str::to_string);
-        match key {
-            "Credential" => credential = value,
-            "SignedHeaders" => signed = value,
-            "Signature" => signature = value,
-            _ => {}
+        let (slot, index, name) = match key {
+            "Credential" => (&mut fields.credential, 0, "Credential"),
+            "SignedHeaders" => (&mut fields.signed, 1, "SignedHeaders"),
+            "Signature" => (&mut fields.signature, 2, "Signature"),
+            _ => continue,
+        };
+        if seen[index] {
+            fields.repeated.get_or_insert(name);
         }
+        seen[index] = true;
+        *slot = value;
+    }
+    fields
+}
+
+/// The `Credential` of an `Authorization` header, read as verification
+/// reads it; `None` when it is missing or given more than once.
+pub fn header_credential(auth: &str) -> Option<String> {
+    let fields = header_fields(auth);
+    match fields.repeated {
+        Some(_) => None,
+        None => fields.credential,
+    }
+}
+
+fn from_header(auth: &str, headers: &HeaderMap) -> Result<Presented, WireError> {
+    let HeaderFields {
+        algorithm,
+        credential,
+        signed,
+        signature,
+        repeated,
+    } = header_fields(auth);
+    if let Some(name) = repeated {
+        return Err(incomplete(format!(
+            "Authorization header has more than one '{name}' parameter. Authorization={auth}"
+        )));
     }
     // Only presence counts here; a date that does not parse is refused later.
     let (amz_date, date_header) = match header(headers, "x-amz-date") {
@@ -479,6 +532,58 @@ fn check_signed_headers(presented: &Presented, headers: &HeaderMap) -> Result<()
     if headers.contains_key("x-amz-target") && !signed("x-amz-target") {
         return Err(incomplete(
             "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Headers of AWS's namespaces that clients send without signing them: the
+/// payload hash is the canonical request's last line, and every SDK leaves
+/// the X-Ray trace header out of the signature (it may be added on the way).
+const UNSIGNED_AMZ_HEADERS: &[&str] = &["x-amz-content-sha256", "x-amzn-trace-id"];
+
+/// The `x-amz-*` and `x-amzn-*` headers a signed request carries outside its
+/// signature (sorted), which S3 refuses: they may bind an operation's input
+/// (`x-amz-meta-*`, `x-amz-acl`), so whoever relays a signed request could
+/// add them. Empty for an unsigned request; a malformed signature is `Err`.
+pub fn headers_not_signed(headers: &HeaderMap, query: &str) -> Result<Vec<String>, WireError> {
+    let Some(presented) = presented(headers, &query_params(query))? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<String> = headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-amz-") || k.starts_with("x-amzn-"))
+        .filter(|k| !UNSIGNED_AMZ_HEADERS.contains(k))
+        .filter(|k| {
+            !presented
+                .signed_headers
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(k))
+        })
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// An unsigned-trailer body's data is covered by nothing but its checksum
+/// trailer, so one must be declared, in a signed `x-amz-trailer` (else a
+/// relay could drop it and the data would be taken unchecked).
+fn check_unsigned_trailer(presented: &Presented, headers: &HeaderMap) -> Result<(), WireError> {
+    if !super::chunked::declares_checksum(headers) {
+        return Err(invalid_signature(
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER requires a checksum trailer declared in x-amz-trailer.",
+        ));
+    }
+    if !presented
+        .signed_headers
+        .iter()
+        .any(|h| h == "x-amz-trailer")
+    {
+        return Err(incomplete(
+            "'X-Amz-Trailer' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
     }
     Ok(())
@@ -662,8 +767,13 @@ fn verify_payload(
     let payload_hashes: Vec<String> = match parts.headers.get("x-amz-content-sha256") {
         Some(h) => {
             let claimed = h.to_str().unwrap_or("");
+            // Unsigned chunks are for the services that take UNSIGNED-PAYLOAD.
             let stream_mode = super::chunked::StreamingMode::from_content_sha256(claimed)
-                .filter(|_| STREAMING_PAYLOAD_SERVICES.contains(&service));
+                .filter(|_| STREAMING_PAYLOAD_SERVICES.contains(&service))
+                .filter(|m| m.signed() || unsigned_ok);
+            if stream_mode == Some(super::chunked::StreamingMode::UnsignedTrailer) {
+                check_unsigned_trailer(&presented, parts.headers)?;
+            }
             if claimed == UNSIGNED_PAYLOAD && unsigned_ok {
                 vec![UNSIGNED_PAYLOAD.to_string()]
             } else if let Some(mode) = stream_mode {
@@ -686,7 +796,8 @@ fn verify_payload(
     let scope_str = format!("{date}/{cred_region}/{cred_service}/aws4_request");
     let presented_sig = presented.signature.to_ascii_lowercase();
     let mut ok = false;
-    for path in canonical_paths(parts.path) {
+    let path = canonical_path(parts.path, cred_service);
+    {
         for payload in &payload_hashes {
             let canonical = format!(
                 "{}\n{path}\n{query}\n{headers}\n{signed_list}\n{payload}",
@@ -748,6 +859,18 @@ mod tests {
         secret: &str,
         signed: &[&str],
     ) {
+        sign_for(headers, "kinesis", payload_hash, amz_date, secret, signed)
+    }
+
+    /// [`sign_with`] for `service`.
+    fn sign_for(
+        headers: &mut HeaderMap,
+        service: &str,
+        payload_hash: &str,
+        amz_date: &str,
+        secret: &str,
+        signed: &[&str],
+    ) {
         headers.insert("x-amz-date", amz_date.parse().unwrap());
         let mut canon_headers = String::new();
         for h in signed {
@@ -762,13 +885,13 @@ mod tests {
             signed.join(";"),
         );
         let date = &amz_date[..8];
-        let scope = format!("{date}/us-east-1/kinesis/aws4_request");
+        let scope = format!("{date}/us-east-1/{service}/aws4_request");
         let to_sign = format!(
             "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
             sha256_hex(canonical.as_bytes())
         );
         let sig = hex::encode(hmac(
-            &signing_key(secret, date, "us-east-1", "kinesis"),
+            &signing_key(secret, date, "us-east-1", service),
             to_sign.as_bytes(),
         ));
         let auth = format!(
@@ -873,6 +996,91 @@ mod tests {
         sign_with(&mut h, UNSIGNED_PAYLOAD, &now_date(), SECRET, &all);
         let e = verify(&request(&h, b"{}"), &One, "us-east-1", "kinesis", NOW).unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn a_header_with_a_repeated_parameter_is_refused() {
+        let mut h = base_headers();
+        h.insert("x-amz-date", now_date().parse().unwrap());
+        let one = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+        assert!(from_header(one, &h).is_ok());
+        assert_eq!(
+            header_credential(one).as_deref(),
+            Some("AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request")
+        );
+        // Routing and verification must see one scope: two are refused.
+        let two = format!("{one}, Credential=AKIDEXAMPLE/20260101/us-east-1/other/aws4_request");
+        let e = from_header(&two, &h).err().unwrap();
+        assert_eq!(e.code, "IncompleteSignatureException");
+        assert_eq!(header_credential(&two), None);
+        let e = from_header(&format!("{one}, Signature=11"), &h)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "IncompleteSignatureException");
+        // The algorithm token is not a parameter, whatever it looks like.
+        let odd = one.replace("AWS4-HMAC-SHA256", "Credential=x/y/z/w/aws4_request");
+        assert_eq!(
+            header_credential(&odd).as_deref(),
+            Some("AKIDEXAMPLE/20260101/us-east-1/sts/aws4_request")
+        );
+    }
+
+    #[test]
+    fn each_service_has_one_canonical_path() {
+        // S3: as sent. The others: encoded once more. Never both, or one
+        // signature would cover `/b/100%25` and `/b/100%2525`.
+        assert_eq!(canonical_path("/b/100%25", "s3"), "/b/100%25");
+        assert_eq!(canonical_path("/b/100%25", "kinesisvideo"), "/b/100%2525");
+        assert_eq!(canonical_path("", "kinesis"), "/");
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let all = ["content-type", "host", "x-amz-date", "x-amz-target"];
+        // Signed over `/` (the double encoding of `/`), a request for a path
+        // whose double encoding differs does not verify.
+        let mut h = base_headers();
+        sign_with(&mut h, &sha256_hex(b"{}"), &now_date(), SECRET, &all);
+        let mut parts = request(&h, b"{}");
+        assert!(verify(&parts, &One, "us-east-1", "kinesis", NOW).is_ok());
+        parts.path = "/%2F";
+        assert!(verify(&parts, &One, "us-east-1", "kinesis", NOW).is_err());
+    }
+
+    #[test]
+    fn unsigned_trailer_chunks_need_unsigned_payloads_and_a_signed_checksum_trailer() {
+        const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        const MODE: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+        let attempt = |service: &str, trailer: Option<&str>, sign_trailer: bool| {
+            let mut h = HeaderMap::new();
+            h.insert("host", "127.0.0.1:4567".parse().unwrap());
+            h.insert("x-amz-content-sha256", MODE.parse().unwrap());
+            h.insert("x-amz-decoded-content-length", "4".parse().unwrap());
+            let mut signed = vec!["host", "x-amz-content-sha256", "x-amz-date"];
+            if let Some(t) = trailer {
+                h.insert("x-amz-trailer", t.parse().unwrap());
+                if sign_trailer {
+                    signed.push("x-amz-trailer");
+                }
+            }
+            sign_for(&mut h, service, MODE, &now_date(), SECRET, &signed);
+            verify(&request(&h, b""), &One, "us-east-1", service, NOW)
+        };
+        let claims = attempt("s3", Some("x-amz-checksum-crc32"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claims.streaming,
+            Some(super::super::chunked::StreamingMode::UnsignedTrailer)
+        );
+        // Kinesis Video takes signed chunks only, as it takes no UNSIGNED-PAYLOAD.
+        let e = attempt("kinesisvideo", Some("x-amz-checksum-crc32"), true).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+        // No checksum trailer: nothing would check the data.
+        let e = attempt("s3", None, false).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException", "{}", e.message);
+        let e = attempt("s3", Some("x-amz-meta-x"), true).unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException", "{}", e.message);
+        // The declaration must be signed, or it could be dropped on the way.
+        let e = attempt("s3", Some("x-amz-checksum-crc32"), false).unwrap_err();
+        assert_eq!(e.code, "IncompleteSignatureException", "{}", e.message);
     }
 
     /// What the JS SDK v3 sends over HTTP/2: no `host` header, and
