@@ -40,6 +40,14 @@ impl Buffer {
         self.records += 1;
     }
 
+    /// The records one source record became (none: the arrival time of
+    /// an empty result does not start the buffer).
+    fn push_all(&mut self, arrival_ms: i64, values: Vec<Vec<u8>>) {
+        for v in values {
+            self.push(arrival_ms, &v);
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.records == 0
     }
@@ -98,6 +106,18 @@ pub(crate) fn encode_body(data: &[u8], compression: Compression) -> std::io::Res
             Ok(Bytes::from(out))
         }
     }
+}
+
+/// One record through the destination's processing pipeline.
+fn process(name: &str, dest: &Destination, value: &[u8]) -> Vec<Vec<u8>> {
+    if dest.processing.is_identity() {
+        return vec![value.to_vec()];
+    }
+    let mut out = Vec::new();
+    if dest.processing.apply(value, |r| out.push(r.to_vec())) {
+        warn!(stream = %name, bytes = value.len(), "record is not a run of JSON objects; delivered without de-aggregation");
+    }
+    out
 }
 
 /// The stream a task delivers, while it should: same uid, not deleting.
@@ -220,11 +240,15 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                 Ok(Ok(out)) => {
                     let empty = out.records.is_empty();
                     for r in out.records {
-                        if !buf.is_empty() && buf.data.len() + r.value.len() > dest.size_bytes {
+                        // Processed before buffering, so the size hint
+                        // counts what is written (as AWS counts it).
+                        let processed = process(&name, &dest, &r.value);
+                        let len: usize = processed.iter().map(Vec::len).sum();
+                        if !buf.is_empty() && buf.data.len() + len > dest.size_bytes {
                             overflow = true;
                             break;
                         }
-                        buf.push(r.timestamp_ms, &r.value);
+                        buf.push_all(r.timestamp_ms, processed);
                         next = r.offset + 1;
                     }
                     if empty && out.next_offset > next {

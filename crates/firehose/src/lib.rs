@@ -11,7 +11,8 @@
 //!
 //! This increment serves DirectPut streams with an S3 / ExtendedS3
 //! destination. Everything else the API can express (other destinations,
-//! KinesisStreamAsSource, processing, format conversion, dynamic
+//! KinesisStreamAsSource, processors other than RecordDeAggregation and
+//! AppendDelimiterToRecord (module `processing`), format conversion, dynamic
 //! partitioning, ZIP/Snappy compression, S3 backup) is refused with an
 //! InvalidArgumentException saying it is not supported yet, never accepted
 //! and ignored.
@@ -22,6 +23,7 @@ pub mod error;
 mod metrics;
 mod ops;
 pub mod prefix;
+pub mod processing;
 pub mod record;
 pub mod sink;
 

@@ -936,3 +936,169 @@ async fn deliveries_are_read_back_through_the_s3_api() {
     // in order either way, every record once.
     assert_eq!(delivered.concat(), records.concat());
 }
+
+fn processor(
+    ty: aws_sdk_firehose::types::ProcessorType,
+    params: &[(aws_sdk_firehose::types::ProcessorParameterName, &str)],
+) -> aws_sdk_firehose::types::Processor {
+    let mut p = aws_sdk_firehose::types::Processor::builder().r#type(ty);
+    for (n, v) in params {
+        p = p.parameters(
+            aws_sdk_firehose::types::ProcessorParameter::builder()
+                .parameter_name(n.clone())
+                .parameter_value(*v)
+                .build()
+                .unwrap(),
+        );
+    }
+    p.build().unwrap()
+}
+
+#[tokio::test]
+async fn records_are_deaggregated_and_delimited_before_delivery() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let srv = TestServer::start();
+    let bucket = bucket_dir(&srv, "proc");
+    let c = firehose(&srv.url());
+    // Listed delimiter first: AWS appends it after de-aggregating anyway.
+    let json_cfg = ProcessingConfiguration::builder()
+        .enabled(true)
+        .processors(processor(T::AppendDelimiterToRecord, &[]))
+        .processors(processor(
+            T::RecordDeAggregation,
+            &[(N::SubRecordType, "JSON")],
+        ))
+        .build();
+    c.create_delivery_stream()
+        .delivery_stream_name("json")
+        .extended_s3_destination_configuration(
+            extended("proc", 1)
+                .prefix("json/")
+                .compression_format(CompressionFormat::Gzip)
+                .processing_configuration(json_cfg.clone())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // "|" is fA== in base64, as AWS takes the DELIMITED delimiter.
+    c.create_delivery_stream()
+        .delivery_stream_name("delim")
+        .extended_s3_destination_configuration(
+            extended("proc", 1)
+                .prefix("delim/")
+                .processing_configuration(
+                    ProcessingConfiguration::builder()
+                        .enabled(true)
+                        .processors(processor(
+                            T::RecordDeAggregation,
+                            &[(N::SubRecordType, "DELIMITED"), (N::Delimiter, "fA==")],
+                        ))
+                        .processors(processor(
+                            T::AppendDelimiterToRecord,
+                            &[(N::Delimiter, "\\n")],
+                        ))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Described as given.
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("json")
+        .send()
+        .await
+        .unwrap();
+    let dest = &d.delivery_stream_description.unwrap().destinations[0];
+    assert_eq!(
+        dest.extended_s3_destination_description()
+            .unwrap()
+            .processing_configuration(),
+        Some(&json_cfg)
+    );
+    // Refused: an unknown parameter for the type, a bad base64 delimiter,
+    // and the processors not supported yet.
+    for (name, cfg, want) in [
+        (
+            "p1",
+            ProcessingConfiguration::builder()
+                .enabled(true)
+                .processors(processor(
+                    T::AppendDelimiterToRecord,
+                    &[(N::SubRecordType, "JSON")],
+                ))
+                .build(),
+            "not valid for processor type",
+        ),
+        (
+            "p2",
+            ProcessingConfiguration::builder()
+                .enabled(true)
+                .processors(processor(
+                    T::RecordDeAggregation,
+                    &[(N::SubRecordType, "DELIMITED"), (N::Delimiter, "|*|")],
+                ))
+                .build(),
+            "base64",
+        ),
+        (
+            "p3",
+            ProcessingConfiguration::builder()
+                .enabled(true)
+                .processors(processor(
+                    T::Decompression,
+                    &[(N::CompressionFormat, "GZIP")],
+                ))
+                .build(),
+            "not supported yet",
+        ),
+    ] {
+        let e = c
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(
+                extended("proc", 1)
+                    .processing_configuration(cfg)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "InvalidArgumentException", "{name}");
+        assert!(message(&e).contains(want), "{name}: {}", message(&e));
+    }
+    c.put_record_batch()
+        .delivery_stream_name("json")
+        .records(record(b"{\"a\":1}{\"a\":2}\n{\"b\":{\"c\":\"}{\"}}"))
+        .records(record(b"{\"a\":3}"))
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("delim")
+        .records(record(b"x|y||z"))
+        .records(record(b"w"))
+        .send()
+        .await
+        .unwrap();
+    wait_until("two objects", Duration::from_secs(20), || {
+        objects(&bucket).len() == 2
+    })
+    .await;
+    let got = objects(&bucket);
+    assert!(got[0].0.starts_with("delim/"), "{}", got[0].0);
+    assert_eq!(got[0].1, b"x\ny\nz\nw\n");
+    assert!(got[1].0.starts_with("json/") && got[1].0.ends_with(".gz"));
+    assert_eq!(
+        got[1].1,
+        b"{\"a\":1}\n{\"a\":2}\n{\"b\":{\"c\":\"}{\"}}\n{\"a\":3}\n"
+    );
+}
