@@ -20,6 +20,7 @@
 pub mod api;
 mod engine;
 pub mod error;
+pub mod lambda;
 mod metrics;
 mod ops;
 pub mod prefix;
@@ -68,6 +69,8 @@ pub struct FirehoseConfig {
     /// The keyring file standing in for KMS (the server's, shared with Data
     /// Streams); `None`: `<data-dir>/keyring.toml`.
     pub keyring: Option<PathBuf>,
+    /// The transformation functions Lambda processors' ARNs name.
+    pub functions: lambda::Functions,
 }
 
 impl Default for FirehoseConfig {
@@ -79,6 +82,7 @@ impl Default for FirehoseConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(5),
             keyring: None,
+            functions: Default::default(),
         }
     }
 }

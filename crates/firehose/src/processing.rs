@@ -2,8 +2,9 @@
 //! time and the per-record pipeline the delivery engine applies before a
 //! record enters the buffer.
 //!
-//! This server applies RecordDeAggregation and AppendDelimiterToRecord.
-//! The other processor types the model names (Lambda, Decompression,
+//! This server applies RecordDeAggregation, Lambda (a configured function,
+//! the `lambda` module) and AppendDelimiterToRecord. The other processor
+//! types the model names (Decompression,
 //! CloudWatchLogProcessing, MetadataExtraction) are refused with an
 //! InvalidArgumentException saying they are not supported yet, never
 //! accepted and ignored.
@@ -75,7 +76,20 @@ pub enum DeAggregation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pipeline {
     pub deaggregation: Option<DeAggregation>,
+    /// Between the two: the configured function.
+    pub lambda: Option<LambdaProcessor>,
     pub append_delimiter: Option<Vec<u8>>,
+}
+
+/// A Lambda processor's parameters, AWS's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaProcessor {
+    pub arn: String,
+    /// The configured function the ARN names.
+    pub function: String,
+    pub retries: u32,
+    /// Most bytes of record data per invocation.
+    pub batch_bytes: usize,
 }
 
 /// Whether a ProcessingConfiguration is in effect: `Enabled` when given,
@@ -246,9 +260,56 @@ pub fn pipeline(p: Option<&Value>) -> Result<Pipeline> {
                 };
                 out.deaggregation = Some(d);
             }
+            "Lambda" => {
+                let arn = param("LambdaArn")
+                    .ok_or_else(|| invalid("The Lambda processor needs a LambdaArn parameter."))?;
+                let function = crate::lambda::function_name(arn).ok_or_else(|| {
+                    invalid(format!(
+                        "LambdaArn {arn} is not arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]."
+                    ))
+                })?;
+                let retries = match param("NumberOfRetries") {
+                    None => 3,
+                    Some(n) => n.parse::<u32>().ok().filter(|n| *n <= 300).ok_or_else(|| {
+                        invalid(format!(
+                            "NumberOfRetries must be an integer from 0 to 300, not {n}."
+                        ))
+                    })?,
+                };
+                let mb = match param("BufferSizeInMBs") {
+                    None => 1.0,
+                    Some(n) => n
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|n| (0.2..=3.0).contains(n))
+                        .ok_or_else(|| {
+                            invalid(format!("BufferSizeInMBs must be from 0.2 to 3, not {n}."))
+                        })?,
+                };
+                if let Some(n) = param("BufferIntervalInSeconds")
+                    && n.parse::<u32>()
+                        .ok()
+                        .filter(|n| (60..=900).contains(n))
+                        .is_none()
+                {
+                    return Err(invalid(format!(
+                        "BufferIntervalInSeconds must be an integer from 60 to 900, not {n}."
+                    )));
+                }
+                // base64 grows the data by 4/3: keep the request under
+                // Lambda's payload limit whatever the buffer size.
+                let batch_bytes = ((mb * 1024.0 * 1024.0) as usize)
+                    .min(crate::lambda::PAYLOAD_LIMIT / 4 * 3 - 64 * 1024);
+                out.lambda = Some(LambdaProcessor {
+                    arn: arn.to_string(),
+                    function: function.to_string(),
+                    retries,
+                    batch_bytes,
+                });
+            }
             other => {
                 return Err(invalid(format!(
-                    "Processor type {other} is not supported yet by this server: only RecordDeAggregation and AppendDelimiterToRecord."
+                    "Processor type {other} is not supported yet by this server: only RecordDeAggregation, Lambda and AppendDelimiterToRecord."
                 )));
             }
         }
@@ -276,14 +337,39 @@ fn split_json(record: &[u8]) -> Option<Vec<&[u8]>> {
 
 impl Pipeline {
     pub fn is_identity(&self) -> bool {
-        self.deaggregation.is_none() && self.append_delimiter.is_none()
+        self.deaggregation.is_none() && self.append_delimiter.is_none() && self.lambda.is_none()
+    }
+
+    /// Checks that the function a Lambda processor names is configured.
+    pub fn check_functions(&self, functions: &crate::lambda::Functions) -> Result<()> {
+        match &self.lambda {
+            Some(l) if !functions.contains_key(&l.function) => Err(invalid(format!(
+                "The Lambda function {} ({}) is not configured on this server: add [functions.{}] to its configuration.",
+                l.function, l.arn, l.function
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The delimiter step alone (after the function).
+    pub fn finish(&self, record: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(record);
+        if let Some(d) = &self.append_delimiter {
+            out.extend_from_slice(d);
+        }
     }
 
     /// Processes one record, handing each resulting record to `out`.
     /// Returns whether a JSON de-aggregation failed (the record then
     /// passes whole).
     pub fn apply(&self, record: &[u8], mut out: impl FnMut(&[u8])) -> bool {
-        let mut emit = |r: &[u8]| match &self.append_delimiter {
+        // With a function, the delimiter waits until after it (`finish`).
+        let delimiter = if self.lambda.is_some() {
+            &None
+        } else {
+            &self.append_delimiter
+        };
+        let mut emit = |r: &[u8]| match delimiter {
             None => out(r),
             Some(d) => {
                 let mut v = Vec::with_capacity(r.len() + d.len());
@@ -413,8 +499,16 @@ mod tests {
                 "needs a Delimiter",
             ),
             (
-                json!([{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:f"}]}]),
+                json!([{"Type": "Decompression", "Parameters": [{"ParameterName": "CompressionFormat", "ParameterValue": "GZIP"}]}]),
                 "not supported yet",
+            ),
+            (
+                json!([{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:s3:::x"}]}]),
+                "LambdaArn",
+            ),
+            (
+                json!([{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:f"}, {"ParameterName": "BufferSizeInMBs", "ParameterValue": "4"}]}]),
+                "BufferSizeInMBs",
             ),
             (
                 json!([{"Type": "AppendDelimiterToRecord"}, {"Type": "AppendDelimiterToRecord"}]),
@@ -425,6 +519,14 @@ mod tests {
             assert_eq!(e.code(), "InvalidArgumentException");
             assert!(e.to_string().contains(msg), "{procs}: {e}");
         }
+        let p = pipeline(Some(&cfg(json!([{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:f:live"}]}])))).unwrap();
+        let l = p.lambda.clone().unwrap();
+        assert_eq!(
+            (l.function.as_str(), l.retries, l.batch_bytes),
+            ("f", 3, 1 << 20)
+        );
+        let e = p.check_functions(&Default::default()).unwrap_err();
+        assert!(e.to_string().contains("Lambda function f"), "{e}");
         // Disabled: checked for shape, not applied.
         let p = pipeline(Some(
             &json!({"Enabled": false, "Processors": [{"Type": "Lambda"}]}),

@@ -306,6 +306,8 @@ pub struct Destination {
     pub extension: String,
     /// What is done to each record before it is buffered.
     pub processing: Pipeline,
+    /// Where records that failed processing go.
+    pub error_prefix: prefix::Template,
 }
 
 impl Destination {
@@ -334,8 +336,11 @@ impl Destination {
             _ => compression.extension().to_string(),
         };
         let processing = processing::pipeline(dest.get("ProcessingConfiguration"))?;
+        let error_prefix =
+            prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
         Ok(Destination {
             processing,
+            error_prefix,
             bucket,
             prefix,
             size_bytes: (n("SizeInMBs", DEFAULT_SIZE_MB) * 1024 * 1024) as usize,
@@ -389,7 +394,7 @@ mod tests {
     fn unsupported_features_are_refused_not_ignored() {
         for extra in [
             json!({"ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Decompression"}]}}),
-            json!({"ProcessingConfiguration": {"Processors": [{"Type": "Lambda"}]}}),
+            json!({"ProcessingConfiguration": {"Processors": [{"Type": "MetadataExtraction"}]}}),
             json!({"DataFormatConversionConfiguration": {}}),
             json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),

@@ -1102,3 +1102,185 @@ async fn records_are_deaggregated_and_delimited_before_delivery() {
         b"{\"a\":1}\n{\"a\":2}\n{\"b\":{\"c\":\"}{\"}}\n{\"a\":3}\n"
     );
 }
+
+/// A transformation function as Firehose's data-transformation format
+/// has it: upper-cases records, drops those saying "drop", fails those
+/// saying "fail", and leaves out those saying "skip".
+const TRANSFORM_PY: &str = r#"
+import base64, json, sys
+req = json.load(sys.stdin)
+assert req["deliveryStreamArn"].endswith(":deliverystream/fn"), req
+assert req["region"] == "us-east-1" and req["invocationId"]
+out = []
+for r in req["records"]:
+    assert isinstance(r["approximateArrivalTimestamp"], int)
+    d = base64.b64decode(r["data"]).decode()
+    if d == "skip":
+        continue
+    res = {"drop": "Dropped", "fail": "ProcessingFailed"}.get(d, "Ok")
+    out.append({"recordId": r["recordId"], "result": res,
+                "data": base64.b64encode(d.upper().encode()).decode()})
+json.dump({"records": out}, sys.stdout)
+"#;
+
+#[tokio::test]
+async fn a_command_function_transforms_drops_and_fails_records() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("t.py");
+    std::fs::write(&script, TRANSFORM_PY).unwrap();
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.upper]\ncommand = [\"python3\", {:?}]\n[functions.broken]\ncommand = [\"false\"]\n",
+            script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--config", conf.to_str().unwrap()]);
+    let bucket = bucket_dir(&srv, "fnout");
+    let c = firehose(&srv.url());
+    let lambda = |f: &str| {
+        ProcessingConfiguration::builder()
+            .enabled(true)
+            .processors(processor(T::AppendDelimiterToRecord, &[]))
+            .processors(processor(
+                T::Lambda,
+                &[
+                    (
+                        N::LambdaArn,
+                        &format!("arn:aws:lambda:us-east-1:000000000000:function:{f}:$LATEST"),
+                    ),
+                    (N::LambdaNumberOfRetries, "1"),
+                ],
+            ))
+            .build()
+    };
+    // An unknown function is refused, naming it.
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("nofn")
+        .extended_s3_destination_configuration(
+            extended("fnout", 1)
+                .processing_configuration(lambda("missing"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    assert!(message(&e).contains("missing"), "{}", message(&e));
+    c.create_delivery_stream()
+        .delivery_stream_name("fn")
+        .extended_s3_destination_configuration(
+            extended("fnout", 1)
+                .prefix("ok/")
+                .processing_configuration(lambda("upper"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.create_delivery_stream()
+        .delivery_stream_name("broken")
+        .extended_s3_destination_configuration(
+            extended("fnout", 1)
+                .prefix("b/")
+                .error_output_prefix("errs/!{firehose:error-output-type}/")
+                .processing_configuration(lambda("broken"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("fn")
+        .set_records(Some(
+            ["a", "drop", "fail", "b", "skip"]
+                .iter()
+                .map(|r| record(r.as_bytes()))
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    c.put_record()
+        .delivery_stream_name("broken")
+        .record(record(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while objects(&bucket).len() < 3 {
+        if Instant::now() > deadline {
+            let keys: Vec<String> = objects(&bucket).into_iter().map(|(k, _)| k).collect();
+            panic!(
+                "timed out waiting for three objects: {keys:?}\n{}",
+                srv.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The last object may trail the others by a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = objects(&bucket);
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    // errs/processing-failed/broken-..., ok/YYYY/.../fn-..., processing-failed/YYYY/MM/dd/HH/fn-...
+    assert!(
+        keys[0].starts_with("errs/processing-failed/broken-1-"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[1].starts_with("ok/") && keys[1].contains("/fn-1-"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        got[1].1, b"A\nB\n",
+        "only the Ok records, transformed, delimited after"
+    );
+    assert!(keys[2].starts_with("processing-failed/"), "{keys:?}");
+    assert_eq!(keys[2].split('/').count(), 6, "{keys:?}");
+    let lines = |data: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8(data.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let failed = lines(&got[2].1);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0]["rawData"], b64("fail"));
+    assert_eq!(failed[0]["errorCode"], "Lambda.ProcessingFailed");
+    assert_eq!(failed[0]["attemptsMade"], 1);
+    assert_eq!(failed[1]["rawData"], b64("skip"));
+    assert_eq!(failed[1]["errorCode"], "Lambda.MissingRecordId");
+    for f in &failed {
+        assert!(
+            f["arrivalTimestamp"].as_i64().unwrap()
+                <= f["attemptEndingTimestamp"].as_i64().unwrap()
+        );
+        assert_eq!(
+            f["lambdaArn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:upper:$LATEST"
+        );
+        assert!(f["errorMessage"].as_str().is_some());
+    }
+    let broken = lines(&got[0].1);
+    assert_eq!(broken.len(), 1);
+    assert_eq!(broken[0]["errorCode"], "Lambda.FunctionError");
+    assert_eq!(
+        broken[0]["attemptsMade"], 2,
+        "one try and NumberOfRetries 1"
+    );
+    assert_eq!(broken[0]["rawData"], b64("x"));
+}
