@@ -17,6 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub enum FunctionConfig {
     /// A program and its arguments, run once per invocation.
     Command(Vec<String>),
+    /// An `http://host:port/path` URL the request is POSTed to; the
+    /// response body is the function's response.
+    Url(String),
 }
 
 /// The configured functions by name.
@@ -156,7 +159,21 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
 
 /// One invocation: the request on stdin, the response from stdout.
 pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
-    let FunctionConfig::Command(argv) = f;
+    let argv = match f {
+        FunctionConfig::Command(argv) => argv,
+        FunctionConfig::Url(url) => {
+            return match tokio::time::timeout(INVOKE_TIMEOUT, post(url, body)).await {
+                Ok(r) => r,
+                Err(_) => Err(InvokeError {
+                    code: "Lambda.FunctionError",
+                    message: format!(
+                        "The function at {url} did not answer within {} seconds.",
+                        INVOKE_TIMEOUT.as_secs()
+                    ),
+                }),
+            };
+        }
+    };
     let fail = |m: String| InvokeError {
         code: "Lambda.FunctionError",
         message: m,
@@ -216,6 +233,67 @@ pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeEr
             INVOKE_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// Whether a function URL is one `post` can call: `http://host[:port][/path]`.
+pub fn valid_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some())
+}
+
+/// One HTTP/1.1 POST of the request; a 2xx answer's body is the response.
+async fn post(url: &str, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
+    use http_body_util::BodyExt;
+    let fail = |m: String| InvokeError {
+        code: "Lambda.FunctionError",
+        message: m,
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| fail(format!("The function URL {url} is invalid: {e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| fail(format!("The function URL {url} has no host.")))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| fail(format!("Cannot reach the function at {url}: {e}")))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(format!("Cannot reach the function at {url}: {e}")))?;
+    let conn = tokio::spawn(conn);
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str())
+        .unwrap_or(host)
+        .to_string();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .map_err(|e| fail(format!("Cannot build the request to {url}: {e}")))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| fail(format!("The function at {url} failed: {e}")))?;
+    let status = resp.status();
+    let out = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(format!("Cannot read the response of {url}: {e}")))?
+        .to_bytes();
+    conn.abort();
+    if !status.is_success() {
+        return Err(fail(format!(
+            "The function at {url} was invoked but returned an error result (HTTP {status})."
+        )));
+    }
+    Ok(out.to_vec())
 }
 
 /// The error output line AWS writes for a record that failed processing.
@@ -296,5 +374,64 @@ mod tests {
         );
         let f = FunctionConfig::Command(vec!["/nonexistent/x".into()]);
         assert!(invoke(&f, b"{}").await.is_err());
+    }
+
+    /// A minimal HTTP server answering one request with `status` and an
+    /// echo of the request body.
+    async fn echo_server(status: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                req.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(h) = text.find("\r\n\r\n") {
+                    let len: usize = text[..h]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if req.len() >= h + 4 + len {
+                        assert!(text.starts_with("POST /fn HTTP/1.1"), "{text}");
+                        let body = req[h + 4..h + 4 + len].to_vec();
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        s.write_all(head.as_bytes()).await.unwrap();
+                        s.write_all(&body).await.unwrap();
+                        return;
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        format!("http://{addr}/fn")
+    }
+
+    #[tokio::test]
+    async fn urls_are_invoked_with_a_post() {
+        let f = FunctionConfig::Url(echo_server("200 OK").await);
+        assert_eq!(
+            invoke(&f, b"{\"records\":[]}").await.unwrap(),
+            b"{\"records\":[]}"
+        );
+        let f = FunctionConfig::Url(echo_server("500 Internal Server Error").await);
+        assert_eq!(
+            invoke(&f, b"{}").await.unwrap_err().code,
+            "Lambda.FunctionError"
+        );
+        assert!(valid_url("http://127.0.0.1:8080/x"));
+        assert!(!valid_url("https://example.com/x"));
+        assert!(!valid_url("nope"));
     }
 }

@@ -223,7 +223,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct FunctionFile {
     pub command: Option<Vec<String>>,
-    /// An HTTP function: not served yet, refused at start.
+    /// An HTTP function (`http://` only): the request is POSTed to it.
     pub url: Option<String>,
 }
 
@@ -420,8 +420,14 @@ pub fn firehose(
                     ripstream_firehose::lambda::FunctionConfig::Command(c.clone()),
                 );
             }
-            (None, Some(_)) => bail!(
-                "[functions.{name}]: url functions are not supported yet by this server; use command"
+            (None, Some(u)) if ripstream_firehose::lambda::valid_url(u) => {
+                cfg.functions.insert(
+                    name.clone(),
+                    ripstream_firehose::lambda::FunctionConfig::Url(u.clone()),
+                );
+            }
+            (None, Some(u)) => bail!(
+                "[functions.{name}]: url {u:?} is not an http:// URL (https is not supported yet by this server)"
             ),
             _ => bail!("[functions.{name}] needs command = [\"program\", \"arg\", ...]"),
         }
@@ -461,9 +467,16 @@ mod tests {
             ])
         );
         let file: FileConfig =
-            toml::from_str("[functions.web]\nurl = \"http://127.0.0.1:1/\"\n").unwrap();
+            toml::from_str("[functions.web]\nurl = \"https://127.0.0.1:1/\"\n").unwrap();
         let e = firehose(&ServeArgs::default(), &file, &service).unwrap_err();
         assert!(e.to_string().contains("not supported yet"), "{e}");
+        let file: FileConfig =
+            toml::from_str("[functions.web]\nurl = \"http://127.0.0.1:1/t\"\n").unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        assert_eq!(
+            f.functions["web"],
+            ripstream_firehose::lambda::FunctionConfig::Url("http://127.0.0.1:1/t".into())
+        );
     }
 
     #[test]

@@ -1284,3 +1284,102 @@ async fn a_command_function_transforms_drops_and_fails_records() {
     );
     assert_eq!(broken[0]["rawData"], b64("x"));
 }
+
+/// The same transformation served over HTTP (Python's standard library
+/// server), printing its port first.
+const TRANSFORM_HTTP_PY: &str = r#"
+import base64, json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = [{"recordId": r["recordId"], "result": "Ok",
+                "data": base64.b64encode(base64.b64decode(r["data"])[::-1]).decode()}
+               for r in req["records"]]
+        body = json.dumps({"records": out}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[tokio::test]
+async fn a_url_function_transforms_records() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    use std::io::BufRead;
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("h.py");
+    std::fs::write(&script, TRANSFORM_HTTP_PY).unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.rev]\nurl = \"http://127.0.0.1:{}/\"\n",
+            port.trim()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--config", conf.to_str().unwrap()]);
+    let bucket = bucket_dir(&srv, "urlfn");
+    let c = firehose(&srv.url());
+    c.create_delivery_stream()
+        .delivery_stream_name("rev")
+        .extended_s3_destination_configuration(
+            extended("urlfn", 1)
+                .processing_configuration(
+                    ProcessingConfiguration::builder()
+                        .enabled(true)
+                        .processors(processor(
+                            T::Lambda,
+                            &[(
+                                N::LambdaArn,
+                                "arn:aws:lambda:us-east-1:000000000000:function:rev",
+                            )],
+                        ))
+                        .processors(processor(T::AppendDelimiterToRecord, &[]))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("rev")
+        .records(record(b"abc"))
+        .records(record(b"xy"))
+        .send()
+        .await
+        .unwrap();
+    wait_until("one object", Duration::from_secs(20), || {
+        objects(&bucket).len() == 1
+    })
+    .await;
+    assert_eq!(objects(&bucket)[0].1, b"cba\nyx\n");
+}
