@@ -26,6 +26,9 @@ use crate::{Inner, Stream, prefix};
 #[derive(Debug, Default)]
 pub(crate) struct Buffer {
     pub data: Vec<u8>,
+    /// Per record: its arrival time and where it ends in `data` (what a
+    /// Lambda processor needs to send records one by one).
+    pub ends: Vec<(i64, usize)>,
     pub records: u64,
     /// Arrival (log append) time of the first record.
     pub first_ms: i64,
@@ -37,7 +40,16 @@ impl Buffer {
             self.first_ms = arrival_ms;
         }
         self.data.extend_from_slice(value);
+        self.ends.push((arrival_ms, self.data.len()));
         self.records += 1;
+    }
+
+    /// The records one source record became (none: the arrival time of
+    /// an empty result does not start the buffer).
+    fn push_all(&mut self, arrival_ms: i64, values: Vec<Vec<u8>>) {
+        for v in values {
+            self.push(arrival_ms, &v);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -98,6 +110,18 @@ pub(crate) fn encode_body(data: &[u8], compression: Compression) -> std::io::Res
             Ok(Bytes::from(out))
         }
     }
+}
+
+/// One record through the destination's processing pipeline.
+fn process(name: &str, dest: &Destination, value: &[u8]) -> Vec<Vec<u8>> {
+    if dest.processing.is_identity() {
+        return vec![value.to_vec()];
+    }
+    let mut out = Vec::new();
+    if dest.processing.apply(value, |r| out.push(r.to_vec())) {
+        warn!(stream = %name, bytes = value.len(), "record is not a run of JSON objects; delivered without de-aggregation");
+    }
+    out
 }
 
 /// The stream a task delivers, while it should: same uid, not deleting.
@@ -220,11 +244,15 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                 Ok(Ok(out)) => {
                     let empty = out.records.is_empty();
                     for r in out.records {
-                        if !buf.is_empty() && buf.data.len() + r.value.len() > dest.size_bytes {
+                        // Processed before buffering, so the size hint
+                        // counts what is written (as AWS counts it).
+                        let processed = process(&name, &dest, &r.value);
+                        let len: usize = processed.iter().map(Vec::len).sum();
+                        if !buf.is_empty() && buf.data.len() + len > dest.size_bytes {
                             overflow = true;
                             break;
                         }
-                        buf.push(r.timestamp_ms, &r.value);
+                        buf.push_all(r.timestamp_ms, processed);
                         next = r.offset + 1;
                     }
                     if empty && out.next_offset > next {
@@ -279,40 +307,255 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     }
 }
 
-/// Writes the buffer as one object, retrying with backoff until it is
-/// stored, the destination changes or the stream goes.
-async fn flush(inner: &Arc<Inner>, s: &Stream, dest: &Destination, buf: &Buffer) -> Flushed {
-    let name = &s.rec.name;
-    let body = match encode_body(&buf.data, dest.compression) {
-        Ok(b) => b,
-        Err(e) => {
-            warn!(stream = %name, error = %e, "cannot compress the buffer");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return Flushed::Reconfigured;
-        }
-    };
-    let key = prefix::object_key(
-        &dest.prefix,
-        buf.first_ms,
+/// What a flush writes: the records to deliver (processed), and the error
+/// output of those that failed processing.
+struct Output {
+    data: Vec<u8>,
+    records: u64,
+    errors: Vec<u8>,
+}
+
+/// The key of an error output object: ErrorOutputPrefix with
+/// `!{firehose:error-output-type}`, or (no expressions in it) followed by
+/// `processing-failed/YYYY/MM/dd/HH/` as AWS lays it out.
+fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
+    let rng = &mut rand::rng();
+    if dest.error_prefix.has_expressions() {
+        return prefix::object_key(
+            &dest.error_prefix,
+            first_ms,
+            name,
+            version,
+            &dest.extension,
+            rng,
+        );
+    }
+    let mut key = dest.error_prefix.render(first_ms, None, rng);
+    key.push_str("processing-failed/");
+    let empty = prefix::Template::parse("").unwrap_or_else(|_| dest.error_prefix.clone());
+    key.push_str(&prefix::object_key(
+        &empty,
+        first_ms,
         name,
-        s.rec.version,
+        version,
         &dest.extension,
-        &mut rand::rng(),
-    );
-    let mut backoff = inner.cfg.retry_initial;
-    loop {
-        match inner.sink.put(&dest.bucket, &key, body.clone()).await {
-            Ok(()) => {
-                inner
-                    .metrics
-                    .delivered(name, buf.records, buf.data.len() as u64);
-                info!(stream = %name, bucket = %dest.bucket, key = %key, records = buf.records, bytes = body.len(), "delivered");
-                return Flushed::Done;
+        rng,
+    ));
+    key
+}
+
+/// Runs the buffer's records through the Lambda processor, batch by batch,
+/// then the delimiter. `None`: the stream went away meanwhile.
+async fn transform(
+    inner: &Arc<Inner>,
+    s: &Stream,
+    dest: &Destination,
+    l: &crate::processing::LambdaProcessor,
+    buf: &Buffer,
+) -> Option<Output> {
+    use crate::lambda::{self, InRecord, Outcome};
+    let name = &s.rec.name;
+    let mut out = Output {
+        data: Vec::new(),
+        records: 0,
+        errors: Vec::new(),
+    };
+    let Some(function) = inner.cfg.functions.get(&l.function) else {
+        // Refused at create; a server restarted without it fails the records.
+        warn!(stream = %name, function = %l.function, "the Lambda processor's function is not configured; records go to the error output");
+        return Some(fail_all(
+            buf,
+            0,
+            "Lambda.FunctionNotFound",
+            &format!(
+                "The function {} is not configured on this server.",
+                l.function
+            ),
+            &l.arn,
+            inner.now_ms(),
+            out,
+        ));
+    };
+    let arn = inner.stream_arn(name);
+    let mut start = 0;
+    let mut i = 0;
+    while i < buf.ends.len() {
+        // One batch: records up to the processor's batch size (at least one).
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while i < buf.ends.len() {
+            let (arrival, end) = buf.ends[i];
+            let len = end - start;
+            if !batch.is_empty() && bytes + len > l.batch_bytes {
+                break;
+            }
+            batch.push(InRecord {
+                arrival_ms: arrival,
+                data: buf.data[start..end].to_vec(),
+            });
+            bytes += len;
+            start = end;
+            i += 1;
+        }
+        let invocation = uuid::Uuid::new_v4().to_string();
+        let body = serde_json::to_vec(&lambda::request(&invocation, &arn, &inner.region, &batch))
+            .unwrap_or_default();
+        let mut attempts = 0;
+        let mut backoff = inner.cfg.retry_initial;
+        let outcomes = loop {
+            attempts += 1;
+            let r = match lambda::invoke(function, &body).await {
+                Ok(resp) => lambda::parse_response(&resp, batch.len()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(o) => break Ok(o),
+                Err(e) if attempts > l.retries => break Err(e),
+                Err(e) => {
+                    warn!(stream = %name, function = %l.function, code = e.code, error = %e.message, attempt = attempts, "transformation failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(inner.cfg.retry_max);
+                    current(inner, name, s.rec.uid)?;
+                }
+            }
+        };
+        let ending = inner.now_ms();
+        match outcomes {
+            Ok(outcomes) => {
+                for (rec, o) in batch.iter().zip(outcomes) {
+                    match o {
+                        Outcome::Ok(d) => {
+                            dest.processing.finish(&d, &mut out.data);
+                            out.records += 1;
+                        }
+                        Outcome::Dropped => {}
+                        Outcome::Failed(code, msg) => out.errors.extend(lambda::error_line(
+                            attempts,
+                            rec.arrival_ms,
+                            &code,
+                            &msg,
+                            ending,
+                            &rec.data,
+                            &l.arn,
+                        )),
+                    }
+                }
             }
             Err(e) => {
-                inner.metrics.failed(name);
-                warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), retry_in_ms = backoff.as_millis() as u64, "delivery to S3 failed; retrying");
+                warn!(stream = %name, function = %l.function, code = e.code, error = %e.message, records = batch.len(), "transformation failed after its retries; records go to the error output");
+                for rec in &batch {
+                    out.errors.extend(lambda::error_line(
+                        attempts,
+                        rec.arrival_ms,
+                        e.code,
+                        &e.message,
+                        ending,
+                        &rec.data,
+                        &l.arn,
+                    ));
+                }
             }
+        }
+    }
+    Some(out)
+}
+
+/// Every record of the buffer to the error output with one error.
+fn fail_all(
+    buf: &Buffer,
+    attempts: u32,
+    code: &str,
+    msg: &str,
+    arn: &str,
+    now: i64,
+    mut out: Output,
+) -> Output {
+    let mut start = 0;
+    for &(arrival, end) in &buf.ends {
+        out.errors.extend(crate::lambda::error_line(
+            attempts,
+            arrival,
+            code,
+            msg,
+            now,
+            &buf.data[start..end],
+            arn,
+        ));
+        start = end;
+    }
+    out
+}
+
+/// Writes the buffer as one object (and the error output of what failed
+/// processing as another), retrying with backoff until stored, the
+/// destination changes or the stream goes.
+async fn flush(inner: &Arc<Inner>, s: &Stream, dest: &Destination, buf: &Buffer) -> Flushed {
+    let name = &s.rec.name;
+    let out = match &dest.processing.lambda {
+        None => Output {
+            data: buf.data.clone(),
+            records: buf.records,
+            errors: Vec::new(),
+        },
+        Some(l) => match transform(inner, s, dest, l, buf).await {
+            Some(o) => o,
+            None => return Flushed::Gone,
+        },
+    };
+    let mut objects = Vec::new();
+    for (data, is_error) in [(&out.data, false), (&out.errors, true)] {
+        if data.is_empty() {
+            continue;
+        }
+        let body = match encode_body(data, dest.compression) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(stream = %name, error = %e, "cannot compress the buffer");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Flushed::Reconfigured;
+            }
+        };
+        let key = if is_error {
+            error_key(dest, buf.first_ms, name, s.rec.version)
+        } else {
+            prefix::object_key(
+                &dest.prefix,
+                buf.first_ms,
+                name,
+                s.rec.version,
+                &dest.extension,
+                &mut rand::rng(),
+            )
+        };
+        objects.push((key, body, is_error));
+    }
+    let mut backoff = inner.cfg.retry_initial;
+    // Objects already stored are not written again on a retry.
+    let mut done = 0;
+    loop {
+        while done < objects.len() {
+            let (key, body, is_error) = &objects[done];
+            match inner.sink.put(&dest.bucket, key, body.clone()).await {
+                Ok(()) => {
+                    if *is_error {
+                        info!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), "wrote the processing error output");
+                    } else {
+                        inner
+                            .metrics
+                            .delivered(name, out.records, out.data.len() as u64);
+                        info!(stream = %name, bucket = %dest.bucket, key = %key, records = out.records, bytes = body.len(), "delivered");
+                    }
+                    done += 1;
+                }
+                Err(e) => {
+                    inner.metrics.failed(name);
+                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), retry_in_ms = backoff.as_millis() as u64, "delivery to S3 failed; retrying");
+                    break;
+                }
+            }
+        }
+        if done == objects.len() {
+            return Flushed::Done;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(inner.cfg.retry_max);

@@ -11,7 +11,8 @@
 //!
 //! This increment serves DirectPut streams with an S3 / ExtendedS3
 //! destination. Everything else the API can express (other destinations,
-//! KinesisStreamAsSource, processing, format conversion, dynamic
+//! KinesisStreamAsSource, processors other than RecordDeAggregation and
+//! AppendDelimiterToRecord (module `processing`), format conversion, dynamic
 //! partitioning, ZIP/Snappy compression, S3 backup) is refused with an
 //! InvalidArgumentException saying it is not supported yet, never accepted
 //! and ignored.
@@ -19,9 +20,11 @@
 pub mod api;
 mod engine;
 pub mod error;
+pub mod lambda;
 mod metrics;
 mod ops;
 pub mod prefix;
+pub mod processing;
 pub mod record;
 pub mod sink;
 
@@ -66,6 +69,8 @@ pub struct FirehoseConfig {
     /// The keyring file standing in for KMS (the server's, shared with Data
     /// Streams); `None`: `<data-dir>/keyring.toml`.
     pub keyring: Option<PathBuf>,
+    /// The transformation functions Lambda processors' ARNs name.
+    pub functions: lambda::Functions,
 }
 
 impl Default for FirehoseConfig {
@@ -77,6 +82,7 @@ impl Default for FirehoseConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(5),
             keyring: None,
+            functions: Default::default(),
         }
     }
 }

@@ -138,6 +138,9 @@ impl Firehose {
             (Some(d), None) | (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
         };
         let destination = record::normalize_destination(dest)?;
+        record::Destination::of(&destination)?
+            .processing
+            .check_functions(&inner.cfg.functions)?;
         let tags = parse_tags(input.get("Tags"))?;
         if tags.len() > MAX_TAGS {
             return Err(Error::LimitExceeded(format!(
@@ -402,6 +405,9 @@ impl Firehose {
             (Some(u), None) => record::merge_update(&s.rec.destination, u, false)?,
             (None, Some(u)) => record::merge_update(&s.rec.destination, u, true)?,
         };
+        record::Destination::of(&destination)?
+            .processing
+            .check_functions(&inner.cfg.functions)?;
         let mut rec = s.rec.clone();
         rec.destination = destination;
         rec.version += 1;

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::prefix;
+use crate::processing::{self, Pipeline};
 
 /// The id AWS gives the one destination of a delivery stream.
 pub const DESTINATION_ID: &str = "destinationId-000000000001";
@@ -136,15 +137,9 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         }
     }
     // What this server cannot do yet is refused, never stored and ignored.
-    if let Some(p) = d.get("ProcessingConfiguration") {
-        let has_processors = p
-            .get("Processors")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
-        if enabled(Some(p), has_processors) {
-            return Err(not_yet("Data processing (ProcessingConfiguration)"));
-        }
-    }
+    // Processing: checked here (types, parameters, what is supported yet);
+    // applied by the engine from the stored configuration.
+    processing::pipeline(d.get("ProcessingConfiguration"))?;
     if d.contains_key("DataFormatConversionConfiguration")
         && enabled(d.get("DataFormatConversionConfiguration"), true)
     {
@@ -309,6 +304,10 @@ pub struct Destination {
     pub compression: Compression,
     /// The extension every object name ends with.
     pub extension: String,
+    /// What is done to each record before it is buffered.
+    pub processing: Pipeline,
+    /// Where records that failed processing go.
+    pub error_prefix: prefix::Template,
 }
 
 impl Destination {
@@ -336,7 +335,12 @@ impl Destination {
             Some(e) if !e.is_empty() => e.to_string(),
             _ => compression.extension().to_string(),
         };
+        let processing = processing::pipeline(dest.get("ProcessingConfiguration"))?;
+        let error_prefix =
+            prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
         Ok(Destination {
+            processing,
+            error_prefix,
             bucket,
             prefix,
             size_bytes: (n("SizeInMBs", DEFAULT_SIZE_MB) * 1024 * 1024) as usize,
@@ -389,8 +393,8 @@ mod tests {
     #[test]
     fn unsupported_features_are_refused_not_ignored() {
         for extra in [
-            json!({"ProcessingConfiguration": {"Enabled": true, "Processors": []}}),
-            json!({"ProcessingConfiguration": {"Processors": [{"Type": "Lambda"}]}}),
+            json!({"ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Decompression"}]}}),
+            json!({"ProcessingConfiguration": {"Processors": [{"Type": "MetadataExtraction"}]}}),
             json!({"DataFormatConversionConfiguration": {}}),
             json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),

@@ -211,6 +211,20 @@ pub struct FileConfig {
     pub firehose_stream_limit: Option<usize>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
+    /// `[functions.NAME]`: the transformation functions Firehose's Lambda
+    /// processors name (`arn:aws:lambda:<region>:<account>:function:NAME`).
+    #[serde(default)]
+    pub functions: std::collections::BTreeMap<String, FunctionFile>,
+}
+
+/// One `[functions.NAME]` table: `command = ["python3", "t.py"]` (one JSON
+/// request on stdin, one JSON response on stdout per invocation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionFile {
+    pub command: Option<Vec<String>>,
+    /// An HTTP function (`http://` only): the request is POSTed to it.
+    pub url: Option<String>,
 }
 
 /// The `[object_store]` table. This increment has only the embedded store;
@@ -387,7 +401,7 @@ pub fn firehose(
     args: &ServeArgs,
     file: &FileConfig,
     service: &ServiceConfig,
-) -> ripstream_firehose::FirehoseConfig {
+) -> Result<ripstream_firehose::FirehoseConfig> {
     let ms = |a: Option<u64>, f: Option<u64>| Duration::from_millis(a.or(f).unwrap_or(0));
     let mut cfg = ripstream_firehose::FirehoseConfig {
         create_delay: ms(args.firehose_create_delay_ms, file.firehose_create_delay_ms),
@@ -398,7 +412,27 @@ pub fn firehose(
     if let Some(n) = args.firehose_stream_limit.or(file.firehose_stream_limit) {
         cfg.stream_limit = n;
     }
-    cfg
+    for (name, f) in &file.functions {
+        match (&f.command, &f.url) {
+            (Some(c), None) if !c.is_empty() => {
+                cfg.functions.insert(
+                    name.clone(),
+                    ripstream_firehose::lambda::FunctionConfig::Command(c.clone()),
+                );
+            }
+            (None, Some(u)) if ripstream_firehose::lambda::valid_url(u) => {
+                cfg.functions.insert(
+                    name.clone(),
+                    ripstream_firehose::lambda::FunctionConfig::Url(u.clone()),
+                );
+            }
+            (None, Some(u)) => bail!(
+                "[functions.{name}]: url {u:?} is not an http:// URL (https is not supported yet by this server)"
+            ),
+            _ => bail!("[functions.{name}] needs command = [\"program\", \"arg\", ...]"),
+        }
+    }
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -415,13 +449,34 @@ mod tests {
             ..Default::default()
         };
         let service = ServiceConfig::new("d");
-        let f = firehose(&args, &file, &service);
+        let f = firehose(&args, &file, &service).unwrap();
         assert_eq!(f.create_delay, Duration::from_millis(250));
         assert_eq!(f.delete_delay, Duration::from_millis(40));
         assert_eq!(f.stream_limit, 3);
-        let d = firehose(&ServeArgs::default(), &FileConfig::default(), &service);
+        let d = firehose(&ServeArgs::default(), &FileConfig::default(), &service).unwrap();
         assert_eq!(d.create_delay, Duration::ZERO);
         assert_eq!(d.stream_limit, 5000);
+        let file: FileConfig =
+            toml::from_str("[functions.up]\ncommand = [\"python3\", \"t.py\"]\n").unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        assert_eq!(
+            f.functions["up"],
+            ripstream_firehose::lambda::FunctionConfig::Command(vec![
+                "python3".into(),
+                "t.py".into()
+            ])
+        );
+        let file: FileConfig =
+            toml::from_str("[functions.web]\nurl = \"https://127.0.0.1:1/\"\n").unwrap();
+        let e = firehose(&ServeArgs::default(), &file, &service).unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let file: FileConfig =
+            toml::from_str("[functions.web]\nurl = \"http://127.0.0.1:1/t\"\n").unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        assert_eq!(
+            f.functions["web"],
+            ripstream_firehose::lambda::FunctionConfig::Url("http://127.0.0.1:1/t".into())
+        );
     }
 
     #[test]

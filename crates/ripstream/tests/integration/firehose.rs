@@ -936,3 +936,450 @@ async fn deliveries_are_read_back_through_the_s3_api() {
     // in order either way, every record once.
     assert_eq!(delivered.concat(), records.concat());
 }
+
+fn processor(
+    ty: aws_sdk_firehose::types::ProcessorType,
+    params: &[(aws_sdk_firehose::types::ProcessorParameterName, &str)],
+) -> aws_sdk_firehose::types::Processor {
+    let mut p = aws_sdk_firehose::types::Processor::builder().r#type(ty);
+    for (n, v) in params {
+        p = p.parameters(
+            aws_sdk_firehose::types::ProcessorParameter::builder()
+                .parameter_name(n.clone())
+                .parameter_value(*v)
+                .build()
+                .unwrap(),
+        );
+    }
+    p.build().unwrap()
+}
+
+#[tokio::test]
+async fn records_are_deaggregated_and_delimited_before_delivery() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let srv = TestServer::start();
+    let bucket = bucket_dir(&srv, "proc");
+    let c = firehose(&srv.url());
+    // Listed delimiter first: AWS appends it after de-aggregating anyway.
+    let json_cfg = ProcessingConfiguration::builder()
+        .enabled(true)
+        .processors(processor(T::AppendDelimiterToRecord, &[]))
+        .processors(processor(
+            T::RecordDeAggregation,
+            &[(N::SubRecordType, "JSON")],
+        ))
+        .build();
+    c.create_delivery_stream()
+        .delivery_stream_name("json")
+        .extended_s3_destination_configuration(
+            extended("proc", 1)
+                .prefix("json/")
+                .compression_format(CompressionFormat::Gzip)
+                .processing_configuration(json_cfg.clone())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // "|" is fA== in base64, as AWS takes the DELIMITED delimiter.
+    c.create_delivery_stream()
+        .delivery_stream_name("delim")
+        .extended_s3_destination_configuration(
+            extended("proc", 1)
+                .prefix("delim/")
+                .processing_configuration(
+                    ProcessingConfiguration::builder()
+                        .enabled(true)
+                        .processors(processor(
+                            T::RecordDeAggregation,
+                            &[(N::SubRecordType, "DELIMITED"), (N::Delimiter, "fA==")],
+                        ))
+                        .processors(processor(
+                            T::AppendDelimiterToRecord,
+                            &[(N::Delimiter, "\\n")],
+                        ))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Described as given.
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("json")
+        .send()
+        .await
+        .unwrap();
+    let dest = &d.delivery_stream_description.unwrap().destinations[0];
+    assert_eq!(
+        dest.extended_s3_destination_description()
+            .unwrap()
+            .processing_configuration(),
+        Some(&json_cfg)
+    );
+    // Refused: an unknown parameter for the type, a bad base64 delimiter,
+    // and the processors not supported yet.
+    for (name, cfg, want) in [
+        (
+            "p1",
+            ProcessingConfiguration::builder()
+                .enabled(true)
+                .processors(processor(
+                    T::AppendDelimiterToRecord,
+                    &[(N::SubRecordType, "JSON")],
+                ))
+                .build(),
+            "not valid for processor type",
+        ),
+        (
+            "p2",
+            ProcessingConfiguration::builder()
+                .enabled(true)
+                .processors(processor(
+                    T::RecordDeAggregation,
+                    &[(N::SubRecordType, "DELIMITED"), (N::Delimiter, "|*|")],
+                ))
+                .build(),
+            "base64",
+        ),
+        (
+            "p3",
+            ProcessingConfiguration::builder()
+                .enabled(true)
+                .processors(processor(
+                    T::Decompression,
+                    &[(N::CompressionFormat, "GZIP")],
+                ))
+                .build(),
+            "not supported yet",
+        ),
+    ] {
+        let e = c
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(
+                extended("proc", 1)
+                    .processing_configuration(cfg)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "InvalidArgumentException", "{name}");
+        assert!(message(&e).contains(want), "{name}: {}", message(&e));
+    }
+    c.put_record_batch()
+        .delivery_stream_name("json")
+        .records(record(b"{\"a\":1}{\"a\":2}\n{\"b\":{\"c\":\"}{\"}}"))
+        .records(record(b"{\"a\":3}"))
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("delim")
+        .records(record(b"x|y||z"))
+        .records(record(b"w"))
+        .send()
+        .await
+        .unwrap();
+    wait_until("two objects", Duration::from_secs(20), || {
+        objects(&bucket).len() == 2
+    })
+    .await;
+    let got = objects(&bucket);
+    assert!(got[0].0.starts_with("delim/"), "{}", got[0].0);
+    assert_eq!(got[0].1, b"x\ny\nz\nw\n");
+    assert!(got[1].0.starts_with("json/") && got[1].0.ends_with(".gz"));
+    assert_eq!(
+        got[1].1,
+        b"{\"a\":1}\n{\"a\":2}\n{\"b\":{\"c\":\"}{\"}}\n{\"a\":3}\n"
+    );
+}
+
+/// A transformation function as Firehose's data-transformation format
+/// has it: upper-cases records, drops those saying "drop", fails those
+/// saying "fail", and leaves out those saying "skip".
+const TRANSFORM_PY: &str = r#"
+import base64, json, sys
+req = json.load(sys.stdin)
+assert req["deliveryStreamArn"].endswith(":deliverystream/fn"), req
+assert req["region"] == "us-east-1" and req["invocationId"]
+out = []
+for r in req["records"]:
+    assert isinstance(r["approximateArrivalTimestamp"], int)
+    d = base64.b64decode(r["data"]).decode()
+    if d == "skip":
+        continue
+    res = {"drop": "Dropped", "fail": "ProcessingFailed"}.get(d, "Ok")
+    out.append({"recordId": r["recordId"], "result": res,
+                "data": base64.b64encode(d.upper().encode()).decode()})
+json.dump({"records": out}, sys.stdout)
+"#;
+
+#[tokio::test]
+async fn a_command_function_transforms_drops_and_fails_records() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("t.py");
+    std::fs::write(&script, TRANSFORM_PY).unwrap();
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.upper]\ncommand = [\"python3\", {:?}]\n[functions.broken]\ncommand = [\"false\"]\n",
+            script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--config", conf.to_str().unwrap()]);
+    let bucket = bucket_dir(&srv, "fnout");
+    let c = firehose(&srv.url());
+    let lambda = |f: &str| {
+        ProcessingConfiguration::builder()
+            .enabled(true)
+            .processors(processor(T::AppendDelimiterToRecord, &[]))
+            .processors(processor(
+                T::Lambda,
+                &[
+                    (
+                        N::LambdaArn,
+                        &format!("arn:aws:lambda:us-east-1:000000000000:function:{f}:$LATEST"),
+                    ),
+                    (N::LambdaNumberOfRetries, "1"),
+                ],
+            ))
+            .build()
+    };
+    // An unknown function is refused, naming it.
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("nofn")
+        .extended_s3_destination_configuration(
+            extended("fnout", 1)
+                .processing_configuration(lambda("missing"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    assert!(message(&e).contains("missing"), "{}", message(&e));
+    c.create_delivery_stream()
+        .delivery_stream_name("fn")
+        .extended_s3_destination_configuration(
+            extended("fnout", 1)
+                .prefix("ok/")
+                .processing_configuration(lambda("upper"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.create_delivery_stream()
+        .delivery_stream_name("broken")
+        .extended_s3_destination_configuration(
+            extended("fnout", 1)
+                .prefix("b/")
+                .error_output_prefix("errs/!{firehose:error-output-type}/")
+                .processing_configuration(lambda("broken"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("fn")
+        .set_records(Some(
+            ["a", "drop", "fail", "b", "skip"]
+                .iter()
+                .map(|r| record(r.as_bytes()))
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    c.put_record()
+        .delivery_stream_name("broken")
+        .record(record(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while objects(&bucket).len() < 3 {
+        if Instant::now() > deadline {
+            let keys: Vec<String> = objects(&bucket).into_iter().map(|(k, _)| k).collect();
+            panic!(
+                "timed out waiting for three objects: {keys:?}\n{}",
+                srv.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The last object may trail the others by a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = objects(&bucket);
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    // errs/processing-failed/broken-..., ok/YYYY/.../fn-..., processing-failed/YYYY/MM/dd/HH/fn-...
+    assert!(
+        keys[0].starts_with("errs/processing-failed/broken-1-"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[1].starts_with("ok/") && keys[1].contains("/fn-1-"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        got[1].1, b"A\nB\n",
+        "only the Ok records, transformed, delimited after"
+    );
+    assert!(keys[2].starts_with("processing-failed/"), "{keys:?}");
+    assert_eq!(keys[2].split('/').count(), 6, "{keys:?}");
+    let lines = |data: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8(data.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let failed = lines(&got[2].1);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0]["rawData"], b64("fail"));
+    assert_eq!(failed[0]["errorCode"], "Lambda.ProcessingFailed");
+    assert_eq!(failed[0]["attemptsMade"], 1);
+    assert_eq!(failed[1]["rawData"], b64("skip"));
+    assert_eq!(failed[1]["errorCode"], "Lambda.MissingRecordId");
+    for f in &failed {
+        assert!(
+            f["arrivalTimestamp"].as_i64().unwrap()
+                <= f["attemptEndingTimestamp"].as_i64().unwrap()
+        );
+        assert_eq!(
+            f["lambdaArn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:upper:$LATEST"
+        );
+        assert!(f["errorMessage"].as_str().is_some());
+    }
+    let broken = lines(&got[0].1);
+    assert_eq!(broken.len(), 1);
+    assert_eq!(broken[0]["errorCode"], "Lambda.FunctionError");
+    assert_eq!(
+        broken[0]["attemptsMade"], 2,
+        "one try and NumberOfRetries 1"
+    );
+    assert_eq!(broken[0]["rawData"], b64("x"));
+}
+
+/// The same transformation served over HTTP (Python's standard library
+/// server), printing its port first.
+const TRANSFORM_HTTP_PY: &str = r#"
+import base64, json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = [{"recordId": r["recordId"], "result": "Ok",
+                "data": base64.b64encode(base64.b64decode(r["data"])[::-1]).decode()}
+               for r in req["records"]]
+        body = json.dumps({"records": out}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[tokio::test]
+async fn a_url_function_transforms_records() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    use std::io::BufRead;
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("h.py");
+    std::fs::write(&script, TRANSFORM_HTTP_PY).unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.rev]\nurl = \"http://127.0.0.1:{}/\"\n",
+            port.trim()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--config", conf.to_str().unwrap()]);
+    let bucket = bucket_dir(&srv, "urlfn");
+    let c = firehose(&srv.url());
+    c.create_delivery_stream()
+        .delivery_stream_name("rev")
+        .extended_s3_destination_configuration(
+            extended("urlfn", 1)
+                .processing_configuration(
+                    ProcessingConfiguration::builder()
+                        .enabled(true)
+                        .processors(processor(
+                            T::Lambda,
+                            &[(
+                                N::LambdaArn,
+                                "arn:aws:lambda:us-east-1:000000000000:function:rev",
+                            )],
+                        ))
+                        .processors(processor(T::AppendDelimiterToRecord, &[]))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.put_record_batch()
+        .delivery_stream_name("rev")
+        .records(record(b"abc"))
+        .records(record(b"xy"))
+        .send()
+        .await
+        .unwrap();
+    wait_until("one object", Duration::from_secs(20), || {
+        objects(&bucket).len() == 1
+    })
+    .await;
+    assert_eq!(objects(&bucket)[0].1, b"cba\nyx\n");
+}

@@ -1,0 +1,437 @@
+//! The Lambda processor without Lambda: a function configured in the
+//! server's TOML (`[functions.NAME] command = [...]`) that a LambdaArn
+//! `arn:aws:lambda:<region>:<account>:function:NAME[:qualifier]` resolves
+//! to. It speaks Firehose's data-transformation format exactly: one JSON
+//! request on stdin, one JSON response on stdout, per invocation.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A configured transformation function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunctionConfig {
+    /// A program and its arguments, run once per invocation.
+    Command(Vec<String>),
+    /// An `http://host:port/path` URL the request is POSTed to; the
+    /// response body is the function's response.
+    Url(String),
+}
+
+/// The configured functions by name.
+pub type Functions = BTreeMap<String, FunctionConfig>;
+
+/// Lambda's largest synchronous invocation payload.
+pub const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+
+/// How long one invocation may run (Lambda's default for Firehose
+/// transformations is well under this; a hung command must not stall
+/// delivery forever).
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The function name an ARN names: `arn:aws:lambda:<region>:<account>:function:NAME[:qualifier]`.
+pub fn function_name(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    if parts.len() < 7 || parts.len() > 8 || parts[0] != "arn" || parts[2] != "lambda" {
+        return None;
+    }
+    (parts[5] == "function" && !parts[6].is_empty()).then_some(parts[6])
+}
+
+/// One record sent to the function.
+#[derive(Debug, Clone)]
+pub struct InRecord {
+    pub arrival_ms: i64,
+    pub data: Vec<u8>,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok(Vec<u8>),
+    Dropped,
+    /// Error code and message, as the error output records them.
+    Failed(String, String),
+}
+
+/// Why an invocation as a whole failed (retried, then every record of it
+/// goes to the error output with this code).
+#[derive(Debug, Clone)]
+pub struct InvokeError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn b64() -> &'static base64::engine::GeneralPurpose {
+    &base64::engine::general_purpose::STANDARD
+}
+
+/// The request body for a batch.
+pub fn request(invocation_id: &str, stream_arn: &str, region: &str, records: &[InRecord]) -> Value {
+    let recs: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({
+                "recordId": i.to_string(),
+                "approximateArrivalTimestamp": r.arrival_ms,
+                "data": b64().encode(&r.data),
+            })
+        })
+        .collect();
+    json!({
+        "invocationId": invocation_id,
+        "deliveryStreamArn": stream_arn,
+        "region": region,
+        "records": recs,
+    })
+}
+
+/// Reads a response: one outcome per request record, in order. Records the
+/// response does not mention are failed, as AWS fails them.
+pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError> {
+    let bad = |m: String| InvokeError {
+        code: "Lambda.JsonProcessingException",
+        message: m,
+    };
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("The function's response is not valid JSON: {e}")))?;
+    let recs = v
+        .get("records")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("The function's response has no records list.".into()))?;
+    let mut out: Vec<Option<Outcome>> = vec![None; n];
+    for r in recs {
+        let id = r.get("recordId").and_then(Value::as_str);
+        let Some(i) = id.and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < n) else {
+            return Err(bad(format!(
+                "The function's response has a record with an unknown recordId {}.",
+                id.unwrap_or("(none)")
+            )));
+        };
+        if out[i].is_some() {
+            return Err(InvokeError {
+                code: "Lambda.DuplicatedRecordId",
+                message: format!("The function's response has recordId {i} more than once."),
+            });
+        }
+        let outcome = match r.get("result").and_then(Value::as_str) {
+            Some("Ok") => match r
+                .get("data")
+                .and_then(Value::as_str)
+                .map(|d| b64().decode(d))
+            {
+                Some(Ok(d)) => Outcome::Ok(d),
+                _ => Outcome::Failed(
+                    "Lambda.JsonProcessingException".into(),
+                    "The function returned result Ok without base64 data.".into(),
+                ),
+            },
+            Some("Dropped") => Outcome::Dropped,
+            Some("ProcessingFailed") => Outcome::Failed(
+                "Lambda.ProcessingFailed".into(),
+                "The function returned result ProcessingFailed for the record.".into(),
+            ),
+            other => Outcome::Failed(
+                "Lambda.InvalidResult".into(),
+                format!(
+                    "The function returned result {} (expected Ok, Dropped or ProcessingFailed).",
+                    other.unwrap_or("(none)")
+                ),
+            ),
+        };
+        out[i] = Some(outcome);
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or(Outcome::Failed(
+                "Lambda.MissingRecordId".into(),
+                "The function's response did not include the record.".into(),
+            ))
+        })
+        .collect())
+}
+
+/// One invocation: the request on stdin, the response from stdout.
+pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
+    let argv = match f {
+        FunctionConfig::Command(argv) => argv,
+        FunctionConfig::Url(url) => {
+            return match tokio::time::timeout(INVOKE_TIMEOUT, post(url, body)).await {
+                Ok(r) => r,
+                Err(_) => Err(InvokeError {
+                    code: "Lambda.FunctionError",
+                    message: format!(
+                        "The function at {url} did not answer within {} seconds.",
+                        INVOKE_TIMEOUT.as_secs()
+                    ),
+                }),
+            };
+        }
+    };
+    let fail = |m: String| InvokeError {
+        code: "Lambda.FunctionError",
+        message: m,
+    };
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| fail("The function's command is empty.".into()))?;
+    let mut child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            fail(format!(
+                "The function's command {prog} could not start: {e}"
+            ))
+        })?;
+    let mut stdin = child.stdin.take();
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout".into()))?;
+    let run = async {
+        // Written while stdout is read, so a function answering as it reads
+        // cannot deadlock on a full pipe.
+        let write = async {
+            if let Some(mut s) = stdin.take() {
+                let r = s.write_all(body).await;
+                drop(s);
+                r
+            } else {
+                Ok(())
+            }
+        };
+        let mut out = Vec::new();
+        let read = stdout.read_to_end(&mut out);
+        let (w, r) = tokio::join!(write, read);
+        r.map_err(|e| fail(format!("Cannot read the function's response: {e}")))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| fail(format!("Cannot wait for the function: {e}")))?;
+        if !status.success() {
+            return Err(fail(format!(
+                "The function was invoked but returned an error result ({status})."
+            )));
+        }
+        w.map_err(|e| fail(format!("Cannot write the request to the function: {e}")))?;
+        Ok(out)
+    };
+    match tokio::time::timeout(INVOKE_TIMEOUT, run).await {
+        Ok(r) => r,
+        Err(_) => Err(fail(format!(
+            "The function did not answer within {} seconds.",
+            INVOKE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Whether a function URL is one `post` can call: `http://host[:port][/path]`.
+pub fn valid_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some())
+}
+
+/// One HTTP/1.1 POST of the request; a 2xx answer's body is the response.
+async fn post(url: &str, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
+    use http_body_util::BodyExt;
+    let fail = |m: String| InvokeError {
+        code: "Lambda.FunctionError",
+        message: m,
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| fail(format!("The function URL {url} is invalid: {e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| fail(format!("The function URL {url} has no host.")))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| fail(format!("Cannot reach the function at {url}: {e}")))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(format!("Cannot reach the function at {url}: {e}")))?;
+    let conn = tokio::spawn(conn);
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str())
+        .unwrap_or(host)
+        .to_string();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .map_err(|e| fail(format!("Cannot build the request to {url}: {e}")))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| fail(format!("The function at {url} failed: {e}")))?;
+    let status = resp.status();
+    let out = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(format!("Cannot read the response of {url}: {e}")))?
+        .to_bytes();
+    conn.abort();
+    if !status.is_success() {
+        return Err(fail(format!(
+            "The function at {url} was invoked but returned an error result (HTTP {status})."
+        )));
+    }
+    Ok(out.to_vec())
+}
+
+/// The error output line AWS writes for a record that failed processing.
+pub fn error_line(
+    attempts: u32,
+    arrival_ms: i64,
+    code: &str,
+    message: &str,
+    ending_ms: i64,
+    raw: &[u8],
+    lambda_arn: &str,
+) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&json!({
+        "attemptsMade": attempts,
+        "arrivalTimestamp": arrival_ms,
+        "errorCode": code,
+        "errorMessage": message,
+        "attemptEndingTimestamp": ending_ms,
+        "rawData": b64().encode(raw),
+        "lambdaArn": lambda_arn,
+    }))
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_name_functions() {
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:123456789012:function:f"),
+            Some("f")
+        );
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST"),
+            Some("f")
+        );
+        assert_eq!(function_name("arn:aws:s3:::b"), None);
+        assert_eq!(function_name("arn:aws:lambda:us-east-1:1:layer:f"), None);
+    }
+
+    #[test]
+    fn responses_map_to_outcomes() {
+        let body = br#"{"records":[{"recordId":"1","result":"Dropped"},{"recordId":"0","result":"Ok","data":"eA=="},{"recordId":"2","result":"ProcessingFailed","data":""}]}"#;
+        let o = parse_response(body, 4).unwrap();
+        assert_eq!(o[0], Outcome::Ok(b"x".to_vec()));
+        assert_eq!(o[1], Outcome::Dropped);
+        assert!(matches!(&o[2], Outcome::Failed(c, _) if c == "Lambda.ProcessingFailed"));
+        assert!(matches!(&o[3], Outcome::Failed(c, _) if c == "Lambda.MissingRecordId"));
+        assert!(parse_response(b"nope", 1).is_err());
+        assert!(parse_response(br#"{"records":[{"recordId":"9","result":"Ok"}]}"#, 1).is_err());
+        let r = request(
+            "inv",
+            "arn:s",
+            "us-east-1",
+            &[InRecord {
+                arrival_ms: 5,
+                data: b"x".to_vec(),
+            }],
+        );
+        assert_eq!(
+            r["records"][0],
+            json!({"recordId": "0", "approximateArrivalTimestamp": 5, "data": "eA=="})
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_are_invoked_with_stdin_and_stdout() {
+        let f = FunctionConfig::Command(vec!["cat".into()]);
+        assert_eq!(invoke(&f, b"{}").await.unwrap(), b"{}");
+        let f = FunctionConfig::Command(vec!["false".into()]);
+        assert_eq!(
+            invoke(&f, b"{}").await.unwrap_err().code,
+            "Lambda.FunctionError"
+        );
+        let f = FunctionConfig::Command(vec!["/nonexistent/x".into()]);
+        assert!(invoke(&f, b"{}").await.is_err());
+    }
+
+    /// A minimal HTTP server answering one request with `status` and an
+    /// echo of the request body.
+    async fn echo_server(status: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                req.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(h) = text.find("\r\n\r\n") {
+                    let len: usize = text[..h]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if req.len() >= h + 4 + len {
+                        assert!(text.starts_with("POST /fn HTTP/1.1"), "{text}");
+                        let body = req[h + 4..h + 4 + len].to_vec();
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        s.write_all(head.as_bytes()).await.unwrap();
+                        s.write_all(&body).await.unwrap();
+                        return;
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        format!("http://{addr}/fn")
+    }
+
+    #[tokio::test]
+    async fn urls_are_invoked_with_a_post() {
+        let f = FunctionConfig::Url(echo_server("200 OK").await);
+        assert_eq!(
+            invoke(&f, b"{\"records\":[]}").await.unwrap(),
+            b"{\"records\":[]}"
+        );
+        let f = FunctionConfig::Url(echo_server("500 Internal Server Error").await);
+        assert_eq!(
+            invoke(&f, b"{}").await.unwrap_err().code,
+            "Lambda.FunctionError"
+        );
+        assert!(valid_url("http://127.0.0.1:8080/x"));
+        assert!(!valid_url("https://example.com/x"));
+        assert!(!valid_url("nope"));
+    }
+}
