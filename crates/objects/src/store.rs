@@ -664,28 +664,147 @@ impl Objects {
     }
 
     /// Copies an object (its metadata too unless `replace` gives new).
+    /// The bytes go file to file (the kernel's copy where it has one),
+    /// never through memory whole: a copy of a big object must not cost
+    /// the server its size in RAM.
     pub async fn copy(
         &self,
         from: (&str, &str),
         to: (&str, &str),
         replace: Option<PutOptions>,
     ) -> Result<ObjectInfo, ObjectsError> {
-        let (info, bytes, _) = self.get(from.0, from.1, None).await?;
+        self.location(from.0, from.1)?;
+        self.require_bucket(from.0)?;
+        self.location(to.0, to.1)?;
+        self.require_bucket(to.0)?;
+        let this = self.clone();
+        let (fb, fk) = (from.0.to_string(), from.1.to_string());
+        let (tb, tk) = (to.0.to_string(), to.1.to_string());
+        let info = tokio::task::spawn_blocking(move || this.copy_blocking(&fb, &fk, &tb, &tk))
+            .await??;
         let opts = replace.unwrap_or(PutOptions {
             content_type: Some(info.content_type.clone()),
             metadata: info.metadata.clone(),
             content_md5: None,
         });
-        let location = self.location(to.0, to.1)?;
-        self.require_bucket(to.0)?;
-        self.fs
-            .put(&location, PutPayload::from_bytes(bytes))
-            .await
-            .map_err(|e| store_error(e, to.1))?;
         // A multipart object's ETag is kept by a copy (S3 computes a new
         // one only for a copy it re-parts; a single copy keeps the MD5).
         let etag = info.etag.clone();
         self.record(to.0, to.1, etag, &opts).await
+    }
+
+    /// Copies the source's file into a staging file beside the target,
+    /// fsynced, then renamed over it (and the directory fsynced), as
+    /// object_store writes; answers the source's info as it was copied.
+    fn copy_blocking(
+        &self,
+        bucket: &str,
+        key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let no_such_key = || ObjectsError::NoSuchKey {
+            key: key.to_string(),
+        };
+        let path = self.file(bucket, key);
+        match std::fs::symlink_metadata(&path) {
+            Ok(s) if s.is_file() => {}
+            Ok(_) => return Err(no_such_key()),
+            Err(e) if is_missing(&e) => return Err(no_such_key()),
+            Err(e) => return Err(e.into()),
+        }
+        if !self.inside_bucket(bucket, &path) {
+            return Err(no_such_key());
+        }
+        // The source is opened first, so a concurrent overwrite of it
+        // never gives the copy one version's bytes and another's ETag.
+        let mut src = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Err(no_such_key()),
+            Err(e) => return Err(e.into()),
+        };
+        let stat = src.metadata()?;
+        let info = self.info_of(bucket, key, &path, &stat)?;
+        let target = self.file(to_bucket, to_key);
+        self.check_target(to_bucket, to_key)?;
+        let parent = target
+            .parent()
+            .map(FsPath::to_path_buf)
+            .ok_or_else(|| unsupported_key(to_key))?;
+        let made = self.make_dirs(to_bucket, &parent, to_key)?;
+        let staging = staging_path(&target);
+        let result = (|| -> std::io::Result<()> {
+            let mut dst = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staging)?;
+            std::io::copy(&mut (&mut src).take(stat.len()), &mut dst)?;
+            dst.sync_all()?;
+            drop(dst);
+            std::fs::rename(&staging, &target)?;
+            sync_dir(&parent)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&staging);
+            return Err(io_conflict(e, to_key));
+        }
+        for dir in made {
+            if let Some(up) = dir.parent() {
+                sync_dir(up)?;
+            }
+        }
+        Ok(info)
+    }
+
+    /// Creates the directories up to `dir` inside the bucket; answers the
+    /// ones it made (their parents need an fsync once the write is in).
+    fn make_dirs(
+        &self,
+        bucket: &str,
+        dir: &FsPath,
+        key: &str,
+    ) -> Result<Vec<PathBuf>, ObjectsError> {
+        let bucket_dir = self.bucket_dir(bucket);
+        let mut missing = Vec::new();
+        let mut d = dir.to_path_buf();
+        while d != bucket_dir && d.starts_with(&bucket_dir) && !d.is_dir() {
+            missing.push(d.clone());
+            match d.parent() {
+                Some(p) => d = p.to_path_buf(),
+                None => break,
+            }
+        }
+        missing.reverse();
+        for m in &missing {
+            match std::fs::create_dir(m) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && m.is_dir() => {}
+                Err(e) => return Err(io_conflict(e, key)),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Refuses, before anything is written, a key whose file would be an
+    /// existing directory or lie under an existing object: the layout
+    /// cannot hold both.
+    fn check_target(&self, bucket: &str, key: &str) -> Result<(), ObjectsError> {
+        let bucket_dir = self.bucket_dir(bucket);
+        let target = self.file(bucket, key);
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Err(conflict(key));
+        }
+        let mut d = target.parent();
+        while let Some(dir) = d {
+            if dir == bucket_dir || !dir.starts_with(&bucket_dir) {
+                break;
+            }
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(conflict(key));
+            }
+            d = dir.parent();
+        }
+        Ok(())
     }
 
     /// A page of a bucket's keys in S3's order (UTF-8 byte order).
@@ -1239,6 +1358,29 @@ fn store_error(e: object_store::Error, key: &str) -> ObjectsError {
             }
         }
     }
+}
+
+/// An I/O failure of a write: the layout's conflict when a directory
+/// stood where a file had to be (or a file where a directory had to be).
+fn io_conflict(e: std::io::Error, key: &str) -> ObjectsError {
+    match e.kind() {
+        std::io::ErrorKind::NotADirectory
+        | std::io::ErrorKind::IsADirectory
+        | std::io::ErrorKind::DirectoryNotEmpty
+        | std::io::ErrorKind::AlreadyExists => conflict(key),
+        _ => ObjectsError::Io(e),
+    }
+}
+
+/// A staging file beside `target`, named as object_store names its own
+/// (`<name>#<n>`), so listings and keys never see it.
+fn staging_path(target: &FsPath) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000;
+    target.with_file_name(format!("{name}#{n}"))
 }
 
 fn conflict(key: &str) -> ObjectsError {

@@ -503,3 +503,65 @@ impl futures_core::Stream for OnceBody {
         std::task::Poll::Ready(self.0.take())
     }
 }
+
+#[tokio::test]
+async fn copies_go_file_to_file_and_keep_etag_and_metadata() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    s.create_bucket("bk2").unwrap();
+    // A few MiB, varied so a wrong offset would show.
+    let big: Vec<u8> = (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect();
+    let mut meta = BTreeMap::new();
+    meta.insert("colour".to_string(), "blue".to_string());
+    let opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        metadata: meta.clone(),
+        content_md5: None,
+    };
+    let src = s
+        .put_with("bk1", "src", Bytes::from(big.clone()), opts)
+        .await
+        .unwrap();
+    let copied = s
+        .copy(("bk1", "src"), ("bk2", "a/b/dst"), None)
+        .await
+        .unwrap();
+    assert_eq!(copied.etag, src.etag);
+    assert_eq!(copied.size, big.len() as u64);
+    assert_eq!(copied.content_type, "text/plain");
+    assert_eq!(copied.metadata, meta);
+    let (info, bytes, _) = s.get("bk2", "a/b/dst", None).await.unwrap();
+    assert_eq!(info.etag, src.etag);
+    assert!(bytes == big);
+    // No staging file is left beside it.
+    let names: Vec<String> = std::fs::read_dir(s.root().join("bk2/a/b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["dst"]);
+    // Replacing the metadata; copying onto a path an object blocks.
+    let replaced = s
+        .copy(
+            ("bk1", "src"),
+            ("bk1", "src2"),
+            Some(PutOptions::default()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.content_type, DEFAULT_CONTENT_TYPE);
+    assert!(replaced.metadata.is_empty());
+    assert_eq!(
+        s.copy(("bk1", "src"), ("bk1", "src/under"), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidArgument"
+    );
+    assert_eq!(
+        s.copy(("bk1", "none"), ("bk1", "x"), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchKey"
+    );
+}
