@@ -45,6 +45,9 @@ use crate::error::ObjectsError;
 pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 /// S3's longest key, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest `/`-separated segment of a key, in bytes: a file name's limit
+/// (255 on the usual file systems) less room for a staging file's `#<n>`.
+pub const MAX_SEGMENT_BYTES: usize = 255 - 16;
 /// S3's smallest part but the last of a multipart upload.
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 /// Most keys one listing answers with.
@@ -1317,6 +1320,11 @@ fn check_key(key: &str) -> Result<(), ObjectsError> {
         ));
     }
     if key.len() > MAX_KEY_BYTES {
+        return Err(ObjectsError::KeyTooLong);
+    }
+    // Each segment is a file or directory name: past the file system's
+    // limit (less room for a staging file's `#<n>`) it could not be written.
+    if key.split('/').any(|s| s.len() > MAX_SEGMENT_BYTES) {
         return Err(ObjectsError::KeyTooLong);
     }
     let bad_segment = |s: &str| {

@@ -565,3 +565,19 @@ async fn copies_go_file_to_file_and_keep_etag_and_metadata() {
         "NoSuchKey"
     );
 }
+
+#[tokio::test]
+async fn a_key_segment_too_long_for_a_file_name_is_key_too_long() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let long = "a".repeat(256);
+    for key in [long.clone(), format!("dir/{long}"), format!("{long}/x")] {
+        let err = s.put_object("bk1", &key, b("x")).await.unwrap_err();
+        assert_eq!(err.code(), "KeyTooLongError", "{key}");
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    }
+    // The longest segment the layout holds is written and read back.
+    let fits = format!("d/{}", "b".repeat(MAX_SEGMENT_BYTES));
+    s.put_object("bk1", &fits, b("ok")).await.unwrap();
+    assert_eq!(s.get("bk1", &fits, None).await.unwrap().1, b("ok"));
+}
