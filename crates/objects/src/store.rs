@@ -151,6 +151,16 @@ struct Meta {
     mtime_ns: u128,
 }
 
+/// A part's sidecar (`<n>.json` beside the part `<n>`), written once the
+/// part is in place, so ListParts and Complete never read parts whole to
+/// learn their MD5s. It names the file it describes as `Meta` does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartMeta {
+    etag: String,
+    size: u64,
+    mtime_ns: u128,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BucketMeta {
     created_ms: u64,
@@ -1014,7 +1024,22 @@ impl Objects {
             return Err(ObjectsError::BadDigest);
         }
         writer.finish().await?;
-        Ok(format!("\"{}\"", hex::encode(digest)))
+        let etag = format!("\"{}\"", hex::encode(digest));
+        let part = self.uploads_dir(bucket).join(upload_id).join(number.to_string());
+        let sidecar = part.with_file_name(format!("{number}.json"));
+        let recorded = etag.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ObjectsError> {
+            let stat = std::fs::metadata(&part)?;
+            let meta = PartMeta {
+                etag: recorded,
+                size: stat.len(),
+                mtime_ns: nanos(stat.modified()?),
+            };
+            write_durable(&sidecar, &serde_json::to_vec(&meta).unwrap_or_default())?;
+            Ok(())
+        })
+        .await??;
+        Ok(etag)
     }
 
     /// The parts uploaded so far, by number.
@@ -1077,20 +1102,39 @@ impl Objects {
             .await
             .map_err(|e| store_error(e, key))?;
         let mut writer = WriteMultipart::new_with_chunk_size(writer_upload, 1 << 20);
+        // Each part goes in in bounded pieces, never whole in memory.
         for p in &chosen {
             let path = dir.join(p.number.to_string());
-            let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await?;
-            match read {
-                Ok(bytes) => {
-                    if let Err(e) = writer.wait_for_capacity(4).await {
-                        let _ = writer.abort().await;
-                        return Err(e.into());
-                    }
-                    writer.put(Bytes::from(bytes));
-                }
+            let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path)).await?;
+            let mut file = match opened {
+                Ok(f) => Some(f),
                 Err(e) => {
                     let _ = writer.abort().await;
                     return Err(e.into());
+                }
+            };
+            while let Some(f) = file.take() {
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = Vec::with_capacity(READ_CHUNK as usize);
+                    let mut f = f;
+                    let r = (&mut f).take(READ_CHUNK).read_to_end(&mut buf).map(|_| buf);
+                    (f, r)
+                })
+                .await?;
+                match read {
+                    (_, Ok(buf)) if buf.is_empty() => {}
+                    (f, Ok(buf)) => {
+                        if let Err(e) = writer.wait_for_capacity(4).await {
+                            let _ = writer.abort().await;
+                            return Err(e.into());
+                        }
+                        writer.put(Bytes::from(buf));
+                        file = Some(f);
+                    }
+                    (_, Err(e)) => {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -1194,7 +1238,9 @@ impl futures_core::Stream for FileStream {
     }
 }
 
-/// The parts in an upload's directory, by number, each with its MD5.
+/// The parts in an upload's directory, by number, each with its MD5: from
+/// its sidecar, or (a part uploaded before sidecars, or one whose sidecar
+/// is stale or lost) hashed in pieces.
 fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -1207,16 +1253,40 @@ fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
             continue;
         };
         let stat = entry.metadata()?;
-        let bytes = std::fs::read(entry.path())?;
+        let mtime = stat.modified()?;
+        let recorded = std::fs::read(dir.join(format!("{number}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PartMeta>(&b).ok())
+            .filter(|m| m.size == stat.len() && m.mtime_ns == nanos(mtime))
+            .map(|m| m.etag);
+        let etag = match recorded {
+            Some(e) => e,
+            None => format!("\"{}\"", hex::encode(md5_of_file(&entry.path())?)),
+        };
         out.push(PartInfo {
             number,
             size: stat.len(),
-            etag: format!("\"{}\"", hex::encode(Md5::digest(&bytes))),
-            last_modified: stat.modified()?,
+            etag,
+            last_modified: mtime,
         });
     }
     out.sort_by_key(|p| p.number);
     Ok(out)
+}
+
+/// The MD5 of a file, read in pieces.
+fn md5_of_file(path: &FsPath) -> std::io::Result<[u8; 16]> {
+    let mut f = std::fs::File::open(path)?;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+    }
+    Ok(md5.finalize().into())
 }
 
 /// A Range header's one byte range.
