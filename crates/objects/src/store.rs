@@ -50,6 +50,10 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_SEGMENT_BYTES: usize = 255 - 16;
 /// S3's smallest part but the last of a multipart upload.
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// S3's largest PutObject body and largest part: 5 GiB.
+pub const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's most parts in one multipart upload (numbered 1 to this).
+pub const MAX_PARTS: u32 = 10_000;
 /// Most keys one listing answers with.
 pub const MAX_LIST_KEYS: usize = 1000;
 
@@ -171,6 +175,9 @@ struct BucketMeta {
 pub struct Objects {
     root: PathBuf,
     fs: Arc<LocalFileSystem>,
+    /// The largest body one write takes: `MAX_PUT_BYTES`, lowered only
+    /// by the unit tests (which must not write GiBs).
+    max_put_bytes: u64,
 }
 
 impl Objects {
@@ -188,7 +195,21 @@ impl Objects {
         Ok(Objects {
             root,
             fs: Arc::new(fs),
+            max_put_bytes: MAX_PUT_BYTES,
         })
+    }
+
+    /// The same store with a lower size limit, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_max_put_bytes(mut self, max: u64) -> Objects {
+        self.max_put_bytes = max;
+        self
+    }
+
+    fn too_large(&self) -> ObjectsError {
+        ObjectsError::EntityTooLarge {
+            max: self.max_put_bytes,
+        }
     }
 
     /// The directory the store lives in.
@@ -365,6 +386,9 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
         self.require_bucket(bucket)?;
+        if bytes.len() as u64 > self.max_put_bytes {
+            return Err(self.too_large());
+        }
         let digest: [u8; 16] = Md5::digest(&bytes).into();
         if opts.content_md5.is_some_and(|want| want != digest) {
             return Err(ObjectsError::BadDigest);
@@ -396,9 +420,15 @@ impl Objects {
             .map_err(|e| store_error(e, key))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
         let mut md5 = Md5::new();
+        let mut total: u64 = 0;
         loop {
             match next(&mut body).await {
                 Some(Ok(chunk)) => {
+                    total = total.saturating_add(chunk.len() as u64);
+                    if total > self.max_put_bytes {
+                        let _ = writer.abort().await;
+                        return Err(self.too_large());
+                    }
                     md5.update(&chunk);
                     if let Err(e) = writer.wait_for_capacity(4).await {
                         let _ = writer.abort().await;
@@ -990,7 +1020,7 @@ impl Objects {
     ) -> Result<String, ObjectsError> {
         self.require_bucket(bucket)?;
         self.upload(bucket, key, upload_id)?;
-        if !(1..=10_000).contains(&number) {
+        if !(1..=MAX_PARTS).contains(&number) {
             return Err(ObjectsError::InvalidArgument(
                 "Part number must be an integer between 1 and 10000, inclusive".into(),
             ));
@@ -1001,9 +1031,15 @@ impl Objects {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
         let mut md5 = Md5::new();
         let mut body = body;
+        let mut total: u64 = 0;
         loop {
             match next(&mut body).await {
                 Some(Ok(chunk)) => {
+                    total = total.saturating_add(chunk.len() as u64);
+                    if total > self.max_put_bytes {
+                        let _ = writer.abort().await;
+                        return Err(self.too_large());
+                    }
                     md5.update(&chunk);
                     if let Err(e) = writer.wait_for_capacity(4).await {
                         let _ = writer.abort().await;
@@ -1070,6 +1106,11 @@ impl Objects {
             return Err(ObjectsError::InvalidRequest(
                 "You must specify at least one part".into(),
             ));
+        }
+        if parts.len() > MAX_PARTS as usize {
+            return Err(ObjectsError::InvalidArgument(format!(
+                "Part number must be an integer between 1 and {MAX_PARTS}, inclusive"
+            )));
         }
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(ObjectsError::InvalidPartOrder);

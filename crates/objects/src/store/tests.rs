@@ -626,3 +626,57 @@ async fn parts_are_listed_from_their_sidecars_and_old_parts_are_hashed() {
     want.extend_from_slice(b"tail");
     assert!(s.get("bk1", "k", None).await.unwrap().1 == want);
 }
+
+#[tokio::test]
+async fn puts_and_parts_past_the_size_limit_are_entity_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Objects::open(dir.path()).unwrap().with_max_put_bytes(1024);
+    s.create_bucket("bk1").unwrap();
+    let err = s
+        .put_object("bk1", "k", Bytes::from(vec![1u8; 1025]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntityTooLarge");
+    assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    s.put_object("bk1", "k", Bytes::from(vec![1u8; 1024]))
+        .await
+        .unwrap();
+    let one = |v: Vec<u8>| -> BodyStream { Box::pin(OnceBody(Some(Ok(Bytes::from(v))))) };
+    let err = s
+        .put_stream("bk1", "k", one(vec![2u8; 2048]), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntityTooLarge");
+    // The old object stays, and no staging file is left.
+    assert_eq!(s.head("bk1", "k").await.unwrap().size, 1024);
+    let id = s
+        .create_upload("bk1", "m", PutOptions::default())
+        .await
+        .unwrap();
+    let err = s
+        .upload_part("bk1", "m", &id, 1, one(vec![3u8; 1025]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntityTooLarge");
+    assert!(s.list_parts("bk1", "m", &id).await.unwrap().is_empty());
+    for n in [0, MAX_PARTS + 1] {
+        let err = s
+            .upload_part("bk1", "m", &id, n, one(vec![3u8; 1]), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "InvalidArgument");
+    }
+    let too_many: Vec<(u32, String)> = (1..=MAX_PARTS + 1).map(|n| (n, "\"x\"".into())).collect();
+    assert_eq!(
+        s.complete_upload("bk1", "m", &id, &too_many)
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidArgument"
+    );
+    let names: Vec<String> = std::fs::read_dir(s.root().join("bk1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["k"]);
+}
