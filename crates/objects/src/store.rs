@@ -393,10 +393,16 @@ impl Objects {
         if opts.content_md5.is_some_and(|want| want != digest) {
             return Err(ObjectsError::BadDigest);
         }
-        self.fs
-            .put(&location, PutPayload::from_bytes(bytes))
-            .await
-            .map_err(|e| store_error(e, key))?;
+        self.check_target(bucket, key)?;
+        let target = self.file(bucket, key);
+        let before = staged_beside(&target);
+        if let Err(e) = self.fs.put(&location, PutPayload::from_bytes(bytes)).await {
+            remove_staged(&target, &before);
+            // A path that came to conflict meanwhile is the client's
+            // error, whatever object_store made of the failed rename.
+            self.check_target(bucket, key)?;
+            return Err(store_error(e, key));
+        }
         self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
             .await
     }
@@ -413,6 +419,9 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
         self.require_bucket(bucket)?;
+        self.check_target(bucket, key)?;
+        let target = self.file(bucket, key);
+        let before = staged_beside(&target);
         let upload = self
             .fs
             .put_multipart(&location)
@@ -448,7 +457,14 @@ impl Objects {
             let _ = writer.abort().await;
             return Err(ObjectsError::BadDigest);
         }
-        writer.finish().await.map_err(|e| store_error(e, key))?;
+        if let Err(e) = writer.finish().await {
+            // object_store leaves its staging file when the rename fails.
+            remove_staged(&target, &before);
+            // A path that came to conflict meanwhile is the client's
+            // error, whatever object_store made of the failed rename.
+            self.check_target(bucket, key)?;
+            return Err(store_error(e, key));
+        }
         self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
             .await
     }
@@ -992,6 +1008,7 @@ impl Objects {
     ) -> Result<String, ObjectsError> {
         self.location(bucket, key)?;
         self.require_bucket(bucket)?;
+        self.check_target(bucket, key)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.upload_dir(bucket, &id)?;
         let upload = Upload {
@@ -1137,6 +1154,9 @@ impl Objects {
             all.extend(hex::decode(p.etag.trim_matches('"')).unwrap_or_default());
         }
         let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&all)), chosen.len());
+        self.check_target(bucket, key)?;
+        let target = self.file(bucket, key);
+        let before = staged_beside(&target);
         let writer_upload = self
             .fs
             .put_multipart(&location)
@@ -1179,7 +1199,14 @@ impl Objects {
                 }
             }
         }
-        writer.finish().await.map_err(|e| store_error(e, key))?;
+        if let Err(e) = writer.finish().await {
+            // object_store leaves its staging file when the rename fails.
+            remove_staged(&target, &before);
+            // A path that came to conflict meanwhile is the client's
+            // error, whatever object_store made of the failed rename.
+            self.check_target(bucket, key)?;
+            return Err(store_error(e, key));
+        }
         let info = self
             .record(
                 bucket,
@@ -1488,6 +1515,42 @@ fn io_conflict(e: std::io::Error, key: &str) -> ObjectsError {
         | std::io::ErrorKind::DirectoryNotEmpty
         | std::io::ErrorKind::AlreadyExists => conflict(key),
         _ => ObjectsError::Io(e),
+    }
+}
+
+/// The staging files (`<name>#<digits>`) beside `target` now.
+fn staged_beside(target: &FsPath) -> std::collections::HashSet<PathBuf> {
+    let mut out = std::collections::HashSet::new();
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str()))
+    else {
+        return out;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if file.strip_prefix(name).and_then(|r| r.strip_prefix('#')).is_some_and(|n| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        }) {
+            out.insert(entry.path());
+        }
+    }
+    out
+}
+
+/// Deletes the staging files beside `target` that a failed write left
+/// (those not there before it began); another writer's own in-flight
+/// staging file is there before, or is a rare loss that only fails that
+/// write, never a torn object.
+fn remove_staged(target: &FsPath, before: &std::collections::HashSet<PathBuf>) {
+    for left in staged_beside(target) {
+        if !before.contains(&left)
+            && let Err(e) = std::fs::remove_file(&left)
+        {
+            tracing::warn!(error = %e, file = %left.display(), "could not delete a failed write's staging file");
+        }
     }
 }
 

@@ -680,3 +680,82 @@ async fn puts_and_parts_past_the_size_limit_are_entity_too_large() {
         .collect();
     assert_eq!(names, ["k"]);
 }
+
+fn staged_left(dir: &FsPath) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains('#'))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_key_that_is_a_directory_or_under_an_object_is_refused_before_writing() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    s.put_object("bk1", "k/x", b("x")).await.unwrap();
+    let one = |v: &[u8]| -> BodyStream {
+        Box::pin(OnceBody(Some(Ok(Bytes::copy_from_slice(v)))))
+    };
+    // `k` is a directory (k/x's): no write to it may start.
+    for err in [
+        s.put_object("bk1", "k", b("y")).await.unwrap_err(),
+        s.put_stream("bk1", "k", one(b"y"), PutOptions::default())
+            .await
+            .unwrap_err(),
+        s.create_upload("bk1", "k", PutOptions::default())
+            .await
+            .unwrap_err(),
+        s.put_object("bk1", "k/x/under", b("y")).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), "InvalidArgument");
+    }
+    // An upload begun before the directory appeared completes with the
+    // error and leaves no staging file.
+    let id = s
+        .create_upload("bk1", "m", PutOptions::default())
+        .await
+        .unwrap();
+    let e1 = s
+        .upload_part("bk1", "m", &id, 1, one(b"part"), None)
+        .await
+        .unwrap();
+    s.put_object("bk1", "m/x", b("x")).await.unwrap();
+    let err = s
+        .complete_upload("bk1", "m", &id, &[(1, e1)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidArgument");
+    assert_eq!(staged_left(&s.root().join("bk1")), Vec::<String>::new());
+    assert_eq!(s.get("bk1", "k/x", None).await.unwrap().1, b("x"));
+}
+
+/// A body that makes `dir` (blocking the key's file) once it is read: the
+/// write passed its checks, and its rename then fails.
+struct BlockingBody(Option<PathBuf>);
+
+impl futures_core::Stream for BlockingBody {
+    type Item = Result<Bytes, ripstream_api::BoxError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.take().map(|dir| {
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            Ok(Bytes::from_static(b"body"))
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_streamed_write_leaves_no_staging_file() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let body: BodyStream = Box::pin(BlockingBody(Some(s.root().join("bk1/k"))));
+    let err = s
+        .put_stream("bk1", "k", body, PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidArgument", "{err:?}");
+    assert_eq!(staged_left(&s.root().join("bk1")), Vec::<String>::new());
+}
