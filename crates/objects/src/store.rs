@@ -739,8 +739,8 @@ impl Objects {
         let this = self.clone();
         let (fb, fk) = (from.0.to_string(), from.1.to_string());
         let (tb, tk) = (to.0.to_string(), to.1.to_string());
-        let info = tokio::task::spawn_blocking(move || this.copy_blocking(&fb, &fk, &tb, &tk))
-            .await??;
+        let info =
+            tokio::task::spawn_blocking(move || this.copy_blocking(&fb, &fk, &tb, &tk)).await??;
         let opts = replace.unwrap_or(PutOptions {
             content_type: Some(info.content_type.clone()),
             metadata: info.metadata.clone(),
@@ -1078,7 +1078,10 @@ impl Objects {
         }
         writer.finish().await?;
         let etag = format!("\"{}\"", hex::encode(digest));
-        let part = self.uploads_dir(bucket).join(upload_id).join(number.to_string());
+        let part = self
+            .uploads_dir(bucket)
+            .join(upload_id)
+            .join(number.to_string());
         let sidecar = part.with_file_name(format!("{number}.json"));
         let recorded = etag.clone();
         tokio::task::spawn_blocking(move || -> Result<(), ObjectsError> {
@@ -1531,9 +1534,11 @@ fn staged_beside(target: &FsPath) -> std::collections::HashSet<PathBuf> {
     for entry in entries.flatten() {
         let file = entry.file_name();
         let Some(file) = file.to_str() else { continue };
-        if file.strip_prefix(name).and_then(|r| r.strip_prefix('#')).is_some_and(|n| {
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-        }) {
+        if file
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix('#'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
             out.insert(entry.path());
         }
     }

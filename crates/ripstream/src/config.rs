@@ -535,7 +535,11 @@ mod tests {
         std::os::unix::fs::symlink(&data, &link).unwrap();
         assert!(object_store_root(&with_root(link.clone()), &none, &data).is_err());
         assert!(object_store_root(&with_root(link.join("log/o")), &none, &data).is_err());
-        for good in [data.join("objects"), data.join("logs"), tmp.path().join("elsewhere")] {
+        for good in [
+            data.join("objects"),
+            data.join("logs"),
+            tmp.path().join("elsewhere"),
+        ] {
             assert_eq!(
                 object_store_root(&with_root(good.clone()), &none, &data).unwrap(),
                 good

@@ -541,11 +541,7 @@ async fn copies_go_file_to_file_and_keep_etag_and_metadata() {
     assert_eq!(names, ["dst"]);
     // Replacing the metadata; copying onto a path an object blocks.
     let replaced = s
-        .copy(
-            ("bk1", "src"),
-            ("bk1", "src2"),
-            Some(PutOptions::default()),
-        )
+        .copy(("bk1", "src"), ("bk1", "src2"), Some(PutOptions::default()))
         .await
         .unwrap();
     assert_eq!(replaced.content_type, DEFAULT_CONTENT_TYPE);
@@ -591,7 +587,9 @@ async fn parts_are_listed_from_their_sidecars_and_old_parts_are_hashed() {
         .await
         .unwrap();
     let one = |v: Vec<u8>| -> BodyStream { Box::pin(OnceBody(Some(Ok(Bytes::from(v))))) };
-    let part1: Vec<u8> = (0..MIN_PART_BYTES as u32 + 3).map(|i| (i % 253) as u8).collect();
+    let part1: Vec<u8> = (0..MIN_PART_BYTES as u32 + 3)
+        .map(|i| (i % 253) as u8)
+        .collect();
     let e1 = s
         .upload_part("bk1", "k", &id, 1, one(part1.clone()), None)
         .await
@@ -603,7 +601,8 @@ async fn parts_are_listed_from_their_sidecars_and_old_parts_are_hashed() {
     let dir = s.root().join(".meta/uploads/bk1").join(&id);
     // The sidecar is what ListParts answers from: a (fake) ETag recorded
     // for the part's very file is answered as is, without the bytes read.
-    let side: PartMeta = serde_json::from_slice(&std::fs::read(dir.join("1.json")).unwrap()).unwrap();
+    let side: PartMeta =
+        serde_json::from_slice(&std::fs::read(dir.join("1.json")).unwrap()).unwrap();
     assert_eq!(side.etag, e1);
     assert_eq!(side.size, part1.len() as u64);
     let forged = PartMeta {
@@ -611,7 +610,10 @@ async fn parts_are_listed_from_their_sidecars_and_old_parts_are_hashed() {
         ..side.clone()
     };
     std::fs::write(dir.join("1.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
-    assert_eq!(s.list_parts("bk1", "k", &id).await.unwrap()[0].etag, "\"forged\"");
+    assert_eq!(
+        s.list_parts("bk1", "k", &id).await.unwrap()[0].etag,
+        "\"forged\""
+    );
     std::fs::write(dir.join("1.json"), serde_json::to_vec(&side).unwrap()).unwrap();
     // A part uploaded before sidecars existed is hashed.
     std::fs::remove_file(dir.join("2.json")).unwrap();
@@ -694,9 +696,7 @@ async fn a_key_that_is_a_directory_or_under_an_object_is_refused_before_writing(
     let (_dir, s) = store();
     s.create_bucket("bk1").unwrap();
     s.put_object("bk1", "k/x", b("x")).await.unwrap();
-    let one = |v: &[u8]| -> BodyStream {
-        Box::pin(OnceBody(Some(Ok(Bytes::copy_from_slice(v)))))
-    };
+    let one = |v: &[u8]| -> BodyStream { Box::pin(OnceBody(Some(Ok(Bytes::copy_from_slice(v))))) };
     // `k` is a directory (k/x's): no write to it may start.
     for err in [
         s.put_object("bk1", "k", b("y")).await.unwrap_err(),
