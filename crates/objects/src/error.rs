@@ -47,6 +47,9 @@ pub enum ObjectsError {
     InvalidPartOrder,
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
+    /// A PutObject or UploadPart body past S3's 5 GiB.
+    #[error("Your proposed upload exceeds the maximum allowed object size.")]
+    EntityTooLarge { max: u64 },
     #[error(
         "The XML you provided was not well-formed or did not validate against our published schema"
     )]
@@ -84,6 +87,7 @@ impl ServiceError for ObjectsError {
             ObjectsError::InvalidPart => "InvalidPart",
             ObjectsError::InvalidPartOrder => "InvalidPartOrder",
             ObjectsError::EntityTooSmall => "EntityTooSmall",
+            ObjectsError::EntityTooLarge { .. } => "EntityTooLarge",
             ObjectsError::MalformedXml => "MalformedXML",
             ObjectsError::Body(e) => e.code(),
             ObjectsError::Io(_) | ObjectsError::Store(_) | ObjectsError::Task(_) => "InternalError",
@@ -129,6 +133,9 @@ impl ServiceError for ObjectsError {
             }
             ObjectsError::PreconditionFailed { condition } => {
                 m.insert("Condition".into(), (*condition).into());
+            }
+            ObjectsError::EntityTooLarge { max } => {
+                m.insert("MaxSizeAllowed".into(), max.to_string().into());
             }
             ObjectsError::Body(e) => return e.fields(),
             _ => return None,

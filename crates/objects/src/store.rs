@@ -45,8 +45,15 @@ use crate::error::ObjectsError;
 pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 /// S3's longest key, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest `/`-separated segment of a key, in bytes: a file name's limit
+/// (255 on the usual file systems) less room for a staging file's `#<n>`.
+pub const MAX_SEGMENT_BYTES: usize = 255 - 16;
 /// S3's smallest part but the last of a multipart upload.
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// S3's largest PutObject body and largest part: 5 GiB.
+pub const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's most parts in one multipart upload (numbered 1 to this).
+pub const MAX_PARTS: u32 = 10_000;
 /// Most keys one listing answers with.
 pub const MAX_LIST_KEYS: usize = 1000;
 
@@ -148,6 +155,16 @@ struct Meta {
     mtime_ns: u128,
 }
 
+/// A part's sidecar (`<n>.json` beside the part `<n>`), written once the
+/// part is in place, so ListParts and Complete never read parts whole to
+/// learn their MD5s. It names the file it describes as `Meta` does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartMeta {
+    etag: String,
+    size: u64,
+    mtime_ns: u128,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BucketMeta {
     created_ms: u64,
@@ -158,6 +175,9 @@ struct BucketMeta {
 pub struct Objects {
     root: PathBuf,
     fs: Arc<LocalFileSystem>,
+    /// The largest body one write takes: `MAX_PUT_BYTES`, lowered only
+    /// by the unit tests (which must not write GiBs).
+    max_put_bytes: u64,
 }
 
 impl Objects {
@@ -175,7 +195,21 @@ impl Objects {
         Ok(Objects {
             root,
             fs: Arc::new(fs),
+            max_put_bytes: MAX_PUT_BYTES,
         })
+    }
+
+    /// The same store with a lower size limit, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_max_put_bytes(mut self, max: u64) -> Objects {
+        self.max_put_bytes = max;
+        self
+    }
+
+    fn too_large(&self) -> ObjectsError {
+        ObjectsError::EntityTooLarge {
+            max: self.max_put_bytes,
+        }
     }
 
     /// The directory the store lives in.
@@ -352,14 +386,23 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
         self.require_bucket(bucket)?;
+        if bytes.len() as u64 > self.max_put_bytes {
+            return Err(self.too_large());
+        }
         let digest: [u8; 16] = Md5::digest(&bytes).into();
         if opts.content_md5.is_some_and(|want| want != digest) {
             return Err(ObjectsError::BadDigest);
         }
-        self.fs
-            .put(&location, PutPayload::from_bytes(bytes))
-            .await
-            .map_err(|e| store_error(e, key))?;
+        self.check_target(bucket, key)?;
+        let target = self.file(bucket, key);
+        let before = staged_beside(&target);
+        if let Err(e) = self.fs.put(&location, PutPayload::from_bytes(bytes)).await {
+            remove_staged(&target, &before);
+            // A path that came to conflict meanwhile is the client's
+            // error, whatever object_store made of the failed rename.
+            self.check_target(bucket, key)?;
+            return Err(store_error(e, key));
+        }
         self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
             .await
     }
@@ -376,6 +419,9 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
         self.require_bucket(bucket)?;
+        self.check_target(bucket, key)?;
+        let target = self.file(bucket, key);
+        let before = staged_beside(&target);
         let upload = self
             .fs
             .put_multipart(&location)
@@ -383,9 +429,15 @@ impl Objects {
             .map_err(|e| store_error(e, key))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
         let mut md5 = Md5::new();
+        let mut total: u64 = 0;
         loop {
             match next(&mut body).await {
                 Some(Ok(chunk)) => {
+                    total = total.saturating_add(chunk.len() as u64);
+                    if total > self.max_put_bytes {
+                        let _ = writer.abort().await;
+                        return Err(self.too_large());
+                    }
                     md5.update(&chunk);
                     if let Err(e) = writer.wait_for_capacity(4).await {
                         let _ = writer.abort().await;
@@ -405,7 +457,14 @@ impl Objects {
             let _ = writer.abort().await;
             return Err(ObjectsError::BadDigest);
         }
-        writer.finish().await.map_err(|e| store_error(e, key))?;
+        if let Err(e) = writer.finish().await {
+            // object_store leaves its staging file when the rename fails.
+            remove_staged(&target, &before);
+            // A path that came to conflict meanwhile is the client's
+            // error, whatever object_store made of the failed rename.
+            self.check_target(bucket, key)?;
+            return Err(store_error(e, key));
+        }
         self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
             .await
     }
@@ -664,28 +723,147 @@ impl Objects {
     }
 
     /// Copies an object (its metadata too unless `replace` gives new).
+    /// The bytes go file to file (the kernel's copy where it has one),
+    /// never through memory whole: a copy of a big object must not cost
+    /// the server its size in RAM.
     pub async fn copy(
         &self,
         from: (&str, &str),
         to: (&str, &str),
         replace: Option<PutOptions>,
     ) -> Result<ObjectInfo, ObjectsError> {
-        let (info, bytes, _) = self.get(from.0, from.1, None).await?;
+        self.location(from.0, from.1)?;
+        self.require_bucket(from.0)?;
+        self.location(to.0, to.1)?;
+        self.require_bucket(to.0)?;
+        let this = self.clone();
+        let (fb, fk) = (from.0.to_string(), from.1.to_string());
+        let (tb, tk) = (to.0.to_string(), to.1.to_string());
+        let info =
+            tokio::task::spawn_blocking(move || this.copy_blocking(&fb, &fk, &tb, &tk)).await??;
         let opts = replace.unwrap_or(PutOptions {
             content_type: Some(info.content_type.clone()),
             metadata: info.metadata.clone(),
             content_md5: None,
         });
-        let location = self.location(to.0, to.1)?;
-        self.require_bucket(to.0)?;
-        self.fs
-            .put(&location, PutPayload::from_bytes(bytes))
-            .await
-            .map_err(|e| store_error(e, to.1))?;
         // A multipart object's ETag is kept by a copy (S3 computes a new
         // one only for a copy it re-parts; a single copy keeps the MD5).
         let etag = info.etag.clone();
         self.record(to.0, to.1, etag, &opts).await
+    }
+
+    /// Copies the source's file into a staging file beside the target,
+    /// fsynced, then renamed over it (and the directory fsynced), as
+    /// object_store writes; answers the source's info as it was copied.
+    fn copy_blocking(
+        &self,
+        bucket: &str,
+        key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<ObjectInfo, ObjectsError> {
+        let no_such_key = || ObjectsError::NoSuchKey {
+            key: key.to_string(),
+        };
+        let path = self.file(bucket, key);
+        match std::fs::symlink_metadata(&path) {
+            Ok(s) if s.is_file() => {}
+            Ok(_) => return Err(no_such_key()),
+            Err(e) if is_missing(&e) => return Err(no_such_key()),
+            Err(e) => return Err(e.into()),
+        }
+        if !self.inside_bucket(bucket, &path) {
+            return Err(no_such_key());
+        }
+        // The source is opened first, so a concurrent overwrite of it
+        // never gives the copy one version's bytes and another's ETag.
+        let mut src = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Err(no_such_key()),
+            Err(e) => return Err(e.into()),
+        };
+        let stat = src.metadata()?;
+        let info = self.info_of(bucket, key, &path, &stat)?;
+        let target = self.file(to_bucket, to_key);
+        self.check_target(to_bucket, to_key)?;
+        let parent = target
+            .parent()
+            .map(FsPath::to_path_buf)
+            .ok_or_else(|| unsupported_key(to_key))?;
+        let made = self.make_dirs(to_bucket, &parent, to_key)?;
+        let staging = staging_path(&target);
+        let result = (|| -> std::io::Result<()> {
+            let mut dst = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staging)?;
+            std::io::copy(&mut (&mut src).take(stat.len()), &mut dst)?;
+            dst.sync_all()?;
+            drop(dst);
+            std::fs::rename(&staging, &target)?;
+            sync_dir(&parent)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&staging);
+            return Err(io_conflict(e, to_key));
+        }
+        for dir in made {
+            if let Some(up) = dir.parent() {
+                sync_dir(up)?;
+            }
+        }
+        Ok(info)
+    }
+
+    /// Creates the directories up to `dir` inside the bucket; answers the
+    /// ones it made (their parents need an fsync once the write is in).
+    fn make_dirs(
+        &self,
+        bucket: &str,
+        dir: &FsPath,
+        key: &str,
+    ) -> Result<Vec<PathBuf>, ObjectsError> {
+        let bucket_dir = self.bucket_dir(bucket);
+        let mut missing = Vec::new();
+        let mut d = dir.to_path_buf();
+        while d != bucket_dir && d.starts_with(&bucket_dir) && !d.is_dir() {
+            missing.push(d.clone());
+            match d.parent() {
+                Some(p) => d = p.to_path_buf(),
+                None => break,
+            }
+        }
+        missing.reverse();
+        for m in &missing {
+            match std::fs::create_dir(m) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && m.is_dir() => {}
+                Err(e) => return Err(io_conflict(e, key)),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Refuses, before anything is written, a key whose file would be an
+    /// existing directory or lie under an existing object: the layout
+    /// cannot hold both.
+    fn check_target(&self, bucket: &str, key: &str) -> Result<(), ObjectsError> {
+        let bucket_dir = self.bucket_dir(bucket);
+        let target = self.file(bucket, key);
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Err(conflict(key));
+        }
+        let mut d = target.parent();
+        while let Some(dir) = d {
+            if dir == bucket_dir || !dir.starts_with(&bucket_dir) {
+                break;
+            }
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(conflict(key));
+            }
+            d = dir.parent();
+        }
+        Ok(())
     }
 
     /// A page of a bucket's keys in S3's order (UTF-8 byte order).
@@ -830,6 +1008,7 @@ impl Objects {
     ) -> Result<String, ObjectsError> {
         self.location(bucket, key)?;
         self.require_bucket(bucket)?;
+        self.check_target(bucket, key)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.upload_dir(bucket, &id)?;
         let upload = Upload {
@@ -858,7 +1037,7 @@ impl Objects {
     ) -> Result<String, ObjectsError> {
         self.require_bucket(bucket)?;
         self.upload(bucket, key, upload_id)?;
-        if !(1..=10_000).contains(&number) {
+        if !(1..=MAX_PARTS).contains(&number) {
             return Err(ObjectsError::InvalidArgument(
                 "Part number must be an integer between 1 and 10000, inclusive".into(),
             ));
@@ -869,9 +1048,15 @@ impl Objects {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
         let mut md5 = Md5::new();
         let mut body = body;
+        let mut total: u64 = 0;
         loop {
             match next(&mut body).await {
                 Some(Ok(chunk)) => {
+                    total = total.saturating_add(chunk.len() as u64);
+                    if total > self.max_put_bytes {
+                        let _ = writer.abort().await;
+                        return Err(self.too_large());
+                    }
                     md5.update(&chunk);
                     if let Err(e) = writer.wait_for_capacity(4).await {
                         let _ = writer.abort().await;
@@ -892,7 +1077,25 @@ impl Objects {
             return Err(ObjectsError::BadDigest);
         }
         writer.finish().await?;
-        Ok(format!("\"{}\"", hex::encode(digest)))
+        let etag = format!("\"{}\"", hex::encode(digest));
+        let part = self
+            .uploads_dir(bucket)
+            .join(upload_id)
+            .join(number.to_string());
+        let sidecar = part.with_file_name(format!("{number}.json"));
+        let recorded = etag.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ObjectsError> {
+            let stat = std::fs::metadata(&part)?;
+            let meta = PartMeta {
+                etag: recorded,
+                size: stat.len(),
+                mtime_ns: nanos(stat.modified()?),
+            };
+            write_durable(&sidecar, &serde_json::to_vec(&meta).unwrap_or_default())?;
+            Ok(())
+        })
+        .await??;
+        Ok(etag)
     }
 
     /// The parts uploaded so far, by number.
@@ -924,6 +1127,11 @@ impl Objects {
                 "You must specify at least one part".into(),
             ));
         }
+        if parts.len() > MAX_PARTS as usize {
+            return Err(ObjectsError::InvalidArgument(format!(
+                "Part number must be an integer between 1 and {MAX_PARTS}, inclusive"
+            )));
+        }
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(ObjectsError::InvalidPartOrder);
         }
@@ -949,30 +1157,59 @@ impl Objects {
             all.extend(hex::decode(p.etag.trim_matches('"')).unwrap_or_default());
         }
         let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&all)), chosen.len());
+        self.check_target(bucket, key)?;
+        let target = self.file(bucket, key);
+        let before = staged_beside(&target);
         let writer_upload = self
             .fs
             .put_multipart(&location)
             .await
             .map_err(|e| store_error(e, key))?;
         let mut writer = WriteMultipart::new_with_chunk_size(writer_upload, 1 << 20);
+        // Each part goes in in bounded pieces, never whole in memory.
         for p in &chosen {
             let path = dir.join(p.number.to_string());
-            let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await?;
-            match read {
-                Ok(bytes) => {
-                    if let Err(e) = writer.wait_for_capacity(4).await {
-                        let _ = writer.abort().await;
-                        return Err(e.into());
-                    }
-                    writer.put(Bytes::from(bytes));
-                }
+            let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path)).await?;
+            let mut file = match opened {
+                Ok(f) => Some(f),
                 Err(e) => {
                     let _ = writer.abort().await;
                     return Err(e.into());
                 }
+            };
+            while let Some(f) = file.take() {
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = Vec::with_capacity(READ_CHUNK as usize);
+                    let mut f = f;
+                    let r = (&mut f).take(READ_CHUNK).read_to_end(&mut buf).map(|_| buf);
+                    (f, r)
+                })
+                .await?;
+                match read {
+                    (_, Ok(buf)) if buf.is_empty() => {}
+                    (f, Ok(buf)) => {
+                        if let Err(e) = writer.wait_for_capacity(4).await {
+                            let _ = writer.abort().await;
+                            return Err(e.into());
+                        }
+                        writer.put(Bytes::from(buf));
+                        file = Some(f);
+                    }
+                    (_, Err(e)) => {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
+                }
             }
         }
-        writer.finish().await.map_err(|e| store_error(e, key))?;
+        if let Err(e) = writer.finish().await {
+            // object_store leaves its staging file when the rename fails.
+            remove_staged(&target, &before);
+            // A path that came to conflict meanwhile is the client's
+            // error, whatever object_store made of the failed rename.
+            self.check_target(bucket, key)?;
+            return Err(store_error(e, key));
+        }
         let info = self
             .record(
                 bucket,
@@ -1072,7 +1309,9 @@ impl futures_core::Stream for FileStream {
     }
 }
 
-/// The parts in an upload's directory, by number, each with its MD5.
+/// The parts in an upload's directory, by number, each with its MD5: from
+/// its sidecar, or (a part uploaded before sidecars, or one whose sidecar
+/// is stale or lost) hashed in pieces.
 fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -1085,16 +1324,40 @@ fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
             continue;
         };
         let stat = entry.metadata()?;
-        let bytes = std::fs::read(entry.path())?;
+        let mtime = stat.modified()?;
+        let recorded = std::fs::read(dir.join(format!("{number}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PartMeta>(&b).ok())
+            .filter(|m| m.size == stat.len() && m.mtime_ns == nanos(mtime))
+            .map(|m| m.etag);
+        let etag = match recorded {
+            Some(e) => e,
+            None => format!("\"{}\"", hex::encode(md5_of_file(&entry.path())?)),
+        };
         out.push(PartInfo {
             number,
             size: stat.len(),
-            etag: format!("\"{}\"", hex::encode(Md5::digest(&bytes))),
-            last_modified: stat.modified()?,
+            etag,
+            last_modified: mtime,
         });
     }
     out.sort_by_key(|p| p.number);
     Ok(out)
+}
+
+/// The MD5 of a file, read in pieces.
+fn md5_of_file(path: &FsPath) -> std::io::Result<[u8; 16]> {
+    let mut f = std::fs::File::open(path)?;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+    }
+    Ok(md5.finalize().into())
 }
 
 /// A Range header's one byte range.
@@ -1200,6 +1463,11 @@ fn check_key(key: &str) -> Result<(), ObjectsError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(ObjectsError::KeyTooLong);
     }
+    // Each segment is a file or directory name: past the file system's
+    // limit (less room for a staging file's `#<n>`) it could not be written.
+    if key.split('/').any(|s| s.len() > MAX_SEGMENT_BYTES) {
+        return Err(ObjectsError::KeyTooLong);
+    }
     let bad_segment = |s: &str| {
         s.is_empty()
             || s == "."
@@ -1239,6 +1507,67 @@ fn store_error(e: object_store::Error, key: &str) -> ObjectsError {
             }
         }
     }
+}
+
+/// An I/O failure of a write: the layout's conflict when a directory
+/// stood where a file had to be (or a file where a directory had to be).
+fn io_conflict(e: std::io::Error, key: &str) -> ObjectsError {
+    match e.kind() {
+        std::io::ErrorKind::NotADirectory
+        | std::io::ErrorKind::IsADirectory
+        | std::io::ErrorKind::DirectoryNotEmpty
+        | std::io::ErrorKind::AlreadyExists => conflict(key),
+        _ => ObjectsError::Io(e),
+    }
+}
+
+/// The staging files (`<name>#<digits>`) beside `target` now.
+fn staged_beside(target: &FsPath) -> std::collections::HashSet<PathBuf> {
+    let mut out = std::collections::HashSet::new();
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str()))
+    else {
+        return out;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if file
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix('#'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            out.insert(entry.path());
+        }
+    }
+    out
+}
+
+/// Deletes the staging files beside `target` that a failed write left
+/// (those not there before it began); another writer's own in-flight
+/// staging file is there before, or is a rare loss that only fails that
+/// write, never a torn object.
+fn remove_staged(target: &FsPath, before: &std::collections::HashSet<PathBuf>) {
+    for left in staged_beside(target) {
+        if !before.contains(&left)
+            && let Err(e) = std::fs::remove_file(&left)
+        {
+            tracing::warn!(error = %e, file = %left.display(), "could not delete a failed write's staging file");
+        }
+    }
+}
+
+/// A staging file beside `target`, named as object_store names its own
+/// (`<name>#<n>`), so listings and keys never see it.
+fn staging_path(target: &FsPath) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000;
+    target.with_file_name(format!("{name}#{n}"))
 }
 
 fn conflict(key: &str) -> ObjectsError {

@@ -238,11 +238,69 @@ pub struct ObjectStoreFile {
 
 /// The embedded object store's directory: the flag, the file's
 /// `[object_store] root`, else `objects` under the data directory.
-pub fn object_store_root(args: &ServeArgs, file: &FileConfig, data_dir: &Path) -> PathBuf {
-    args.object_store_root
+///
+/// Refused when it is the data directory, contains it, or lies in its
+/// `log` directory: the S3 API would then serve (and delete) the shard
+/// log's files as objects.
+pub fn object_store_root(args: &ServeArgs, file: &FileConfig, data_dir: &Path) -> Result<PathBuf> {
+    let root = args
+        .object_store_root
         .clone()
         .or_else(|| file.object_store.as_ref().and_then(|o| o.root.clone()))
-        .unwrap_or_else(|| data_dir.join("objects"))
+        .unwrap_or_else(|| data_dir.join("objects"));
+    let (r, d) = (normalize(&root)?, normalize(data_dir)?);
+    if d.starts_with(&r) {
+        bail!(
+            "the object store root {} is the data directory {} or contains it: S3 clients could read and delete the shard log; give the store a directory of its own",
+            root.display(),
+            data_dir.display()
+        );
+    }
+    if r.starts_with(d.join("log")) {
+        bail!(
+            "the object store root {} is inside the data directory's log directory {}: S3 clients could read and delete the shard log; give the store a directory of its own",
+            root.display(),
+            data_dir.join("log").display()
+        );
+    }
+    Ok(root)
+}
+
+/// A path as the file system resolves it, whether or not it exists yet:
+/// absolute, `.` and `..` folded, and its longest existing ancestor's
+/// symlinks followed (so two spellings of one directory compare equal).
+fn normalize(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return Ok(out);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return Ok(lexical),
+        }
+    }
 }
 
 impl FileConfig {
@@ -506,16 +564,55 @@ mod tests {
     }
 
     #[test]
+    fn an_object_store_root_over_the_data_dir_or_its_log_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("log")).unwrap();
+        let with_root = |root: PathBuf| ServeArgs {
+            object_store_root: Some(root),
+            ..Default::default()
+        };
+        let none = FileConfig::default();
+        for bad in [
+            data.clone(),
+            data.join("."),
+            data.join("log/../"),
+            tmp.path().to_path_buf(),
+            data.join("log"),
+            data.join("log/objects"),
+            data.join("x/../log/new"),
+        ] {
+            let err = object_store_root(&with_root(bad.clone()), &none, &data).unwrap_err();
+            assert!(err.to_string().contains("shard log"), "{bad:?}: {err}");
+        }
+        // A symlink to the data directory is the data directory.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        assert!(object_store_root(&with_root(link.clone()), &none, &data).is_err());
+        assert!(object_store_root(&with_root(link.join("log/o")), &none, &data).is_err());
+        for good in [
+            data.join("objects"),
+            data.join("logs"),
+            tmp.path().join("elsewhere"),
+        ] {
+            assert_eq!(
+                object_store_root(&with_root(good.clone()), &none, &data).unwrap(),
+                good
+            );
+        }
+    }
+
+    #[test]
     fn the_object_store_root_defaults_under_the_data_dir() {
         let data = Path::new("/srv/rs");
         let none = FileConfig::default();
         assert_eq!(
-            object_store_root(&ServeArgs::default(), &none, data),
+            object_store_root(&ServeArgs::default(), &none, data).unwrap(),
             data.join("objects")
         );
         let file: FileConfig = toml::from_str("[object_store]\nroot = \"/mnt/objects\"\n").unwrap();
         assert_eq!(
-            object_store_root(&ServeArgs::default(), &file, data),
+            object_store_root(&ServeArgs::default(), &file, data).unwrap(),
             PathBuf::from("/mnt/objects")
         );
         let args = ServeArgs {
@@ -523,7 +620,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            object_store_root(&args, &file, data),
+            object_store_root(&args, &file, data).unwrap(),
             PathBuf::from("/flag")
         );
         // Only the embedded store exists in this increment.

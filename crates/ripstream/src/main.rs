@@ -90,7 +90,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     init_logging(log_level.or_else(|| file.log_level.clone()).as_deref());
     let cfg = config::resolve(&args, &file)?;
     let firehose_cfg = config::firehose(&args, &file, &cfg.service)?;
-    let objects_root = config::object_store_root(&args, &file, &cfg.service.data_dir);
+    let objects_root = config::object_store_root(&args, &file, &cfg.service.data_dir)?;
     tracing::info!(
         data_dir = %cfg.service.data_dir.display(),
         fsync = %cfg.service.fsync,

@@ -503,3 +503,259 @@ impl futures_core::Stream for OnceBody {
         std::task::Poll::Ready(self.0.take())
     }
 }
+
+#[tokio::test]
+async fn copies_go_file_to_file_and_keep_etag_and_metadata() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    s.create_bucket("bk2").unwrap();
+    // A few MiB, varied so a wrong offset would show.
+    let big: Vec<u8> = (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect();
+    let mut meta = BTreeMap::new();
+    meta.insert("colour".to_string(), "blue".to_string());
+    let opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        metadata: meta.clone(),
+        content_md5: None,
+    };
+    let src = s
+        .put_with("bk1", "src", Bytes::from(big.clone()), opts)
+        .await
+        .unwrap();
+    let copied = s
+        .copy(("bk1", "src"), ("bk2", "a/b/dst"), None)
+        .await
+        .unwrap();
+    assert_eq!(copied.etag, src.etag);
+    assert_eq!(copied.size, big.len() as u64);
+    assert_eq!(copied.content_type, "text/plain");
+    assert_eq!(copied.metadata, meta);
+    let (info, bytes, _) = s.get("bk2", "a/b/dst", None).await.unwrap();
+    assert_eq!(info.etag, src.etag);
+    assert!(bytes == big);
+    // No staging file is left beside it.
+    let names: Vec<String> = std::fs::read_dir(s.root().join("bk2/a/b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["dst"]);
+    // Replacing the metadata; copying onto a path an object blocks.
+    let replaced = s
+        .copy(("bk1", "src"), ("bk1", "src2"), Some(PutOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(replaced.content_type, DEFAULT_CONTENT_TYPE);
+    assert!(replaced.metadata.is_empty());
+    assert_eq!(
+        s.copy(("bk1", "src"), ("bk1", "src/under"), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidArgument"
+    );
+    assert_eq!(
+        s.copy(("bk1", "none"), ("bk1", "x"), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "NoSuchKey"
+    );
+}
+
+#[tokio::test]
+async fn a_key_segment_too_long_for_a_file_name_is_key_too_long() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let long = "a".repeat(256);
+    for key in [long.clone(), format!("dir/{long}"), format!("{long}/x")] {
+        let err = s.put_object("bk1", &key, b("x")).await.unwrap_err();
+        assert_eq!(err.code(), "KeyTooLongError", "{key}");
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    }
+    // The longest segment the layout holds is written and read back.
+    let fits = format!("d/{}", "b".repeat(MAX_SEGMENT_BYTES));
+    s.put_object("bk1", &fits, b("ok")).await.unwrap();
+    assert_eq!(s.get("bk1", &fits, None).await.unwrap().1, b("ok"));
+}
+
+#[tokio::test]
+async fn parts_are_listed_from_their_sidecars_and_old_parts_are_hashed() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let id = s
+        .create_upload("bk1", "k", PutOptions::default())
+        .await
+        .unwrap();
+    let one = |v: Vec<u8>| -> BodyStream { Box::pin(OnceBody(Some(Ok(Bytes::from(v))))) };
+    let part1: Vec<u8> = (0..MIN_PART_BYTES as u32 + 3)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let e1 = s
+        .upload_part("bk1", "k", &id, 1, one(part1.clone()), None)
+        .await
+        .unwrap();
+    let e2 = s
+        .upload_part("bk1", "k", &id, 2, one(b"tail".to_vec()), None)
+        .await
+        .unwrap();
+    let dir = s.root().join(".meta/uploads/bk1").join(&id);
+    // The sidecar is what ListParts answers from: a (fake) ETag recorded
+    // for the part's very file is answered as is, without the bytes read.
+    let side: PartMeta =
+        serde_json::from_slice(&std::fs::read(dir.join("1.json")).unwrap()).unwrap();
+    assert_eq!(side.etag, e1);
+    assert_eq!(side.size, part1.len() as u64);
+    let forged = PartMeta {
+        etag: "\"forged\"".into(),
+        ..side.clone()
+    };
+    std::fs::write(dir.join("1.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
+    assert_eq!(
+        s.list_parts("bk1", "k", &id).await.unwrap()[0].etag,
+        "\"forged\""
+    );
+    std::fs::write(dir.join("1.json"), serde_json::to_vec(&side).unwrap()).unwrap();
+    // A part uploaded before sidecars existed is hashed.
+    std::fs::remove_file(dir.join("2.json")).unwrap();
+    let parts = s.list_parts("bk1", "k", &id).await.unwrap();
+    assert_eq!(parts[1].etag, e2);
+    let info = s
+        .complete_upload("bk1", "k", &id, &[(1, e1), (2, e2)])
+        .await
+        .unwrap();
+    assert_eq!(info.size, part1.len() as u64 + 4);
+    let mut want = part1;
+    want.extend_from_slice(b"tail");
+    assert!(s.get("bk1", "k", None).await.unwrap().1 == want);
+}
+
+#[tokio::test]
+async fn puts_and_parts_past_the_size_limit_are_entity_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Objects::open(dir.path()).unwrap().with_max_put_bytes(1024);
+    s.create_bucket("bk1").unwrap();
+    let err = s
+        .put_object("bk1", "k", Bytes::from(vec![1u8; 1025]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntityTooLarge");
+    assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    s.put_object("bk1", "k", Bytes::from(vec![1u8; 1024]))
+        .await
+        .unwrap();
+    let one = |v: Vec<u8>| -> BodyStream { Box::pin(OnceBody(Some(Ok(Bytes::from(v))))) };
+    let err = s
+        .put_stream("bk1", "k", one(vec![2u8; 2048]), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntityTooLarge");
+    // The old object stays, and no staging file is left.
+    assert_eq!(s.head("bk1", "k").await.unwrap().size, 1024);
+    let id = s
+        .create_upload("bk1", "m", PutOptions::default())
+        .await
+        .unwrap();
+    let err = s
+        .upload_part("bk1", "m", &id, 1, one(vec![3u8; 1025]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntityTooLarge");
+    assert!(s.list_parts("bk1", "m", &id).await.unwrap().is_empty());
+    for n in [0, MAX_PARTS + 1] {
+        let err = s
+            .upload_part("bk1", "m", &id, n, one(vec![3u8; 1]), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "InvalidArgument");
+    }
+    let too_many: Vec<(u32, String)> = (1..=MAX_PARTS + 1).map(|n| (n, "\"x\"".into())).collect();
+    assert_eq!(
+        s.complete_upload("bk1", "m", &id, &too_many)
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidArgument"
+    );
+    let names: Vec<String> = std::fs::read_dir(s.root().join("bk1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["k"]);
+}
+
+fn staged_left(dir: &FsPath) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains('#'))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_key_that_is_a_directory_or_under_an_object_is_refused_before_writing() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    s.put_object("bk1", "k/x", b("x")).await.unwrap();
+    let one = |v: &[u8]| -> BodyStream { Box::pin(OnceBody(Some(Ok(Bytes::copy_from_slice(v))))) };
+    // `k` is a directory (k/x's): no write to it may start.
+    for err in [
+        s.put_object("bk1", "k", b("y")).await.unwrap_err(),
+        s.put_stream("bk1", "k", one(b"y"), PutOptions::default())
+            .await
+            .unwrap_err(),
+        s.create_upload("bk1", "k", PutOptions::default())
+            .await
+            .unwrap_err(),
+        s.put_object("bk1", "k/x/under", b("y")).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), "InvalidArgument");
+    }
+    // An upload begun before the directory appeared completes with the
+    // error and leaves no staging file.
+    let id = s
+        .create_upload("bk1", "m", PutOptions::default())
+        .await
+        .unwrap();
+    let e1 = s
+        .upload_part("bk1", "m", &id, 1, one(b"part"), None)
+        .await
+        .unwrap();
+    s.put_object("bk1", "m/x", b("x")).await.unwrap();
+    let err = s
+        .complete_upload("bk1", "m", &id, &[(1, e1)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidArgument");
+    assert_eq!(staged_left(&s.root().join("bk1")), Vec::<String>::new());
+    assert_eq!(s.get("bk1", "k/x", None).await.unwrap().1, b("x"));
+}
+
+/// A body that makes `dir` (blocking the key's file) once it is read: the
+/// write passed its checks, and its rename then fails.
+struct BlockingBody(Option<PathBuf>);
+
+impl futures_core::Stream for BlockingBody {
+    type Item = Result<Bytes, ripstream_api::BoxError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.take().map(|dir| {
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            Ok(Bytes::from_static(b"body"))
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_streamed_write_leaves_no_staging_file() {
+    let (_dir, s) = store();
+    s.create_bucket("bk1").unwrap();
+    let body: BodyStream = Box::pin(BlockingBody(Some(s.root().join("bk1/k"))));
+    let err = s
+        .put_stream("bk1", "k", body, PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidArgument", "{err:?}");
+    assert_eq!(staged_left(&s.root().join("bk1")), Vec::<String>::new());
+}
