@@ -407,6 +407,41 @@ impl Objects {
             .await
     }
 
+    /// Copies a request body into a staged upload as it arrives, within the
+    /// size limit, and answers the writer (to finish or abort) with the MD5
+    /// of what it wrote. On any error the upload is aborted.
+    async fn stream_into(
+        &self,
+        upload: Box<dyn object_store::MultipartUpload>,
+        body: &mut BodyStream,
+    ) -> Result<(WriteMultipart, [u8; 16]), ObjectsError> {
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
+        let mut md5 = Md5::new();
+        let mut total: u64 = 0;
+        loop {
+            match next(body).await {
+                Some(Ok(chunk)) => {
+                    total = total.saturating_add(chunk.len() as u64);
+                    if total > self.max_put_bytes {
+                        let _ = writer.abort().await;
+                        return Err(self.too_large());
+                    }
+                    md5.update(&chunk);
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
+                    writer.put(chunk);
+                }
+                Some(Err(e)) => {
+                    let _ = writer.abort().await;
+                    return Err(ObjectsError::Body(e));
+                }
+                None => return Ok((writer, md5.finalize().into())),
+            }
+        }
+    }
+
     /// Writes an object from a request body as it arrives. Nothing replaces
     /// the old object unless the whole body arrived (and matched its
     /// Content-MD5).
@@ -427,32 +462,7 @@ impl Objects {
             .put_multipart(&location)
             .await
             .map_err(|e| store_error(e, key))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
-        let mut md5 = Md5::new();
-        let mut total: u64 = 0;
-        loop {
-            match next(&mut body).await {
-                Some(Ok(chunk)) => {
-                    total = total.saturating_add(chunk.len() as u64);
-                    if total > self.max_put_bytes {
-                        let _ = writer.abort().await;
-                        return Err(self.too_large());
-                    }
-                    md5.update(&chunk);
-                    if let Err(e) = writer.wait_for_capacity(4).await {
-                        let _ = writer.abort().await;
-                        return Err(e.into());
-                    }
-                    writer.put(chunk);
-                }
-                Some(Err(e)) => {
-                    let _ = writer.abort().await;
-                    return Err(ObjectsError::Body(e));
-                }
-                None => break,
-            }
-        }
-        let digest: [u8; 16] = md5.finalize().into();
+        let (writer, digest) = self.stream_into(upload, &mut body).await?;
         if opts.content_md5.is_some_and(|want| want != digest) {
             let _ = writer.abort().await;
             return Err(ObjectsError::BadDigest);
@@ -1045,33 +1055,8 @@ impl Objects {
         let location = Path::parse(format!(".meta/uploads/{bucket}/{upload_id}/{number}"))
             .map_err(|_| unsupported_key(key))?;
         let upload = self.fs.put_multipart(&location).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
-        let mut md5 = Md5::new();
         let mut body = body;
-        let mut total: u64 = 0;
-        loop {
-            match next(&mut body).await {
-                Some(Ok(chunk)) => {
-                    total = total.saturating_add(chunk.len() as u64);
-                    if total > self.max_put_bytes {
-                        let _ = writer.abort().await;
-                        return Err(self.too_large());
-                    }
-                    md5.update(&chunk);
-                    if let Err(e) = writer.wait_for_capacity(4).await {
-                        let _ = writer.abort().await;
-                        return Err(e.into());
-                    }
-                    writer.put(chunk);
-                }
-                Some(Err(e)) => {
-                    let _ = writer.abort().await;
-                    return Err(ObjectsError::Body(e));
-                }
-                None => break,
-            }
-        }
-        let digest: [u8; 16] = md5.finalize().into();
+        let (writer, digest) = self.stream_into(upload, &mut body).await?;
         if content_md5.is_some_and(|want| want != digest) {
             let _ = writer.abort().await;
             return Err(ObjectsError::BadDigest);
