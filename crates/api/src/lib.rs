@@ -148,6 +148,12 @@ pub trait ServiceError: std::error::Error + Send + Sync + 'static {
     fn fields(&self) -> Option<serde_json::Map<String, Value>> {
         None
     }
+    /// Response headers the error carries beyond the protocol's own
+    /// (`Allow` on S3's 405 MethodNotAllowed, `Retry-After` on a 503).
+    /// Names and values that are not valid HTTP are dropped.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// The causes under an error, each `source()` in turn, joined by `: ` for a
@@ -222,11 +228,24 @@ impl ServiceError for Refused {
     }
 }
 
-/// The front door's policy check, handed to the service with each request.
-/// The service calls it with the canonical ARNs its typed input names
-/// (`*` for account-wide operations) before it acts.
+/// The front door's policy check, handed to the service with each request:
+/// the `resources()` step of the contract. The service parses its typed
+/// input, works out the canonical ARNs it names (`*` for account-wide
+/// operations) and calls the check before it acts, so what is authorized is
+/// exactly what the typed input will act on.
 pub trait Authorize: Sync {
+    /// Checks the request's own action, `<iam prefix>:<Operation>`
+    /// (`kinesis:PutRecord`), on `resources`.
     fn authorize(&self, resources: &[String]) -> Result<(), BoxError>;
+
+    /// Checks a named IAM action on `resources`: where a service's actions
+    /// are not its operations' names (S3's `s3:ListBucket` for
+    /// ListObjectsV2, `s3:GetObject` for HeadObject), where one request
+    /// needs several (CopyObject reads its source with `s3:GetObject`), and
+    /// where a service will act on another's resources for the caller
+    /// (Firehose writes into a bucket: the caller must be allowed
+    /// `s3:PutObject` there, or any caller could make it write anywhere).
+    fn authorize_action(&self, action: &str, resources: &[String]) -> Result<(), BoxError>;
 }
 
 /// A check that allows everything: anonymous mode, and tests.
@@ -235,6 +254,9 @@ pub struct AllowAll;
 
 impl Authorize for AllowAll {
     fn authorize(&self, _: &[String]) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn authorize_action(&self, _: &str, _: &[String]) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -384,6 +406,15 @@ pub trait Service: Send + Sync + 'static {
     /// storage is closed. A task must tolerate being dropped at any await.
     fn start(&self) -> Vec<Task> {
         Vec::new()
+    }
+
+    /// Whether a path the front door would otherwise answer itself
+    /// (`/health`, `/metrics`) names one of this service's resources: S3
+    /// claims `/health` once a bucket named `health` exists, so operators'
+    /// short paths never hide a bucket (the `/_ripstream/` ones cannot
+    /// collide: no bucket name has an underscore).
+    fn claims_path(&self, _path: &str) -> bool {
+        false
     }
 
     /// Resources refused at start-up because their data is missing from the

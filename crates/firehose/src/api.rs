@@ -73,6 +73,15 @@ impl FirehoseApi {
             }));
         }
         request.authorize.authorize(&self.resources(op, &input)?)?;
+        if matches!(op, "CreateDeliveryStream" | "UpdateDestination") {
+            // The stream will write and invoke as whoever configured it (AWS
+            // does so with the IAM role the caller passes): the caller must
+            // be allowed to do so itself, or Firehose would write into any
+            // bucket for anyone.
+            for (action, resource) in deputy_actions(&input) {
+                request.authorize.authorize_action(action, &[resource])?;
+            }
+        }
         let svc = &self.service;
         let out = match op {
             "CreateDeliveryStream" => svc.create_delivery_stream(input).await?,
@@ -108,5 +117,72 @@ impl ripstream_api::Service for FirehoseApi {
 
     fn start(&self) -> Vec<Task> {
         vec![Box::pin(self.service.background())]
+    }
+}
+
+/// What a delivery stream configured by `input` will do on the caller's
+/// behalf, as (IAM action, resource): `s3:PutObject` into every bucket a
+/// destination or backup names (`BucketARN`), and `lambda:InvokeFunction`
+/// of every Lambda processor (`LambdaArn`), wherever in the configuration
+/// they appear.
+fn deputy_actions(input: &Value) -> Vec<(&'static str, String)> {
+    fn walk(v: &Value, out: &mut Vec<(&'static str, String)>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "BucketARN"
+                        && let Some(arn) = v.as_str()
+                    {
+                        out.push(("s3:PutObject", format!("{arn}/*")));
+                    }
+                    walk(v, out);
+                }
+                if map.get("ParameterName").and_then(Value::as_str) == Some("LambdaArn")
+                    && let Some(arn) = map.get("ParameterValue").and_then(Value::as_str)
+                {
+                    out.push(("lambda:InvokeFunction", arn.to_string()));
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(input, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod deputy_tests {
+    use super::*;
+
+    #[test]
+    fn every_bucket_and_function_a_configuration_names_is_checked() {
+        let input = serde_json::json!({
+            "DeliveryStreamName": "d",
+            "ExtendedS3DestinationConfiguration": {
+                "BucketARN": "arn:aws:s3:::logs",
+                "S3BackupConfiguration": {"BucketARN": "arn:aws:s3:::backup"},
+                "ProcessingConfiguration": {"Enabled": true, "Processors": [{
+                    "Type": "Lambda",
+                    "Parameters": [{"ParameterName": "LambdaArn",
+                        "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:f"}]
+                }]}
+            }
+        });
+        assert_eq!(
+            deputy_actions(&input),
+            vec![
+                (
+                    "lambda:InvokeFunction",
+                    "arn:aws:lambda:us-east-1:123456789012:function:f".to_string()
+                ),
+                ("s3:PutObject", "arn:aws:s3:::backup/*".to_string()),
+                ("s3:PutObject", "arn:aws:s3:::logs/*".to_string()),
+            ]
+        );
+        assert!(deputy_actions(&serde_json::json!({"DeliveryStreamName": "d"})).is_empty());
     }
 }

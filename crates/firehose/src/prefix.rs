@@ -24,29 +24,18 @@ pub struct UtcTime {
 }
 
 impl UtcTime {
-    /// The civil time of a Unix time in milliseconds (Howard Hinnant's
-    /// days-to-civil algorithm: exact for the proleptic Gregorian calendar,
-    /// no time zone database needed since Firehose's default zone is UTC).
+    /// The civil time of a Unix time in milliseconds, in UTC (Firehose's
+    /// default zone).
     pub fn from_ms(ms: i64) -> UtcTime {
-        let secs = ms.div_euclid(1000);
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        use chrono::{Datelike, Timelike};
+        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
         UtcTime {
-            year,
-            month,
-            day,
-            hour: (rem / 3600) as u32,
-            minute: (rem % 3600 / 60) as u32,
-            second: (rem % 60) as u32,
+            year: i64::from(t.year()),
+            month: t.month(),
+            day: t.day(),
+            hour: t.hour(),
+            minute: t.minute(),
+            second: t.second(),
         }
     }
 }

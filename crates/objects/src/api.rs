@@ -72,22 +72,41 @@ impl S3Api {
         let text = |k: &str| input.get(k).and_then(Value::as_str);
         let bucket = text("Bucket").unwrap_or_default().to_string();
         let key = text("Key").map(String::from);
-        // Before acting, the resource the typed input names.
-        let resource = match (&key, request.operation) {
-            (_, "ListBuckets") => "*".to_string(),
-            (Some(k), _) => format!("arn:aws:s3:::{bucket}/{k}"),
-            (None, _) => format!("arn:aws:s3:::{bucket}"),
-        };
-        let mut resources = vec![resource];
+        // Before acting, S3's own action on what the typed input names.
+        let object = |b: &str, k: &str| vec![format!("arn:aws:s3:::{b}/{k}")];
+        let this_object = object(&bucket, key.as_deref().unwrap_or_default());
+        let this_bucket = vec![format!("arn:aws:s3:::{bucket}")];
+        let mut checks: Vec<(&str, Vec<String>)> = Vec::with_capacity(2);
+        match iam_action(request.operation) {
+            Some(action) => {
+                let resources = match request.operation {
+                    "ListBuckets" => vec!["*".to_string()],
+                    _ if key.is_some() => this_object,
+                    _ => this_bucket,
+                };
+                checks.push((action, resources));
+            }
+            // Checked per key below, as S3 does.
+            None if request.operation == "DeleteObjects" => {}
+            // An operation with no action is never run unchecked.
+            None => {
+                return Err(ObjectsError::InvalidRequest(format!(
+                    "Operation {} is not supported by this version of Ripstream.",
+                    request.operation
+                )));
+            }
+        }
         if request.operation == "CopyObject"
             && let Some((b, k)) = text("CopySource").and_then(parse_copy_source)
         {
-            resources.push(format!("arn:aws:s3:::{b}/{k}"));
+            checks.push(("s3:GetObject", object(&b, &k)));
         }
-        request
-            .authorize
-            .authorize(&resources)
-            .map_err(ObjectsError::Body)?;
+        for (action, resources) in &checks {
+            request
+                .authorize
+                .authorize_action(action, resources)
+                .map_err(ObjectsError::Body)?;
+        }
         let key = key.unwrap_or_default();
         let store = &self.store;
         match request.operation {
@@ -221,7 +240,10 @@ impl S3Api {
                         continue;
                     };
                     let arn = format!("arn:aws:s3:::{bucket}/{k}");
-                    let result = match request.authorize.authorize(&[arn]) {
+                    let result = match request
+                        .authorize
+                        .authorize_action("s3:DeleteObject", &[arn])
+                    {
                         Ok(()) => store.delete(&bucket, k).await,
                         Err(e) => Err(ObjectsError::Body(e)),
                     };
@@ -229,7 +251,12 @@ impl S3Api {
                         Ok(()) if !quiet => deleted.push(json!({"Key": k})),
                         Ok(()) => {}
                         Err(e) => {
-                            let code = ripstream_api::ServiceError::code(&e);
+                            // The front door's refusal in S3's own words,
+                            // as the REST codec renders it at the top level.
+                            let code = match ripstream_api::ServiceError::code(&e) {
+                                "AccessDeniedException" => "AccessDenied",
+                                code => code,
+                            };
                             errors.push(json!({"Key": k, "Code": code, "Message": e.to_string()}))
                         }
                     }
@@ -492,6 +519,12 @@ impl ripstream_api::Service for S3Api {
         &self.spec
     }
 
+    /// `/health` is the bucket `health`'s once it exists.
+    fn claims_path(&self, path: &str) -> bool {
+        path.strip_prefix('/')
+            .is_some_and(|bucket| !bucket.contains('/') && self.store.bucket_exists(bucket))
+    }
+
     fn supports(&self, operation: &str) -> bool {
         OPERATIONS.contains(&operation)
     }
@@ -688,6 +721,31 @@ fn blob(input: &Value, name: &str) -> Result<bytes::Bytes, ObjectsError> {
 
 /// `x-amz-copy-source`: `bucket/key` or `/bucket/key`, URL-encoded, maybe
 /// with `?versionId=` (ignored: the store keeps no versions).
+/// The IAM action S3 checks for an operation: S3's actions are not its
+/// operations' names. DeleteObjects has none of its own (it checks
+/// `s3:DeleteObject` for each key); CopyObject also checks `s3:GetObject`
+/// on its source.
+fn iam_action(operation: &str) -> Option<&'static str> {
+    Some(match operation {
+        "ListBuckets" => "s3:ListAllMyBuckets",
+        "CreateBucket" => "s3:CreateBucket",
+        "DeleteBucket" => "s3:DeleteBucket",
+        "HeadBucket" | "ListObjects" | "ListObjectsV2" => "s3:ListBucket",
+        "ListMultipartUploads" => "s3:ListBucketMultipartUploads",
+        "GetObject" | "HeadObject" => "s3:GetObject",
+        "PutObject"
+        | "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "CompleteMultipartUpload" => "s3:PutObject",
+        "DeleteObject" => "s3:DeleteObject",
+        "AbortMultipartUpload" => "s3:AbortMultipartUpload",
+        "ListParts" => "s3:ListMultipartUploadParts",
+        "GetBucketLocation" => "s3:GetBucketLocation",
+        _ => return None,
+    })
+}
+
 fn parse_copy_source(text: &str) -> Option<(String, String)> {
     let text = text.split_once('?').map_or(text, |(p, _)| p);
     let decoded = url_decode(text.trim_start_matches('/'))?;

@@ -142,4 +142,16 @@ impl ServiceError for ObjectsError {
         }
         Some(m)
     }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            // HTTP's unsatisfied-range form (RFC 9110 §15.5.17): the size a
+            // client can retry within.
+            ObjectsError::InvalidRange { size, .. } => {
+                vec![("content-range", format!("bytes */{size}"))]
+            }
+            ObjectsError::Body(e) => e.headers(),
+            _ => Vec::new(),
+        }
+    }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use ripstream_kinesis::{FsyncPolicy, ServiceConfig};
 use ripstream_server::ServerConfig;
-use ripstream_server::ripstream_kinesis::{FsyncPolicy, ServiceConfig};
 use serde::Deserialize;
 
 /// Flags of `ripstream serve`. Each also reads a `RIPSTREAM_*` variable.
@@ -159,9 +159,9 @@ pub struct ServeArgs {
 #[derive(Debug)]
 struct OffsetClock(i64);
 
-impl ripstream_server::ripstream_kinesis::Clock for OffsetClock {
+impl ripstream_kinesis::Clock for OffsetClock {
     fn now_ms(&self) -> i64 {
-        use ripstream_server::ripstream_kinesis::SystemClock;
+        use ripstream_kinesis::SystemClock;
         SystemClock.now_ms().saturating_add(self.0)
     }
 }
@@ -311,8 +311,16 @@ impl FileConfig {
     }
 }
 
+/// What `ripstream serve` runs with: the front door's settings and Data
+/// Streams' (whose data directory, region and account every service shares).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub service: ServiceConfig,
+}
+
 /// Resolves the server configuration.
-pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
+pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
     let listen = args
         .listen
         .or(file.listen)
@@ -386,7 +394,9 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
         let ms = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
         service.clock = std::sync::Arc::new(OffsetClock(ms));
     }
-    let mut cfg = ServerConfig::new(listen, service);
+    let mut cfg = ServerConfig::new(listen);
+    cfg.region = service.region.clone();
+    cfg.account = service.account_id.clone();
     if let Some(b) = args.max_body_bytes.or(file.max_body_bytes) {
         cfg.max_body_bytes = b;
     }
@@ -451,7 +461,10 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
             cfg.listen
         );
     }
-    Ok(cfg)
+    Ok(Settings {
+        server: cfg,
+        service,
+    })
 }
 
 /// Firehose's settings; the keyring is the server's (Data Streams').
@@ -496,7 +509,7 @@ pub fn firehose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ripstream_server::ripstream_kinesis::quota::QuotaMode;
+    use ripstream_kinesis::quota::QuotaMode;
 
     #[test]
     fn firehose_settings_come_from_flags_or_file() {
@@ -548,7 +561,7 @@ mod tests {
             ..Default::default()
         };
         let cfg = resolve(&args, &file).unwrap();
-        assert_eq!(cfg.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(cfg.service.region, "ap-south-1");
         assert_eq!(
             cfg.service.fsync,
@@ -558,7 +571,7 @@ mod tests {
         assert_eq!(cfg.service.quotas, QuotaMode::Off);
         assert_eq!(cfg.service.account_id, "000000000000");
         let defaults = resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
-        assert_eq!(defaults.listen.to_string(), "127.0.0.1:4567");
+        assert_eq!(defaults.server.listen.to_string(), "127.0.0.1:4567");
         assert_eq!(defaults.service.fsync, FsyncPolicy::Always);
         assert_eq!(defaults.service.quotas, QuotaMode::Aws);
     }
@@ -658,6 +671,7 @@ mod tests {
         assert_eq!(
             resolve(&args, &FileConfig::default())
                 .unwrap()
+                .server
                 .principals
                 .unwrap()
                 .len(),
@@ -670,12 +684,14 @@ mod tests {
         assert!(
             !resolve(&ServeArgs::default(), &FileConfig::default())
                 .unwrap()
+                .server
                 .allow_unsigned_requests
         );
         let file: FileConfig = toml::from_str("allow_unsigned_requests = true\n").unwrap();
         assert!(
             resolve(&ServeArgs::default(), &file)
                 .unwrap()
+                .server
                 .allow_unsigned_requests
         );
         let dir = tempfile::tempdir().unwrap();
@@ -707,16 +723,16 @@ mod tests {
             ..Default::default()
         };
         let cfg = resolve(&args, &file).unwrap();
-        assert_eq!(cfg.max_connections_per_source, 8);
-        assert_eq!(cfg.handshake_timeout, Duration::from_millis(250));
-        assert_eq!(cfg.idle_timeout, Duration::from_millis(1500));
-        assert_eq!(cfg.max_buffered_bytes, 1000);
-        assert_eq!(cfg.metrics_token.as_deref(), Some("t"));
+        assert_eq!(cfg.server.max_connections_per_source, 8);
+        assert_eq!(cfg.server.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.server.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.server.max_buffered_bytes, 1000);
+        assert_eq!(cfg.server.metrics_token.as_deref(), Some("t"));
         let d = resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
-        assert!(d.max_connections_per_source < d.max_connections);
-        assert_eq!(d.handshake_timeout, Duration::from_secs(10));
-        assert_eq!(d.max_buffered_bytes, 1 << 30);
-        assert!(d.metrics_token.is_none());
+        assert!(d.server.max_connections_per_source < d.server.max_connections);
+        assert_eq!(d.server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(d.server.max_buffered_bytes, 1 << 30);
+        assert!(d.server.metrics_token.is_none());
     }
 
     #[test]

@@ -88,15 +88,18 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         None => config::FileConfig::default(),
     };
     init_logging(log_level.or_else(|| file.log_level.clone()).as_deref());
-    let cfg = config::resolve(&args, &file)?;
-    let firehose_cfg = config::firehose(&args, &file, &cfg.service)?;
-    let objects_root = config::object_store_root(&args, &file, &cfg.service.data_dir)?;
+    let config::Settings {
+        server: cfg,
+        service,
+    } = config::resolve(&args, &file)?;
+    let firehose_cfg = config::firehose(&args, &file, &service)?;
+    let objects_root = config::object_store_root(&args, &file, &service.data_dir)?;
     tracing::info!(
-        data_dir = %cfg.service.data_dir.display(),
-        fsync = %cfg.service.fsync,
-        quotas = %cfg.service.quotas,
-        region = %cfg.service.region,
-        account = %cfg.service.account_id,
+        data_dir = %service.data_dir.display(),
+        fsync = %service.fsync,
+        quotas = %service.quotas,
+        region = %service.region,
+        account = %service.account_id,
         "starting ripstream {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -128,11 +131,11 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     }
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     // Opened once; every service gets it, and it is closed last.
-    let ctx = ripstream_runtime::ServiceContext::open(cfg.service.context())
+    let ctx = ripstream_runtime::ServiceContext::open(service.context())
         .context("cannot open the data directory")?;
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(ripstream_runtime::metrics::LogCollector));
-    let kinesis = ripstream_kinesis::Service::open_in(&ctx, cfg.service.clone(), &mut registry)
+    let kinesis = ripstream_kinesis::Service::open_in(&ctx, service.clone(), &mut registry)
         .await
         .context("cannot open the data directory")?;
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)

@@ -35,11 +35,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
-use ripstream_kinesis::ServiceConfig;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
-
-pub use ripstream_kinesis;
 
 /// Settings of the server.
 #[derive(Debug, Clone)]
@@ -49,7 +46,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
-    pub service: ServiceConfig,
+    /// The region SigV4 scopes must name and ARNs are built in.
+    pub region: String,
+    /// The account every principal belongs to.
+    pub account: String,
     /// Principals whose signatures are checked; `None` accepts anyone (loopback only).
     pub principals: Option<Arc<auth::Principals>>,
     /// Serve TLS with this certificate and key instead of cleartext.
@@ -90,13 +90,16 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn new(listen: SocketAddr, service: ServiceConfig) -> ServerConfig {
+    /// Defaults for `listen`, in AWS's default region with the account
+    /// Data Streams defaults to.
+    pub fn new(listen: SocketAddr) -> ServerConfig {
         ServerConfig {
             listen,
             // A 10 MiB PutRecords grows by a third in base64, plus JSON framing.
             max_body_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
-            service,
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
             principals: None,
             tls: None,
             max_connections: 10_000,
@@ -258,8 +261,8 @@ impl Server {
             .collect::<Result<Vec<_>, _>>()?;
         let state = Arc::new(AppState {
             services,
-            region: config.service.region.clone(),
-            account: config.service.account_id.clone(),
+            region: config.region.clone(),
+            account: config.account.clone(),
             registry,
             metrics,
             max_body_bytes: config.max_body_bytes,

@@ -14,18 +14,20 @@ pub struct OperationLabel {
     pub operation: String,
 }
 
+/// A request's outcome: `code` is the AWS error type it was answered with,
+/// or `OK`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabel {
+pub struct OutcomeLabel {
     pub service: String,
     pub operation: String,
     pub code: String,
 }
 
-/// Counters and latency histograms per operation, and errors by code.
+/// Requests by service, operation and outcome, and latency histograms per
+/// operation.
 #[derive(Debug, Clone)]
 pub struct RequestMetrics {
-    requests: Family<OperationLabel, Counter>,
-    errors: Family<ErrorLabel, Counter>,
+    requests: Family<OutcomeLabel, Counter>,
     latency: Family<OperationLabel, Histogram>,
 }
 
@@ -40,42 +42,34 @@ impl RequestMetrics {
     pub fn register(registry: &mut Registry) -> RequestMetrics {
         let m = RequestMetrics {
             requests: Family::default(),
-            errors: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         };
         registry.register(
             "ripstream_requests",
-            "API requests by operation",
+            "API requests by service, operation and outcome (the AWS error type, or OK)",
             m.requests.clone(),
         );
         registry.register(
-            "ripstream_request_errors",
-            "API error responses by operation and error type",
-            m.errors.clone(),
-        );
-        registry.register(
             "ripstream_request_duration_seconds",
-            "Time to serve an API request, by operation",
+            "Time to serve an API request, by service and operation",
             m.latency.clone(),
         );
         m
     }
 
     pub fn observe(&self, service: &str, operation: &str, seconds: f64, error: Option<&str>) {
-        let op = OperationLabel {
-            service: service.to_string(),
-            operation: operation.to_string(),
-        };
-        self.requests.get_or_create(&op).inc();
-        self.latency.get_or_create(&op).observe(seconds);
-        if let Some(code) = error {
-            self.errors
-                .get_or_create(&ErrorLabel {
-                    service: service.to_string(),
-                    operation: operation.to_string(),
-                    code: code.to_string(),
-                })
-                .inc();
-        }
+        self.requests
+            .get_or_create(&OutcomeLabel {
+                service: service.to_string(),
+                operation: operation.to_string(),
+                code: error.unwrap_or("OK").to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabel {
+                service: service.to_string(),
+                operation: operation.to_string(),
+            })
+            .observe(seconds);
     }
 }

@@ -216,16 +216,11 @@ pub fn cbor_items_within(bytes: &[u8], limit: usize) -> bool {
 }
 
 impl ServiceModel {
-    /// The Kinesis Data Streams model.
-    pub fn kinesis() -> ServiceModel {
+    /// The Kinesis Data Streams model, for the codec's own tests.
+    #[cfg(test)]
+    pub(crate) fn kinesis() -> ServiceModel {
         ServiceModel::parse(ripstream_kinesis::api::MODEL)
             .expect("the vendored Kinesis model is valid")
-    }
-
-    /// The DynamoDB model (Ripstream serves the subset lease tables need).
-    pub fn dynamodb() -> ServiceModel {
-        ServiceModel::parse(ripstream_dynamo::api::MODEL)
-            .expect("the vendored DynamoDB model is valid")
     }
 
     /// Parses a botocore `service-2.json`.

@@ -303,7 +303,9 @@ impl QueryModel {
             escape(&e.message),
             escape(request_id)
         );
-        xml(status, body)
+        let mut r = xml(status, body);
+        e.add_headers(r.headers_mut());
+        r
     }
 }
 

@@ -513,7 +513,6 @@ fn timestamp_format<'a>(
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 
 fn epoch_number(secs: f64) -> Value {
     if secs.fract() == 0.0 && secs.abs() < 9e15 {
@@ -593,46 +592,26 @@ fn parse_http_date(s: &str) -> Option<f64> {
 const MIN_SECS: f64 = -62_135_596_800.0;
 const MAX_SECS: f64 = 253_402_300_799.0;
 
-fn civil(secs: i64) -> String {
-    crate::auth::sigv4::format_amz_date(secs)
-}
-
 /// `2026-12-03T09:22:39.000Z`, as S3 writes them.
 pub(crate) fn format_iso8601(secs: f64) -> String {
     let secs = secs.clamp(MIN_SECS, MAX_SECS);
     let mut whole = secs.floor() as i64;
-    let mut millis = ((secs - secs.floor()) * 1000.0).round() as i64;
+    let mut millis = ((secs - secs.floor()) * 1000.0).round() as u32;
     if millis >= 1000 {
         whole += 1;
         millis -= 1000;
     }
-    let c = civil(whole);
-    format!(
-        "{}-{}-{}T{}:{}:{}.{millis:03}Z",
-        &c[0..4],
-        &c[4..6],
-        &c[6..8],
-        &c[9..11],
-        &c[11..13],
-        &c[13..15]
-    )
+    chrono::DateTime::from_timestamp(whole, millis * 1_000_000)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
 }
 
+/// `Thu, 03 Dec 2026 09:22:39 GMT` (RFC 7231's IMF-fixdate).
 fn format_http_date(secs: f64) -> String {
     let secs = secs.clamp(MIN_SECS, MAX_SECS);
-    let whole = secs.floor() as i64;
-    let c = civil(whole);
-    let month = c[4..6].parse::<usize>().unwrap_or(1).clamp(1, 12);
-    let weekday = DAYS[whole.div_euclid(86_400).rem_euclid(7) as usize];
-    format!(
-        "{weekday}, {} {} {} {}:{}:{} GMT",
-        &c[6..8],
-        MONTHS[month - 1],
-        &c[0..4],
-        &c[9..11],
-        &c[11..13],
-        &c[13..15]
-    )
+    chrono::DateTime::from_timestamp(secs.floor() as i64, 0)
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default()
 }
 
 fn parse_timestamp(text: &str, format: &str) -> Option<f64> {
@@ -1632,6 +1611,7 @@ impl RestModel {
         };
         let mut r = Response::new(full(body));
         *r.status_mut() = status;
+        e.add_headers(r.headers_mut());
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         if self.protocol == Protocol::RestJson1
@@ -1870,11 +1850,17 @@ pub(crate) fn route(state: &AppState, parts: &http::request::Parts) -> Option<Ro
         })
     };
     if let Some(scope) = scope_service(parts, &params) {
-        let service = state
-            .services
-            .iter()
-            .position(|m| is_rest(m) && m.api.spec().signing_name == scope)?;
-        return Some(found(service).unwrap_or(Routed {
+        // Several services may sign with one name (Kinesis Video's control
+        // plane and its media API both sign as `kinesisvideo`): the one
+        // whose templates match, else the first answers.
+        let scoped: Vec<usize> = (0..state.services.len())
+            .filter(|&i| {
+                let m = &state.services[i];
+                is_rest(m) && m.api.spec().signing_name == scope
+            })
+            .collect();
+        let service = *scoped.first()?;
+        return Some(scoped.iter().find_map(|&i| found(i)).unwrap_or(Routed {
             service,
             operation: None,
             labels: Vec::new(),

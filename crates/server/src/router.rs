@@ -49,10 +49,24 @@ pub(crate) async fn handle(
     // server from a visitor's browser.
     let foreign_origin =
         state.principals.is_none() && origin.is_some_and(|o| !crate::guard::is_loopback_origin(o));
-    let operator = matches!(
-        parts.uri.path(),
-        "/_ripstream/health" | "/_ripstream/metrics" | "/health" | "/metrics"
-    );
+    // Routing as AWS's front ends do it: a SigV4 credential scope names the
+    // service first; without one, X-Amz-Target, then the Host (virtual-host
+    // S3), then the models' path templates.
+    let scoped = scoped_protocol(&state, &parts);
+    let operator = match parts.uri.path() {
+        "/_ripstream/health" | "/_ripstream/metrics" => true,
+        // The short paths give way to a bucket of that name, and to any
+        // request signed for a service that routes by path (S3).
+        path @ ("/health" | "/metrics") => {
+            scoped != Some(Scoped::Rest) && !state.services.iter().any(|m| m.api.claims_path(path))
+        }
+        _ => false,
+    };
+    let no_target = !parts.headers.contains_key("x-amz-target");
+    let (try_query, try_rest) = match scoped {
+        Some(kind) => (kind == Scoped::Query, kind == Scoped::Rest),
+        None => (no_target, no_target),
+    };
     // Browsers never see the operator endpoints: metrics and health are not
     // for cross-origin pages.
     let cors = origin.is_some() && !foreign_origin && !operator;
@@ -91,8 +105,10 @@ pub(crate) async fn handle(
         // Operator endpoints live under a prefix no S3 bucket can take
         // (bucket names have no underscore); the short paths stay while no
         // bucket is named `health` or `metrics`.
-        (&Method::GET, "/_ripstream/health" | "/health") => health(&state, &parts.headers),
-        (&Method::GET, "/_ripstream/metrics" | "/metrics") => {
+        (&Method::GET, "/_ripstream/health" | "/health") if operator => {
+            health(&state, &parts.headers)
+        }
+        (&Method::GET, "/_ripstream/metrics" | "/metrics") if operator => {
             let mut out = String::new();
             let access = crate::guard::metrics_access(
                 state.loopback_listener,
@@ -129,9 +145,7 @@ pub(crate) async fn handle(
             }
         }
         // awsQuery (STS): by credential scope, or an unsigned form.
-        _ if !parts.headers.contains_key("x-amz-target")
-            && let Some(routed) = crate::query::route(&state, &parts) =>
-        {
+        _ if try_query && let Some(routed) = crate::query::route(&state, &parts) => {
             let span = info_span!("request", id = %request_id);
             crate::query::serve(&state, &parts, body, routed, &request_id)
                 .instrument(span)
@@ -139,9 +153,7 @@ pub(crate) async fn handle(
         }
         // The REST protocols (no X-Amz-Target): service and operation from
         // the credential scope, the Host and the models' path templates.
-        _ if !parts.headers.contains_key("x-amz-target")
-            && let Some(routed) = crate::rest::route(&state, &parts) =>
-        {
+        _ if try_rest && let Some(routed) = crate::rest::route(&state, &parts) => {
             let span = info_span!("request", id = %request_id);
             crate::rest::serve(&state, &parts, body, routed, &request_id)
                 .instrument(span)
@@ -169,6 +181,38 @@ pub(crate) async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// The protocol of the service a request's SigV4 credential scope names,
+/// if it names a mounted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scoped {
+    Json,
+    Rest,
+    Query,
+}
+
+fn scoped_protocol(state: &AppState, parts: &http::request::Parts) -> Option<Scoped> {
+    let service = scoped_service(state, parts)?;
+    let m = &state.services[service];
+    Some(if m.query.is_some() {
+        Scoped::Query
+    } else if m.rest.is_some() {
+        Scoped::Rest
+    } else {
+        Scoped::Json
+    })
+}
+
+/// The first mounted service whose signing name the request's credential
+/// scope names.
+fn scoped_service(state: &AppState, parts: &http::request::Parts) -> Option<usize> {
+    let params = crate::auth::sigv4::query_params(parts.uri.query().unwrap_or(""));
+    let scope = crate::rest::scope_service(parts, &params)?;
+    state
+        .services
+        .iter()
+        .position(|m| m.api.spec().signing_name == scope)
 }
 
 /// The ids every response carries, the front door's early refusals and
@@ -290,6 +334,7 @@ fn json_response(body: Vec<u8>) -> Response<Body> {
 fn error_response(e: &WireError) -> Response<Body> {
     let mut r = json_response(e.json_body());
     *r.status_mut() = e.status;
+    e.add_headers(r.headers_mut());
     if let Ok(v) = HeaderValue::from_str(e.code) {
         r.headers_mut().insert("x-amzn-ErrorType", v);
     }
@@ -427,6 +472,7 @@ fn error_response_in(e: &WireError, protocol: Option<Protocol>) -> Response<Body
         cbor_bytes(&ciborium::Value::Map(map)).unwrap_or_default(),
     ));
     *r.status_mut() = e.status;
+    e.add_headers(r.headers_mut());
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(CBOR_11));
     if let Ok(v) = HeaderValue::from_str(e.code) {
@@ -506,11 +552,20 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    // `Prefix.Operation` picks the service by its model's target prefix; a
-    // request no service claims is answered as the first service (Kinesis)
-    // answers unknown operations.
+    // `Prefix.Operation` picks the service by its model's target prefix,
+    // among those the credential scope names when it names any (a request
+    // signed for Kinesis never reaches DynamoDB); a request no service
+    // claims is answered as the scope's first service, or the first service
+    // (Kinesis), answers unknown operations.
+    let scoped = scoped_service(state, parts);
+    let in_scope = |i: usize| {
+        scoped.is_none_or(|s| {
+            state.services[i].api.spec().signing_name == state.services[s].api.spec().signing_name
+        })
+    };
+    let fallback = scoped.unwrap_or(0);
     let (index, op) = match target.split_once('.') {
-        Some((prefix, op)) => match state.service_for_target(prefix) {
+        Some((prefix, op)) => match state.service_for_target(prefix).filter(|&i| in_scope(i)) {
             Some(i) => (
                 i,
                 state.services[i]
@@ -518,9 +573,9 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
                     .has_operation(op)
                     .then(|| op.to_string()),
             ),
-            None => (0, None),
+            None => (fallback, None),
         },
-        None => (0, None),
+        None => (fallback, None),
     };
     let mounted = &state.services[index];
     let spec = mounted.api.spec();
@@ -594,18 +649,27 @@ pub(crate) struct PolicyCheck<'a> {
 
 impl Authorize for PolicyCheck<'_> {
     fn authorize(&self, resources: &[String]) -> Result<(), BoxError> {
+        self.authorize_action(&self.action, resources)
+    }
+
+    fn authorize_action(&self, action: &str, resources: &[String]) -> Result<(), BoxError> {
         let Some(principal) = self.principal else {
             return Ok(());
         };
         for resource in resources {
-            let policy = (resource != "*")
+            // Only the service's own actions can be granted by its resource
+            // policies: a Firehose stream's policy says nothing of S3.
+            let own = action
+                .split_once(':')
+                .is_some_and(|(prefix, _)| prefix == self.service.spec().iam_prefix);
+            let policy = (own && resource != "*")
                 .then(|| self.service.resource_policy(resource))
                 .flatten();
             crate::auth::authorize(
                 principal,
                 self.region,
                 self.account,
-                &self.action,
+                action,
                 resource,
                 policy.as_deref(),
             )?;

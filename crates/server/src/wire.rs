@@ -17,6 +17,9 @@ pub struct WireError {
     /// The causes under the service's error (its `source()` chain), for the
     /// server's log; never sent.
     pub cause: Option<String>,
+    /// Response headers the service's error carries
+    /// ([`ripstream_api::ServiceError::headers`]).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl WireError {
@@ -27,6 +30,7 @@ impl WireError {
             message: message.into(),
             extra: None,
             cause: None,
+            headers: Vec::new(),
         }
     }
 
@@ -52,6 +56,30 @@ impl WireError {
             "InternalFailure",
             message,
         )
+    }
+
+    /// Adds the error's own headers to a response the codec built. They
+    /// never replace the codec's framing (content type and length) or the
+    /// request ids; a name or value that is not valid HTTP is dropped.
+    pub fn add_headers(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in &self.headers {
+            let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) else {
+                continue;
+            };
+            let framing = [
+                http::header::CONTENT_TYPE,
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+            ];
+            let ids = ["x-amzn-requestid", "x-amz-request-id", "x-amz-id-2"];
+            if framing.contains(&name) || ids.contains(&name.as_str()) {
+                continue;
+            }
+            headers.insert(name, value);
+        }
     }
 
     /// The causes for a log line (`-` when there are none).
@@ -111,6 +139,7 @@ impl From<ripstream_api::BoxError> for WireError {
             message: e.to_string(),
             extra: e.fields().map(Box::new),
             cause: causes(&*e),
+            headers: e.headers(),
         }
     }
 }

@@ -80,30 +80,23 @@ impl Harness {
         tune: impl FnOnce(&mut ServerConfig),
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            ripstream_server::ripstream_kinesis::ServiceConfig::new(dir.path()),
-        );
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
         tune(&mut config);
-        config.service.account_id = "123456789012".into();
+        let mut kinesis_config = ripstream_kinesis::ServiceConfig::new(dir.path());
+        kinesis_config.account_id = "123456789012".into();
+        config.account = kinesis_config.account_id.clone();
         if signed {
             config.principals = Some(Arc::new(Principals::parse(CREDENTIALS).unwrap()));
         }
         config.allow_unsigned_requests = allow_unsigned;
-        let ctx = ripstream_runtime::ServiceContext::open(config.service.context()).unwrap();
+        let ctx = ripstream_runtime::ServiceContext::open(kinesis_config.context()).unwrap();
         let mut registry = prometheus_client::registry::Registry::default();
-        let kinesis = ripstream_server::ripstream_kinesis::Service::open_in(
-            &ctx,
-            config.service.clone(),
-            &mut registry,
-        )
-        .await
-        .unwrap();
+        let kinesis = ripstream_kinesis::Service::open_in(&ctx, kinesis_config, &mut registry)
+            .await
+            .unwrap();
         let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx).unwrap();
         let services: Vec<Arc<dyn Service>> = vec![
-            Arc::new(ripstream_server::ripstream_kinesis::api::KinesisApi::new(
-                kinesis,
-            )),
+            Arc::new(ripstream_kinesis::api::KinesisApi::new(kinesis)),
             Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
             Arc::new(ripstream_sts::Sts::new(&ctx.region, &ctx.account_id)),
         ];

@@ -387,28 +387,20 @@ impl Harness {
     /// `allow_unsigned`: anonymous mode serves requests with no signature.
     async fn start_with(signed: bool, allow_unsigned: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            ripstream_server::ripstream_kinesis::ServiceConfig::new(dir.path()),
-        );
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        let kinesis_config = ripstream_kinesis::ServiceConfig::new(dir.path());
         if signed {
             config.principals = Some(Arc::new(Principals::parse(CREDENTIALS).unwrap()));
         }
         // As the binary does: one context, Data Streams first.
-        let ctx = ripstream_runtime::ServiceContext::open(config.service.context()).unwrap();
+        let ctx = ripstream_runtime::ServiceContext::open(kinesis_config.context()).unwrap();
         let mut registry = prometheus_client::registry::Registry::default();
-        let kinesis = ripstream_server::ripstream_kinesis::Service::open_in(
-            &ctx,
-            config.service.clone(),
-            &mut registry,
-        )
-        .await
-        .unwrap();
+        let kinesis = ripstream_kinesis::Service::open_in(&ctx, kinesis_config, &mut registry)
+            .await
+            .unwrap();
         let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx).unwrap();
         let builtin: Vec<Arc<dyn Service>> = vec![
-            Arc::new(ripstream_server::ripstream_kinesis::api::KinesisApi::new(
-                kinesis,
-            )),
+            Arc::new(ripstream_kinesis::api::KinesisApi::new(kinesis)),
             Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
         ];
         config.allow_unsigned_requests = allow_unsigned;
@@ -1694,11 +1686,7 @@ impl Service for WithChores {
 
 #[tokio::test]
 async fn services_background_work_runs_while_serving_and_is_dropped_at_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        ripstream_server::ripstream_kinesis::ServiceConfig::new(dir.path()),
-    );
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (inner, _) = TestService::new(WIDGETS_MODEL, "widgets", widgets);

@@ -788,7 +788,87 @@ policy = '''{"Statement": [
   {"Effect": "Allow", "Action": ["firehose:PutRecord", "firehose:PutRecordBatch"], "Resource": "arn:aws:firehose:us-east-1:000000000000:deliverystream/allowed"},
   {"Effect": "Allow", "Action": "firehose:ListDeliveryStreams", "Resource": "*"}
 ]}'''
+
+[[principal]]
+name = "creator"
+access_key_id = "AKIDCREATOR000000001"
+secret_access_key = "creator-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": ["firehose:CreateDeliveryStream", "firehose:UpdateDestination", "firehose:DescribeDeliveryStream"], "Resource": "*"},
+  {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::mine/*"}
+]}'''
 "#;
+
+/// Firehose writes for whoever configured the stream, so configuring one
+/// needs the right to write its bucket: otherwise any caller could have the
+/// server write into any bucket.
+#[tokio::test]
+async fn a_stream_only_writes_where_its_creator_may_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(&path, CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    let creator = firehose_as(&srv.url(), "AKIDCREATOR000000001", "creator-secret");
+    let e = creator
+        .create_delivery_stream()
+        .delivery_stream_name("into-theirs")
+        .extended_s3_destination_configuration(extended("theirs", 60).build().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let message = e
+        .as_service_error()
+        .and_then(|s| aws_sdk_firehose::error::ProvideErrorMetadata::message(s).map(String::from));
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("s3:PutObject")),
+        "{message:?}"
+    );
+    creator
+        .create_delivery_stream()
+        .delivery_stream_name("into-mine")
+        .extended_s3_destination_configuration(extended("mine", 60).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // Nor can an update point it elsewhere.
+    let d = creator
+        .describe_delivery_stream()
+        .delivery_stream_name("into-mine")
+        .send()
+        .await
+        .unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    let e = creator
+        .update_destination()
+        .delivery_stream_name("into-mine")
+        .current_delivery_stream_version_id(d.version_id())
+        .destination_id(d.destinations()[0].destination_id())
+        .extended_s3_destination_update(
+            aws_sdk_firehose::types::ExtendedS3DestinationUpdate::builder()
+                .bucket_arn("arn:aws:s3:::theirs")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let d = creator
+        .describe_delivery_stream()
+        .delivery_stream_name("into-mine")
+        .send()
+        .await
+        .unwrap();
+    let dest = &d.delivery_stream_description().unwrap().destinations()[0];
+    assert_eq!(
+        dest.extended_s3_destination_description()
+            .unwrap()
+            .bucket_arn(),
+        "arn:aws:s3:::mine"
+    );
+}
 
 #[tokio::test]
 async fn policies_apply_to_delivery_stream_arns_before_acting() {

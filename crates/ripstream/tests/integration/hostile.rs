@@ -391,13 +391,26 @@ async fn request_bodies_share_one_memory_budget() {
 }
 
 /// POSTs raw bytes with a content type and target and returns the response.
+/// A call signed (in form) for the service its target names: the
+/// credential scope routes before the target does.
 async fn post(addr: &str, target: &str, content_type: &str, body: Vec<u8>) -> RawResponse {
+    let service = if target.starts_with("DynamoDB_") {
+        "dynamodb"
+    } else {
+        "kinesis"
+    };
+    let auth = DUMMY_AUTHORIZATION.replace("/kinesis/", &format!("/{service}/"));
     raw(
         addr,
         false,
         "POST",
         "/",
-        &[("x-amz-target", target), ("content-type", content_type)],
+        &[
+            ("x-amz-target", target),
+            ("content-type", content_type),
+            ("authorization", &auth),
+            ("x-amz-date", "20260101T000000Z"),
+        ],
         body,
     )
     .await

@@ -462,18 +462,20 @@ async fn health_and_metrics() {
         "{text}"
     );
     assert!(
-        text.contains(r#"ripstream_requests_total{service="kinesis",operation="PutRecord"} 1"#),
+        text.contains(
+            r#"ripstream_requests_total{service="kinesis",operation="PutRecord",code="OK"} 1"#
+        ),
         "{text}"
     );
     for service in ["kinesis", "dynamodb"] {
         assert!(
             text.contains(&format!(
-                r#"ripstream_requests_total{{service="{service}",operation="DescribeLimits"}} 1"#
+                r#"ripstream_requests_total{{service="{service}",operation="DescribeLimits",code="OK"}} 1"#
             )),
             "{text}"
         );
     }
-    assert!(text.contains(r#"ripstream_request_errors_total{service="kinesis",operation="DescribeStream",code="ResourceNotFoundException"} 1"#), "{text}");
+    assert!(text.contains(r#"ripstream_requests_total{service="kinesis",operation="DescribeStream",code="ResourceNotFoundException"} 1"#), "{text}");
     assert!(
         text.contains("ripstream_request_duration_seconds_bucket"),
         "{text}"
@@ -488,4 +490,79 @@ async fn sigterm_finishes_cleanly() {
     create_stream(&c, "bye", 1).await;
     assert_eq!(srv.terminate(), Some(0));
     assert!(srv.log().contains("shutdown complete"), "{}", srv.log());
+}
+
+/// The credential scope picks the service before `X-Amz-Target` does, as
+/// AWS's endpoints are per service: a call signed for Kinesis never reaches
+/// DynamoDB, whatever target it names, and the other way round.
+#[tokio::test]
+async fn the_credential_scope_routes_before_the_target() {
+    let srv = TestServer::start();
+    let signed_for = |service: &str| {
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
+        )
+    };
+    let call = |auth: String, target: &'static str, content_type: &'static str| {
+        let addr = srv.addr.clone();
+        async move {
+            raw(
+                &addr,
+                false,
+                "POST",
+                "/",
+                &[
+                    ("authorization", auth.as_str()),
+                    ("x-amz-date", "20260101T000000Z"),
+                    ("x-amz-target", target),
+                    ("content-type", content_type),
+                ],
+                b"{}".to_vec(),
+            )
+            .await
+        }
+    };
+    let json_10 = "application/x-amz-json-1.0";
+    let json_11 = "application/x-amz-json-1.1";
+    // Each signed for its own service: served.
+    let r = call(
+        signed_for("dynamodb"),
+        "DynamoDB_20120810.ListTables",
+        json_10,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let r = call(
+        signed_for("kinesis"),
+        "Kinesis_20131202.ListStreams",
+        json_11,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    // Signed for Kinesis, naming DynamoDB: Kinesis does not know it.
+    let r = call(
+        signed_for("kinesis"),
+        "DynamoDB_20120810.ListTables",
+        json_11,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("UnknownOperationException"),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // Signed for DynamoDB, naming Kinesis: DynamoDB does not know it.
+    let r = call(
+        signed_for("dynamodb"),
+        "Kinesis_20131202.ListStreams",
+        json_10,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("UnknownOperationException"),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
 }

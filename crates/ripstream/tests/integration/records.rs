@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use ripstream_server::ripstream_kinesis::hash::{even_ranges, hash_key};
+use ripstream_kinesis::hash::{even_ranges, hash_key};
 
 use crate::support::*;
 

@@ -386,7 +386,7 @@ async fn update_shard_count_scales_uniformly_within_the_rules() {
         assert_tiling(&all);
         let open = open(&all);
         assert_eq!(open.len(), target as usize);
-        let even = ripstream_server::ripstream_kinesis::hash::even_ranges(target as u32);
+        let even = ripstream_kinesis::hash::even_ranges(target as u32);
         for (s, (a, b)) in open.iter().zip(even) {
             let r = s.hash_key_range().unwrap();
             assert_eq!(

@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
 
-use crate::support::{TestServer, raw};
+use crate::support::{TestServer, raw, raw_unsigned};
 
 pub(crate) fn s3(url: &str) -> Client {
     s3_as(url, "AKIDTEST", "secret")
@@ -171,6 +171,12 @@ async fn objects_are_put_read_and_deleted() {
         .unwrap_err();
     assert_eq!(code(&e), "InvalidRange");
     assert_eq!(status(&e), 416);
+    // The error's own header: the size a client can retry within.
+    assert_eq!(
+        e.raw_response()
+            .and_then(|r| r.headers().get("content-range")),
+        Some("bytes */11")
+    );
     // Conditions.
     let e = c
         .get_object()
@@ -733,7 +739,13 @@ secret_access_key = "admin-secret"
 name = "reader"
 access_key_id = "AKIDS3READER00000001"
 secret_access_key = "reader-secret"
-policy = '''{"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListObjectsV2"], "Resource": ["arn:aws:s3:::shared", "arn:aws:s3:::shared/public/*"]}]}'''
+policy = '''{"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": ["arn:aws:s3:::shared", "arn:aws:s3:::shared/public/*"]}, {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::copies/*"}]}'''
+
+[[principal]]
+name = "by-operation-name"
+access_key_id = "AKIDS3OPNAMES0000001"
+secret_access_key = "opnames-secret"
+policy = '''{"Statement": [{"Effect": "Allow", "Action": ["s3:HeadObject", "s3:ListObjectsV2", "s3:ListBuckets", "s3:CopyObject"], "Resource": "*"}]}'''
 "#;
 
 #[tokio::test]
@@ -794,6 +806,75 @@ async fn each_operation_is_authorized_on_its_bucket_or_object() {
     );
     let e = reader.list_buckets().send().await.unwrap_err();
     assert_eq!(code(&e), "AccessDenied");
+    // HeadObject is S3's `s3:GetObject`.
+    reader
+        .head_object()
+        .bucket("shared")
+        .key("public/a.txt")
+        .send()
+        .await
+        .unwrap();
+    // CopyObject needs `s3:PutObject` on the target and `s3:GetObject` on
+    // the source.
+    admin.create_bucket().bucket("copies").send().await.unwrap();
+    reader
+        .copy_object()
+        .bucket("copies")
+        .key("a.txt")
+        .copy_source("shared/public/a.txt")
+        .send()
+        .await
+        .unwrap();
+    let e = reader
+        .copy_object()
+        .bucket("copies")
+        .key("b.txt")
+        .copy_source("shared/private/b.txt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    assert!(!srv.data_dir().join("objects/copies/b.txt").exists());
+    // Policies name S3's actions, not its operations: these grant nothing.
+    let by_op = s3_as(&srv.url(), "AKIDS3OPNAMES0000001", "opnames-secret");
+    let e = by_op
+        .head_object()
+        .bucket("shared")
+        .key("public/a.txt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 403);
+    let e = by_op
+        .list_objects_v2()
+        .bucket("shared")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = by_op.list_buckets().send().await.unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = by_op
+        .delete_objects()
+        .bucket("shared")
+        .delete(
+            aws_sdk_s3::types::Delete::builder()
+                .objects(
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key("public/a.txt")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Refused per key, as S3 does: the object is still there.
+    assert_eq!(e.errors().len(), 1);
+    assert_eq!(e.errors()[0].code(), Some("AccessDenied"));
+    assert!(srv.data_dir().join("objects/shared/public/a.txt").exists());
     let e = reader
         .delete_bucket()
         .bucket("shared")
@@ -810,4 +891,57 @@ async fn each_operation_is_authorized_on_its_bucket_or_object() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "SignatureDoesNotMatch");
+}
+
+/// `/health` and `/metrics` are the operator's until a bucket takes the
+/// name; a request signed for S3 is S3's from the start. `/_ripstream/`
+/// paths (no bucket name has an underscore) never change hands.
+#[tokio::test]
+async fn a_bucket_named_health_takes_the_short_operator_path() {
+    let srv = TestServer::start();
+    let r = raw_unsigned(&srv.addr, false, "GET", "/health", &[], Vec::new()).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("\"status\""));
+    let c = s3(&srv.url());
+    // Signed for S3, so S3 answers although no bucket exists yet.
+    let e = c
+        .list_objects_v2()
+        .bucket("health")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchBucket");
+    c.create_bucket().bucket("health").send().await.unwrap();
+    c.put_object()
+        .bucket("health")
+        .key("probe.txt")
+        .body(ByteStream::from_static(b"up"))
+        .send()
+        .await
+        .unwrap();
+    let listed = c.list_objects_v2().bucket("health").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 1);
+    // Unsigned, `/health` is now the bucket's: S3 asks for a signature.
+    let r = raw_unsigned(&srv.addr, false, "GET", "/health", &[], Vec::new()).await;
+    assert_ne!(r.status, 200);
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("\"status\""),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = raw_unsigned(
+        &srv.addr,
+        false,
+        "GET",
+        "/_ripstream/health",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("\"status\""));
+    // `/metrics` has no bucket of its name: still the operator's.
+    let r = raw_unsigned(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("ripstream_requests"));
 }
