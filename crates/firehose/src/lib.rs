@@ -25,6 +25,7 @@ mod metrics;
 mod ops;
 pub mod prefix;
 pub mod processing;
+pub mod quota;
 pub mod record;
 pub mod sink;
 
@@ -71,6 +72,8 @@ pub struct FirehoseConfig {
     pub keyring: Option<PathBuf>,
     /// The transformation functions Lambda processors' ARNs name.
     pub functions: lambda::Functions,
+    /// AWS's DirectPut quotas per delivery stream (`--quotas aws`), or none.
+    pub quotas: ripstream_runtime::quota::QuotaMode,
 }
 
 impl Default for FirehoseConfig {
@@ -83,6 +86,7 @@ impl Default for FirehoseConfig {
             retry_max: Duration::from_secs(5),
             keyring: None,
             functions: Default::default(),
+            quotas: ripstream_runtime::quota::QuotaMode::Off,
         }
     }
 }
@@ -116,6 +120,7 @@ pub(crate) struct Inner {
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
     pub changed: tokio::sync::Notify,
+    pub quotas: quota::StreamQuotas,
 }
 
 /// Runs blocking work (redb commits, partition creation, log reads) off the
@@ -145,6 +150,7 @@ impl Firehose {
             .unwrap_or_else(|| ctx.data_dir.join("keyring.toml"));
         let keyring = ripstream_keyring::Keyring::open(&keyring_path, &ctx.region, &ctx.account_id)
             .map_err(Error::internal)?;
+        let quotas = quota::StreamQuotas::new(cfg.quotas, quota::Rates::for_region(&ctx.region));
         let inner = Inner {
             cfg,
             region: ctx.region.clone(),
@@ -158,6 +164,7 @@ impl Firehose {
             keyring,
             metrics: metrics::FirehoseMetrics::register(registry),
             changed: tokio::sync::Notify::new(),
+            quotas,
         };
         inner.reconcile().await?;
         info!(streams = inner.streams.read().len(), "firehose opened");
@@ -248,6 +255,7 @@ impl Inner {
         }
         self.log.delete_partition(&s.rec.partition_id()).await?;
         self.metrics.forget(&s.rec.name);
+        self.quotas.forget(uid);
         self.changed.notify_one();
         Ok(())
     }

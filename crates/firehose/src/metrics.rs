@@ -20,6 +20,7 @@ pub struct FirehoseMetrics {
     s3_bytes: Family<DeliveryStreamLabel, Counter>,
     s3_success: Family<DeliveryStreamLabel, Counter>,
     s3_failures: Family<DeliveryStreamLabel, Counter>,
+    throttled: Family<DeliveryStreamLabel, Counter>,
 }
 
 impl FirehoseMetrics {
@@ -56,6 +57,11 @@ impl FirehoseMetrics {
                 "Failed S3 object writes, each retried",
                 &m.s3_failures,
             ),
+            (
+                "ripstream_firehose_throttled_records",
+                "Records refused because the stream's quota was exceeded (ThrottledRecords)",
+                &m.throttled,
+            ),
         ] {
             registry.register(name, help, family.clone());
         }
@@ -72,6 +78,12 @@ impl FirehoseMetrics {
         let l = Self::label(stream);
         self.incoming_records.get_or_create(&l).inc_by(records);
         self.incoming_bytes.get_or_create(&l).inc_by(bytes);
+    }
+
+    pub fn throttled(&self, stream: &str, records: u64) {
+        self.throttled
+            .get_or_create(&Self::label(stream))
+            .inc_by(records);
     }
 
     pub fn delivered(&self, stream: &str, records: u64, bytes: u64) {

@@ -424,9 +424,25 @@ impl Firehose {
         if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
             return Err(inner.not_found(name));
         }
+        let sizes: Vec<usize> = data.iter().map(Vec::len).collect();
+        let admitted = inner
+            .quotas
+            .admit(s.rec.uid, &sizes, inner.now_ms())
+            .ok_or_else(|| Error::ServiceUnavailable(SLOW_DOWN.into()))?;
+        // Past the rates, the rest of the batch fails record by record.
+        let take = admitted.iter().take_while(|ok| **ok).count();
+        let throttled = data.len() - take;
+        if throttled > 0 {
+            inner.metrics.throttled(name, throttled as u64);
+        }
+        if take == 0 {
+            let results = throttled_results(throttled).collect();
+            return Ok((results, throttled as u32, s.rec.encryption.is_some()));
+        }
+        let data = &data[..take];
         let bytes: usize = data.iter().map(Vec::len).sum();
         let mut builder = ripstream_log::BatchBuilder::with_capacity(bytes + data.len() * 4);
-        for d in &data {
+        for d in data {
             builder.push(&[], d);
         }
         let Some(mut batch) = builder.finish() else {
@@ -443,17 +459,19 @@ impl Firehose {
                 inner
                     .metrics
                     .incoming(name, data.len() as u64, bytes as u64);
-                let ids = (0..data.len() as u64)
+                let mut ids: Vec<Value> = (0..data.len() as u64)
                     .map(|i| json!({"RecordId": record_id(s.rec.uid, appended.base_offset + i)}))
                     .collect();
-                Ok((ids, 0, encrypted))
+                ids.extend(throttled_results(throttled));
+                Ok((ids, throttled as u32, encrypted))
             }
             Err(e) => {
                 tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "append failed");
                 let failed = (0..data.len())
                     .map(|_| json!({"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down. The record could not be stored; retry it."}))
+                    .chain(throttled_results(throttled))
                     .collect();
-                Ok((failed, data.len() as u32, encrypted))
+                Ok((failed, (data.len() + throttled) as u32, encrypted))
             }
         }
     }
@@ -622,4 +640,12 @@ impl Firehose {
         inner.replace(&s, rec).await?;
         Ok(json!({}))
     }
+}
+
+/// AWS's throttling message.
+const SLOW_DOWN: &str = "Slow down.";
+
+/// The answers of records refused by the stream's quota.
+fn throttled_results(n: usize) -> impl Iterator<Item = Value> {
+    (0..n).map(|_| json!({"ErrorCode": "ServiceUnavailableException", "ErrorMessage": SLOW_DOWN}))
 }

@@ -18,77 +18,8 @@ pub const READ_CALLS_PER_SEC: f64 = 5.0;
 /// Hash keys kept for choosing a split point.
 const KEY_SAMPLE: usize = 256;
 
-/// Whether quotas are enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QuotaMode {
-    /// AWS's per-shard limits.
-    #[default]
-    Aws,
-    /// No limits: for self-hosted throughput.
-    Off,
-}
-
-impl std::str::FromStr for QuotaMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "aws" => Ok(QuotaMode::Aws),
-            "off" => Ok(QuotaMode::Off),
-            _ => Err(format!("invalid quota mode {s:?}: expected aws or off")),
-        }
-    }
-}
-
-impl std::fmt::Display for QuotaMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            QuotaMode::Aws => "aws",
-            QuotaMode::Off => "off",
-        })
-    }
-}
-
-/// A token bucket holding at most one second of its rate.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last_ms: i64,
-}
-
-impl TokenBucket {
-    pub fn new(rate: f64, now_ms: i64) -> TokenBucket {
-        TokenBucket {
-            rate,
-            tokens: rate,
-            last_ms: now_ms,
-        }
-    }
-
-    fn refill(&mut self, now_ms: i64) {
-        let elapsed = (now_ms - self.last_ms).max(0) as f64 / 1000.0;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.last_ms = self.last_ms.max(now_ms);
-    }
-
-    /// Whether `amount` may pass now: there are enough tokens, or the amount is
-    /// larger than the bucket and the bucket is full.
-    pub fn can_take(&mut self, amount: f64, now_ms: i64) -> bool {
-        self.refill(now_ms);
-        self.tokens >= amount.min(self.rate)
-    }
-
-    /// Takes `amount`, possibly into debt.
-    pub fn take(&mut self, amount: f64) {
-        self.tokens -= amount;
-    }
-
-    /// Whether the bucket is out of debt.
-    pub fn positive(&mut self, now_ms: i64) -> bool {
-        self.refill(now_ms);
-        self.tokens > 0.0
-    }
-}
+// Shared with the other services that meter AWS's quotas (Firehose).
+pub use ripstream_runtime::quota::{QuotaMode, TokenBucket};
 
 /// Write traffic over the last completed second and the one in progress.
 #[derive(Debug, Clone, Default)]

@@ -165,7 +165,7 @@ pub async fn client(ep: &Endpoint) -> Client {
 }
 
 /// The shared SDK configuration of the client commands.
-async fn sdk_config(ep: &Endpoint) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config(ep: &Endpoint) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(&ep.endpoint);
     let configured = std::env::var_os("AWS_DEFAULT_REGION").is_some()
         || std::env::var_os("HOME").is_some_and(|h| PathBuf::from(h).join(".aws/config").exists());

@@ -87,8 +87,9 @@ pub struct ServeArgs {
     /// or never (leave it to the OS) [default: always]
     #[arg(long, env = "RIPSTREAM_FSYNC")]
     pub fsync: Option<String>,
-    /// Per-shard throughput quotas: aws (1 MiB/s and 1000 records/s in,
-    /// 2 MiB/s and 5 reads/s out, per shard) or off [default: aws]
+    /// AWS's quotas: aws (per shard 1 MiB/s and 1000 records/s in, 2 MiB/s
+    /// and 5 reads/s out; per Firehose delivery stream AWS's DirectPut
+    /// defaults for the region) or off [default: aws]
     #[arg(long, env = "RIPSTREAM_QUOTAS")]
     pub quotas: Option<String>,
     /// How often on-demand streams are checked for hot and cold shards, in
@@ -478,6 +479,8 @@ pub fn firehose(
         create_delay: ms(args.firehose_create_delay_ms, file.firehose_create_delay_ms),
         delete_delay: ms(args.firehose_delete_delay_ms, file.firehose_delete_delay_ms),
         keyring: service.keyring.clone(),
+        // One `--quotas` for every service: AWS's defaults, or none.
+        quotas: service.quotas,
         ..Default::default()
     };
     if let Some(n) = args.firehose_stream_limit.or(file.firehose_stream_limit) {

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod config;
+mod firehose_cli;
 mod sink;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     Put(cli::PutArgs),
     /// Read records from every shard of a stream
     Tail(cli::TailArgs),
+    /// Create, feed, list, describe and delete Firehose delivery streams
+    Firehose(firehose_cli::FirehoseCommand),
     /// Measure a Kinesis endpoint: throughput, latency, and that nothing is lost
     Bench(bench::BenchArgs),
 }
@@ -66,6 +69,7 @@ async fn main() -> ExitCode {
                 Command::Stream(c) => cli::stream(c).await,
                 Command::Put(a) => cli::put(a).await,
                 Command::Tail(a) => cli::tail(a).await,
+                Command::Firehose(c) => firehose_cli::run(c).await,
                 Command::Bench(a) => bench::run(a).await,
                 Command::Serve(_) => unreachable!("handled above"),
             }

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod metrics;
+pub mod quota;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -52,7 +52,8 @@ pub(crate) async fn handle(
     // Routing as AWS's front ends do it: a SigV4 credential scope names the
     // service first; without one, X-Amz-Target, then the Host (virtual-host
     // S3), then the models' path templates.
-    let scoped = scoped_protocol(&state, &parts);
+    let scoped_index = scoped_service(&state, &parts);
+    let scoped = scoped_index.map(|i| protocol_of(&state.services[i]));
     let operator = match parts.uri.path() {
         "/_ripstream/health" | "/_ripstream/metrics" => true,
         // The short paths give way to a bucket of that name, and to any
@@ -162,7 +163,9 @@ pub(crate) async fn handle(
         // AWS ignores the path of API calls.
         (&Method::POST, _) => {
             let span = info_span!("request", id = %request_id);
-            api(&state, &parts, body).instrument(span).await
+            api(&state, &parts, body, scoped_index)
+                .instrument(span)
+                .await
         }
         _ => access_denied(),
     };
@@ -192,16 +195,14 @@ enum Scoped {
     Query,
 }
 
-fn scoped_protocol(state: &AppState, parts: &http::request::Parts) -> Option<Scoped> {
-    let service = scoped_service(state, parts)?;
-    let m = &state.services[service];
-    Some(if m.query.is_some() {
+fn protocol_of(m: &Mounted) -> Scoped {
+    if m.query.is_some() {
         Scoped::Query
     } else if m.rest.is_some() {
         Scoped::Rest
     } else {
         Scoped::Json
-    })
+    }
 }
 
 /// The first mounted service whose signing name the request's credential
@@ -545,7 +546,14 @@ fn shed(state: &AppState, message: &str) -> Response<Body> {
     r
 }
 
-async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> Response<Body> {
+/// The JSON pipeline; `scoped` is the first service the credential scope
+/// names, if any.
+async fn api(
+    state: &AppState,
+    parts: &http::request::Parts,
+    body: Incoming,
+    scoped: Option<usize>,
+) -> Response<Body> {
     let headers = &parts.headers;
     let started = Instant::now();
     let target = headers
@@ -557,7 +565,6 @@ async fn api(state: &AppState, parts: &http::request::Parts, body: Incoming) -> 
     // signed for Kinesis never reaches DynamoDB); a request no service
     // claims is answered as the scope's first service, or the first service
     // (Kinesis), answers unknown operations.
-    let scoped = scoped_service(state, parts);
     let in_scope = |i: usize| {
         scoped.is_none_or(|s| {
             state.services[i].api.spec().signing_name == state.services[s].api.spec().signing_name

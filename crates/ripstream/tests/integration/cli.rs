@@ -343,3 +343,114 @@ policy = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action"
     assert!(!ok);
     assert!(err.contains("UnrecognizedClientException"), "{err}");
 }
+
+/// `ripstream firehose`: create into a bucket, put a file line by line, see
+/// the object the delivery wrote, then list, describe and delete.
+#[test]
+fn firehose_create_put_list_describe_delete() {
+    let srv = TestServer::start();
+    // As on AWS, the bucket need not exist yet: records wait for it.
+    let (ok, out, err) = run(
+        &srv,
+        &[
+            "firehose",
+            "create",
+            "to-lake",
+            "--to",
+            "s3://lake/logs/",
+            "--buffer",
+            "1MB,1s",
+            "--gzip",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("created delivery stream to-lake"), "{out}");
+    let (ok, _, err) = run(&srv, &["firehose", "create", "bad", "--to", "lake/logs"]);
+    assert!(!ok && err.contains("s3://"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.txt");
+    let text: String = (0..1500).map(|i| format!("event {i}\n")).collect();
+    std::fs::write(&file, &text).unwrap();
+    let (ok, out, err) = run(
+        &srv,
+        &[
+            "firehose",
+            "put",
+            "to-lake",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    // 1500 lines at most 500 records a batch.
+    assert!(
+        out.contains("put 1500 records to to-lake in 3 batches"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&srv, &["firehose", "put", "to-lake", "one more"]);
+    assert!(ok && !out.trim().is_empty(), "{err}");
+    std::fs::create_dir_all(srv.data_dir().join("objects/lake")).unwrap();
+    // The delivered objects hold every line once, gzipped.
+    let bucket = srv.data_dir().join("objects/lake/logs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut delivered = String::new();
+    while std::time::Instant::now() < deadline {
+        delivered.clear();
+        let mut files = Vec::new();
+        let mut stack = vec![bucket.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "gz") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        for f in files {
+            let mut s = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(f).unwrap()),
+                &mut s,
+            )
+            .unwrap();
+            delivered.push_str(&s);
+        }
+        if delivered.len() >= text.len() + "one more\n".len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Objects written in one second sort by their random suffix: compare
+    // the lines, each exactly once.
+    let mut got: Vec<&str> = delivered.lines().collect();
+    let want_text = format!("{text}one more\n");
+    let mut want: Vec<&str> = want_text.lines().collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let (ok, out, _) = run(&srv, &["firehose", "list"]);
+    assert!(ok && out.trim() == "to-lake", "{out}");
+    let (ok, out, _) = run(&srv, &["firehose", "describe", "to-lake"]);
+    assert!(ok, "{out}");
+    for want in [
+        "ACTIVE",
+        "s3://lake/logs/",
+        "GZIP",
+        "1 MB or 1 s",
+        "DirectPut",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let (ok, _, err) = run(&srv, &["firehose", "describe", "nope"]);
+    assert!(!ok && err.contains("ResourceNotFoundException"), "{err}");
+    let (ok, out, _) = run(&srv, &["firehose", "delete", "to-lake"]);
+    assert!(
+        ok && out.contains("deleted delivery stream to-lake"),
+        "{out}"
+    );
+    let (_, out, _) = run(&srv, &["firehose", "list"]);
+    assert!(out.trim().is_empty(), "{out}");
+}

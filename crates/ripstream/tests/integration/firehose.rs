@@ -1463,3 +1463,95 @@ async fn a_url_function_transforms_records() {
     .await;
     assert_eq!(objects(&bucket)[0].1, b"cba\nyx\n");
 }
+
+/// `--quotas aws` meters each delivery stream with AWS's DirectPut defaults
+/// for the region (1 MiB/s outside the three big regions): the records of a
+/// batch past the byte rate fail one by one and are not stored; a second
+/// later the rate is back. `--quotas off` lifts it.
+#[tokio::test]
+async fn puts_past_the_stream_quota_fail_record_by_record() {
+    for quotas in ["aws", "off"] {
+        let srv = TestServer::start_with(&["--region", "ap-south-1", "--quotas", quotas]);
+        let conf = aws_sdk_firehose::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(srv.url())
+            .region(Region::new("ap-south-1"))
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
+            .build();
+        let c = Client::from_conf(conf);
+        c.create_delivery_stream()
+            .delivery_stream_name("metered")
+            .extended_s3_destination_configuration(extended("metered", 60).build().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let big = vec![b'q'; 1_000_000];
+        let out = c
+            .put_record_batch()
+            .delivery_stream_name("metered")
+            .set_records(Some((0..4).map(|_| record(&big)).collect()))
+            .send()
+            .await
+            .unwrap();
+        let failed: Vec<Option<&str>> = out
+            .request_responses()
+            .iter()
+            .map(|r| r.error_code())
+            .collect();
+        if quotas == "off" {
+            assert_eq!(out.failed_put_count(), 0);
+            continue;
+        }
+        // One 1,000,000-byte record fits the 1 MiB second; the rest fail.
+        assert_eq!(out.failed_put_count(), 3);
+        assert_eq!(
+            failed,
+            [
+                None,
+                Some("ServiceUnavailableException"),
+                Some("ServiceUnavailableException"),
+                Some("ServiceUnavailableException")
+            ]
+        );
+        assert!(out.request_responses()[0].record_id().is_some());
+        assert!(out.request_responses()[1].record_id().is_none());
+        let e = c
+            .put_record()
+            .delivery_stream_name("metered")
+            .record(record(&big))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "ServiceUnavailableException");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        c.put_record()
+            .delivery_stream_name("metered")
+            .record(record(&big))
+            .send()
+            .await
+            .unwrap();
+        let metrics = raw(
+            &srv.addr,
+            false,
+            "GET",
+            "/_ripstream/metrics",
+            &[],
+            Vec::new(),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&metrics.body);
+        assert!(
+            text.contains(
+                r#"ripstream_firehose_throttled_records_total{delivery_stream="metered"} 4"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ripstream_firehose_incoming_records_total{delivery_stream="metered"} 2"#
+            ),
+            "{text}"
+        );
+    }
+}
