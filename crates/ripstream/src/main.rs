@@ -156,6 +156,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     )
     .await
     .context("cannot open the Firehose delivery streams")?;
+    let glue = ripstream_glue::Glue::open_in(&ctx).context("cannot open the Glue Data Catalog")?;
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
@@ -163,6 +164,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         Arc::new(ripstream_dynamo::api::DynamoApi::new(dynamo)),
         Arc::new(ripstream_sts::Sts::new(&ctx.region, &ctx.account_id)),
         Arc::new(ripstream_firehose::api::FirehoseApi::new(firehose)),
+        Arc::new(ripstream_glue::api::GlueApi::new(glue)),
         Arc::new(ripstream_objects::S3Api::new(
             objects,
             &ctx.region,

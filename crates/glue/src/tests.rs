@@ -1,0 +1,726 @@
+//! The service on a real context (catalog in a temporary directory), through
+//! the front door's contract ([`GlueApi`] with a recording authorizer).
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use ripstream_api::{Authorize, BoxError, Caller, Refused, Reply, Request, Service};
+use ripstream_runtime::{ContextConfig, ServiceContext};
+use serde_json::{Value, json};
+
+use crate::Glue;
+use crate::api::GlueApi;
+
+fn open(dir: &Path) -> (ServiceContext, GlueApi) {
+    let ctx = ServiceContext::open(ContextConfig::new(dir)).unwrap();
+    let glue = Glue::open_in(&ctx).unwrap();
+    (ctx, GlueApi::new(glue))
+}
+
+/// Records what each call asked to be authorized; refuses resources
+/// containing `deny`.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<Vec<String>>>,
+    deny: Option<&'static str>,
+}
+
+impl Authorize for Recorder {
+    fn authorize(&self, resources: &[String]) -> Result<(), BoxError> {
+        self.seen.lock().push(resources.to_vec());
+        if let Some(d) = self.deny
+            && resources.iter().any(|r| r.contains(d))
+        {
+            return Err(Box::new(Refused {
+                code: "AccessDeniedException",
+                status: http::StatusCode::BAD_REQUEST,
+                message: "denied".into(),
+            }));
+        }
+        Ok(())
+    }
+    fn authorize_action(&self, _: &str, _: &[String]) -> Result<(), BoxError> {
+        panic!("glue checks only its own actions")
+    }
+}
+
+const ALICE: &str = "arn:aws:iam::000000000000:user/alice";
+
+async fn call_with(
+    api: &GlueApi,
+    auth: &Recorder,
+    op: &str,
+    input: Value,
+) -> Result<Value, BoxError> {
+    let reply = api
+        .call(Request {
+            operation: op,
+            input,
+            authorize: auth,
+            caller: Caller::Principal {
+                name: "alice",
+                access_key_id: "AKID",
+                arn: ALICE,
+            },
+            slot: None,
+            body: None,
+        })
+        .await?;
+    match reply {
+        Reply::Json(b) => Ok(serde_json::from_slice(&b).unwrap()),
+        other => panic!("{op}: {other:?}"),
+    }
+}
+
+async fn call(api: &GlueApi, op: &str, input: Value) -> Result<Value, BoxError> {
+    call_with(api, &Recorder::default(), op, input).await
+}
+
+async fn ok(api: &GlueApi, op: &str, input: Value) -> Value {
+    match call(api, op, input).await {
+        Ok(v) => v,
+        Err(e) => panic!("{op}: {} {e}", e.code()),
+    }
+}
+
+async fn err(api: &GlueApi, op: &str, input: Value) -> (String, String) {
+    match call(api, op, input).await {
+        Ok(v) => panic!("{op} succeeded: {v}"),
+        Err(e) => {
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{op}: {e}");
+            (e.code().to_string(), e.to_string())
+        }
+    }
+}
+
+fn table_input(name: &str, columns: &[(&str, &str)]) -> Value {
+    json!({
+        "Name": name,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "parquet"},
+        "PartitionKeys": [{"Name": "dt", "Type": "string"}],
+        "StorageDescriptor": {
+            "Columns": columns.iter().map(|(n, t)| json!({"Name": n, "Type": t, "Comment": format!("{n} column")})).collect::<Vec<_>>(),
+            "Location": "s3://lake/events/",
+            "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            "SerdeInfo": {
+                "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+                "Parameters": {"serialization.format": "1"}
+            }
+        }
+    })
+}
+
+async fn setup(api: &GlueApi) {
+    ok(
+        api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "Lake", "Description": "the lake", "Parameters": {"k": "v"}}}),
+    )
+    .await;
+    ok(
+        api,
+        "CreateTable",
+        json!({"DatabaseName": "LAKE", "TableInput": table_input("Events", &[("id", "bigint"), ("msg", "string")])}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn databases_lifecycle_with_folded_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, api) = open(dir.path());
+    setup(&api).await;
+    let d = ok(&api, "GetDatabase", json!({"Name": "lAkE"})).await["Database"].clone();
+    assert_eq!(d["Name"], "lake");
+    assert_eq!(d["Description"], "the lake");
+    assert_eq!(d["Parameters"], json!({"k": "v"}));
+    assert_eq!(d["CatalogId"], "000000000000");
+    assert!(d["CreateTime"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(
+        d["CreateTableDefaultPermissions"][0]["Principal"]["DataLakePrincipalIdentifier"],
+        "IAM_ALLOWED_PRINCIPALS"
+    );
+    let (code, msg) = err(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "LAKE"}}),
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("AlreadyExistsException", "Database already exists.")
+    );
+    let (code, msg) = err(&api, "GetDatabase", json!({"Name": "Nope"})).await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("EntityNotFoundException", "Database nope not found.")
+    );
+
+    ok(
+        &api,
+        "UpdateDatabase",
+        json!({"Name": "lake", "DatabaseInput": {"Name": "Lake", "Description": "new"}}),
+    )
+    .await;
+    let d2 = ok(&api, "GetDatabase", json!({"Name": "lake"})).await["Database"].clone();
+    assert_eq!(d2["Description"], "new");
+    assert!(
+        d2.get("Parameters").is_none(),
+        "an update replaces the definition"
+    );
+    assert_eq!(d2["CreateTime"], d["CreateTime"]);
+    let (code, _) = err(
+        &api,
+        "UpdateDatabase",
+        json!({"Name": "lake", "DatabaseInput": {"Name": "other"}}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    let (code, _) = err(
+        &api,
+        "UpdateDatabase",
+        json!({"Name": "nope", "DatabaseInput": {"Name": "nope"}}),
+    )
+    .await;
+    assert_eq!(code, "EntityNotFoundException");
+
+    // Deleting a database deletes its tables and their versions.
+    ok(
+        &api,
+        "UpdateTable",
+        json!({"DatabaseName": "lake", "TableInput": table_input("events", &[])}),
+    )
+    .await;
+    ok(&api, "DeleteDatabase", json!({"Name": "LAKE"})).await;
+    let (code, _) = err(&api, "GetDatabase", json!({"Name": "lake"})).await;
+    assert_eq!(code, "EntityNotFoundException");
+    ok(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "lake"}}),
+    )
+    .await;
+    let (code, msg) = err(
+        &api,
+        "GetTable",
+        json!({"DatabaseName": "lake", "Name": "events"}),
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("EntityNotFoundException", "Table events not found.")
+    );
+    {
+        let state = api.service().inner.state.read();
+        assert!(state.tables.is_empty() && state.versions.is_empty());
+    }
+    let (code, _) = err(&api, "DeleteDatabase", json!({"Name": "gone"})).await;
+    assert_eq!(code, "EntityNotFoundException");
+}
+
+#[tokio::test]
+async fn tables_echo_their_definition_and_glue_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, api) = open(dir.path());
+    setup(&api).await;
+    let t = ok(
+        &api,
+        "GetTable",
+        json!({"DatabaseName": "lake", "Name": "EVENTS"}),
+    )
+    .await["Table"]
+        .clone();
+    assert_eq!(t["Name"], "events");
+    assert_eq!(t["DatabaseName"], "lake");
+    assert_eq!(t["CreatedBy"], ALICE);
+    assert_eq!(t["IsRegisteredWithLakeFormation"], false);
+    assert_eq!(t["CatalogId"], "000000000000");
+    assert_eq!(t["VersionId"], "0");
+    assert_eq!(t["TableType"], "EXTERNAL_TABLE");
+    assert_eq!(t["CreateTime"], t["UpdateTime"]);
+    assert_eq!(t["Parameters"], json!({"classification": "parquet"}));
+    assert_eq!(
+        t["PartitionKeys"],
+        json!([{"Name": "dt", "Type": "string"}])
+    );
+    let sd = &t["StorageDescriptor"];
+    assert_eq!(
+        sd["Columns"][0],
+        json!({"Name": "id", "Type": "bigint", "Comment": "id column"})
+    );
+    assert_eq!(sd["Location"], "s3://lake/events/");
+    assert_eq!(sd["SerdeInfo"]["Parameters"]["serialization.format"], "1");
+
+    // Any type string is accepted: the converter is what parses it.
+    ok(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "lake", "TableInput": table_input("odd", &[("x", "not a type<")])}),
+    )
+    .await;
+
+    let (code, msg) = err(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "lake", "TableInput": table_input("Events", &[])}),
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("AlreadyExistsException", "Table already exists.")
+    );
+    let (code, msg) = err(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "nope", "TableInput": table_input("t", &[])}),
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("EntityNotFoundException", "Database nope not found.")
+    );
+    let (code, _) = err(&api, "CreateTable", json!({"DatabaseName": "lake"})).await;
+    assert_eq!(code, "InvalidInputException");
+    let (code, _) = err(&api, "CreateTable", json!({"DatabaseName": "lake", "TableInput": table_input("t", &[]), "PartitionIndexes": [{"Keys": ["dt"], "IndexName": "i"}]})).await;
+    assert_eq!(code, "InvalidInputException");
+    let (code, _) = err(
+        &api,
+        "GetTable",
+        json!({"DatabaseName": "nope", "Name": "events"}),
+    )
+    .await;
+    assert_eq!(code, "EntityNotFoundException");
+
+    ok(
+        &api,
+        "DeleteTable",
+        json!({"DatabaseName": "lake", "Name": "Events"}),
+    )
+    .await;
+    let (code, msg) = err(
+        &api,
+        "DeleteTable",
+        json!({"DatabaseName": "lake", "Name": "events"}),
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("EntityNotFoundException", "Table events not found.")
+    );
+}
+
+#[tokio::test]
+async fn get_tables_filters_by_expression_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, api) = open(dir.path());
+    ok(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "db"}}),
+    )
+    .await;
+    ok(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "other"}}),
+    )
+    .await;
+    ok(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "other", "TableInput": table_input("events_x", &[])}),
+    )
+    .await;
+    for i in 0..7 {
+        ok(
+            &api,
+            "CreateTable",
+            json!({"DatabaseName": "db", "TableInput": table_input(&format!("events_{i}"), &[])}),
+        )
+        .await;
+    }
+    ok(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "db", "TableInput": table_input("clicks", &[])}),
+    )
+    .await;
+    let names = |v: &Value| -> Vec<String> {
+        v["TableList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = ok(&api, "GetTables", json!({"DatabaseName": "DB"})).await;
+    assert_eq!(names(&all).len(), 8);
+    assert!(all.get("NextToken").is_none());
+    let some = ok(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "db", "Expression": "events_*"}),
+    )
+    .await;
+    assert_eq!(
+        names(&some),
+        (0..7).map(|i| format!("events_{i}")).collect::<Vec<_>>()
+    );
+    let alt = ok(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "db", "Expression": "clicks|events_[12]"}),
+    )
+    .await;
+    assert_eq!(names(&alt), vec!["clicks", "events_1", "events_2"]);
+
+    let mut got = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut req = json!({"DatabaseName": "db", "Expression": "events.*", "MaxResults": 3});
+        if let Some(t) = &token {
+            req["NextToken"] = json!(t);
+        }
+        let page = ok(&api, "GetTables", req).await;
+        pages += 1;
+        got.extend(names(&page));
+        match page.get("NextToken").and_then(Value::as_str) {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        got,
+        (0..7).map(|i| format!("events_{i}")).collect::<Vec<_>>()
+    );
+
+    let only = ok(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "db", "Expression": "clicks", "AttributesToGet": ["NAME"]}),
+    )
+    .await;
+    assert_eq!(only["TableList"], json!([{"Name": "clicks"}]));
+    let (code, _) = err(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "db", "Expression": "(unclosed"}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    let (code, _) = err(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "db", "NextToken": "***"}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    let (code, msg) = err(&api, "GetTables", json!({"DatabaseName": "missing"})).await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("EntityNotFoundException", "Database missing not found.")
+    );
+
+    // Databases page the same way.
+    for i in 0..3 {
+        ok(
+            &api,
+            "CreateDatabase",
+            json!({"DatabaseInput": {"Name": format!("z{i}")}}),
+        )
+        .await;
+    }
+    let p1 = ok(&api, "GetDatabases", json!({"MaxResults": 4})).await;
+    let dbs = |v: &Value| -> Vec<String> {
+        v["DatabaseList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(dbs(&p1), vec!["db", "other", "z0", "z1"]);
+    let p2 = ok(
+        &api,
+        "GetDatabases",
+        json!({"MaxResults": 4, "NextToken": p1["NextToken"]}),
+    )
+    .await;
+    assert_eq!(dbs(&p2), vec!["z2"]);
+    assert!(p2.get("NextToken").is_none());
+}
+
+#[tokio::test]
+async fn updates_archive_versions_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ctx, api) = open(dir.path());
+        setup(&api).await;
+        ok(&api, "UpdateTable", json!({"DatabaseName": "lake", "TableInput": table_input("events", &[("id", "bigint"), ("msg", "string"), ("v1", "int")])})).await;
+        ok(&api, "UpdateTable", json!({"DatabaseName": "lake", "VersionId": "1", "TableInput": table_input("events", &[("v2", "int")])})).await;
+        // Not archived: version 2 is replaced by 3 without a trace.
+        ok(&api, "UpdateTable", json!({"DatabaseName": "lake", "SkipArchive": true, "TableInput": table_input("events", &[("v3", "int")])})).await;
+        let (code, _) = err(&api, "UpdateTable", json!({"DatabaseName": "lake", "VersionId": "1", "TableInput": table_input("events", &[])})).await;
+        assert_eq!(code, "ConcurrentModificationException");
+        let (code, _) = err(
+            &api,
+            "UpdateTable",
+            json!({"DatabaseName": "lake", "TableInput": table_input("nope", &[])}),
+        )
+        .await;
+        assert_eq!(code, "EntityNotFoundException");
+        ctx.close().await;
+    }
+    let (_ctx, api) = open(dir.path());
+    let t = ok(
+        &api,
+        "GetTable",
+        json!({"DatabaseName": "lake", "Name": "events"}),
+    )
+    .await["Table"]
+        .clone();
+    assert_eq!(t["VersionId"], "3");
+    assert_eq!(t["StorageDescriptor"]["Columns"][0]["Name"], "v3");
+    assert!(t["UpdateTime"].as_f64() >= t["CreateTime"].as_f64());
+    let vs = ok(
+        &api,
+        "GetTableVersions",
+        json!({"DatabaseName": "lake", "TableName": "events"}),
+    )
+    .await;
+    let ids: Vec<&str> = vs["TableVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["VersionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["0", "1", "3"]);
+    for v in vs["TableVersions"].as_array().unwrap() {
+        assert_eq!(v["Table"]["VersionId"], v["VersionId"]);
+    }
+    let v0 = ok(
+        &api,
+        "GetTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events", "VersionId": "0"}),
+    )
+    .await;
+    assert_eq!(
+        v0["TableVersion"]["Table"]["StorageDescriptor"]["Columns"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let cur = ok(
+        &api,
+        "GetTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events"}),
+    )
+    .await;
+    assert_eq!(cur["TableVersion"]["VersionId"], "3");
+    let (code, _) = err(
+        &api,
+        "GetTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events", "VersionId": "2"}),
+    )
+    .await;
+    assert_eq!(code, "EntityNotFoundException");
+
+    let p1 = ok(
+        &api,
+        "GetTableVersions",
+        json!({"DatabaseName": "lake", "TableName": "events", "MaxResults": 2}),
+    )
+    .await;
+    assert_eq!(p1["TableVersions"].as_array().unwrap().len(), 2);
+    let p2 = ok(&api, "GetTableVersions", json!({"DatabaseName": "lake", "TableName": "events", "MaxResults": 2, "NextToken": p1["NextToken"]})).await;
+    assert_eq!(p2["TableVersions"][0]["VersionId"], "3");
+
+    ok(
+        &api,
+        "DeleteTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events", "VersionId": "1"}),
+    )
+    .await;
+    let (code, _) = err(
+        &api,
+        "DeleteTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events", "VersionId": "1"}),
+    )
+    .await;
+    assert_eq!(code, "EntityNotFoundException");
+    let (code, _) = err(
+        &api,
+        "DeleteTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events", "VersionId": "3"}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    let vs = ok(
+        &api,
+        "GetTableVersions",
+        json!({"DatabaseName": "lake", "TableName": "events"}),
+    )
+    .await;
+    assert_eq!(vs["TableVersions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn batch_delete_reports_missing_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, api) = open(dir.path());
+    setup(&api).await;
+    ok(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "lake", "TableInput": table_input("b", &[])}),
+    )
+    .await;
+    ok(
+        &api,
+        "UpdateTable",
+        json!({"DatabaseName": "lake", "TableInput": table_input("b", &[])}),
+    )
+    .await;
+    let out = ok(
+        &api,
+        "BatchDeleteTable",
+        json!({"DatabaseName": "lake", "TablesToDelete": ["EVENTS", "b", "ghost"]}),
+    )
+    .await;
+    assert_eq!(
+        out["Errors"],
+        json!([{"TableName": "ghost", "ErrorDetail": {"ErrorCode": "EntityNotFoundException", "ErrorMessage": "Table ghost not found."}}])
+    );
+    assert_eq!(
+        ok(&api, "GetTables", json!({"DatabaseName": "lake"})).await["TableList"],
+        json!([])
+    );
+    assert!(api.service().inner.state.read().versions.is_empty());
+    let (code, _) = err(
+        &api,
+        "BatchDeleteTable",
+        json!({"DatabaseName": "nope", "TablesToDelete": ["a"]}),
+    )
+    .await;
+    assert_eq!(code, "EntityNotFoundException");
+}
+
+#[tokio::test]
+async fn authorization_names_catalog_database_and_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, api) = open(dir.path());
+    setup(&api).await;
+    let a = "arn:aws:glue:us-east-1:000000000000";
+    let rec = Recorder::default();
+    call_with(
+        &api,
+        &rec,
+        "GetTable",
+        json!({"DatabaseName": "Lake", "Name": "Events"}),
+    )
+    .await
+    .unwrap();
+    call_with(&api, &rec, "GetTables", json!({"DatabaseName": "lake"}))
+        .await
+        .unwrap();
+    call_with(&api, &rec, "GetDatabases", json!({}))
+        .await
+        .unwrap();
+    call_with(&api, &rec, "GetDatabase", json!({"Name": "lake"}))
+        .await
+        .unwrap();
+    call_with(
+        &api,
+        &rec,
+        "BatchDeleteTable",
+        json!({"DatabaseName": "lake", "TablesToDelete": ["x", "X", "y"]}),
+    )
+    .await
+    .unwrap();
+    call_with(
+        &api,
+        &rec,
+        "CreateTable",
+        json!({"DatabaseName": "lake", "TableInput": {"Name": "New"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *rec.seen.lock(),
+        vec![
+            vec![
+                format!("{a}:catalog"),
+                format!("{a}:database/lake"),
+                format!("{a}:table/lake/events")
+            ],
+            vec![
+                format!("{a}:catalog"),
+                format!("{a}:database/lake"),
+                format!("{a}:table/lake/*")
+            ],
+            vec![format!("{a}:catalog"), format!("{a}:database/*")],
+            vec![format!("{a}:catalog"), format!("{a}:database/lake")],
+            vec![
+                format!("{a}:catalog"),
+                format!("{a}:database/lake"),
+                format!("{a}:table/lake/x"),
+                format!("{a}:table/lake/y")
+            ],
+            vec![
+                format!("{a}:catalog"),
+                format!("{a}:database/lake"),
+                format!("{a}:table/lake/new")
+            ],
+        ]
+    );
+    // A refusal stops the operation before it acts.
+    let deny = Recorder {
+        deny: Some("table/lake/events"),
+        ..Recorder::default()
+    };
+    let e = call_with(
+        &api,
+        &deny,
+        "DeleteTable",
+        json!({"DatabaseName": "lake", "Name": "events"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "AccessDeniedException");
+    ok(
+        &api,
+        "GetTable",
+        json!({"DatabaseName": "lake", "Name": "events"}),
+    )
+    .await;
+
+    // The server's own catalog id is accepted; another account's is not.
+    ok(
+        &api,
+        "GetTable",
+        json!({"CatalogId": "000000000000", "DatabaseName": "lake", "Name": "events"}),
+    )
+    .await;
+    let rec = Recorder::default();
+    let e = call_with(
+        &api,
+        &rec,
+        "GetDatabase",
+        json!({"CatalogId": "111122223333", "Name": "lake"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "AccessDeniedException");
+    assert_eq!(
+        rec.seen.lock()[0][0],
+        "arn:aws:glue:us-east-1:111122223333:catalog"
+    );
+    assert!(!api.supports("CreatePartition"));
+    assert_eq!(api.spec().target_prefix.as_deref(), Some("AWSGlue"));
+    assert_eq!(api.spec().signing_name, "glue");
+}
