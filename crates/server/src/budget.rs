@@ -140,10 +140,18 @@ impl BodyError {
 /// each byte that can start one (`{}` entries by the million are 1.5 bytes
 /// each as text and 20 times that as values).
 pub(crate) fn json_decoding_estimate(bytes: &[u8]) -> usize {
-    let starts = bytes
-        .iter()
-        .filter(|&&b| matches!(b, b',' | b'[' | b'{' | b':'))
-        .count();
+    // Counted in runs of 255 with a byte counter and non-short-circuit
+    // compares, which the compiler turns into SIMD: every request body
+    // passes here, and it showed in PutRecord profiles.
+    let starts: usize = bytes
+        .chunks(255)
+        .map(|run| {
+            let n = run.iter().fold(0u8, |n, &b| {
+                n + u8::from((b == b',') | (b == b'[') | (b == b'{') | (b == b':'))
+            });
+            usize::from(n)
+        })
+        .sum();
     starts.saturating_mul(64)
 }
 
@@ -246,6 +254,25 @@ where
 mod tests {
     use super::*;
     use http_body_util::Full;
+
+    #[test]
+    fn the_json_estimate_counts_every_value_start_across_runs() {
+        // Lengths around the 255-byte runs, all four start bytes and others.
+        let alphabet = b",[{:}]\"a1 ";
+        for len in [0, 1, 254, 255, 256, 510, 511, 4096] {
+            let text: Vec<u8> = (0..len)
+                .map(|i: usize| alphabet[(i * 7 + i / 3) % alphabet.len()])
+                .collect();
+            let naive = text
+                .iter()
+                .filter(|&&b| matches!(b, b',' | b'[' | b'{' | b':'))
+                .count();
+            assert_eq!(json_decoding_estimate(&text), naive * 64, "{len}");
+        }
+        // A run of 255 starts does not overflow the run's counter.
+        assert_eq!(json_decoding_estimate(&[b','; 255]), 255 * 64);
+        assert_eq!(json_decoding_estimate(&[b'{'; 1000]), 1000 * 64);
+    }
 
     #[tokio::test]
     async fn xml_bodies_reserve_what_parsing_them_builds() {
