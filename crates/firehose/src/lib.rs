@@ -18,6 +18,7 @@
 //! and ignored.
 
 pub mod api;
+mod budget;
 mod engine;
 pub mod error;
 pub mod lambda;
@@ -71,7 +72,16 @@ pub struct FirehoseConfig {
     pub keyring: Option<PathBuf>,
     /// The transformation functions Lambda processors' ARNs name.
     pub functions: lambda::Functions,
+    /// Most bytes all delivery streams together hold buffered in memory
+    /// (records read from their logs, not yet delivered). A stream that
+    /// finds the budget spent flushes early or waits: its records are
+    /// durable in its log meanwhile.
+    pub buffer_memory_bytes: usize,
 }
+
+/// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
+/// the largest BufferingHints size (128 MiB).
+pub const DEFAULT_BUFFER_MEMORY_BYTES: usize = 512 << 20;
 
 impl Default for FirehoseConfig {
     fn default() -> FirehoseConfig {
@@ -83,6 +93,7 @@ impl Default for FirehoseConfig {
             retry_max: Duration::from_secs(5),
             keyring: None,
             functions: Default::default(),
+            buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
         }
     }
 }
@@ -116,6 +127,8 @@ pub(crate) struct Inner {
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
     pub changed: tokio::sync::Notify,
+    /// The memory every delivery stream's buffer comes out of.
+    pub budget: Arc<budget::Budget>,
 }
 
 /// Runs blocking work (redb commits, partition creation, log reads) off the
@@ -145,7 +158,9 @@ impl Firehose {
             .unwrap_or_else(|| ctx.data_dir.join("keyring.toml"));
         let keyring = ripstream_keyring::Keyring::open(&keyring_path, &ctx.region, &ctx.account_id)
             .map_err(Error::internal)?;
+        let budget = budget::Budget::new(cfg.buffer_memory_bytes);
         let inner = Inner {
+            budget,
             cfg,
             region: ctx.region.clone(),
             account: ctx.account_id.clone(),
@@ -170,6 +185,12 @@ impl Firehose {
     /// delivery stream and finishes delayed deletions, until dropped.
     pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         engine::supervise(self.inner.clone())
+    }
+
+    /// Bytes the delivery streams hold buffered now (within
+    /// [`FirehoseConfig::buffer_memory_bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.budget.used()
     }
 
     /// Names of the delivery streams, for tests and tools.
