@@ -129,7 +129,7 @@ impl S3Api {
                 ok(json!({"Location": format!("/{bucket}")}))
             }
             "DeleteBucket" => {
-                store.delete_bucket(&bucket)?;
+                store.delete_bucket(&bucket).await?;
                 Ok(Reply::Empty)
             }
             "HeadBucket" => {
@@ -142,7 +142,18 @@ impl S3Api {
             "GetObject" | "HeadObject" => {
                 let range = text("Range").and_then(RangeSpec::parse);
                 let head = request.operation == "HeadObject";
-                let info = store.head(&bucket, &key).await?;
+                // GetObject judges its conditions on the very file it then
+                // sends: an overwrite in between cannot slip bytes past an
+                // If-Match that saw the old ETag.
+                let opened = if head {
+                    None
+                } else {
+                    Some(store.open_object(&bucket, &key).await?)
+                };
+                let info = match &opened {
+                    Some(o) => o.info.clone(),
+                    None => store.head(&bucket, &key).await?,
+                };
                 if let Some(status) = preconditions(&input, &info)? {
                     // 304: the object's validators, no body.
                     return Ok(Reply::Payload {
@@ -171,7 +182,10 @@ impl S3Api {
                     }
                     return ok(Value::Object(out));
                 }
-                let (info, len, span, stream) = store.get_stream(&bucket, &key, range).await?;
+                let Some(opened) = opened else {
+                    return ok(Value::Object(out));
+                };
+                let (info, len, span, stream) = opened.stream(range).await?;
                 let mut out = object_headers(&info);
                 let status = span.map(|(a, b)| {
                     out.insert(
@@ -517,6 +531,11 @@ impl S3Api {
 impl ripstream_api::Service for S3Api {
     fn spec(&self) -> &Spec {
         &self.spec
+    }
+
+    /// The store's expiry of incomplete multipart uploads.
+    fn start(&self) -> Vec<ripstream_api::Task> {
+        vec![Box::pin(self.store.background())]
     }
 
     /// `/health` is the bucket `health`'s once it exists.

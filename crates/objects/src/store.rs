@@ -12,7 +12,8 @@
 //!
 //! `.meta` can never be a bucket (bucket names start with a letter or a
 //! digit), so listings never see it. An object's metadata file is named by
-//! a hash of its key (`<h>`), so no key can collide with another's metadata.
+//! the SHA-256 of its key (`<h>`), so no key can collide with another's metadata
+//! (metadata an older store named by the key's MD5 is still read, and moved).
 //! It records the size and modification time of the file it describes: a
 //! file rewritten behind the store's back (or written by another writer)
 //! has no valid metadata, and is then an object of content type
@@ -112,9 +113,17 @@ pub struct Listing {
     pub entries: Vec<Entry>,
     /// Whether entries past the last one remain.
     pub truncated: bool,
+    /// Directory entries the page's walk looked at.
+    scanned: usize,
 }
 
 impl Listing {
+    /// How many directory entries the page's walk looked at: its cost,
+    /// bounded by the page, not the bucket.
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
     /// The key or common prefix the next page starts after.
     pub fn last(&self) -> Option<&str> {
         self.entries.last().map(|e| match e {
@@ -178,7 +187,24 @@ pub struct Objects {
     /// The largest body one write takes: `MAX_PUT_BYTES`, lowered only
     /// by the unit tests (which must not write GiBs).
     max_put_bytes: u64,
+    /// Bucket locks, striped by name: every write holds its bucket's
+    /// shared from its bucket check to its last file, DeleteBucket holds it
+    /// exclusive from its emptiness check to the directory's removal, so
+    /// no acknowledged write lands in between and is removed with it.
+    locks: Arc<Vec<Arc<tokio::sync::RwLock<()>>>>,
+    /// How long an incomplete multipart upload is kept (S3 lifecycle's
+    /// AbortIncompleteMultipartUpload): its parts are deleted after.
+    upload_expiry: Duration,
 }
+
+/// The default of [`Objects::with_upload_expiry`]: 7 days, the
+/// DaysAfterInitiation commonly configured on S3 buckets.
+pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many bucket locks the store stripes bucket names over: a bounded
+/// table (names come from requests), few enough collisions that one
+/// DeleteBucket rarely waits for another bucket's writes.
+const BUCKET_LOCKS: usize = 64;
 
 impl Objects {
     /// The store of a data directory: `<data_dir>/objects`.
@@ -196,7 +222,93 @@ impl Objects {
             root,
             fs: Arc::new(fs),
             max_put_bytes: MAX_PUT_BYTES,
+            locks: Arc::new(
+                (0..BUCKET_LOCKS)
+                    .map(|_| Arc::new(tokio::sync::RwLock::new(())))
+                    .collect(),
+            ),
+            upload_expiry: DEFAULT_UPLOAD_EXPIRY,
         })
+    }
+
+    /// The same store with incomplete multipart uploads kept `expiry`
+    /// after their initiation (by [`Objects::background`]).
+    pub fn with_upload_expiry(mut self, expiry: Duration) -> Objects {
+        self.upload_expiry = expiry;
+        self
+    }
+
+    /// The store's background work, until dropped: deletes incomplete
+    /// multipart uploads older than the upload expiry, checking a few
+    /// times per expiry period (at most hourly), so abandoned parts do
+    /// not fill the disk.
+    pub fn background(&self) -> impl Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let every = (this.upload_expiry / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(3600));
+            loop {
+                let sweeper = this.clone();
+                match tokio::task::spawn_blocking(move || sweeper.expire_uploads()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        tracing::info!(uploads = n, "expired incomplete multipart uploads")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %ripstream_api::Chain(&e), "could not expire multipart uploads")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "multipart upload expiry task failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+
+    /// Deletes every incomplete multipart upload initiated longer than the
+    /// upload expiry ago; answers how many.
+    pub fn expire_uploads(&self) -> Result<usize, ObjectsError> {
+        let now = millis(SystemTime::now());
+        let expiry = u64::try_from(self.upload_expiry.as_millis()).unwrap_or(u64::MAX);
+        let uploads = self.root.join(META_DIR).join("uploads");
+        let buckets = match std::fs::read_dir(&uploads) {
+            Ok(b) => b,
+            Err(e) if is_missing(&e) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut expired = 0;
+        for bucket in buckets {
+            let bucket = bucket?;
+            if !bucket.file_type()?.is_dir() {
+                continue;
+            }
+            let ids: Vec<PathBuf> = match std::fs::read_dir(bucket.path()) {
+                Ok(ids) => ids
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect(),
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for dir in ids {
+                // An upload whose record is unreadable (torn by a crash at
+                // its creation) ages from its directory's mtime.
+                let initiated = std::fs::read(dir.join("upload.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Upload>(&b).ok())
+                    .map(|u| u.initiated_ms)
+                    .or_else(|| Some(millis(std::fs::metadata(&dir).ok()?.modified().ok()?)));
+                let Some(initiated) = initiated else { continue };
+                if now.saturating_sub(initiated) < expiry {
+                    continue;
+                }
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => expired += 1,
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(expired)
     }
 
     /// The same store with a lower size limit, for tests.
@@ -217,6 +329,20 @@ impl Objects {
         &self.root
     }
 
+    fn bucket_lock(&self, bucket: &str) -> Arc<tokio::sync::RwLock<()>> {
+        // FNV-1a: a stable spread of names over the stripes.
+        let h = bucket.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        self.locks[(h % BUCKET_LOCKS as u64) as usize].clone()
+    }
+
+    /// Held by a write for as long as it may still create files in the
+    /// bucket.
+    async fn writing(&self, bucket: &str) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.bucket_lock(bucket).read_owned().await
+    }
+
     fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.root.join(bucket)
     }
@@ -232,9 +358,47 @@ impl Objects {
         self.root.join(".meta").join("objects").join(bucket)
     }
 
+    /// An object's metadata file: named by the SHA-256 of its key, so no
+    /// key can be chosen to collide with another's metadata.
     fn meta_path(&self, bucket: &str, key: &str) -> PathBuf {
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        self.meta_dir(bucket).join(hex::encode(digest))
+    }
+
+    /// Where stores before the SHA-256 names kept the metadata (the MD5 of
+    /// the key): still read, and moved to [`Objects::meta_path`] when met.
+    fn legacy_meta_path(&self, bucket: &str, key: &str) -> PathBuf {
         let digest = Md5::digest(key.as_bytes());
         self.meta_dir(bucket).join(hex::encode(digest))
+    }
+
+    /// The metadata recorded for `key` if it describes the file as it is
+    /// now (`stat`), from the SHA-256 name or else the legacy MD5 one.
+    fn read_meta(&self, bucket: &str, key: &str, stat: &std::fs::Metadata) -> Option<Meta> {
+        let mtime = stat.modified().ok()?;
+        let valid = |path: &FsPath| {
+            std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+                .filter(|m| m.key == key && m.size == stat.len() && m.mtime_ns == nanos(mtime))
+        };
+        if let Some(m) = valid(&self.meta_path(bucket, key)) {
+            return Some(m);
+        }
+        let legacy = self.legacy_meta_path(bucket, key);
+        let m = valid(&legacy)?;
+        // Moved under its new name; if that fails it is read from the old
+        // one again next time.
+        match write_durable(
+            &self.meta_path(bucket, key),
+            &serde_json::to_vec(&m).unwrap_or_default(),
+        ) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&legacy);
+            }
+            Err(e) => tracing::debug!(error = %e, key, "could not move an object's metadata"),
+        }
+        Some(m)
     }
 
     fn uploads_dir(&self, bucket: &str) -> PathBuf {
@@ -287,13 +451,33 @@ impl Objects {
     }
 
     /// Deletes an empty bucket (BucketNotEmpty otherwise), with its
-    /// metadata and any multipart uploads left in it.
-    pub fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+    /// metadata and any multipart uploads left in it. Writes to the bucket
+    /// in flight finish first (and are then seen by the emptiness check);
+    /// those that start meanwhile find no bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+        let exclusive = self.bucket_lock(bucket).write_owned().await;
+        let this = self.clone();
+        let bucket = bucket.to_string();
+        // The guard goes with the work: a caller that stops waiting must
+        // not release the bucket while the removal still runs.
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = exclusive;
+            this.delete_bucket_blocking(&bucket)
+        })
+        .await?
+    }
+
+    fn delete_bucket_blocking(&self, bucket: &str) -> Result<(), ObjectsError> {
         self.require_bucket(bucket)?;
         let dir = self.bucket_dir(bucket);
-        let mut keys = Vec::new();
-        walk(&dir, "", &mut keys, 1)?;
-        if !keys.is_empty() {
+        let mut walk = Walk {
+            prefix: "",
+            after: None,
+            skip: None,
+            visited: 0,
+        };
+        // Stops at the first key.
+        if !walk.run(&dir, "", &mut |_| Ok(Step::Stop))? {
             return Err(ObjectsError::BucketNotEmpty {
                 bucket: bucket.to_string(),
             });
@@ -385,6 +569,7 @@ impl Objects {
         opts: PutOptions,
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         if bytes.len() as u64 > self.max_put_bytes {
             return Err(self.too_large());
@@ -453,6 +638,7 @@ impl Objects {
         opts: PutOptions,
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.check_target(bucket, key)?;
         let target = self.file(bucket, key);
@@ -489,6 +675,7 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let file = self.file(bucket, key);
         let meta_path = self.meta_path(bucket, key);
+        let legacy = self.legacy_meta_path(bucket, key);
         let key = key.to_string();
         let content_type = opts.content_type.clone();
         let metadata = opts.metadata.clone();
@@ -504,6 +691,12 @@ impl Objects {
                 mtime_ns: nanos(mtime),
             };
             write_durable(&meta_path, &serde_json::to_vec(&meta).unwrap_or_default())?;
+            // An older store's metadata of the key describes an older file.
+            match std::fs::remove_file(&legacy) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
             Ok(ObjectInfo {
                 key,
                 size: stat.len(),
@@ -565,11 +758,7 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let mtime = stat.modified()?;
         let meta_path = self.meta_path(bucket, key);
-        let meta = std::fs::read(&meta_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
-            .filter(|m| m.key == key && m.size == stat.len() && m.mtime_ns == nanos(mtime));
-        let meta = match meta {
+        let meta = match self.read_meta(bucket, key, stat) {
             Some(m) => m,
             None => {
                 // A file this store did not write (or rewritten since):
@@ -652,6 +841,13 @@ impl Objects {
         key: &str,
         range: Option<RangeSpec>,
     ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
+        self.open_object(bucket, key).await?.stream(range).await
+    }
+
+    /// Opens an object's file and answers what it is: conditions judged on
+    /// this [`OpenObject`]'s info hold for the bytes it then streams, even
+    /// if the key is overwritten in between.
+    pub async fn open_object(&self, bucket: &str, key: &str) -> Result<OpenObject, ObjectsError> {
         self.location(bucket, key)?;
         self.require_bucket(bucket)?;
         let this = self.clone();
@@ -668,25 +864,14 @@ impl Objects {
             if !this.inside_bucket(&bucket, &path) {
                 return Err(no_such_key());
             }
-            let mut f = match std::fs::File::open(&path) {
+            let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if is_missing(&e) => return Err(no_such_key()),
                 Err(e) => return Err(e.into()),
             };
-            let stat = f.metadata()?;
+            let stat = file.metadata()?;
             let info = this.info_of(&bucket, &key, &path, &stat)?;
-            let span = range.map(|r| r.resolve(info.size)).transpose()?;
-            let (start, len) = match span {
-                Some((a, b)) => (a, b - a + 1),
-                None => (0, info.size),
-            };
-            f.seek(SeekFrom::Start(start))?;
-            let stream: BodyStream = Box::pin(FileStream {
-                file: Some(f),
-                remaining: len,
-                pending: None,
-            });
-            Ok((info, len, span, stream))
+            Ok(OpenObject { info, file })
         })
         .await?
     }
@@ -708,10 +893,15 @@ impl Objects {
             Err(e) if is_missing(&e) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        match std::fs::remove_file(self.meta_path(bucket, key)) {
-            Ok(()) => {}
-            Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(e.into()),
+        for meta in [
+            self.meta_path(bucket, key),
+            self.legacy_meta_path(bucket, key),
+        ] {
+            match std::fs::remove_file(meta) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         // S3 has no directories: the ones the key made go with it, up to
         // (never including) the bucket's own.
@@ -745,6 +935,7 @@ impl Objects {
         self.location(from.0, from.1)?;
         self.require_bucket(from.0)?;
         self.location(to.0, to.1)?;
+        let _writing = self.writing(to.0).await;
         self.require_bucket(to.0)?;
         let this = self.clone();
         let (fb, fk) = (from.0.to_string(), from.1.to_string());
@@ -906,70 +1097,64 @@ impl Objects {
         max: usize,
     ) -> Result<Listing, ObjectsError> {
         let bucket_dir = self.bucket_dir(bucket);
+        let mut listing = Listing::default();
         // Walk only the directory the prefix names; a prefix with `..` or
         // an empty segment names no key at all.
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
             None => "",
         };
-        let mut keys = Vec::new();
-        if dir_part.is_empty() || check_key(dir_part).is_ok() {
-            let start = if dir_part.is_empty() {
-                bucket_dir.clone()
-            } else {
-                bucket_dir.join(dir_part)
-            };
-            let rel = if dir_part.is_empty() {
-                String::new()
-            } else {
-                format!("{dir_part}/")
-            };
-            walk(&start, &rel, &mut keys, usize::MAX)?;
+        if !dir_part.is_empty() && check_key(dir_part).is_err() {
+            return Ok(listing);
         }
-        keys.retain(|k| k.starts_with(prefix));
-        keys.sort();
-        let mut listing = Listing::default();
-        let mut last_prefix: Option<String> = None;
-        for key in keys {
-            if let Some(a) = after
-                && (key.as_str() <= a
-                    || (delimiter.is_some_and(|d| a.ends_with(d)) && key.starts_with(a)))
-            {
-                continue;
-            }
+        let (start, rel) = if dir_part.is_empty() {
+            (bucket_dir.clone(), String::new())
+        } else {
+            (bucket_dir.join(dir_part), format!("{dir_part}/"))
+        };
+        let mut walk = Walk {
+            prefix,
+            after,
+            // After a common prefix (a continuation at one), nothing under
+            // it again.
+            skip: after
+                .filter(|a| delimiter.is_some_and(|d| a.ends_with(d)))
+                .map(String::from),
+            visited: 0,
+        };
+        walk.run(&start, &rel, &mut |key| {
             let rolled = delimiter.and_then(|d| {
                 let rest = &key[prefix.len()..];
                 rest.find(d)
                     .map(|i| key[..prefix.len() + i + d.len()].to_string())
             });
             if let Some(cp) = rolled {
-                if last_prefix.as_deref() == Some(cp.as_str()) {
-                    continue;
-                }
+                // Every key starting with a common prefix rolls up into it.
                 if after.is_some_and(|a| cp.as_str() <= a) {
-                    continue;
+                    return Ok(Step::SkipUnder(cp));
                 }
                 if listing.entries.len() >= max {
                     listing.truncated = true;
-                    break;
+                    return Ok(Step::Stop);
                 }
-                last_prefix = Some(cp.clone());
-                listing.entries.push(Entry::Prefix(cp));
-                continue;
+                listing.entries.push(Entry::Prefix(cp.clone()));
+                return Ok(Step::SkipUnder(cp));
             }
             if listing.entries.len() >= max {
                 listing.truncated = true;
-                break;
+                return Ok(Step::Stop);
             }
             let file = bucket_dir.join(&key);
             let Ok(stat) = std::fs::symlink_metadata(&file) else {
-                // Deleted since the walk.
-                continue;
+                // Deleted since the walk read its directory.
+                return Ok(Step::Next);
             };
             listing
                 .entries
                 .push(Entry::Object(self.info_of(bucket, &key, &file, &stat)?));
-        }
+            Ok(Step::Next)
+        })?;
+        listing.scanned = walk.visited;
         Ok(listing)
     }
 
@@ -1017,6 +1202,7 @@ impl Objects {
         opts: PutOptions,
     ) -> Result<String, ObjectsError> {
         self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.check_target(bucket, key)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -1045,6 +1231,7 @@ impl Objects {
         body: BodyStream,
         content_md5: Option<[u8; 16]>,
     ) -> Result<String, ObjectsError> {
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.upload(bucket, key, upload_id)?;
         if !(1..=MAX_PARTS).contains(&number) {
@@ -1105,6 +1292,7 @@ impl Objects {
         parts: &[(u32, String)],
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         let (dir, upload) = self.upload(bucket, key, upload_id)?;
         if parts.is_empty() {
@@ -1222,6 +1410,40 @@ impl Objects {
         let (dir, _) = self.upload(bucket, key, upload_id)?;
         std::fs::remove_dir_all(dir)?;
         Ok(())
+    }
+}
+
+/// An object's file, open, with what the store knows of it as opened.
+#[derive(Debug)]
+pub struct OpenObject {
+    pub info: ObjectInfo,
+    file: std::fs::File,
+}
+
+impl OpenObject {
+    /// The object's bytes (all, or `range`) from the open file: its info
+    /// again, the length sent, the span of a range, and the stream.
+    pub async fn stream(
+        self,
+        range: Option<RangeSpec>,
+    ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
+        let OpenObject { info, mut file } = self;
+        let span = range.map(|r| r.resolve(info.size)).transpose()?;
+        let (start, len) = match span {
+            Some((a, b)) => (a, b - a + 1),
+            None => (0, info.size),
+        };
+        let file = tokio::task::spawn_blocking(move || {
+            file.seek(SeekFrom::Start(start))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await??;
+        let stream: BodyStream = Box::pin(FileStream {
+            file: Some(file),
+            remaining: len,
+            pending: None,
+        });
+        Ok((info, len, span, stream))
     }
 }
 
@@ -1453,22 +1675,30 @@ fn check_key(key: &str) -> Result<(), ObjectsError> {
     if key.split('/').any(|s| s.len() > MAX_SEGMENT_BYTES) {
         return Err(ObjectsError::KeyTooLong);
     }
-    let bad_segment = |s: &str| {
-        s.is_empty()
-            || s == "."
-            || s == ".."
-            // object_store's staging files: `<name>#<digits>`.
-            || s.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
     if key.contains('\0') || key.contains('\\') || key.split('/').any(bad_segment) {
         return Err(unsupported_key(key));
     }
     Ok(())
 }
 
+/// A key segment the layout cannot hold: empty, `.`, `..`, `.meta` (the
+/// store's metadata directory's name, kept out of every path a request
+/// makes), or an object_store staging file's name (`<name>#<digits>`).
+fn bad_segment(s: &str) -> bool {
+    s.is_empty()
+        || s == "."
+        || s == ".."
+        || s == META_DIR
+        || s.rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The store's metadata directory under its root.
+const META_DIR: &str = ".meta";
+
 fn unsupported_key(key: &str) -> ObjectsError {
     ObjectsError::InvalidArgument(format!(
-        "The key {key:?} cannot be stored by this server's file layout (empty, `.` or `..` path segments, a trailing `/`, NUL, `\\` and names ending in `#<digits>` are refused)."
+        "The key {key:?} cannot be stored by this server's file layout (empty, `.`, `..` or `.meta` path segments, a trailing `/`, NUL, `\\` and names ending in `#<digits>` are refused)."
     ))
 }
 
@@ -1561,35 +1791,98 @@ fn conflict(key: &str) -> ObjectsError {
     ))
 }
 
-/// The keys of the files under `dir`, each prefixed with `rel`; skips
-/// object_store's staging files and anything that is not a plain file or
-/// directory (a symlink is never followed out of the bucket). Stops once
-/// `limit` keys are found.
-fn walk(dir: &FsPath, rel: &str, out: &mut Vec<String>, limit: usize) -> Result<(), ObjectsError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in entries {
-        if out.len() >= limit {
-            return Ok(());
-        }
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(String::from) else {
-            continue;
-        };
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            walk(&entry.path(), &format!("{rel}{name}/"), out, limit)?;
-        } else if kind.is_file() {
-            let key = format!("{rel}{name}");
-            if check_key(&key).is_ok() {
-                out.push(key);
+/// What a listing's walk does after a key.
+enum Step {
+    Next,
+    /// Skip every key that starts with this (a common prefix just rolled up).
+    SkipUnder(String),
+    Stop,
+}
+
+/// A walk of a bucket's keys in S3's order (UTF-8 byte order), lazily:
+/// each directory's names are read and its handle closed before any
+/// subdirectory is entered, sorted (a directory as its name plus `/`, which
+/// is where its keys sort), and subtrees that hold no key after `after`,
+/// none under `prefix`, or only keys under a skipped prefix are never
+/// opened. So a page costs the entries it passes on its way to its keys,
+/// not the whole bucket.
+struct Walk<'a> {
+    prefix: &'a str,
+    /// Only keys after this.
+    after: Option<&'a str>,
+    skip: Option<String>,
+    /// Directory entries looked at, for the tests that bound a page's cost.
+    visited: usize,
+}
+
+impl Walk<'_> {
+    /// Walks `dir` (keys `rel` + name), calling `f` with each key in order;
+    /// `false` once `f` said to stop.
+    fn run(
+        &mut self,
+        dir: &FsPath,
+        rel: &str,
+        f: &mut dyn FnMut(String) -> Result<Step, ObjectsError>,
+    ) -> Result<bool, ObjectsError> {
+        let mut names: Vec<(String, bool)> = Vec::new();
+        {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if is_missing(&e) => return Ok(true),
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                self.visited += 1;
+                let Some(name) = entry.file_name().to_str().map(String::from) else {
+                    continue;
+                };
+                if bad_segment(&name) {
+                    continue;
+                }
+                // Never followed: a symlink is neither.
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    names.push((format!("{name}/"), true));
+                } else if kind.is_file() {
+                    names.push((name, false));
+                }
             }
         }
+        names.sort_unstable();
+        for (name, is_dir) in names {
+            let path = format!("{rel}{name}");
+            if is_dir {
+                // Keys under `path` all start with it.
+                let wanted = path.starts_with(self.prefix) || self.prefix.starts_with(&path);
+                let passed = self
+                    .after
+                    .is_some_and(|a| path.as_str() < a && !a.starts_with(&path));
+                let skipped = self.skip.as_deref().is_some_and(|s| path.starts_with(s));
+                if !wanted || passed || skipped {
+                    continue;
+                }
+                let sub = dir.join(&name[..name.len() - 1]);
+                if !self.run(&sub, &path, f)? {
+                    return Ok(false);
+                }
+            } else {
+                if !path.starts_with(self.prefix)
+                    || self.after.is_some_and(|a| path.as_str() <= a)
+                    || self.skip.as_deref().is_some_and(|s| path.starts_with(s))
+                    || check_key(&path).is_err()
+                {
+                    continue;
+                }
+                match f(path)? {
+                    Step::Next => {}
+                    Step::SkipUnder(p) => self.skip = Some(p),
+                    Step::Stop => return Ok(false),
+                }
+            }
+        }
+        Ok(true)
     }
-    Ok(())
 }
 
 async fn next(body: &mut BodyStream) -> Option<Result<Bytes, ripstream_api::BoxError>> {
@@ -1613,9 +1906,26 @@ fn nanos(t: SystemTime) -> u128 {
 }
 
 /// Writes a small file so that it survives power loss: a temporary file,
-/// fsynced, renamed over the old one, the directory fsynced.
+/// fsynced, renamed over the old one, the directory fsynced, and each
+/// directory the write had to create made durable in its parent (a
+/// `.meta/objects/<bucket>` made for a bucket's first object is an entry
+/// of `.meta/objects`, lost with it unsynced).
 fn write_durable(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
     write_plain(path, bytes)?;
+    for made in missing.iter().rev() {
+        if let Some(parent) = made.parent() {
+            sync_dir(parent)?;
+        }
+    }
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }

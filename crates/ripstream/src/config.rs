@@ -146,10 +146,20 @@ pub struct ServeArgs {
     /// Most Firehose delivery streams [default: 5000]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_STREAM_LIMIT")]
     pub firehose_stream_limit: Option<usize>,
+    /// Most bytes all Firehose delivery streams together hold buffered in
+    /// memory; past it a stream flushes early or waits (its records stay in
+    /// its log) [default: 536870912]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_BUFFER_MEMORY_BYTES")]
+    pub firehose_buffer_memory_bytes: Option<usize>,
     /// Directory of the embedded object store that the S3 API serves and
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
     pub object_store_root: Option<PathBuf>,
+    /// How long an incomplete S3 multipart upload is kept before its parts
+    /// are deleted (S3 lifecycle's AbortIncompleteMultipartUpload), in
+    /// seconds [default: 604800, 7 days]
+    #[arg(long, env = "RIPSTREAM_OBJECT_STORE_UPLOAD_EXPIRY_SECS")]
+    pub object_store_upload_expiry_secs: Option<u64>,
     /// For tests only: run the server's clock this many seconds ahead of the
     /// system's, so retention (24 hours at least) can be seen to act.
     #[arg(long, hide = true)]
@@ -210,6 +220,7 @@ pub struct FileConfig {
     pub firehose_create_delay_ms: Option<u64>,
     pub firehose_delete_delay_ms: Option<u64>,
     pub firehose_stream_limit: Option<usize>,
+    pub firehose_buffer_memory_bytes: Option<usize>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
     /// `[functions.NAME]`: the transformation functions Firehose's Lambda
@@ -235,6 +246,23 @@ pub struct FunctionFile {
 pub struct ObjectStoreFile {
     /// The embedded store's directory [default: <data-dir>/objects].
     pub root: Option<PathBuf>,
+    /// How long an incomplete multipart upload is kept, in seconds
+    /// [default: 604800].
+    pub upload_expiry_secs: Option<u64>,
+}
+
+/// How long incomplete multipart uploads are kept: the flag, the file's
+/// `[object_store] upload_expiry_secs`, else 7 days.
+pub fn object_store_upload_expiry(args: &ServeArgs, file: &FileConfig) -> Result<Duration> {
+    match args.object_store_upload_expiry_secs.or_else(|| {
+        file.object_store
+            .as_ref()
+            .and_then(|o| o.upload_expiry_secs)
+    }) {
+        None => Ok(ripstream_objects::store::DEFAULT_UPLOAD_EXPIRY),
+        Some(0) => bail!("object_store upload_expiry_secs must be at least 1"),
+        Some(n) => Ok(Duration::from_secs(n)),
+    }
 }
 
 /// The embedded object store's directory: the flag, the file's
@@ -468,6 +496,10 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
     })
 }
 
+/// The smallest Firehose buffer memory budget accepted: one record of
+/// Firehose's largest size (1,000 KiB) with room to spare.
+const MIN_FIREHOSE_BUFFER_MEMORY: usize = 1 << 20;
+
 /// Firehose's settings; the keyring is the server's (Data Streams').
 pub fn firehose(
     args: &ServeArgs,
@@ -485,6 +517,18 @@ pub fn firehose(
     };
     if let Some(n) = args.firehose_stream_limit.or(file.firehose_stream_limit) {
         cfg.stream_limit = n;
+    }
+    if let Some(n) = args
+        .firehose_buffer_memory_bytes
+        .or(file.firehose_buffer_memory_bytes)
+    {
+        // Below one record's worth every record would be delivered alone.
+        if n < MIN_FIREHOSE_BUFFER_MEMORY {
+            bail!(
+                "firehose_buffer_memory_bytes must be at least {MIN_FIREHOSE_BUFFER_MEMORY} (1 MiB, Firehose's largest record), not {n}"
+            );
+        }
+        cfg.buffer_memory_bytes = n;
     }
     for (name, f) in &file.functions {
         match (&f.command, &f.url) {
@@ -515,6 +559,33 @@ mod tests {
     use ripstream_kinesis::quota::QuotaMode;
 
     #[test]
+    fn upload_expiry_comes_from_flag_or_file() {
+        let none = FileConfig::default();
+        assert_eq!(
+            object_store_upload_expiry(&ServeArgs::default(), &none).unwrap(),
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        let file: FileConfig = toml::from_str("[object_store]\nupload_expiry_secs = 60\n").unwrap();
+        assert_eq!(
+            object_store_upload_expiry(&ServeArgs::default(), &file).unwrap(),
+            Duration::from_secs(60)
+        );
+        let args = ServeArgs {
+            object_store_upload_expiry_secs: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            object_store_upload_expiry(&args, &file).unwrap(),
+            Duration::from_secs(5)
+        );
+        let args = ServeArgs {
+            object_store_upload_expiry_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(object_store_upload_expiry(&args, &none).is_err());
+    }
+
+    #[test]
     fn firehose_settings_come_from_flags_or_file() {
         let file: FileConfig =
             toml::from_str("firehose_create_delay_ms = 250\nfirehose_stream_limit = 3\n").unwrap();
@@ -530,6 +601,26 @@ mod tests {
         let d = firehose(&ServeArgs::default(), &FileConfig::default(), &service).unwrap();
         assert_eq!(d.create_delay, Duration::ZERO);
         assert_eq!(d.stream_limit, 5000);
+        assert_eq!(d.buffer_memory_bytes, 512 << 20);
+        let file: FileConfig = toml::from_str("firehose_buffer_memory_bytes = 8388608\n").unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        assert_eq!(f.buffer_memory_bytes, 8 << 20);
+        let args = ServeArgs {
+            firehose_buffer_memory_bytes: Some(4 << 20),
+            ..Default::default()
+        };
+        assert_eq!(
+            firehose(&args, &file, &service)
+                .unwrap()
+                .buffer_memory_bytes,
+            4 << 20
+        );
+        let args = ServeArgs {
+            firehose_buffer_memory_bytes: Some(1000),
+            ..Default::default()
+        };
+        let e = firehose(&args, &file, &service).unwrap_err();
+        assert!(e.to_string().contains("at least"), "{e}");
         let file: FileConfig =
             toml::from_str("[functions.up]\ncommand = [\"python3\", \"t.py\"]\n").unwrap();
         let f = firehose(&ServeArgs::default(), &file, &service).unwrap();

@@ -71,16 +71,19 @@ async fn buckets_are_directories() {
     assert_eq!(names, ["alpha", "logs"]);
     s.put_object("logs", "a/b", b("x")).await.unwrap();
     assert_eq!(
-        s.delete_bucket("logs").unwrap_err().code(),
+        s.delete_bucket("logs").await.unwrap_err().code(),
         "BucketNotEmpty"
     );
     s.delete("logs", "a/b").await.unwrap();
     // The key's directory went with it; the bucket stays.
     assert!(!dir.path().join("objects/logs/a").exists());
     assert!(dir.path().join("objects/logs").is_dir());
-    s.delete_bucket("logs").unwrap();
+    s.delete_bucket("logs").await.unwrap();
     assert!(!s.bucket_exists("logs"));
-    assert_eq!(s.delete_bucket("logs").unwrap_err().code(), "NoSuchBucket");
+    assert_eq!(
+        s.delete_bucket("logs").await.unwrap_err().code(),
+        "NoSuchBucket"
+    );
 }
 
 #[tokio::test]
@@ -758,4 +761,227 @@ async fn a_failed_streamed_write_leaves_no_staging_file() {
         .unwrap_err();
     assert_eq!(err.code(), "InvalidArgument", "{err:?}");
     assert_eq!(staged_left(&s.root().join("bk1")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_bucket_never_removes_an_acknowledged_write() {
+    let (_dir, s) = store();
+    for round in 0..40 {
+        s.create_bucket("race").unwrap();
+        let go = Arc::new(tokio::sync::Barrier::new(9));
+        let mut puts = Vec::new();
+        for i in 0..8 {
+            let (s, go) = (s.clone(), go.clone());
+            puts.push(tokio::spawn(async move {
+                go.wait().await;
+                let key = format!("k{i}/o");
+                if i % 2 == 0 {
+                    s.put_object("race", &key, b("x")).await.map(|_| key)
+                } else {
+                    let id = s.create_upload("race", &key, PutOptions::default()).await?;
+                    let body: BodyStream = Box::pin(OnceBody(Some(Ok(b("y")))));
+                    let etag = s.upload_part("race", &key, &id, 1, body, None).await?;
+                    s.complete_upload("race", &key, &id, &[(1, etag)])
+                        .await
+                        .map(|_| key)
+                }
+            }));
+        }
+        let deleted = {
+            let (s, go) = (s.clone(), go.clone());
+            tokio::spawn(async move {
+                go.wait().await;
+                tokio::task::yield_now().await;
+                s.delete_bucket("race").await
+            })
+        };
+        let mut acked = Vec::new();
+        for p in puts {
+            if let Ok(key) = p.await.unwrap() {
+                acked.push(key);
+            }
+        }
+        match deleted.await.unwrap() {
+            Ok(()) => {
+                assert!(acked.is_empty(), "round {round}: deleted over {acked:?}");
+                assert!(!s.bucket_exists("race"));
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "BucketNotEmpty", "round {round}");
+                for key in &acked {
+                    s.head("race", key).await.unwrap();
+                }
+                for key in acked {
+                    s.delete("race", &key).await.unwrap();
+                }
+                // Uploads the delete overtook may be left; the bucket
+                // goes with them.
+                s.delete_bucket("race").await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_listing_page_walks_a_bounded_part_of_a_large_tree() {
+    let (dir, s) = store();
+    s.create_bucket("big").unwrap();
+    // 40 directories of 40 objects (foreign files are objects too), and
+    // files beside them whose names sort between the directories' keys.
+    let root = dir.path().join("objects/big");
+    let mut all = Vec::new();
+    for d in 0..40 {
+        std::fs::create_dir(root.join(format!("d{d:02}"))).unwrap();
+        for f in 0..40 {
+            let key = format!("d{d:02}/f{f:02}");
+            std::fs::write(root.join(&key), b"x").unwrap();
+            all.push(key);
+        }
+        let key = format!("d{d:02}-x");
+        std::fs::write(root.join(&key), b"x").unwrap();
+        all.push(key);
+    }
+    all.sort();
+    let total = 40 * 41 + 40;
+    let q = |after, delimiter, max_keys| ListQuery {
+        prefix: "",
+        delimiter,
+        after,
+        max_keys,
+    };
+    let first = s.list("big", q(None, None, 10)).await.unwrap();
+    assert_eq!(keys(&first), all[..10]);
+    assert!(first.truncated);
+    // The root and the first directory.
+    assert!(first.scanned() <= 80 + 40, "{}", first.scanned());
+    // Paging from the middle skips the subtrees before it unopened.
+    let mid = s.list("big", q(Some("d20/f35"), None, 10)).await.unwrap();
+    let at = all.iter().position(|k| k == "d20/f35").unwrap();
+    assert_eq!(keys(&mid), all[at + 1..at + 11]);
+    assert!(mid.scanned() <= 80 + 3 * 40, "{}", mid.scanned());
+    // Rolled up: each common prefix costs its directory's names, once.
+    let rolled = s.list("big", q(None, Some("/"), 6)).await.unwrap();
+    assert_eq!(
+        keys(&rolled),
+        ["d00-x", "d00/*", "d01-x", "d01/*", "d02-x", "d02/*"]
+    );
+    assert!(rolled.scanned() <= 80 + 4 * 40, "{}", rolled.scanned());
+    // Page by page, every key once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s
+            .list(
+                "big",
+                ListQuery {
+                    prefix: "",
+                    delimiter: None,
+                    after: after.as_deref(),
+                    max_keys: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.scanned() <= 80 + 5 * 40, "{}", page.scanned());
+        seen.extend(keys(&page));
+        if !page.truncated {
+            break;
+        }
+        after = page.last().map(String::from);
+    }
+    assert_eq!(seen, all);
+    assert!(total > 1000);
+}
+
+#[tokio::test]
+async fn a_meta_segment_is_refused() {
+    let (_dir, s) = store();
+    s.create_bucket("bkm").unwrap();
+    for key in [".meta", "a/.meta", ".meta/x"] {
+        let e = s.put_object("bkm", key, b("x")).await.unwrap_err();
+        assert_eq!(e.code(), "InvalidArgument", "{key}");
+    }
+    assert!(!valid_bucket_name(".meta"));
+}
+
+#[tokio::test]
+async fn incomplete_multipart_uploads_expire() {
+    let (_dir, s) = store();
+    let s = s.with_upload_expiry(Duration::from_millis(300));
+    s.create_bucket("mpu").unwrap();
+    let old = s
+        .create_upload("mpu", "old", PutOptions::default())
+        .await
+        .unwrap();
+    let body: BodyStream = Box::pin(OnceBody(Some(Ok(b("part")))));
+    s.upload_part("mpu", "old", &old, 1, body, None)
+        .await
+        .unwrap();
+    assert_eq!(s.expire_uploads().unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let young = s
+        .create_upload("mpu", "young", PutOptions::default())
+        .await
+        .unwrap();
+    // The background sweep deletes the old one (parts and all) only.
+    let sweep = tokio::spawn(s.background());
+    let mut gone = false;
+    for _ in 0..100 {
+        if s.list_parts("mpu", "old", &old).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone);
+    assert_eq!(
+        s.list_parts("mpu", "old", &old).await.unwrap_err().code(),
+        "NoSuchUpload"
+    );
+    assert!(s.list_parts("mpu", "young", &young).await.is_ok());
+    sweep.abort();
+    assert!(!s.uploads_dir("mpu").join(&old).exists());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.expire_uploads().unwrap(), 1);
+    assert!(s.list_parts("mpu", "young", &young).await.is_err());
+}
+
+#[tokio::test]
+async fn an_opened_object_streams_the_version_its_info_describes() {
+    let (_dir, s) = store();
+    s.create_bucket("ver").unwrap();
+    let v1 = s.put_object("ver", "k", b("first")).await.unwrap();
+    let opened = s.open_object("ver", "k").await.unwrap();
+    assert_eq!(opened.info.etag, v1.etag);
+    // Overwritten after the conditions were judged on `opened.info`.
+    let v2 = s.put_object("ver", "k", b("second!")).await.unwrap();
+    assert_ne!(v1.etag, v2.etag);
+    let (info, len, _, mut stream) = opened.stream(None).await.unwrap();
+    assert_eq!((info.etag, len), (v1.etag, 5));
+    let mut got = Vec::new();
+    while let Some(piece) = next(&mut stream).await {
+        got.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(got, b"first");
+}
+
+#[tokio::test]
+async fn metadata_under_an_old_md5_name_is_read_and_moved() {
+    let (_dir, s) = store();
+    s.create_bucket("old").unwrap();
+    let opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        ..PutOptions::default()
+    };
+    s.put_with("old", "a/b", b("x"), opts).await.unwrap();
+    let (new, legacy) = (s.meta_path("old", "a/b"), s.legacy_meta_path("old", "a/b"));
+    assert_eq!(new.file_name().unwrap().len(), 64);
+    std::fs::rename(&new, &legacy).unwrap();
+    assert_eq!(
+        s.head("old", "a/b").await.unwrap().content_type,
+        "text/plain"
+    );
+    assert!(new.is_file() && !legacy.exists());
+    s.delete("old", "a/b").await.unwrap();
+    assert!(!new.exists());
 }
