@@ -188,6 +188,9 @@ pub(crate) async fn sdk_config(ep: &Endpoint) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// A failed SDK call as one line: the AWS error type and message. Every
+/// AWS SDK crate shares these smithy types, so this serves the Firehose
+/// commands too.
 pub(crate) fn sdk_error<E>(e: aws_sdk_kinesis::error::SdkError<E>) -> anyhow::Error
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

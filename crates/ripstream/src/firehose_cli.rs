@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{
@@ -16,7 +16,7 @@ use aws_sdk_firehose::types::{
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::Endpoint;
+use crate::cli::{Endpoint, sdk_error};
 
 /// PutRecordBatch's limits (AWS's): records and bytes of data per call.
 const BATCH_RECORDS: usize = 500;
@@ -175,24 +175,6 @@ async fn client(ep: &Endpoint) -> Client {
         builder = builder.region(aws_config::Region::new("us-east-1"));
     }
     Client::from_conf(builder.build())
-}
-
-fn sdk_error<E>(e: aws_sdk_firehose::error::SdkError<E>) -> anyhow::Error
-where
-    E: aws_sdk_firehose::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    use aws_sdk_firehose::error::{DisplayErrorContext, SdkError};
-    match &e {
-        SdkError::ServiceError(se) => {
-            let err = se.err();
-            anyhow!(
-                "{}: {}",
-                err.code().unwrap_or("error"),
-                err.message().unwrap_or("")
-            )
-        }
-        _ => anyhow!("{}", DisplayErrorContext(e)),
-    }
 }
 
 pub async fn run(cmd: FirehoseCommand) -> Result<()> {
