@@ -18,6 +18,9 @@ pub enum Error {
     /// UpdateTable's `VersionId` is not the table's current version.
     #[error("{0}")]
     ConcurrentModification(String),
+    /// A quota (databases, tables or table versions) would be exceeded.
+    #[error("{0}")]
+    ResourceNumberLimitExceeded(String),
     /// A `CatalogId` naming another account's catalog: this server holds
     /// one account's catalog, and no other account grants it access.
     #[error("{0}")]
@@ -47,6 +50,7 @@ impl Error {
             Error::AlreadyExists(_) => "AlreadyExistsException",
             Error::InvalidInput(_) => "InvalidInputException",
             Error::ConcurrentModification(_) => "ConcurrentModificationException",
+            Error::ResourceNumberLimitExceeded(_) => "ResourceNumberLimitExceededException",
             Error::AccessDenied(_) => "AccessDeniedException",
             Error::Internal { .. } => "InternalServiceException",
         }

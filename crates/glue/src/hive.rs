@@ -13,6 +13,7 @@
 //! assert!(matches!(t, HiveType::Array(_)));
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 
 /// Hive's bounds: `decimal` holds up to 38 digits.
@@ -95,11 +96,31 @@ impl fmt::Display for HiveType {
                     if i > 0 {
                         f.write_str(",")?;
                     }
-                    write!(f, "{}:{}", field.name, field.ty)?;
+                    write_field_name(f, &field.name)?;
+                    write!(f, ":{}", field.ty)?;
                 }
                 f.write_str(">")
             }
         }
+    }
+}
+
+/// Whether a field name must be backquoted to read back as itself: it
+/// holds what ends an unquoted name, or starts with a backquote, or is
+/// empty.
+fn needs_quotes(name: &str) -> bool {
+    name.is_empty() || name.starts_with('`') || name.chars().any(ends_unquoted_name)
+}
+
+fn ends_unquoted_name(c: char) -> bool {
+    matches!(c, ':' | ',' | '<' | '>') || c.is_whitespace()
+}
+
+fn write_field_name(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    if needs_quotes(name) {
+        write!(f, "`{}`", name.replace('`', "``"))
+    } else {
+        f.write_str(name)
     }
 }
 
@@ -298,9 +319,11 @@ impl Parser<'_> {
     fn fields(&mut self, depth: usize) -> Result<HiveType, HiveTypeError> {
         self.eat('<', "<")?;
         let mut fields: Vec<StructField> = Vec::new();
+        // Hive's field names are case-insensitive.
+        let mut seen = HashSet::new();
         loop {
             let name = self.field_name()?;
-            if fields.iter().any(|f| f.name.eq_ignore_ascii_case(&name)) {
+            if !seen.insert(name.to_lowercase()) {
                 return Err(HiveTypeError::DuplicateField(name));
             }
             self.eat(':', ":")?;
@@ -317,8 +340,10 @@ impl Parser<'_> {
         }
     }
 
-    /// A field name: an identifier, or any text between backquotes (Hive's
-    /// quoting, with a doubled backquote for one).
+    /// A field name: any run of characters but `:`, `,`, `<`, `>` and
+    /// whitespace (Glue's crawlers name fields after the data's keys,
+    /// `user-id` or `a.b` included), or any text between backquotes
+    /// (Hive's quoting, with a doubled backquote for one).
     fn field_name(&mut self) -> Result<String, HiveTypeError> {
         if self.peek() == Some('`') {
             self.pos += 1;
@@ -347,11 +372,14 @@ impl Parser<'_> {
             }
             return Ok(name);
         }
-        let name = self.word();
-        if name.is_empty() {
+        let start = self.pos;
+        let rest = &self.s[start..];
+        let len = rest.find(ends_unquoted_name).unwrap_or(rest.len());
+        if len == 0 {
             return Err(self.expected("a field name"));
         }
-        Ok(name.to_string())
+        self.pos += len;
+        Ok(rest[..len].to_string())
     }
 }
 
@@ -476,6 +504,46 @@ mod tests {
             ok("struct<a:struct<b:struct<c:decimal(4,2)>>>").to_string(),
             "struct<a:struct<b:struct<c:decimal(4,2)>>>"
         );
+    }
+
+    #[test]
+    fn crawler_field_names_need_no_quotes() {
+        let t = ok("struct<user-id:int, a.b:string, $ref:date, é:bigint, a`b:int>");
+        let names: Vec<&str> = match &t {
+            Struct(fields) => fields.iter().map(|f| f.name.as_str()).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(names, vec!["user-id", "a.b", "$ref", "é", "a`b"]);
+        assert_eq!(
+            parse("struct<é:int,É:string>"),
+            Err(HiveTypeError::DuplicateField("É".into()))
+        );
+    }
+
+    #[test]
+    fn display_quotes_names_so_the_output_reads_back() {
+        let field = |name: &str| StructField {
+            name: name.into(),
+            ty: Int,
+        };
+        let t = Struct(vec![
+            field("plain"),
+            field("first name"),
+            field("a:b"),
+            field("x,y"),
+            field("<z>"),
+            field("`tick"),
+            field("mid`tick"),
+            field("tab\there"),
+        ]);
+        let shown = t.to_string();
+        assert_eq!(
+            shown,
+            "struct<plain:int,`first name`:int,`a:b`:int,`x,y`:int,`<z>`:int,```tick`:int,mid`tick:int,`tab\there`:int>"
+        );
+        assert_eq!(ok(&shown), t);
+        let nested = Array(Box::new(Map(Box::new(String), Box::new(t))));
+        assert_eq!(ok(&nested.to_string()), nested);
     }
 
     #[test]

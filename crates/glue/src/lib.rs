@@ -7,7 +7,8 @@
 //! removing its tables and their versions, UpdateTable archiving the
 //! previous version) is one durable transaction. The whole space is held in
 //! memory too (a schema catalog is small) and written through: the catalog
-//! first, then the memory view, under one lock for all changes.
+//! first, then the memory view, under one lock for all changes, in one
+//! blocking task that runs to its end even if the request is dropped.
 //!
 //! Names are stored lower-cased, as Glue folds database and table names for
 //! Hive compatibility, and looked up the same way. Column types are stored
@@ -49,29 +50,67 @@ impl std::fmt::Debug for Glue {
     }
 }
 
+/// The service's limits. The defaults are AWS Glue's default quotas
+/// ("AWS Glue endpoints and quotas"), which AWS raises on request; tests
+/// lower them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlueConfig {
+    /// Databases per account (AWS: 10,000).
+    pub max_databases: usize,
+    /// Tables per database (AWS: 200,000).
+    pub max_tables_per_database: usize,
+    /// Tables per account (AWS: 1,000,000).
+    pub max_tables: usize,
+    /// Table versions per table, the current one included (AWS: 100,000).
+    pub max_versions_per_table: usize,
+    /// Table versions per account, current ones included (AWS: 1,000,000).
+    pub max_versions: usize,
+    /// The largest `TableInput` or `DatabaseInput`, serialized as JSON.
+    /// Glue documents limits per member but none for the whole; this
+    /// server's own bound, since every version is held in memory.
+    pub max_input_bytes: usize,
+    /// GetDatabases, GetTables and GetTableVersions end a page early once
+    /// its entries pass this many bytes (the page's `NextToken` continues
+    /// from there), so a response stays bounded whatever `MaxResults` says.
+    pub page_budget_bytes: usize,
+}
+
+impl Default for GlueConfig {
+    fn default() -> GlueConfig {
+        GlueConfig {
+            max_databases: 10_000,
+            max_tables_per_database: 200_000,
+            max_tables: 1_000_000,
+            max_versions_per_table: 100_000,
+            max_versions: 1_000_000,
+            max_input_bytes: 1 << 20,
+            page_budget_bytes: 4 << 20,
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub region: String,
     pub account: String,
     pub clock: Arc<dyn Clock>,
     pub catalog: Arc<Catalog>,
-    pub state: parking_lot::RwLock<store::State>,
+    pub config: GlueConfig,
+    pub state: Arc<parking_lot::RwLock<store::State>>,
     /// Serializes changes: each reads the state, commits, then updates it.
-    pub control: tokio::sync::Mutex<()>,
-}
-
-/// Runs blocking work (redb commits) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(Error::internal)?
+    /// Owned guards, so a commit keeps it until its memory update is done
+    /// even when the request that started it is gone.
+    pub control: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Glue {
     /// Opens the service in the server's shared context, loading the
     /// catalog's databases and tables.
     pub fn open_in(ctx: &ServiceContext) -> Result<Glue> {
+        Glue::open_with(ctx, GlueConfig::default())
+    }
+
+    /// Opens the service with the given limits.
+    pub fn open_with(ctx: &ServiceContext, config: GlueConfig) -> Result<Glue> {
         let state = store::State::load(&ctx.catalog)?;
         info!(
             databases = state.databases.len(),
@@ -84,8 +123,9 @@ impl Glue {
                 account: ctx.account_id.clone(),
                 clock: ctx.clock.clone(),
                 catalog: ctx.catalog.clone(),
-                state: parking_lot::RwLock::new(state),
-                control: tokio::sync::Mutex::new(()),
+                config,
+                state: Arc::new(parking_lot::RwLock::new(state)),
+                control: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }

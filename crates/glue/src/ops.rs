@@ -1,13 +1,16 @@
 //! The operations, on the JSON form of their (model-validated) inputs.
 
+use std::ops::Bound::{Excluded, Included, Unbounded};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::Glue;
 use crate::error::{Error, Result};
 use crate::pattern::NamePattern;
-use crate::store::{Change, DatabaseRec, TableRec};
+use crate::store::{Change, DatabaseRec, TableKey, TableRec};
 
 /// Glue's page size bounds (`CatalogGetterPageSize`): 1 to 100, 100 when
 /// not given.
@@ -38,6 +41,12 @@ pub(crate) fn fold(name: &str, what: &str) -> Result<String> {
         return Err(invalid(format!(
             "{what} must not contain control characters."
         )));
+    }
+    // `/` separates the parts of a table's ARN (`table/<db>/<table>`), so
+    // a database named `a/b` would make `table/a/b/c` name two tables; `*`
+    // and `?` are IAM's wildcards and `:` separates an ARN's fields.
+    if let Some(c) = name.chars().find(|c| matches!(c, '/' | '*' | '?' | ':')) {
+        return Err(invalid(format!("{what} must not contain {c:?}.")));
     }
     Ok(name.to_lowercase())
 }
@@ -126,27 +135,72 @@ fn after(input: &Value) -> Result<Option<String>> {
         .ok_or_else(|| invalid("Invalid NextToken."))
 }
 
-/// One page of `items` (in key order) after the token's key, and the
-/// token of the next page if any item is left.
-fn page<'a, T: 'a>(
-    input: &Value,
-    items: impl Iterator<Item = (String, &'a T)>,
-) -> Result<(Vec<&'a T>, Option<String>)> {
-    let size = page_size(input)?;
-    let after = after(input)?;
+/// A version's key in a token: zero-padded, as the versions' documents.
+fn version_token(v: u64) -> String {
+    token(&format!("{v:020}"))
+}
+
+fn after_version(input: &Value) -> Result<Option<u64>> {
+    after(input)?
+        .map(|a| a.parse().map_err(|_| invalid("Invalid NextToken.")))
+        .transpose()
+}
+
+/// Counts what a value serializes to without keeping the bytes.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_len<T: Serialize + ?Sized>(v: &T) -> usize {
+    let mut c = Counter(0);
+    // Serializing maps of JSON values into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// What Glue adds to a stored input in an output (names, times, ids), a
+/// bound rather than the exact count.
+const OUTPUT_OVERHEAD: usize = 1024;
+
+/// Takes one page from `items` (in key order, already past the token):
+/// at most `size` entries, and no entry that would take the page past
+/// `budget` bytes unless the page is empty. Returns clones of just those
+/// and, if any entry is left, the last one's key for the next token.
+fn take_page<'a, K, T: Clone + 'a>(
+    size: usize,
+    budget: usize,
+    items: impl Iterator<Item = (K, &'a T)>,
+    weigh: impl Fn(&T) -> usize,
+) -> (Vec<T>, Option<K>) {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     let mut last = None;
     for (key, item) in items {
-        if after.as_ref().is_some_and(|a| key.as_str() <= a.as_str()) {
-            continue;
+        let w = weigh(item);
+        if out.len() == size || (!out.is_empty() && bytes.saturating_add(w) > budget) {
+            return (out, last);
         }
-        if out.len() == size {
-            return Ok((out, last.as_deref().map(token)));
-        }
-        out.push(item);
+        bytes = bytes.saturating_add(w);
+        out.push(item.clone());
         last = Some(key);
     }
-    Ok((out, None))
+    (out, None)
+}
+
+fn weigh_database(d: &DatabaseRec) -> usize {
+    json_len(&d.input) + OUTPUT_OVERHEAD
+}
+
+fn weigh_table(t: &TableRec) -> usize {
+    json_len(&t.input) + OUTPUT_OVERHEAD
 }
 
 /// A version id's number: Glue's are decimal strings, `0` first.
@@ -198,24 +252,40 @@ impl Glue {
         Value::Object(out)
     }
 
-    fn database_input(input: &Value, name: &str) -> Result<Map<String, Value>> {
+    /// Refuses an input larger than the server keeps.
+    fn bounded(&self, map: Map<String, Value>, what: &str) -> Result<Map<String, Value>> {
+        let len = json_len(&map);
+        let max = self.inner.config.max_input_bytes;
+        if len > max {
+            return Err(invalid(format!(
+                "{what} is {len} bytes serialized, more than the {max} this server accepts."
+            )));
+        }
+        Ok(map)
+    }
+
+    fn limit(what: &str, max: usize) -> Error {
+        Error::ResourceNumberLimitExceeded(format!("Number of {what} exceeds the limit of {max}."))
+    }
+
+    fn database_input(&self, input: &Value, name: &str) -> Result<Map<String, Value>> {
         let di = input
             .get("DatabaseInput")
             .ok_or_else(|| invalid("DatabaseInput is required."))?;
         refuse(di, &["TargetDatabase", "FederatedDatabase"])?;
         let mut map = di.as_object().cloned().unwrap_or_default();
         map.insert("Name".into(), json!(name));
-        Ok(map)
+        self.bounded(map, "DatabaseInput")
     }
 
-    fn table_input(input: &Value, name: &str) -> Result<Map<String, Value>> {
+    fn table_input(&self, input: &Value, name: &str) -> Result<Map<String, Value>> {
         let ti = input
             .get("TableInput")
             .ok_or_else(|| invalid("TableInput is required."))?;
         refuse(ti, &["TargetTable", "FederatedTable", "ViewDefinition"])?;
         let mut map = ti.as_object().cloned().unwrap_or_default();
         map.insert("Name".into(), json!(name));
-        Ok(map)
+        self.bounded(map, "TableInput")
     }
 
     fn require_database(&self, db: &str) -> Result<()> {
@@ -251,17 +321,26 @@ impl Glue {
         {
             return Err(invalid("Tags are not supported yet by this server."));
         }
-        let map = Self::database_input(&input, &name)?;
-        let _guard = self.inner.control.lock().await;
-        if self.inner.state.read().databases.contains_key(&name) {
-            return Err(Error::AlreadyExists("Database already exists.".into()));
+        let map = self.database_input(&input, &name)?;
+        let guard = self.inner.control.clone().lock_owned().await;
+        {
+            let state = self.inner.state.read();
+            if state.databases.contains_key(&name) {
+                return Err(Error::AlreadyExists("Database already exists.".into()));
+            }
+            let max = self.inner.config.max_databases;
+            if state.databases.len() >= max {
+                return Err(Self::limit("databases in the account", max));
+            }
         }
         let rec = DatabaseRec {
             name,
             input: map,
             created_ms: self.now_ms(),
         };
-        self.inner.commit(vec![Change::PutDatabase(rec)]).await?;
+        self.inner
+            .commit(guard, vec![Change::PutDatabase(rec)])
+            .await?;
         Ok(json!({}))
     }
 
@@ -284,15 +363,26 @@ impl Glue {
         ) {
             return Ok(json!({ "DatabaseList": [] }));
         }
-        let state = self.inner.state.read();
-        let (items, next) = page(&input, state.databases.iter().map(|(k, d)| (k.clone(), d)))?;
+        let size = page_size(&input)?;
+        let lower = after(&input)?.map_or(Unbounded, Excluded);
+        let (items, next) = {
+            let state = self.inner.state.read();
+            let range = state.databases.range::<String, _>((lower, Unbounded));
+            let (items, next) = take_page(
+                size,
+                self.inner.config.page_budget_bytes,
+                range,
+                weigh_database,
+            );
+            (items, next.cloned())
+        };
         let list: Vec<Value> = items
-            .into_iter()
+            .iter()
             .map(|d| project(self.database_output(d), names_only.as_deref()))
             .collect();
         let mut out = json!({ "DatabaseList": list });
         if let Some(n) = next {
-            out["NextToken"] = json!(n);
+            out["NextToken"] = json!(token(&n));
         }
         Ok(out)
     }
@@ -309,8 +399,8 @@ impl Glue {
                 "Database {name} cannot be renamed to {new_name}: DatabaseInput.Name must be the database's name."
             )));
         }
-        let map = Self::database_input(&input, &name)?;
-        let _guard = self.inner.control.lock().await;
+        let map = self.database_input(&input, &name)?;
+        let guard = self.inner.control.clone().lock_owned().await;
         let cur = self
             .inner
             .state
@@ -320,13 +410,15 @@ impl Glue {
             .cloned()
             .ok_or_else(|| database_not_found(&name))?;
         let rec = DatabaseRec { input: map, ..cur };
-        self.inner.commit(vec![Change::PutDatabase(rec)]).await?;
+        self.inner
+            .commit(guard, vec![Change::PutDatabase(rec)])
+            .await?;
         Ok(json!({}))
     }
 
     pub async fn delete_database(&self, input: Value) -> Result<Value> {
         let name = required_name(&input, "Name", "Name")?;
-        let _guard = self.inner.control.lock().await;
+        let guard = self.inner.control.clone().lock_owned().await;
         let changes = {
             let state = self.inner.state.read();
             if !state.databases.contains_key(&name) {
@@ -338,7 +430,7 @@ impl Glue {
             }
             changes
         };
-        self.inner.commit(changes).await?;
+        self.inner.commit(guard, changes).await?;
         Ok(json!({}))
     }
 
@@ -349,8 +441,8 @@ impl Glue {
         )?;
         let db = required_name(&input, "DatabaseName", "DatabaseName")?;
         let name = table_name_of("CreateTable", &input)?;
-        let map = Self::table_input(&input, &name)?;
-        let _guard = self.inner.control.lock().await;
+        let map = self.table_input(&input, &name)?;
+        let guard = self.inner.control.clone().lock_owned().await;
         {
             let state = self.inner.state.read();
             if !state.databases.contains_key(&db) {
@@ -358,6 +450,21 @@ impl Glue {
             }
             if state.tables.contains_key(&(db.clone(), name.clone())) {
                 return Err(Error::AlreadyExists("Table already exists.".into()));
+            }
+            let config = &self.inner.config;
+            if state.tables.len() >= config.max_tables {
+                return Err(Self::limit("tables in the account", config.max_tables));
+            }
+            let max = config.max_tables_per_database;
+            if state.tables_of(&db).take(max).count() >= max {
+                return Err(Self::limit(&format!("tables in database {db}"), max));
+            }
+            // A new table is a version too.
+            if state.all_versions() >= config.max_versions {
+                return Err(Self::limit(
+                    "table versions in the account",
+                    config.max_versions,
+                ));
             }
         }
         let now = self.now_ms();
@@ -370,7 +477,9 @@ impl Glue {
             created_by: caller.to_string(),
             version: 0,
         };
-        self.inner.commit(vec![Change::PutTable(rec)]).await?;
+        self.inner
+            .commit(guard, vec![Change::PutTable(rec)])
+            .await?;
         Ok(json!({}))
     }
 
@@ -397,22 +506,37 @@ impl Glue {
             self.require_database(&db)?;
             return Ok(json!({ "TableList": [] }));
         }
-        let state = self.inner.state.read();
-        if !state.databases.contains_key(&db) {
-            return Err(database_not_found(&db));
-        }
-        let matching = state
-            .tables_of(&db)
-            .filter(|t| pattern.as_ref().is_none_or(|p| p.matches(&t.name)))
-            .map(|t| (t.name.clone(), t));
-        let (items, next) = page(&input, matching)?;
+        let size = page_size(&input)?;
+        let lower: std::ops::Bound<TableKey> = match after(&input)? {
+            Some(a) => Excluded((db.clone(), a)),
+            None => Included((db.clone(), String::new())),
+        };
+        let (items, next) = {
+            let state = self.inner.state.read();
+            if !state.databases.contains_key(&db) {
+                return Err(database_not_found(&db));
+            }
+            let matching = state
+                .tables
+                .range((lower, Unbounded))
+                .take_while(|((d, _), _)| *d == db)
+                .filter(|(_, t)| pattern.as_ref().is_none_or(|p| p.matches(&t.name)))
+                .map(|((_, name), t)| (name, t));
+            let (items, next) = take_page(
+                size,
+                self.inner.config.page_budget_bytes,
+                matching,
+                weigh_table,
+            );
+            (items, next.cloned())
+        };
         let list: Vec<Value> = items
-            .into_iter()
+            .iter()
             .map(|t| project(self.table_output(t), only.as_deref()))
             .collect();
         let mut out = json!({ "TableList": list });
         if let Some(n) = next {
-            out["NextToken"] = json!(n);
+            out["NextToken"] = json!(token(&n));
         }
         Ok(out)
     }
@@ -433,12 +557,12 @@ impl Glue {
         {
             return Err(invalid("Name and TableInput.Name name different tables."));
         }
-        let map = Self::table_input(&input, &name)?;
+        let map = self.table_input(&input, &name)?;
         let skip_archive = input
             .get("SkipArchive")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let _guard = self.inner.control.lock().await;
+        let guard = self.inner.control.clone().lock_owned().await;
         let cur = self.current_table(&db, &name)?;
         if let Some(v) = text(&input, "VersionId")
             && v != cur.version.to_string()
@@ -454,11 +578,31 @@ impl Glue {
             version: cur.version + 1,
             ..cur.clone()
         };
+        if !skip_archive {
+            // Glue refuses an update that would archive a version past the
+            // quotas; deleting old versions (DeleteTableVersion) or
+            // updating with SkipArchive makes room.
+            let state = self.inner.state.read();
+            let config = &self.inner.config;
+            let key = (db.clone(), name.clone());
+            if state.versions_of(&key) >= config.max_versions_per_table {
+                return Err(Self::limit(
+                    &format!("versions of table {name}"),
+                    config.max_versions_per_table,
+                ));
+            }
+            if state.all_versions() >= config.max_versions {
+                return Err(Self::limit(
+                    "table versions in the account",
+                    config.max_versions,
+                ));
+            }
+        }
         let mut changes = vec![Change::PutTable(next)];
         if !skip_archive {
             changes.push(Change::PutVersion(cur));
         }
-        self.inner.commit(changes).await?;
+        self.inner.commit(guard, changes).await?;
         Ok(json!({}))
     }
 
@@ -466,10 +610,10 @@ impl Glue {
         refuse(&input, &["TransactionId"])?;
         let db = required_name(&input, "DatabaseName", "DatabaseName")?;
         let name = table_name_of("DeleteTable", &input)?;
-        let _guard = self.inner.control.lock().await;
+        let guard = self.inner.control.clone().lock_owned().await;
         self.current_table(&db, &name)?;
         let changes = self.inner.state.read().drop_table(&db, &name);
-        self.inner.commit(changes).await?;
+        self.inner.commit(guard, changes).await?;
         Ok(json!({}))
     }
 
@@ -477,7 +621,7 @@ impl Glue {
         refuse(&input, &["TransactionId"])?;
         let db = required_name(&input, "DatabaseName", "DatabaseName")?;
         let names = batch_names(&input)?;
-        let _guard = self.inner.control.lock().await;
+        let guard = self.inner.control.clone().lock_owned().await;
         let (changes, errors) = {
             let state = self.inner.state.read();
             if !state.databases.contains_key(&db) {
@@ -505,7 +649,7 @@ impl Glue {
             (changes, errors)
         };
         if !changes.is_empty() {
-            self.inner.commit(changes).await?;
+            self.inner.commit(guard, changes).await?;
         }
         Ok(json!({ "Errors": errors }))
     }
@@ -513,23 +657,32 @@ impl Glue {
     pub async fn get_table_version(&self, input: Value) -> Result<Value> {
         let db = required_name(&input, "DatabaseName", "DatabaseName")?;
         let name = table_name_of("GetTableVersion", &input)?;
-        let cur = self.current_table(&db, &name)?;
-        let rec = match text(&input, "VersionId") {
-            None => cur,
-            Some(v) => {
-                let n = version_number(v).ok_or_else(|| version_not_found(&name, v))?;
-                if n == cur.version {
-                    cur
-                } else {
-                    self.inner
-                        .state
-                        .read()
-                        .versions
-                        .get(&(db.clone(), name.clone()))
-                        .and_then(|m| m.get(&n))
-                        .cloned()
-                        .ok_or_else(|| version_not_found(&name, v))?
-                }
+        let wanted = match text(&input, "VersionId") {
+            // Firehose's SchemaConfiguration asks for "LATEST".
+            None | Some("LATEST") => None,
+            Some(v) => Some(version_number(v).ok_or_else(|| version_not_found(&name, v))?),
+        };
+        // The table and its versions under one read, so an update between
+        // the two cannot make a version seem missing.
+        let rec = {
+            let state = self.inner.state.read();
+            if !state.databases.contains_key(&db) {
+                return Err(database_not_found(&db));
+            }
+            let key = (db.clone(), name.clone());
+            let cur = state
+                .tables
+                .get(&key)
+                .ok_or_else(|| table_not_found(&name))?;
+            match wanted {
+                None => cur.clone(),
+                Some(n) if n == cur.version => cur.clone(),
+                Some(n) => state
+                    .versions
+                    .get(&key)
+                    .and_then(|m| m.get(&n))
+                    .cloned()
+                    .ok_or_else(|| version_not_found(&name, &n.to_string()))?,
             }
         };
         Ok(json!({ "TableVersion": self.version_output(&rec) }))
@@ -542,20 +695,33 @@ impl Glue {
     pub async fn get_table_versions(&self, input: Value) -> Result<Value> {
         let db = required_name(&input, "DatabaseName", "DatabaseName")?;
         let name = table_name_of("GetTableVersions", &input)?;
-        let cur = self.current_table(&db, &name)?;
-        let state = self.inner.state.read();
-        let archived = state.versions.get(&(db.clone(), name.clone()));
-        // Oldest first; keys zero-padded so string order is version order.
-        let all = archived
-            .into_iter()
-            .flat_map(|m| m.values())
-            .chain(std::iter::once(&cur))
-            .map(|t| (format!("{:020}", t.version), t));
-        let (items, next) = page(&input, all)?;
-        let list: Vec<Value> = items.into_iter().map(|t| self.version_output(t)).collect();
+        let size = page_size(&input)?;
+        let after = after_version(&input)?;
+        let (items, next) = {
+            let state = self.inner.state.read();
+            if !state.databases.contains_key(&db) {
+                return Err(database_not_found(&db));
+            }
+            let key = (db.clone(), name.clone());
+            let cur = state
+                .tables
+                .get(&key)
+                .ok_or_else(|| table_not_found(&name))?;
+            let lower = after.map_or(Unbounded, Excluded);
+            // Oldest first, the current version last.
+            let all = state
+                .versions
+                .get(&key)
+                .into_iter()
+                .flat_map(|m| m.range((lower, Unbounded)))
+                .map(|(v, t)| (*v, t))
+                .chain(Some((cur.version, cur)).filter(|(v, _)| after.is_none_or(|a| *v > a)));
+            take_page(size, self.inner.config.page_budget_bytes, all, weigh_table)
+        };
+        let list: Vec<Value> = items.iter().map(|t| self.version_output(t)).collect();
         let mut out = json!({ "TableVersions": list });
         if let Some(n) = next {
-            out["NextToken"] = json!(n);
+            out["NextToken"] = json!(version_token(n));
         }
         Ok(out)
     }
@@ -564,7 +730,7 @@ impl Glue {
         let db = required_name(&input, "DatabaseName", "DatabaseName")?;
         let name = table_name_of("DeleteTableVersion", &input)?;
         let v = text(&input, "VersionId").ok_or_else(|| invalid("VersionId is required."))?;
-        let _guard = self.inner.control.lock().await;
+        let guard = self.inner.control.clone().lock_owned().await;
         let cur = self.current_table(&db, &name)?;
         let n = version_number(v).ok_or_else(|| version_not_found(&name, v))?;
         if n == cur.version {
@@ -583,7 +749,7 @@ impl Glue {
             return Err(version_not_found(&name, v));
         }
         self.inner
-            .commit(vec![Change::DeleteVersion(db, name, n)])
+            .commit(guard, vec![Change::DeleteVersion(db, name, n)])
             .await?;
         Ok(json!({}))
     }
@@ -667,26 +833,58 @@ mod unit {
     }
 
     #[test]
-    fn tokens_resume_after_the_last_key() {
-        let items: Vec<(String, u32)> = (0..5).map(|i| (format!("k{i}"), i)).collect();
-        let it = || items.iter().map(|(k, v)| (k.clone(), v));
-        let (p1, t1) = page(&json!({"MaxResults": 2}), it()).unwrap();
-        assert_eq!(p1, vec![&0, &1]);
-        let t1 = t1.unwrap();
-        let (p2, t2) = page(&json!({"MaxResults": 2, "NextToken": t1}), it()).unwrap();
-        assert_eq!(p2, vec![&2, &3]);
-        let (p3, t3) = page(&json!({"MaxResults": 2, "NextToken": t2.unwrap()}), it()).unwrap();
-        assert_eq!(p3, vec![&4]);
-        assert!(t3.is_none());
+    fn pages_stop_at_their_size_or_byte_budget() {
+        let items: Vec<(u32, u32)> = (0..5).map(|i| (i, i)).collect();
+        let it = || items.iter().map(|(k, v)| (*k, v));
+        let one = |_: &u32| 1;
+        assert_eq!(take_page(2, 100, it(), one), (vec![0, 1], Some(1)));
         // Exactly a page full: no token for an empty next page.
-        let (p, t) = page(&json!({"MaxResults": 5}), it()).unwrap();
-        assert_eq!(p.len(), 5);
-        assert!(t.is_none());
+        assert_eq!(take_page(5, 100, it(), one), (vec![0, 1, 2, 3, 4], None));
+        // The budget ends the page before the entry that would pass it.
+        let ten = |_: &u32| 10;
+        assert_eq!(take_page(5, 25, it(), ten), (vec![0, 1], Some(1)));
+        assert_eq!(take_page(5, 30, it(), ten), (vec![0, 1, 2], Some(2)));
+        // One entry larger than the budget still makes a page.
+        assert_eq!(take_page(5, 5, it(), ten), (vec![0], Some(0)));
+        assert_eq!(
+            take_page(5, 5, std::iter::empty::<(u32, &u32)>(), ten),
+            (vec![], None)
+        );
+    }
+
+    #[test]
+    fn tokens_round_trip_and_bad_ones_are_invalid() {
+        let t = token("events");
+        assert_eq!(
+            after(&json!({"NextToken": t})).unwrap().as_deref(),
+            Some("events")
+        );
+        assert_eq!(after(&json!({"NextToken": ""})).unwrap(), None);
+        assert_eq!(
+            after_version(&json!({"NextToken": version_token(42)})).unwrap(),
+            Some(42)
+        );
         assert!(matches!(
-            page(&json!({"NextToken": "!!"}), it()),
+            after(&json!({"NextToken": "!!"})),
             Err(Error::InvalidInput(_))
         ));
-        assert!(page(&json!({"MaxResults": 0}), it()).is_err());
-        assert!(page(&json!({"MaxResults": 101}), it()).is_err());
+        assert!(matches!(
+            after_version(&json!({"NextToken": token("x")})),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(page_size(&json!({"MaxResults": 0})).is_err());
+        assert!(page_size(&json!({"MaxResults": 101})).is_err());
+        assert_eq!(page_size(&json!({})).unwrap(), MAX_PAGE);
+    }
+
+    #[test]
+    fn names_that_would_make_arns_ambiguous_are_refused() {
+        for bad in ["a/b", "a*", "a?", "a:b"] {
+            assert!(
+                matches!(fold(bad, "Name"), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(fold("a-b.c_d", "Name").unwrap(), "a-b.c_d");
     }
 }

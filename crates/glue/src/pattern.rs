@@ -19,7 +19,6 @@ pub struct NamePattern(Regex);
 impl NamePattern {
     pub fn parse(expression: &str) -> Result<NamePattern> {
         let mut re = String::with_capacity(expression.len() + 16);
-        re.push_str("^(?:");
         let mut prev: Option<char> = None;
         let mut chars = expression.chars();
         while let Some(c) = chars.next() {
@@ -42,18 +41,23 @@ impl NamePattern {
             }
             prev = Some(c);
         }
-        re.push_str(")$");
-        RegexBuilder::new(&re)
-            .case_insensitive(true)
-            .size_limit(SIZE_LIMIT)
-            .dfa_size_limit(SIZE_LIMIT)
-            .build()
-            .map(NamePattern)
-            .map_err(|e| {
-                Error::InvalidInput(format!(
-                    "Expression {expression} is not a valid pattern: {e}"
-                ))
-            })
+        let build = |re: &str| {
+            RegexBuilder::new(re)
+                .case_insensitive(true)
+                .size_limit(SIZE_LIMIT)
+                .dfa_size_limit(SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "Expression {expression} is not a valid pattern: {e}"
+                    ))
+                })
+        };
+        // On its own first: an expression such as `a)|(b` is unbalanced
+        // alone but balanced inside the anchoring group, where it would
+        // close the group early and match names only partly.
+        build(&re)?;
+        build(&format!("^(?:{re})$")).map(NamePattern)
     }
 
     pub fn matches(&self, name: &str) -> bool {
@@ -89,11 +93,13 @@ mod tests {
         assert_eq!(names("t.st", ALL), vec!["test"]);
         assert_eq!(names("CLICKS", ALL), vec!["clicks"]);
         assert_eq!(names(r"a\*", &["a*", "ab", "a"]), vec!["a*"]);
+        // Groups that close where they opened stay inside the anchors.
+        assert_eq!(names("(click|event)s", ALL), vec!["events", "clicks"]);
     }
 
     #[test]
     fn malformed_patterns_are_invalid_input() {
-        for bad in ["events(", "[a-", "a\\"] {
+        for bad in ["events(", "[a-", "a\\", "x)|(.*", "a)|(b"] {
             match NamePattern::parse(bad) {
                 Err(Error::InvalidInput(m)) => assert!(m.contains(bad), "{m}"),
                 other => panic!("{bad}: {other:?}"),

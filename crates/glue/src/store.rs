@@ -52,12 +52,14 @@ pub enum Change {
 pub type TableKey = (String, String);
 
 /// The whole catalog, as in the document space.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct State {
     pub databases: BTreeMap<String, DatabaseRec>,
     pub tables: BTreeMap<TableKey, TableRec>,
     /// Archived versions (not the current one), by table then version.
     pub versions: BTreeMap<TableKey, BTreeMap<u64, TableRec>>,
+    /// How many archived versions `versions` holds, for the account quota.
+    pub archived: usize,
 }
 
 fn database_key(db: &str) -> Vec<u8> {
@@ -110,10 +112,62 @@ impl State {
                 Err(e) => warn!(key = %shown, error = %e, "unreadable glue catalog entry skipped"),
             }
         }
-        // A table or version whose database is gone (written by no version
-        // of this code, but a hand-edited catalog could have it) would be
-        // unreachable; they are kept as they are, harmlessly.
+        // A table or version whose database (or, for a version, table) is
+        // gone would be unreachable yet count against the quotas, and a
+        // database or table created later under the same name would
+        // inherit it. No change this code commits leaves one, but a
+        // catalog written before DeleteDatabase dropped its tables, or
+        // edited by hand, can; they are dropped here, on disk too.
+        let orphans = state.orphans();
+        if !orphans.is_empty() {
+            warn!(
+                entries = orphans.len(),
+                "glue catalog entries of deleted databases or tables dropped"
+            );
+            let docs = orphans
+                .iter()
+                .map(Change::document)
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<(&[u8], Option<&[u8]>)> = docs
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
+            catalog.write_documents(crate::SPACE, &refs)?;
+            for c in orphans {
+                state.apply(c);
+            }
+        }
         Ok(state)
+    }
+
+    /// The deletions of tables without their database and of versions
+    /// without their table.
+    fn orphans(&self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (db, t) in self.tables.keys() {
+            if !self.databases.contains_key(db) {
+                out.push(Change::DeleteTable(db.clone(), t.clone()));
+            }
+        }
+        for (key, versions) in &self.versions {
+            let table_kept = self.databases.contains_key(&key.0) && self.tables.contains_key(key);
+            if !table_kept {
+                for v in versions.keys() {
+                    out.push(Change::DeleteVersion(key.0.clone(), key.1.clone(), *v));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many versions a table has, its current one included.
+    pub fn versions_of(&self, key: &TableKey) -> usize {
+        1 + self.versions.get(key).map_or(0, BTreeMap::len)
+    }
+
+    /// How many table versions the account has, current ones included.
+    pub fn all_versions(&self) -> usize {
+        self.tables.len() + self.archived
     }
 
     pub fn apply(&mut self, change: Change) {
@@ -131,15 +185,21 @@ impl State {
                 self.tables.remove(&(db, t));
             }
             Change::PutVersion(t) => {
-                self.versions
+                let replaced = self
+                    .versions
                     .entry((t.database.clone(), t.name.clone()))
                     .or_default()
                     .insert(t.version, t);
+                if replaced.is_none() {
+                    self.archived += 1;
+                }
             }
             Change::DeleteVersion(db, t, v) => {
                 let key = (db, t);
                 if let Some(versions) = self.versions.get_mut(&key) {
-                    versions.remove(&v);
+                    if versions.remove(&v).is_some() {
+                        self.archived -= 1;
+                    }
                     if versions.is_empty() {
                         self.versions.remove(&key);
                     }
@@ -169,27 +229,36 @@ impl State {
 
 impl crate::Inner {
     /// Commits `changes` in one transaction, then applies them to the
-    /// memory view. The caller holds `control`.
-    pub async fn commit(&self, changes: Vec<Change>) -> Result<()> {
+    /// memory view. The caller holds `control` and hands its guard over:
+    /// both steps run in one blocking task, which runs to its end even if
+    /// the request awaiting it is dropped (a client gone mid-call), and
+    /// the guard is released only after both, so memory never lags a
+    /// commit and no other change starts from the stale view.
+    pub async fn commit(
+        &self,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        changes: Vec<Change>,
+    ) -> Result<()> {
         let docs = changes
             .iter()
             .map(Change::document)
             .collect::<Result<Vec<_>>>()?;
         let catalog = self.catalog.clone();
-        crate::blocking(move || {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
             let refs: Vec<(&[u8], Option<&[u8]>)> = docs
                 .iter()
                 .map(|(k, v)| (k.as_slice(), v.as_deref()))
                 .collect();
-            catalog
-                .write_documents(crate::SPACE, &refs)
-                .map_err(Error::from)
+            catalog.write_documents(crate::SPACE, &refs)?;
+            let mut state = state.write();
+            for c in changes {
+                state.apply(c);
+            }
+            Ok(())
         })
-        .await?;
-        let mut state = self.state.write();
-        for c in changes {
-            state.apply(c);
-        }
-        Ok(())
+        .await
+        .map_err(Error::internal)?
     }
 }

@@ -1,19 +1,28 @@
 //! The service on a real context (catalog in a temporary directory), through
 //! the front door's contract ([`GlueApi`] with a recording authorizer).
 
+use std::future::Future;
 use std::path::Path;
+use std::task::Poll;
 
 use parking_lot::Mutex;
 use ripstream_api::{Authorize, BoxError, Caller, Refused, Reply, Request, Service};
 use ripstream_runtime::{ContextConfig, ServiceContext};
 use serde_json::{Value, json};
 
-use crate::Glue;
 use crate::api::GlueApi;
+use crate::store::{State, TableRec};
+use crate::{Glue, GlueConfig};
 
 fn open(dir: &Path) -> (ServiceContext, GlueApi) {
     let ctx = ServiceContext::open(ContextConfig::new(dir)).unwrap();
     let glue = Glue::open_in(&ctx).unwrap();
+    (ctx, GlueApi::new(glue))
+}
+
+fn open_with(dir: &Path, config: GlueConfig) -> (ServiceContext, GlueApi) {
+    let ctx = ServiceContext::open(ContextConfig::new(dir)).unwrap();
+    let glue = Glue::open_with(&ctx, config).unwrap();
     (ctx, GlueApi::new(glue))
 }
 
@@ -723,4 +732,422 @@ async fn authorization_names_catalog_database_and_table() {
     assert!(!api.supports("CreatePartition"));
     assert_eq!(api.spec().target_prefix.as_deref(), Some("AWSGlue"));
     assert_eq!(api.spec().signing_name, "glue");
+}
+
+/// Starts a call, lets it reach its commit, then drops it, as the server
+/// drops a request whose client has gone.
+async fn drop_mid_flight(api: &GlueApi, op: &str, input: Value) {
+    let mut call = Box::pin(call(api, op, input));
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    assert!(
+        first.is_pending(),
+        "{op} finished in one poll: nothing dropped"
+    );
+    drop(call);
+    // Whatever the dropped call started ends before the next change does.
+    drop(api.service().inner.control.clone().lock_owned().await);
+}
+
+fn assert_memory_is_disk(ctx: &ServiceContext, api: &GlueApi) {
+    let disk = State::load(&ctx.catalog).unwrap();
+    assert_eq!(*api.service().inner.state.read(), disk);
+}
+
+#[tokio::test]
+async fn a_dropped_request_still_updates_memory_with_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ctx, api) = open(dir.path());
+        setup(&api).await;
+        drop_mid_flight(
+            &api,
+            "CreateDatabase",
+            json!({"DatabaseInput": {"Name": "other"}}),
+        )
+        .await;
+        assert_memory_is_disk(&ctx, &api);
+        ok(&api, "GetDatabase", json!({"Name": "other"})).await;
+
+        drop_mid_flight(
+            &api,
+            "UpdateTable",
+            json!({"DatabaseName": "lake", "TableInput": table_input("events", &[("v1", "int")])}),
+        )
+        .await;
+        assert_memory_is_disk(&ctx, &api);
+        let t = ok(
+            &api,
+            "GetTable",
+            json!({"DatabaseName": "lake", "Name": "events"}),
+        )
+        .await;
+        assert_eq!(t["Table"]["VersionId"], "1");
+        // The next update starts from the version the dropped one committed.
+        ok(&api, "UpdateTable", json!({"DatabaseName": "lake", "VersionId": "1", "TableInput": table_input("events", &[("v2", "int")])})).await;
+
+        drop_mid_flight(&api, "DeleteDatabase", json!({"Name": "lake"})).await;
+        assert_memory_is_disk(&ctx, &api);
+        let (code, _) = err(
+            &api,
+            "GetTable",
+            json!({"DatabaseName": "lake", "Name": "events"}),
+        )
+        .await;
+        assert_eq!(code, "EntityNotFoundException");
+        ctx.close().await;
+    }
+    let (ctx, api) = open(dir.path());
+    assert_memory_is_disk(&ctx, &api);
+    let dbs = ok(&api, "GetDatabases", json!({})).await;
+    assert_eq!(dbs["DatabaseList"].as_array().unwrap().len(), 1);
+    assert_eq!(dbs["DatabaseList"][0]["Name"], "other");
+}
+
+#[tokio::test]
+async fn loading_drops_tables_and_versions_of_deleted_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ctx, api) = open(dir.path());
+        setup(&api).await;
+        ok(
+            &api,
+            "UpdateTable",
+            json!({"DatabaseName": "lake", "TableInput": table_input("events", &[("v1", "int")])}),
+        )
+        .await;
+        // What a catalog without DeleteDatabase's cascade, or edited by
+        // hand, could hold: a table and a version of a database that is
+        // gone, and a version of a table that is gone.
+        let orphan = |db: &str, table: &str, version: u64| TableRec {
+            database: db.into(),
+            name: table.into(),
+            input: serde_json::Map::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            created_by: ALICE.into(),
+            version,
+        };
+        let t = serde_json::to_vec(&orphan("gone", "t", 3)).unwrap();
+        let v = serde_json::to_vec(&orphan("gone", "t", 2)).unwrap();
+        let w = serde_json::to_vec(&orphan("lake", "dropped", 0)).unwrap();
+        ctx.catalog
+            .write_documents(
+                crate::SPACE,
+                &[
+                    (b"t\0gone\0t".as_slice(), Some(t.as_slice())),
+                    (
+                        format!("v\0gone\0t\0{:020}", 2).as_bytes(),
+                        Some(v.as_slice()),
+                    ),
+                    (
+                        format!("v\0lake\0dropped\0{:020}", 0).as_bytes(),
+                        Some(w.as_slice()),
+                    ),
+                ],
+            )
+            .unwrap();
+        ctx.close().await;
+    }
+    let (ctx, api) = open(dir.path());
+    {
+        let state = api.service().inner.state.read();
+        assert_eq!(state.tables.len(), 1);
+        assert_eq!(state.versions.len(), 1);
+        assert_eq!(state.archived, 1);
+    }
+    // Gone from disk too, not only skipped.
+    let keys: Vec<String> = ctx
+        .catalog
+        .documents(crate::SPACE)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).replace('\0', "/"))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "d/lake".to_string(),
+            "t/lake/events".to_string(),
+            format!("v/lake/events/{:020}", 0)
+        ]
+    );
+    // A database created under the old name starts empty.
+    ok(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "gone"}}),
+    )
+    .await;
+    let ts = ok(&api, "GetTables", json!({"DatabaseName": "gone"})).await;
+    assert_eq!(ts["TableList"], json!([]));
+}
+
+#[tokio::test]
+async fn quotas_refuse_what_would_exceed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GlueConfig {
+        max_databases: 2,
+        max_tables_per_database: 2,
+        max_tables: 3,
+        max_versions_per_table: 3,
+        max_versions: 6,
+        ..GlueConfig::default()
+    };
+    let (_ctx, api) = open_with(dir.path(), config);
+    let limit = "ResourceNumberLimitExceededException";
+    ok(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "a"}}),
+    )
+    .await;
+    ok(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "b"}}),
+    )
+    .await;
+    let (code, _) = err(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "c"}}),
+    )
+    .await;
+    assert_eq!(code, limit);
+
+    let create = |db: &str, t: &str| json!({"DatabaseName": db, "TableInput": table_input(t, &[("id", "int")])});
+    ok(&api, "CreateTable", create("a", "t1")).await;
+    ok(&api, "CreateTable", create("a", "t2")).await;
+    let (code, m) = err(&api, "CreateTable", create("a", "t3")).await;
+    assert_eq!(code, limit);
+    assert!(m.contains("database a"), "{m}");
+    ok(&api, "CreateTable", create("b", "t1")).await;
+    let (code, m) = err(&api, "CreateTable", create("b", "t2")).await;
+    assert_eq!(code, limit);
+    assert!(m.contains("account"), "{m}");
+
+    // Versions of a table: the current one and two archived fill it.
+    let update =
+        |t: &str| json!({"DatabaseName": "a", "TableInput": table_input(t, &[("id", "bigint")])});
+    ok(&api, "UpdateTable", update("t1")).await;
+    ok(&api, "UpdateTable", update("t1")).await;
+    let (code, m) = err(&api, "UpdateTable", update("t1")).await;
+    assert_eq!(code, limit);
+    assert!(m.contains("versions of table t1"), "{m}");
+    let t = ok(&api, "GetTable", json!({"DatabaseName": "a", "Name": "t1"})).await;
+    assert_eq!(t["Table"]["VersionId"], "2");
+    // SkipArchive replaces the current version and adds none.
+    let mut skip = update("t1");
+    skip["SkipArchive"] = json!(true);
+    ok(&api, "UpdateTable", skip).await;
+    ok(
+        &api,
+        "DeleteTableVersion",
+        json!({"DatabaseName": "a", "TableName": "t1", "VersionId": "0"}),
+    )
+    .await;
+    ok(&api, "UpdateTable", update("t1")).await;
+
+    // The account: 3 tables + 3 archived versions (t1's 1, 3 and t2's 0).
+    ok(&api, "UpdateTable", update("t2")).await;
+    let (code, m) = err(&api, "UpdateTable", update("t2")).await;
+    assert_eq!(code, limit);
+    assert!(m.contains("table versions in the account"), "{m}");
+}
+
+#[tokio::test]
+async fn oversized_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GlueConfig {
+        max_input_bytes: 4096,
+        ..GlueConfig::default()
+    };
+    let (_ctx, api) = open_with(dir.path(), config);
+    setup(&api).await;
+    let big = "x".repeat(5000);
+    let (code, _) = err(
+        &api,
+        "CreateDatabase",
+        json!({"DatabaseInput": {"Name": "big", "Description": big}}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    let mut ti = table_input("big", &[("id", "int")]);
+    ti["Description"] = json!(big);
+    let (code, m) = err(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "lake", "TableInput": ti.clone()}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    assert!(m.contains("TableInput"), "{m}");
+    ti["Name"] = json!("events");
+    let (code, _) = err(
+        &api,
+        "UpdateTable",
+        json!({"DatabaseName": "lake", "TableInput": ti}),
+    )
+    .await;
+    assert_eq!(code, "InvalidInputException");
+    let t = ok(
+        &api,
+        "GetTable",
+        json!({"DatabaseName": "lake", "Name": "events"}),
+    )
+    .await;
+    assert_eq!(t["Table"]["VersionId"], "0");
+}
+
+/// Every entry of a listing, page by page, and how many pages it took.
+async fn all_pages(
+    api: &GlueApi,
+    op: &str,
+    input: Value,
+    list: &str,
+    key: &str,
+) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut pages = 0;
+    let mut input = input;
+    loop {
+        let out = ok(api, op, input.clone()).await;
+        pages += 1;
+        for e in out[list].as_array().unwrap() {
+            names.push(e[key].as_str().unwrap().to_string());
+        }
+        match out.get("NextToken") {
+            Some(t) => input["NextToken"] = t.clone(),
+            None => return (names, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_end_early_at_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each entry below weighs about 3,000 bytes: one per page.
+    let config = GlueConfig {
+        page_budget_bytes: 5000,
+        ..GlueConfig::default()
+    };
+    let (_ctx, api) = open_with(dir.path(), config);
+    let desc = "d".repeat(2000);
+    for db in ["a", "b", "c"] {
+        ok(
+            &api,
+            "CreateDatabase",
+            json!({"DatabaseInput": {"Name": db, "Description": desc}}),
+        )
+        .await;
+    }
+    let (dbs, pages) = all_pages(&api, "GetDatabases", json!({}), "DatabaseList", "Name").await;
+    assert_eq!(dbs, vec!["a", "b", "c"]);
+    assert_eq!(pages, 3);
+
+    let ti = |name: &str| {
+        let mut t = table_input(name, &[("id", "int")]);
+        t["Description"] = json!(desc);
+        t
+    };
+    for t in ["t1", "t2", "t3", "t4"] {
+        ok(
+            &api,
+            "CreateTable",
+            json!({"DatabaseName": "b", "TableInput": ti(t)}),
+        )
+        .await;
+    }
+    // Tables of the neighbouring databases stay out of b's pages.
+    ok(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "a", "TableInput": ti("t0")}),
+    )
+    .await;
+    ok(
+        &api,
+        "CreateTable",
+        json!({"DatabaseName": "c", "TableInput": ti("t0")}),
+    )
+    .await;
+    let (tables, pages) = all_pages(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "b"}),
+        "TableList",
+        "Name",
+    )
+    .await;
+    assert_eq!(tables, vec!["t1", "t2", "t3", "t4"]);
+    assert_eq!(pages, 4);
+    let (tables, _) = all_pages(
+        &api,
+        "GetTables",
+        json!({"DatabaseName": "b", "Expression": "t[24]"}),
+        "TableList",
+        "Name",
+    )
+    .await;
+    assert_eq!(tables, vec!["t2", "t4"]);
+
+    for _ in 0..2 {
+        ok(
+            &api,
+            "UpdateTable",
+            json!({"DatabaseName": "b", "TableInput": ti("t1")}),
+        )
+        .await;
+    }
+    let (versions, pages) = all_pages(
+        &api,
+        "GetTableVersions",
+        json!({"DatabaseName": "b", "TableName": "t1"}),
+        "TableVersions",
+        "VersionId",
+    )
+    .await;
+    assert_eq!(versions, vec!["0", "1", "2"]);
+    assert_eq!(pages, 3);
+}
+
+#[tokio::test]
+async fn latest_names_the_current_version_and_ambiguous_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, api) = open(dir.path());
+    setup(&api).await;
+    ok(
+        &api,
+        "UpdateTable",
+        json!({"DatabaseName": "lake", "TableInput": table_input("events", &[("v1", "int")])}),
+    )
+    .await;
+    let v = ok(
+        &api,
+        "GetTableVersion",
+        json!({"DatabaseName": "lake", "TableName": "events", "VersionId": "LATEST"}),
+    )
+    .await;
+    assert_eq!(v["TableVersion"]["VersionId"], "1");
+    assert_eq!(
+        v["TableVersion"]["Table"]["StorageDescriptor"]["Columns"][0]["Name"],
+        "v1"
+    );
+
+    for name in ["a/b", "a*", "a?b", "a:b"] {
+        let (code, _) = err(
+            &api,
+            "CreateDatabase",
+            json!({"DatabaseInput": {"Name": name}}),
+        )
+        .await;
+        assert_eq!(code, "InvalidInputException", "{name}");
+        let (code, _) = err(
+            &api,
+            "CreateTable",
+            json!({"DatabaseName": "lake", "TableInput": table_input(name, &[])}),
+        )
+        .await;
+        assert_eq!(code, "InvalidInputException", "{name}");
+    }
 }
