@@ -6,9 +6,19 @@
 //! IntervalInSeconds elapsed since the first buffered record arrived), and
 //! writes the buffer as one object. Only after the sink reports the object
 //! durable does the checkpoint advance, so a crash at any point redelivers
-//! at most the last buffer (at least once, never lost). A failing
-//! destination is retried with backoff while the records wait in the log:
-//! at most one buffer is ever in memory.
+//! at most the last buffer (at least once, never lost).
+//!
+//! Buffers come out of one process-wide memory budget
+//! ([`crate::FirehoseConfig::buffer_memory_bytes`]): a task reserves its
+//! read-ahead before it reads, and when the budget is spent it flushes
+//! what it holds early, or (holding nothing) stops reading until another
+//! stream gives memory back. Records it did not buffer wait in the log.
+//! A failing destination is retried with backoff without holding the
+//! batch: it is dropped after each failed attempt and re-read from the log
+//! for the next. A key the object store refuses (an object in the way of
+//! the key's directories) gets one fresh key, then the batch goes to the
+//! error output (`processing-failed`, error code `S3.InvalidKey`), so a
+//! conflicting key never stalls the stream.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,7 +29,9 @@ use bytes::Bytes;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use crate::budget::Held;
 use crate::record::{Compression, Destination, Status};
+use crate::sink::SinkError;
 use crate::{Inner, Stream, prefix};
 
 /// The records of one flush, concatenated raw as Firehose writes them to S3.
@@ -55,6 +67,26 @@ impl Buffer {
     fn is_empty(&self) -> bool {
         self.records == 0
     }
+
+    /// The buffer as a batch to flush (its bytes shared, not copied, by
+    /// the object body of an uncompressed delivery).
+    fn freeze(self) -> Batch {
+        Batch {
+            data: Bytes::from(self.data),
+            ends: self.ends,
+            records: self.records,
+            first_ms: self.first_ms,
+        }
+    }
+}
+
+/// A buffer being flushed.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub data: Bytes,
+    pub ends: Vec<(i64, usize)>,
+    pub records: u64,
+    pub first_ms: i64,
 }
 
 /// Whether a buffer is due: it holds records and it reached the size hint
@@ -77,9 +109,9 @@ pub(crate) fn should_flush(
 const HADOOP_BLOCK: usize = 256 * 1024;
 
 /// The body of an object: the buffer as is, or compressed.
-pub(crate) fn encode_body(data: &[u8], compression: Compression) -> std::io::Result<Bytes> {
+pub(crate) fn encode_body(data: &Bytes, compression: Compression) -> std::io::Result<Bytes> {
     match compression {
-        Compression::None => Ok(Bytes::copy_from_slice(data)),
+        Compression::None => Ok(data.clone()),
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(
                 Vec::with_capacity(data.len() / 4 + 64),
@@ -196,10 +228,28 @@ async fn wait_for_records(watch: &mut tokio::sync::watch::Receiver<u64>, wait: D
 
 enum Flushed {
     Done,
-    /// The destination changed while retrying: flush again with it.
-    Reconfigured,
+    /// An object could not be stored; `done` of the batch's objects were.
+    Failed {
+        done: usize,
+    },
     /// The stream is gone.
     Gone,
+}
+
+/// Most bytes one log read brings in (within the stream's share).
+const READ_AHEAD: usize = 4 << 20;
+
+/// A batch whose delivery failed. Its records are not held while the
+/// destination is retried: they are re-read from the log (where they are
+/// durable until delivered) for each attempt, so a failing destination
+/// costs no memory between attempts.
+struct Retry {
+    /// The offset after the batch's last record.
+    end: u64,
+    /// How many of the batch's objects are stored already: skipped when the
+    /// re-read batch is the same one (it reached `end`).
+    done: usize,
+    backoff: Duration,
 }
 
 /// One stream's delivery loop.
@@ -222,6 +272,13 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     };
     debug!(stream = %name, from = next, "delivery started");
     let mut buf = Buffer::default();
+    // The buffer's share of the engine's memory budget: at least its bytes
+    // while it holds records, given back whenever it is emptied.
+    let mut held = Held::new(&inner.budget);
+    // Where the buffer's first record is in the log: a failed batch is
+    // re-read from there.
+    let mut batch_start = next;
+    let mut retry: Option<Retry> = None;
     loop {
         let Some(s) = current(&inner, &name, uid) else {
             return;
@@ -234,60 +291,115 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                 continue;
             }
         };
+        let end = retry.as_ref().map(|r| r.end);
         // Subscribed before reading, so records appended meanwhile wake us.
         let mut watch = s.part.watch();
         let mut overflow = false;
-        if buf.data.len() < dest.size_bytes {
-            let room = (dest.size_bytes - buf.data.len()).min(4 << 20);
-            let (part, from) = (s.part.clone(), next);
-            match tokio::task::spawn_blocking(move || part.read(from, 10_000, room)).await {
-                Ok(Ok(out)) => {
-                    let empty = out.records.is_empty();
-                    for r in out.records {
-                        // Processed before buffering, so the size hint
-                        // counts what is written (as AWS counts it).
-                        let processed = process(&name, &dest, &r.value);
-                        let len: usize = processed.iter().map(Vec::len).sum();
-                        if !buf.is_empty() && buf.data.len() + len > dest.size_bytes {
-                            overflow = true;
-                            break;
+        // The budget had no room for the next record: it waits in the log.
+        let mut starved = false;
+        if end.is_some_and(|e| next >= e) {
+            overflow = true;
+        } else if buf.data.len() < dest.size_bytes {
+            let want = (dest.size_bytes - buf.data.len()).min(READ_AHEAD);
+            held.grow_up_to(want);
+            let room = held.bytes().saturating_sub(buf.data.len());
+            if room == 0 {
+                starved = true;
+            } else {
+                let (part, from) = (s.part.clone(), next);
+                match tokio::task::spawn_blocking(move || part.read(from, 10_000, room)).await {
+                    Ok(Ok(out)) => {
+                        // Records before the first one read were trimmed
+                        // (retention) before they could be delivered.
+                        let first = out.records.first().map_or(out.next_offset, |r| r.offset);
+                        if first > next {
+                            warn!(stream = %name, lost = first - next, "records expired before they could be delivered");
+                            next = first;
                         }
-                        buf.push_all(r.timestamp_ms, processed);
-                        next = r.offset + 1;
+                        let read_nothing = out.records.is_empty();
+                        for r in out.records {
+                            if end.is_some_and(|e| r.offset >= e) {
+                                break;
+                            }
+                            // Processed before buffering, so the size hint
+                            // counts what is written (as AWS counts it).
+                            let processed = process(&name, &dest, &r.value);
+                            let len: usize = processed.iter().map(Vec::len).sum();
+                            if !buf.is_empty() && buf.data.len() + len > dest.size_bytes {
+                                overflow = true;
+                                break;
+                            }
+                            let fits = if buf.is_empty() {
+                                held.ensure_first(len)
+                            } else {
+                                held.ensure(buf.data.len() + len)
+                            };
+                            if !fits {
+                                starved = true;
+                                break;
+                            }
+                            if buf.is_empty() {
+                                batch_start = r.offset;
+                            }
+                            buf.push_all(r.timestamp_ms, processed);
+                            next = r.offset + 1;
+                        }
+                        if read_nothing && let Some(r) = retry.as_mut() {
+                            // The rest of the failed batch is gone from the
+                            // log: what was re-read is the batch now.
+                            r.end = next;
+                        }
                     }
-                    if empty && out.next_offset > next {
-                        // Records past retention were trimmed before delivery.
-                        warn!(stream = %name, lost = out.next_offset - next, "records expired before they could be delivered");
-                        next = out.next_offset;
+                    Ok(Err(e)) => {
+                        warn!(stream = %name, error = %ripstream_api::Chain(&e), "cannot read the delivery stream's records; retrying");
+                        held.shrink_to(buf.data.len());
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
                     }
-                }
-                Ok(Err(e)) => {
-                    warn!(stream = %name, error = %ripstream_api::Chain(&e), "cannot read the delivery stream's records; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(e) => {
-                    warn!(stream = %name, error = %e, "read task failed; retrying");
-                    continue;
+                    Err(e) => {
+                        warn!(stream = %name, error = %e, "read task failed; retrying");
+                        held.shrink_to(buf.data.len());
+                        continue;
+                    }
                 }
             }
+            // Read-ahead room the records did not use goes back at once.
+            held.shrink_to(buf.data.len());
         } else {
             overflow = true;
         }
         if buf.is_empty() {
-            wait_for_records(&mut watch, Duration::from_secs(1)).await;
+            if retry.as_ref().is_some_and(|r| next >= r.end) {
+                // Every record of the failed batch expired meanwhile.
+                retry = None;
+            }
+            if starved {
+                // Other streams hold the budget; their flushes give it back.
+                inner.budget.wait_for_room(Duration::from_secs(1)).await;
+            } else {
+                wait_for_records(&mut watch, Duration::from_secs(1)).await;
+            }
             continue;
         }
         let now = inner.now_ms();
-        if !should_flush(
-            buf.data.len(),
-            buf.records,
-            dest.size_bytes,
-            overflow,
-            buf.first_ms,
-            dest.interval_ms,
-            now,
-        ) {
+        let due = match &retry {
+            // A failed batch is flushed again once re-read whole (or as
+            // much of it as the budget lets in).
+            Some(r) => next >= r.end || starved,
+            None => {
+                starved
+                    || should_flush(
+                        buf.data.len(),
+                        buf.records,
+                        dest.size_bytes,
+                        overflow,
+                        buf.first_ms,
+                        dest.interval_ms,
+                        now,
+                    )
+            }
+        };
+        if !due {
             if next < s.part.end_offset() {
                 continue;
             }
@@ -295,22 +407,60 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             wait_for_records(&mut watch, Duration::from_millis(left as u64)).await;
             continue;
         }
-        match flush(&inner, &s, &dest, &buf).await {
+        if starved {
+            debug!(stream = %name, bytes = buf.data.len(), used = inner.budget.used(), limit = inner.budget.limit(), "buffer memory budget spent; flushing early");
+        }
+        // Skipping stored objects is right only for the very same batch.
+        let skip = match &retry {
+            Some(r) if next == r.end => r.done,
+            _ => 0,
+        };
+        let batch = std::mem::take(&mut buf).freeze();
+        let flushed = flush(&inner, &s, &dest, &batch, skip).await;
+        drop(batch);
+        held.shrink_to(0);
+        match flushed {
             Flushed::Done => {}
-            Flushed::Reconfigured => continue,
             Flushed::Gone => return,
+            Flushed::Failed { done } => {
+                let mut r = retry.take().unwrap_or(Retry {
+                    end: next,
+                    done: 0,
+                    backoff: inner.cfg.retry_initial,
+                });
+                if next != r.end {
+                    // A shorter batch than the failed one: its objects are
+                    // not the ones counted.
+                    r.done = 0;
+                    r.end = next;
+                }
+                r.done = r.done.max(done);
+                tokio::time::sleep(r.backoff).await;
+                r.backoff = (r.backoff * 2).min(inner.cfg.retry_max);
+                match current(&inner, &name, uid) {
+                    None => return,
+                    Some(now) if now.rec.version != s.rec.version => {
+                        // A new destination: the batch is made afresh for it.
+                        retry = None;
+                    }
+                    Some(_) => retry = Some(r),
+                }
+                next = batch_start;
+                continue;
+            }
         }
         if !save_checkpoint(&inner, &name, uid, next).await {
             return;
         }
-        buf = Buffer::default();
+        retry = None;
+        batch_start = next;
     }
 }
 
 /// What a flush writes: the records to deliver (processed), and the error
 /// output of those that failed processing.
 struct Output {
-    data: Vec<u8>,
+    data: Bytes,
     records: u64,
     errors: Vec<u8>,
 }
@@ -351,15 +501,16 @@ async fn transform(
     s: &Stream,
     dest: &Destination,
     l: &crate::processing::LambdaProcessor,
-    buf: &Buffer,
+    buf: &Batch,
 ) -> Option<Output> {
     use crate::lambda::{self, InRecord, Outcome};
     let name = &s.rec.name;
     let mut out = Output {
-        data: Vec::new(),
+        data: Bytes::new(),
         records: 0,
         errors: Vec::new(),
     };
+    let mut delivered = Vec::new();
     let Some(function) = inner.cfg.functions.get(&l.function) else {
         // Refused at create; a server restarted without it fails the records.
         warn!(stream = %name, function = %l.function, "the Lambda processor's function is not configured; records go to the error output");
@@ -425,7 +576,7 @@ async fn transform(
                 for (rec, o) in batch.iter().zip(outcomes) {
                     match o {
                         Outcome::Ok(d) => {
-                            dest.processing.finish(&d, &mut out.data);
+                            dest.processing.finish(&d, &mut delivered);
                             out.records += 1;
                         }
                         Outcome::Dropped => {}
@@ -457,12 +608,13 @@ async fn transform(
             }
         }
     }
+    out.data = Bytes::from(delivered);
     Some(out)
 }
 
 /// Every record of the buffer to the error output with one error.
 fn fail_all(
-    buf: &Buffer,
+    buf: &Batch,
     attempts: u32,
     code: &str,
     msg: &str,
@@ -486,10 +638,32 @@ fn fail_all(
     out
 }
 
-/// Writes the buffer as one object (and the error output of what failed
-/// processing as another), retrying with backoff until stored, the
-/// destination changes or the stream goes.
-async fn flush(inner: &Arc<Inner>, s: &Stream, dest: &Destination, buf: &Buffer) -> Flushed {
+/// What one object of a flush holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The batch's records, processed.
+    Data,
+    /// The error output of the records that failed processing.
+    ProcessingErrors,
+    /// The error output of the whole batch, whose own keys the store
+    /// refused.
+    Undeliverable,
+}
+
+/// Writes the batch as one object (and the error output of what failed
+/// processing as another), skipping the first `skip` objects (stored by an
+/// earlier attempt at the same batch). A key the store refuses is not
+/// retried as is: the object gets a fresh key once (the refusal may be of
+/// the key's last segment alone), then the batch goes to the error output
+/// (its prefix is in the way). Any other failure answers `Failed`: the
+/// caller drops the batch and re-reads it from the log to retry.
+async fn flush(
+    inner: &Arc<Inner>,
+    s: &Stream,
+    dest: &Destination,
+    buf: &Batch,
+    skip: usize,
+) -> Flushed {
     let name = &s.rec.name;
     let out = match &dest.processing.lambda {
         None => Output {
@@ -502,69 +676,108 @@ async fn flush(inner: &Arc<Inner>, s: &Stream, dest: &Destination, buf: &Buffer)
             None => return Flushed::Gone,
         },
     };
+    let data_len = out.data.len() as u64;
     let mut objects = Vec::new();
-    for (data, is_error) in [(&out.data, false), (&out.errors, true)] {
-        if data.is_empty() {
-            continue;
+    for (data, kind) in [
+        (out.data, Kind::Data),
+        (Bytes::from(out.errors), Kind::ProcessingErrors),
+    ] {
+        if !data.is_empty() {
+            objects.push((data, kind));
         }
-        let body = match encode_body(data, dest.compression) {
+    }
+    let key_for = |kind: Kind| match kind {
+        Kind::Data => prefix::object_key(
+            &dest.prefix,
+            buf.first_ms,
+            name,
+            s.rec.version,
+            &dest.extension,
+            &mut rand::rng(),
+        ),
+        Kind::ProcessingErrors | Kind::Undeliverable => {
+            error_key(dest, buf.first_ms, name, s.rec.version)
+        }
+    };
+    for (i, (data, kind)) in objects.into_iter().enumerate().skip(skip) {
+        let mut kind = kind;
+        let mut body = match encode_body(&data, dest.compression) {
             Ok(b) => b,
             Err(e) => {
                 warn!(stream = %name, error = %e, "cannot compress the buffer");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return Flushed::Reconfigured;
+                return Flushed::Failed { done: i };
             }
         };
-        let key = if is_error {
-            error_key(dest, buf.first_ms, name, s.rec.version)
-        } else {
-            prefix::object_key(
-                &dest.prefix,
-                buf.first_ms,
-                name,
-                s.rec.version,
-                &dest.extension,
-                &mut rand::rng(),
-            )
-        };
-        objects.push((key, body, is_error));
-    }
-    let mut backoff = inner.cfg.retry_initial;
-    // Objects already stored are not written again on a retry.
-    let mut done = 0;
-    loop {
-        while done < objects.len() {
-            let (key, body, is_error) = &objects[done];
-            match inner.sink.put(&dest.bucket, key, body.clone()).await {
+        drop(data);
+        let mut key = key_for(kind);
+        let mut refused = false;
+        loop {
+            match inner.sink.put(&dest.bucket, &key, body.clone()).await {
                 Ok(()) => {
-                    if *is_error {
-                        info!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), "wrote the processing error output");
-                    } else {
-                        inner
-                            .metrics
-                            .delivered(name, out.records, out.data.len() as u64);
-                        info!(stream = %name, bucket = %dest.bucket, key = %key, records = out.records, bytes = body.len(), "delivered");
+                    match kind {
+                        Kind::Data => {
+                            inner.metrics.delivered(name, out.records, data_len);
+                            info!(stream = %name, bucket = %dest.bucket, key = %key, records = out.records, bytes = body.len(), "delivered");
+                        }
+                        Kind::ProcessingErrors => {
+                            info!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), "wrote the processing error output")
+                        }
+                        Kind::Undeliverable => {
+                            warn!(stream = %name, bucket = %dest.bucket, key = %key, records = buf.records, "wrote the batch whose keys were refused to the error output")
+                        }
                     }
-                    done += 1;
-                }
-                Err(e) => {
-                    inner.metrics.failed(name);
-                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), retry_in_ms = backoff.as_millis() as u64, "delivery to S3 failed; retrying");
                     break;
                 }
+                Err(e @ SinkError::InvalidKey { .. }) if !refused => {
+                    // The same key would be refused forever; a fresh one
+                    // differs in its last segment.
+                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "the object store refused the key; trying a fresh one");
+                    refused = true;
+                    key = key_for(kind);
+                }
+                Err(e @ SinkError::InvalidKey { .. }) if kind == Kind::Data => {
+                    inner.metrics.failed(name);
+                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), records = buf.records, "the object store refuses the delivery prefix's keys; the batch goes to the error output");
+                    let lines = fail_all(
+                        buf,
+                        1,
+                        e.code(),
+                        &e.to_string(),
+                        dest.processing
+                            .lambda
+                            .as_ref()
+                            .map_or("", |l| l.arn.as_str()),
+                        inner.now_ms(),
+                        Output {
+                            data: Bytes::new(),
+                            records: 0,
+                            errors: Vec::new(),
+                        },
+                    )
+                    .errors;
+                    body = match encode_body(&Bytes::from(lines), dest.compression) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            warn!(stream = %name, error = %e, "cannot compress the error output");
+                            return Flushed::Failed { done: i };
+                        }
+                    };
+                    kind = Kind::Undeliverable;
+                    key = key_for(kind);
+                    refused = false;
+                }
+                Err(e) => {
+                    // Retried with backoff by the caller; an error output
+                    // whose keys are refused too waits for an operator to
+                    // move what is in the way, within the log's retention.
+                    inner.metrics.failed(name);
+                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "delivery to S3 failed; retrying");
+                    return Flushed::Failed { done: i };
+                }
             }
         }
-        if done == objects.len() {
-            return Flushed::Done;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(inner.cfg.retry_max);
-        match current(inner, name, s.rec.uid) {
-            None => return Flushed::Gone,
-            Some(now) if now.rec.version != s.rec.version => return Flushed::Reconfigured,
-            Some(_) => {}
-        }
     }
+    Flushed::Done
 }
 
 /// Stores the checkpoint, retrying until it is durable or the stream goes
@@ -612,22 +825,23 @@ mod tests {
     #[test]
     fn bodies_are_raw_gzip_or_snappy() {
         let raw = b"{\"a\":1}{\"a\":2}";
-        assert_eq!(&encode_body(raw, Compression::None).unwrap()[..], raw);
+        let raw = &Bytes::from_static(raw);
+        assert_eq!(&encode_body(raw, Compression::None).unwrap(), raw);
         let gz = encode_body(raw, Compression::Gzip).unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut out)
             .unwrap();
-        assert_eq!(out, raw);
+        assert_eq!(&out[..], &raw[..]);
         let sn = encode_body(raw, Compression::Snappy).unwrap();
         let mut out = Vec::new();
         snap::read::FrameDecoder::new(&sn[..])
             .read_to_end(&mut out)
             .unwrap();
-        assert_eq!(out, raw);
+        assert_eq!(&out[..], &raw[..]);
         // Hadoop blocks: two of them for a body past one block.
         let big: Vec<u8> = (0..HADOOP_BLOCK + 10).map(|i| (i % 251) as u8).collect();
-        let h = encode_body(&big, Compression::HadoopSnappy).unwrap();
+        let h = encode_body(&Bytes::from(big.clone()), Compression::HadoopSnappy).unwrap();
         let (mut at, mut out, mut blocks) = (0, Vec::new(), 0);
         while at < h.len() {
             let n = u32::from_be_bytes(h[at..at + 4].try_into().unwrap()) as usize;

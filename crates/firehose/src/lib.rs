@@ -18,6 +18,7 @@
 //! and ignored.
 
 pub mod api;
+mod budget;
 mod engine;
 pub mod error;
 pub mod lambda;
@@ -74,7 +75,16 @@ pub struct FirehoseConfig {
     pub functions: lambda::Functions,
     /// AWS's DirectPut quotas per delivery stream (`--quotas aws`), or none.
     pub quotas: ripstream_runtime::quota::QuotaMode,
+    /// Most bytes all delivery streams together hold buffered in memory
+    /// (records read from their logs, not yet delivered). A stream that
+    /// finds the budget spent flushes early or waits: its records are
+    /// durable in its log meanwhile.
+    pub buffer_memory_bytes: usize,
 }
+
+/// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
+/// the largest BufferingHints size (128 MiB).
+pub const DEFAULT_BUFFER_MEMORY_BYTES: usize = 512 << 20;
 
 impl Default for FirehoseConfig {
     fn default() -> FirehoseConfig {
@@ -87,6 +97,7 @@ impl Default for FirehoseConfig {
             keyring: None,
             functions: Default::default(),
             quotas: ripstream_runtime::quota::QuotaMode::Off,
+            buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
         }
     }
 }
@@ -121,6 +132,8 @@ pub(crate) struct Inner {
     /// Wakes the engine's supervisor when streams come or go.
     pub changed: tokio::sync::Notify,
     pub quotas: quota::StreamQuotas,
+    /// The memory every delivery stream's buffer comes out of.
+    pub budget: Arc<budget::Budget>,
 }
 
 /// Runs blocking work (redb commits, partition creation, log reads) off the
@@ -151,7 +164,9 @@ impl Firehose {
         let keyring = ripstream_keyring::Keyring::open(&keyring_path, &ctx.region, &ctx.account_id)
             .map_err(Error::internal)?;
         let quotas = quota::StreamQuotas::new(cfg.quotas, quota::Rates::for_region(&ctx.region));
+        let budget = budget::Budget::new(cfg.buffer_memory_bytes);
         let inner = Inner {
+            budget,
             cfg,
             region: ctx.region.clone(),
             account: ctx.account_id.clone(),
@@ -177,6 +192,12 @@ impl Firehose {
     /// delivery stream and finishes delayed deletions, until dropped.
     pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         engine::supervise(self.inner.clone())
+    }
+
+    /// Bytes the delivery streams hold buffered now (within
+    /// [`FirehoseConfig::buffer_memory_bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.budget.used()
     }
 
     /// Names of the delivery streams, for tests and tools.

@@ -19,15 +19,17 @@ use ripstream_api::Cause;
 /// The future of one put.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why an object could not be stored. Every variant is retried by the
-/// engine (records wait in the log meanwhile); the code is the one AWS's
-/// delivery error logs show.
+/// Why an object could not be stored. The engine retries every variant
+/// (records wait in the log meanwhile) but `InvalidKey`, which the same key
+/// would meet again: that object gets a fresh key, then goes to the error
+/// output. The code is the one AWS's delivery error logs show.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The bucket does not exist (`S3.NoSuchBucket`).
     #[error("The specified bucket does not exist: {0}")]
     NoSuchBucket(String),
-    /// The key cannot be stored (a path segment the store refuses).
+    /// The key cannot be stored (a path segment the store refuses, or an
+    /// object or key prefix in the way of its path).
     #[error("the object key {key} is not valid: {message}")]
     InvalidKey { key: String, message: String },
     /// The write itself failed (disk full, permissions, I/O).
@@ -106,6 +108,25 @@ fn sync_up_to(file: &Path, top: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why the layout cannot hold a file at `file`, if it cannot: it is a
+/// directory, or one of its ancestors inside `top` is not one.
+fn layout_conflict(top: &Path, file: &Path) -> Option<&'static str> {
+    if std::fs::symlink_metadata(file).is_ok_and(|m| m.is_dir()) {
+        return Some("a key prefix of other objects (a directory) is in the way");
+    }
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == top || !d.starts_with(top) {
+            break;
+        }
+        if std::fs::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
+            return Some("an object is in the way of the key's directories");
+        }
+        dir = d.parent();
+    }
+    None
+}
+
 impl ObjectSink for LocalObjects {
     fn put<'a>(
         &'a self,
@@ -129,11 +150,18 @@ impl ObjectSink for LocalObjects {
             };
             let store =
                 LocalFileSystem::new_with_prefix(&bucket_dir).map_err(|e| write(e.into()))?;
-            store
-                .put(&path, body.into())
-                .await
-                .map_err(|e| write(e.into()))?;
             let file = bucket_dir.join(key);
+            if let Err(e) = store.put(&path, body.into()).await {
+                // A file where the key needs a directory (or a directory
+                // where it needs the file) refuses this key on every retry.
+                if let Some(why) = layout_conflict(&bucket_dir, &file) {
+                    return Err(SinkError::InvalidKey {
+                        key: key.to_string(),
+                        message: why.into(),
+                    });
+                }
+                return Err(write(e.into()));
+            }
             let top = bucket_dir.clone();
             tokio::task::spawn_blocking(move || sync_up_to(&file, &top))
                 .await

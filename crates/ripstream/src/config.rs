@@ -146,6 +146,11 @@ pub struct ServeArgs {
     /// Most Firehose delivery streams [default: 5000]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_STREAM_LIMIT")]
     pub firehose_stream_limit: Option<usize>,
+    /// Most bytes all Firehose delivery streams together hold buffered in
+    /// memory; past it a stream flushes early or waits (its records stay in
+    /// its log) [default: 536870912]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_BUFFER_MEMORY_BYTES")]
+    pub firehose_buffer_memory_bytes: Option<usize>,
     /// Directory of the embedded object store that the S3 API serves and
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
@@ -210,6 +215,7 @@ pub struct FileConfig {
     pub firehose_create_delay_ms: Option<u64>,
     pub firehose_delete_delay_ms: Option<u64>,
     pub firehose_stream_limit: Option<usize>,
+    pub firehose_buffer_memory_bytes: Option<usize>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
     /// `[functions.NAME]`: the transformation functions Firehose's Lambda
@@ -468,6 +474,10 @@ pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
     })
 }
 
+/// The smallest Firehose buffer memory budget accepted: one record of
+/// Firehose's largest size (1,000 KiB) with room to spare.
+const MIN_FIREHOSE_BUFFER_MEMORY: usize = 1 << 20;
+
 /// Firehose's settings; the keyring is the server's (Data Streams').
 pub fn firehose(
     args: &ServeArgs,
@@ -485,6 +495,18 @@ pub fn firehose(
     };
     if let Some(n) = args.firehose_stream_limit.or(file.firehose_stream_limit) {
         cfg.stream_limit = n;
+    }
+    if let Some(n) = args
+        .firehose_buffer_memory_bytes
+        .or(file.firehose_buffer_memory_bytes)
+    {
+        // Below one record's worth every record would be delivered alone.
+        if n < MIN_FIREHOSE_BUFFER_MEMORY {
+            bail!(
+                "firehose_buffer_memory_bytes must be at least {MIN_FIREHOSE_BUFFER_MEMORY} (1 MiB, Firehose's largest record), not {n}"
+            );
+        }
+        cfg.buffer_memory_bytes = n;
     }
     for (name, f) in &file.functions {
         match (&f.command, &f.url) {
@@ -530,6 +552,26 @@ mod tests {
         let d = firehose(&ServeArgs::default(), &FileConfig::default(), &service).unwrap();
         assert_eq!(d.create_delay, Duration::ZERO);
         assert_eq!(d.stream_limit, 5000);
+        assert_eq!(d.buffer_memory_bytes, 512 << 20);
+        let file: FileConfig = toml::from_str("firehose_buffer_memory_bytes = 8388608\n").unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        assert_eq!(f.buffer_memory_bytes, 8 << 20);
+        let args = ServeArgs {
+            firehose_buffer_memory_bytes: Some(4 << 20),
+            ..Default::default()
+        };
+        assert_eq!(
+            firehose(&args, &file, &service)
+                .unwrap()
+                .buffer_memory_bytes,
+            4 << 20
+        );
+        let args = ServeArgs {
+            firehose_buffer_memory_bytes: Some(1000),
+            ..Default::default()
+        };
+        let e = firehose(&args, &file, &service).unwrap_err();
+        assert!(e.to_string().contains("at least"), "{e}");
         let file: FileConfig =
             toml::from_str("[functions.up]\ncommand = [\"python3\", \"t.py\"]\n").unwrap();
         let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
