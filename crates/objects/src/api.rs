@@ -129,7 +129,7 @@ impl S3Api {
                 ok(json!({"Location": format!("/{bucket}")}))
             }
             "DeleteBucket" => {
-                store.delete_bucket(&bucket)?;
+                store.delete_bucket(&bucket).await?;
                 Ok(Reply::Empty)
             }
             "HeadBucket" => {

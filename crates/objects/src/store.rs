@@ -178,7 +178,17 @@ pub struct Objects {
     /// The largest body one write takes: `MAX_PUT_BYTES`, lowered only
     /// by the unit tests (which must not write GiBs).
     max_put_bytes: u64,
+    /// Bucket locks, striped by name: every write holds its bucket's
+    /// shared from its bucket check to its last file, DeleteBucket holds it
+    /// exclusive from its emptiness check to the directory's removal, so
+    /// no acknowledged write lands in between and is removed with it.
+    locks: Arc<Vec<Arc<tokio::sync::RwLock<()>>>>,
 }
+
+/// How many bucket locks the store stripes bucket names over: a bounded
+/// table (names come from requests), few enough collisions that one
+/// DeleteBucket rarely waits for another bucket's writes.
+const BUCKET_LOCKS: usize = 64;
 
 impl Objects {
     /// The store of a data directory: `<data_dir>/objects`.
@@ -196,6 +206,11 @@ impl Objects {
             root,
             fs: Arc::new(fs),
             max_put_bytes: MAX_PUT_BYTES,
+            locks: Arc::new(
+                (0..BUCKET_LOCKS)
+                    .map(|_| Arc::new(tokio::sync::RwLock::new(())))
+                    .collect(),
+            ),
         })
     }
 
@@ -215,6 +230,20 @@ impl Objects {
     /// The directory the store lives in.
     pub fn root(&self) -> &FsPath {
         &self.root
+    }
+
+    fn bucket_lock(&self, bucket: &str) -> Arc<tokio::sync::RwLock<()>> {
+        // FNV-1a: a stable spread of names over the stripes.
+        let h = bucket.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        self.locks[(h % BUCKET_LOCKS as u64) as usize].clone()
+    }
+
+    /// Held by a write for as long as it may still create files in the
+    /// bucket.
+    async fn writing(&self, bucket: &str) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.bucket_lock(bucket).read_owned().await
     }
 
     fn bucket_dir(&self, bucket: &str) -> PathBuf {
@@ -287,8 +316,23 @@ impl Objects {
     }
 
     /// Deletes an empty bucket (BucketNotEmpty otherwise), with its
-    /// metadata and any multipart uploads left in it.
-    pub fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+    /// metadata and any multipart uploads left in it. Writes to the bucket
+    /// in flight finish first (and are then seen by the emptiness check);
+    /// those that start meanwhile find no bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectsError> {
+        let exclusive = self.bucket_lock(bucket).write_owned().await;
+        let this = self.clone();
+        let bucket = bucket.to_string();
+        // The guard goes with the work: a caller that stops waiting must
+        // not release the bucket while the removal still runs.
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = exclusive;
+            this.delete_bucket_blocking(&bucket)
+        })
+        .await?
+    }
+
+    fn delete_bucket_blocking(&self, bucket: &str) -> Result<(), ObjectsError> {
         self.require_bucket(bucket)?;
         let dir = self.bucket_dir(bucket);
         let mut keys = Vec::new();
@@ -385,6 +429,7 @@ impl Objects {
         opts: PutOptions,
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         if bytes.len() as u64 > self.max_put_bytes {
             return Err(self.too_large());
@@ -453,6 +498,7 @@ impl Objects {
         opts: PutOptions,
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.check_target(bucket, key)?;
         let target = self.file(bucket, key);
@@ -745,6 +791,7 @@ impl Objects {
         self.location(from.0, from.1)?;
         self.require_bucket(from.0)?;
         self.location(to.0, to.1)?;
+        let _writing = self.writing(to.0).await;
         self.require_bucket(to.0)?;
         let this = self.clone();
         let (fb, fk) = (from.0.to_string(), from.1.to_string());
@@ -1017,6 +1064,7 @@ impl Objects {
         opts: PutOptions,
     ) -> Result<String, ObjectsError> {
         self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.check_target(bucket, key)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -1045,6 +1093,7 @@ impl Objects {
         body: BodyStream,
         content_md5: Option<[u8; 16]>,
     ) -> Result<String, ObjectsError> {
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.upload(bucket, key, upload_id)?;
         if !(1..=MAX_PARTS).contains(&number) {
@@ -1105,6 +1154,7 @@ impl Objects {
         parts: &[(u32, String)],
     ) -> Result<ObjectInfo, ObjectsError> {
         let location = self.location(bucket, key)?;
+        let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         let (dir, upload) = self.upload(bucket, key, upload_id)?;
         if parts.is_empty() {

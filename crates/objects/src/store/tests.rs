@@ -71,16 +71,19 @@ async fn buckets_are_directories() {
     assert_eq!(names, ["alpha", "logs"]);
     s.put_object("logs", "a/b", b("x")).await.unwrap();
     assert_eq!(
-        s.delete_bucket("logs").unwrap_err().code(),
+        s.delete_bucket("logs").await.unwrap_err().code(),
         "BucketNotEmpty"
     );
     s.delete("logs", "a/b").await.unwrap();
     // The key's directory went with it; the bucket stays.
     assert!(!dir.path().join("objects/logs/a").exists());
     assert!(dir.path().join("objects/logs").is_dir());
-    s.delete_bucket("logs").unwrap();
+    s.delete_bucket("logs").await.unwrap();
     assert!(!s.bucket_exists("logs"));
-    assert_eq!(s.delete_bucket("logs").unwrap_err().code(), "NoSuchBucket");
+    assert_eq!(
+        s.delete_bucket("logs").await.unwrap_err().code(),
+        "NoSuchBucket"
+    );
 }
 
 #[tokio::test]
@@ -758,4 +761,63 @@ async fn a_failed_streamed_write_leaves_no_staging_file() {
         .unwrap_err();
     assert_eq!(err.code(), "InvalidArgument", "{err:?}");
     assert_eq!(staged_left(&s.root().join("bk1")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_bucket_never_removes_an_acknowledged_write() {
+    let (_dir, s) = store();
+    for round in 0..40 {
+        s.create_bucket("race").unwrap();
+        let go = Arc::new(tokio::sync::Barrier::new(9));
+        let mut puts = Vec::new();
+        for i in 0..8 {
+            let (s, go) = (s.clone(), go.clone());
+            puts.push(tokio::spawn(async move {
+                go.wait().await;
+                let key = format!("k{i}/o");
+                if i % 2 == 0 {
+                    s.put_object("race", &key, b("x")).await.map(|_| key)
+                } else {
+                    let id = s.create_upload("race", &key, PutOptions::default()).await?;
+                    let body: BodyStream = Box::pin(OnceBody(Some(Ok(b("y")))));
+                    let etag = s.upload_part("race", &key, &id, 1, body, None).await?;
+                    s.complete_upload("race", &key, &id, &[(1, etag)])
+                        .await
+                        .map(|_| key)
+                }
+            }));
+        }
+        let deleted = {
+            let (s, go) = (s.clone(), go.clone());
+            tokio::spawn(async move {
+                go.wait().await;
+                tokio::task::yield_now().await;
+                s.delete_bucket("race").await
+            })
+        };
+        let mut acked = Vec::new();
+        for p in puts {
+            if let Ok(key) = p.await.unwrap() {
+                acked.push(key);
+            }
+        }
+        match deleted.await.unwrap() {
+            Ok(()) => {
+                assert!(acked.is_empty(), "round {round}: deleted over {acked:?}");
+                assert!(!s.bucket_exists("race"));
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "BucketNotEmpty", "round {round}");
+                for key in &acked {
+                    s.head("race", key).await.unwrap();
+                }
+                for key in acked {
+                    s.delete("race", &key).await.unwrap();
+                }
+                // Uploads the delete overtook may be left; the bucket
+                // goes with them.
+                s.delete_bucket("race").await.unwrap();
+            }
+        }
+    }
 }
