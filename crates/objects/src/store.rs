@@ -112,9 +112,17 @@ pub struct Listing {
     pub entries: Vec<Entry>,
     /// Whether entries past the last one remain.
     pub truncated: bool,
+    /// Directory entries the page's walk looked at.
+    scanned: usize,
 }
 
 impl Listing {
+    /// How many directory entries the page's walk looked at: its cost,
+    /// bounded by the page, not the bucket.
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
     /// The key or common prefix the next page starts after.
     pub fn last(&self) -> Option<&str> {
         self.entries.last().map(|e| match e {
@@ -335,9 +343,14 @@ impl Objects {
     fn delete_bucket_blocking(&self, bucket: &str) -> Result<(), ObjectsError> {
         self.require_bucket(bucket)?;
         let dir = self.bucket_dir(bucket);
-        let mut keys = Vec::new();
-        walk(&dir, "", &mut keys, 1)?;
-        if !keys.is_empty() {
+        let mut walk = Walk {
+            prefix: "",
+            after: None,
+            skip: None,
+            visited: 0,
+        };
+        // Stops at the first key.
+        if !walk.run(&dir, "", &mut |_| Ok(Step::Stop))? {
             return Err(ObjectsError::BucketNotEmpty {
                 bucket: bucket.to_string(),
             });
@@ -953,70 +966,64 @@ impl Objects {
         max: usize,
     ) -> Result<Listing, ObjectsError> {
         let bucket_dir = self.bucket_dir(bucket);
+        let mut listing = Listing::default();
         // Walk only the directory the prefix names; a prefix with `..` or
         // an empty segment names no key at all.
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
             None => "",
         };
-        let mut keys = Vec::new();
-        if dir_part.is_empty() || check_key(dir_part).is_ok() {
-            let start = if dir_part.is_empty() {
-                bucket_dir.clone()
-            } else {
-                bucket_dir.join(dir_part)
-            };
-            let rel = if dir_part.is_empty() {
-                String::new()
-            } else {
-                format!("{dir_part}/")
-            };
-            walk(&start, &rel, &mut keys, usize::MAX)?;
+        if !dir_part.is_empty() && check_key(dir_part).is_err() {
+            return Ok(listing);
         }
-        keys.retain(|k| k.starts_with(prefix));
-        keys.sort();
-        let mut listing = Listing::default();
-        let mut last_prefix: Option<String> = None;
-        for key in keys {
-            if let Some(a) = after
-                && (key.as_str() <= a
-                    || (delimiter.is_some_and(|d| a.ends_with(d)) && key.starts_with(a)))
-            {
-                continue;
-            }
+        let (start, rel) = if dir_part.is_empty() {
+            (bucket_dir.clone(), String::new())
+        } else {
+            (bucket_dir.join(dir_part), format!("{dir_part}/"))
+        };
+        let mut walk = Walk {
+            prefix,
+            after,
+            // After a common prefix (a continuation at one), nothing under
+            // it again.
+            skip: after
+                .filter(|a| delimiter.is_some_and(|d| a.ends_with(d)))
+                .map(String::from),
+            visited: 0,
+        };
+        walk.run(&start, &rel, &mut |key| {
             let rolled = delimiter.and_then(|d| {
                 let rest = &key[prefix.len()..];
                 rest.find(d)
                     .map(|i| key[..prefix.len() + i + d.len()].to_string())
             });
             if let Some(cp) = rolled {
-                if last_prefix.as_deref() == Some(cp.as_str()) {
-                    continue;
-                }
+                // Every key starting with a common prefix rolls up into it.
                 if after.is_some_and(|a| cp.as_str() <= a) {
-                    continue;
+                    return Ok(Step::SkipUnder(cp));
                 }
                 if listing.entries.len() >= max {
                     listing.truncated = true;
-                    break;
+                    return Ok(Step::Stop);
                 }
-                last_prefix = Some(cp.clone());
-                listing.entries.push(Entry::Prefix(cp));
-                continue;
+                listing.entries.push(Entry::Prefix(cp.clone()));
+                return Ok(Step::SkipUnder(cp));
             }
             if listing.entries.len() >= max {
                 listing.truncated = true;
-                break;
+                return Ok(Step::Stop);
             }
             let file = bucket_dir.join(&key);
             let Ok(stat) = std::fs::symlink_metadata(&file) else {
-                // Deleted since the walk.
-                continue;
+                // Deleted since the walk read its directory.
+                return Ok(Step::Next);
             };
             listing
                 .entries
                 .push(Entry::Object(self.info_of(bucket, &key, &file, &stat)?));
-        }
+            Ok(Step::Next)
+        })?;
+        listing.scanned = walk.visited;
         Ok(listing)
     }
 
@@ -1503,22 +1510,30 @@ fn check_key(key: &str) -> Result<(), ObjectsError> {
     if key.split('/').any(|s| s.len() > MAX_SEGMENT_BYTES) {
         return Err(ObjectsError::KeyTooLong);
     }
-    let bad_segment = |s: &str| {
-        s.is_empty()
-            || s == "."
-            || s == ".."
-            // object_store's staging files: `<name>#<digits>`.
-            || s.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
     if key.contains('\0') || key.contains('\\') || key.split('/').any(bad_segment) {
         return Err(unsupported_key(key));
     }
     Ok(())
 }
 
+/// A key segment the layout cannot hold: empty, `.`, `..`, `.meta` (the
+/// store's metadata directory's name, kept out of every path a request
+/// makes), or an object_store staging file's name (`<name>#<digits>`).
+fn bad_segment(s: &str) -> bool {
+    s.is_empty()
+        || s == "."
+        || s == ".."
+        || s == META_DIR
+        || s.rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The store's metadata directory under its root.
+const META_DIR: &str = ".meta";
+
 fn unsupported_key(key: &str) -> ObjectsError {
     ObjectsError::InvalidArgument(format!(
-        "The key {key:?} cannot be stored by this server's file layout (empty, `.` or `..` path segments, a trailing `/`, NUL, `\\` and names ending in `#<digits>` are refused)."
+        "The key {key:?} cannot be stored by this server's file layout (empty, `.`, `..` or `.meta` path segments, a trailing `/`, NUL, `\\` and names ending in `#<digits>` are refused)."
     ))
 }
 
@@ -1611,35 +1626,98 @@ fn conflict(key: &str) -> ObjectsError {
     ))
 }
 
-/// The keys of the files under `dir`, each prefixed with `rel`; skips
-/// object_store's staging files and anything that is not a plain file or
-/// directory (a symlink is never followed out of the bucket). Stops once
-/// `limit` keys are found.
-fn walk(dir: &FsPath, rel: &str, out: &mut Vec<String>, limit: usize) -> Result<(), ObjectsError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in entries {
-        if out.len() >= limit {
-            return Ok(());
-        }
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(String::from) else {
-            continue;
-        };
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            walk(&entry.path(), &format!("{rel}{name}/"), out, limit)?;
-        } else if kind.is_file() {
-            let key = format!("{rel}{name}");
-            if check_key(&key).is_ok() {
-                out.push(key);
+/// What a listing's walk does after a key.
+enum Step {
+    Next,
+    /// Skip every key that starts with this (a common prefix just rolled up).
+    SkipUnder(String),
+    Stop,
+}
+
+/// A walk of a bucket's keys in S3's order (UTF-8 byte order), lazily:
+/// each directory's names are read and its handle closed before any
+/// subdirectory is entered, sorted (a directory as its name plus `/`, which
+/// is where its keys sort), and subtrees that hold no key after `after`,
+/// none under `prefix`, or only keys under a skipped prefix are never
+/// opened. So a page costs the entries it passes on its way to its keys,
+/// not the whole bucket.
+struct Walk<'a> {
+    prefix: &'a str,
+    /// Only keys after this.
+    after: Option<&'a str>,
+    skip: Option<String>,
+    /// Directory entries looked at, for the tests that bound a page's cost.
+    visited: usize,
+}
+
+impl Walk<'_> {
+    /// Walks `dir` (keys `rel` + name), calling `f` with each key in order;
+    /// `false` once `f` said to stop.
+    fn run(
+        &mut self,
+        dir: &FsPath,
+        rel: &str,
+        f: &mut dyn FnMut(String) -> Result<Step, ObjectsError>,
+    ) -> Result<bool, ObjectsError> {
+        let mut names: Vec<(String, bool)> = Vec::new();
+        {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if is_missing(&e) => return Ok(true),
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                self.visited += 1;
+                let Some(name) = entry.file_name().to_str().map(String::from) else {
+                    continue;
+                };
+                if bad_segment(&name) {
+                    continue;
+                }
+                // Never followed: a symlink is neither.
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    names.push((format!("{name}/"), true));
+                } else if kind.is_file() {
+                    names.push((name, false));
+                }
             }
         }
+        names.sort_unstable();
+        for (name, is_dir) in names {
+            let path = format!("{rel}{name}");
+            if is_dir {
+                // Keys under `path` all start with it.
+                let wanted = path.starts_with(self.prefix) || self.prefix.starts_with(&path);
+                let passed = self
+                    .after
+                    .is_some_and(|a| path.as_str() < a && !a.starts_with(&path));
+                let skipped = self.skip.as_deref().is_some_and(|s| path.starts_with(s));
+                if !wanted || passed || skipped {
+                    continue;
+                }
+                let sub = dir.join(&name[..name.len() - 1]);
+                if !self.run(&sub, &path, f)? {
+                    return Ok(false);
+                }
+            } else {
+                if !path.starts_with(self.prefix)
+                    || self.after.is_some_and(|a| path.as_str() <= a)
+                    || self.skip.as_deref().is_some_and(|s| path.starts_with(s))
+                    || check_key(&path).is_err()
+                {
+                    continue;
+                }
+                match f(path)? {
+                    Step::Next => {}
+                    Step::SkipUnder(p) => self.skip = Some(p),
+                    Step::Stop => return Ok(false),
+                }
+            }
+        }
+        Ok(true)
     }
-    Ok(())
 }
 
 async fn next(body: &mut BodyStream) -> Option<Result<Bytes, ripstream_api::BoxError>> {

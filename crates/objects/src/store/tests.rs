@@ -821,3 +821,85 @@ async fn delete_bucket_never_removes_an_acknowledged_write() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_listing_page_walks_a_bounded_part_of_a_large_tree() {
+    let (dir, s) = store();
+    s.create_bucket("big").unwrap();
+    // 40 directories of 40 objects (foreign files are objects too), and
+    // files beside them whose names sort between the directories' keys.
+    let root = dir.path().join("objects/big");
+    let mut all = Vec::new();
+    for d in 0..40 {
+        std::fs::create_dir(root.join(format!("d{d:02}"))).unwrap();
+        for f in 0..40 {
+            let key = format!("d{d:02}/f{f:02}");
+            std::fs::write(root.join(&key), b"x").unwrap();
+            all.push(key);
+        }
+        let key = format!("d{d:02}-x");
+        std::fs::write(root.join(&key), b"x").unwrap();
+        all.push(key);
+    }
+    all.sort();
+    let total = 40 * 41 + 40;
+    let q = |after, delimiter, max_keys| ListQuery {
+        prefix: "",
+        delimiter,
+        after,
+        max_keys,
+    };
+    let first = s.list("big", q(None, None, 10)).await.unwrap();
+    assert_eq!(keys(&first), all[..10]);
+    assert!(first.truncated);
+    // The root and the first directory.
+    assert!(first.scanned() <= 80 + 40, "{}", first.scanned());
+    // Paging from the middle skips the subtrees before it unopened.
+    let mid = s.list("big", q(Some("d20/f35"), None, 10)).await.unwrap();
+    let at = all.iter().position(|k| k == "d20/f35").unwrap();
+    assert_eq!(keys(&mid), all[at + 1..at + 11]);
+    assert!(mid.scanned() <= 80 + 3 * 40, "{}", mid.scanned());
+    // Rolled up: each common prefix costs its directory's names, once.
+    let rolled = s.list("big", q(None, Some("/"), 6)).await.unwrap();
+    assert_eq!(
+        keys(&rolled),
+        ["d00-x", "d00/*", "d01-x", "d01/*", "d02-x", "d02/*"]
+    );
+    assert!(rolled.scanned() <= 80 + 4 * 40, "{}", rolled.scanned());
+    // Page by page, every key once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s
+            .list(
+                "big",
+                ListQuery {
+                    prefix: "",
+                    delimiter: None,
+                    after: after.as_deref(),
+                    max_keys: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.scanned() <= 80 + 5 * 40, "{}", page.scanned());
+        seen.extend(keys(&page));
+        if !page.truncated {
+            break;
+        }
+        after = page.last().map(String::from);
+    }
+    assert_eq!(seen, all);
+    assert!(total > 1000);
+}
+
+#[tokio::test]
+async fn a_meta_segment_is_refused() {
+    let (_dir, s) = store();
+    s.create_bucket("bkm").unwrap();
+    for key in [".meta", "a/.meta", ".meta/x"] {
+        let e = s.put_object("bkm", key, b("x")).await.unwrap_err();
+        assert_eq!(e.code(), "InvalidArgument", "{key}");
+    }
+    assert!(!valid_bucket_name(".meta"));
+}
