@@ -519,6 +519,11 @@ impl ripstream_api::Service for S3Api {
         &self.spec
     }
 
+    /// The store's expiry of incomplete multipart uploads.
+    fn start(&self) -> Vec<ripstream_api::Task> {
+        vec![Box::pin(self.store.background())]
+    }
+
     /// `/health` is the bucket `health`'s once it exists.
     fn claims_path(&self, path: &str) -> bool {
         path.strip_prefix('/')

@@ -191,7 +191,14 @@ pub struct Objects {
     /// exclusive from its emptiness check to the directory's removal, so
     /// no acknowledged write lands in between and is removed with it.
     locks: Arc<Vec<Arc<tokio::sync::RwLock<()>>>>,
+    /// How long an incomplete multipart upload is kept (S3 lifecycle's
+    /// AbortIncompleteMultipartUpload): its parts are deleted after.
+    upload_expiry: Duration,
 }
+
+/// The default of [`Objects::with_upload_expiry`]: 7 days, the
+/// DaysAfterInitiation commonly configured on S3 buckets.
+pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How many bucket locks the store stripes bucket names over: a bounded
 /// table (names come from requests), few enough collisions that one
@@ -219,7 +226,88 @@ impl Objects {
                     .map(|_| Arc::new(tokio::sync::RwLock::new(())))
                     .collect(),
             ),
+            upload_expiry: DEFAULT_UPLOAD_EXPIRY,
         })
+    }
+
+    /// The same store with incomplete multipart uploads kept `expiry`
+    /// after their initiation (by [`Objects::background`]).
+    pub fn with_upload_expiry(mut self, expiry: Duration) -> Objects {
+        self.upload_expiry = expiry;
+        self
+    }
+
+    /// The store's background work, until dropped: deletes incomplete
+    /// multipart uploads older than the upload expiry, checking a few
+    /// times per expiry period (at most hourly), so abandoned parts do
+    /// not fill the disk.
+    pub fn background(&self) -> impl Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let every = (this.upload_expiry / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(3600));
+            loop {
+                let sweeper = this.clone();
+                match tokio::task::spawn_blocking(move || sweeper.expire_uploads()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        tracing::info!(uploads = n, "expired incomplete multipart uploads")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %ripstream_api::Chain(&e), "could not expire multipart uploads")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "multipart upload expiry task failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+
+    /// Deletes every incomplete multipart upload initiated longer than the
+    /// upload expiry ago; answers how many.
+    pub fn expire_uploads(&self) -> Result<usize, ObjectsError> {
+        let now = millis(SystemTime::now());
+        let expiry = u64::try_from(self.upload_expiry.as_millis()).unwrap_or(u64::MAX);
+        let uploads = self.root.join(META_DIR).join("uploads");
+        let buckets = match std::fs::read_dir(&uploads) {
+            Ok(b) => b,
+            Err(e) if is_missing(&e) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut expired = 0;
+        for bucket in buckets {
+            let bucket = bucket?;
+            if !bucket.file_type()?.is_dir() {
+                continue;
+            }
+            let ids: Vec<PathBuf> = match std::fs::read_dir(bucket.path()) {
+                Ok(ids) => ids
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect(),
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for dir in ids {
+                // An upload whose record is unreadable (torn by a crash at
+                // its creation) ages from its directory's mtime.
+                let initiated = std::fs::read(dir.join("upload.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Upload>(&b).ok())
+                    .map(|u| u.initiated_ms)
+                    .or_else(|| Some(millis(std::fs::metadata(&dir).ok()?.modified().ok()?)));
+                let Some(initiated) = initiated else { continue };
+                if now.saturating_sub(initiated) < expiry {
+                    continue;
+                }
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => expired += 1,
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(expired)
     }
 
     /// The same store with a lower size limit, for tests.

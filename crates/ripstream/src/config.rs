@@ -155,6 +155,11 @@ pub struct ServeArgs {
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
     pub object_store_root: Option<PathBuf>,
+    /// How long an incomplete S3 multipart upload is kept before its parts
+    /// are deleted (S3 lifecycle's AbortIncompleteMultipartUpload), in
+    /// seconds [default: 604800, 7 days]
+    #[arg(long, env = "RIPSTREAM_OBJECT_STORE_UPLOAD_EXPIRY_SECS")]
+    pub object_store_upload_expiry_secs: Option<u64>,
     /// For tests only: run the server's clock this many seconds ahead of the
     /// system's, so retention (24 hours at least) can be seen to act.
     #[arg(long, hide = true)]
@@ -241,6 +246,23 @@ pub struct FunctionFile {
 pub struct ObjectStoreFile {
     /// The embedded store's directory [default: <data-dir>/objects].
     pub root: Option<PathBuf>,
+    /// How long an incomplete multipart upload is kept, in seconds
+    /// [default: 604800].
+    pub upload_expiry_secs: Option<u64>,
+}
+
+/// How long incomplete multipart uploads are kept: the flag, the file's
+/// `[object_store] upload_expiry_secs`, else 7 days.
+pub fn object_store_upload_expiry(args: &ServeArgs, file: &FileConfig) -> Result<Duration> {
+    match args.object_store_upload_expiry_secs.or_else(|| {
+        file.object_store
+            .as_ref()
+            .and_then(|o| o.upload_expiry_secs)
+    }) {
+        None => Ok(ripstream_objects::store::DEFAULT_UPLOAD_EXPIRY),
+        Some(0) => bail!("object_store upload_expiry_secs must be at least 1"),
+        Some(n) => Ok(Duration::from_secs(n)),
+    }
 }
 
 /// The embedded object store's directory: the flag, the file's
@@ -535,6 +557,33 @@ pub fn firehose(
 mod tests {
     use super::*;
     use ripstream_kinesis::quota::QuotaMode;
+
+    #[test]
+    fn upload_expiry_comes_from_flag_or_file() {
+        let none = FileConfig::default();
+        assert_eq!(
+            object_store_upload_expiry(&ServeArgs::default(), &none).unwrap(),
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        let file: FileConfig = toml::from_str("[object_store]\nupload_expiry_secs = 60\n").unwrap();
+        assert_eq!(
+            object_store_upload_expiry(&ServeArgs::default(), &file).unwrap(),
+            Duration::from_secs(60)
+        );
+        let args = ServeArgs {
+            object_store_upload_expiry_secs: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            object_store_upload_expiry(&args, &file).unwrap(),
+            Duration::from_secs(5)
+        );
+        let args = ServeArgs {
+            object_store_upload_expiry_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(object_store_upload_expiry(&args, &none).is_err());
+    }
 
     #[test]
     fn firehose_settings_come_from_flags_or_file() {

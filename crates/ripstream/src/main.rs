@@ -98,6 +98,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     } = config::resolve(&args, &file)?;
     let firehose_cfg = config::firehose(&args, &file, &service)?;
     let objects_root = config::object_store_root(&args, &file, &service.data_dir)?;
+    let upload_expiry = config::object_store_upload_expiry(&args, &file)?;
     tracing::info!(
         data_dir = %service.data_dir.display(),
         fsync = %service.fsync,
@@ -145,7 +146,8 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
         .context("cannot open the DynamoDB-compatible tables")?;
     let objects = ripstream_objects::Objects::open_root(&objects_root)
-        .with_context(|| format!("cannot open the object store at {}", objects_root.display()))?;
+        .with_context(|| format!("cannot open the object store at {}", objects_root.display()))?
+        .with_upload_expiry(upload_expiry);
     tracing::info!(root = %objects.root().display(), "object store (S3 API)");
     // Firehose delivers into the same store the S3 API serves.
     let firehose = ripstream_firehose::Firehose::open_in(

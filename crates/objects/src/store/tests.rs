@@ -903,3 +903,45 @@ async fn a_meta_segment_is_refused() {
     }
     assert!(!valid_bucket_name(".meta"));
 }
+
+#[tokio::test]
+async fn incomplete_multipart_uploads_expire() {
+    let (_dir, s) = store();
+    let s = s.with_upload_expiry(Duration::from_millis(300));
+    s.create_bucket("mpu").unwrap();
+    let old = s
+        .create_upload("mpu", "old", PutOptions::default())
+        .await
+        .unwrap();
+    let body: BodyStream = Box::pin(OnceBody(Some(Ok(b("part")))));
+    s.upload_part("mpu", "old", &old, 1, body, None)
+        .await
+        .unwrap();
+    assert_eq!(s.expire_uploads().unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let young = s
+        .create_upload("mpu", "young", PutOptions::default())
+        .await
+        .unwrap();
+    // The background sweep deletes the old one (parts and all) only.
+    let sweep = tokio::spawn(s.background());
+    let mut gone = false;
+    for _ in 0..100 {
+        if s.list_parts("mpu", "old", &old).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone);
+    assert_eq!(
+        s.list_parts("mpu", "old", &old).await.unwrap_err().code(),
+        "NoSuchUpload"
+    );
+    assert!(s.list_parts("mpu", "young", &young).await.is_ok());
+    sweep.abort();
+    assert!(!s.uploads_dir("mpu").join(&old).exists());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.expire_uploads().unwrap(), 1);
+    assert!(s.list_parts("mpu", "young", &young).await.is_err());
+}
