@@ -142,7 +142,18 @@ impl S3Api {
             "GetObject" | "HeadObject" => {
                 let range = text("Range").and_then(RangeSpec::parse);
                 let head = request.operation == "HeadObject";
-                let info = store.head(&bucket, &key).await?;
+                // GetObject judges its conditions on the very file it then
+                // sends: an overwrite in between cannot slip bytes past an
+                // If-Match that saw the old ETag.
+                let opened = if head {
+                    None
+                } else {
+                    Some(store.open_object(&bucket, &key).await?)
+                };
+                let info = match &opened {
+                    Some(o) => o.info.clone(),
+                    None => store.head(&bucket, &key).await?,
+                };
                 if let Some(status) = preconditions(&input, &info)? {
                     // 304: the object's validators, no body.
                     return Ok(Reply::Payload {
@@ -171,7 +182,10 @@ impl S3Api {
                     }
                     return ok(Value::Object(out));
                 }
-                let (info, len, span, stream) = store.get_stream(&bucket, &key, range).await?;
+                let Some(opened) = opened else {
+                    return ok(Value::Object(out));
+                };
+                let (info, len, span, stream) = opened.stream(range).await?;
                 let mut out = object_headers(&info);
                 let status = span.map(|(a, b)| {
                     out.insert(

@@ -12,7 +12,8 @@
 //!
 //! `.meta` can never be a bucket (bucket names start with a letter or a
 //! digit), so listings never see it. An object's metadata file is named by
-//! a hash of its key (`<h>`), so no key can collide with another's metadata.
+//! the SHA-256 of its key (`<h>`), so no key can collide with another's metadata
+//! (metadata an older store named by the key's MD5 is still read, and moved).
 //! It records the size and modification time of the file it describes: a
 //! file rewritten behind the store's back (or written by another writer)
 //! has no valid metadata, and is then an object of content type
@@ -357,9 +358,47 @@ impl Objects {
         self.root.join(".meta").join("objects").join(bucket)
     }
 
+    /// An object's metadata file: named by the SHA-256 of its key, so no
+    /// key can be chosen to collide with another's metadata.
     fn meta_path(&self, bucket: &str, key: &str) -> PathBuf {
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        self.meta_dir(bucket).join(hex::encode(digest))
+    }
+
+    /// Where stores before the SHA-256 names kept the metadata (the MD5 of
+    /// the key): still read, and moved to [`Objects::meta_path`] when met.
+    fn legacy_meta_path(&self, bucket: &str, key: &str) -> PathBuf {
         let digest = Md5::digest(key.as_bytes());
         self.meta_dir(bucket).join(hex::encode(digest))
+    }
+
+    /// The metadata recorded for `key` if it describes the file as it is
+    /// now (`stat`), from the SHA-256 name or else the legacy MD5 one.
+    fn read_meta(&self, bucket: &str, key: &str, stat: &std::fs::Metadata) -> Option<Meta> {
+        let mtime = stat.modified().ok()?;
+        let valid = |path: &FsPath| {
+            std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+                .filter(|m| m.key == key && m.size == stat.len() && m.mtime_ns == nanos(mtime))
+        };
+        if let Some(m) = valid(&self.meta_path(bucket, key)) {
+            return Some(m);
+        }
+        let legacy = self.legacy_meta_path(bucket, key);
+        let m = valid(&legacy)?;
+        // Moved under its new name; if that fails it is read from the old
+        // one again next time.
+        match write_durable(
+            &self.meta_path(bucket, key),
+            &serde_json::to_vec(&m).unwrap_or_default(),
+        ) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&legacy);
+            }
+            Err(e) => tracing::debug!(error = %e, key, "could not move an object's metadata"),
+        }
+        Some(m)
     }
 
     fn uploads_dir(&self, bucket: &str) -> PathBuf {
@@ -636,6 +675,7 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let file = self.file(bucket, key);
         let meta_path = self.meta_path(bucket, key);
+        let legacy = self.legacy_meta_path(bucket, key);
         let key = key.to_string();
         let content_type = opts.content_type.clone();
         let metadata = opts.metadata.clone();
@@ -651,6 +691,12 @@ impl Objects {
                 mtime_ns: nanos(mtime),
             };
             write_durable(&meta_path, &serde_json::to_vec(&meta).unwrap_or_default())?;
+            // An older store's metadata of the key describes an older file.
+            match std::fs::remove_file(&legacy) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
             Ok(ObjectInfo {
                 key,
                 size: stat.len(),
@@ -712,11 +758,7 @@ impl Objects {
     ) -> Result<ObjectInfo, ObjectsError> {
         let mtime = stat.modified()?;
         let meta_path = self.meta_path(bucket, key);
-        let meta = std::fs::read(&meta_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
-            .filter(|m| m.key == key && m.size == stat.len() && m.mtime_ns == nanos(mtime));
-        let meta = match meta {
+        let meta = match self.read_meta(bucket, key, stat) {
             Some(m) => m,
             None => {
                 // A file this store did not write (or rewritten since):
@@ -799,6 +841,13 @@ impl Objects {
         key: &str,
         range: Option<RangeSpec>,
     ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
+        self.open_object(bucket, key).await?.stream(range).await
+    }
+
+    /// Opens an object's file and answers what it is: conditions judged on
+    /// this [`OpenObject`]'s info hold for the bytes it then streams, even
+    /// if the key is overwritten in between.
+    pub async fn open_object(&self, bucket: &str, key: &str) -> Result<OpenObject, ObjectsError> {
         self.location(bucket, key)?;
         self.require_bucket(bucket)?;
         let this = self.clone();
@@ -815,25 +864,14 @@ impl Objects {
             if !this.inside_bucket(&bucket, &path) {
                 return Err(no_such_key());
             }
-            let mut f = match std::fs::File::open(&path) {
+            let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if is_missing(&e) => return Err(no_such_key()),
                 Err(e) => return Err(e.into()),
             };
-            let stat = f.metadata()?;
+            let stat = file.metadata()?;
             let info = this.info_of(&bucket, &key, &path, &stat)?;
-            let span = range.map(|r| r.resolve(info.size)).transpose()?;
-            let (start, len) = match span {
-                Some((a, b)) => (a, b - a + 1),
-                None => (0, info.size),
-            };
-            f.seek(SeekFrom::Start(start))?;
-            let stream: BodyStream = Box::pin(FileStream {
-                file: Some(f),
-                remaining: len,
-                pending: None,
-            });
-            Ok((info, len, span, stream))
+            Ok(OpenObject { info, file })
         })
         .await?
     }
@@ -855,10 +893,15 @@ impl Objects {
             Err(e) if is_missing(&e) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        match std::fs::remove_file(self.meta_path(bucket, key)) {
-            Ok(()) => {}
-            Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(e.into()),
+        for meta in [
+            self.meta_path(bucket, key),
+            self.legacy_meta_path(bucket, key),
+        ] {
+            match std::fs::remove_file(meta) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         // S3 has no directories: the ones the key made go with it, up to
         // (never including) the bucket's own.
@@ -1370,6 +1413,40 @@ impl Objects {
     }
 }
 
+/// An object's file, open, with what the store knows of it as opened.
+#[derive(Debug)]
+pub struct OpenObject {
+    pub info: ObjectInfo,
+    file: std::fs::File,
+}
+
+impl OpenObject {
+    /// The object's bytes (all, or `range`) from the open file: its info
+    /// again, the length sent, the span of a range, and the stream.
+    pub async fn stream(
+        self,
+        range: Option<RangeSpec>,
+    ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
+        let OpenObject { info, mut file } = self;
+        let span = range.map(|r| r.resolve(info.size)).transpose()?;
+        let (start, len) = match span {
+            Some((a, b)) => (a, b - a + 1),
+            None => (0, info.size),
+        };
+        let file = tokio::task::spawn_blocking(move || {
+            file.seek(SeekFrom::Start(start))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await??;
+        let stream: BodyStream = Box::pin(FileStream {
+            file: Some(file),
+            remaining: len,
+            pending: None,
+        });
+        Ok((info, len, span, stream))
+    }
+}
+
 /// Reads a file in pieces on the blocking pool, as the reply is sent.
 struct FileStream {
     file: Option<std::fs::File>,
@@ -1829,9 +1906,26 @@ fn nanos(t: SystemTime) -> u128 {
 }
 
 /// Writes a small file so that it survives power loss: a temporary file,
-/// fsynced, renamed over the old one, the directory fsynced.
+/// fsynced, renamed over the old one, the directory fsynced, and each
+/// directory the write had to create made durable in its parent (a
+/// `.meta/objects/<bucket>` made for a bucket's first object is an entry
+/// of `.meta/objects`, lost with it unsynced).
 fn write_durable(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
     write_plain(path, bytes)?;
+    for made in missing.iter().rev() {
+        if let Some(parent) = made.parent() {
+            sync_dir(parent)?;
+        }
+    }
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }

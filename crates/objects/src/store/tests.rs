@@ -945,3 +945,43 @@ async fn incomplete_multipart_uploads_expire() {
     assert_eq!(s.expire_uploads().unwrap(), 1);
     assert!(s.list_parts("mpu", "young", &young).await.is_err());
 }
+
+#[tokio::test]
+async fn an_opened_object_streams_the_version_its_info_describes() {
+    let (_dir, s) = store();
+    s.create_bucket("ver").unwrap();
+    let v1 = s.put_object("ver", "k", b("first")).await.unwrap();
+    let opened = s.open_object("ver", "k").await.unwrap();
+    assert_eq!(opened.info.etag, v1.etag);
+    // Overwritten after the conditions were judged on `opened.info`.
+    let v2 = s.put_object("ver", "k", b("second!")).await.unwrap();
+    assert_ne!(v1.etag, v2.etag);
+    let (info, len, _, mut stream) = opened.stream(None).await.unwrap();
+    assert_eq!((info.etag, len), (v1.etag, 5));
+    let mut got = Vec::new();
+    while let Some(piece) = next(&mut stream).await {
+        got.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(got, b"first");
+}
+
+#[tokio::test]
+async fn metadata_under_an_old_md5_name_is_read_and_moved() {
+    let (_dir, s) = store();
+    s.create_bucket("old").unwrap();
+    let opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        ..PutOptions::default()
+    };
+    s.put_with("old", "a/b", b("x"), opts).await.unwrap();
+    let (new, legacy) = (s.meta_path("old", "a/b"), s.legacy_meta_path("old", "a/b"));
+    assert_eq!(new.file_name().unwrap().len(), 64);
+    std::fs::rename(&new, &legacy).unwrap();
+    assert_eq!(
+        s.head("old", "a/b").await.unwrap().content_type,
+        "text/plain"
+    );
+    assert!(new.is_file() && !legacy.exists());
+    s.delete("old", "a/b").await.unwrap();
+    assert!(!new.exists());
+}
