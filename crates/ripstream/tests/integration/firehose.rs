@@ -1555,3 +1555,74 @@ async fn puts_past_the_stream_quota_fail_record_by_record() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_object_in_the_way_of_the_prefix_sends_batches_to_the_error_output() {
+    let srv = TestServer::start();
+    let s3 = crate::s3::s3(&srv.url());
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    // The object `logs` makes every key under `logs/` one the store's file
+    // layout cannot hold.
+    s3.put_object()
+        .bucket("lake")
+        .key("logs")
+        .body(b"in the way".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let c = firehose(&srv.url());
+    c.create_delivery_stream()
+        .delivery_stream_name("blocked")
+        .extended_s3_destination_configuration(
+            extended("lake", 0)
+                .prefix("logs/")
+                .error_output_prefix("failed/")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = c
+        .put_record_batch()
+        .delivery_stream_name("blocked")
+        .set_records(Some(vec![record(b"one\n"), record(b"two\n")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_put_count(), 0);
+    let failed = srv.data_dir().join("objects/lake/failed");
+    wait_until("the error output", Duration::from_secs(20), || {
+        !objects(&failed).is_empty()
+    })
+    .await;
+    let objs = objects(&failed);
+    assert_eq!(objs.len(), 1);
+    assert!(objs[0].0.starts_with("processing-failed/"), "{}", objs[0].0);
+    let text = String::from_utf8(objs[0].1.clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["errorCode"] == "S3.InvalidKey"));
+    // The stream is not stalled: with the way clear, records arrive.
+    s3.delete_object()
+        .bucket("lake")
+        .key("logs")
+        .send()
+        .await
+        .unwrap();
+    c.put_record()
+        .delivery_stream_name("blocked")
+        .record(record(b"three\n"))
+        .send()
+        .await
+        .unwrap();
+    let logs = srv.data_dir().join("objects/lake/logs");
+    wait_until("the delivery", Duration::from_secs(20), || {
+        logs.is_dir() && !objects(&logs).is_empty()
+    })
+    .await;
+    assert_eq!(objects(&logs)[0].1, b"three\n");
+}
