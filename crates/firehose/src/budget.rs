@@ -79,16 +79,24 @@ impl Budget {
         self.freed.notify_waiters();
     }
 
-    /// Waits until some bytes are given back, at most `max`.
-    pub async fn wait_for_room(&self, max: Duration) {
-        let freed = self.freed.notified();
-        tokio::pin!(freed);
-        // Registered before the check, so a release in between still wakes.
-        freed.as_mut().enable();
-        if self.used() < self.limit {
-            return;
+    /// Waits until `need` bytes are free (the whole pool, for more than
+    /// it holds), at most `max`.
+    pub async fn wait_for_room(&self, need: usize, max: Duration) {
+        let need = need.clamp(1, self.limit.max(1));
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a release in between still
+            // wakes this wait.
+            freed.as_mut().enable();
+            if self.limit.saturating_sub(self.used()) >= need {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return;
+            }
         }
-        let _ = tokio::time::timeout(max, freed).await;
     }
 }
 
@@ -179,6 +187,26 @@ mod tests {
         drop(x);
         drop(y);
         assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_room_ends_when_enough_is_given_back() {
+        let b = Budget::new(100);
+        let mut x = Held::new(&b);
+        x.grow_up_to(100);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait_for_room(50, Duration::from_secs(30)).await })
+        };
+        // Too little given back: still waiting.
+        x.shrink_to(80);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        x.shrink_to(40);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

@@ -295,8 +295,10 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
         // Subscribed before reading, so records appended meanwhile wake us.
         let mut watch = s.part.watch();
         let mut overflow = false;
-        // The budget had no room for the next record: it waits in the log.
+        // The budget had no room for the next record: it waits in the log
+        // (`need`: the bytes it waits for).
         let mut starved = false;
+        let mut need = 1;
         if end.is_some_and(|e| next >= e) {
             overflow = true;
         } else if buf.data.len() < dest.size_bytes {
@@ -336,6 +338,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                             };
                             if !fits {
                                 starved = true;
+                                need = len;
                                 break;
                             }
                             if buf.is_empty() {
@@ -375,7 +378,10 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             }
             if starved {
                 // Other streams hold the budget; their flushes give it back.
-                inner.budget.wait_for_room(Duration::from_secs(1)).await;
+                inner
+                    .budget
+                    .wait_for_room(need, Duration::from_secs(1))
+                    .await;
             } else {
                 wait_for_records(&mut watch, Duration::from_secs(1)).await;
             }

@@ -294,6 +294,11 @@ async fn delivers_gzip_objects_and_resumes_after_restart() {
         assert!(key.starts_with("logs/20"), "{key}");
         assert!(key.contains("/s-1-20") && key.ends_with(".gz"), "{key}");
         assert_eq!(data, b"one\ntwo\n");
+        // The object is durable before the checkpoint moves: stopping in
+        // between would deliver it again (at least once), so the restart
+        // below waits for the checkpoint.
+        let uid = svc.inner.streams.read()["s"].rec.uid;
+        wait_for(|| svc.inner.checkpoint(uid).unwrap() == 2).await;
         engine.abort();
         let _ = engine.await;
         ctx.close().await;
