@@ -443,13 +443,14 @@ async fn put(c: &Client, args: FirehosePutArgs) -> Result<()> {
     let mut lines = reader.split(b'\n');
     loop {
         let line = lines.next().transpose().context("cannot read input")?;
-        let flush = match &line {
-            None => !batch.is_empty(),
-            Some(l) => {
-                batch.len() == BATCH_RECORDS
-                    || batch_bytes + l.len() + usize::from(!args.no_newline) > BATCH_BYTES
-            }
-        };
+        let flush = !batch.is_empty()
+            && match &line {
+                None => true,
+                Some(l) => {
+                    batch.len() == BATCH_RECORDS
+                        || batch_bytes + l.len() + usize::from(!args.no_newline) > BATCH_BYTES
+                }
+            };
         if flush {
             let sent = batch.len() as u64;
             let (ok, err) = send_batch(c, &args.name, std::mem::take(&mut batch)).await;
