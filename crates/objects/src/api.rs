@@ -38,6 +38,7 @@ pub const OPERATIONS: &[&str] = &[
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "ListParts",
+    "ListMultipartUploads",
 ];
 
 /// S3 as the front door mounts it.
@@ -366,6 +367,7 @@ impl S3Api {
                 store.abort_upload(&bucket, &key, upload_id).await?;
                 Ok(Reply::Empty)
             }
+            "ListMultipartUploads" => self.list_uploads(&bucket, &input).await,
             "ListParts" => {
                 let upload_id = text("UploadId").unwrap_or_default().to_string();
                 let marker = input
@@ -420,6 +422,129 @@ impl S3Api {
 
     fn owner(&self) -> Value {
         json!({"ID": canonical_id(&self.account), "DisplayName": self.account})
+    }
+
+    /// ListMultipartUploads: the uploads after (`KeyMarker`,
+    /// `UploadIdMarker`) in S3's order, `Prefix` and `Delimiter` applied as
+    /// ListObjects applies them (a rolled-up prefix counts once toward
+    /// `MaxUploads`).
+    async fn list_uploads(&self, bucket: &str, input: &Value) -> Result<Reply, ObjectsError> {
+        let text = |k: &str| input.get(k).and_then(Value::as_str);
+        let prefix = text("Prefix").unwrap_or_default();
+        let delimiter = text("Delimiter").filter(|d| !d.is_empty());
+        let url = match text("EncodingType") {
+            None => false,
+            Some("url") => true,
+            Some(_) => {
+                return Err(ObjectsError::InvalidArgument(
+                    "Invalid Encoding Method specified in Request".into(),
+                ));
+            }
+        };
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        let max = match input.get("MaxUploads").and_then(Value::as_i64) {
+            Some(n) if n < 0 => {
+                return Err(ObjectsError::InvalidArgument(
+                    "Argument max-uploads must be an integer between 0 and 2147483647".into(),
+                ));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(1000).min(1000),
+            None => 1000,
+        };
+        let key_marker = text("KeyMarker").unwrap_or_default();
+        // An upload-id marker counts only beside a key marker, as in S3.
+        let id_marker = text("UploadIdMarker").filter(|_| !key_marker.is_empty());
+        let all = self.store.list_uploads(bucket).await?;
+        // Keys after the key marker; of the marker's key, the uploads after
+        // the upload-id marker's in the listing's order (initiation time),
+        // or, if that upload is gone, those whose id sorts after it (S3's
+        // documented rule), so pages never repeat an upload. A key marker
+        // that is a rolled-up prefix (it ends with the delimiter) skips the
+        // keys under it, which its page already counted.
+        let rolled_marker = delimiter.is_some_and(|d| key_marker.ends_with(d));
+        let marker_at = id_marker.and_then(|id| {
+            all.iter()
+                .position(|u| u.key == key_marker && u.upload_id == id)
+        });
+        let mut after_marker: Vec<_> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(at, u)| {
+                if key_marker.is_empty() {
+                    return true;
+                }
+                if rolled_marker && u.key.starts_with(key_marker) {
+                    return false;
+                }
+                match (id_marker, marker_at) {
+                    (Some(_), Some(m)) if u.key == key_marker => *at > m,
+                    (Some(id), None) if u.key == key_marker => u.upload_id.as_str() > id,
+                    _ => u.key.as_str() > key_marker,
+                }
+            })
+            .map(|(_, u)| u)
+            .collect();
+        after_marker.retain(|u| u.key.starts_with(prefix));
+        let mut uploads = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut last: Option<(String, String)> = None;
+        let mut truncated = false;
+        for u in after_marker {
+            let rolled = delimiter.and_then(|d| {
+                u.key[prefix.len()..]
+                    .find(d)
+                    .map(|at| u.key[..prefix.len() + at + d.len()].to_string())
+            });
+            if let Some(p) = &rolled
+                && prefixes.last() == Some(p)
+            {
+                continue;
+            }
+            if uploads.len() + prefixes.len() == max {
+                truncated = true;
+                break;
+            }
+            match rolled {
+                Some(p) => {
+                    last = Some((p.clone(), String::new()));
+                    prefixes.push(p);
+                }
+                None => {
+                    last = Some((u.key.clone(), u.upload_id.clone()));
+                    uploads.push(json!({
+                        "UploadId": u.upload_id,
+                        "Key": enc(&u.key),
+                        "Initiated": u.initiated_ms as f64 / 1000.0,
+                        "StorageClass": "STANDARD",
+                        "Owner": self.owner(),
+                        "Initiator": self.owner(),
+                    }));
+                }
+            }
+        }
+        let mut out = json!({
+            "Bucket": bucket,
+            "KeyMarker": enc(key_marker),
+            "UploadIdMarker": id_marker.unwrap_or_default(),
+            "MaxUploads": max,
+            "IsTruncated": truncated,
+            "Uploads": uploads,
+            "CommonPrefixes": prefixes.iter().map(|p| json!({"Prefix": enc(p)})).collect::<Vec<_>>(),
+        });
+        if !prefix.is_empty() {
+            out["Prefix"] = enc(prefix).into();
+        }
+        if let Some(d) = delimiter {
+            out["Delimiter"] = enc(d).into();
+        }
+        if url {
+            out["EncodingType"] = "url".into();
+        }
+        if truncated && let Some((key, id)) = last {
+            out["NextKeyMarker"] = enc(&key).into();
+            out["NextUploadIdMarker"] = id.into();
+        }
+        ok(out)
     }
 
     async fn list(&self, op: &str, bucket: &str, input: &Value) -> Result<Reply, ObjectsError> {

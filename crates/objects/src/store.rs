@@ -142,6 +142,15 @@ pub struct PartInfo {
     pub last_modified: SystemTime,
 }
 
+/// A multipart upload in progress, as ListMultipartUploads shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub key: String,
+    pub upload_id: String,
+    /// Milliseconds since the epoch.
+    pub initiated_ms: u64,
+}
+
 /// A multipart upload in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Upload {
@@ -1280,6 +1289,44 @@ impl Objects {
         self.require_bucket(bucket)?;
         let (dir, _) = self.upload(bucket, key, upload_id)?;
         tokio::task::spawn_blocking(move || parts_of(&dir)).await?
+    }
+
+    /// The bucket's multipart uploads in progress, in S3's order: by key,
+    /// then by initiation time. An upload whose record cannot be read (torn
+    /// by a crash as it was created) is left out, as it cannot be completed.
+    pub async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadInfo>, ObjectsError> {
+        self.require_bucket(bucket)?;
+        let dir = self.uploads_dir(bucket);
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if is_missing(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let Some(upload_id) = entry.file_name().to_str().map(String::from) else {
+                    continue;
+                };
+                let Some(upload) = std::fs::read(entry.path().join("upload.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Upload>(&b).ok())
+                else {
+                    continue;
+                };
+                out.push(UploadInfo {
+                    key: upload.key,
+                    upload_id,
+                    initiated_ms: upload.initiated_ms,
+                });
+            }
+            out.sort_by(|a, b| {
+                (&a.key, a.initiated_ms, &a.upload_id).cmp(&(&b.key, b.initiated_ms, &b.upload_id))
+            });
+            Ok(out)
+        })
+        .await?
     }
 
     /// Joins the named parts into the object; answers its info, with S3's

@@ -945,3 +945,113 @@ async fn a_bucket_named_health_takes_the_short_operator_path() {
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("ripstream_requests"));
 }
+
+/// ListMultipartUploads: uploads in progress by key, paged by the key and
+/// upload-id markers, with prefix and delimiter; completed and aborted
+/// ones are gone.
+#[tokio::test]
+async fn multipart_uploads_in_progress_are_listed_and_paged() {
+    let srv = TestServer::start();
+    let c = s3(&srv.url());
+    c.create_bucket().bucket("uploads").send().await.unwrap();
+    let mut ids = Vec::new();
+    for key in ["a/1", "a/2", "b", "b", "c"] {
+        let u = c
+            .create_multipart_upload()
+            .bucket("uploads")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        ids.push((key, u.upload_id().unwrap().to_string()));
+    }
+    let all = c
+        .list_multipart_uploads()
+        .bucket("uploads")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = all.uploads().iter().filter_map(|u| u.key()).collect();
+    assert_eq!(keys, ["a/1", "a/2", "b", "b", "c"]);
+    assert_eq!(all.is_truncated(), Some(false));
+    assert!(all.uploads()[0].initiated().is_some());
+    // Pages of two, following the markers, see every upload once.
+    let mut seen = Vec::new();
+    let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+    loop {
+        let page = c
+            .list_multipart_uploads()
+            .bucket("uploads")
+            .max_uploads(2)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.uploads().len() <= 2);
+        seen.extend(page.uploads().iter().map(|u| {
+            (
+                u.key().unwrap().to_string(),
+                u.upload_id().unwrap().to_string(),
+            )
+        }));
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(String::from);
+        id_marker = page.next_upload_id_marker().map(String::from);
+    }
+    let mut want: Vec<(String, String)> = ids
+        .iter()
+        .map(|(k, i)| (k.to_string(), i.clone()))
+        .collect();
+    want.sort();
+    seen.sort();
+    assert_eq!(seen, want);
+    // A delimiter rolls `a/` up into one common prefix.
+    let rolled = c
+        .list_multipart_uploads()
+        .bucket("uploads")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let prefixes: Vec<&str> = rolled
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["a/"]);
+    assert_eq!(rolled.uploads().len(), 3);
+    let only_a = c
+        .list_multipart_uploads()
+        .bucket("uploads")
+        .prefix("a/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_a.uploads().len(), 2);
+    // An aborted upload is no longer listed.
+    let (key, id) = &ids[4];
+    c.abort_multipart_upload()
+        .bucket("uploads")
+        .key(*key)
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    let after = c
+        .list_multipart_uploads()
+        .bucket("uploads")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.uploads().len(), 4);
+    let e = c
+        .list_multipart_uploads()
+        .bucket("nobucket")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchBucket");
+}
