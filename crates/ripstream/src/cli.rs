@@ -350,21 +350,7 @@ pub async fn put(args: PutArgs) -> Result<()> {
         .send()
         .await
         .map_err(sdk_error)?;
-    let (reader, total): (Box<dyn BufRead>, Option<u64>) = if path.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let f = std::fs::File::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let len = f.metadata().map(|m| m.len()).ok();
-        (Box::new(std::io::BufReader::new(f)), len)
-    };
-    let bar = match total {
-        Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
-        None => ProgressBar::new_spinner(),
-    };
+    let (reader, bar) = crate::cli::open_input(&path)?;
     let mut cfg = ProducerConfig::new(&args.stream);
     cfg.linger = Duration::from_millis(50);
     cfg.aggregation = args.aggregate;
@@ -413,6 +399,27 @@ pub async fn put(args: PutArgs) -> Result<()> {
         bail!("{} records were not stored: {e}", m.user_records_failed);
     }
     Ok(())
+}
+
+/// The lines a `put --file` reads (`-` for standard input) and the bar
+/// that shows how far it got: by bytes for a file, a spinner for a pipe.
+pub(crate) fn open_input(path: &std::path::Path) -> Result<(Box<dyn BufRead>, ProgressBar)> {
+    let (reader, total): (Box<dyn BufRead>, Option<u64>) = if path.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let len = f.metadata().map(|m| m.len()).ok();
+        (Box::new(std::io::BufReader::new(f)), len)
+    };
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner(),
+    };
+    Ok((reader, bar))
 }
 
 /// Every shard of a stream, following ListShards' NextToken.

@@ -14,7 +14,7 @@ use aws_sdk_firehose::types::{
     Record,
 };
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::cli::{Endpoint, sdk_error};
 
@@ -421,21 +421,7 @@ async fn put(c: &Client, args: FirehosePutArgs) -> Result<()> {
         .send()
         .await
         .map_err(sdk_error)?;
-    let (reader, total): (Box<dyn BufRead>, Option<u64>) = if path.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let f = std::fs::File::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let len = f.metadata().map(|m| m.len()).ok();
-        (Box::new(std::io::BufReader::new(f)), len)
-    };
-    let bar = match total {
-        Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
-        None => ProgressBar::new_spinner(),
-    };
+    let (reader, bar) = crate::cli::open_input(&path)?;
     let (mut stored, mut failed, mut read_bytes, mut requests) = (0u64, 0u64, 0u64, 0u64);
     let mut last_error: Option<String> = None;
     let mut batch: Vec<Vec<u8>> = Vec::new();
