@@ -13,11 +13,10 @@
 //! Names are stored lower-cased, as Glue folds database and table names for
 //! Hive compatibility, and looked up the same way. Column types are stored
 //! as given: Glue accepts any string there, and it is the converter that
-//! parses them (module [`hive`]) when it reads a table.
+//! parses them (`ripstream_convert::hive`) when it reads a table.
 
 pub mod api;
 pub mod error;
-pub mod hive;
 mod ops;
 mod pattern;
 mod store;

@@ -7,7 +7,7 @@
 //! whose types it cannot read, so a typo shows up where it matters.
 //!
 //! ```
-//! use ripstream_glue::hive::{HiveType, parse};
+//! use ripstream_convert::hive::{HiveType, parse};
 //! let t = parse("array<struct<id:bigint, price:decimal(10,2)>>").unwrap();
 //! assert_eq!(t.to_string(), "array<struct<id:bigint,price:decimal(10,2)>>");
 //! assert!(matches!(t, HiveType::Array(_)));
