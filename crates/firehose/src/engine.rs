@@ -475,19 +475,32 @@ struct Output {
 /// `!{firehose:error-output-type}`, or (no expressions in it) followed by
 /// `processing-failed/YYYY/MM/dd/HH/` as AWS lays it out.
 fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
+    error_key_for(dest, first_ms, name, version, "processing-failed")
+}
+
+/// [`error_key`] for an error-output type (`format-conversion-failed`...).
+fn error_key_for(
+    dest: &Destination,
+    first_ms: i64,
+    name: &str,
+    version: u64,
+    error_type: &str,
+) -> String {
     let rng = &mut rand::rng();
     if dest.error_prefix.has_expressions() {
-        return prefix::object_key(
+        return prefix::object_key_for(
             &dest.error_prefix,
             first_ms,
             name,
             version,
             &dest.extension,
+            Some(error_type),
             rng,
         );
     }
-    let mut key = dest.error_prefix.render(first_ms, None, rng);
-    key.push_str("processing-failed/");
+    let mut key = dest.error_prefix.render(first_ms, Some(error_type), rng);
+    key.push_str(error_type);
+    key.push('/');
     let empty = prefix::Template::parse("").unwrap_or_else(|_| dest.error_prefix.clone());
     key.push_str(&prefix::object_key(
         &empty,
@@ -654,6 +667,8 @@ enum Kind {
     /// The error output of the whole batch, whose own keys the store
     /// refused.
     Undeliverable,
+    /// The error output of the records format conversion could not read.
+    ConversionErrors,
 }
 
 /// Writes the batch as one object (and the error output of what failed
@@ -682,11 +697,38 @@ async fn flush(
             None => return Flushed::Gone,
         },
     };
+    let mut out = out;
+    // Record format conversion: the records become one Parquet file, and
+    // those that do not convert a `format-conversion-failed` object.
+    let mut conversion_errors = Vec::new();
+    if let Some(c) = &dest.conversion {
+        let ends = dest.processing.lambda.is_none().then_some(&buf.ends[..]);
+        let records = crate::conversion::records(&out.data, ends, buf.first_ms);
+        let schemas = inner.cfg.schemas.as_deref();
+        let now = inner.now_ms();
+        match crate::conversion::convert(schemas, c, &records, &inner.account, &inner.region, now)
+            .await
+        {
+            Ok(conv) => {
+                out.data = Bytes::from(conv.body);
+                out.records = conv.rows;
+                conversion_errors = conv.errors;
+            }
+            Err(e) => {
+                // Retried with backoff: the records wait in the log until
+                // the table can be read.
+                inner.metrics.failed(name);
+                warn!(stream = %name, database = %c.table.database, table = %c.table.table, code = e.code(), error = %e, "cannot read the conversion schema; retrying");
+                return Flushed::Failed { done: skip };
+            }
+        }
+    }
     let data_len = out.data.len() as u64;
     let mut objects = Vec::new();
     for (data, kind) in [
         (out.data, Kind::Data),
         (Bytes::from(out.errors), Kind::ProcessingErrors),
+        (Bytes::from(conversion_errors), Kind::ConversionErrors),
     ] {
         if !data.is_empty() {
             objects.push((data, kind));
@@ -704,6 +746,13 @@ async fn flush(
         Kind::ProcessingErrors | Kind::Undeliverable => {
             error_key(dest, buf.first_ms, name, s.rec.version)
         }
+        Kind::ConversionErrors => error_key_for(
+            dest,
+            buf.first_ms,
+            name,
+            s.rec.version,
+            crate::conversion::ERROR_OUTPUT_TYPE,
+        ),
     };
     for (i, (data, kind)) in objects.into_iter().enumerate().skip(skip) {
         let mut kind = kind;
@@ -730,6 +779,9 @@ async fn flush(
                         }
                         Kind::Undeliverable => {
                             warn!(stream = %name, bucket = %dest.bucket, key = %key, records = buf.records, "wrote the batch whose keys were refused to the error output")
+                        }
+                        Kind::ConversionErrors => {
+                            warn!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), "wrote the records that could not be converted to the error output")
                         }
                     }
                     break;

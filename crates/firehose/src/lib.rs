@@ -19,6 +19,7 @@
 
 pub mod api;
 mod budget;
+pub mod conversion;
 mod engine;
 pub mod error;
 pub mod lambda;
@@ -80,6 +81,10 @@ pub struct FirehoseConfig {
     /// finds the budget spent flushes early or waits: its records are
     /// durable in its log meanwhile.
     pub buffer_memory_bytes: usize,
+    /// Where record format conversion reads its Glue tables (the binary
+    /// bridges the Glue service); `None`: conversions fail at delivery and
+    /// are retried.
+    pub schemas: Option<std::sync::Arc<dyn conversion::SchemaSource>>,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
@@ -98,6 +103,7 @@ impl Default for FirehoseConfig {
             functions: Default::default(),
             quotas: ripstream_runtime::quota::QuotaMode::Off,
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
+            schemas: None,
         }
     }
 }

@@ -320,7 +320,29 @@ pub fn object_key(
     extension: &str,
     rng: &mut impl Rng,
 ) -> String {
-    let mut key = prefix.render(first_arrival_ms, None, rng);
+    object_key_for(
+        prefix,
+        first_arrival_ms,
+        stream,
+        version,
+        extension,
+        None,
+        rng,
+    )
+}
+
+/// [`object_key`] of an error output: `error_type` fills
+/// `!{firehose:error-output-type}` (`processing-failed` when `None`).
+pub fn object_key_for(
+    prefix: &Template,
+    first_arrival_ms: i64,
+    stream: &str,
+    version: u64,
+    extension: &str,
+    error_type: Option<&str>,
+    rng: &mut impl Rng,
+) -> String {
+    let mut key = prefix.render(first_arrival_ms, error_type, rng);
     if !prefix.has_expressions() {
         key.push_str(&default_time_prefix(first_arrival_ms));
     }

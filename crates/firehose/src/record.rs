@@ -140,13 +140,9 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     // Processing: checked here (types, parameters, what is supported yet);
     // applied by the engine from the stored configuration.
     processing::pipeline(d.get("ProcessingConfiguration"))?;
-    if d.contains_key("DataFormatConversionConfiguration")
-        && enabled(d.get("DataFormatConversionConfiguration"), true)
-    {
-        return Err(not_yet(
-            "Record format conversion (DataFormatConversionConfiguration)",
-        ));
-    }
+    // Record format conversion: checked and defaulted in its own module.
+    crate::conversion::normalize(&mut d)?;
+    let converting = crate::conversion::enabled(&d);
     if enabled(d.get("DynamicPartitioningConfiguration"), false) {
         return Err(not_yet("Dynamic partitioning"));
     }
@@ -165,6 +161,16 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     match d.get("CompressionFormat").and_then(Value::as_str) {
         None | Some("UNCOMPRESSED") | Some("GZIP") | Some("Snappy") | Some("HADOOP_SNAPPY") => {}
         Some(c) => return Err(not_yet(&format!("CompressionFormat {c}"))),
+    }
+    if converting
+        && d.get("CompressionFormat")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c != "UNCOMPRESSED")
+    {
+        // The serializer compresses (ParquetSerDe.Compression).
+        return Err(invalid(
+            "CompressionFormat must be UNCOMPRESSED when data format conversion is enabled.",
+        ));
     }
     if let Some(e) = d.get("EncryptionConfiguration") {
         let kms = e.get("KMSEncryptionConfig").is_some();
@@ -205,7 +211,11 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     let size = hints
         .get("SizeInMBs")
         .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_SIZE_MB);
+        .unwrap_or(if converting {
+            crate::conversion::DEFAULT_SIZE_MB
+        } else {
+            DEFAULT_SIZE_MB
+        });
     let interval = hints
         .get("IntervalInSeconds")
         .and_then(Value::as_u64)
@@ -213,6 +223,11 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     if !(1..=128).contains(&size) {
         return Err(invalid(
             "BufferingHints.SizeInMBs must be between 1 and 128.",
+        ));
+    }
+    if converting && size < crate::conversion::MIN_SIZE_MB {
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be at least 64 when data format conversion is enabled.",
         ));
     }
     if interval > 900 {
@@ -308,6 +323,8 @@ pub struct Destination {
     pub processing: Pipeline,
     /// Where records that failed processing go.
     pub error_prefix: prefix::Template,
+    /// Record format conversion, when enabled.
+    pub conversion: Option<crate::conversion::Conversion>,
 }
 
 impl Destination {
@@ -339,6 +356,7 @@ impl Destination {
         let error_prefix =
             prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
         Ok(Destination {
+            conversion: crate::conversion::of(dest)?,
             processing,
             error_prefix,
             bucket,
@@ -395,7 +413,6 @@ mod tests {
         for extra in [
             json!({"ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Decompression"}]}}),
             json!({"ProcessingConfiguration": {"Processors": [{"Type": "MetadataExtraction"}]}}),
-            json!({"DataFormatConversionConfiguration": {}}),
             json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),
             json!({"CompressionFormat": "ZIP"}),
@@ -428,6 +445,31 @@ mod tests {
             normalize_destination(cfg(json!({"CloudWatchLoggingOptions": {"Enabled": true}})))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn conversion_has_awss_destination_rules() {
+        let conv = json!({"DataFormatConversionConfiguration": {
+            "SchemaConfiguration": {"RoleARN": "arn:aws:iam::123456789012:role/r", "DatabaseName": "db", "TableName": "t"},
+            "InputFormatConfiguration": {"Deserializer": {"HiveJsonSerDe": {}}},
+            "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}}}});
+        let d = normalize_destination(cfg(conv.clone())).unwrap();
+        // Without BufferingHints: 128 MiB.
+        assert_eq!(d["BufferingHints"]["SizeInMBs"], 128);
+        let e = Destination::of(&d).unwrap();
+        assert!(e.conversion.is_some());
+        assert_eq!(e.extension, "");
+        let mut small = conv.clone();
+        small["BufferingHints"] = json!({"SizeInMBs": 63, "IntervalInSeconds": 60});
+        let err = normalize_destination(cfg(small)).unwrap_err();
+        assert!(err.to_string().contains("at least 64"), "{err}");
+        let mut gz = conv.clone();
+        gz["CompressionFormat"] = json!("GZIP");
+        let err = normalize_destination(cfg(gz)).unwrap_err();
+        assert!(err.to_string().contains("UNCOMPRESSED"), "{err}");
+        // An update enabling conversion on a 5 MiB stream is refused.
+        let plain = normalize_destination(cfg(json!({}))).unwrap();
+        assert!(merge_update(&plain, &conv, true).is_err());
     }
 
     #[test]
