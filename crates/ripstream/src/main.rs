@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod config;
 mod firehose_cli;
+mod schemas;
 mod sink;
 
 use std::process::ExitCode;
@@ -149,6 +150,13 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .with_context(|| format!("cannot open the object store at {}", objects_root.display()))?
         .with_upload_expiry(upload_expiry);
     tracing::info!(root = %objects.root().display(), "object store (S3 API)");
+    let glue = ripstream_glue::Glue::open_in(&ctx).context("cannot open the Glue Data Catalog")?;
+    // Format conversion reads its schemas from the Glue service.
+    let mut firehose_cfg = firehose_cfg;
+    firehose_cfg.schemas = Some(Arc::new(schemas::GlueSchemas::new(
+        glue.clone(),
+        &ctx.region,
+    )));
     // Firehose delivers into the same store the S3 API serves.
     let firehose = ripstream_firehose::Firehose::open_in(
         &ctx,
@@ -158,7 +166,6 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     )
     .await
     .context("cannot open the Firehose delivery streams")?;
-    let glue = ripstream_glue::Glue::open_in(&ctx).context("cannot open the Glue Data Catalog")?;
     // Adding a service is one crate and one entry here. The first answers
     // requests no service claims.
     let services: Vec<Arc<dyn ripstream_api::Service>> = vec![
