@@ -231,9 +231,9 @@ fn serializer(c: &Value) -> Result<ParquetOptions> {
     )?;
     if name == "OrcSerDe" {
         return Err(invalid(
-            "OrcSerDe is not supported yet by this server: it writes Parquet only (ParquetSerDe). \
-             No maintained Rust ORC writer fits it yet (orc-rust brings a second, full Arrow \
-             build and C compression libraries, and covers ORC's types only in part).",
+            "OrcSerDe is not supported yet by this server: it converts to Parquet only \
+             (ParquetSerDe). The Rust ORC writer (orc-rust) is built on another major version of \
+             Arrow than the Parquet writer, a second full Arrow build.",
         ));
     }
     let mut o = ParquetOptions::default();

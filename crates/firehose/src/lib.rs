@@ -10,10 +10,12 @@
 //! only after the object is durable, so delivery is at least once.
 //!
 //! This increment serves DirectPut streams with an S3 / ExtendedS3
-//! destination. Everything else the API can express (other destinations,
-//! KinesisStreamAsSource, processors other than RecordDeAggregation and
-//! AppendDelimiterToRecord (module `processing`), format conversion, dynamic
-//! partitioning, ZIP/Snappy compression, S3 backup) is refused with an
+//! destination, record format conversion to Parquet included (module
+//! [`conversion`], schemas read through its `SchemaSource`). Everything
+//! else the API can express (other destinations, KinesisStreamAsSource,
+//! processors other than RecordDeAggregation and AppendDelimiterToRecord
+//! (module `processing`), ORC output, dynamic partitioning, ZIP
+//! compression, S3 backup) is refused with an
 //! InvalidArgumentException saying it is not supported yet, never accepted
 //! and ignored.
 
