@@ -23,6 +23,8 @@ export PROPTEST_CASES="${CASES:-20000}"
 start=$(date +%s)
 cargo test --release -p ripstream-server fuzz
 cargo test --release -p ripstream-kinesis fuzz
+# Firehose's record format conversion: any record, any Joda pattern.
+PROPTEST_CASES=$(( PROPTEST_CASES / 10 )) cargo test --release -p ripstream-convert fuzz
 PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-log fuzz
 # Each case opens a fresh table store, so fewer cases.
 PROPTEST_CASES=$(( PROPTEST_CASES / 20 )) cargo test --release -p ripstream-dynamo fuzz

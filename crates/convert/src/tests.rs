@@ -387,3 +387,83 @@ fn parquet_options_are_applied() {
             .is_some()
     );
 }
+
+mod fuzz {
+    //! Records are request input: whatever they hold, conversion answers
+    //! with rows or record errors, never a panic.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TYPES: &[(&str, &str)] = &[
+        ("b", "boolean"),
+        ("t", "tinyint"),
+        ("i", "int"),
+        ("l", "bigint"),
+        ("f", "float"),
+        ("m", "decimal(38,10)"),
+        ("n", "decimal(3,3)"),
+        ("s", "varchar(2)"),
+        ("bin", "binary"),
+        ("dt", "date"),
+        ("ts", "timestamp"),
+        (
+            "a",
+            "array<map<int,struct<x:decimal(5,2),y:array<timestamp>>>>",
+        ),
+        ("mp", "map<date,boolean>"),
+    ];
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "[0-9eE+.:T/ -]{0,24}".prop_map(serde_json::Value::from),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-zA-Z0-9]{0,3}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn record() -> impl Strategy<Value = serde_json::Value> {
+        let names: Vec<&'static str> = TYPES.iter().map(|t| t.0).collect();
+        prop::collection::vec((prop::sample::select(names), json_value()), 0..8).prop_map(|kv| {
+            serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_records_never_panic(recs in prop::collection::vec(record(), 1..6), raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            for de in [Deserializer::default(), Deserializer::hive(&["millis".into(), "yyyy-MM-dd'T'HH:mm:ss.SSSZ".into()]).unwrap()] {
+                let c = Converter::new(&cols(TYPES), de).unwrap();
+                let texts: Vec<Vec<u8>> = recs.iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
+                let mut batch: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+                batch.push(&raw);
+                let out = c.convert(&batch, &ParquetOptions::default()).unwrap();
+                prop_assert_eq!(out.rows + out.failed.len(), batch.len());
+                if let Some(p) = out.parquet {
+                    prop_assert_eq!(read_back(p).num_rows(), out.rows);
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_timestamp_formats_never_panic(f in ".{0,16}", v in ".{0,24}") {
+            if let Ok(de) = Deserializer::hive(&[f]) {
+                let c = Converter::new(&cols(&[("ts", "timestamp"), ("d", "date")]), de).unwrap();
+                let rec = serde_json::json!({"ts": v, "d": v}).to_string();
+                let _ = c.read(rec.as_bytes());
+            }
+        }
+    }
+}

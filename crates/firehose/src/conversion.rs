@@ -409,14 +409,22 @@ pub(crate) fn records<'a>(
     }
 }
 
-/// Converts the records of a flush (each with its arrival time) against the
-/// table's current schema. `Err`: the schema cannot be read; the flush is
-/// retried.
-#[allow(clippy::too_many_arguments)]
+/// What a flush hands to [`convert`]: its data (the buffer's, or a
+/// Lambda's output) and, for the buffer's, where each record ends.
+pub(crate) struct FlushData {
+    pub data: bytes::Bytes,
+    pub ends: Option<Vec<(i64, usize)>>,
+    pub first_ms: i64,
+}
+
+/// Converts the records of a flush against the table's current schema.
+/// `Err`: the schema cannot be read (or the writer failed); the flush is
+/// retried. The conversion itself runs on a blocking thread: encoding up
+/// to 128 MiB of records must not stall the async workers.
 pub(crate) async fn convert(
     source: Option<&dyn SchemaSource>,
     conv: &Conversion,
-    records: &[(i64, &[u8])],
+    input: FlushData,
     account: &str,
     region: &str,
     now_ms: i64,
@@ -433,31 +441,36 @@ pub(crate) async fn convert(
             conv.table.database, conv.table.table, cols.version_id
         ))
     })?;
-    let parquet = conv.parquet.clone();
-    let raw: Vec<&[u8]> = records.iter().map(|(_, r)| *r).collect();
-    let out = converter
-        .convert(&raw, &parquet)
-        .map_err(|e| SchemaError::Unavailable(format!("{}", ripstream_api::Chain(&e))))?;
-    let mut errors = Vec::new();
-    for (i, e) in &out.failed {
-        let (arrival, raw) = records[*i];
-        errors.extend(error_line(
-            arrival,
-            MALFORMED,
-            &e.to_string(),
-            now_ms,
-            raw,
-            &conv.table,
-            account,
-            region,
-            &cols.version_id,
-        ));
-    }
-    Ok(Converted {
-        body: out.parquet.unwrap_or_default(),
-        rows: out.rows as u64,
-        errors,
+    let (conv, account, region) = (conv.clone(), account.to_string(), region.to_string());
+    tokio::task::spawn_blocking(move || {
+        let records = records(&input.data, input.ends.as_deref(), input.first_ms);
+        let raw: Vec<&[u8]> = records.iter().map(|(_, r)| *r).collect();
+        let out = converter
+            .convert(&raw, &conv.parquet)
+            .map_err(|e| SchemaError::Unavailable(format!("{}", ripstream_api::Chain(&e))))?;
+        let mut errors = Vec::new();
+        for (i, e) in &out.failed {
+            let (arrival, raw) = records[*i];
+            errors.extend(error_line(
+                arrival,
+                MALFORMED,
+                &e.to_string(),
+                now_ms,
+                raw,
+                &conv.table,
+                &account,
+                &region,
+                &cols.version_id,
+            ));
+        }
+        Ok(Converted {
+            body: out.parquet.unwrap_or_default(),
+            rows: out.rows as u64,
+            errors,
+        })
     })
+    .await
+    .map_err(|e| SchemaError::Unavailable(format!("the conversion task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -702,11 +702,14 @@ async fn flush(
     // those that do not convert a `format-conversion-failed` object.
     let mut conversion_errors = Vec::new();
     if let Some(c) = &dest.conversion {
-        let ends = dest.processing.lambda.is_none().then_some(&buf.ends[..]);
-        let records = crate::conversion::records(&out.data, ends, buf.first_ms);
+        let input = crate::conversion::FlushData {
+            data: out.data.clone(),
+            ends: dest.processing.lambda.is_none().then(|| buf.ends.clone()),
+            first_ms: buf.first_ms,
+        };
         let schemas = inner.cfg.schemas.as_deref();
         let now = inner.now_ms();
-        match crate::conversion::convert(schemas, c, &records, &inner.account, &inner.region, now)
+        match crate::conversion::convert(schemas, c, input, &inner.account, &inner.region, now)
             .await
         {
             Ok(conv) => {
