@@ -421,3 +421,128 @@ async fn json_records_are_delivered_as_parquet_against_the_glue_table() {
         9_007_199_254_740_993
     );
 }
+
+/// A Lambda transform turning `id,name` lines into JSON ("bad" into text
+/// that is not JSON), as AWS's CSV-to-JSON blueprint does before conversion.
+const CSV_TO_JSON_PY: &str = r#"
+import base64, json, sys
+req = json.load(sys.stdin)
+out = []
+for r in req["records"]:
+    line = base64.b64decode(r["data"]).decode().strip()
+    if line == "bad":
+        data = "{not json"
+    else:
+        i, n = line.split(",")
+        data = json.dumps({"id": int(i), "name": n})
+    out.append({"recordId": r["recordId"], "result": "Ok",
+                "data": base64.b64encode(data.encode()).decode()})
+json.dump({"records": out}, sys.stdout)
+"#;
+
+#[tokio::test]
+async fn a_lambda_transform_output_is_converted() {
+    use aws_sdk_firehose::types::{
+        HiveJsonSerDe, ProcessingConfiguration, Processor, ProcessorParameter,
+        ProcessorParameterName as N, ProcessorType as T,
+    };
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("csv.py");
+    std::fs::write(&script, CSV_TO_JSON_PY).unwrap();
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.csv]\ncommand = [\"python3\", {:?}]\n",
+            script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--config", conf.to_str().unwrap()]);
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    let bucket = srv.data_dir().join("objects/lake");
+    std::fs::create_dir_all(&bucket).unwrap();
+    g.create_database()
+        .database_input(DatabaseInput::builder().name("lake").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    g.create_table()
+        .database_name("lake")
+        .table_input(table(&[("id", "int"), ("name", "string")]))
+        .send()
+        .await
+        .unwrap();
+    let mut conv = conversion(parquet_serializer());
+    conv.input_format_configuration = Some(
+        InputFormatConfiguration::builder()
+            .deserializer(
+                Deserializer::builder()
+                    .hive_json_ser_de(HiveJsonSerDe::builder().build())
+                    .build(),
+            )
+            .build(),
+    );
+    let lambda = Processor::builder()
+        .r#type(T::Lambda)
+        .parameters(
+            ProcessorParameter::builder()
+                .parameter_name(N::LambdaArn)
+                .parameter_value("arn:aws:lambda:us-east-1:000000000000:function:csv")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    fh.create_delivery_stream()
+        .delivery_stream_name("csv")
+        .extended_s3_destination_configuration(
+            destination(64)
+                .processing_configuration(
+                    ProcessingConfiguration::builder()
+                        .enabled(true)
+                        .processors(lambda)
+                        .build(),
+                )
+                .data_format_conversion_configuration(conv)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    fh.put_record_batch()
+        .delivery_stream_name("csv")
+        .set_records(Some(
+            ["1,ann\n", "2,bob\n", "bad\n"]
+                .iter()
+                .map(|r| put(r))
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let objs = wait_for(&bucket, "the converted object and the error output", |o| {
+        o.iter().any(|(k, _)| k.starts_with("events/"))
+            && o.iter()
+                .any(|(k, _)| k.starts_with("errors/format-conversion-failed/"))
+    })
+    .await;
+    let (_, body) = objs.iter().find(|(k, _)| k.starts_with("events/")).unwrap();
+    let batch = read_parquet(body);
+    let ids = batch.column(0).as_primitive::<Int32Type>();
+    let names = batch.column(1).as_string::<i32>();
+    assert_eq!(batch.num_rows(), 2);
+    assert_eq!((ids.value(0), names.value(0)), (1, "ann"));
+    assert_eq!((ids.value(1), names.value(1)), (2, "bob"));
+    let (_, err) = objs.iter().find(|(k, _)| k.starts_with("errors/")).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_slice(err.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(line["rawData"].as_str().unwrap())
+            .unwrap(),
+        b"{not json"
+    );
+}
