@@ -49,7 +49,12 @@ pub(crate) fn row(
     let mut cells = Vec::with_capacity(columns.len());
     for c in columns {
         let json_key = match de {
-            Deserializer::OpenX(o) => o.column_to_json_key.get(&c.name).map(String::as_str),
+            // Column names are Hive's, case-insensitive.
+            Deserializer::OpenX(o) => o
+                .column_to_json_key
+                .iter()
+                .find(|(col, _)| col.eq_ignore_ascii_case(&c.name))
+                .map(|(_, k)| k.as_str()),
             Deserializer::Hive(_) => None,
         };
         let value = match json_key {
