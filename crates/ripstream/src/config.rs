@@ -151,6 +151,12 @@ pub struct ServeArgs {
     /// its log) [default: 536870912]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_BUFFER_MEMORY_BYTES")]
     pub firehose_buffer_memory_bytes: Option<usize>,
+    /// Where a Firehose delivery stream whose source is a Kinesis stream
+    /// starts reading each shard: trim-horizon (every record the stream
+    /// holds) or creation (records from the delivery stream's creation on,
+    /// its DeliveryStartTimestamp) [default: trim-horizon]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_KINESIS_START")]
+    pub firehose_kinesis_start: Option<String>,
     /// Directory of the embedded object store that the S3 API serves and
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
@@ -221,6 +227,7 @@ pub struct FileConfig {
     pub firehose_delete_delay_ms: Option<u64>,
     pub firehose_stream_limit: Option<usize>,
     pub firehose_buffer_memory_bytes: Option<usize>,
+    pub firehose_kinesis_start: Option<String>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
     /// `[functions.NAME]`: the transformation functions Firehose's Lambda
@@ -529,6 +536,15 @@ pub fn firehose(
             );
         }
         cfg.buffer_memory_bytes = n;
+    }
+    if let Some(s) = args
+        .firehose_kinesis_start
+        .as_ref()
+        .or(file.firehose_kinesis_start.as_ref())
+    {
+        cfg.kinesis_start = s
+            .parse()
+            .map_err(|e| anyhow::anyhow!("firehose_kinesis_start: {e}"))?;
     }
     for (name, f) in &file.functions {
         match (&f.command, &f.url) {

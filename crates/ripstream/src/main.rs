@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod firehose_cli;
 mod sink;
+mod source;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,7 +154,10 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     let firehose = ripstream_firehose::Firehose::open_in(
         &ctx,
         firehose_cfg,
-        Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+        ripstream_firehose::Connections {
+            objects: Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+            kinesis: Some(Arc::new(source::KinesisStreams::new(kinesis.clone()))),
+        },
         &mut registry,
     )
     .await
