@@ -1,6 +1,7 @@
 //! `ripstream`: the server (`ripstream serve`) and a command line for humans.
 
 mod bench;
+mod bench_firehose;
 mod cli;
 mod config;
 mod firehose_cli;
