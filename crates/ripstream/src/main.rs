@@ -101,6 +101,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     let firehose_cfg = config::firehose(&args, &file, &service)?;
     let objects_root = config::object_store_root(&args, &file, &service.data_dir)?;
     let upload_expiry = config::object_store_upload_expiry(&args, &file)?;
+    let external_store = config::external_store(&args, &file, &service.region)?;
     tracing::info!(
         data_dir = %service.data_dir.display(),
         fsync = %service.fsync,
@@ -156,7 +157,18 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         &ctx,
         firehose_cfg,
         ripstream_firehose::Connections {
-            objects: Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+            objects: match &external_store {
+                Some(x) => {
+                    tracing::info!(endpoint = %x.endpoint, region = %x.region, signed = x.access_key_id.is_some(), "Firehose delivers to an external S3 endpoint");
+                    Arc::new(sink::ExternalS3::new(
+                        x.endpoint.clone(),
+                        x.region.clone(),
+                        x.access_key_id.clone(),
+                        x.secret_access_key.clone(),
+                    ))
+                }
+                None => Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+            },
             kinesis: Some(Arc::new(source::KinesisStreams::new(kinesis.clone()))),
         },
         &mut registry,

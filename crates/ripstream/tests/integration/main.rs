@@ -12,6 +12,7 @@ mod dynamodb;
 mod efo;
 mod encryption;
 mod firehose;
+mod firehose_external;
 mod firehose_source;
 mod glue;
 mod hostile;
