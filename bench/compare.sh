@@ -22,6 +22,10 @@ DURATION=${DURATION:-10}
 # so a slow spell of this shared machine hits all systems alike; per system and
 # workload the round with the median records/s goes into the table.
 ROUNDS=${ROUNDS:-1}
+# Firehose: the delivery stream's BufferingHints.IntervalInSeconds, and how
+# long its bucket is missing in the destination-down run (0 skips that run).
+FIREHOSE_INTERVAL=${FIREHOSE_INTERVAL:-10}
+FIREHOSE_DOWN=${FIREHOSE_DOWN:-60}
 PEERS=${PEERS:-"kinesalite ferrokinesis"}
 TOOLS=$OUT/tools
 mkdir -p "$OUT" "$TOOLS"
@@ -123,6 +127,12 @@ for round in $(seq "$ROUNDS"); do
     run_workloads ripstream http://127.0.0.1:45670 "$round" >> "$RESULTS"
     "$RS" bench e2e-efo --record-size 1024 --batch 1 --concurrency 8 --endpoint http://127.0.0.1:45670 --stream bench-efo --shards 4 --duration "$DURATION" --json 2>/dev/null | tail -n 1 \
       | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["target"]="ripstream"; d["name"]="e2e-efo-push"; d["round"]=int(sys.argv[1]); print(json.dumps(d))' "$round" >> "$RESULTS" || true
+    # Firehose into a GZIP S3 delivery stream on the same server, beside
+    # Data Streams' putrecords-1k of this round (the ratio's denominator).
+    echo "-- round $round, ripstream: firehose-gzip" >&2
+    "$RS" bench firehose --record-size 1024 --batch 500 --concurrency 8 --buffer-interval "$FIREHOSE_INTERVAL" \
+      --endpoint http://127.0.0.1:45670 --duration "$DURATION" --json 2>/dev/null | tail -n 1 \
+      | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["target"]="ripstream"; d["name"]="firehose-gzip"; d["round"]=int(sys.argv[1]); print(json.dumps(d))' "$round" >> "$RESULTS" || true
     kill -TERM $PID; wait $PID || true
     rm -rf "$DATA"
   fi
@@ -187,6 +197,19 @@ kill -TERM $PID; wait $PID || true
 rm -rf "$DATA"
 echo "{\"target\": \"ripstream\", \"name\": \"restart\", \"data_gb\": $DATA_GB, \"ready_ms\": $READY_MS, \"server_rss_mib\": $((RESTART_RSS / 1024))}" >> "$RESULTS"
 
+if (( FIREHOSE_DOWN > 0 )); then
+echo "== ripstream: Firehose with its destination down for ${FIREHOSE_DOWN} s under load"
+DATA=$(mktemp -d -p "$OUT")
+"$RS" serve --listen 127.0.0.1:45670 --data-dir "$DATA" --quotas off --log-level warn > /dev/null 2>&1 &
+PID=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:45670/health >/dev/null 2>&1 && break; sleep 0.2; done
+"$RS" bench firehose --record-size 1024 --batch 500 --concurrency 8 --buffer-interval "$FIREHOSE_INTERVAL" \
+  --destination-down "$FIREHOSE_DOWN" --duration $((FIREHOSE_DOWN + 20)) --endpoint http://127.0.0.1:45670 --json 2>/dev/null | tail -n 1 \
+  | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["target"]="ripstream"; d["name"]="firehose-destination-down"; print(json.dumps(d))' >> "$RESULTS" || true
+kill -TERM $PID; wait $PID || true
+rm -rf "$DATA"
+fi
+
 fi # PEERS_ONLY
 
 echo "== table"
@@ -242,6 +265,18 @@ if idle:
 rounds = [f"{t} {n}: {', '.join(f'{x:,}' for x in r['rounds'])}" for (t, n), r in sorted(by.items()) if len(r.get("rounds", [])) > 1]
 if rounds:
     out.append("\nRecords/s of each round (the median is in the table): " + "; ".join(rounds) + ".")
+fh = by.get(("ripstream", "firehose-gzip"))
+ds = by.get(("ripstream", "putrecords-1k"))
+if fh and not fh.get("failed"):
+    ratio = f" = {100 * fh['records_per_sec'] / ds['records_per_sec']:.0f}% of Data Streams PutRecords (putrecords-1k) on the same server" if ds and ds.get("records_per_sec") else ""
+    out.append(f"\nFirehose PutRecordBatch 1 KiB x 500 into a GZIP S3 delivery stream: {fh['records_per_sec']:,.0f} records/s{ratio}; "
+               f"freshness (send to object listed, 200 ms listing) p50 {fh['freshness_p50_s']:.2f} s, p99 {fh['freshness_p99_s']:.2f} s "
+               f"with a {fh['buffer_interval_s']} s buffer interval; {fh['lost']} lost, {fh['duplicated']} delivered twice; peak RSS {fh.get('server_rss_mib_peak') or 0:.0f} MiB.")
+down = by.get(("ripstream", "firehose-destination-down"))
+if down and not down.get("failed"):
+    out.append(f"Firehose with its bucket missing for the first {down['destination_down_s']} s under load: {down['records_per_sec']:,.0f} records/s accepted, "
+               f"peak RSS {down['server_rss_mib_peak_while_down']:.0f} MiB while down ({down.get('server_rss_mib_peak') or 0:.0f} MiB overall), "
+               f"every record delivered {down['drain_secs']:.1f} s after the producers stopped; {down['lost']} lost.")
 rs = by.get(("ripstream", "restart"))
 if rs:
     out.append(f"Ripstream restart after kill -9 with {rs['data_gb']} GB in the log: healthy in {rs['ready_ms']} ms (RSS {rs['server_rss_mib']} MiB).")

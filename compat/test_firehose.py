@@ -74,8 +74,9 @@ def test_create_describe_list_delete(firehose, name):
 
 def test_unsupported_configurations_are_refused(firehose, name):
     for kwargs in [
+        # A source stream that does not exist.
         {"DeliveryStreamType": "KinesisStreamAsSource", "KinesisStreamSourceConfiguration": {
-            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "RoleARN": ROLE},
+            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/compat-no-such-stream", "RoleARN": ROLE},
          "ExtendedS3DestinationConfiguration": dest("bkt")},
         {"ExtendedS3DestinationConfiguration": dest("bkt", CompressionFormat="ZIP")},
         {"ExtendedS3DestinationConfiguration": dest("bkt", ProcessingConfiguration={
@@ -177,3 +178,40 @@ def test_encryption(firehose, name):
     firehose.stop_delivery_stream_encryption(DeliveryStreamName=name)
     d = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
     assert d["DeliveryStreamEncryptionConfiguration"]["Status"] == "DISABLED"
+
+
+def test_kinesis_stream_as_source(firehose, kinesis, server, name):
+    src = "compat-src-" + uuid.uuid4().hex[:8]
+    kinesis.create_stream(StreamName=src, ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(StreamName=src, WaiterConfig={"Delay": 0.2})
+    arn = kinesis.describe_stream_summary(StreamName=src)["StreamDescriptionSummary"]["StreamARN"]
+    bucket = "compat-" + uuid.uuid4().hex[:8]
+    root = os.path.join(server.dir, "data", "objects", bucket)
+    os.makedirs(root)
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={"KinesisStreamARN": arn, "RoleARN": ROLE},
+        ExtendedS3DestinationConfiguration=dest(bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}),
+    )
+    d = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    assert d["DeliveryStreamType"] == "KinesisStreamAsSource"
+    ks = d["Source"]["KinesisStreamSourceDescription"]
+    assert ks["KinesisStreamARN"] == arn and ks["RoleARN"] == ROLE
+    assert "DeliveryStartTimestamp" in ks
+    assert name in firehose.list_delivery_streams(DeliveryStreamType="KinesisStreamAsSource")["DeliveryStreamNames"]
+    with pytest.raises(firehose.exceptions.InvalidArgumentException):
+        firehose.put_record(DeliveryStreamName=name, Record={"Data": b"x"})
+    want = sorted(f"k{i}".encode() for i in range(30))
+    kinesis.put_records(StreamName=src, Records=[
+        {"PartitionKey": f"p{i}", "Data": f"k{i}\n".encode()} for i in range(30)])
+    deadline = time.time() + 20
+    lines = []
+    while time.time() < deadline:
+        lines = sorted(b"".join(d for _, d in objects(root)).splitlines())
+        if lines == want:
+            break
+        time.sleep(0.2)
+    assert lines == want
+    firehose.delete_delivery_stream(DeliveryStreamName=name)
+    kinesis.delete_stream(StreamName=src)

@@ -120,9 +120,18 @@ impl ripstream_api::Service for FirehoseApi {
     }
 }
 
+/// The reads of a stream-sourced delivery stream on its source.
+const KINESIS_SOURCE_ACTIONS: [&str; 4] = [
+    "kinesis:DescribeStream",
+    "kinesis:GetShardIterator",
+    "kinesis:GetRecords",
+    "kinesis:ListShards",
+];
+
 /// What a delivery stream configured by `input` will do on the caller's
 /// behalf, as (IAM action, resource): `s3:PutObject` into every bucket a
-/// destination or backup names (`BucketARN`), and `lambda:InvokeFunction`
+/// destination or backup names (`BucketARN`), the reads of a source
+/// stream (`KinesisStreamARN`), and `lambda:InvokeFunction`
 /// of every Lambda processor (`LambdaArn`), wherever in the configuration
 /// they appear.
 fn deputy_actions(input: &Value) -> Vec<(&'static str, String)> {
@@ -134,6 +143,14 @@ fn deputy_actions(input: &Value) -> Vec<(&'static str, String)> {
                         && let Some(arn) = v.as_str()
                     {
                         out.push(("s3:PutObject", format!("{arn}/*")));
+                    }
+                    if k == "KinesisStreamARN"
+                        && let Some(arn) = v.as_str()
+                    {
+                        // What AWS's role for a stream source must allow.
+                        for action in KINESIS_SOURCE_ACTIONS {
+                            out.push((action, arn.to_string()));
+                        }
                     }
                     walk(v, out);
                 }

@@ -157,7 +157,7 @@ fn process(name: &str, dest: &Destination, value: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// The stream a task delivers, while it should: same uid, not deleting.
-fn current(inner: &Inner, name: &str, uid: u64) -> Option<Arc<Stream>> {
+pub(crate) fn current(inner: &Inner, name: &str, uid: u64) -> Option<Arc<Stream>> {
     let s = inner.streams.read().get(name).cloned()?;
     let status = s.rec.status_at(inner.now_ms())?;
     (s.rec.uid == uid && status != Status::Deleting).then_some(s)
@@ -194,13 +194,27 @@ pub(crate) async fn supervise(inner: Arc<Inner>) {
         for (uid, name) in live {
             running
                 .entry(uid)
-                .or_insert_with(|| set.spawn(deliver(inner.clone(), name, uid)));
+                .or_insert_with(|| set.spawn(stream_tasks(inner.clone(), name, uid)));
         }
         while set.try_join_next().is_some() {}
         tokio::select! {
             _ = inner.changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+    }
+}
+
+/// A stream's delivery loop, and its source's pump if it reads a Kinesis
+/// stream: when either ends, both do, and the supervisor starts both anew.
+async fn stream_tasks(inner: Arc<Inner>, name: String, uid: u64) {
+    let sourced = current(&inner, &name, uid).is_some_and(|s| s.rec.kinesis_source.is_some());
+    if sourced {
+        tokio::select! {
+            _ = deliver(inner.clone(), name.clone(), uid) => {}
+            _ = crate::source::pump(inner, name, uid) => {}
+        }
+    } else {
+        deliver(inner, name, uid).await;
     }
 }
 
@@ -707,7 +721,7 @@ async fn flush(
             ends: dest.processing.lambda.is_none().then(|| buf.ends.clone()),
             first_ms: buf.first_ms,
         };
-        let schemas = inner.cfg.schemas.as_deref();
+        let schemas = inner.schemas.as_deref();
         let now = inner.now_ms();
         match crate::conversion::convert(schemas, c, input, &inner.account, &inner.region, now)
             .await

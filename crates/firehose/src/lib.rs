@@ -32,6 +32,7 @@ pub mod processing;
 pub mod quota;
 pub mod record;
 pub mod sink;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -78,15 +79,14 @@ pub struct FirehoseConfig {
     pub functions: lambda::Functions,
     /// AWS's DirectPut quotas per delivery stream (`--quotas aws`), or none.
     pub quotas: ripstream_runtime::quota::QuotaMode,
+    /// Where a KinesisStreamAsSource delivery stream starts reading a
+    /// shard it has never read.
+    pub kinesis_start: source::SourceStart,
     /// Most bytes all delivery streams together hold buffered in memory
     /// (records read from their logs, not yet delivered). A stream that
     /// finds the budget spent flushes early or waits: its records are
     /// durable in its log meanwhile.
     pub buffer_memory_bytes: usize,
-    /// Where record format conversion reads its Glue tables (the binary
-    /// bridges the Glue service); `None`: conversions fail at delivery and
-    /// are retried.
-    pub schemas: Option<std::sync::Arc<dyn conversion::SchemaSource>>,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
@@ -105,6 +105,31 @@ impl Default for FirehoseConfig {
             functions: Default::default(),
             quotas: ripstream_runtime::quota::QuotaMode::Off,
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
+            kinesis_start: source::SourceStart::TrimHorizon,
+        }
+    }
+}
+
+/// What the service reaches outside itself through, each bridged by the
+/// binary so that this crate depends on no other service.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// Where delivered objects are written.
+    pub objects: Arc<dyn ObjectSink>,
+    /// The Data Streams streams a KinesisStreamAsSource delivery stream
+    /// reads; `None`: such streams are refused.
+    pub kinesis: Option<Arc<dyn source::KinesisSource>>,
+    /// Where record format conversion reads its Glue tables; `None`:
+    /// conversions fail at delivery and are retried.
+    pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+}
+
+impl Connections {
+    /// Objects only, no Kinesis source.
+    pub fn objects(objects: Arc<dyn ObjectSink>) -> Connections {
+        Connections {
+            objects,
+            kinesis: None,
             schemas: None,
         }
     }
@@ -135,6 +160,10 @@ pub(crate) struct Inner {
     /// Serializes changes to the catalog's delivery streams.
     pub control: tokio::sync::Mutex<()>,
     pub sink: Arc<dyn ObjectSink>,
+    /// The Data Streams streams KinesisStreamAsSource delivery streams read.
+    pub kinesis: Option<Arc<dyn source::KinesisSource>>,
+    /// Where record format conversion reads its schemas.
+    pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
     pub keyring: ripstream_keyring::Keyring,
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
@@ -155,14 +184,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl Firehose {
-    /// Opens the service in the server's shared context, delivering to
-    /// `sink`, and reconciles the catalog with the log: interrupted
+    /// Opens the service in the server's shared context, delivering
+    /// through `connections`, and reconciles the catalog with the log: interrupted
     /// deletions are finished and `firehose-*` partitions no stream owns
     /// (a crash between creating one and committing its stream) removed.
     pub async fn open_in(
         ctx: &ServiceContext,
         cfg: FirehoseConfig,
-        sink: Arc<dyn ObjectSink>,
+        connections: Connections,
         registry: &mut Registry,
     ) -> Result<Firehose> {
         let keyring_path = cfg
@@ -183,7 +212,9 @@ impl Firehose {
             log: ctx.log.clone(),
             streams: RwLock::new(BTreeMap::new()),
             control: tokio::sync::Mutex::new(()),
-            sink,
+            sink: connections.objects,
+            kinesis: connections.kinesis,
+            schemas: connections.schemas,
             keyring,
             metrics: metrics::FirehoseMetrics::register(registry),
             changed: tokio::sync::Notify::new(),
@@ -244,6 +275,30 @@ impl Inner {
         }
     }
 
+    /// Appends records (log key, value) to a stream's partition, sealed
+    /// under its key while encryption is on; durable when it returns.
+    pub async fn append<'a>(
+        &self,
+        s: &Stream,
+        records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<ripstream_log::Appended> {
+        let mut builder = ripstream_log::BatchBuilder::with_capacity(64 * 1024);
+        for (k, v) in records {
+            builder.push(k, v);
+        }
+        let Some(mut batch) = builder.finish() else {
+            return Err(Error::InvalidArgument(
+                "The batch is too large for one append.".into(),
+            ));
+        };
+        if let Some(e) = &s.rec.encryption {
+            batch = batch
+                .encrypt(&self.keyring, &e.key_id)
+                .map_err(|c| Error::InvalidKmsResource(c.to_string()))?;
+        }
+        Ok(self.log.append(&s.part, batch).await?)
+    }
+
     pub async fn commit(&self, rec: &StreamRecord) -> Result<()> {
         let raw = serde_json::to_vec(rec).map_err(Error::internal)?;
         let (catalog, name) = (self.catalog.clone(), rec.name.clone());
@@ -273,6 +328,10 @@ impl Inner {
         blocking(move || {
             catalog.write_documents(STREAMS_SPACE, &[(name.as_bytes(), None)])?;
             catalog.write_documents(CHECKPOINTS_SPACE, &[(uid.to_string().as_bytes(), None)])?;
+            catalog.write_documents(
+                source::SOURCE_CHECKPOINTS_SPACE,
+                &[(uid.to_string().as_bytes(), None)],
+            )?;
             Ok(())
         })
         .await?;

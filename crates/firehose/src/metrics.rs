@@ -21,6 +21,8 @@ pub struct FirehoseMetrics {
     s3_success: Family<DeliveryStreamLabel, Counter>,
     s3_failures: Family<DeliveryStreamLabel, Counter>,
     throttled: Family<DeliveryStreamLabel, Counter>,
+    kinesis_records: Family<DeliveryStreamLabel, Counter>,
+    kinesis_bytes: Family<DeliveryStreamLabel, Counter>,
 }
 
 impl FirehoseMetrics {
@@ -62,6 +64,16 @@ impl FirehoseMetrics {
                 "Records refused because the stream's quota was exceeded (ThrottledRecords)",
                 &m.throttled,
             ),
+            (
+                "ripstream_firehose_data_read_from_kinesis_stream_records",
+                "Records read from the source Kinesis stream (DataReadFromKinesisStream.Records)",
+                &m.kinesis_records,
+            ),
+            (
+                "ripstream_firehose_data_read_from_kinesis_stream_bytes",
+                "Bytes read from the source Kinesis stream (DataReadFromKinesisStream.Bytes)",
+                &m.kinesis_bytes,
+            ),
         ] {
             registry.register(name, help, family.clone());
         }
@@ -78,6 +90,12 @@ impl FirehoseMetrics {
         let l = Self::label(stream);
         self.incoming_records.get_or_create(&l).inc_by(records);
         self.incoming_bytes.get_or_create(&l).inc_by(bytes);
+    }
+
+    pub fn read_from_kinesis(&self, stream: &str, records: u64, bytes: u64) {
+        let l = Self::label(stream);
+        self.kinesis_records.get_or_create(&l).inc_by(records);
+        self.kinesis_bytes.get_or_create(&l).inc_by(bytes);
     }
 
     pub fn throttled(&self, stream: &str, records: u64) {
@@ -107,6 +125,9 @@ impl FirehoseMetrics {
             &self.s3_bytes,
             &self.s3_success,
             &self.s3_failures,
+            &self.throttled,
+            &self.kinesis_records,
+            &self.kinesis_bytes,
         ] {
             f.remove(&l);
         }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::record::{self, DESTINATION_ID, Encryption, Status, StreamRecord, Tag};
+use crate::source::{KinesisSourceConfig, SourceError};
 use crate::{Firehose, RETENTION_MS, Stream, blocking};
 
 /// PutRecordBatch's limits: 500 records and 4 MiB of data per call.
@@ -100,19 +101,26 @@ impl Firehose {
         let inner = &self.inner;
         let name = name_of(&input)?.to_string();
         let stream_type = text(&input, "DeliveryStreamType").unwrap_or("DirectPut");
-        if stream_type != "DirectPut" {
-            return Err(invalid(format!(
-                "DeliveryStreamType {stream_type} is not supported yet by this server: only DirectPut."
-            )));
-        }
-        for k in [
-            "KinesisStreamSourceConfiguration",
-            "MSKSourceConfiguration",
-            "DatabaseSourceConfiguration",
-        ] {
+        let kinesis_source = match stream_type {
+            "DirectPut" => {
+                if input.get("KinesisStreamSourceConfiguration").is_some() {
+                    return Err(invalid(
+                        "KinesisStreamSourceConfiguration is only allowed when DeliveryStreamType is KinesisStreamAsSource.",
+                    ));
+                }
+                None
+            }
+            "KinesisStreamAsSource" => Some(self.kinesis_source_of(&input).await?),
+            other => {
+                return Err(invalid(format!(
+                    "DeliveryStreamType {other} is not supported yet by this server: only DirectPut and KinesisStreamAsSource."
+                )));
+            }
+        };
+        for k in ["MSKSourceConfiguration", "DatabaseSourceConfiguration"] {
             if input.get(k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only DirectPut."
+                    "{k} is not supported yet by this server: only DirectPut and KinesisStreamAsSource."
                 )));
             }
         }
@@ -148,6 +156,7 @@ impl Firehose {
             )));
         }
         let encryption = match input.get("DeliveryStreamEncryptionConfigurationInput") {
+            Some(_) if kinesis_source.is_some() => return Err(sse_refused()),
             Some(e) => Some(self.encryption_of(e)?),
             None => None,
         };
@@ -190,6 +199,7 @@ impl Firehose {
             version: 1,
             destination,
             direct_put: input.get("DirectPutSourceConfiguration").cloned(),
+            kinesis_source,
             tags,
             encryption,
         };
@@ -211,10 +221,13 @@ impl Firehose {
             // checkpoint no stream reads, so it is logged, not answered.
             let (catalog, old_uid) = (inner.catalog.clone(), old.rec.uid);
             let cleared = blocking(move || {
-                Ok(catalog.write_documents(
-                    crate::CHECKPOINTS_SPACE,
-                    &[(old_uid.to_string().as_bytes(), None)],
-                )?)
+                let key = old_uid.to_string();
+                catalog.write_documents(crate::CHECKPOINTS_SPACE, &[(key.as_bytes(), None)])?;
+                catalog.write_documents(
+                    crate::source::SOURCE_CHECKPOINTS_SPACE,
+                    &[(key.as_bytes(), None)],
+                )?;
+                Ok(())
             })
             .await;
             let deleted = inner.log.delete_partition(&old.rec.partition_id()).await;
@@ -224,6 +237,41 @@ impl Firehose {
         }
         inner.changed.notify_one();
         Ok(json!({"DeliveryStreamARN": inner.stream_arn(&name)}))
+    }
+
+    /// The source of a KinesisStreamAsSource stream, checked: both ARNs
+    /// given, the stream one of this server's.
+    async fn kinesis_source_of(&self, input: &Value) -> Result<KinesisSourceConfig> {
+        if input.get("DirectPutSourceConfiguration").is_some() {
+            return Err(invalid(
+                "DirectPutSourceConfiguration is only allowed when DeliveryStreamType is DirectPut.",
+            ));
+        }
+        let Some(c) = input.get("KinesisStreamSourceConfiguration") else {
+            return Err(invalid(
+                "KinesisStreamSourceConfiguration is required when DeliveryStreamType is KinesisStreamAsSource.",
+            ));
+        };
+        let (Some(stream_arn), Some(role_arn)) = (text(c, "KinesisStreamARN"), text(c, "RoleARN"))
+        else {
+            return Err(invalid(
+                "KinesisStreamSourceConfiguration needs KinesisStreamARN and RoleARN.",
+            ));
+        };
+        let Some(source) = &self.inner.kinesis else {
+            return Err(invalid(
+                "KinesisStreamAsSource is not available on this server.",
+            ));
+        };
+        match source.check(stream_arn).await {
+            Ok(()) => {}
+            Err(SourceError::NotFound(m)) => return Err(invalid(m)),
+            Err(e) => return Err(Error::internal(e)),
+        }
+        Ok(KinesisSourceConfig {
+            stream_arn: stream_arn.to_string(),
+            role_arn: role_arn.to_string(),
+        })
     }
 
     fn encryption_of(&self, e: &Value) -> Result<Encryption> {
@@ -331,6 +379,13 @@ impl Firehose {
         if let Some(dp) = &rec.direct_put {
             d["Source"] = json!({"DirectPutSourceDescription": dp});
         }
+        if let Some(k) = &rec.kinesis_source {
+            d["Source"] = json!({"KinesisStreamSourceDescription": {
+                "KinesisStreamARN": k.stream_arn,
+                "RoleARN": k.role_arn,
+                "DeliveryStartTimestamp": seconds(rec.created_ms),
+            }});
+        }
         d
     }
 
@@ -424,6 +479,11 @@ impl Firehose {
         if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
             return Err(inner.not_found(name));
         }
+        if s.rec.kinesis_source.is_some() {
+            return Err(invalid(format!(
+                "This operation is not permitted on KinesisStreamAsSource delivery stream type. Firehose {name} reads its records from its source stream."
+            )));
+        }
         let sizes: Vec<usize> = data.iter().map(Vec::len).collect();
         let admitted = inner
             .quotas
@@ -441,20 +501,11 @@ impl Firehose {
         }
         let data = &data[..take];
         let bytes: usize = data.iter().map(Vec::len).sum();
-        let mut builder = ripstream_log::BatchBuilder::with_capacity(bytes + data.len() * 4);
-        for d in data {
-            builder.push(&[], d);
-        }
-        let Some(mut batch) = builder.finish() else {
-            return Err(invalid("The batch is too large for one append."));
-        };
         let encrypted = s.rec.encryption.is_some();
-        if let Some(e) = &s.rec.encryption {
-            batch = batch
-                .encrypt(&inner.keyring, &e.key_id)
-                .map_err(|c| Error::InvalidKmsResource(c.to_string()))?;
-        }
-        match inner.log.append(&s.part, batch).await {
+        let appended = inner
+            .append(&s, data.iter().map(|d| (&[][..], &d[..])))
+            .await;
+        match appended {
             Ok(appended) => {
                 inner
                     .metrics
@@ -465,6 +516,8 @@ impl Firehose {
                 ids.extend(throttled_results(throttled));
                 Ok((ids, throttled as u32, encrypted))
             }
+            // Refusals of the batch itself answer the call.
+            Err(e @ (Error::InvalidArgument(_) | Error::InvalidKmsResource(_))) => Err(e),
             Err(e) => {
                 tracing::warn!(stream = %name, error = %ripstream_api::Chain(&e), "append failed");
                 let failed = (0..data.len())
@@ -612,6 +665,9 @@ impl Firehose {
         let encryption = self.encryption_of(&cfg)?;
         let _guard = inner.control.lock().await;
         let s = inner.stream(name)?;
+        if s.rec.kinesis_source.is_some() {
+            return Err(sse_refused());
+        }
         if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
             return Err(Error::ResourceInUse(format!(
                 "Firehose {name} under account {} is not ACTIVE.",
@@ -640,6 +696,14 @@ impl Firehose {
         inner.replace(&s, rec).await?;
         Ok(json!({}))
     }
+}
+
+/// AWS keeps a stream-sourced delivery stream's records under the source
+/// stream's encryption, never its own.
+fn sse_refused() -> Error {
+    invalid(
+        "Server-side encryption is not supported for a Firehose stream whose source is a Kinesis data stream; encrypt the source stream instead.",
+    )
 }
 
 /// AWS's throttling message.

@@ -69,6 +69,9 @@ pub struct StreamRecord {
     pub destination: Value,
     #[serde(default)]
     pub direct_put: Option<Value>,
+    /// The Data Streams stream a KinesisStreamAsSource stream reads.
+    #[serde(default)]
+    pub kinesis_source: Option<crate::source::KinesisSourceConfig>,
     #[serde(default)]
     pub tags: Vec<Tag>,
     #[serde(default)]

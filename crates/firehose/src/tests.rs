@@ -32,9 +32,14 @@ async fn open_with(dir: &Path, base: FirehoseConfig) -> (ServiceContext, Firehos
         retry_max: Duration::from_millis(200),
         ..base
     };
-    let svc = Firehose::open_in(&ctx, cfg, sink, &mut Registry::default())
-        .await
-        .unwrap();
+    let svc = Firehose::open_in(
+        &ctx,
+        cfg,
+        crate::Connections::objects(sink),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
     (ctx, svc)
 }
 

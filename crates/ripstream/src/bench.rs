@@ -33,13 +33,16 @@ pub enum Workload {
     E2e,
     /// Write and read at once over enhanced fan-out (SubscribeToShard), measuring put-to-push latency
     E2eEfo,
+    /// PutRecordBatch into a GZIP S3 delivery stream; every object read back
+    /// through S3, measuring freshness (send to object listed)
+    Firehose,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// What to run
     #[arg(value_enum)]
-    workload: Workload,
+    pub(crate) workload: Workload,
     /// Stream to use (created if missing)
     #[arg(long, default_value = "ripstream-bench", value_parser = crate::cli::stream_name)]
     stream: String,
@@ -48,34 +51,50 @@ pub struct BenchArgs {
     shards: i32,
     /// Bytes of data per record (at least 32)
     #[arg(long, default_value_t = 1024)]
-    record_size: usize,
+    pub(crate) record_size: usize,
     /// Records per request: 1 uses PutRecord, more uses PutRecords (at most 500)
     #[arg(long, default_value_t = 500)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Concurrent producer tasks
     #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Seconds to write for
     #[arg(long, default_value_t = 10)]
-    duration: u64,
+    pub(crate) duration: u64,
     /// Pid of the server, for its CPU and memory [default: found from the endpoint's port]
     #[arg(long)]
-    server_pid: Option<u32>,
+    pub(crate) server_pid: Option<u32>,
+    /// firehose: delivery stream name prefix (the run's id is appended)
+    #[arg(long, default_value = "ripstream-bench")]
+    pub(crate) delivery_stream: String,
+    /// firehose: bucket name prefix (the run's id is appended)
+    #[arg(long, default_value = "ripstream-bench")]
+    pub(crate) bucket: String,
+    /// firehose: BufferingHints.IntervalInSeconds
+    #[arg(long, default_value_t = 10)]
+    pub(crate) buffer_interval: i32,
+    /// firehose: BufferingHints.SizeInMBs
+    #[arg(long, default_value_t = 5)]
+    pub(crate) buffer_size: i32,
+    /// firehose: seconds at the start during which the bucket does not
+    /// exist (records wait on disk); 0: it exists from the start
+    #[arg(long, default_value_t = 0)]
+    pub(crate) destination_down: u64,
     /// Print a final JSON line with the results
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
 }
 
-const HEADER: usize = 32;
+pub(crate) const HEADER: usize = 32;
 
 /// A record's identity and send time, recovered from its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct RecordId {
-    run: u32,
-    producer: u32,
-    seq: u64,
+pub(crate) struct RecordId {
+    pub(crate) run: u32,
+    pub(crate) producer: u32,
+    pub(crate) seq: u64,
 }
 
 fn filler_byte(id: &RecordId, i: usize) -> u8 {
@@ -85,7 +104,7 @@ fn filler_byte(id: &RecordId, i: usize) -> u8 {
         .wrapping_add(u64::from(id.producer) * 7)) as u8
 }
 
-fn encode(id: &RecordId, sent_ns: u64, size: usize) -> Vec<u8> {
+pub(crate) fn encode(id: &RecordId, sent_ns: u64, size: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(size);
     v.extend_from_slice(&id.run.to_le_bytes());
     v.extend_from_slice(&id.producer.to_le_bytes());
@@ -102,7 +121,7 @@ fn encode(id: &RecordId, sent_ns: u64, size: usize) -> Vec<u8> {
 }
 
 /// The id and send time of a record, or `Err` if its bytes are not what was written.
-fn decode(data: &[u8]) -> Result<(RecordId, u64), ()> {
+pub(crate) fn decode(data: &[u8]) -> Result<(RecordId, u64), ()> {
     if data.len() < HEADER {
         return Err(());
     }
@@ -125,17 +144,17 @@ fn decode(data: &[u8]) -> Result<(RecordId, u64), ()> {
 }
 
 /// Shared counters of a run.
-struct Stats {
-    started: Instant,
-    records: AtomicU64,
-    bytes: AtomicU64,
-    throttled: AtomicU64,
-    errors: AtomicU64,
-    latency_us: Mutex<Histogram<u64>>,
+pub(crate) struct Stats {
+    pub(crate) started: Instant,
+    pub(crate) records: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) latency_us: Mutex<Histogram<u64>>,
 }
 
 impl Stats {
-    fn new() -> Stats {
+    pub(crate) fn new() -> Stats {
         Stats {
             started: Instant::now(),
             records: AtomicU64::new(0),
@@ -148,11 +167,11 @@ impl Stats {
         }
     }
 
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
     }
 
-    fn latency(&self, d: Duration) {
+    pub(crate) fn latency(&self, d: Duration) {
         let _ = self.latency_us.lock().record((d.as_micros() as u64).max(1));
     }
 }
@@ -162,18 +181,18 @@ impl Stats {
 /// per (run, producer): a hash map entry per record cost the reading side
 /// about a sixth of its CPU, which the consume figures then measured.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     dense: HashMap<(u32, u32), Vec<u8>>,
     /// Sequence numbers too large to index densely.
     sparse: HashMap<(u32, u32, u64), u32>,
-    corrupted: u64,
+    pub(crate) corrupted: u64,
 }
 
 /// Sequence numbers below this are counted densely.
 const DENSE_SEQ_LIMIT: u64 = 1 << 26;
 
 impl Seen {
-    fn add(&mut self, id: &RecordId) {
+    pub(crate) fn add(&mut self, id: &RecordId) {
         if id.seq >= DENSE_SEQ_LIMIT {
             *self
                 .sparse
@@ -190,7 +209,7 @@ impl Seen {
     }
 
     /// How often the record was read.
-    fn count(&self, (run, producer, seq): (u32, u32, u64)) -> u32 {
+    pub(crate) fn count(&self, (run, producer, seq): (u32, u32, u64)) -> u32 {
         if seq >= DENSE_SEQ_LIMIT {
             return self.sparse.get(&(run, producer, seq)).copied().unwrap_or(0);
         }
@@ -201,7 +220,7 @@ impl Seen {
     }
 
     /// Distinct records read, and how many of them more than once.
-    fn distinct_and_duplicated(&self) -> (u64, u64) {
+    pub(crate) fn distinct_and_duplicated(&self) -> (u64, u64) {
         let mut distinct = self.sparse.len() as u64;
         let mut duplicated = self.sparse.values().filter(|&&n| n > 1).count() as u64;
         for counts in self.dense.values() {
@@ -215,10 +234,10 @@ impl Seen {
 }
 
 /// CPU and memory of the server process, from /proc.
-struct ServerProbe {
-    pid: u32,
+pub(crate) struct ServerProbe {
+    pub(crate) pid: u32,
     cpu_start: f64,
-    peak_rss_kib: AtomicU64,
+    pub(crate) peak_rss_kib: AtomicU64,
 }
 
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -228,7 +247,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -277,7 +296,7 @@ fn pid_listening_on(port: u16) -> Option<u32> {
 }
 
 impl ServerProbe {
-    fn find(endpoint: &str, pid: Option<u32>) -> Option<ServerProbe> {
+    pub(crate) fn find(endpoint: &str, pid: Option<u32>) -> Option<ServerProbe> {
         let pid = pid.or_else(|| {
             let rest = endpoint.split("://").nth(1)?;
             let host_port = rest.split('/').next()?;
@@ -294,7 +313,7 @@ impl ServerProbe {
         })
     }
 
-    fn sample(&self) {
+    pub(crate) fn sample(&self) {
         if let Some(r) = rss_kib(self.pid) {
             self.peak_rss_kib.fetch_max(r, Ordering::Relaxed);
         }
@@ -694,7 +713,7 @@ fn progress(stats: &Stats, label: &str, probe: Option<&ServerProbe>) -> String {
 }
 
 /// Runs a phase with a live progress line.
-async fn with_progress<F: std::future::Future<Output = R>, R>(
+pub(crate) async fn with_progress<F: std::future::Future<Output = R>, R>(
     stats: &Stats,
     label: &str,
     probe: Option<&ServerProbe>,
@@ -721,6 +740,9 @@ async fn with_progress<F: std::future::Future<Output = R>, R>(
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.workload == Workload::Firehose {
+        return crate::bench_firehose::run(args).await;
+    }
     if args.record_size < HEADER {
         bail!("--record-size must be at least {HEADER} bytes");
     }
@@ -809,6 +831,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             .await?;
             (Duration::ZERO, read_stats.started.elapsed())
         }
+        Workload::Firehose => bail!("the firehose workload runs on its own"),
         Workload::E2e | Workload::E2eEfo => {
             let reader = if args.workload == Workload::E2e {
                 tokio::spawn(read_all(

@@ -151,6 +151,12 @@ pub struct ServeArgs {
     /// its log) [default: 536870912]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_BUFFER_MEMORY_BYTES")]
     pub firehose_buffer_memory_bytes: Option<usize>,
+    /// Where a Firehose delivery stream whose source is a Kinesis stream
+    /// starts reading each shard: trim-horizon (every record the stream
+    /// holds) or creation (records from the delivery stream's creation on,
+    /// its DeliveryStartTimestamp) [default: trim-horizon]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_KINESIS_START")]
+    pub firehose_kinesis_start: Option<String>,
     /// Directory of the embedded object store that the S3 API serves and
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
@@ -160,6 +166,16 @@ pub struct ServeArgs {
     /// seconds [default: 604800, 7 days]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_UPLOAD_EXPIRY_SECS")]
     pub object_store_upload_expiry_secs: Option<u64>,
+    /// Deliver Firehose's objects to this external S3-compatible endpoint
+    /// (http:// or https://) instead of the embedded store; its keys come
+    /// from RIPSTREAM_OBJECT_STORE_ACCESS_KEY_ID and
+    /// RIPSTREAM_OBJECT_STORE_SECRET_ACCESS_KEY or the file's
+    /// [object_store] table [default: the embedded store]
+    #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ENDPOINT")]
+    pub object_store_endpoint: Option<String>,
+    /// The external store's region [default: the server's --region]
+    #[arg(long, env = "RIPSTREAM_OBJECT_STORE_REGION")]
+    pub object_store_region: Option<String>,
     /// For tests only: run the server's clock this many seconds ahead of the
     /// system's, so retention (24 hours at least) can be seen to act.
     #[arg(long, hide = true)]
@@ -221,6 +237,7 @@ pub struct FileConfig {
     pub firehose_delete_delay_ms: Option<u64>,
     pub firehose_stream_limit: Option<usize>,
     pub firehose_buffer_memory_bytes: Option<usize>,
+    pub firehose_kinesis_start: Option<String>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
     /// `[functions.NAME]`: the transformation functions Firehose's Lambda
@@ -249,6 +266,61 @@ pub struct ObjectStoreFile {
     /// How long an incomplete multipart upload is kept, in seconds
     /// [default: 604800].
     pub upload_expiry_secs: Option<u64>,
+    /// An external S3-compatible endpoint Firehose delivers to instead.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+/// Where Firehose delivers when not into the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalStore {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+/// The external S3 endpoint, if one is configured (flag, env or file),
+/// with its credentials from the environment or the file. Keys are never
+/// flags: a command line is visible to every user of the machine.
+pub fn external_store(
+    args: &ServeArgs,
+    file: &FileConfig,
+    server_region: &str,
+) -> Result<Option<ExternalStore>> {
+    let table = file.object_store.as_ref();
+    let Some(endpoint) = args
+        .object_store_endpoint
+        .clone()
+        .or_else(|| table.and_then(|o| o.endpoint.clone()))
+    else {
+        return Ok(None);
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        bail!("object_store endpoint must be an http:// or https:// URL, not {endpoint:?}");
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let access_key_id = env("RIPSTREAM_OBJECT_STORE_ACCESS_KEY_ID")
+        .or_else(|| table.and_then(|o| o.access_key_id.clone()));
+    let secret_access_key = env("RIPSTREAM_OBJECT_STORE_SECRET_ACCESS_KEY")
+        .or_else(|| table.and_then(|o| o.secret_access_key.clone()));
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        bail!(
+            "the external object store needs both an access key id and a secret access key, or neither (unsigned requests)"
+        );
+    }
+    Ok(Some(ExternalStore {
+        endpoint,
+        region: args
+            .object_store_region
+            .clone()
+            .or_else(|| table.and_then(|o| o.region.clone()))
+            .unwrap_or_else(|| server_region.to_string()),
+        access_key_id,
+        secret_access_key,
+    }))
 }
 
 /// How long incomplete multipart uploads are kept: the flag, the file's
@@ -529,6 +601,15 @@ pub fn firehose(
             );
         }
         cfg.buffer_memory_bytes = n;
+    }
+    if let Some(s) = args
+        .firehose_kinesis_start
+        .as_ref()
+        .or(file.firehose_kinesis_start.as_ref())
+    {
+        cfg.kinesis_start = s
+            .parse()
+            .map_err(|e| anyhow::anyhow!("firehose_kinesis_start: {e}"))?;
     }
     for (name, f) in &file.functions {
         match (&f.command, &f.url) {

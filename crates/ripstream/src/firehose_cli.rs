@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{
-    BufferingHints, CompressionFormat, DeliveryStreamStatus, ExtendedS3DestinationConfiguration,
-    Record,
+    BufferingHints, CompressionFormat, DeliveryStreamStatus, DeliveryStreamType,
+    ExtendedS3DestinationConfiguration, KinesisStreamSourceConfiguration, Record,
 };
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
@@ -112,13 +112,18 @@ fn buffer_hints(s: &str) -> Result<(Option<i32>, Option<i32>), String> {
 
 #[derive(Debug, Subcommand)]
 enum FirehoseAction {
-    /// Create a DirectPut delivery stream into S3 and wait until it is ACTIVE
+    /// Create a delivery stream into S3 (DirectPut, or reading a Kinesis
+    /// stream with --from-stream) and wait until it is ACTIVE
     Create {
         #[arg(value_parser = delivery_stream_name)]
         name: String,
         /// Where objects go: s3://bucket/prefix/ (the bucket must exist)
         #[arg(long, value_name = "S3_URL", value_parser = s3_url)]
         to: (String, Option<String>),
+        /// Read this Kinesis data stream (name or ARN) instead of taking
+        /// PutRecord calls (DeliveryStreamType KinesisStreamAsSource)
+        #[arg(long, value_name = "STREAM")]
+        from_stream: Option<String>,
         /// GZIP-compress each object
         #[arg(long)]
         gzip: bool,
@@ -183,16 +188,22 @@ pub async fn run(cmd: FirehoseCommand) -> Result<()> {
         FirehoseAction::Create {
             name,
             to: (bucket, prefix),
+            from_stream,
             gzip,
             buffer,
             error_prefix,
             role_arn,
         } => {
+            let source = match from_stream {
+                Some(s) => Some(stream_arn(&cmd.endpoint, &s).await?),
+                None => None,
+            };
             create(
                 &c,
                 &name,
                 &bucket,
                 prefix,
+                source,
                 gzip,
                 buffer,
                 error_prefix,
@@ -235,19 +246,40 @@ pub async fn run(cmd: FirehoseCommand) -> Result<()> {
     }
 }
 
+/// The ARN of a Kinesis stream given by name or ARN, as Data Streams
+/// reports it (so it is right for any region and account).
+async fn stream_arn(ep: &Endpoint, stream: &str) -> Result<String> {
+    if stream.starts_with("arn:") {
+        return Ok(stream.to_string());
+    }
+    let k = crate::cli::client(ep).await;
+    let d = k
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(sdk_error)
+        .with_context(|| format!("cannot find the Kinesis stream {stream}"))?;
+    Ok(d.stream_description_summary()
+        .context("no stream summary in the response")?
+        .stream_arn()
+        .to_string())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn create(
     c: &Client,
     name: &str,
     bucket: &str,
     prefix: Option<String>,
+    source: Option<String>,
     gzip: bool,
     buffer: Option<(Option<i32>, Option<i32>)>,
     error_prefix: Option<String>,
     role_arn: String,
 ) -> Result<()> {
     let mut dest = ExtendedS3DestinationConfiguration::builder()
-        .role_arn(role_arn)
+        .role_arn(role_arn.clone())
         .bucket_arn(format!("arn:aws:s3:::{bucket}"))
         .set_prefix(prefix)
         .set_error_output_prefix(error_prefix);
@@ -262,12 +294,21 @@ async fn create(
                 .build(),
         );
     }
-    c.create_delivery_stream()
+    let mut req = c
+        .create_delivery_stream()
         .delivery_stream_name(name)
-        .extended_s3_destination_configuration(dest.build()?)
-        .send()
-        .await
-        .map_err(sdk_error)?;
+        .extended_s3_destination_configuration(dest.build()?);
+    if let Some(arn) = source {
+        req = req
+            .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
+            .kinesis_stream_source_configuration(
+                KinesisStreamSourceConfiguration::builder()
+                    .kinesis_stream_arn(arn)
+                    .role_arn(role_arn)
+                    .build()?,
+            );
+    }
+    req.send().await.map_err(sdk_error)?;
     let spinner =
         ProgressBar::new_spinner().with_message(format!("waiting for {name} to become ACTIVE"));
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -313,6 +354,12 @@ async fn describe(c: &Client, name: &str) -> Result<()> {
     println!("arn:         {}", d.delivery_stream_arn());
     println!("status:      {}", d.delivery_stream_status().as_str());
     println!("type:        {}", d.delivery_stream_type().as_str());
+    if let Some(k) = d
+        .source()
+        .and_then(|s| s.kinesis_stream_source_description())
+    {
+        println!("source:      {}", k.kinesis_stream_arn().unwrap_or("?"));
+    }
     println!("version:     {}", d.version_id());
     for dest in d.destinations() {
         let Some(s3) = dest.extended_s3_destination_description() else {

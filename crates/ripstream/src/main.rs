@@ -1,11 +1,13 @@
 //! `ripstream`: the server (`ripstream serve`) and a command line for humans.
 
 mod bench;
+mod bench_firehose;
 mod cli;
 mod config;
 mod firehose_cli;
 mod schemas;
 mod sink;
+mod source;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -100,6 +102,7 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
     let firehose_cfg = config::firehose(&args, &file, &service)?;
     let objects_root = config::object_store_root(&args, &file, &service.data_dir)?;
     let upload_expiry = config::object_store_upload_expiry(&args, &file)?;
+    let external_store = config::external_store(&args, &file, &service.region)?;
     tracing::info!(
         data_dir = %service.data_dir.display(),
         fsync = %service.fsync,
@@ -151,17 +154,30 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .with_upload_expiry(upload_expiry);
     tracing::info!(root = %objects.root().display(), "object store (S3 API)");
     let glue = ripstream_glue::Glue::open_in(&ctx).context("cannot open the Glue Data Catalog")?;
-    // Format conversion reads its schemas from the Glue service.
-    let mut firehose_cfg = firehose_cfg;
-    firehose_cfg.schemas = Some(Arc::new(schemas::GlueSchemas::new(
-        glue.clone(),
-        &ctx.region,
-    )));
     // Firehose delivers into the same store the S3 API serves.
     let firehose = ripstream_firehose::Firehose::open_in(
         &ctx,
         firehose_cfg,
-        Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+        ripstream_firehose::Connections {
+            objects: match &external_store {
+                Some(x) => {
+                    tracing::info!(endpoint = %x.endpoint, region = %x.region, signed = x.access_key_id.is_some(), "Firehose delivers to an external S3 endpoint");
+                    Arc::new(sink::ExternalS3::new(
+                        x.endpoint.clone(),
+                        x.region.clone(),
+                        x.access_key_id.clone(),
+                        x.secret_access_key.clone(),
+                    ))
+                }
+                None => Arc::new(sink::EmbeddedObjects::new(objects.clone())),
+            },
+            kinesis: Some(Arc::new(source::KinesisStreams::new(kinesis.clone()))),
+            // Format conversion reads its schemas from the Glue service.
+            schemas: Some(Arc::new(schemas::GlueSchemas::new(
+                glue.clone(),
+                &ctx.region,
+            ))),
+        },
         &mut registry,
     )
     .await

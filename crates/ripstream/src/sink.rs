@@ -46,3 +46,101 @@ impl ObjectSink for EmbeddedObjects {
         })
     }
 }
+
+/// Deliveries into an external S3-compatible store (`[object_store]
+/// endpoint`), through the `object_store` crate's S3 client: one client
+/// per bucket, made on first use. The put is acknowledged by the store, so
+/// its durability is the store's; the engine retries failures itself, so
+/// the client's own retries are few.
+#[derive(Debug)]
+pub struct ExternalS3 {
+    endpoint: String,
+    region: String,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    buckets: parking_lot::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<object_store::aws::AmazonS3>>,
+    >,
+}
+
+impl ExternalS3 {
+    pub fn new(
+        endpoint: String,
+        region: String,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+    ) -> ExternalS3 {
+        ExternalS3 {
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            buckets: Default::default(),
+        }
+    }
+
+    fn store(
+        &self,
+        bucket: &str,
+    ) -> Result<std::sync::Arc<object_store::aws::AmazonS3>, object_store::Error> {
+        if let Some(s) = self.buckets.lock().get(bucket) {
+            return Ok(s.clone());
+        }
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_region(&self.region)
+            .with_bucket_name(bucket)
+            .with_allow_http(self.endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            });
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(k), Some(s)) => {
+                b = b.with_access_key_id(k).with_secret_access_key(s);
+            }
+            _ => b = b.with_skip_signature(true),
+        }
+        let store = std::sync::Arc::new(b.build()?);
+        self.buckets
+            .lock()
+            .insert(bucket.to_string(), store.clone());
+        Ok(store)
+    }
+}
+
+impl ObjectSink for ExternalS3 {
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        use object_store::ObjectStoreExt;
+        Box::pin(async move {
+            let write = |e: object_store::Error| SinkError::Write {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                source: Box::new(e),
+            };
+            let path = object_store::path::Path::parse(key).map_err(|e| SinkError::InvalidKey {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+            let store = self.store(bucket).map_err(write)?;
+            match store.put(&path, body.into()).await {
+                Ok(_) => Ok(()),
+                // A PUT answered 404 names a bucket that does not exist.
+                Err(object_store::Error::NotFound { .. }) => {
+                    Err(SinkError::NoSuchBucket(bucket.to_string()))
+                }
+                Err(e) if e.to_string().contains("NoSuchBucket") => {
+                    Err(SinkError::NoSuchBucket(bucket.to_string()))
+                }
+                Err(e) => Err(write(e)),
+            }
+        })
+    }
+}

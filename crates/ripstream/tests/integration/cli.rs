@@ -454,3 +454,74 @@ fn firehose_create_put_list_describe_delete() {
     let (_, out, _) = run(&srv, &["firehose", "list"]);
     assert!(out.trim().is_empty(), "{out}");
 }
+
+/// `ripstream firehose create --from-stream`: a delivery stream that reads
+/// a Kinesis stream named by name, into a bucket.
+#[test]
+fn firehose_create_from_a_kinesis_stream() {
+    let srv = TestServer::start();
+    let (ok, _, err) = run(&srv, &["stream", "create", "clicks", "--shards", "1"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(
+        &srv,
+        &[
+            "firehose",
+            "create",
+            "clicks-lake",
+            "--to",
+            "s3://clicklake/",
+            "--from-stream",
+            "clicks",
+            "--buffer",
+            "1MB,0s",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("created delivery stream clicks-lake"), "{out}");
+    let (ok, out, _) = run(&srv, &["firehose", "describe", "clicks-lake"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("KinesisStreamAsSource"), "{out}");
+    assert!(
+        out.contains("arn:aws:kinesis:us-east-1:000000000000:stream/clicks"),
+        "{out}"
+    );
+    let (ok, _, err) = run(
+        &srv,
+        &[
+            "firehose",
+            "create",
+            "x",
+            "--to",
+            "s3://clicklake/",
+            "--from-stream",
+            "nope",
+        ],
+    );
+    assert!(!ok && err.contains("nope"), "{err}");
+    std::fs::create_dir_all(srv.data_dir().join("objects/clicklake")).unwrap();
+    let (ok, _, err) = run(&srv, &["put", "clicks", "a click"]);
+    assert!(ok, "{err}");
+    let bucket = srv.data_dir().join("objects/clicklake");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut found = Vec::new();
+        let mut stack = vec![bucket.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else if !e.path().to_string_lossy().contains('#') {
+                    found.push(std::fs::read(e.path()).unwrap());
+                }
+            }
+        }
+        if found.iter().any(|f| f.starts_with(b"a click")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -21,7 +21,7 @@ use aws_sdk_firehose::types::{
 
 use crate::support::*;
 
-fn firehose(url: &str) -> Client {
+pub(crate) fn firehose(url: &str) -> Client {
     firehose_as(url, "AKIDTEST", "secret")
 }
 
@@ -36,9 +36,9 @@ fn firehose_as(url: &str, key: &str, secret: &str) -> Client {
     Client::from_conf(conf)
 }
 
-const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
+pub(crate) const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
 
-fn extended(
+pub(crate) fn extended(
     bucket: &str,
     interval: i32,
 ) -> aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder {
@@ -53,7 +53,7 @@ fn extended(
         )
 }
 
-fn record(data: &[u8]) -> Record {
+pub(crate) fn record(data: &[u8]) -> Record {
     Record::builder()
         .data(Blob::new(data.to_vec()))
         .build()
@@ -61,7 +61,7 @@ fn record(data: &[u8]) -> Record {
 }
 
 /// Every object of a bucket directory, by key, gunzipped where `.gz`.
-fn objects(bucket: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn objects(bucket: &Path) -> Vec<(String, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
@@ -97,7 +97,7 @@ fn objects(bucket: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -105,7 +105,7 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
     }
 }
 
-fn bucket_dir(srv: &TestServer, name: &str) -> PathBuf {
+pub(crate) fn bucket_dir(srv: &TestServer, name: &str) -> PathBuf {
     let p = srv.data_dir().join("objects").join(name);
     std::fs::create_dir_all(&p).unwrap();
     p

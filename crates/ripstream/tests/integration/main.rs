@@ -13,6 +13,8 @@ mod efo;
 mod encryption;
 mod firehose;
 mod firehose_convert;
+mod firehose_external;
+mod firehose_source;
 mod glue;
 mod hostile;
 mod protocol;

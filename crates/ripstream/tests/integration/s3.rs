@@ -17,7 +17,7 @@ pub(crate) fn s3(url: &str) -> Client {
     s3_as(url, "AKIDTEST", "secret")
 }
 
-fn s3_as(url: &str, key: &str, secret: &str) -> Client {
+pub(crate) fn s3_as(url: &str, key: &str, secret: &str) -> Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)
