@@ -148,3 +148,11 @@ def test_aws_cli(server, aws_env, tmp_path):
     assert rc == 0, err
     rc, _, err = aws_s3(server, aws_env, "s3", "rb", "s3://" + name)
     assert rc == 0, err
+
+
+def test_get_bucket_location(s3, bucket):
+    # us-east-1 answers an empty LocationConstraint, which boto3 reads as None.
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None
+    with pytest.raises(s3.exceptions.ClientError) as e:
+        s3.get_bucket_location(Bucket="compat-no-such-bucket-x")
+    assert e.value.response["Error"]["Code"] == "NoSuchBucket"

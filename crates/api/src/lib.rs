@@ -310,13 +310,18 @@ pub enum Payload {
     /// early: the status and headers are already sent, so the client sees
     /// a body shorter than its Content-Length, never wrong bytes.
     Stream { len: u64, stream: BodyStream },
+    /// The whole body as the service wrote it in the protocol's own format
+    /// (sent with the protocol's content type), for the replies a model
+    /// cannot describe: S3's GetBucketLocation answers with its member as
+    /// the document's root element, which every SDK special-cases.
+    Document(bytes::Bytes),
 }
 
 impl Payload {
     /// How many bytes the payload holds.
     pub fn len(&self) -> u64 {
         match self {
-            Payload::Bytes(b) => b.len() as u64,
+            Payload::Bytes(b) | Payload::Document(b) => b.len() as u64,
             Payload::Stream { len, .. } => *len,
         }
     }

@@ -25,6 +25,7 @@ pub const OPERATIONS: &[&str] = &[
     "CreateBucket",
     "DeleteBucket",
     "HeadBucket",
+    "GetBucketLocation",
     "ListObjectsV2",
     "ListObjects",
     "GetObject",
@@ -40,6 +41,20 @@ pub const OPERATIONS: &[&str] = &[
     "ListParts",
     "ListMultipartUploads",
 ];
+
+/// GetBucketLocation's body: the `LocationConstraint` element is the
+/// root, empty for us-east-1 (S3's answer for its original region).
+fn location_document(region: &str) -> bytes::Bytes {
+    const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    const NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+    let doc = if region == "us-east-1" {
+        format!("{HEAD}<LocationConstraint xmlns=\"{NS}\"/>")
+    } else {
+        // Regions are [a-z0-9-]: nothing to escape.
+        format!("{HEAD}<LocationConstraint xmlns=\"{NS}\">{region}</LocationConstraint>")
+    };
+    bytes::Bytes::from(doc)
+}
 
 /// S3 as the front door mounts it.
 #[derive(Debug, Clone)]
@@ -138,6 +153,16 @@ impl S3Api {
                     return Err(ObjectsError::NoSuchBucket { bucket });
                 }
                 ok(json!({"BucketRegion": self.region}))
+            }
+            "GetBucketLocation" => {
+                if !store.bucket_exists(&bucket) {
+                    return Err(ObjectsError::NoSuchBucket { bucket });
+                }
+                Ok(Reply::Payload {
+                    output: b"{}".to_vec(),
+                    body: Payload::Document(location_document(&self.region)),
+                    status: None,
+                })
             }
             "ListObjectsV2" | "ListObjects" => self.list(request.operation, &bucket, &input).await,
             "GetObject" | "HeadObject" => {

@@ -1511,6 +1511,10 @@ impl RestModel {
                 content_type = Some("application/octet-stream");
                 full(raw)
             }
+            Some(ripstream_api::Payload::Document(raw)) => {
+                content_type = Some(self.content_type());
+                full(raw)
+            }
             Some(ripstream_api::Payload::Stream { len, stream }) => {
                 content_type = Some("application/octet-stream");
                 if method == Method::HEAD {

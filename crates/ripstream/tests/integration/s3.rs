@@ -1055,3 +1055,42 @@ async fn multipart_uploads_in_progress_are_listed_and_paged() {
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchBucket");
 }
+
+#[tokio::test]
+async fn get_bucket_location_answers_the_servers_region() {
+    let srv = TestServer::start();
+    let c = s3(&srv.url());
+    c.create_bucket().bucket("here").send().await.unwrap();
+    let out = c.get_bucket_location().bucket("here").send().await.unwrap();
+    // us-east-1 is S3's empty LocationConstraint (the Rust SDK reads it as
+    // an empty value, as it does from S3).
+    assert_eq!(out.location_constraint().map_or("", |l| l.as_str()), "");
+    let e = c
+        .get_bucket_location()
+        .bucket("missing")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchBucket");
+
+    let srv = TestServer::start_with(&["--region", "eu-west-1"]);
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(srv.url())
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .force_path_style(true)
+        .build();
+    let c = Client::from_conf(conf);
+    c.create_bucket().bucket("there").send().await.unwrap();
+    let out = c
+        .get_bucket_location()
+        .bucket("there")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.location_constraint().map(|l| l.as_str()),
+        Some("eu-west-1")
+    );
+}
