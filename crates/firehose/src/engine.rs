@@ -507,7 +507,7 @@ fn error_key_for(
             first_ms,
             name,
             version,
-            &dest.extension,
+            &dest.error_extension,
             Some(error_type),
             rng,
         );
@@ -521,7 +521,7 @@ fn error_key_for(
         first_ms,
         name,
         version,
-        &dest.extension,
+        &dest.error_extension,
         rng,
     ));
     key

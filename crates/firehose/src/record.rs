@@ -320,8 +320,10 @@ pub struct Destination {
     pub size_bytes: usize,
     pub interval_ms: i64,
     pub compression: Compression,
-    /// The extension every object name ends with.
+    /// The extension every data object's name ends with.
     pub extension: String,
+    /// The extension of error output objects.
+    pub error_extension: String,
     /// What is done to each record before it is buffered.
     pub processing: Pipeline,
     /// Where records that failed processing go.
@@ -351,15 +353,27 @@ impl Destination {
             Some("HADOOP_SNAPPY") => Compression::HadoopSnappy,
             _ => Compression::None,
         };
-        let extension = match text("FileExtension") {
-            Some(e) if !e.is_empty() => e.to_string(),
+        let conversion = crate::conversion::of(dest)?;
+        let file_extension = text("FileExtension").filter(|e| !e.is_empty());
+        // AWS's defaults: `.parquet` for converted objects (compressed
+        // inside the file), else the compression's.
+        let extension = match (file_extension, &conversion) {
+            (Some(e), _) => e.to_string(),
+            (None, Some(_)) => ".parquet".to_string(),
+            (None, None) => compression.extension().to_string(),
+        };
+        // Error output is JSON lines, never Parquet: converted streams'
+        // error objects take only the compression's extension.
+        let error_extension = match (file_extension, &conversion) {
+            (Some(e), None) => e.to_string(),
             _ => compression.extension().to_string(),
         };
         let processing = processing::pipeline(dest.get("ProcessingConfiguration"))?;
         let error_prefix =
             prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
         Ok(Destination {
-            conversion: crate::conversion::of(dest)?,
+            conversion,
+            error_extension,
             processing,
             error_prefix,
             bucket,
@@ -461,7 +475,8 @@ mod tests {
         assert_eq!(d["BufferingHints"]["SizeInMBs"], 128);
         let e = Destination::of(&d).unwrap();
         assert!(e.conversion.is_some());
-        assert_eq!(e.extension, "");
+        assert_eq!(e.extension, ".parquet");
+        assert_eq!(e.error_extension, "");
         let mut small = conv.clone();
         small["BufferingHints"] = json!({"SizeInMBs": 63, "IntervalInSeconds": 60});
         let err = normalize_destination(cfg(small)).unwrap_err();

@@ -299,12 +299,16 @@ async fn json_records_are_delivered_as_parquet_against_the_glue_table() {
     })
     .await;
     let (key, body) = objs.iter().find(|(k, _)| k.starts_with("events/")).unwrap();
-    // No `.parquet`: the extension comes from CompressionFormat (none) or
-    // FileExtension, as AWS names converted objects.
+    // AWS's default extension for Parquet conversion (FileExtension unset).
     assert!(key.starts_with("events/2"), "{key}");
     assert!(
-        !key.ends_with(".parquet") && key.contains("/conv-1-"),
+        key.ends_with(".parquet") && key.contains("/conv-1-"),
         "{key}"
+    );
+    let (err_key, _) = objs.iter().find(|(k, _)| k.starts_with("errors/")).unwrap();
+    assert!(
+        !err_key.ends_with(".parquet"),
+        "error output is JSON: {err_key}"
     );
     assert_eq!(&body[..4], b"PAR1");
     let batch = read_parquet(body);
