@@ -256,8 +256,8 @@ pub struct FunctionFile {
     pub url: Option<String>,
 }
 
-/// The `[object_store]` table. This increment has only the embedded store;
-/// an external S3-compatible endpoint is the next step.
+/// The `[object_store]` table: the embedded store's settings, or an external
+/// S3-compatible endpoint Firehose delivers to instead.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreFile {
@@ -811,8 +811,11 @@ mod tests {
             object_store_root(&args, &file, data).unwrap(),
             PathBuf::from("/flag")
         );
-        // Only the embedded store exists in this increment.
-        assert!(toml::from_str::<FileConfig>("[object_store]\nendpoint = \"http://x\"\n").is_err());
+        // An external endpoint is a real setting; a misspelt key is still refused.
+        let external: FileConfig =
+            toml::from_str("[object_store]\nendpoint = \"http://x\"\n").unwrap();
+        assert_eq!(external.object_store.endpoint.as_deref(), Some("http://x"));
+        assert!(toml::from_str::<FileConfig>("[object_store]\nendpiont = \"http://x\"\n").is_err());
     }
 
     #[test]
