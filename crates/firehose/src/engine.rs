@@ -108,10 +108,37 @@ pub(crate) fn should_flush(
 /// Hadoop's block compressor splits input into blocks of this size.
 const HADOOP_BLOCK: usize = 256 * 1024;
 
-/// The body of an object: the buffer as is, or compressed.
-pub(crate) fn encode_body(data: &Bytes, compression: Compression) -> std::io::Result<Bytes> {
+/// The name of the one file inside a ZIP object: the object's own name
+/// without its `.zip`, so unzipping many objects into one directory keeps
+/// them apart.
+pub(crate) fn zip_entry(key: &str) -> &str {
+    let base = key.rsplit('/').next().unwrap_or(key);
+    base.strip_suffix(".zip").filter(|b| !b.is_empty()).unwrap_or(base)
+}
+
+/// The body of an object: the buffer as is, or compressed. `entry` names
+/// the file inside a ZIP archive.
+pub(crate) fn encode_body(
+    data: &Bytes,
+    compression: Compression,
+    entry: &str,
+) -> std::io::Result<Bytes> {
     match compression {
         Compression::None => Ok(data.clone()),
+        Compression::Zip => {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::with_capacity(
+                data.len() / 4 + 256,
+            )));
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                // Buffers may pass 4 GiB only in theory (128 MiB cap), but
+                // ZIP64 costs a few bytes and never fails a flush.
+                .large_file(data.len() as u64 >= u32::MAX as u64);
+            zip.start_file(entry, options).map_err(std::io::Error::other)?;
+            zip.write_all(data)?;
+            let out = zip.finish().map_err(std::io::Error::other)?;
+            Ok(Bytes::from(out.into_inner()))
+        }
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(
                 Vec::with_capacity(data.len() / 4 + 64),
@@ -773,7 +800,8 @@ async fn flush(
     };
     for (i, (data, kind)) in objects.into_iter().enumerate().skip(skip) {
         let mut kind = kind;
-        let mut body = match encode_body(&data, dest.compression) {
+        let mut key = key_for(kind);
+        let mut body = match encode_body(&data, dest.compression, zip_entry(&key)) {
             Ok(b) => b,
             Err(e) => {
                 warn!(stream = %name, error = %e, "cannot compress the buffer");
@@ -781,7 +809,6 @@ async fn flush(
             }
         };
         drop(data);
-        let mut key = key_for(kind);
         let mut refused = false;
         loop {
             match inner.sink.put(&dest.bucket, &key, body.clone()).await {
@@ -830,15 +857,15 @@ async fn flush(
                         },
                     )
                     .errors;
-                    body = match encode_body(&Bytes::from(lines), dest.compression) {
+                    kind = Kind::Undeliverable;
+                    key = key_for(kind);
+                    body = match encode_body(&Bytes::from(lines), dest.compression, zip_entry(&key)) {
                         Ok(b) => b,
                         Err(e) => {
                             warn!(stream = %name, error = %e, "cannot compress the error output");
                             return Flushed::Failed { done: i };
                         }
                     };
-                    kind = Kind::Undeliverable;
-                    key = key_for(kind);
                     refused = false;
                 }
                 Err(e) => {
@@ -898,17 +925,17 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_raw_gzip_or_snappy() {
+    fn bodies_are_raw_gzip_zip_or_snappy() {
         let raw = b"{\"a\":1}{\"a\":2}";
         let raw = &Bytes::from_static(raw);
-        assert_eq!(&encode_body(raw, Compression::None).unwrap(), raw);
-        let gz = encode_body(raw, Compression::Gzip).unwrap();
+        assert_eq!(&encode_body(raw, Compression::None, "x").unwrap(), raw);
+        let gz = encode_body(raw, Compression::Gzip, "x").unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(&out[..], &raw[..]);
-        let sn = encode_body(raw, Compression::Snappy).unwrap();
+        let sn = encode_body(raw, Compression::Snappy, "x").unwrap();
         let mut out = Vec::new();
         snap::read::FrameDecoder::new(&sn[..])
             .read_to_end(&mut out)
@@ -916,7 +943,7 @@ mod tests {
         assert_eq!(&out[..], &raw[..]);
         // Hadoop blocks: two of them for a body past one block.
         let big: Vec<u8> = (0..HADOOP_BLOCK + 10).map(|i| (i % 251) as u8).collect();
-        let h = encode_body(&Bytes::from(big.clone()), Compression::HadoopSnappy).unwrap();
+        let h = encode_body(&Bytes::from(big.clone()), Compression::HadoopSnappy, "x").unwrap();
         let (mut at, mut out, mut blocks) = (0, Vec::new(), 0);
         while at < h.len() {
             let n = u32::from_be_bytes(h[at..at + 4].try_into().unwrap()) as usize;
@@ -930,6 +957,17 @@ mod tests {
             blocks += 1;
         }
         assert_eq!((out, blocks), (big, 2));
+        let key = "2026/12/04/18/s-1-2026-12-04-18-00-00-u.zip";
+        assert_eq!(zip_entry(key), "s-1-2026-12-04-18-00-00-u");
+        assert_eq!(zip_entry("a/.zip"), ".zip");
+        let z = encode_body(raw, Compression::Zip, zip_entry(key)).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&z[..])).unwrap();
+        assert_eq!(archive.len(), 1);
+        let mut file = archive.by_index(0).unwrap();
+        assert_eq!(file.name().unwrap(), "s-1-2026-12-04-18-00-00-u");
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        assert_eq!(&out[..], &raw[..]);
         let mut b = Buffer::default();
         b.push(5, b"x");
         b.push(9, b"yz");

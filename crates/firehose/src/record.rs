@@ -162,7 +162,8 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         Some(z) => return Err(not_yet(&format!("CustomTimeZone {z} (only UTC)"))),
     }
     match d.get("CompressionFormat").and_then(Value::as_str) {
-        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("Snappy") | Some("HADOOP_SNAPPY") => {}
+        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("ZIP") | Some("Snappy")
+        | Some("HADOOP_SNAPPY") => {}
         Some(c) => return Err(not_yet(&format!("CompressionFormat {c}"))),
     }
     if converting
@@ -288,11 +289,13 @@ pub fn s3_description(dest: &Value) -> Value {
     Value::Object(out)
 }
 
-/// How delivered objects are compressed (ZIP is refused at create).
+/// How delivered objects are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,
+    /// One deflated file per object, named after the object.
+    Zip,
     /// Snappy's framing format, as Firehose writes `Snappy`.
     Snappy,
     /// Hadoop's block format (`HADOOP_SNAPPY`), which Hadoop's
@@ -306,6 +309,7 @@ impl Compression {
         match self {
             Compression::None => "",
             Compression::Gzip => ".gz",
+            Compression::Zip => ".zip",
             Compression::Snappy => ".snappy",
             Compression::HadoopSnappy => ".hsnappy",
         }
@@ -349,6 +353,7 @@ impl Destination {
         };
         let compression = match text("CompressionFormat") {
             Some("GZIP") => Compression::Gzip,
+            Some("ZIP") => Compression::Zip,
             Some("Snappy") => Compression::Snappy,
             Some("HADOOP_SNAPPY") => Compression::HadoopSnappy,
             _ => Compression::None,
@@ -432,7 +437,6 @@ mod tests {
             json!({"ProcessingConfiguration": {"Processors": [{"Type": "MetadataExtraction"}]}}),
             json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),
-            json!({"CompressionFormat": "ZIP"}),
             json!({"CustomTimeZone": "Europe/Paris"}),
             json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}),
         ] {
@@ -500,7 +504,7 @@ mod tests {
         let u = merge_update(&u, &json!({"BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}, "FileExtension": ".log"}), true).unwrap();
         assert_eq!(u["BufferingHints"]["SizeInMBs"], 1);
         assert_eq!(u["FileExtension"], ".log");
-        assert!(merge_update(&u, &json!({"CompressionFormat": "ZIP"}), true).is_err());
+        assert!(merge_update(&u, &json!({"CompressionFormat": "LZ4"}), true).is_err());
     }
 
     #[test]
@@ -513,6 +517,7 @@ mod tests {
         assert_eq!(e.interval_ms, 2000);
         for (c, ext) in [
             ("Snappy", ".snappy"),
+            ("ZIP", ".zip"),
             ("HADOOP_SNAPPY", ".hsnappy"),
             ("UNCOMPRESSED", ""),
         ] {

@@ -129,7 +129,7 @@ async fn create_describe_list_update_delete() {
         json!({"DeliveryStreamName": "x", "HttpEndpointDestinationConfiguration": {}}),
         json!({"DeliveryStreamName": "x", "DeliveryStreamType": "KinesisStreamAsSource", "ExtendedS3DestinationConfiguration": s3("b", json!({}))}),
         json!({"DeliveryStreamName": "x"}),
-        json!({"DeliveryStreamName": "x", "ExtendedS3DestinationConfiguration": s3("b", json!({"CompressionFormat": "ZIP"}))}),
+        json!({"DeliveryStreamName": "x", "ExtendedS3DestinationConfiguration": s3("b", json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}))}),
     ] {
         let e = svc.create_delivery_stream(bad.clone()).await.unwrap_err();
         assert_eq!(e.code(), "InvalidArgumentException", "{bad}");
