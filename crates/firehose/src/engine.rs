@@ -68,6 +68,13 @@ impl Buffer {
         self.records == 0
     }
 
+    /// What the buffer costs in memory: its bytes, and per record the
+    /// bookkeeping that empty or one-byte records would otherwise get for
+    /// free (what the budget is charged).
+    fn cost(&self) -> usize {
+        self.data.len() + self.ends.len() * RECORD_OVERHEAD
+    }
+
     /// The buffer as a batch to flush (its bytes shared, not copied, by
     /// the object body of an uncompressed delivery).
     fn freeze(self) -> Batch {
@@ -88,6 +95,20 @@ pub(crate) struct Batch {
     pub records: u64,
     pub first_ms: i64,
 }
+
+/// A request record's JSON beyond its data: `{"recordId": "...",
+/// "approximateArrivalTimestamp": ..., "data": ""}` with room for
+/// `kinesisRecordMetadata`.
+const LAMBDA_RECORD_JSON: usize = 384;
+
+/// The memory one buffered record costs beyond its bytes (its entry in
+/// `ends`, and what a flush builds per record), charged to the budget.
+const RECORD_OVERHEAD: usize = 64;
+
+/// Most records in one buffer: the size hint counts bytes, so a stream of
+/// empty records would otherwise grow a buffer without end until its
+/// interval ran out.
+const MAX_BUFFER_RECORDS: u64 = 1_000_000;
 
 /// Whether a buffer is due: it holds records and it reached the size hint
 /// (or the next record would pass it), or the interval has run since its
@@ -345,7 +366,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
         } else if buf.data.len() < dest.size_bytes {
             let want = (dest.size_bytes - buf.data.len()).min(READ_AHEAD);
             held.grow_up_to(want);
-            let room = held.bytes().saturating_sub(buf.data.len());
+            let room = held.bytes().saturating_sub(buf.cost());
             if room == 0 {
                 starved = true;
             } else {
@@ -368,18 +389,22 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                             // counts what is written (as AWS counts it).
                             let processed = process(&name, &dest, &r.value);
                             let len: usize = processed.iter().map(Vec::len).sum();
-                            if !buf.is_empty() && buf.data.len() + len > dest.size_bytes {
+                            if !buf.is_empty()
+                                && (buf.data.len() + len > dest.size_bytes
+                                    || buf.records + processed.len() as u64 > MAX_BUFFER_RECORDS)
+                            {
                                 overflow = true;
                                 break;
                             }
+                            let cost = len + processed.len() * RECORD_OVERHEAD;
                             let fits = if buf.is_empty() {
-                                held.ensure_first(len)
+                                held.ensure_first(cost)
                             } else {
-                                held.ensure(buf.data.len() + len)
+                                held.ensure(buf.cost() + cost)
                             };
                             if !fits {
                                 starved = true;
-                                need = len;
+                                need = cost;
                                 break;
                             }
                             if buf.is_empty() {
@@ -396,19 +421,19 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                     }
                     Ok(Err(e)) => {
                         warn!(stream = %name, error = %ripstream_api::Chain(&e), "cannot read the delivery stream's records; retrying");
-                        held.shrink_to(buf.data.len());
+                        held.shrink_to(buf.cost());
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
                     Err(e) => {
                         warn!(stream = %name, error = %e, "read task failed; retrying");
-                        held.shrink_to(buf.data.len());
+                        held.shrink_to(buf.cost());
                         continue;
                     }
                 }
             }
             // Read-ahead room the records did not use goes back at once.
-            held.shrink_to(buf.data.len());
+            held.shrink_to(buf.cost());
         } else {
             overflow = true;
         }
@@ -594,12 +619,21 @@ async fn transform(
         // One batch: records up to the processor's batch size (at least one).
         let mut batch = Vec::new();
         let mut bytes = 0;
+        let mut request_bytes = 0;
         while i < buf.ends.len() {
             let (arrival, end) = buf.ends[i];
             let len = end - start;
-            if !batch.is_empty() && bytes + len > l.batch_bytes {
+            // The request as sent: base64 data plus each record's JSON, so
+            // many tiny records cannot make one invocation past Lambda's
+            // payload limit.
+            let sent = len.div_ceil(3) * 4 + LAMBDA_RECORD_JSON;
+            if !batch.is_empty()
+                && (bytes + len > l.batch_bytes
+                    || request_bytes + sent > crate::lambda::PAYLOAD_LIMIT - 1024)
+            {
                 break;
             }
+            request_bytes += sent;
             batch.push(InRecord {
                 arrival_ms: arrival,
                 data: buf.data[start..end].to_vec(),

@@ -253,10 +253,32 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     Ok(Value::Object(d))
 }
 
-/// The bucket an S3 bucket ARN names.
+/// The bucket an S3 bucket ARN (`arn:<partition>:s3:::<bucket>`) names, if
+/// it is a valid bucket name.
 pub fn bucket_name(arn: &str) -> Option<&str> {
     let (head, bucket) = arn.split_once(":::")?;
-    (head.starts_with("arn:") && head.ends_with(":s3") && !bucket.is_empty()).then_some(bucket)
+    let partition = head.strip_prefix("arn:")?.strip_suffix(":s3")?;
+    (!partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-')
+        && valid_bucket_name(bucket))
+    .then_some(bucket)
+}
+
+/// S3's bucket naming rules (3 to 63 characters of lowercase letters,
+/// digits, dots and hyphens, starting and ending with a letter or digit, no
+/// two dots in a row), so a name never becomes a path segment such as `.`
+/// or `..` in an external store's URL or the embedded store's directory.
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| edge(c) || c == b'.' || c == b'-')
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && !name.contains("..")
 }
 
 /// Merges an `S3DestinationUpdate` or `ExtendedS3DestinationUpdate` into the
