@@ -208,6 +208,13 @@ impl Converter {
         read::row(&self.columns, &self.deserializer, record)
     }
 
+    /// Rows read by [`Converter::read`] as one Arrow batch of
+    /// [`Converter::arrow_schema`] (for writers other than this crate's
+    /// Parquet file, such as an Iceberg table's).
+    pub fn record_batch(&self, rows: &[Row]) -> Result<arrow_array::RecordBatch, ConvertError> {
+        write::record_batch(&self.columns, &self.arrow, rows)
+    }
+
     /// Converts a batch: each record is one JSON object.
     pub fn convert(
         &self,

@@ -37,6 +37,13 @@ pub(crate) enum Cell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row(pub(crate) Vec<Cell>);
 
+impl Row {
+    /// Whether the record left column `i` empty (absent, or JSON null).
+    pub fn is_null(&self, i: usize) -> bool {
+        self.0.get(i).is_none_or(|c| matches!(c, Cell::Null))
+    }
+}
+
 pub(crate) fn row(
     columns: &[Column],
     de: &Deserializer,

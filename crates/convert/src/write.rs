@@ -321,14 +321,12 @@ fn properties(o: &ParquetOptions) -> WriterProperties {
         .build()
 }
 
-/// Rows as one Parquet file (one row group: a flush is at most 128 MiB of
-/// input, below the smallest HDFS block Firehose allows).
-pub(crate) fn parquet(
+/// Rows as one Arrow batch of `schema` (the columns' Arrow schema).
+pub(crate) fn record_batch(
     columns: &[Column],
     schema: &Arc<Schema>,
-    rows: Vec<Row>,
-    options: &ParquetOptions,
-) -> Result<Vec<u8>, ConvertError> {
+    rows: &[Row],
+) -> Result<RecordBatch, ConvertError> {
     let mut arrays = Vec::with_capacity(columns.len());
     for (i, c) in columns.iter().enumerate() {
         let cells: Vec<&Cell> = rows
@@ -337,7 +335,18 @@ pub(crate) fn parquet(
             .collect();
         arrays.push(array(&c.ty, &cells)?);
     }
-    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+}
+
+/// Rows as one Parquet file (one row group: a flush is at most 128 MiB of
+/// input, below the smallest HDFS block Firehose allows).
+pub(crate) fn parquet(
+    columns: &[Column],
+    schema: &Arc<Schema>,
+    rows: Vec<Row>,
+    options: &ParquetOptions,
+) -> Result<Vec<u8>, ConvertError> {
+    let batch = record_batch(columns, schema, &rows)?;
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties(options)))?;
     w.write(&batch)?;
