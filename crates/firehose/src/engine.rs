@@ -288,7 +288,7 @@ async fn wait_for_records(watch: &mut tokio::sync::watch::Receiver<u64>, wait: D
     let _ = tokio::time::timeout(wait, watch.changed()).await;
 }
 
-enum Flushed {
+pub(crate) enum Flushed {
     Done,
     /// An object could not be stored; `done` of the batch's objects were.
     Failed {
@@ -332,6 +332,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             return;
         }
     };
+    next = crate::iceberg::resume(&inner, &name, uid, next).await;
     debug!(stream = %name, from = next, "delivery started");
     let mut buf = Buffer::default();
     // The buffer's share of the engine's memory budget: at least its bytes
@@ -488,7 +489,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             _ => 0,
         };
         let batch = std::mem::take(&mut buf).freeze();
-        let flushed = flush(&inner, &s, &dest, &batch, skip).await;
+        let flushed = flush(&inner, &s, &dest, &batch, skip, batch_start..next).await;
         drop(batch);
         held.shrink_to(0);
         match flushed {
@@ -545,7 +546,7 @@ fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> Str
 }
 
 /// [`error_key`] for an error-output type (`format-conversion-failed`...).
-fn error_key_for(
+pub(crate) fn error_key_for(
     dest: &Destination,
     first_ms: i64,
     name: &str,
@@ -759,6 +760,7 @@ async fn flush(
     dest: &Destination,
     buf: &Batch,
     skip: usize,
+    range: std::ops::Range<u64>,
 ) -> Flushed {
     let name = &s.rec.name;
     let out = match &dest.processing.lambda {
@@ -773,6 +775,11 @@ async fn flush(
         },
     };
     let mut out = out;
+    if let Some(t) = &dest.iceberg {
+        let lambda = dest.processing.lambda.is_some();
+        return crate::iceberg::flush(inner, s, dest, t, buf, out.data, out.errors, lambda, skip, range)
+            .await;
+    }
     // Record format conversion: the records become one Parquet file, and
     // those that do not convert a `format-conversion-failed` object.
     let mut conversion_errors = Vec::new();

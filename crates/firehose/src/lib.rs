@@ -23,6 +23,7 @@ mod budget;
 pub mod conversion;
 mod engine;
 pub mod error;
+pub mod iceberg;
 pub mod lambda;
 mod metrics;
 mod ops;
@@ -121,6 +122,9 @@ pub struct Connections {
     /// Where record format conversion reads its Glue tables; `None`:
     /// conversions fail at delivery and are retried.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+    /// The Iceberg tables Iceberg destinations append to; `None`: such
+    /// destinations are refused.
+    pub iceberg: Option<Arc<dyn iceberg::IcebergTables>>,
 }
 
 impl Connections {
@@ -130,6 +134,7 @@ impl Connections {
             objects,
             kinesis: None,
             schemas: None,
+            iceberg: None,
         }
     }
 }
@@ -163,6 +168,7 @@ pub(crate) struct Inner {
     pub kinesis: Option<Arc<dyn source::KinesisSource>>,
     /// Where record format conversion reads its schemas.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+    pub iceberg: Option<Arc<dyn iceberg::IcebergTables>>,
     pub keyring: ripstream_keyring::Keyring,
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
@@ -214,6 +220,7 @@ impl Firehose {
             sink: connections.objects,
             kinesis: connections.kinesis,
             schemas: connections.schemas,
+            iceberg: connections.iceberg,
             keyring,
             metrics: metrics::FirehoseMetrics::register(registry),
             changed: tokio::sync::Notify::new(),

@@ -28,7 +28,6 @@ const OTHER_DESTINATIONS: &[&str] = &[
     "HttpEndpointDestinationConfiguration",
     "AmazonOpenSearchServerlessDestinationConfiguration",
     "SnowflakeDestinationConfiguration",
-    "IcebergDestinationConfiguration",
 ];
 
 const OTHER_UPDATES: &[&str] = &[
@@ -127,10 +126,11 @@ impl Firehose {
         for k in OTHER_DESTINATIONS {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3DestinationConfiguration and ExtendedS3DestinationConfiguration."
+                    "{k} is not supported yet by this server: only S3DestinationConfiguration, ExtendedS3DestinationConfiguration and IcebergDestinationConfiguration."
                 )));
             }
         }
+        let iceberg = input.get("IcebergDestinationConfiguration");
         let dest = match (
             input.get("S3DestinationConfiguration"),
             input.get("ExtendedS3DestinationConfiguration"),
@@ -140,15 +140,25 @@ impl Firehose {
                     "Only one destination configuration can be specified.",
                 ));
             }
-            (None, None) => {
+            (None, None) if iceberg.is_none() => {
                 return Err(invalid("A destination configuration must be specified."));
             }
+            (None, None) => Map::new(),
             (Some(d), None) | (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
         };
-        let destination = record::normalize_destination(dest)?;
+        let destination = match iceberg {
+            Some(_) if !dest.is_empty() => {
+                return Err(invalid(
+                    "Only one destination configuration can be specified.",
+                ));
+            }
+            Some(c) => crate::iceberg::normalize(c, &inner.region, &inner.account)?,
+            None => record::normalize_destination(dest)?,
+        };
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
+        crate::iceberg::check(inner, &destination).await?;
         let tags = parse_tags(input.get("Tags"))?;
         if tags.len() > MAX_TAGS {
             return Err(Error::LimitExceeded(format!(
@@ -356,11 +366,14 @@ impl Firehose {
         let destinations = if exclusive_start.is_some_and(|id| id >= DESTINATION_ID) {
             vec![]
         } else {
-            vec![json!({
-                "DestinationId": DESTINATION_ID,
-                "S3DestinationDescription": record::s3_description(&rec.destination),
-                "ExtendedS3DestinationDescription": rec.destination,
-            })]
+            vec![match crate::iceberg::description(&rec.destination) {
+                Some(d) => json!({"DestinationId": DESTINATION_ID, "IcebergDestinationDescription": d}),
+                None => json!({
+                    "DestinationId": DESTINATION_ID,
+                    "S3DestinationDescription": record::s3_description(&rec.destination),
+                    "ExtendedS3DestinationDescription": rec.destination,
+                }),
+            }]
         };
         let mut d = json!({
             "DeliveryStreamName": rec.name,
@@ -442,6 +455,11 @@ impl Firehose {
                 "Cannot update firehose: {name} since the current version id: {} and specified version id: {given} do not match",
                 s.rec.version
             )));
+        }
+        if s.rec.destination.get(crate::iceberg::STORED_KEY).is_some() {
+            return Err(invalid(
+                "UpdateDestination of an Iceberg destination is not supported yet by this server.",
+            ));
         }
         let dest_id = text(&input, "DestinationId").unwrap_or("");
         if dest_id != DESTINATION_ID {

@@ -356,6 +356,8 @@ pub struct Destination {
     pub error_prefix: prefix::Template,
     /// Record format conversion, when enabled.
     pub conversion: Option<crate::conversion::Conversion>,
+    /// The Iceberg table records go to instead of objects, if any.
+    pub iceberg: Option<crate::iceberg::Target>,
 }
 
 impl Destination {
@@ -399,6 +401,7 @@ impl Destination {
         let error_prefix =
             prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
         Ok(Destination {
+            iceberg: crate::iceberg::of(dest)?,
             conversion,
             error_extension,
             processing,
