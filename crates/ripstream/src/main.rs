@@ -4,6 +4,7 @@ mod bench;
 mod bench_firehose;
 mod cli;
 mod config;
+mod iceberg;
 mod firehose_cli;
 mod schemas;
 mod sink;
@@ -177,6 +178,14 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
                 glue.clone(),
                 &ctx.region,
             ))),
+            // Iceberg tables live in the embedded store only: their
+            // metadata and data files are read back through it.
+            iceberg: match &external_store {
+                Some(_) => None,
+                None => Some(Arc::new(iceberg::GlueIcebergTables::new(
+                    ripstream_iceberg::Tables::new(glue.clone(), objects.clone()),
+                ))),
+            },
         },
         &mut registry,
     )
