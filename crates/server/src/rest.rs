@@ -1285,10 +1285,23 @@ impl RestModel {
                         .collect();
                     (!items.is_empty()).then_some(Value::Array(items))
                 }
-                "header" => req
-                    .headers
-                    .get(wire)
-                    .map(|v| scalar_from_text(self, Some(m), ms, &header_text(v), Place::Header)),
+                "header" => req.headers.get(wire).map(|v| {
+                    let text = header_text(v);
+                    // S3 reads enum-valued headers whatever their case: the
+                    // AWS C++ SDK inside pyarrow (pyiceberg's reads) sends
+                    // `x-amz-checksum-mode: enabled`.
+                    let text = self
+                        .shape(ms)
+                        .and_then(|s| s.get("enum"))
+                        .and_then(Value::as_array)
+                        .and_then(|e| {
+                            e.iter()
+                                .filter_map(Value::as_str)
+                                .find(|x| x.eq_ignore_ascii_case(&text))
+                        })
+                        .map_or(text.clone(), str::to_string);
+                    scalar_from_text(self, Some(m), ms, &text, Place::Header)
+                }),
                 "headers" => {
                     let prefix = wire.to_ascii_lowercase();
                     let map: Map<String, Value> = req

@@ -1,0 +1,147 @@
+"""Firehose's Iceberg destination against ripstream, as a pyiceberg user
+meets it: the table is created with pyiceberg's own Glue catalog pointed at
+the server (Glue and S3 on the same endpoint), a boto3 delivery stream
+appends to it, and pyiceberg loads the table through Glue and scans it
+through the S3 API."""
+import time
+import uuid
+
+import boto3
+import pyarrow as pa
+import pytest
+from botocore.config import Config
+
+pyiceberg = pytest.importorskip("pyiceberg")
+from pyiceberg.catalog import load_catalog  # noqa: E402
+from pyiceberg.schema import Schema  # noqa: E402
+from pyiceberg.types import (  # noqa: E402
+    DoubleType,
+    ListType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestampType,
+)
+
+ROLE = "arn:aws:iam::000000000000:role/firehose"
+KEY, SECRET = "AKIDCOMPAT", "secret"
+
+
+def client(server, service, **cfg):
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        config=Config(retries={"mode": "standard", "max_attempts": 1}, **cfg),
+    )
+
+
+def catalog(server):
+    return load_catalog(
+        "ripstream",
+        **{
+            "type": "glue",
+            "glue.endpoint": server.url,
+            "glue.region": "us-east-1",
+            "glue.access-key-id": KEY,
+            "glue.secret-access-key": SECRET,
+            "s3.endpoint": server.url,
+            "s3.region": "us-east-1",
+            "s3.access-key-id": KEY,
+            "s3.secret-access-key": SECRET,
+            "s3.force-virtual-addressing": "false",
+        },
+    )
+
+
+def wait_for_rows(cat, ident, n, deadline_s=30):
+    deadline = time.time() + deadline_s
+    while True:
+        table = cat.load_table(ident)
+        rows = table.scan().to_arrow()
+        if rows.num_rows >= n:
+            return table, rows
+        assert time.time() < deadline, f"{rows.num_rows} rows, wanted {n}"
+        time.sleep(0.2)
+
+
+def test_pyiceberg_reads_what_firehose_appends(server):
+    suffix = uuid.uuid4().hex[:8]
+    db, bucket, stream = f"lake_{suffix}", f"lake-{suffix}", f"ice-{suffix}"
+    s3 = client(server, "s3", s3={"addressing_style": "path"})
+    firehose = client(server, "firehose")
+    s3.create_bucket(Bucket=bucket)
+
+    cat = catalog(server)
+    cat.create_namespace(db)
+    schema = Schema(
+        NestedField(1, "id", LongType(), required=False),
+        NestedField(2, "name", StringType(), required=False),
+        NestedField(3, "score", DoubleType(), required=False),
+        NestedField(4, "at", TimestampType(), required=False),
+        NestedField(5, "tags", ListType(6, StringType(), element_required=False), required=False),
+    )
+    cat.create_table(f"{db}.events", schema=schema, location=f"s3://{bucket}/events")
+    glue = client(server, "glue")
+    params = glue.get_table(DatabaseName=db, Name="events")["Table"]["Parameters"]
+    assert params["table_type"].upper() == "ICEBERG"
+    assert params["metadata_location"].startswith(f"s3://{bucket}/events/metadata/")
+
+    firehose.create_delivery_stream(
+        DeliveryStreamName=stream,
+        IcebergDestinationConfiguration={
+            "RoleARN": ROLE,
+            "CatalogConfiguration": {"CatalogARN": "arn:aws:glue:us-east-1:000000000000:catalog"},
+            "DestinationTableConfigurationList": [
+                {"DestinationDatabaseName": db, "DestinationTableName": "events"}
+            ],
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
+            "S3Configuration": {
+                "RoleARN": ROLE,
+                "BucketARN": f"arn:aws:s3:::{bucket}",
+                "ErrorOutputPrefix": "errors/!{firehose:error-output-type}/",
+                "Prefix": "backup/",
+            },
+        },
+    )
+    desc = firehose.describe_delivery_stream(DeliveryStreamName=stream)["DeliveryStreamDescription"]
+    ice = desc["Destinations"][0]["IcebergDestinationDescription"]
+    assert ice["DestinationTableConfigurationList"][0]["DestinationTableName"] == "events"
+
+    out = firehose.put_record_batch(
+        DeliveryStreamName=stream,
+        Records=[
+            {"Data": b'{"id": 1, "Name": "ann", "score": 0.5, "at": "2026-12-04 05:06:07", "tags": ["a"]}'},
+            {"Data": b'{"id": 2, "name": "bob", "tags": []}'},
+            {"Data": b'{"id": {"not": "a number"}}'},
+        ],
+    )
+    assert out["FailedPutCount"] == 0
+    table, rows = wait_for_rows(cat, f"{db}.events", 2)
+    rows = rows.sort_by("id").to_pylist()
+    assert [(r["id"], r["name"], r["tags"]) for r in rows] == [(1, "ann", ["a"]), (2, "bob", [])]
+    assert rows[0]["score"] == 0.5 and rows[1]["score"] is None
+    assert str(rows[0]["at"]) == "2026-12-04 05:06:07"
+    snap = table.current_snapshot()
+    assert snap.summary["operation"].value == "append"
+    assert snap.summary["ripstream.firehose.range"] == "0-3"
+
+    # The record that does not fit is in the error output, through S3.
+    deadline = time.time() + 20
+    while True:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="errors/iceberg-failed/").get("Contents", [])
+        if listed:
+            break
+        assert time.time() < deadline, "no error output"
+        time.sleep(0.2)
+    body = s3.get_object(Bucket=bucket, Key=listed[0]["Key"])["Body"].read()
+    assert b"Iceberg.DataTypeMismatch" in body
+
+    # A second flush is a second snapshot, pyiceberg sees both.
+    firehose.put_record(DeliveryStreamName=stream, Record={"Data": b'{"id": 3}'})
+    table, rows = wait_for_rows(cat, f"{db}.events", 3)
+    assert len(table.metadata.snapshots) == 2
+    assert sorted(rows.column("id").to_pylist()) == [1, 2, 3]
+    assert rows.schema.field("id").type == pa.int64()
