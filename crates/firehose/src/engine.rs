@@ -780,8 +780,10 @@ async fn flush(
     let mut out = out;
     if let Some(t) = &dest.iceberg {
         let lambda = dest.processing.lambda.is_some();
-        return crate::iceberg::flush(inner, s, dest, t, buf, out.data, out.errors, lambda, skip, range)
-            .await;
+        return crate::iceberg::flush(
+            inner, s, dest, t, buf, out.data, out.errors, lambda, skip, range,
+        )
+        .await;
     }
     // Record format conversion: the records become one Parquet file, and
     // those that do not convert a `format-conversion-failed` object.

@@ -147,9 +147,14 @@ pub fn catalog_arn(region: &str, account: &str) -> String {
 /// destination (see the module docs).
 pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
     let Some(c) = cfg.as_object() else {
-        return Err(invalid("IcebergDestinationConfiguration must be an object."));
+        return Err(invalid(
+            "IcebergDestinationConfiguration must be an object.",
+        ));
     };
-    if c.get("RoleARN").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if c.get("RoleARN")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         return Err(invalid("RoleARN is required for an Iceberg destination."));
     }
     let ours = catalog_arn(region, account);
@@ -234,9 +239,7 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
     stored
         .entry("S3BackupMode")
         .or_insert(json!("FailedDataOnly"));
-    stored
-        .entry("AppendOnly")
-        .or_insert(json!(true));
+    stored.entry("AppendOnly").or_insert(json!(true));
     stored.insert("BufferingHints".into(), d["BufferingHints"].clone());
     stored
         .entry("RetryOptions")
@@ -333,7 +336,14 @@ fn b64() -> &'static base64::engine::GeneralPurpose {
 
 /// The error output line of a record the table refused (AWS's error
 /// record, with the destination table).
-fn error_line(t: &Target, arrival_ms: i64, code: &str, message: &str, now: i64, raw: &[u8]) -> Vec<u8> {
+fn error_line(
+    t: &Target,
+    arrival_ms: i64,
+    code: &str,
+    message: &str,
+    now: i64,
+    raw: &[u8],
+) -> Vec<u8> {
     let mut line = serde_json::to_vec(&json!({
         "attemptsMade": 1,
         "arrivalTimestamp": arrival_ms,
@@ -359,13 +369,14 @@ async fn put(
     data: &Bytes,
     what: &str,
 ) -> bool {
-    let body = match crate::engine::encode_body(data, dest.compression, crate::engine::zip_entry(key)) {
-        Ok(b) => b,
-        Err(e) => {
-            warn!(stream = %name, error = %e, "cannot compress the {what}");
-            return false;
-        }
-    };
+    let body =
+        match crate::engine::encode_body(data, dest.compression, crate::engine::zip_entry(key)) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(stream = %name, error = %e, "cannot compress the {what}");
+                return false;
+            }
+        };
     match inner.sink.put(&dest.bucket, key, body).await {
         Ok(()) => {
             info!(stream = %name, bucket = %dest.bucket, key = %key, "wrote the {what}");
@@ -449,8 +460,23 @@ pub(crate) async fn flush(
         }
     }
     if !errors.is_empty() {
-        let key = crate::engine::error_key_for(dest, buf.first_ms, name, s.rec.version, ERROR_OUTPUT_TYPE);
-        if !put(inner, name, dest, &key, &Bytes::from(errors), "Iceberg error output").await {
+        let key = crate::engine::error_key_for(
+            dest,
+            buf.first_ms,
+            name,
+            s.rec.version,
+            ERROR_OUTPUT_TYPE,
+        );
+        if !put(
+            inner,
+            name,
+            dest,
+            &key,
+            &Bytes::from(errors),
+            "Iceberg error output",
+        )
+        .await
+        {
             return Flushed::Failed { done };
         }
     }
@@ -475,21 +501,36 @@ mod tests {
     fn checks_and_stores() {
         let d = normalize(&good(), "us-east-1", "123456789012").unwrap();
         assert_eq!(d["BucketARN"], "arn:aws:s3:::errors");
-        assert_eq!(d["BufferingHints"], json!({"SizeInMBs": 1, "IntervalInSeconds": 5}));
+        assert_eq!(
+            d["BufferingHints"],
+            json!({"SizeInMBs": 1, "IntervalInSeconds": 5})
+        );
         let t = of(&d).unwrap().unwrap();
-        assert_eq!(t.table, TableRef { database: "db".into(), table: "t".into() });
+        assert_eq!(
+            t.table,
+            TableRef {
+                database: "db".into(),
+                table: "t".into()
+            }
+        );
         assert!(!t.backup_all);
         let e = Destination::of(&d).unwrap();
         assert_eq!(e.iceberg, Some(t));
         let desc = description(&d).unwrap();
         assert_eq!(desc["S3BackupMode"], "FailedDataOnly");
-        assert_eq!(desc["S3DestinationDescription"]["BucketARN"], "arn:aws:s3:::errors");
+        assert_eq!(
+            desc["S3DestinationDescription"]["BucketARN"],
+            "arn:aws:s3:::errors"
+        );
         assert!(desc.get("S3Configuration").is_none());
         // Without a CatalogARN: this server's.
         let mut c = good();
         c["CatalogConfiguration"] = json!({});
         let d = normalize(&c, "us-east-1", "123456789012").unwrap();
-        assert_eq!(of(&d).unwrap().unwrap().catalog_arn, "arn:aws:glue:us-east-1:123456789012:catalog");
+        assert_eq!(
+            of(&d).unwrap().unwrap().catalog_arn,
+            "arn:aws:glue:us-east-1:123456789012:catalog"
+        );
 
         let refuse = |patch: &dyn Fn(&mut Value), needle: &str| {
             let mut c = good();
@@ -498,11 +539,34 @@ mod tests {
             assert_eq!(e.code(), "InvalidArgumentException");
             assert!(e.to_string().contains(needle), "{e}");
         };
-        refuse(&|c| c["DestinationTableConfigurationList"][0]["UniqueKeys"] = json!(["id"]), "UniqueKeys");
-        refuse(&|c| c["DestinationTableConfigurationList"] = json!([]), "exactly one table");
-        refuse(&|c| c["CatalogConfiguration"]["CatalogARN"] = json!("arn:aws:glue:us-east-1:999999999999:catalog"), "not this server's");
-        refuse(&|c| c["SchemaEvolutionConfiguration"] = json!({"Enabled": true}), "SchemaEvolution");
-        refuse(&|c| { c.as_object_mut().unwrap().remove("S3Configuration"); }, "S3Configuration is required");
-        refuse(&|c| c["BufferingHints"] = json!({"SizeInMBs": 500}), "SizeInMBs");
+        refuse(
+            &|c| c["DestinationTableConfigurationList"][0]["UniqueKeys"] = json!(["id"]),
+            "UniqueKeys",
+        );
+        refuse(
+            &|c| c["DestinationTableConfigurationList"] = json!([]),
+            "exactly one table",
+        );
+        refuse(
+            &|c| {
+                c["CatalogConfiguration"]["CatalogARN"] =
+                    json!("arn:aws:glue:us-east-1:999999999999:catalog")
+            },
+            "not this server's",
+        );
+        refuse(
+            &|c| c["SchemaEvolutionConfiguration"] = json!({"Enabled": true}),
+            "SchemaEvolution",
+        );
+        refuse(
+            &|c| {
+                c.as_object_mut().unwrap().remove("S3Configuration");
+            },
+            "S3Configuration is required",
+        );
+        refuse(
+            &|c| c["BufferingHints"] = json!({"SizeInMBs": 500}),
+            "SizeInMBs",
+        );
     }
 }

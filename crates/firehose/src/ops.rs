@@ -367,7 +367,9 @@ impl Firehose {
             vec![]
         } else {
             vec![match crate::iceberg::description(&rec.destination) {
-                Some(d) => json!({"DestinationId": DESTINATION_ID, "IcebergDestinationDescription": d}),
+                Some(d) => {
+                    json!({"DestinationId": DESTINATION_ID, "IcebergDestinationDescription": d})
+                }
                 None => json!({
                     "DestinationId": DESTINATION_ID,
                     "S3DestinationDescription": record::s3_description(&rec.destination),

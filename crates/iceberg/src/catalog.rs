@@ -185,10 +185,16 @@ impl GlueCatalog {
 
     /// Writes a table's first metadata file and points the Glue table at
     /// it (the table had columns but no Iceberg metadata yet).
-    pub async fn initialize(&self, ident: &TableIdent, glue: &GlueTable, creation: TableCreation) -> Result<Table> {
-        let location = creation.location.clone().ok_or_else(|| {
-            Error::new(ErrorKind::DataInvalid, "the table has no location")
-        })?;
+    pub async fn initialize(
+        &self,
+        ident: &TableIdent,
+        glue: &GlueTable,
+        creation: TableCreation,
+    ) -> Result<Table> {
+        let location = creation
+            .location
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::DataInvalid, "the table has no location"))?;
         let metadata = iceberg::spec::TableMetadataBuilder::from_table_creation(creation)?
             .build()?
             .metadata;
@@ -211,7 +217,9 @@ impl GlueCatalog {
         if !glue.is_iceberg() {
             return Err(Error::new(
                 ErrorKind::DataInvalid,
-                format!("Glue table {ident} is not an Iceberg table (Parameters.table_type is not ICEBERG)"),
+                format!(
+                    "Glue table {ident} is not an Iceberg table (Parameters.table_type is not ICEBERG)"
+                ),
             ));
         }
         let Some(location) = glue.metadata_location() else {
@@ -234,7 +242,10 @@ impl GlueCatalog {
 
 #[async_trait]
 impl Catalog for GlueCatalog {
-    async fn list_namespaces(&self, _parent: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
+    async fn list_namespaces(
+        &self,
+        _parent: Option<&NamespaceIdent>,
+    ) -> Result<Vec<NamespaceIdent>> {
         Err(unsupported("ListNamespaces"))
     }
 
@@ -302,7 +313,11 @@ impl Catalog for GlueCatalog {
         Err(unsupported("RenameTable"))
     }
 
-    async fn register_table(&self, _table: &TableIdent, _metadata_location: String) -> Result<Table> {
+    async fn register_table(
+        &self,
+        _table: &TableIdent,
+        _metadata_location: String,
+    ) -> Result<Table> {
         Err(unsupported("RegisterTable"))
     }
 

@@ -310,7 +310,10 @@ impl Tables {
         let data_file = files.first().map(|f| f.file_path().to_string());
         let props = HashMap::from([
             (WRITER_PROPERTY.to_string(), tag.writer.clone()),
-            (RANGE_PROPERTY.to_string(), format!("{}-{}", tag.start, tag.end)),
+            (
+                RANGE_PROPERTY.to_string(),
+                format!("{}-{}", tag.start, tag.end),
+            ),
         ]);
         let tx = Transaction::new(&t);
         let action = tx

@@ -72,7 +72,9 @@ fn iceberg_type(t: &HiveType, ids: &mut Ids) -> Type {
             let out: Vec<NestedFieldRef> = fields
                 .iter()
                 .zip(ids_first)
-                .map(|(f, id)| Arc::new(NestedField::optional(id, &f.name, iceberg_type(&f.ty, ids))))
+                .map(|(f, id)| {
+                    Arc::new(NestedField::optional(id, &f.name, iceberg_type(&f.ty, ids)))
+                })
                 .collect();
             Type::Struct(StructType::new(out))
         }
@@ -170,7 +172,10 @@ mod tests {
             ("at".to_string(), "timestamp".to_string()),
             ("tags".to_string(), "array<string>".to_string()),
             ("attrs".to_string(), "map<string,int>".to_string()),
-            ("addr".to_string(), "struct<city:string,zip:int>".to_string()),
+            (
+                "addr".to_string(),
+                "struct<city:string,zip:int>".to_string(),
+            ),
         ];
         let schema = from_hive(&cols).unwrap();
         assert_eq!(schema.as_struct().fields().len(), 7);
@@ -181,7 +186,10 @@ mod tests {
         assert_eq!(back[0], ("id".into(), "bigint".into()));
         assert_eq!(back[4], ("tags".into(), "array<string>".into()));
         assert_eq!(back[5], ("attrs".into(), "map<string,int>".into()));
-        assert_eq!(back[6], ("addr".into(), "struct<city:string,zip:int>".into()));
+        assert_eq!(
+            back[6],
+            ("addr".into(), "struct<city:string,zip:int>".into())
+        );
         assert!(matches!(
             from_hive(&[("x".into(), "nope".into())]),
             Err(SchemaError::BadHiveType { .. })
@@ -195,6 +203,9 @@ mod tests {
             ))])
             .build()
             .unwrap();
-        assert!(matches!(to_hive(&uuid), Err(SchemaError::Unsupported { .. })));
+        assert!(matches!(
+            to_hive(&uuid),
+            Err(SchemaError::Unsupported { .. })
+        ));
     }
 }

@@ -238,7 +238,11 @@ impl FileRead for ObjectRead {
         let (_, bytes, _) = self
             .storage
             .objects()?
-            .get(b, k, Some(RangeSpec::From(range.start, Some(range.end - 1))))
+            .get(
+                b,
+                k,
+                Some(RangeSpec::From(range.start, Some(range.end - 1))),
+            )
             .await
             .map_err(|e| io_error(&self.path, e))?;
         Ok(bytes)

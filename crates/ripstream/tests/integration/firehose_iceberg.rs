@@ -138,14 +138,22 @@ async fn rows(t: &Table) -> Vec<(i64, Option<String>, usize)> {
         .unwrap();
     let mut out = Vec::new();
     for b in batches {
-        let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+        let id = b
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
         let name = b.column_by_name("name").unwrap().as_string::<i32>().clone();
         let tags = b.column_by_name("tags").unwrap().as_list::<i32>().clone();
         for i in 0..b.num_rows() {
             out.push((
                 id.value(i),
                 (!name.is_null(i)).then(|| name.value(i).to_string()),
-                if tags.is_null(i) { 0 } else { tags.value(i).len() },
+                if tags.is_null(i) {
+                    0
+                } else {
+                    tags.value(i).len()
+                },
             ));
         }
     }
@@ -216,7 +224,11 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
         .await
         .unwrap();
     let mut sd = StorageDescriptor::builder().location("s3://lake/events/");
-    for (n, t) in [("id", "bigint"), ("name", "string"), ("tags", "array<string>")] {
+    for (n, t) in [
+        ("id", "bigint"),
+        ("name", "string"),
+        ("tags", "array<string>"),
+    ] {
         sd = sd.columns(Column::builder().name(n).r#type(t).build().unwrap());
     }
     g.create_table()
@@ -264,15 +276,23 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
         .unwrap();
     // Creating the stream wrote the table's first metadata.
     let first = metadata_location(&g).await.expect("metadata_location");
-    assert!(first.starts_with("s3://lake/events/metadata/00000-"), "{first}");
+    assert!(
+        first.starts_with("s3://lake/events/metadata/00000-"),
+        "{first}"
+    );
     let described = fh
         .describe_delivery_stream()
         .delivery_stream_name("ice")
         .send()
         .await
         .unwrap();
-    let d = &described.delivery_stream_description().unwrap().destinations()[0];
-    let ice = d.iceberg_destination_description().expect("an Iceberg description");
+    let d = &described
+        .delivery_stream_description()
+        .unwrap()
+        .destinations()[0];
+    let ice = d
+        .iceberg_destination_description()
+        .expect("an Iceberg description");
     assert_eq!(
         ice.catalog_configuration().unwrap().catalog_arn(),
         Some(CATALOG)
@@ -319,7 +339,11 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
         if !e.is_empty() {
             break e;
         }
-        assert!(Instant::now() < deadline, "no error output; log:\n{}", srv.log());
+        assert!(
+            Instant::now() < deadline,
+            "no error output; log:\n{}",
+            srv.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let line: serde_json::Value =
@@ -347,6 +371,10 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
     let table = wait_for_snapshots(&srv, &g, 2).await;
     assert_eq!(
         rows(&table).await,
-        vec![(1, Some("ann".into()), 2), (3, None, 0), (4, Some("dan".into()), 0)]
+        vec![
+            (1, Some("ann".into()), 2),
+            (3, None, 0),
+            (4, Some("dan".into()), 0)
+        ]
     );
 }
