@@ -106,7 +106,10 @@ mod tests {
         );
         let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}"#;
         assert!(extract_messages(control).unwrap().is_empty());
-        assert_eq!(extract_messages(b"nope").unwrap_err().code, "CloudWatchLogs.InvalidData");
+        assert_eq!(
+            extract_messages(b"nope").unwrap_err().code,
+            "CloudWatchLogs.InvalidData"
+        );
     }
 
     #[test]

@@ -177,7 +177,10 @@ fn process(
         return Ok(vec![value.to_vec()]);
     }
     let mut out = Vec::new();
-    if dest.processing.apply_checked(value, |r| out.push(r.to_vec()))? {
+    if dest
+        .processing
+        .apply_checked(value, |r| out.push(r.to_vec()))?
+    {
         warn!(stream = %name, bytes = value.len(), "record is not a run of JSON objects; delivered without de-aggregation");
     }
     Ok(out)
@@ -710,8 +713,9 @@ fn fail_all(
     now: i64,
     mut out: Output,
 ) -> Output {
-    out.errors
-        .extend(fail_lines(&buf.data, &buf.ends, attempts, code, msg, arn, now));
+    out.errors.extend(fail_lines(
+        &buf.data, &buf.ends, attempts, code, msg, arn, now,
+    ));
     out
 }
 

@@ -107,7 +107,9 @@ fn check_tokens(tokens: &[Token<&str>]) -> Result<(), String> {
     for Token(s, tok) in tokens {
         match tok {
             Tok::Word if DENIED_WORDS.contains(s) => {
-                return Err(format!("'{s}' is not allowed in a MetadataExtractionQuery on this server (recursion, unbounded generators, definitions and I/O are refused)."));
+                return Err(format!(
+                    "'{s}' is not allowed in a MetadataExtractionQuery on this server (recursion, unbounded generators, definitions and I/O are refused)."
+                ));
             }
             Tok::Var if DENIED_VARS.contains(s) => {
                 return Err(format!(
@@ -146,9 +148,9 @@ pub fn compile(text: &str) -> Result<Arc<Query>, String> {
     if let Some(q) = cache().lock().get(text) {
         return Ok(q.clone());
     }
-    let tokens = jaq_core::load::lex::Lexer::new(text)
-        .lex()
-        .map_err(|_| format!("The MetadataExtractionQuery {text:?} is not a valid jq expression."))?;
+    let tokens = jaq_core::load::lex::Lexer::new(text).lex().map_err(|_| {
+        format!("The MetadataExtractionQuery {text:?} is not a valid jq expression.")
+    })?;
     check_tokens(&tokens)?;
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
@@ -159,8 +161,16 @@ pub fn compile(text: &str) -> Result<Arc<Query>, String> {
     let loader = Loader::new(defs);
     let arena = Arena::default();
     let modules = loader
-        .load(&arena, File { code: text, path: () })
-        .map_err(|_| format!("The MetadataExtractionQuery {text:?} is not a valid jq expression."))?;
+        .load(
+            &arena,
+            File {
+                code: text,
+                path: (),
+            },
+        )
+        .map_err(|_| {
+            format!("The MetadataExtractionQuery {text:?} is not a valid jq expression.")
+        })?;
     let filter = Compiler::default()
         .with_funs(funs)
         .compile(modules)
@@ -305,10 +315,22 @@ mod tests {
 
     #[test]
     fn failures_are_typed() {
-        assert!(matches!(keys("{a: .a}", "not json"), Err(EvalError::NotJson(_))));
-        assert!(matches!(keys(".a", r#"{"a": 1}"#), Err(EvalError::NotObject(_))));
-        assert!(matches!(keys("{a: .a}", r#"{"a": [1]}"#), Err(EvalError::BadValue(..))));
-        assert!(matches!(keys("{a: .a.b}", r#"{"a": 1}"#), Err(EvalError::Failed(_))));
+        assert!(matches!(
+            keys("{a: .a}", "not json"),
+            Err(EvalError::NotJson(_))
+        ));
+        assert!(matches!(
+            keys(".a", r#"{"a": 1}"#),
+            Err(EvalError::NotObject(_))
+        ));
+        assert!(matches!(
+            keys("{a: .a}", r#"{"a": [1]}"#),
+            Err(EvalError::BadValue(..))
+        ));
+        assert!(matches!(
+            keys("{a: .a.b}", r#"{"a": 1}"#),
+            Err(EvalError::Failed(_))
+        ));
         assert!(matches!(keys("empty", "{}"), Err(EvalError::NoOutput)));
         let long = format!(r#"{{"a": "{}"}}"#, "x".repeat(MAX_VALUE_BYTES + 1));
         assert!(matches!(keys("{a: .a}", &long), Err(EvalError::TooLong(_))));

@@ -110,7 +110,9 @@ pub fn normalize(d: &mut Map<String, Value>, processing: &Pipeline) -> Result<bo
             .entry("RetryOptions")
             .or_insert_with(|| json!({}))
             .as_object_mut()
-            .ok_or_else(|| invalid("DynamicPartitioningConfiguration.RetryOptions must be an object."))?;
+            .ok_or_else(|| {
+                invalid("DynamicPartitioningConfiguration.RetryOptions must be an object.")
+            })?;
         let secs = retry
             .get("DurationInSeconds")
             .and_then(Value::as_u64)
@@ -223,7 +225,10 @@ pub fn split(
             }
         }
         if let Some(l) = &r.lambda_keys {
-            all.extend(l.iter().map(|(k, v)| ((KeySource::Lambda, k.clone()), v.clone())));
+            all.extend(
+                l.iter()
+                    .map(|(k, v)| ((KeySource::Lambda, k.clone()), v.clone())),
+            );
         }
         let mut keys = PartitionKeys::new();
         let mut missing = None;
@@ -265,8 +270,13 @@ pub fn split(
                     &mut rand::rng(),
                 );
                 if let Err(why) = prefix::check_rendered(&sample) {
-                    out.errors
-                        .extend(error_line(r.arrival_ms, EXTRACTION_FAILED, &why, now_ms, &r.data));
+                    out.errors.extend(error_line(
+                        r.arrival_ms,
+                        EXTRACTION_FAILED,
+                        &why,
+                        now_ms,
+                        &r.data,
+                    ));
                     continue;
                 }
                 if out.parts.len() >= limit {
@@ -343,7 +353,10 @@ mod tests {
             77,
         );
         assert_eq!(s.parts.len(), 2);
-        assert_eq!(s.parts[0].data, b"{\"c\":\"a\",\"n\":1}\n{\"c\":\"a\",\"n\":3}\n");
+        assert_eq!(
+            s.parts[0].data,
+            b"{\"c\":\"a\",\"n\":1}\n{\"c\":\"a\",\"n\":3}\n"
+        );
         assert_eq!(s.parts[0].first_ms, 5);
         assert_eq!(s.parts[0].ends, vec![(5, 16), (9, 32)]);
         assert_eq!(s.parts[1].first_ms, 3);
@@ -355,7 +368,12 @@ mod tests {
             .collect();
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().all(|e| e["errorCode"] == EXTRACTION_FAILED));
-        assert!(errors[0]["errorMessage"].as_str().unwrap().contains("missing"));
+        assert!(
+            errors[0]["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("missing")
+        );
         assert_eq!(errors[1]["rawData"], "b29wcw==");
         assert_eq!(errors[1]["attemptEndingTimestamp"], 77);
     }
@@ -375,32 +393,49 @@ mod tests {
 
     #[test]
     fn lambda_keys_partition_too() {
-        let mut p = Pipeline::default();
-        p.defer_delimiter = true;
+        let p = Pipeline {
+            defer_delimiter: true,
+            ..Default::default()
+        };
         let t = Template::parse("!{partitionKeyFromLambda:k}/").unwrap();
         let with = |k: &str| Rec {
             lambda_keys: Some([("k".to_string(), k.to_string())].into()),
             ..rec(1, "x")
         };
-        let s = split(vec![with("a"), with("b"), rec(1, "y")], &t, &p, None, 500, 0);
+        let s = split(
+            vec![with("a"), with("b"), rec(1, "y")],
+            &t,
+            &p,
+            None,
+            500,
+            0,
+        );
         assert_eq!(s.parts.len(), 2);
-        assert!(String::from_utf8(s.errors).unwrap().contains("metadata.partitionKeys"));
+        assert!(
+            String::from_utf8(s.errors)
+                .unwrap()
+                .contains("metadata.partitionKeys")
+        );
     }
 
     #[test]
     fn configuration_rules() {
         let base = |extra: Value| {
-            let mut m = json!({"Prefix": "c=!{partitionKeyFromQuery:c}/", "ErrorOutputPrefix": "e/",
+            let mut m =
+                json!({"Prefix": "c=!{partitionKeyFromQuery:c}/", "ErrorOutputPrefix": "e/",
                 "DynamicPartitioningConfiguration": {"Enabled": true}})
-            .as_object()
-            .cloned()
-            .unwrap();
+                .as_object()
+                .cloned()
+                .unwrap();
             m.extend(extra.as_object().cloned().unwrap());
             m
         };
         let mut d = base(json!({}));
         assert!(normalize(&mut d, &pipe("{c: .c}")).unwrap());
-        assert_eq!(d["DynamicPartitioningConfiguration"]["RetryOptions"]["DurationInSeconds"], 300);
+        assert_eq!(
+            d["DynamicPartitioningConfiguration"]["RetryOptions"]["DurationInSeconds"],
+            300
+        );
         let e = normalize(&mut base(json!({})), &pipe("{d: .d}")).unwrap_err();
         assert!(e.to_string().contains("does not produce key c"), "{e}");
         let e = normalize(&mut base(json!({})), &Pipeline::default()).unwrap_err();

@@ -589,7 +589,8 @@ mod tests {
         );
         assert!(Template::parse("!{firehose:nope}").is_err());
         assert!(Template::parse("!{partitionKeyFromQuery:}").is_err());
-        let t = Template::parse("c=!{partitionKeyFromQuery:id}/d=!{partitionKeyFromLambda:d}/").unwrap();
+        let t = Template::parse("c=!{partitionKeyFromQuery:id}/d=!{partitionKeyFromLambda:d}/")
+            .unwrap();
         let keys: PartitionKeys = [
             ((KeySource::Query, "id".to_string()), "7".to_string()),
             ((KeySource::Lambda, "d".to_string()), "x".to_string()),
@@ -636,12 +637,30 @@ mod tests {
         let q = Some("c=!{partitionKeyFromQuery:c}/");
         assert!(validate(q, Some("e/")).is_err(), "keys need partitioning");
         assert!(validate_with(q, Some("e/"), true).is_ok());
-        assert!(validate_with(q, None, true).is_err(), "an error prefix is required");
-        assert!(validate_with(Some("plain/"), Some("e/"), true).is_err(), "a key is required");
         assert!(
-            validate_with(q, Some("e/!{partitionKeyFromQuery:c}/!{firehose:error-output-type}/"), true).is_err()
+            validate_with(q, None, true).is_err(),
+            "an error prefix is required"
         );
-        assert!(validate_with(Some("!{partitionKeyFromLambda:x}/!{timestamp:yyyy}/"), Some("e/!{firehose:error-output-type}/"), true).is_ok());
+        assert!(
+            validate_with(Some("plain/"), Some("e/"), true).is_err(),
+            "a key is required"
+        );
+        assert!(
+            validate_with(
+                q,
+                Some("e/!{partitionKeyFromQuery:c}/!{firehose:error-output-type}/"),
+                true
+            )
+            .is_err()
+        );
+        assert!(
+            validate_with(
+                Some("!{partitionKeyFromLambda:x}/!{timestamp:yyyy}/"),
+                Some("e/!{firehose:error-output-type}/"),
+                true
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -661,8 +680,18 @@ mod tests {
             ..Render::utc(T, None)
         };
         assert_eq!(p.render_with(&r, &mut rand::rng()), "2026-12-04 02/");
-        let key = object_key_with(&Template::parse("").unwrap(), &r, "s", 1, "", &mut rand::rng());
-        assert!(key.starts_with("2026/12/04/02/s-1-2026-12-04-02-04-05-"), "{key}");
+        let key = object_key_with(
+            &Template::parse("").unwrap(),
+            &r,
+            "s",
+            1,
+            "",
+            &mut rand::rng(),
+        );
+        assert!(
+            key.starts_with("2026/12/04/02/s-1-2026-12-04-02-04-05-"),
+            "{key}"
+        );
     }
 
     #[test]

@@ -202,14 +202,15 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     }
     // BufferingHints: either member alone takes the other's default.
     let hints = d.get("BufferingHints").cloned().unwrap_or(json!({}));
-    let size = hints
-        .get("SizeInMBs")
-        .and_then(Value::as_u64)
-        .unwrap_or(if converting || partitioned {
-            crate::conversion::DEFAULT_SIZE_MB.max(crate::partition::DEFAULT_SIZE_MB)
-        } else {
-            DEFAULT_SIZE_MB
-        });
+    let size =
+        hints
+            .get("SizeInMBs")
+            .and_then(Value::as_u64)
+            .unwrap_or(if converting || partitioned {
+                crate::conversion::DEFAULT_SIZE_MB.max(crate::partition::DEFAULT_SIZE_MB)
+            } else {
+                DEFAULT_SIZE_MB
+            });
     let interval = hints
         .get("IntervalInSeconds")
         .and_then(Value::as_u64)
@@ -375,9 +376,7 @@ impl Destination {
             _ => compression.extension().to_string(),
         };
         let mut processing = processing::pipeline(dest.get("ProcessingConfiguration"))?;
-        let partitioned = dest
-            .as_object()
-            .is_some_and(crate::partition::enabled);
+        let partitioned = dest.as_object().is_some_and(crate::partition::enabled);
         processing.defer_delimiter = partitioned;
         let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
         let error_prefix =
@@ -488,8 +487,14 @@ mod tests {
         let e = Destination::of(&d).unwrap();
         assert!(e.partitioned && e.zone.is_some() && e.processing.defer_delimiter);
         for (hints, msg) in [
-            (json!({"SizeInMBs": 63, "IntervalInSeconds": 60}), "at least 64"),
-            (json!({"SizeInMBs": 64, "IntervalInSeconds": 0}), "zero buffering"),
+            (
+                json!({"SizeInMBs": 63, "IntervalInSeconds": 60}),
+                "at least 64",
+            ),
+            (
+                json!({"SizeInMBs": 64, "IntervalInSeconds": 0}),
+                "zero buffering",
+            ),
         ] {
             let mut x = dp.clone();
             x["BufferingHints"] = hints;
@@ -503,7 +508,14 @@ mod tests {
         let plain = normalize_destination(cfg(json!({}))).unwrap();
         let err = merge_update(&plain, &dp, true).unwrap_err();
         assert!(err.to_string().contains("cannot be enabled"), "{err}");
-        assert!(merge_update(&d, &json!({"Prefix": "k=!{partitionKeyFromQuery:c}/"}), true).is_ok());
+        assert!(
+            merge_update(
+                &d,
+                &json!({"Prefix": "k=!{partitionKeyFromQuery:c}/"}),
+                true
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -210,9 +210,11 @@ async fn jq_partitions_records_into_their_prefixes() {
         .await
         .unwrap();
     assert_eq!(out.failed_put_count(), 0);
-    wait_until("three partitions and the error output", Duration::from_secs(30), || {
-        objects(&bucket).len() >= 4
-    })
+    wait_until(
+        "three partitions and the error output",
+        Duration::from_secs(30),
+        || objects(&bucket).len() >= 4,
+    )
     .await;
     // Read back through the S3 API, partition by partition.
     let read = |p: &'static str| {
@@ -253,8 +255,14 @@ async fn jq_partitions_records_into_their_prefixes() {
         read("customer=a/year=2019/").await,
         format!("{}\n{}\n", good[0], good[3])
     );
-    assert_eq!(read("customer=b/year=2019/").await, format!("{}\n", good[1]));
-    assert_eq!(read("customer=a/year=2021/").await, format!("{}\n", good[2]));
+    assert_eq!(
+        read("customer=b/year=2019/").await,
+        format!("{}\n", good[1])
+    );
+    assert_eq!(
+        read("customer=a/year=2021/").await,
+        format!("{}\n", good[2])
+    );
     // The two that could not be partitioned, as they were put.
     let all = objects(&bucket);
     let errs = error_docs(&all, "errors/partitioning-failed/");
@@ -265,7 +273,10 @@ async fn jq_partitions_records_into_their_prefixes() {
     want.sort();
     assert_eq!(raws, want);
     for e in &errs {
-        assert_eq!(e["errorCode"], "DynamicPartitioning.MetadataExtractionFailed");
+        assert_eq!(
+            e["errorCode"],
+            "DynamicPartitioning.MetadataExtractionFailed"
+        );
         assert!(e["errorMessage"].as_str().unwrap().len() > 10);
     }
     // Error output keys: the type, then the default time prefix.
@@ -413,9 +424,11 @@ async fn a_functions_partition_keys_partition_records() {
         .send()
         .await
         .unwrap();
-    wait_until("two partitions and the error output", Duration::from_secs(30), || {
-        objects(&bucket).len() >= 3
-    })
+    wait_until(
+        "two partitions and the error output",
+        Duration::from_secs(30),
+        || objects(&bucket).len() >= 3,
+    )
     .await;
     let all = objects(&bucket);
     let under = |p: &str| -> String {
@@ -462,9 +475,11 @@ async fn records_past_the_active_partition_limit_go_to_the_error_output() {
         .send()
         .await
         .unwrap();
-    wait_until("three partitions and the error output", Duration::from_secs(30), || {
-        objects(&bucket).len() >= 4
-    })
+    wait_until(
+        "three partitions and the error output",
+        Duration::from_secs(30),
+        || objects(&bucket).len() >= 4,
+    )
     .await;
     let all = objects(&bucket);
     let parts: Vec<&String> = all
@@ -479,15 +494,27 @@ async fn records_past_the_active_partition_limit_go_to_the_error_output() {
     let errs = error_docs(&all, "errors/partitioning-failed/");
     assert_eq!(errs.len(), 2, "{all:?}");
     for e in &errs {
-        assert_eq!(e["errorCode"], "DynamicPartitioning.ActivePartitionExceeded");
+        assert_eq!(
+            e["errorCode"],
+            "DynamicPartitioning.ActivePartitionExceeded"
+        );
     }
     let mut raws: Vec<Vec<u8>> = errs.iter().map(raw).collect();
     raws.sort();
-    assert_eq!(raws, vec![recs[3].as_bytes().to_vec(), recs[4].as_bytes().to_vec()]);
+    assert_eq!(
+        raws,
+        vec![recs[3].as_bytes().to_vec(), recs[4].as_bytes().to_vec()]
+    );
     // An out-of-range knob is refused at start.
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ripstream"))
-        .args(["serve", "--firehose-active-partition-limit", "0", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--firehose-active-partition-limit",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .output()
@@ -569,9 +596,11 @@ async fn cloudwatch_logs_subscription_data_is_inflated_and_extracted() {
         .send()
         .await
         .unwrap();
-    wait_until("the messages and the error output", Duration::from_secs(30), || {
-        objects(&bucket).len() >= 2
-    })
+    wait_until(
+        "the messages and the error output",
+        Duration::from_secs(30),
+        || objects(&bucket).len() >= 2,
+    )
     .await;
     let all = objects(&bucket);
     let logs: String = all
@@ -654,7 +683,10 @@ async fn a_custom_time_zone_names_prefixes_and_objects() {
     };
     let tokyo = &all.iter().find(|(k, _)| k.starts_with("d=")).unwrap().0;
     let want = expect("d=%Y-%m-%d/h=%H/tokyo-1-%Y-%m-%d-%H-", "Asia/Tokyo");
-    assert!(want.iter().any(|w| tokyo.starts_with(w)), "{tokyo} vs {want:?}");
+    assert!(
+        want.iter().any(|w| tokyo.starts_with(w)),
+        "{tokyo} vs {want:?}"
+    );
     let ny = &all.iter().find(|(k, _)| k.starts_with("ny/")).unwrap().0;
     let want = expect("ny/%Y/%m/%d/%H/newyork-1-%Y-%m-%d-%H-", "America/New_York");
     assert!(want.iter().any(|w| ny.starts_with(w)), "{ny} vs {want:?}");
