@@ -725,7 +725,7 @@ async fn transform(
                         Outcome::Ok(d) if dest.partitioned => {
                             out.recs.push(crate::partition::Rec {
                                 arrival_ms: rec.arrival_ms,
-                                data: d,
+                                data: Bytes::from(d),
                                 lambda_keys: keys,
                             });
                             out.records += 1;
@@ -858,10 +858,10 @@ fn partition_input(buf: &Batch, out: &mut Output, lambda: bool) -> Vec<crate::pa
     let mut recs = Vec::with_capacity(buf.ends.len());
     let mut start = 0;
     for &(arrival, end) in &buf.ends {
-        if let Some(d) = buf.data.get(start..end) {
+        if start <= end && end <= buf.data.len() {
             recs.push(crate::partition::Rec {
                 arrival_ms: arrival,
-                data: d.to_vec(),
+                data: buf.data.slice(start..end),
                 lambda_keys: None,
             });
         }

@@ -150,8 +150,9 @@ pub struct Partitioning {
 #[derive(Debug, Clone)]
 pub struct Rec {
     pub arrival_ms: i64,
-    /// The record without its delimiter.
-    pub data: Vec<u8>,
+    /// The record without its delimiter (a slice of the buffer's bytes,
+    /// not a copy).
+    pub data: bytes::Bytes,
     /// The function's `metadata.partitionKeys`, when it gave them.
     pub lambda_keys: Option<BTreeMap<String, String>>,
 }
@@ -328,7 +329,7 @@ mod tests {
     fn rec(ms: i64, d: &str) -> Rec {
         Rec {
             arrival_ms: ms,
-            data: d.as_bytes().to_vec(),
+            data: bytes::Bytes::copy_from_slice(d.as_bytes()),
             lambda_keys: None,
         }
     }
