@@ -95,6 +95,48 @@ pub fn request(invocation_id: &str, stream_arn: &str, region: &str, records: &[I
 /// Reads a response: one outcome per request record, in order. Records the
 /// response does not mention are failed, as AWS fails them.
 pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError> {
+    Ok(parse_response_with_keys(body, n)?
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect())
+}
+
+/// A record's `metadata.partitionKeys` (dynamic partitioning): scalar
+/// values as strings; `Err` names what is wrong.
+fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String> {
+    let Some(keys) = r.get("metadata").and_then(|m| m.get("partitionKeys")) else {
+        return Ok(None);
+    };
+    let Some(obj) = keys.as_object() else {
+        return Err("metadata.partitionKeys is not an object".into());
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in obj {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => continue,
+            _ => return Err(format!("metadata.partitionKeys.{k} is not a string")),
+        };
+        if s.len() > crate::jq::MAX_VALUE_BYTES {
+            return Err(format!(
+                "metadata.partitionKeys.{k} is longer than {} bytes",
+                crate::jq::MAX_VALUE_BYTES
+            ));
+        }
+        out.insert(k.clone(), s);
+    }
+    Ok(Some(out))
+}
+
+/// [`parse_response`] with each record's `metadata.partitionKeys`.
+#[allow(clippy::type_complexity)]
+pub fn parse_response_with_keys(
+    body: &[u8],
+    n: usize,
+) -> Result<Vec<(Outcome, Option<BTreeMap<String, String>>)>, InvokeError> {
+    let mut keys: Vec<Option<BTreeMap<String, String>>> = vec![None; n];
     let bad = |m: String| InvokeError {
         code: "Lambda.JsonProcessingException",
         message: m,
@@ -121,12 +163,20 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
             });
         }
         let outcome = match r.get("result").and_then(Value::as_str) {
-            Some("Ok") => match r
-                .get("data")
-                .and_then(Value::as_str)
-                .map(|d| b64().decode(d))
-            {
-                Some(Ok(d)) => Outcome::Ok(d),
+            Some("Ok") => match (
+                r.get("data")
+                    .and_then(Value::as_str)
+                    .map(|d| b64().decode(d)),
+                partition_keys(r),
+            ) {
+                (_, Err(m)) => Outcome::Failed(
+                    "Lambda.InvalidPartitionKeys".into(),
+                    format!("The function returned result Ok with invalid {m}."),
+                ),
+                (Some(Ok(d)), Ok(k)) => {
+                    keys[i] = k;
+                    Outcome::Ok(d)
+                }
                 _ => Outcome::Failed(
                     "Lambda.JsonProcessingException".into(),
                     "The function returned result Ok without base64 data.".into(),
@@ -149,11 +199,15 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
     }
     Ok(out
         .into_iter()
-        .map(|o| {
-            o.unwrap_or(Outcome::Failed(
-                "Lambda.MissingRecordId".into(),
-                "The function's response did not include the record.".into(),
-            ))
+        .zip(keys)
+        .map(|(o, k)| {
+            (
+                o.unwrap_or(Outcome::Failed(
+                    "Lambda.MissingRecordId".into(),
+                    "The function's response did not include the record.".into(),
+                )),
+                k,
+            )
         })
         .collect())
 }
@@ -388,6 +442,16 @@ mod tests {
             r["records"][0],
             json!({"recordId": "0", "approximateArrivalTimestamp": 5, "data": "eA=="})
         );
+    }
+
+    #[test]
+    fn partition_keys_come_with_ok_records() {
+        let body = br#"{"records":[{"recordId":"0","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"a":"x","n":3}}},{"recordId":"1","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"a":[1]}}},{"recordId":"2","result":"Ok","data":"eA=="}]}"#;
+        let o = parse_response_with_keys(body, 3).unwrap();
+        let k = o[0].1.clone().unwrap();
+        assert_eq!((k["a"].as_str(), k["n"].as_str()), ("x", "3"));
+        assert!(matches!(&o[1].0, Outcome::Failed(c, _) if c == "Lambda.InvalidPartitionKeys"));
+        assert_eq!(o[2], (Outcome::Ok(b"x".to_vec()), None));
     }
 
     #[tokio::test]

@@ -21,11 +21,14 @@
 pub mod api;
 mod budget;
 pub mod conversion;
+pub mod cwlogs;
 mod engine;
 pub mod error;
+pub mod jq;
 pub mod lambda;
 mod metrics;
 mod ops;
+pub mod partition;
 pub mod prefix;
 pub mod processing;
 pub mod quota;
@@ -86,6 +89,10 @@ pub struct FirehoseConfig {
     /// finds the budget spent flushes early or waits: its records are
     /// durable in its log meanwhile.
     pub buffer_memory_bytes: usize,
+    /// Most partitions a dynamically partitioned stream's flush holds
+    /// (AWS's quota: 500, raised on request up to 5,000); records of
+    /// partitions past it go to the error output.
+    pub active_partition_limit: usize,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
@@ -105,6 +112,7 @@ impl Default for FirehoseConfig {
             quotas: ripstream_runtime::quota::QuotaMode::Off,
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
             kinesis_start: source::SourceStart::TrimHorizon,
+            active_partition_limit: partition::DEFAULT_ACTIVE_PARTITIONS,
         }
     }
 }

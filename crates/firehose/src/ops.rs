@@ -143,7 +143,16 @@ impl Firehose {
             (None, None) => {
                 return Err(invalid("A destination configuration must be specified."));
             }
-            (Some(d), None) | (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
+            (Some(d), None) => {
+                // Dynamic partitioning is an ExtendedS3 member only.
+                if d.get("DynamicPartitioningConfiguration").is_some() {
+                    return Err(invalid(
+                        "DynamicPartitioningConfiguration is only supported for ExtendedS3DestinationConfiguration.",
+                    ));
+                }
+                d.as_object().cloned().unwrap_or_default()
+            }
+            (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
         };
         let destination = record::normalize_destination(dest)?;
         record::Destination::of(&destination)?

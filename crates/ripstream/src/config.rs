@@ -157,6 +157,11 @@ pub struct ServeArgs {
     /// its DeliveryStartTimestamp) [default: trim-horizon]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_KINESIS_START")]
     pub firehose_kinesis_start: Option<String>,
+    /// Most active partitions of a dynamically partitioned Firehose stream
+    /// (AWS's quota, which AWS raises on request up to 5000); records of
+    /// partitions past it go to the error output [default: 500]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_ACTIVE_PARTITION_LIMIT")]
+    pub firehose_active_partition_limit: Option<usize>,
     /// Directory of the embedded object store that the S3 API serves and
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
@@ -238,6 +243,7 @@ pub struct FileConfig {
     pub firehose_stream_limit: Option<usize>,
     pub firehose_buffer_memory_bytes: Option<usize>,
     pub firehose_kinesis_start: Option<String>,
+    pub firehose_active_partition_limit: Option<usize>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
     /// `[functions.NAME]`: the transformation functions Firehose's Lambda
@@ -639,6 +645,16 @@ pub fn firehose(
         cfg.kinesis_start = s
             .parse()
             .map_err(|e| anyhow::anyhow!("firehose_kinesis_start: {e}"))?;
+    }
+    if let Some(n) = args
+        .firehose_active_partition_limit
+        .or(file.firehose_active_partition_limit)
+    {
+        let max = ripstream_firehose::partition::MAX_ACTIVE_PARTITIONS;
+        if !(1..=max).contains(&n) {
+            bail!("firehose_active_partition_limit must be from 1 to {max} (AWS's most), not {n}");
+        }
+        cfg.active_partition_limit = n;
     }
     for (name, f) in &file.functions {
         match (&f.command, &f.url) {

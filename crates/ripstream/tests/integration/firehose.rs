@@ -1133,11 +1133,11 @@ async fn records_are_deaggregated_and_delimited_before_delivery() {
             ProcessingConfiguration::builder()
                 .enabled(true)
                 .processors(processor(
-                    T::Decompression,
-                    &[(N::CompressionFormat, "GZIP")],
+                    T::CloudWatchLogProcessing,
+                    &[(N::DataMessageExtraction, "true")],
                 ))
                 .build(),
-            "not supported yet",
+            "needs a Decompression",
         ),
     ] {
         let e = c
