@@ -47,9 +47,21 @@ pub(crate) struct Buffer {
     /// The error output of records processing could not read (Decompression,
     /// CloudWatchLogProcessing), by error-output type.
     pub failures: Vec<(&'static str, Vec<u8>)>,
+    /// Per record, its source record's metadata (the log key a stream
+    /// source stored), kept only for a Lambda processor of a stream-sourced
+    /// delivery stream: the `kinesisRecordMetadata` its request carries.
+    pub meta: Vec<Bytes>,
 }
 
 impl Buffer {
+    /// As [`Buffer::push_all`], noting each record's source metadata.
+    fn push_all_with(&mut self, arrival_ms: i64, values: Vec<Vec<u8>>, meta: &Bytes) {
+        for _ in 0..values.len() {
+            self.meta.push(meta.clone());
+        }
+        self.push_all(arrival_ms, values);
+    }
+
     fn push(&mut self, arrival_ms: i64, value: &[u8]) {
         if self.is_empty() {
             self.first_ms = arrival_ms;
@@ -104,6 +116,7 @@ impl Buffer {
             records: self.records,
             first_ms: self.first_ms,
             failures: self.failures,
+            meta: self.meta,
         }
     }
 }
@@ -116,6 +129,7 @@ pub(crate) struct Batch {
     pub records: u64,
     pub first_ms: i64,
     pub failures: Vec<(&'static str, Vec<u8>)>,
+    pub meta: Vec<Bytes>,
 }
 
 /// A request record's JSON beyond its data: `{"recordId": "...",
@@ -387,6 +401,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             }
         };
         let end = retry.as_ref().map(|r| r.end);
+        let keep_meta = s.rec.kinesis_source.is_some() && dest.processing.lambda.is_some();
         // Subscribed before reading, so records appended meanwhile wake us.
         let mut watch = s.part.watch();
         let mut overflow = false;
@@ -453,7 +468,11 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                             if buf.is_empty() {
                                 batch_start = r.offset;
                             }
-                            buf.push_all(r.timestamp_ms, processed);
+                            if keep_meta {
+                                buf.push_all_with(r.timestamp_ms, processed, &r.key);
+                            } else {
+                                buf.push_all(r.timestamp_ms, processed);
+                            }
                             next = r.offset + 1;
                         }
                         if read_nothing && let Some(r) = retry.as_mut() {
@@ -690,14 +709,25 @@ async fn transform(
             batch.push(InRecord {
                 arrival_ms: arrival,
                 data: buf.data[start..end].to_vec(),
+                metadata: buf
+                    .meta
+                    .get(i)
+                    .and_then(|k| crate::source::RecordMetadata::of_key(k)),
             });
             bytes += len;
             start = end;
             i += 1;
         }
         let invocation = uuid::Uuid::new_v4().to_string();
-        let body = serde_json::to_vec(&lambda::request(&invocation, &arn, &inner.region, &batch))
-            .unwrap_or_default();
+        let source_arn = s.rec.kinesis_source.as_ref().map(|k| k.stream_arn.as_str());
+        let body = serde_json::to_vec(&lambda::request(
+            &invocation,
+            &arn,
+            source_arn,
+            &inner.region,
+            &batch,
+        ))
+        .unwrap_or_default();
         let mut attempts = 0;
         let mut backoff = inner.cfg.retry_initial;
         let outcomes = loop {

@@ -48,6 +48,8 @@ pub fn function_name(arn: &str) -> Option<&str> {
 pub struct InRecord {
     pub arrival_ms: i64,
     pub data: Vec<u8>,
+    /// The source record's metadata, for a stream-sourced delivery stream.
+    pub metadata: Option<crate::source::RecordMetadata>,
 }
 
 /// What became of one record.
@@ -71,25 +73,41 @@ fn b64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
 }
 
-/// The request body for a batch.
-pub fn request(invocation_id: &str, stream_arn: &str, region: &str, records: &[InRecord]) -> Value {
+/// The request body for a batch: AWS's shape, with `sourceKinesisStreamArn`
+/// and each record's `kinesisRecordMetadata` when the delivery stream reads
+/// a Kinesis stream.
+pub fn request(
+    invocation_id: &str,
+    stream_arn: &str,
+    source_stream_arn: Option<&str>,
+    region: &str,
+    records: &[InRecord],
+) -> Value {
     let recs: Vec<Value> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            json!({
+            let mut rec = json!({
                 "recordId": i.to_string(),
                 "approximateArrivalTimestamp": r.arrival_ms,
                 "data": b64().encode(&r.data),
-            })
+            });
+            if let Some(m) = &r.metadata {
+                rec["kinesisRecordMetadata"] = serde_json::to_value(m).unwrap_or(Value::Null);
+            }
+            rec
         })
         .collect();
-    json!({
+    let mut req = json!({
         "invocationId": invocation_id,
         "deliveryStreamArn": stream_arn,
         "region": region,
         "records": recs,
-    })
+    });
+    if let Some(arn) = source_stream_arn {
+        req["sourceKinesisStreamArn"] = json!(arn);
+    }
+    req
 }
 
 /// Reads a response: one outcome per request record, in order. Records the
@@ -432,15 +450,50 @@ mod tests {
         let r = request(
             "inv",
             "arn:s",
+            None,
             "us-east-1",
             &[InRecord {
                 arrival_ms: 5,
                 data: b"x".to_vec(),
+                metadata: None,
             }],
         );
         assert_eq!(
             r["records"][0],
             json!({"recordId": "0", "approximateArrivalTimestamp": 5, "data": "eA=="})
+        );
+        assert!(r.get("sourceKinesisStreamArn").is_none());
+    }
+
+    #[test]
+    fn stream_sourced_requests_carry_the_kinesis_metadata() {
+        let meta = crate::source::RecordMetadata {
+            shard_id: "shardId-000000000001".into(),
+            partition_key: "pk".into(),
+            approximate_arrival_timestamp: 7,
+            sequence_number: "4959".into(),
+            subsequence_number: 2,
+        };
+        let r = request(
+            "inv",
+            "arn:s",
+            Some("arn:aws:kinesis:us-east-1:1:stream/src"),
+            "us-east-1",
+            &[InRecord {
+                arrival_ms: 5,
+                data: b"x".to_vec(),
+                metadata: Some(meta),
+            }],
+        );
+        assert_eq!(
+            r["sourceKinesisStreamArn"],
+            "arn:aws:kinesis:us-east-1:1:stream/src"
+        );
+        assert_eq!(
+            r["records"][0]["kinesisRecordMetadata"],
+            json!({"shardId": "shardId-000000000001", "partitionKey": "pk",
+                   "approximateArrivalTimestamp": 7, "sequenceNumber": "4959",
+                   "subsequenceNumber": 2})
         );
     }
 
