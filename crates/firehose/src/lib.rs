@@ -23,6 +23,7 @@ pub mod api;
 mod budget;
 pub mod conversion;
 mod engine;
+pub mod endpoints;
 pub mod error;
 pub mod lambda;
 mod metrics;
@@ -87,11 +88,20 @@ pub struct FirehoseConfig {
     /// finds the budget spent flushes early or waits: its records are
     /// durable in its log meanwhile.
     pub buffer_memory_bytes: usize,
+    /// Whether push destinations may have http:// URLs (AWS admits only
+    /// https; `firehose_allow_http_destinations`).
+    pub allow_http_destinations: bool,
+    /// The longest a push destination has to answer one request (and
+    /// Splunk to acknowledge one): AWS's 3 minutes by default.
+    pub endpoint_timeout: Duration,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
 /// the largest BufferingHints size (128 MiB).
 pub const DEFAULT_BUFFER_MEMORY_BYTES: usize = 512 << 20;
+
+/// AWS's HTTP endpoint response timeout.
+pub const DEFAULT_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Default for FirehoseConfig {
     fn default() -> FirehoseConfig {
@@ -106,6 +116,8 @@ impl Default for FirehoseConfig {
             quotas: ripstream_runtime::quota::QuotaMode::Off,
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
             kinesis_start: source::SourceStart::TrimHorizon,
+            allow_http_destinations: false,
+            endpoint_timeout: DEFAULT_ENDPOINT_TIMEOUT,
         }
     }
 }
@@ -171,6 +183,8 @@ pub(crate) struct Inner {
     pub quotas: quota::StreamQuotas,
     /// The memory every delivery stream's buffer comes out of.
     pub budget: Arc<budget::Budget>,
+    /// The HTTP client of push destinations.
+    pub client: ripstream_delivery::Client,
 }
 
 /// Runs blocking work (redb commits, partition creation, log reads) off the
@@ -202,7 +216,9 @@ impl Firehose {
             .map_err(Error::internal)?;
         let quotas = quota::StreamQuotas::new(cfg.quotas, quota::Rates::for_region(&ctx.region));
         let budget = budget::Budget::new(cfg.buffer_memory_bytes);
+        let client = ripstream_delivery::Client::new().map_err(Error::internal)?;
         let inner = Inner {
+            client,
             budget,
             cfg,
             region: ctx.region.clone(),
