@@ -624,3 +624,88 @@ async fn opensearch_bulk_with_partial_failures() {
     assert_eq!(lines[0]["esIndexName"], index.as_str());
     assert_eq!(lines[0]["esDocumentId"], first[2]["index"]["_id"]);
 }
+
+#[tokio::test]
+async fn records_wait_in_the_log_while_the_endpoint_is_down_and_survive_kill_9() {
+    let mut srv = server();
+    let _bucket = bucket_dir(&srv, "downb");
+    let c = firehose(&srv.url());
+    // Down (503) until `up` is set, then AWS's success answer.
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let u = up.clone();
+    let rx = Receiver::start(Arc::new(move |_, g| {
+        if !u.load(std::sync::atomic::Ordering::SeqCst) {
+            return Answer::Json(503, json!({"errorMessage": "down"}));
+        }
+        let body: Value = serde_json::from_slice(&g.body).unwrap();
+        Answer::Json(200, json!({"requestId": body["requestId"], "timestamp": 1}))
+    }))
+    .await;
+    c.create_delivery_stream()
+        .delivery_stream_name("down")
+        .http_endpoint_destination_configuration(
+            HttpEndpointDestinationConfiguration::builder()
+                .endpoint_configuration(
+                    HttpEndpointConfiguration::builder()
+                        .url(&rx.url)
+                        .build()
+                        .unwrap(),
+                )
+                .buffering_hints(
+                    HttpEndpointBufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(0)
+                        .build(),
+                )
+                .retry_options(
+                    HttpEndpointRetryOptions::builder()
+                        .duration_in_seconds(7200)
+                        .build(),
+                )
+                .s3_configuration(s3("downb", ""))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put_all(&c, "down", &[b"kept-1", b"kept-2"]).await;
+    wait_until("retries against the down endpoint", Duration::from_secs(60), || {
+        rx.got().len() >= 2
+    })
+    .await;
+    // Acknowledged, undelivered, then the server dies: the records are in
+    // the stream's log, and the checkpoint has not moved.
+    srv.kill9();
+    srv.restart();
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let delivered = |rx: &Receiver| -> Vec<Vec<u8>> {
+        rx.got()
+            .iter()
+            .filter_map(|g| {
+                let body: Value = serde_json::from_slice(&g.body).ok()?;
+                Some(
+                    body["records"]
+                        .as_array()?
+                        .iter()
+                        .map(|r| STANDARD.decode(r["data"].as_str().unwrap()).unwrap())
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .next_back()
+            .unwrap_or_default()
+    };
+    wait_until("delivery after the restart", Duration::from_secs(60), || {
+        up.load(std::sync::atomic::Ordering::SeqCst)
+            && rx.got().len() >= 3
+            && delivered(&rx) == vec![b"kept-1".to_vec(), b"kept-2".to_vec()]
+    })
+    .await;
+    // Every attempt, before the crash and after, carried the same request
+    // id: the batch is the same records.
+    let ids: std::collections::HashSet<String> = rx
+        .got()
+        .iter()
+        .map(|g| header(g, "x-amz-firehose-request-id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
