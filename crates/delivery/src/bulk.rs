@@ -35,9 +35,15 @@ pub struct Doc<'a> {
 pub enum Item {
     Indexed,
     /// Worth sending again (429, 5xx).
-    Retry { status: u16, error: String },
+    Retry {
+        status: u16,
+        error: String,
+    },
     /// Refused for good.
-    Failed { status: u16, error: String },
+    Failed {
+        status: u16,
+        error: String,
+    },
 }
 
 /// The NDJSON body: an action line and the document, per document.
@@ -242,7 +248,20 @@ mod tests {
             };
         }
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let lens = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        let lens = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
         for l in &lens[..(m - 1) as usize] {
             days += *l as i64;
         }

@@ -71,10 +71,7 @@ pub fn check_response(status: u16, body: &[u8], request_id: &str) -> Result<(), 
         });
     }
     let v: Value = serde_json::from_slice(body).map_err(|_| {
-        DeliveryError::InvalidResponse(format!(
-            "the body is not a JSON object: {}",
-            snippet(body)
-        ))
+        DeliveryError::InvalidResponse(format!("the body is not a JSON object: {}", snippet(body)))
     })?;
     match v.get("requestId").and_then(Value::as_str) {
         Some(id) if id == request_id => Ok(()),

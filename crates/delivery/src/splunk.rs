@@ -123,7 +123,10 @@ impl Client {
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
             DeliveryError::InvalidResponse(format!("not a HEC answer: {}", snippet(&body)))
         })?;
-        if v.get("code").and_then(Value::as_i64).is_some_and(|c| c != 0) {
+        if v.get("code")
+            .and_then(Value::as_i64)
+            .is_some_and(|c| c != 0)
+        {
             return Err(DeliveryError::InvalidResponse(snippet(&body)));
         }
         let Some(ack) = v.get("ackId").and_then(Value::as_u64) else {
@@ -217,8 +220,14 @@ mod tests {
         assert_eq!(got, Delivered::Acknowledged(7));
         let seen = rx.got.lock().unwrap();
         let channel = seen[0].headers["x-splunk-request-channel"].clone();
-        assert!(seen.iter().all(|r| r.headers["x-splunk-request-channel"] == channel));
-        assert!(seen.iter().all(|r| r.headers["authorization"] == "Splunk tok"));
+        assert!(
+            seen.iter()
+                .all(|r| r.headers["x-splunk-request-channel"] == channel)
+        );
+        assert!(
+            seen.iter()
+                .all(|r| r.headers["authorization"] == "Splunk tok")
+        );
         assert_eq!(
             serde_json::from_slice::<Value>(&seen[0].body).unwrap(),
             json!({"event": "hello"})

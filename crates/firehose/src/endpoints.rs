@@ -267,14 +267,15 @@ pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> 
     }
     match kind {
         Kind::HttpEndpoint => {
-            let ec = c.get("EndpointConfiguration").cloned().unwrap_or(Value::Null);
+            let ec = c
+                .get("EndpointConfiguration")
+                .cloned()
+                .unwrap_or(Value::Null);
             let Some(url) = text(&ec, "Url") else {
                 return Err(invalid("EndpointConfiguration.Url is required."));
             };
             url_check("EndpointConfiguration.Url", url)?;
-            let rc = c
-                .entry("RequestConfiguration")
-                .or_insert_with(|| json!({}));
+            let rc = c.entry("RequestConfiguration").or_insert_with(|| json!({}));
             if let Some(o) = rc.as_object_mut() {
                 o.entry("ContentEncoding").or_insert(json!("NONE"));
             }
@@ -550,7 +551,10 @@ impl PushMetrics {
                 ),
                 (
                     "failures",
-                    format!("Failed delivery attempts to {}, each retried within RetryOptions", kind.label()),
+                    format!(
+                        "Failed delivery attempts to {}, each retried within RetryOptions",
+                        kind.label()
+                    ),
                 ),
             ]
             .into_iter()
@@ -1148,12 +1152,7 @@ async fn write_failures(
         let mut extra = extra_for(ep.kind, s.rec.uid, rec, search.as_ref());
         extra.extend(f.extra.clone());
         lines.extend(error_line(
-            attempts,
-            rec,
-            &f.code,
-            &f.message,
-            ending,
-            &extra,
+            attempts, rec, &f.code, &f.message, ending, &extra,
         ));
     }
     let first = failures
@@ -1243,13 +1242,20 @@ mod tests {
             "destination": destination, "endpoint": ep,
         }))
         .unwrap();
-        let d = description(&rec, rec.endpoint.as_ref().unwrap(), "destinationId-000000000001");
+        let d = description(
+            &rec,
+            rec.endpoint.as_ref().unwrap(),
+            "destinationId-000000000001",
+        );
         let h = &d["HttpEndpointDestinationDescription"];
         assert_eq!(
             h["EndpointConfiguration"],
             json!({"Url": "https://example.com/in", "Name": "n"})
         );
-        assert_eq!(h["S3DestinationDescription"]["BucketARN"], "arn:aws:s3:::bkt");
+        assert_eq!(
+            h["S3DestinationDescription"]["BucketARN"],
+            "arn:aws:s3:::bkt"
+        );
         assert!(!d.to_string().contains("secret"));
         // An update replaces what it names and keeps the rest.
         let (_, up) = update(

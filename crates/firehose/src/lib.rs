@@ -22,8 +22,8 @@
 pub mod api;
 mod budget;
 pub mod conversion;
-mod engine;
 pub mod endpoints;
+mod engine;
 pub mod error;
 pub mod lambda;
 mod metrics;

@@ -30,8 +30,10 @@ pub struct FirehoseMetrics {
 
 impl FirehoseMetrics {
     pub fn register(registry: &mut Registry) -> FirehoseMetrics {
-        let mut m = FirehoseMetrics::default();
-        m.push = crate::endpoints::PushMetrics::register(registry);
+        let m = FirehoseMetrics {
+            push: crate::endpoints::PushMetrics::register(registry),
+            ..Default::default()
+        };
         for (name, help, family) in [
             (
                 "ripstream_firehose_incoming_records",

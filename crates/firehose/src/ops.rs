@@ -124,10 +124,13 @@ impl Firehose {
                 )));
             }
         }
-        let given = ["S3DestinationConfiguration", "ExtendedS3DestinationConfiguration"]
-            .iter()
-            .filter(|k| input.get(**k).is_some())
-            .count()
+        let given = [
+            "S3DestinationConfiguration",
+            "ExtendedS3DestinationConfiguration",
+        ]
+        .iter()
+        .filter(|k| input.get(**k).is_some())
+        .count()
             + crate::endpoints::ALL
                 .iter()
                 .filter(|k| input.get(k.configuration_key()).is_some())
@@ -481,12 +484,8 @@ impl Firehose {
                 return Err(invalid("A destination update must be specified."));
             }
             (None, None, Some((kind, u))) => {
-                let (d, ep) = crate::endpoints::update(
-                    &s.rec,
-                    kind,
-                    u,
-                    inner.cfg.allow_http_destinations,
-                )?;
+                let (d, ep) =
+                    crate::endpoints::update(&s.rec, kind, u, inner.cfg.allow_http_destinations)?;
                 (d, Some(ep))
             }
             // An S3 update of a push destination's stream makes it an S3

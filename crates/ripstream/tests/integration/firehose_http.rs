@@ -138,7 +138,9 @@ fn s3(bucket: &str, prefix: &str) -> S3DestinationConfiguration {
 
 fn gunzip(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(b).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -187,10 +189,7 @@ async fn http_endpoint_is_awss_protocol_and_retries_with_one_request_id() {
         match n {
             0 => Answer::Json(503, json!({"errorMessage": "busy"})),
             1 => Answer::Json(200, json!({"requestId": "not-yours", "timestamp": 1})),
-            _ => Answer::Json(
-                200,
-                json!({"requestId": body["requestId"], "timestamp": 1}),
-            ),
+            _ => Answer::Json(200, json!({"requestId": body["requestId"], "timestamp": 1})),
         }
     }))
     .await;
@@ -249,15 +248,15 @@ async fn http_endpoint_is_awss_protocol_and_retries_with_one_request_id() {
     let ec = h.endpoint_configuration().unwrap();
     assert_eq!(ec.url(), Some(format!("{}/ingest?x=1", rx.url).as_str()));
     assert_eq!(ec.name(), Some("receiver"));
-    assert_eq!(h.s3_backup_mode(), Some(&HttpEndpointS3BackupMode::FailedDataOnly));
+    assert_eq!(
+        h.s3_backup_mode(),
+        Some(&HttpEndpointS3BackupMode::FailedDataOnly)
+    );
     assert_eq!(
         h.s3_destination_description().unwrap().bucket_arn(),
         "arn:aws:s3:::httpb"
     );
-    assert_eq!(
-        h.retry_options().unwrap().duration_in_seconds(),
-        Some(120)
-    );
+    assert_eq!(h.retry_options().unwrap().duration_in_seconds(), Some(120));
     assert!(!format!("{d:?}").contains("s3cr3t-key"));
 
     put_all(&c, "hose", &[b"one", b"two", b"three"]).await;
@@ -296,7 +295,10 @@ async fn http_endpoint_is_awss_protocol_and_retries_with_one_request_id() {
             .iter()
             .map(|r| STANDARD.decode(r["data"].as_str().unwrap()).unwrap())
             .collect();
-        assert_eq!(data, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            data,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
     }
 
     // UpdateDestination: member by member, the version moves on.
@@ -328,14 +330,13 @@ async fn http_endpoint_is_awss_protocol_and_retries_with_one_request_id() {
         .http_endpoint_destination_description()
         .unwrap();
     assert_eq!(h.retry_options().unwrap().duration_in_seconds(), Some(30));
-    assert_eq!(
-        h.endpoint_configuration().unwrap().name(),
-        Some("receiver")
-    );
+    assert_eq!(h.endpoint_configuration().unwrap().name(), Some("receiver"));
     // The metrics name the destination as CloudWatch does.
     let metrics = reqwest_free_get(&srv, "/metrics").await;
     assert!(
-        metrics.contains("ripstream_firehose_delivery_to_http_endpoint_records_total{delivery_stream=\"hose\"} 3"),
+        metrics.contains(
+            "ripstream_firehose_delivery_to_http_endpoint_records_total{delivery_stream=\"hose\"} 3"
+        ),
         "{metrics}"
     );
 }
@@ -345,9 +346,11 @@ async fn reqwest_free_get(srv: &TestServer, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = srv.url().trim_start_matches("http://").to_string();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
@@ -403,7 +406,10 @@ async fn an_endpoint_that_never_answers_sends_records_to_the_error_output_after_
         assert_eq!(l["errorCode"], "HttpEndpoint.RequestTimeout");
         assert!(l["attemptsMade"].as_u64().unwrap() >= 1);
         assert!(l["arrivalTimestamp"].as_i64().unwrap() > 0);
-        assert!(l["attemptEndingTimestamp"].as_i64().unwrap() >= l["arrivalTimestamp"].as_i64().unwrap());
+        assert!(
+            l["attemptEndingTimestamp"].as_i64().unwrap()
+                >= l["arrivalTimestamp"].as_i64().unwrap()
+        );
         assert!(l["errorMessage"].as_str().unwrap().contains("respond"));
     }
     // AllData: every record is in the backup too, under Prefix.
@@ -447,7 +453,11 @@ async fn splunk_hec_with_indexer_acknowledgement_and_its_timeout() {
                     .interval_in_seconds(1)
                     .build(),
             )
-            .retry_options(SplunkRetryOptions::builder().duration_in_seconds(retry).build())
+            .retry_options(
+                SplunkRetryOptions::builder()
+                    .duration_in_seconds(retry)
+                    .build(),
+            )
             .s3_configuration(s3("splb", &format!("{name}/")))
             .build()
             .unwrap()
@@ -484,7 +494,10 @@ async fn splunk_hec_with_indexer_acknowledgement_and_its_timeout() {
     );
     let channel = header(sent, "x-splunk-request-channel");
     assert!(!channel.is_empty());
-    assert!(got.iter().all(|g| header(g, "x-splunk-request-channel") == channel));
+    assert!(
+        got.iter()
+            .all(|g| header(g, "x-splunk-request-channel") == channel)
+    );
     let events: Vec<Value> = String::from_utf8(sent.body.clone())
         .unwrap()
         .lines()
@@ -521,7 +534,12 @@ async fn splunk_hec_with_indexer_acknowledgement_and_its_timeout() {
     let lines = error_lines(&bucket, "noack/splunk-failed/");
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["errorCode"], "Splunk.AckTimeout");
-    assert_eq!(STANDARD.decode(lines[0]["rawData"].as_str().unwrap()).unwrap(), b"lost?");
+    assert_eq!(
+        STANDARD
+            .decode(lines[0]["rawData"].as_str().unwrap())
+            .unwrap(),
+        b"lost?"
+    );
     assert!(lines[0]["EventId"].as_str().is_some_and(|e| !e.is_empty()));
 }
 
@@ -587,9 +605,14 @@ async fn opensearch_bulk_with_partial_failures() {
         &[br#"{"ok":1}"#, br#"{"bad":"x"}"#, br#"{"busy":1}"#],
     )
     .await;
-    wait_until("the failed document's error output", Duration::from_secs(60), || {
-        !error_lines(&bucket, "AmazonOpenSearchService-failed/").is_empty() && rx.got().len() >= 2
-    })
+    wait_until(
+        "the failed document's error output",
+        Duration::from_secs(60),
+        || {
+            !error_lines(&bucket, "AmazonOpenSearchService-failed/").is_empty()
+                && rx.got().len() >= 2
+        },
+    )
     .await;
     let got = rx.got();
     assert_eq!(got.len(), 2, "one retry, of the 429 document only");
@@ -602,7 +625,10 @@ async fn opensearch_bulk_with_partial_failures() {
         .collect();
     assert_eq!(first.len(), 6);
     let index = first[0]["index"]["_index"].as_str().unwrap().to_string();
-    assert!(index.starts_with("logs-20") && index.len() == "logs-2026-12-04".len(), "{index}");
+    assert!(
+        index.starts_with("logs-20") && index.len() == "logs-2026-12-04".len(),
+        "{index}"
+    );
     let busy_id = first[4]["index"]["_id"].clone();
     assert!(busy_id.as_str().is_some_and(|s| !s.is_empty()));
     let second: Vec<Value> = String::from_utf8(got[1].body.clone())
@@ -611,14 +637,24 @@ async fn opensearch_bulk_with_partial_failures() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(second.len(), 2);
-    assert_eq!(second[0]["index"]["_id"], busy_id, "the same document id on retry");
+    assert_eq!(
+        second[0]["index"]["_id"], busy_id,
+        "the same document id on retry"
+    );
     assert_eq!(second[1], json!({"busy": 1}));
     let lines = error_lines(&bucket, "AmazonOpenSearchService-failed/");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["errorCode"], "400");
-    assert!(lines[0]["errorMessage"].as_str().unwrap().contains("mapper_parsing_exception"));
+    assert!(
+        lines[0]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("mapper_parsing_exception")
+    );
     assert_eq!(
-        STANDARD.decode(lines[0]["rawData"].as_str().unwrap()).unwrap(),
+        STANDARD
+            .decode(lines[0]["rawData"].as_str().unwrap())
+            .unwrap(),
         br#"{"bad":"x"}"#
     );
     assert_eq!(lines[0]["esIndexName"], index.as_str());
@@ -669,9 +705,11 @@ async fn records_wait_in_the_log_while_the_endpoint_is_down_and_survive_kill_9()
         .await
         .unwrap();
     put_all(&c, "down", &[b"kept-1", b"kept-2"]).await;
-    wait_until("retries against the down endpoint", Duration::from_secs(60), || {
-        rx.got().len() >= 2
-    })
+    wait_until(
+        "retries against the down endpoint",
+        Duration::from_secs(60),
+        || rx.got().len() >= 2,
+    )
     .await;
     // Acknowledged, undelivered, then the server dies: the records are in
     // the stream's log, and the checkpoint has not moved.
@@ -694,11 +732,15 @@ async fn records_wait_in_the_log_while_the_endpoint_is_down_and_survive_kill_9()
             .next_back()
             .unwrap_or_default()
     };
-    wait_until("delivery after the restart", Duration::from_secs(60), || {
-        up.load(std::sync::atomic::Ordering::SeqCst)
-            && rx.got().len() >= 3
-            && delivered(&rx) == vec![b"kept-1".to_vec(), b"kept-2".to_vec()]
-    })
+    wait_until(
+        "delivery after the restart",
+        Duration::from_secs(60),
+        || {
+            up.load(std::sync::atomic::Ordering::SeqCst)
+                && rx.got().len() >= 3
+                && delivered(&rx) == vec![b"kept-1".to_vec(), b"kept-2".to_vec()]
+        },
+    )
     .await;
     // Every attempt, before the crash and after, carried the same request
     // id: the batch is the same records.
