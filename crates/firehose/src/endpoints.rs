@@ -157,6 +157,16 @@ impl Kind {
         }
     }
 
+    /// The first part of the error codes Firehose reports for it.
+    fn code_prefix(self) -> &'static str {
+        match self {
+            Kind::HttpEndpoint => "HttpEndpoint",
+            Kind::Splunk => "Splunk",
+            Kind::Opensearch => "AmazonOpenSearchService",
+            Kind::Elasticsearch => "Elasticsearch",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Kind::HttpEndpoint => "HTTP endpoint",
@@ -694,6 +704,8 @@ enum Attempt {
     Partial {
         failed: Vec<Failure>,
         retry: Vec<usize>,
+        /// The last retryable item's status and error.
+        status: u16,
         error: String,
     },
 }
@@ -709,11 +721,7 @@ fn http_code(e: &DeliveryError) -> &'static str {
 }
 
 fn search_code(kind: Kind, e: &DeliveryError) -> String {
-    let p = if kind == Kind::Opensearch {
-        "AmazonOpenSearchService"
-    } else {
-        "Elasticsearch"
-    };
+    let p = kind.code_prefix();
     let s = match e {
         DeliveryError::Status { .. } => "ServiceException",
         DeliveryError::InvalidResponse(_) => "InvalidResponse",
@@ -890,6 +898,7 @@ async fn attempt(
                 Err(e) => return Attempt::Failed(e),
             };
             let (mut failed, mut retry, mut error) = (Vec::new(), Vec::new(), String::new());
+            let mut last_status = 0;
             for ((&i, item), (index, id)) in pending.iter().zip(items).zip(&meta) {
                 let mut extra = Map::new();
                 if se.ids {
@@ -903,7 +912,7 @@ async fn attempt(
                 match item {
                     bulk::Item::Indexed => {}
                     bulk::Item::Retry { status, error: e } => {
-                        error = format!("{status}: {e}");
+                        (last_status, error) = (status, e);
                         retry.push(i);
                     }
                     bulk::Item::Failed { status, error: e } => failed.push(Failure {
@@ -920,6 +929,7 @@ async fn attempt(
                 Attempt::Partial {
                     failed,
                     retry,
+                    status: last_status,
                     error,
                 }
             }
@@ -1018,7 +1028,7 @@ pub(crate) async fn flush(
             let failures = (0..recs.len())
                 .map(|index| Failure {
                     index,
-                    code: format!("{}.InvalidUrl", ep.kind.failed_type()),
+                    code: format!("{}.InvalidUrl", ep.kind.code_prefix()),
                     message: e.clone(),
                     extra: Map::new(),
                 })
@@ -1051,7 +1061,7 @@ pub(crate) async fn flush(
     loop {
         attempts += 1;
         let before = pending.clone();
-        let (err, retry) = match attempt(
+        let (err, retry, item_status) = match attempt(
             &inner.client,
             &t,
             uid,
@@ -1072,10 +1082,11 @@ pub(crate) async fn flush(
                 pending.clear();
                 break;
             }
-            Attempt::Failed(e) => (e.to_string(), Some(e)),
+            Attempt::Failed(e) => (e.to_string(), Some(e), 0),
             Attempt::Partial {
                 failed,
                 retry,
+                status,
                 error,
             } => {
                 let settled: Vec<usize> = before
@@ -1090,7 +1101,7 @@ pub(crate) async fn flush(
                 if pending.is_empty() {
                     break;
                 }
-                (error, None)
+                (error, None, status)
             }
         };
         inner.metrics.push.failed(ep.kind, name);
@@ -1098,7 +1109,9 @@ pub(crate) async fn flush(
         if now + backoff > deadline {
             let (code, message) = match &retry {
                 Some(e) => (code_of(ep.kind, e), e.to_string()),
-                None => (format!("{}.RetryExhausted", ep.kind.failed_type()), err),
+                // Items the cluster kept refusing with 429/5xx: their own
+                // status and error, as for items refused for good.
+                None => (item_status.to_string(), err),
             };
             warn!(stream = %name, destination = ep.kind.label(), records = pending.len(), attempts, code = %code, error = %message, "delivery failed for the whole retry duration; records go to the error output");
             for &i in &pending {

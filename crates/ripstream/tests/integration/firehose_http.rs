@@ -751,3 +751,78 @@ async fn records_wait_in_the_log_while_the_endpoint_is_down_and_survive_kill_9()
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
+
+#[tokio::test]
+async fn elasticsearch_items_refused_until_retry_duration_go_to_elasticsearch_failed() {
+    use aws_sdk_firehose::types::{
+        ElasticsearchBufferingHints, ElasticsearchDestinationConfiguration,
+        ElasticsearchIndexRotationPeriod, ElasticsearchRetryOptions,
+    };
+    let srv = server();
+    let bucket = bucket_dir(&srv, "esb");
+    let c = firehose(&srv.url());
+    // A cluster whose queue is always full: every item 429.
+    let rx = Receiver::start(Arc::new(|_, g| {
+        let n = String::from_utf8_lossy(&g.body).lines().count() / 2;
+        let items: Vec<Value> = (0..n)
+            .map(|_| json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution"}}}))
+            .collect();
+        Answer::Json(200, json!({"took": 1, "errors": true, "items": items}))
+    }))
+    .await;
+    c.create_delivery_stream()
+        .delivery_stream_name("es")
+        .elasticsearch_destination_configuration(
+            ElasticsearchDestinationConfiguration::builder()
+                .role_arn(ROLE)
+                .cluster_endpoint(&rx.url)
+                .index_name("plain")
+                .type_name("_doc")
+                .index_rotation_period(ElasticsearchIndexRotationPeriod::NoRotation)
+                .buffering_hints(
+                    ElasticsearchBufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(1)
+                        .build(),
+                )
+                .retry_options(
+                    ElasticsearchRetryOptions::builder()
+                        .duration_in_seconds(1)
+                        .build(),
+                )
+                .s3_configuration(s3("esb", "es/"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put_all(&c, "es", &[br#"{"n":1}"#]).await;
+    wait_until(
+        "elasticsearch-failed output",
+        Duration::from_secs(60),
+        || !error_lines(&bucket, "es/elasticsearch-failed/").is_empty(),
+    )
+    .await;
+    let lines = error_lines(&bucket, "es/elasticsearch-failed/");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(l["errorCode"], "429");
+    assert!(
+        l["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("es_rejected_execution_exception")
+    );
+    assert_eq!(l["esIndexName"], "plain");
+    assert_eq!(l["esTypeName"], "_doc");
+    assert!(l["attemptsMade"].as_u64().unwrap() >= 1);
+    let sent: Vec<Value> = String::from_utf8(rx.got()[0].body.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sent[0]["index"]["_index"], "plain");
+    assert_eq!(sent[0]["index"]["_type"], "_doc");
+    assert_eq!(l["esDocumentId"], sent[0]["index"]["_id"]);
+}
