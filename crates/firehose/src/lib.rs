@@ -11,7 +11,9 @@
 //!
 //! This increment serves DirectPut streams with an S3 / ExtendedS3
 //! destination, record format conversion to Parquet included (module
-//! [`conversion`], schemas read through its `SchemaSource`). Everything
+//! [`conversion`], schemas read through its `SchemaSource`), and the push
+//! destinations HTTP endpoint, Splunk, OpenSearch and Elasticsearch
+//! (module [`endpoints`], over `ripstream-delivery`). Everything
 //! else the API can express (other destinations, KinesisStreamAsSource,
 //! processors other than RecordDeAggregation and AppendDelimiterToRecord
 //! (module `processing`), ORC output, dynamic partitioning, ZIP
