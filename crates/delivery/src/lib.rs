@@ -102,6 +102,9 @@ impl DeliveryError {
     }
 
     fn from_reqwest(e: reqwest::Error, timeout: Duration) -> DeliveryError {
+        // The URL may carry a token in its query (the model marks it
+        // sensitive): messages go to logs and error output without it.
+        let e = e.without_url();
         if e.is_timeout() {
             DeliveryError::Timeout(timeout)
         } else if e.is_connect() {
@@ -227,6 +230,26 @@ mod tests {
             parse_url("not a url", true),
             Err(UrlError::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn errors_do_not_repeat_the_url() {
+        // Nothing listens on port 9 of 127.0.0.1 (discard; refused here).
+        let c = Client::new().unwrap();
+        let ep = crate::http_endpoint::Endpoint {
+            url: Url::parse("http://127.0.0.1:9/in?token=s3cret").unwrap(),
+            access_key: None,
+            common_attributes: vec![],
+            gzip: false,
+            source_arn: String::new(),
+            timeout: Duration::from_secs(5),
+        };
+        let e = c
+            .send_http_endpoint(&ep, "r", 0, &[b"x"])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DeliveryError::Connect(_)), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]
