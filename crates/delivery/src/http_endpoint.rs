@@ -21,7 +21,7 @@ use crate::{Client, DeliveryError, MAX_RESPONSE_BYTES, Url, snippet};
 pub const PROTOCOL_VERSION: &str = "1.0";
 
 /// Where and how a stream's batches are sent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     pub url: Url,
     /// Sent verbatim as `X-Amz-Firehose-Access-Key`.
@@ -34,6 +34,24 @@ pub struct Endpoint {
     pub source_arn: String,
     /// How long the endpoint has to answer (AWS: 3 minutes).
     pub timeout: Duration,
+}
+
+/// The access key and the URL (whose query may hold a token) stay out of
+/// logs.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("host", &self.url.host_str())
+            .field(
+                "access_key",
+                &self.access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("common_attributes", &self.common_attributes)
+            .field("gzip", &self.gzip)
+            .field("source_arn", &self.source_arn)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The request body for a batch.

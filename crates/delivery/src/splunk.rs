@@ -18,7 +18,7 @@ pub enum EndpointType {
     Event,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Hec {
     /// The HEC base URL (`https://host:8088`).
     pub url: Url,
@@ -30,6 +30,19 @@ pub struct Hec {
     pub ack_timeout: Duration,
     /// Between two acknowledgement polls.
     pub ack_poll: Duration,
+}
+
+/// The token stays out of logs.
+impl std::fmt::Debug for Hec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hec")
+            .field("host", &self.url.host_str())
+            .field("endpoint_type", &self.endpoint_type)
+            .field("token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("ack_timeout", &self.ack_timeout)
+            .finish()
+    }
 }
 
 /// How a batch was delivered.

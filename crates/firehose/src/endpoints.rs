@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
-use crate::engine::{Batch, Flushed, current, encode_body, error_key_for};
+use crate::engine::{Batch, Flushed, current, encode_body, error_key_for, zip_entry};
 use crate::error::{Error, Result};
 use crate::metrics::DeliveryStreamLabel;
 use crate::record::{self, Destination, StreamRecord};
@@ -180,10 +180,37 @@ impl Kind {
 /// A stream's push destination as stored: its configuration (without
 /// S3Configuration, which is the stream's `destination`), AWS's defaults
 /// filled in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub kind: Kind,
     pub config: Value,
+}
+
+/// Secrets (the HTTP endpoint's AccessKey and URL, Splunk's HECToken)
+/// stay out of logs.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut c = self.config.clone();
+        if let Some(ec) = c
+            .get_mut("EndpointConfiguration")
+            .and_then(Value::as_object_mut)
+        {
+            for k in ["AccessKey", "Url"] {
+                if ec.contains_key(k) {
+                    ec.insert(k.into(), json!("<redacted>"));
+                }
+            }
+        }
+        if let Some(o) = c.as_object_mut()
+            && o.contains_key("HECToken")
+        {
+            o.insert("HECToken".into(), json!("<redacted>"));
+        }
+        f.debug_struct("Endpoint")
+            .field("kind", &self.kind)
+            .field("config", &c)
+            .finish()
+    }
 }
 
 fn invalid(m: impl Into<String>) -> Error {
@@ -965,7 +992,7 @@ fn extra_for(kind: Kind, uid: u64, rec: &Rec<'_>, search: Option<&Search>) -> Ma
 
 /// Writes one object to the S3 configuration's bucket.
 async fn put(inner: &Arc<Inner>, dest: &Destination, key: &str, data: &Bytes) -> bool {
-    let body = match encode_body(data, dest.compression) {
+    let body = match encode_body(data, dest.compression, zip_entry(key)) {
         Ok(b) => b,
         Err(e) => {
             warn!(error = %e, "cannot compress the S3 backup");
@@ -1270,6 +1297,7 @@ mod tests {
             "arn:aws:s3:::bkt"
         );
         assert!(!d.to_string().contains("secret"));
+        assert!(!format!("{rec:?}").contains("secret"));
         // An update replaces what it names and keeps the rest.
         let (_, up) = update(
             &rec,
