@@ -41,6 +41,9 @@ pub(crate) struct Buffer {
     /// Per record: its arrival time and where it ends in `data` (what a
     /// Lambda processor needs to send records one by one).
     pub ends: Vec<(i64, usize)>,
+    /// Per record: its source record's log offset and its index among
+    /// what that record became (push destinations' stable ids).
+    pub positions: Vec<(u64, u32)>,
     pub records: u64,
     /// Arrival (log append) time of the first record.
     pub first_ms: i64,
@@ -55,11 +58,11 @@ pub(crate) struct Buffer {
 
 impl Buffer {
     /// As [`Buffer::push_all`], noting each record's source metadata.
-    fn push_all_with(&mut self, arrival_ms: i64, values: Vec<Vec<u8>>, meta: &Bytes) {
+    fn push_all_with(&mut self, arrival_ms: i64, offset: u64, values: Vec<Vec<u8>>, meta: &Bytes) {
         for _ in 0..values.len() {
             self.meta.push(meta.clone());
         }
-        self.push_all(arrival_ms, values);
+        self.push_all(arrival_ms, offset, values);
     }
 
     fn push(&mut self, arrival_ms: i64, value: &[u8]) {
@@ -71,11 +74,12 @@ impl Buffer {
         self.records += 1;
     }
 
-    /// The records one source record became (none: the arrival time of
-    /// an empty result does not start the buffer).
-    fn push_all(&mut self, arrival_ms: i64, values: Vec<Vec<u8>>) {
-        for v in values {
+    /// The records one source record (at `offset`) became (none: the
+    /// arrival time of an empty result does not start the buffer).
+    fn push_all(&mut self, arrival_ms: i64, offset: u64, values: Vec<Vec<u8>>) {
+        for (i, v) in values.into_iter().enumerate() {
             self.push(arrival_ms, &v);
+            self.positions.push((offset, i as u32));
         }
     }
 
@@ -113,6 +117,7 @@ impl Buffer {
         Batch {
             data: Bytes::from(self.data),
             ends: self.ends,
+            positions: self.positions,
             records: self.records,
             first_ms: self.first_ms,
             failures: self.failures,
@@ -126,6 +131,7 @@ impl Buffer {
 pub(crate) struct Batch {
     pub data: Bytes,
     pub ends: Vec<(i64, usize)>,
+    pub positions: Vec<(u64, u32)>,
     pub records: u64,
     pub first_ms: i64,
     pub failures: Vec<(&'static str, Vec<u8>)>,
@@ -335,7 +341,7 @@ async fn wait_for_records(watch: &mut tokio::sync::watch::Receiver<u64>, wait: D
     let _ = tokio::time::timeout(wait, watch.changed()).await;
 }
 
-enum Flushed {
+pub(crate) enum Flushed {
     Done,
     /// An object could not be stored; `done` of the batch's objects were.
     Failed {
@@ -392,7 +398,10 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
         let Some(s) = current(&inner, &name, uid) else {
             return;
         };
-        let dest = match Destination::of(&s.rec.destination) {
+        let dest = match s.rec.endpoint.as_ref().map_or_else(
+            || Destination::of(&s.rec.destination),
+            |ep| crate::endpoints::engine_destination(&s.rec, ep),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 warn!(stream = %name, error = %e, "unusable destination; waiting for an update");
@@ -469,9 +478,9 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                                 batch_start = r.offset;
                             }
                             if keep_meta {
-                                buf.push_all_with(r.timestamp_ms, processed, &r.key);
+                                buf.push_all_with(r.timestamp_ms, r.offset, processed, &r.key);
                             } else {
-                                buf.push_all(r.timestamp_ms, processed);
+                                buf.push_all(r.timestamp_ms, r.offset, processed);
                             }
                             next = r.offset + 1;
                         }
@@ -610,7 +619,7 @@ fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> Str
 }
 
 /// [`error_key`] for an error-output type (`format-conversion-failed`...).
-fn error_key_for(
+pub(crate) fn error_key_for(
     dest: &Destination,
     first_ms: i64,
     name: &str,
@@ -916,6 +925,9 @@ async fn flush(
     buf: &Batch,
     skip: usize,
 ) -> Flushed {
+    if let Some(ep) = &s.rec.endpoint {
+        return crate::endpoints::flush(inner, s, dest, ep, buf, skip).await;
+    }
     let name = &s.rec.name;
     let mut out = match &dest.processing.lambda {
         None => Output {

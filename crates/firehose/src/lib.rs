@@ -12,7 +12,9 @@
 //! This increment serves DirectPut and KinesisStreamAsSource streams (module
 //! [`source`]) with an S3 / ExtendedS3 destination, record format conversion
 //! to Parquet included (module [`conversion`], schemas read through its
-//! `SchemaSource`). Everything else the API can express (other
+//! `SchemaSource`), and the push destinations HTTP endpoint, Splunk,
+//! OpenSearch and Elasticsearch (module [`endpoints`], over
+//! `ripstream-delivery`). Everything else the API can express (other
 //! destinations, processors other than RecordDeAggregation and
 //! AppendDelimiterToRecord (module `processing`), ORC output, S3 backup) is
 //! refused with an InvalidArgumentException saying it is not supported
@@ -22,6 +24,7 @@ pub mod api;
 mod budget;
 pub mod conversion;
 pub mod cwlogs;
+pub mod endpoints;
 mod engine;
 pub mod error;
 pub mod jq;
@@ -93,11 +96,20 @@ pub struct FirehoseConfig {
     /// (AWS's quota: 500, raised on request up to 5,000); records of
     /// partitions past it go to the error output.
     pub active_partition_limit: usize,
+    /// Whether push destinations may have http:// URLs (AWS admits only
+    /// https; `firehose_allow_http_destinations`).
+    pub allow_http_destinations: bool,
+    /// The longest a push destination has to answer one request (and
+    /// Splunk to acknowledge one): AWS's 3 minutes by default.
+    pub endpoint_timeout: Duration,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
 /// the largest BufferingHints size (128 MiB).
 pub const DEFAULT_BUFFER_MEMORY_BYTES: usize = 512 << 20;
+
+/// AWS's HTTP endpoint response timeout.
+pub const DEFAULT_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Default for FirehoseConfig {
     fn default() -> FirehoseConfig {
@@ -113,6 +125,8 @@ impl Default for FirehoseConfig {
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
             kinesis_start: source::SourceStart::TrimHorizon,
             active_partition_limit: partition::DEFAULT_ACTIVE_PARTITIONS,
+            allow_http_destinations: false,
+            endpoint_timeout: DEFAULT_ENDPOINT_TIMEOUT,
         }
     }
 }
@@ -178,6 +192,8 @@ pub(crate) struct Inner {
     pub quotas: quota::StreamQuotas,
     /// The memory every delivery stream's buffer comes out of.
     pub budget: Arc<budget::Budget>,
+    /// The HTTP client of push destinations.
+    pub client: ripstream_delivery::Client,
 }
 
 /// Runs blocking work (redb commits, partition creation, log reads) off the
@@ -209,7 +225,9 @@ impl Firehose {
             .map_err(Error::internal)?;
         let quotas = quota::StreamQuotas::new(cfg.quotas, quota::Rates::for_region(&ctx.region));
         let budget = budget::Budget::new(cfg.buffer_memory_bytes);
+        let client = ripstream_delivery::Client::new().map_err(Error::internal)?;
         let inner = Inner {
+            client,
             budget,
             cfg,
             region: ctx.region.clone(),

@@ -23,11 +23,17 @@ pub struct FirehoseMetrics {
     throttled: Family<DeliveryStreamLabel, Counter>,
     kinesis_records: Family<DeliveryStreamLabel, Counter>,
     kinesis_bytes: Family<DeliveryStreamLabel, Counter>,
+    /// DeliveryToHttpEndpoint / Splunk / AmazonOpenSearchService /
+    /// Elasticsearch.
+    pub push: crate::endpoints::PushMetrics,
 }
 
 impl FirehoseMetrics {
     pub fn register(registry: &mut Registry) -> FirehoseMetrics {
-        let m = FirehoseMetrics::default();
+        let m = FirehoseMetrics {
+            push: crate::endpoints::PushMetrics::register(registry),
+            ..Default::default()
+        };
         for (name, help, family) in [
             (
                 "ripstream_firehose_incoming_records",
@@ -118,6 +124,7 @@ impl FirehoseMetrics {
     /// Drops a deleted stream's series.
     pub fn forget(&self, stream: &str) {
         let l = Self::label(stream);
+        self.push.forget(stream);
         for f in [
             &self.incoming_records,
             &self.incoming_bytes,

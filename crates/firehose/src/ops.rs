@@ -19,13 +19,10 @@ pub const MAX_RECORD_BYTES: usize = 1_024_000;
 /// Tags per delivery stream.
 pub const MAX_TAGS: usize = 50;
 
-/// The destination kinds of CreateDeliveryStream besides S3, each refused.
+/// The destination kinds of CreateDeliveryStream besides S3 and the push
+/// destinations (module `endpoints`), each refused.
 const OTHER_DESTINATIONS: &[&str] = &[
     "RedshiftDestinationConfiguration",
-    "ElasticsearchDestinationConfiguration",
-    "AmazonopensearchserviceDestinationConfiguration",
-    "SplunkDestinationConfiguration",
-    "HttpEndpointDestinationConfiguration",
     "AmazonOpenSearchServerlessDestinationConfiguration",
     "SnowflakeDestinationConfiguration",
     "IcebergDestinationConfiguration",
@@ -33,10 +30,6 @@ const OTHER_DESTINATIONS: &[&str] = &[
 
 const OTHER_UPDATES: &[&str] = &[
     "RedshiftDestinationUpdate",
-    "ElasticsearchDestinationUpdate",
-    "AmazonopensearchserviceDestinationUpdate",
-    "SplunkDestinationUpdate",
-    "HttpEndpointDestinationUpdate",
     "AmazonOpenSearchServerlessDestinationUpdate",
     "SnowflakeDestinationUpdate",
     "IcebergDestinationUpdate",
@@ -127,34 +120,54 @@ impl Firehose {
         for k in OTHER_DESTINATIONS {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3DestinationConfiguration and ExtendedS3DestinationConfiguration."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination configurations."
                 )));
             }
         }
-        let dest = match (
-            input.get("S3DestinationConfiguration"),
-            input.get("ExtendedS3DestinationConfiguration"),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "Only one destination configuration can be specified.",
-                ));
+        let given = [
+            "S3DestinationConfiguration",
+            "ExtendedS3DestinationConfiguration",
+        ]
+        .iter()
+        .filter(|k| input.get(**k).is_some())
+        .count()
+            + crate::endpoints::ALL
+                .iter()
+                .filter(|k| input.get(k.configuration_key()).is_some())
+                .count();
+        if given > 1 {
+            return Err(invalid(
+                "Only one destination configuration can be specified.",
+            ));
+        }
+        let (destination, endpoint) = match crate::endpoints::configuration_in(&input) {
+            Some((kind, cfg)) => {
+                let (d, ep) =
+                    crate::endpoints::create(kind, cfg, inner.cfg.allow_http_destinations)?;
+                (d, Some(ep))
             }
-            (None, None) => {
-                return Err(invalid("A destination configuration must be specified."));
+            None => {
+                let dest = match (
+                    input.get("S3DestinationConfiguration"),
+                    input.get("ExtendedS3DestinationConfiguration"),
+                ) {
+                    (None, None) => {
+                        return Err(invalid("A destination configuration must be specified."));
+                    }
+                    (Some(d), _) => {
+                        // Dynamic partitioning is an ExtendedS3 member only.
+                        if d.get("DynamicPartitioningConfiguration").is_some() {
+                            return Err(invalid(
+                                "DynamicPartitioningConfiguration is only supported for ExtendedS3DestinationConfiguration.",
+                            ));
+                        }
+                        d.as_object().cloned().unwrap_or_default()
+                    }
+                    (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
+                };
+                (record::normalize_destination(dest)?, None)
             }
-            (Some(d), None) => {
-                // Dynamic partitioning is an ExtendedS3 member only.
-                if d.get("DynamicPartitioningConfiguration").is_some() {
-                    return Err(invalid(
-                        "DynamicPartitioningConfiguration is only supported for ExtendedS3DestinationConfiguration.",
-                    ));
-                }
-                d.as_object().cloned().unwrap_or_default()
-            }
-            (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
         };
-        let destination = record::normalize_destination(dest)?;
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
@@ -211,6 +224,7 @@ impl Firehose {
             kinesis_source,
             tags,
             encryption,
+            endpoint,
         };
         // The partition first: a crash before the commit leaves an orphan
         // partition, which the next start removes.
@@ -364,6 +378,8 @@ impl Firehose {
         };
         let destinations = if exclusive_start.is_some_and(|id| id >= DESTINATION_ID) {
             vec![]
+        } else if let Some(ep) = &rec.endpoint {
+            vec![crate::endpoints::description(rec, ep, DESTINATION_ID)]
         } else {
             vec![json!({
                 "DestinationId": DESTINATION_ID,
@@ -433,7 +449,7 @@ impl Firehose {
         for k in OTHER_UPDATES {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3DestinationUpdate and ExtendedS3DestinationUpdate."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination updates."
                 )));
             }
         }
@@ -458,22 +474,40 @@ impl Firehose {
                 "Destination Id {dest_id} not found for Firehose {name}."
             )));
         }
-        let destination = match (
+        let pushes = crate::endpoints::ALL
+            .iter()
+            .filter(|k| input.get(k.update_key()).is_some())
+            .count();
+        let (destination, endpoint) = match (
             input.get("S3DestinationUpdate"),
             input.get("ExtendedS3DestinationUpdate"),
+            crate::endpoints::update_in(&input),
         ) {
-            (Some(_), Some(_)) => {
+            _ if pushes > 1 => {
                 return Err(invalid("Only one destination update can be specified."));
             }
-            (None, None) => return Err(invalid("A destination update must be specified.")),
-            (Some(u), None) => record::merge_update(&s.rec.destination, u, false)?,
-            (None, Some(u)) => record::merge_update(&s.rec.destination, u, true)?,
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(invalid("Only one destination update can be specified."));
+            }
+            (None, None, None) => {
+                return Err(invalid("A destination update must be specified."));
+            }
+            (None, None, Some((kind, u))) => {
+                let (d, ep) =
+                    crate::endpoints::update(&s.rec, kind, u, inner.cfg.allow_http_destinations)?;
+                (d, Some(ep))
+            }
+            // An S3 update of a push destination's stream makes it an S3
+            // stream on the S3 configuration it had.
+            (Some(u), None, None) => (record::merge_update(&s.rec.destination, u, false)?, None),
+            (None, Some(u), None) => (record::merge_update(&s.rec.destination, u, true)?, None),
         };
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
         let mut rec = s.rec.clone();
         rec.destination = destination;
+        rec.endpoint = endpoint;
         rec.version += 1;
         rec.updated_ms = Some(inner.now_ms());
         inner.replace(&s, rec).await?;

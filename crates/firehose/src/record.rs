@@ -76,6 +76,10 @@ pub struct StreamRecord {
     pub tags: Vec<Tag>,
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// A push destination (HTTP endpoint, Splunk, OpenSearch,
+    /// Elasticsearch); `destination` is then its S3 configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::endpoints::Endpoint>,
 }
 
 impl StreamRecord {
