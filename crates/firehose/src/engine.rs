@@ -76,6 +76,7 @@ impl Buffer {
             ends: self.ends,
             records: self.records,
             first_ms: self.first_ms,
+            range: (0, 0),
         }
     }
 }
@@ -87,6 +88,8 @@ pub(crate) struct Batch {
     pub ends: Vec<(i64, usize)>,
     pub records: u64,
     pub first_ms: i64,
+    /// The log offsets the batch spans, `[start, end)`.
+    pub range: (u64, u64),
 }
 
 /// Whether a buffer is due: it holds records and it reached the size hint
@@ -292,7 +295,20 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     // Where the buffer's first record is in the log: a failed batch is
     // re-read from there.
     let mut batch_start = next;
-    let mut retry: Option<Retry> = None;
+    // A Redshift load under way when delivery stopped: that very batch
+    // first, so its staged file (and load manifest row) is the same one.
+    let resume = {
+        let i = inner.clone();
+        tokio::task::spawn_blocking(move || crate::redshift::resume(&i, uid, next))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut retry: Option<Retry> = resume.map(|end| Retry {
+        end,
+        done: 0,
+        backoff: inner.cfg.retry_initial,
+    });
     loop {
         let Some(s) = current(&inner, &name, uid) else {
             return;
@@ -435,7 +451,8 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             Some(r) if next == r.end => r.done,
             _ => 0,
         };
-        let batch = std::mem::take(&mut buf).freeze();
+        let mut batch = std::mem::take(&mut buf).freeze();
+        batch.range = (batch_start, next);
         let flushed = flush(&inner, &s, &dest, &batch, skip).await;
         drop(batch);
         held.shrink_to(0);
@@ -488,7 +505,7 @@ struct Output {
 /// The key of an error output object: ErrorOutputPrefix with
 /// `!{firehose:error-output-type}`, or (no expressions in it) followed by
 /// `processing-failed/YYYY/MM/dd/HH/` as AWS lays it out.
-fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
+pub(crate) fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
     error_key_for(dest, first_ms, name, version, "processing-failed")
 }
 
@@ -711,6 +728,20 @@ async fn flush(
             None => return Flushed::Gone,
         },
     };
+    if s.rec.redshift.is_some() {
+        let staged = crate::redshift::Staged {
+            data: out.data,
+            records: out.records,
+            ends: dest.processing.lambda.is_none().then_some(&buf.ends[..]),
+            first_ms: buf.first_ms,
+            range: buf.range,
+            processing_errors: out.errors,
+        };
+        return match crate::redshift::deliver(inner, s, dest, staged).await {
+            crate::redshift::Loaded::Done => Flushed::Done,
+            crate::redshift::Loaded::Retry => Flushed::Failed { done: 0 },
+        };
+    }
     let mut out = out;
     // Record format conversion: the records become one Parquet file, and
     // those that do not convert a `format-conversion-failed` object.

@@ -22,6 +22,7 @@
 pub mod api;
 mod budget;
 pub mod conversion;
+pub mod copy;
 mod engine;
 pub mod error;
 pub mod lambda;
@@ -31,6 +32,7 @@ pub mod prefix;
 pub mod processing;
 pub mod quota;
 pub mod record;
+pub mod redshift;
 pub mod sink;
 pub mod source;
 
@@ -122,6 +124,9 @@ pub struct Connections {
     /// Where record format conversion reads its Glue tables; `None`:
     /// conversions fail at delivery and are retried.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+    /// The database Redshift destinations load into; `None`: their loads
+    /// wait (retried) until a server with one delivers them.
+    pub tables: Option<Arc<dyn redshift::TableLoader>>,
 }
 
 impl Connections {
@@ -131,6 +136,7 @@ impl Connections {
             objects,
             kinesis: None,
             schemas: None,
+            tables: None,
         }
     }
 }
@@ -164,6 +170,8 @@ pub(crate) struct Inner {
     pub kinesis: Option<Arc<dyn source::KinesisSource>>,
     /// Where record format conversion reads its schemas.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+    /// Where Redshift destinations load their staged files.
+    pub tables: Option<Arc<dyn redshift::TableLoader>>,
     pub keyring: ripstream_keyring::Keyring,
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
@@ -215,6 +223,7 @@ impl Firehose {
             sink: connections.objects,
             kinesis: connections.kinesis,
             schemas: connections.schemas,
+            tables: connections.tables,
             keyring,
             metrics: metrics::FirehoseMetrics::register(registry),
             changed: tokio::sync::Notify::new(),
@@ -330,6 +339,10 @@ impl Inner {
             catalog.write_documents(CHECKPOINTS_SPACE, &[(uid.to_string().as_bytes(), None)])?;
             catalog.write_documents(
                 source::SOURCE_CHECKPOINTS_SPACE,
+                &[(uid.to_string().as_bytes(), None)],
+            )?;
+            catalog.write_documents(
+                redshift::PENDING_SPACE,
                 &[(uid.to_string().as_bytes(), None)],
             )?;
             Ok(())

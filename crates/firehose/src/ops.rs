@@ -21,7 +21,6 @@ pub const MAX_TAGS: usize = 50;
 
 /// The destination kinds of CreateDeliveryStream besides S3, each refused.
 const OTHER_DESTINATIONS: &[&str] = &[
-    "RedshiftDestinationConfiguration",
     "ElasticsearchDestinationConfiguration",
     "AmazonopensearchserviceDestinationConfiguration",
     "SplunkDestinationConfiguration",
@@ -127,14 +126,24 @@ impl Firehose {
         for k in OTHER_DESTINATIONS {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3DestinationConfiguration and ExtendedS3DestinationConfiguration."
+                    "{k} is not supported yet by this server: only S3DestinationConfiguration, ExtendedS3DestinationConfiguration and RedshiftDestinationConfiguration."
                 )));
             }
         }
+        let redshift_cfg = input.get("RedshiftDestinationConfiguration");
         let dest = match (
             input.get("S3DestinationConfiguration"),
             input.get("ExtendedS3DestinationConfiguration"),
         ) {
+            _ if redshift_cfg.is_some()
+                && (input.get("S3DestinationConfiguration").is_some()
+                    || input.get("ExtendedS3DestinationConfiguration").is_some()) =>
+            {
+                return Err(invalid(
+                    "Only one destination configuration can be specified.",
+                ));
+            }
+            (None, None) if redshift_cfg.is_some() => Default::default(),
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "Only one destination configuration can be specified.",
@@ -145,7 +154,15 @@ impl Firehose {
             }
             (Some(d), None) | (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
         };
-        let destination = record::normalize_destination(dest)?;
+        // A Redshift destination: its own part stored aside, its
+        // intermediate S3 configuration the destination the engine uses.
+        let (redshift, destination) = match redshift_cfg {
+            Some(r) => {
+                let (r, d) = crate::redshift::normalize(r)?;
+                (Some(r), d)
+            }
+            None => (None, record::normalize_destination(dest)?),
+        };
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
@@ -202,6 +219,7 @@ impl Firehose {
             kinesis_source,
             tags,
             encryption,
+            redshift,
         };
         // The partition first: a crash before the commit leaves an orphan
         // partition, which the next start removes.
@@ -355,6 +373,11 @@ impl Firehose {
         };
         let destinations = if exclusive_start.is_some_and(|id| id >= DESTINATION_ID) {
             vec![]
+        } else if let Some(r) = &rec.redshift {
+            vec![json!({
+                "DestinationId": DESTINATION_ID,
+                "RedshiftDestinationDescription": crate::redshift::description(r, &rec.destination),
+            })]
         } else {
             vec![json!({
                 "DestinationId": DESTINATION_ID,
@@ -441,6 +464,11 @@ impl Firehose {
             return Err(Error::ConcurrentModification(format!(
                 "Cannot update firehose: {name} since the current version id: {} and specified version id: {given} do not match",
                 s.rec.version
+            )));
+        }
+        if s.rec.redshift.is_some() {
+            return Err(invalid(format!(
+                "UpdateDestination is not supported yet by this server for Firehose {name}, whose destination is Redshift: delete and re-create it."
             )));
         }
         let dest_id = text(&input, "DestinationId").unwrap_or("");

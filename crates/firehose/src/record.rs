@@ -76,6 +76,10 @@ pub struct StreamRecord {
     pub tags: Vec<Tag>,
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// A Redshift destination's own configuration (`destination` is then
+    /// its intermediate S3 configuration); see [`crate::redshift`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redshift: Option<Value>,
 }
 
 impl StreamRecord {
