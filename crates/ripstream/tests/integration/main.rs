@@ -14,6 +14,7 @@ mod encryption;
 mod firehose;
 mod firehose_convert;
 mod firehose_external;
+mod firehose_redshift;
 mod firehose_source;
 mod glue;
 mod hostile;
