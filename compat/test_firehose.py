@@ -1,9 +1,11 @@
 """boto3 `firehose` against ripstream: delivery streams, puts, delivery to
 the embedded object store's layout, and AWS's errors."""
 import gzip
+import io
 import os
 import time
 import uuid
+import zipfile
 
 import pytest
 
@@ -78,7 +80,7 @@ def test_unsupported_configurations_are_refused(firehose, name):
         {"DeliveryStreamType": "KinesisStreamAsSource", "KinesisStreamSourceConfiguration": {
             "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/compat-no-such-stream", "RoleARN": ROLE},
          "ExtendedS3DestinationConfiguration": dest("bkt")},
-        {"ExtendedS3DestinationConfiguration": dest("bkt", CompressionFormat="ZIP")},
+        {"ExtendedS3DestinationConfiguration": dest("bkt", S3BackupMode="Enabled")},
         {"ExtendedS3DestinationConfiguration": dest("bkt", ProcessingConfiguration={
             "Enabled": True, "Processors": [{"Type": "Lambda"}]})},
         {"ExtendedS3DestinationConfiguration": dest("bkt", Prefix="!{timestamp:yyyy}/")},
@@ -215,3 +217,29 @@ def test_kinesis_stream_as_source(firehose, kinesis, server, name):
     assert lines == want
     firehose.delete_delivery_stream(DeliveryStreamName=name)
     kinesis.delete_stream(StreamName=src)
+
+
+def test_zip_objects_hold_one_file_named_after_the_object(firehose, server, name):
+    bucket = "compat-" + uuid.uuid4().hex[:8]
+    root = os.path.join(server.dir, "data", "objects", bucket)
+    os.makedirs(root)
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=dest(bucket, CompressionFormat="ZIP", Prefix="z/"),
+    )
+    sent = [f"zip-{i}\n".encode() for i in range(50)]
+    assert firehose.put_record_batch(
+        DeliveryStreamName=name, Records=[{"Data": d} for d in sent])["FailedPutCount"] == 0
+    deadline = time.time() + 20
+    while not objects(root) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    got = []
+    for key, data in objects(root):
+        assert key.startswith("z/") and key.endswith(".zip"), key
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            (info,) = z.infolist()
+            assert info.filename == os.path.basename(key)[: -len(".zip")]
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+            got.extend(z.read(info).splitlines(keepends=True))
+    assert sorted(got) == sorted(sent)

@@ -236,15 +236,47 @@ pub fn is_aggregated(data: &[u8]) -> bool {
     }
 }
 
+/// Kinesis's partition keys are at most 256 characters, so at most this
+/// many bytes of UTF-8; a longer one marks a record no KPL wrote.
+const MAX_PARTITION_KEY_BYTES: usize = 1024;
+/// The longest decimal 128-bit hash key.
+const MAX_HASH_KEY_BYTES: usize = 39;
+
 /// The user records inside an aggregated record, or `None` if `data` is not
-/// one (no magic, bad MD5, or a protobuf that does not decode), in which
-/// case the KCL treats it as a plain record.
+/// one (no magic, bad MD5, a protobuf that does not decode, keys longer
+/// than Kinesis allows, or more bytes out than a KPL aggregate of this size
+/// can hold), in which case it is treated as a plain record. The last bound
+/// matters because every sub-record repeats its partition key: a small
+/// aggregate of empty records sharing one long key would otherwise expand
+/// thousands of times in memory.
 pub fn deaggregate(data: &[u8]) -> Option<Vec<DeaggregatedRecord>> {
     if !is_aggregated(data) {
         return None;
     }
     let body = &data[MAGIC.len()..data.len() - DIGEST_LEN];
     let agg = AggregatedRecord::decode(body).ok()?;
+    if agg
+        .partition_key_table
+        .iter()
+        .any(|k| k.len() > MAX_PARTITION_KEY_BYTES)
+        || agg
+            .explicit_hash_key_table
+            .iter()
+            .any(|k| k.len() > MAX_HASH_KEY_BYTES)
+    {
+        return None;
+    }
+    let budget = data.len().saturating_mul(32).max(1 << 20);
+    let mut expanded = 0usize;
+    for r in &agg.records {
+        let key = agg
+            .partition_key_table
+            .get(usize::try_from(r.partition_key_index).ok()?)?;
+        expanded = expanded.saturating_add(key.len() + r.data.len() + MAX_HASH_KEY_BYTES);
+        if expanded > budget {
+            return None;
+        }
+    }
     let mut out = Vec::with_capacity(agg.records.len());
     for (i, r) in agg.records.into_iter().enumerate() {
         let partition_key = agg
@@ -305,6 +337,45 @@ mod tests {
         let last = data.len() - 1;
         data[last] ^= 1;
         assert!(deaggregate(&data).is_none());
+    }
+
+    fn framed(agg: &AggregatedRecord) -> Vec<u8> {
+        let body = agg.encode_to_vec();
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&body);
+        data.extend_from_slice(&Md5::digest(&body));
+        data
+    }
+
+    #[test]
+    fn aggregates_no_kpl_could_write_are_plain_records() {
+        let record = |data: &[u8]| Record {
+            partition_key_index: 0,
+            explicit_hash_key_index: None,
+            data: data.to_vec(),
+            tags: Vec::new(),
+        };
+        // A key longer than Kinesis allows.
+        let long = AggregatedRecord {
+            partition_key_table: vec!["k".repeat(MAX_PARTITION_KEY_BYTES + 1)],
+            explicit_hash_key_table: Vec::new(),
+            records: vec![record(b"x")],
+        };
+        assert!(deaggregate(&framed(&long)).is_none());
+        // Many empty records sharing one long key: gigabytes out of a few
+        // hundred kilobytes in.
+        let wide = AggregatedRecord {
+            partition_key_table: vec!["k".repeat(MAX_PARTITION_KEY_BYTES)],
+            explicit_hash_key_table: Vec::new(),
+            records: (0..100_000).map(|_| record(b"")).collect(),
+        };
+        assert!(deaggregate(&framed(&wide)).is_none());
+        // The same records under a short key are what a KPL writes.
+        let short = AggregatedRecord {
+            partition_key_table: vec!["k".into()],
+            ..wide
+        };
+        assert_eq!(deaggregate(&framed(&short)).map(|v| v.len()), Some(100_000));
     }
 
     proptest! {

@@ -5,6 +5,8 @@
 //! any JSON value accepted by a string column (objects and arrays as their
 //! JSON text). What cannot be read fails the whole record.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::hive::HiveType;
@@ -46,16 +48,23 @@ pub(crate) fn row(
         return Err(RecordError::NotObject);
     };
     let keys = Keys::of(de, &obj);
+    // Column names are Hive's, case-insensitive; of two mappings of one
+    // column, the first counts. A map, so the cost is per key, not per
+    // column times mapping.
+    let mut mapped: HashMap<String, &str> = HashMap::new();
+    if let Deserializer::OpenX(o) = de {
+        for (col, key) in &o.column_to_json_key {
+            mapped
+                .entry(col.to_ascii_lowercase())
+                .or_insert(key.as_str());
+        }
+    }
     let mut cells = Vec::with_capacity(columns.len());
     for c in columns {
-        let json_key = match de {
-            // Column names are Hive's, case-insensitive.
-            Deserializer::OpenX(o) => o
-                .column_to_json_key
-                .iter()
-                .find(|(col, _)| col.eq_ignore_ascii_case(&c.name))
-                .map(|(_, k)| k.as_str()),
-            Deserializer::Hive(_) => None,
+        let json_key = if mapped.is_empty() {
+            None
+        } else {
+            mapped.get(&c.name.to_ascii_lowercase()).copied()
         };
         let value = match json_key {
             // A mapped key is matched as written, then as folded.
@@ -67,10 +76,11 @@ pub(crate) fn row(
     Ok(Row(cells))
 }
 
-/// An object's keys as the deserializer matches them.
+/// An object's keys as the deserializer matches them, hashed so a wide
+/// schema against a wide record costs columns plus keys, not their product.
 struct Keys<'a> {
     fold: bool,
-    entries: Vec<(String, &'a Value)>,
+    entries: HashMap<String, &'a Value>,
 }
 
 impl<'a> Keys<'a> {
@@ -80,6 +90,7 @@ impl<'a> Keys<'a> {
             // The Hive JSON SerDe matches field names case-insensitively.
             Deserializer::Hive(_) => (true, false),
         };
+        // Inserted in order, so of keys that fold alike the last stays.
         let entries = obj
             .iter()
             .map(|(k, v)| {
@@ -96,16 +107,11 @@ impl<'a> Keys<'a> {
     /// The value of a name; of duplicate keys (`A` and `a` folded), the
     /// last, as a streaming JSON parser would leave it.
     fn get(&self, name: &str) -> Option<&'a Value> {
-        let name = if self.fold {
-            name.to_lowercase()
+        if self.fold {
+            self.entries.get(&name.to_lowercase()).copied()
         } else {
-            name.to_string()
-        };
-        self.entries
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
+            self.entries.get(name).copied()
+        }
     }
 }
 

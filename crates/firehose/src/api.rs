@@ -78,7 +78,8 @@ impl FirehoseApi {
             // does so with the IAM role the caller passes): the caller must
             // be allowed to do so itself, or Firehose would write into any
             // bucket for anyone.
-            for (action, resource) in deputy_actions(&input) {
+            let inner = &self.service.inner;
+            for (action, resource) in deputy_actions(&input, &inner.region, &inner.account)? {
                 request.authorize.authorize_action(action, &[resource])?;
             }
         }
@@ -128,47 +129,90 @@ const KINESIS_SOURCE_ACTIONS: [&str; 4] = [
     "kinesis:ListShards",
 ];
 
+/// The reads of a Glue table a format conversion makes (what AWS's role for
+/// it must allow).
+const GLUE_SCHEMA_ACTIONS: [&str; 3] = ["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"];
+
 /// What a delivery stream configured by `input` will do on the caller's
 /// behalf, as (IAM action, resource): `s3:PutObject` into every bucket a
 /// destination or backup names (`BucketARN`), the reads of a source
-/// stream (`KinesisStreamARN`), and `lambda:InvokeFunction`
-/// of every Lambda processor (`LambdaArn`), wherever in the configuration
-/// they appear.
-fn deputy_actions(input: &Value) -> Vec<(&'static str, String)> {
-    fn walk(v: &Value, out: &mut Vec<(&'static str, String)>) {
+/// stream (`KinesisStreamARN`), `lambda:InvokeFunction` of every Lambda
+/// processor (`LambdaArn`) and the Glue reads of a conversion's schema
+/// (`SchemaConfiguration`), wherever in the configuration they appear.
+///
+/// Each resource is checked in the one spelling this server stores and
+/// acts on, so a policy's Deny cannot be dodged by another spelling: a
+/// bucket ARN must be `arn:<partition>:s3:::<bucket>`, a function ARN must
+/// name this server's region and account (a function is resolved by name
+/// alone), and Glue names are folded as Glue folds them.
+fn deputy_actions(
+    input: &Value,
+    region: &str,
+    account: &str,
+) -> Result<Vec<(&'static str, String)>, crate::Error> {
+    let partition = ripstream_iam::partition(region);
+    let invalid = |m: String| crate::Error::InvalidArgument(m);
+    let mut out = Vec::new();
+    let mut pending = vec![input];
+    while let Some(v) = pending.pop() {
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
                     if k == "BucketARN"
                         && let Some(arn) = v.as_str()
                     {
-                        out.push(("s3:PutObject", format!("{arn}/*")));
+                        let bucket = arn
+                            .strip_prefix(&format!("arn:{partition}:s3:::"))
+                            .filter(|b| crate::record::valid_bucket_name(b))
+                            .ok_or_else(|| {
+                                invalid(format!(
+                                    "BucketARN {arn} is not arn:{partition}:s3:::<bucket> with a valid bucket name."
+                                ))
+                            })?;
+                        out.push(("s3:PutObject", format!("arn:{partition}:s3:::{bucket}/*")));
                     }
                     if k == "KinesisStreamARN"
                         && let Some(arn) = v.as_str()
                     {
-                        // What AWS's role for a stream source must allow.
+                        // What AWS's role for a stream source must allow
+                        // (the ARN is parsed strictly at create).
                         for action in KINESIS_SOURCE_ACTIONS {
                             out.push((action, arn.to_string()));
                         }
                     }
-                    walk(v, out);
+                    if k == "SchemaConfiguration"
+                        && let Some(db) = v.get("DatabaseName").and_then(Value::as_str)
+                        && let Some(table) = v.get("TableName").and_then(Value::as_str)
+                    {
+                        let glue = format!("arn:{partition}:glue:{region}:{account}");
+                        let (db, table) = (db.to_lowercase(), table.to_lowercase());
+                        for action in GLUE_SCHEMA_ACTIONS {
+                            out.push((action, format!("{glue}:catalog")));
+                            out.push((action, format!("{glue}:database/{db}")));
+                            out.push((action, format!("{glue}:table/{db}/{table}")));
+                        }
+                    }
+                    pending.push(v);
                 }
                 if map.get("ParameterName").and_then(Value::as_str) == Some("LambdaArn")
                     && let Some(arn) = map.get("ParameterValue").and_then(Value::as_str)
                 {
+                    let own = format!("arn:{partition}:lambda:{region}:{account}:function:");
+                    if !arn.starts_with(&own) || crate::lambda::function_name(arn).is_none() {
+                        return Err(invalid(format!(
+                            "LambdaArn {arn} is not a function of this server ({own}<name>[:<qualifier>])."
+                        )));
+                    }
                     out.push(("lambda:InvokeFunction", arn.to_string()));
                 }
             }
-            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            Value::Array(items) => pending.extend(items.iter()),
             _ => {}
         }
     }
-    let mut out = Vec::new();
-    walk(input, &mut out);
     out.sort();
     out.dedup();
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -190,7 +234,7 @@ mod deputy_tests {
             }
         });
         assert_eq!(
-            deputy_actions(&input),
+            deputy_actions(&input, "us-east-1", "123456789012").unwrap(),
             vec![
                 (
                     "lambda:InvokeFunction",
@@ -200,6 +244,43 @@ mod deputy_tests {
                 ("s3:PutObject", "arn:aws:s3:::logs/*".to_string()),
             ]
         );
-        assert!(deputy_actions(&serde_json::json!({"DeliveryStreamName": "d"})).is_empty());
+        assert!(
+            deputy_actions(&serde_json::json!({"DeliveryStreamName": "d"}), "us-east-1", "1")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn resources_are_checked_in_their_one_spelling() {
+        let with = |k: &str, v: &str| {
+            serde_json::json!({"ExtendedS3DestinationConfiguration": {k: v}})
+        };
+        for (k, v) in [
+            ("BucketARN", "arn:x:s3:::victim"),
+            ("BucketARN", "arn:aws:iam::x:s3:::victim"),
+            ("BucketARN", "arn:aws:s3:::."),
+            ("BucketARN", "arn:aws:s3:::a/b"),
+        ] {
+            let e = deputy_actions(&with(k, v), "us-east-1", "123456789012").unwrap_err();
+            assert_eq!(e.code(), "InvalidArgumentException", "{v}");
+        }
+        for arn in [
+            "arn::lambda:::function:secret",
+            "arn:aws:lambda:eu-west-1:123456789012:function:secret",
+            "arn:aws:lambda:us-east-1:999999999999:function:secret",
+        ] {
+            let input = serde_json::json!({"Processors": [{"Parameters": [
+                {"ParameterName": "LambdaArn", "ParameterValue": arn}]}]});
+            assert!(deputy_actions(&input, "us-east-1", "123456789012").is_err(), "{arn}");
+        }
+        let input = serde_json::json!({"DataFormatConversionConfiguration": {
+            "SchemaConfiguration": {"DatabaseName": "Logs", "TableName": "Events"}}});
+        let got = deputy_actions(&input, "us-east-1", "123456789012").unwrap();
+        assert!(got.contains(&(
+            "glue:GetTable",
+            "arn:aws:glue:us-east-1:123456789012:table/logs/events".to_string()
+        )));
+        assert_eq!(got.len(), 9);
     }
 }

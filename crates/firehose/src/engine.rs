@@ -68,6 +68,13 @@ impl Buffer {
         self.records == 0
     }
 
+    /// What the buffer costs in memory: its bytes, and per record the
+    /// bookkeeping that empty or one-byte records would otherwise get for
+    /// free (what the budget is charged).
+    fn cost(&self) -> usize {
+        self.data.len() + self.ends.len() * RECORD_OVERHEAD
+    }
+
     /// The buffer as a batch to flush (its bytes shared, not copied, by
     /// the object body of an uncompressed delivery).
     fn freeze(self) -> Batch {
@@ -92,6 +99,20 @@ pub(crate) struct Batch {
     pub range: (u64, u64),
 }
 
+/// A request record's JSON beyond its data: `{"recordId": "...",
+/// "approximateArrivalTimestamp": ..., "data": ""}` with room for
+/// `kinesisRecordMetadata`.
+const LAMBDA_RECORD_JSON: usize = 384;
+
+/// The memory one buffered record costs beyond its bytes (its entry in
+/// `ends`, and what a flush builds per record), charged to the budget.
+const RECORD_OVERHEAD: usize = 64;
+
+/// Most records in one buffer: the size hint counts bytes, so a stream of
+/// empty records would otherwise grow a buffer without end until its
+/// interval ran out.
+const MAX_BUFFER_RECORDS: u64 = 1_000_000;
+
 /// Whether a buffer is due: it holds records and it reached the size hint
 /// (or the next record would pass it), or the interval has run since its
 /// first record arrived.
@@ -111,10 +132,37 @@ pub(crate) fn should_flush(
 /// Hadoop's block compressor splits input into blocks of this size.
 const HADOOP_BLOCK: usize = 256 * 1024;
 
-/// The body of an object: the buffer as is, or compressed.
-pub(crate) fn encode_body(data: &Bytes, compression: Compression) -> std::io::Result<Bytes> {
+/// The name of the one file inside a ZIP object: the object's own name
+/// without its `.zip`, so unzipping many objects into one directory keeps
+/// them apart.
+pub(crate) fn zip_entry(key: &str) -> &str {
+    let base = key.rsplit('/').next().unwrap_or(key);
+    base.strip_suffix(".zip").filter(|b| !b.is_empty()).unwrap_or(base)
+}
+
+/// The body of an object: the buffer as is, or compressed. `entry` names
+/// the file inside a ZIP archive.
+pub(crate) fn encode_body(
+    data: &Bytes,
+    compression: Compression,
+    entry: &str,
+) -> std::io::Result<Bytes> {
     match compression {
         Compression::None => Ok(data.clone()),
+        Compression::Zip => {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::with_capacity(
+                data.len() / 4 + 256,
+            )));
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                // Buffers may pass 4 GiB only in theory (128 MiB cap), but
+                // ZIP64 costs a few bytes and never fails a flush.
+                .large_file(data.len() as u64 >= u32::MAX as u64);
+            zip.start_file(entry, options).map_err(std::io::Error::other)?;
+            zip.write_all(data)?;
+            let out = zip.finish().map_err(std::io::Error::other)?;
+            Ok(Bytes::from(out.into_inner()))
+        }
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(
                 Vec::with_capacity(data.len() / 4 + 64),
@@ -334,7 +382,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
         } else if buf.data.len() < dest.size_bytes {
             let want = (dest.size_bytes - buf.data.len()).min(READ_AHEAD);
             held.grow_up_to(want);
-            let room = held.bytes().saturating_sub(buf.data.len());
+            let room = held.bytes().saturating_sub(buf.cost());
             if room == 0 {
                 starved = true;
             } else {
@@ -357,18 +405,22 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                             // counts what is written (as AWS counts it).
                             let processed = process(&name, &dest, &r.value);
                             let len: usize = processed.iter().map(Vec::len).sum();
-                            if !buf.is_empty() && buf.data.len() + len > dest.size_bytes {
+                            if !buf.is_empty()
+                                && (buf.data.len() + len > dest.size_bytes
+                                    || buf.records + processed.len() as u64 > MAX_BUFFER_RECORDS)
+                            {
                                 overflow = true;
                                 break;
                             }
+                            let cost = len + processed.len() * RECORD_OVERHEAD;
                             let fits = if buf.is_empty() {
-                                held.ensure_first(len)
+                                held.ensure_first(cost)
                             } else {
-                                held.ensure(buf.data.len() + len)
+                                held.ensure(buf.cost() + cost)
                             };
                             if !fits {
                                 starved = true;
-                                need = len;
+                                need = cost;
                                 break;
                             }
                             if buf.is_empty() {
@@ -385,19 +437,19 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                     }
                     Ok(Err(e)) => {
                         warn!(stream = %name, error = %ripstream_api::Chain(&e), "cannot read the delivery stream's records; retrying");
-                        held.shrink_to(buf.data.len());
+                        held.shrink_to(buf.cost());
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
                     Err(e) => {
                         warn!(stream = %name, error = %e, "read task failed; retrying");
-                        held.shrink_to(buf.data.len());
+                        held.shrink_to(buf.cost());
                         continue;
                     }
                 }
             }
             // Read-ahead room the records did not use goes back at once.
-            held.shrink_to(buf.data.len());
+            held.shrink_to(buf.cost());
         } else {
             overflow = true;
         }
@@ -584,12 +636,21 @@ async fn transform(
         // One batch: records up to the processor's batch size (at least one).
         let mut batch = Vec::new();
         let mut bytes = 0;
+        let mut request_bytes = 0;
         while i < buf.ends.len() {
             let (arrival, end) = buf.ends[i];
             let len = end - start;
-            if !batch.is_empty() && bytes + len > l.batch_bytes {
+            // The request as sent: base64 data plus each record's JSON, so
+            // many tiny records cannot make one invocation past Lambda's
+            // payload limit.
+            let sent = len.div_ceil(3) * 4 + LAMBDA_RECORD_JSON;
+            if !batch.is_empty()
+                && (bytes + len > l.batch_bytes
+                    || request_bytes + sent > crate::lambda::PAYLOAD_LIMIT - 1024)
+            {
                 break;
             }
+            request_bytes += sent;
             batch.push(InRecord {
                 arrival_ms: arrival,
                 data: buf.data[start..end].to_vec(),
@@ -804,7 +865,8 @@ async fn flush(
     };
     for (i, (data, kind)) in objects.into_iter().enumerate().skip(skip) {
         let mut kind = kind;
-        let mut body = match encode_body(&data, dest.compression) {
+        let mut key = key_for(kind);
+        let mut body = match encode_body(&data, dest.compression, zip_entry(&key)) {
             Ok(b) => b,
             Err(e) => {
                 warn!(stream = %name, error = %e, "cannot compress the buffer");
@@ -812,7 +874,6 @@ async fn flush(
             }
         };
         drop(data);
-        let mut key = key_for(kind);
         let mut refused = false;
         loop {
             match inner.sink.put(&dest.bucket, &key, body.clone()).await {
@@ -861,15 +922,15 @@ async fn flush(
                         },
                     )
                     .errors;
-                    body = match encode_body(&Bytes::from(lines), dest.compression) {
+                    kind = Kind::Undeliverable;
+                    key = key_for(kind);
+                    body = match encode_body(&Bytes::from(lines), dest.compression, zip_entry(&key)) {
                         Ok(b) => b,
                         Err(e) => {
                             warn!(stream = %name, error = %e, "cannot compress the error output");
                             return Flushed::Failed { done: i };
                         }
                     };
-                    kind = Kind::Undeliverable;
-                    key = key_for(kind);
                     refused = false;
                 }
                 Err(e) => {
@@ -929,17 +990,17 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_raw_gzip_or_snappy() {
+    fn bodies_are_raw_gzip_zip_or_snappy() {
         let raw = b"{\"a\":1}{\"a\":2}";
         let raw = &Bytes::from_static(raw);
-        assert_eq!(&encode_body(raw, Compression::None).unwrap(), raw);
-        let gz = encode_body(raw, Compression::Gzip).unwrap();
+        assert_eq!(&encode_body(raw, Compression::None, "x").unwrap(), raw);
+        let gz = encode_body(raw, Compression::Gzip, "x").unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(&out[..], &raw[..]);
-        let sn = encode_body(raw, Compression::Snappy).unwrap();
+        let sn = encode_body(raw, Compression::Snappy, "x").unwrap();
         let mut out = Vec::new();
         snap::read::FrameDecoder::new(&sn[..])
             .read_to_end(&mut out)
@@ -947,7 +1008,7 @@ mod tests {
         assert_eq!(&out[..], &raw[..]);
         // Hadoop blocks: two of them for a body past one block.
         let big: Vec<u8> = (0..HADOOP_BLOCK + 10).map(|i| (i % 251) as u8).collect();
-        let h = encode_body(&Bytes::from(big.clone()), Compression::HadoopSnappy).unwrap();
+        let h = encode_body(&Bytes::from(big.clone()), Compression::HadoopSnappy, "x").unwrap();
         let (mut at, mut out, mut blocks) = (0, Vec::new(), 0);
         while at < h.len() {
             let n = u32::from_be_bytes(h[at..at + 4].try_into().unwrap()) as usize;
@@ -961,6 +1022,17 @@ mod tests {
             blocks += 1;
         }
         assert_eq!((out, blocks), (big, 2));
+        let key = "2026/12/04/18/s-1-2026-12-04-18-00-00-u.zip";
+        assert_eq!(zip_entry(key), "s-1-2026-12-04-18-00-00-u");
+        assert_eq!(zip_entry("a/.zip"), ".zip");
+        let z = encode_body(raw, Compression::Zip, zip_entry(key)).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&z[..])).unwrap();
+        assert_eq!(archive.len(), 1);
+        let mut file = archive.by_index(0).unwrap();
+        assert_eq!(file.name().unwrap(), "s-1-2026-12-04-18-00-00-u");
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        assert_eq!(&out[..], &raw[..]);
         let mut b = Buffer::default();
         b.push(5, b"x");
         b.push(9, b"yz");

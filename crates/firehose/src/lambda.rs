@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::warn;
 
 /// A configured transformation function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +168,7 @@ pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeEr
                 Err(_) => Err(InvokeError {
                     code: "Lambda.FunctionError",
                     message: format!(
-                        "The function at {url} did not answer within {} seconds.",
+                        "The function did not answer within {} seconds.",
                         INVOKE_TIMEOUT.as_secs()
                     ),
                 }),
@@ -189,9 +190,10 @@ pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeEr
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            fail(format!(
-                "The function's command {prog} could not start: {e}"
-            ))
+            // The command is the operator's: logged, never written into the
+            // caller's error output.
+            warn!(command = %prog, error = %e, "a transformation function's command cannot start");
+            fail("The function's command could not start.".into())
         })?;
     let mut stdin = child.stdin.take();
     let mut stdout = child
@@ -211,9 +213,14 @@ pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeEr
             }
         };
         let mut out = Vec::new();
-        let read = stdout.read_to_end(&mut out);
+        // One byte past the limit tells a response that is too large.
+        let mut limited = (&mut stdout).take(PAYLOAD_LIMIT as u64 + 1);
+        let read = limited.read_to_end(&mut out);
         let (w, r) = tokio::join!(write, read);
         r.map_err(|e| fail(format!("Cannot read the function's response: {e}")))?;
+        if out.len() > PAYLOAD_LIMIT {
+            return Err(too_large());
+        }
         let status = child
             .wait()
             .await
@@ -235,10 +242,24 @@ pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeEr
     }
 }
 
-/// Whether a function URL is one `post` can call: `http://host[:port][/path]`.
+/// Whether a function URL is one `post` can call: `http://host[:port][/path]`
+/// (no `user:password@`, which would travel in the Host header).
 pub fn valid_url(url: &str) -> bool {
-    url.parse::<http::Uri>()
-        .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some())
+    url.parse::<http::Uri>().is_ok_and(|u| {
+        u.scheme_str() == Some("http")
+            && u.host().is_some()
+            && !u.authority().is_some_and(|a| a.as_str().contains('@'))
+    })
+}
+
+/// A response past Lambda's 6 MB synchronous payload limit.
+fn too_large() -> InvokeError {
+    InvokeError {
+        code: "Lambda.FunctionError",
+        message: format!(
+            "The function's response is larger than Lambda's payload limit of {PAYLOAD_LIMIT} bytes."
+        ),
+    }
 }
 
 /// One HTTP/1.1 POST of the request; a 2xx answer's body is the response.
@@ -248,20 +269,24 @@ async fn post(url: &str, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
         code: "Lambda.FunctionError",
         message: m,
     };
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| fail(format!("The function URL {url} is invalid: {e}")))?;
+    // The URL is the operator's: details are logged, never written into
+    // the caller's error output.
+    let unreachable = |e: &dyn std::fmt::Display| {
+        warn!(url = %url, error = %e, "a transformation function cannot be reached");
+        fail("The function cannot be reached.".into())
+    };
+    let uri: http::Uri = url.parse().map_err(|e| unreachable(&e))?;
     let host = uri
         .host()
-        .ok_or_else(|| fail(format!("The function URL {url} has no host.")))?;
+        .ok_or_else(|| unreachable(&"the URL has no host"))?;
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| fail(format!("Cannot reach the function at {url}: {e}")))?;
+        .map_err(|e| unreachable(&e))?;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| fail(format!("Cannot reach the function at {url}: {e}")))?;
+            .map_err(|e| unreachable(&e))?;
     let conn = tokio::spawn(conn);
     let authority = uri
         .authority()
@@ -275,22 +300,24 @@ async fn post(url: &str, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
         .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
             body,
         )))
-        .map_err(|e| fail(format!("Cannot build the request to {url}: {e}")))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| fail(format!("The function at {url} failed: {e}")))?;
+        .map_err(|e| unreachable(&e))?;
+    let resp = send.send_request(req).await.map_err(|e| unreachable(&e))?;
     let status = resp.status();
-    let out = resp
-        .into_body()
+    let out = http_body_util::Limited::new(resp.into_body(), PAYLOAD_LIMIT)
         .collect()
-        .await
-        .map_err(|e| fail(format!("Cannot read the response of {url}: {e}")))?
-        .to_bytes();
+        .await;
     conn.abort();
+    let out = match out {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) => {
+            warn!(url = %url, error = %e, "cannot read a transformation function's response");
+            return Err(fail("Cannot read the function's response.".into()));
+        }
+    };
     if !status.is_success() {
         return Err(fail(format!(
-            "The function at {url} was invoked but returned an error result (HTTP {status})."
+            "The function was invoked but returned an error result (HTTP {status})."
         )));
     }
     Ok(out.to_vec())

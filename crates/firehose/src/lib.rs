@@ -9,15 +9,14 @@
 //! object per flush through an [`sink::ObjectSink`]; the checkpoint moves
 //! only after the object is durable, so delivery is at least once.
 //!
-//! This increment serves DirectPut streams with an S3 / ExtendedS3
-//! destination, record format conversion to Parquet included (module
-//! [`conversion`], schemas read through its `SchemaSource`). Everything
-//! else the API can express (other destinations, KinesisStreamAsSource,
-//! processors other than RecordDeAggregation and AppendDelimiterToRecord
-//! (module `processing`), ORC output, dynamic partitioning, ZIP
-//! compression, S3 backup) is refused with an
-//! InvalidArgumentException saying it is not supported yet, never accepted
-//! and ignored.
+//! This increment serves DirectPut and KinesisStreamAsSource streams (module
+//! [`source`]) with an S3 / ExtendedS3 destination, record format conversion
+//! to Parquet included (module [`conversion`], schemas read through its
+//! `SchemaSource`). Everything else the API can express (other
+//! destinations, processors other than RecordDeAggregation and
+//! AppendDelimiterToRecord (module `processing`), ORC output, S3 backup) is
+//! refused with an InvalidArgumentException saying it is not supported
+//! yet, never accepted and ignored.
 
 pub mod api;
 mod budget;

@@ -166,7 +166,8 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         Some(z) => return Err(not_yet(&format!("CustomTimeZone {z} (only UTC)"))),
     }
     match d.get("CompressionFormat").and_then(Value::as_str) {
-        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("Snappy") | Some("HADOOP_SNAPPY") => {}
+        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("ZIP") | Some("Snappy")
+        | Some("HADOOP_SNAPPY") => {}
         Some(c) => return Err(not_yet(&format!("CompressionFormat {c}"))),
     }
     if converting
@@ -256,10 +257,32 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     Ok(Value::Object(d))
 }
 
-/// The bucket an S3 bucket ARN names.
+/// The bucket an S3 bucket ARN (`arn:<partition>:s3:::<bucket>`) names, if
+/// it is a valid bucket name.
 pub fn bucket_name(arn: &str) -> Option<&str> {
     let (head, bucket) = arn.split_once(":::")?;
-    (head.starts_with("arn:") && head.ends_with(":s3") && !bucket.is_empty()).then_some(bucket)
+    let partition = head.strip_prefix("arn:")?.strip_suffix(":s3")?;
+    (!partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-')
+        && valid_bucket_name(bucket))
+    .then_some(bucket)
+}
+
+/// S3's bucket naming rules (3 to 63 characters of lowercase letters,
+/// digits, dots and hyphens, starting and ending with a letter or digit, no
+/// two dots in a row), so a name never becomes a path segment such as `.`
+/// or `..` in an external store's URL or the embedded store's directory.
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| edge(c) || c == b'.' || c == b'-')
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && !name.contains("..")
 }
 
 /// Merges an `S3DestinationUpdate` or `ExtendedS3DestinationUpdate` into the
@@ -292,11 +315,13 @@ pub fn s3_description(dest: &Value) -> Value {
     Value::Object(out)
 }
 
-/// How delivered objects are compressed (ZIP is refused at create).
+/// How delivered objects are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,
+    /// One deflated file per object, named after the object.
+    Zip,
     /// Snappy's framing format, as Firehose writes `Snappy`.
     Snappy,
     /// Hadoop's block format (`HADOOP_SNAPPY`), which Hadoop's
@@ -310,6 +335,7 @@ impl Compression {
         match self {
             Compression::None => "",
             Compression::Gzip => ".gz",
+            Compression::Zip => ".zip",
             Compression::Snappy => ".snappy",
             Compression::HadoopSnappy => ".hsnappy",
         }
@@ -353,6 +379,7 @@ impl Destination {
         };
         let compression = match text("CompressionFormat") {
             Some("GZIP") => Compression::Gzip,
+            Some("ZIP") => Compression::Zip,
             Some("Snappy") => Compression::Snappy,
             Some("HADOOP_SNAPPY") => Compression::HadoopSnappy,
             _ => Compression::None,
@@ -436,7 +463,6 @@ mod tests {
             json!({"ProcessingConfiguration": {"Processors": [{"Type": "MetadataExtraction"}]}}),
             json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),
-            json!({"CompressionFormat": "ZIP"}),
             json!({"CustomTimeZone": "Europe/Paris"}),
             json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}),
         ] {
@@ -504,7 +530,7 @@ mod tests {
         let u = merge_update(&u, &json!({"BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}, "FileExtension": ".log"}), true).unwrap();
         assert_eq!(u["BufferingHints"]["SizeInMBs"], 1);
         assert_eq!(u["FileExtension"], ".log");
-        assert!(merge_update(&u, &json!({"CompressionFormat": "ZIP"}), true).is_err());
+        assert!(merge_update(&u, &json!({"CompressionFormat": "LZ4"}), true).is_err());
     }
 
     #[test]
@@ -517,6 +543,7 @@ mod tests {
         assert_eq!(e.interval_ms, 2000);
         for (c, ext) in [
             ("Snappy", ".snappy"),
+            ("ZIP", ".zip"),
             ("HADOOP_SNAPPY", ".hsnappy"),
             ("UNCOMPRESSED", ""),
         ] {

@@ -231,11 +231,23 @@ fn save_progress(inner: &Inner, uid: u64, p: &Progress) -> Result<()> {
     Ok(())
 }
 
-/// Copies a shard read into the stream's partition (durable when it returns).
+/// At most this many bytes (keys and values) go into one log append, so a
+/// read that de-aggregation made large never passes the log's frame limit.
+const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Copies a shard read into the stream's partition (durable when it
+/// returns). Keys are built one chunk at a time, so memory follows the
+/// chunk, not the whole read.
 async fn copy(inner: &Inner, s: &Stream, shard: &str, records: &[SourceRecord]) -> Result<()> {
-    let items: Vec<(Vec<u8>, &[u8])> = records
-        .iter()
-        .map(|r| {
+    let mut rest = records;
+    while !rest.is_empty() {
+        let mut items: Vec<(Vec<u8>, &[u8])> = Vec::new();
+        let mut bytes = 0;
+        let mut taken = 0;
+        for r in rest {
+            if taken > 0 && bytes + r.data.len() + r.partition_key.len() > COPY_CHUNK_BYTES {
+                break;
+            }
             let meta = RecordMetadata {
                 shard_id: shard.to_string(),
                 partition_key: r.partition_key.clone(),
@@ -243,12 +255,16 @@ async fn copy(inner: &Inner, s: &Stream, shard: &str, records: &[SourceRecord]) 
                 sequence_number: r.sequence_number.clone(),
                 subsequence_number: r.sub_sequence_number,
             };
-            (serde_json::to_vec(&meta).unwrap_or_default(), &r.data[..])
-        })
-        .collect();
-    inner
-        .append(s, items.iter().map(|(k, v)| (&k[..], *v)))
-        .await?;
+            let key = serde_json::to_vec(&meta).unwrap_or_default();
+            bytes += key.len() + r.data.len();
+            items.push((key, &r.data[..]));
+            taken += 1;
+        }
+        inner
+            .append(s, items.iter().map(|(k, v)| (&k[..], *v)))
+            .await?;
+        rest = &rest[taken..];
+    }
     let bytes: usize = records.iter().map(|r| r.data.len()).sum();
     inner
         .metrics

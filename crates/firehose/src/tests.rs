@@ -110,7 +110,7 @@ async fn create_describe_list_update_delete() {
     let (ctx, svc) = open(dir.path()).await;
     let out = svc
         .create_delivery_stream(
-            json!({"DeliveryStreamName": "a", "S3DestinationConfiguration": s3("b", json!({}))}),
+            json!({"DeliveryStreamName": "a", "S3DestinationConfiguration": s3("bkt", json!({}))}),
         )
         .await
         .unwrap();
@@ -120,16 +120,16 @@ async fn create_describe_list_update_delete() {
     );
     let e = svc
         .create_delivery_stream(
-            json!({"DeliveryStreamName": "a", "S3DestinationConfiguration": s3("b", json!({}))}),
+            json!({"DeliveryStreamName": "a", "S3DestinationConfiguration": s3("bkt", json!({}))}),
         )
         .await
         .unwrap_err();
     assert_eq!(e.code(), "ResourceInUseException");
     for bad in [
         json!({"DeliveryStreamName": "x", "HttpEndpointDestinationConfiguration": {}}),
-        json!({"DeliveryStreamName": "x", "DeliveryStreamType": "KinesisStreamAsSource", "ExtendedS3DestinationConfiguration": s3("b", json!({}))}),
+        json!({"DeliveryStreamName": "x", "DeliveryStreamType": "KinesisStreamAsSource", "ExtendedS3DestinationConfiguration": s3("bkt", json!({}))}),
         json!({"DeliveryStreamName": "x"}),
-        json!({"DeliveryStreamName": "x", "ExtendedS3DestinationConfiguration": s3("b", json!({"CompressionFormat": "ZIP"}))}),
+        json!({"DeliveryStreamName": "x", "ExtendedS3DestinationConfiguration": s3("bkt", json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}))}),
     ] {
         let e = svc.create_delivery_stream(bad.clone()).await.unwrap_err();
         assert_eq!(e.code(), "InvalidArgumentException", "{bad}");
@@ -163,7 +163,7 @@ async fn create_describe_list_update_delete() {
         .unwrap();
     assert_eq!(none["DeliveryStreamDescription"]["Destinations"], json!([]));
 
-    svc.create_delivery_stream(json!({"DeliveryStreamName": "c", "ExtendedS3DestinationConfiguration": s3("b", json!({}))}))
+    svc.create_delivery_stream(json!({"DeliveryStreamName": "c", "ExtendedS3DestinationConfiguration": s3("bkt", json!({}))}))
         .await
         .unwrap();
     let l = svc

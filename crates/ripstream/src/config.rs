@@ -258,7 +258,7 @@ pub struct FunctionFile {
 
 /// The `[object_store]` table: the embedded store's settings, or an external
 /// S3-compatible endpoint Firehose delivers to instead.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreFile {
     /// The embedded store's directory [default: <data-dir>/objects].
@@ -274,12 +274,41 @@ pub struct ObjectStoreFile {
 }
 
 /// Where Firehose delivers when not into the embedded store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ExternalStore {
     pub endpoint: String,
     pub region: String,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+}
+
+/// The secret key shown as present or not, never as itself.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for ObjectStoreFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreFile")
+            .field("root", &self.root)
+            .field("upload_expiry_secs", &self.upload_expiry_secs)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ExternalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalStore")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .finish()
+    }
 }
 
 /// The external S3 endpoint, if one is configured (flag, env or file),
@@ -814,7 +843,10 @@ mod tests {
         // An external endpoint is a real setting; a misspelt key is still refused.
         let external: FileConfig =
             toml::from_str("[object_store]\nendpoint = \"http://x\"\n").unwrap();
-        assert_eq!(external.object_store.endpoint.as_deref(), Some("http://x"));
+        assert_eq!(
+            external.object_store.and_then(|o| o.endpoint).as_deref(),
+            Some("http://x")
+        );
         assert!(toml::from_str::<FileConfig>("[object_store]\nendpiont = \"http://x\"\n").is_err());
     }
 

@@ -52,7 +52,6 @@ impl ObjectSink for EmbeddedObjects {
 /// per bucket, made on first use. The put is acknowledged by the store, so
 /// its durability is the store's; the engine retries failures itself, so
 /// the client's own retries are few.
-#[derive(Debug)]
 pub struct ExternalS3 {
     endpoint: String,
     region: String,
@@ -61,6 +60,18 @@ pub struct ExternalS3 {
     buckets: parking_lot::Mutex<
         std::collections::HashMap<String, std::sync::Arc<object_store::aws::AmazonS3>>,
     >,
+}
+
+// Written out so the secret key can never reach a log line.
+impl std::fmt::Debug for ExternalS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalS3")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ExternalS3 {

@@ -649,6 +649,10 @@ async fn api(
 pub(crate) struct PolicyCheck<'a> {
     pub(crate) principal: Option<&'a crate::auth::Principal>,
     pub(crate) service: &'a dyn ripstream_api::Service,
+    /// Every service on the port: an action on another service's resource
+    /// (a delivery stream reading a Kinesis stream) is judged with that
+    /// service's resource policy too.
+    pub(crate) services: &'a [crate::Mounted],
     pub(crate) action: String,
     pub(crate) region: &'a str,
     pub(crate) account: &'a str,
@@ -663,15 +667,23 @@ impl Authorize for PolicyCheck<'_> {
         let Some(principal) = self.principal else {
             return Ok(());
         };
+        // A resource policy speaks only of its own service's actions (a
+        // Firehose stream's policy says nothing of S3), so the policy that
+        // judges an action is the one of the service the action belongs to.
+        let prefix = action.split_once(':').map(|(p, _)| p);
+        let owner: Option<&dyn ripstream_api::Service> =
+            if prefix == Some(self.service.spec().iam_prefix) {
+                Some(self.service)
+            } else {
+                self.services
+                    .iter()
+                    .map(|m| m.api.as_ref())
+                    .find(|s| Some(s.spec().iam_prefix) == prefix)
+            };
         for resource in resources {
-            // Only the service's own actions can be granted by its resource
-            // policies: a Firehose stream's policy says nothing of S3.
-            let own = action
-                .split_once(':')
-                .is_some_and(|(prefix, _)| prefix == self.service.spec().iam_prefix);
-            let policy = (own && resource != "*")
-                .then(|| self.service.resource_policy(resource))
-                .flatten();
+            let policy = owner
+                .filter(|_| resource != "*")
+                .and_then(|s| s.resource_policy(resource));
             crate::auth::authorize(
                 principal,
                 self.region,
@@ -823,6 +835,7 @@ pub(crate) async fn run_operation(
     let check = PolicyCheck {
         principal,
         service: mounted.api.as_ref(),
+        services: &state.services,
         action: format!("{}:{op}", mounted.api.spec().iam_prefix),
         region: &state.region,
         account: &state.account,

@@ -25,7 +25,7 @@ pub(crate) fn firehose(url: &str) -> Client {
     firehose_as(url, "AKIDTEST", "secret")
 }
 
-fn firehose_as(url: &str, key: &str, secret: &str) -> Client {
+pub(crate) fn firehose_as(url: &str, key: &str, secret: &str) -> Client {
     let conf = aws_sdk_firehose::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)
@@ -163,10 +163,10 @@ async fn operations_and_their_errors() {
     assert!(message(&e).contains("not supported yet"), "{}", message(&e));
     let e = c
         .create_delivery_stream()
-        .delivery_stream_name("zip")
+        .delivery_stream_name("backup")
         .extended_s3_destination_configuration(
             extended("bkt", 60)
-                .compression_format(CompressionFormat::Zip)
+                .s3_backup_mode(aws_sdk_firehose::types::S3BackupMode::Enabled)
                 .build()
                 .unwrap(),
         )

@@ -16,7 +16,9 @@ use aws_sdk_kinesis::primitives::Blob as KBlob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use ripstream_client::aggregation::{Aggregator, UserRecord};
 
-use crate::firehose::{ROLE, bucket_dir, extended, firehose, objects, record, wait_until};
+use crate::firehose::{
+    ROLE, bucket_dir, extended, firehose, firehose_as, objects, record, wait_until,
+};
 use crate::support::*;
 
 fn stream_arn(name: &str) -> String {
@@ -417,4 +419,61 @@ async fn acknowledged_records_of_both_sources_survive_kill_9() {
         acked.len(),
         srv.log()
     );
+}
+
+const READER_CREDENTIALS: &str = r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "reader"
+access_key_id = "AKIDREADER0000000001"
+secret_access_key = "reader-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": ["firehose:*", "kinesis:*", "s3:PutObject"], "Resource": "*"}
+]}'''
+"#;
+
+/// A delivery stream reads its source as whoever configured it, so the
+/// source stream's resource policy judges those reads too: an explicit
+/// Deny there stops the creator, however broad their own policy.
+#[tokio::test]
+async fn a_source_streams_resource_policy_judges_the_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(&path, READER_CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    let admin = client_with(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    create_stream(&admin, "guarded", 1).await;
+    create_stream(&admin, "open", 1).await;
+    let deny = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::000000000000:user/reader"},"Action":"kinesis:GetRecords","Resource":"*"}]}"#;
+    admin
+        .put_resource_policy()
+        .resource_arn(stream_arn("guarded"))
+        .policy(deny)
+        .send()
+        .await
+        .unwrap();
+    let reader = firehose_as(&srv.url(), "AKIDREADER0000000001", "reader-secret");
+    let create = |name: &'static str, from: &'static str| {
+        reader
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
+            .kinesis_stream_source_configuration(source(from))
+            .extended_s3_destination_configuration(extended("copies", 60).build().unwrap())
+            .send()
+    };
+    let e = create("from-guarded", "guarded").await.unwrap_err();
+    let err = e.as_service_error().unwrap();
+    assert_eq!(
+        aws_sdk_firehose::error::ProvideErrorMetadata::code(err),
+        Some("AccessDeniedException")
+    );
+    let m = aws_sdk_firehose::error::ProvideErrorMetadata::message(err).unwrap_or_default();
+    assert!(m.contains("kinesis:GetRecords"), "{m}");
+    // The same caller, a stream without that policy: allowed.
+    create("from-open", "open").await.unwrap();
 }
