@@ -577,7 +577,7 @@ pub(crate) async fn deliver(
     }
     let key = staged_key(dest, batch.first_ms, name, s.rec.version, batch_uuid(uid, start, end));
     let object = format!("s3://{}/{key}", dest.bucket);
-    let body = match crate::engine::encode_body(&batch.data, dest.compression) {
+    let body = match crate::engine::encode_body(&batch.data, dest.compression, &key) {
         Ok(b) => b,
         Err(e) => {
             warn!(stream = %name, error = %e, "cannot compress the staged file");
@@ -587,7 +587,7 @@ pub(crate) async fn deliver(
     if !batch.processing_errors.is_empty() {
         // Processing failures keep the engine's own layout.
         let key = crate::engine::error_key(dest, batch.first_ms, name, s.rec.version);
-        match crate::engine::encode_body(&Bytes::from(batch.processing_errors.clone()), dest.compression) {
+        match crate::engine::encode_body(&Bytes::from(batch.processing_errors.clone()), dest.compression, &key) {
             Ok(b) => {
                 if let Err(e) = inner.sink.put(&dest.bucket, &key, b).await {
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the processing error output; retrying");
@@ -647,7 +647,7 @@ pub(crate) async fn deliver(
                 let lines = row_error_lines(&o.errors, batch.ends, batch.first_ms, now);
                 let ext = dest.compression.extension();
                 let key = error_key(dest, batch.first_ms, name, s.rec.version, "", ext);
-                let body = match crate::engine::encode_body(&Bytes::from(lines), dest.compression) {
+                let body = match crate::engine::encode_body(&Bytes::from(lines), dest.compression, &key) {
                     Ok(b) => b,
                     Err(e) => {
                         warn!(stream = %name, error = %e, "cannot compress the error output");

@@ -672,13 +672,13 @@ impl Authorize for PolicyCheck<'_> {
         // judges an action is the one of the service the action belongs to.
         let prefix = action.split_once(':').map(|(p, _)| p);
         let owner: Option<&dyn ripstream_api::Service> =
-            if prefix == Some(self.service.spec().iam_prefix) {
+            if prefix == Some(self.service.spec().iam_prefix.as_str()) {
                 Some(self.service)
             } else {
                 self.services
                     .iter()
                     .map(|m| m.api.as_ref())
-                    .find(|s| Some(s.spec().iam_prefix) == prefix)
+                    .find(|s| Some(s.spec().iam_prefix.as_str()) == prefix)
             };
         for resource in resources {
             let policy = owner
