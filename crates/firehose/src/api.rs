@@ -131,7 +131,11 @@ const KINESIS_SOURCE_ACTIONS: [&str; 4] = [
 
 /// The reads of a Glue table a format conversion makes (what AWS's role for
 /// it must allow).
-const GLUE_SCHEMA_ACTIONS: [&str; 3] = ["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"];
+const GLUE_SCHEMA_ACTIONS: [&str; 3] = [
+    "glue:GetTable",
+    "glue:GetTableVersion",
+    "glue:GetTableVersions",
+];
 
 /// What a delivery stream configured by `input` will do on the caller's
 /// behalf, as (IAM action, resource): `s3:PutObject` into every bucket a
@@ -245,17 +249,20 @@ mod deputy_tests {
             ]
         );
         assert!(
-            deputy_actions(&serde_json::json!({"DeliveryStreamName": "d"}), "us-east-1", "1")
-                .unwrap()
-                .is_empty()
+            deputy_actions(
+                &serde_json::json!({"DeliveryStreamName": "d"}),
+                "us-east-1",
+                "1"
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 
     #[test]
     fn resources_are_checked_in_their_one_spelling() {
-        let with = |k: &str, v: &str| {
-            serde_json::json!({"ExtendedS3DestinationConfiguration": {k: v}})
-        };
+        let with =
+            |k: &str, v: &str| serde_json::json!({"ExtendedS3DestinationConfiguration": {k: v}});
         for (k, v) in [
             ("BucketARN", "arn:x:s3:::victim"),
             ("BucketARN", "arn:aws:iam::x:s3:::victim"),
@@ -272,7 +279,10 @@ mod deputy_tests {
         ] {
             let input = serde_json::json!({"Processors": [{"Parameters": [
                 {"ParameterName": "LambdaArn", "ParameterValue": arn}]}]});
-            assert!(deputy_actions(&input, "us-east-1", "123456789012").is_err(), "{arn}");
+            assert!(
+                deputy_actions(&input, "us-east-1", "123456789012").is_err(),
+                "{arn}"
+            );
         }
         let input = serde_json::json!({"DataFormatConversionConfiguration": {
             "SchemaConfiguration": {"DatabaseName": "Logs", "TableName": "Events"}}});

@@ -412,7 +412,9 @@ fn translate_delimited(spec: &CopySpec, columns: &[String], records: &[&[u8]]) -
                     continue;
                 }
                 let end = (reader.position().byte() as usize).min(file.len());
-                let record = ends.partition_point(|&e| e <= start).min(records.len().saturating_sub(1));
+                let record = ends
+                    .partition_point(|&e| e <= start)
+                    .min(records.len().saturating_sub(1));
                 let raw = || file[start.min(end)..end].to_vec();
                 if row.len() != columns.len() {
                     out.errors.push(RowError {
@@ -452,7 +454,9 @@ fn translate_delimited(spec: &CopySpec, columns: &[String], records: &[&[u8]]) -
             Err(e) => {
                 // The reader cannot go past a broken file: the rest of it
                 // is one error.
-                let record = ends.partition_point(|&e| e <= start).min(records.len().saturating_sub(1));
+                let record = ends
+                    .partition_point(|&e| e <= start)
+                    .min(records.len().saturating_sub(1));
                 out.errors.push(RowError {
                     record,
                     raw: file[start.min(file.len())..].to_vec(),
@@ -482,7 +486,13 @@ mod tests {
         assert!(s.gzip && s.time_auto);
         let s = parse("CSV DELIMITER ';' IGNOREHEADER 1 NULL AS 'NA' QUOTE AS '''';").unwrap();
         assert_eq!(
-            (s.format, s.delimiter, s.ignore_header, s.null_as.as_str(), s.quote),
+            (
+                s.format,
+                s.delimiter,
+                s.ignore_header,
+                s.null_as.as_str(),
+                s.quote
+            ),
             (Format::Csv, b';', 1, "NA", b'\'')
         );
         let s = parse("format as csv").unwrap();
@@ -531,7 +541,10 @@ mod tests {
             [2, 3]
         );
         let t = translate(&parse("JSON 'auto ignorecase'").unwrap(), &c, &recs[1..2]);
-        assert_eq!(String::from_utf8(t.csv).unwrap(), "\"2\",,\"[1,2]\"\n\"3\",,\n");
+        assert_eq!(
+            String::from_utf8(t.csv).unwrap(),
+            "\"2\",,\"[1,2]\"\n\"3\",,\n"
+        );
     }
 
     #[test]
@@ -548,6 +561,9 @@ mod tests {
         assert_eq!((t.errors[0].record, &t.errors[0].raw[..]), (2, &b"3\n"[..]));
         // Text: pipes, no quoting, \N is NULL.
         let t = translate(&CopySpec::default(), &c, &[b"x|\"q\"\n", b"y|\\N\n"]);
-        assert_eq!(String::from_utf8(t.csv).unwrap(), "\"x\",\"\"\"q\"\"\"\n\"y\",\n");
+        assert_eq!(
+            String::from_utf8(t.csv).unwrap(),
+            "\"x\",\"\"\"q\"\"\"\n\"y\",\n"
+        );
     }
 }

@@ -137,7 +137,9 @@ const HADOOP_BLOCK: usize = 256 * 1024;
 /// them apart.
 pub(crate) fn zip_entry(key: &str) -> &str {
     let base = key.rsplit('/').next().unwrap_or(key);
-    base.strip_suffix(".zip").filter(|b| !b.is_empty()).unwrap_or(base)
+    base.strip_suffix(".zip")
+        .filter(|b| !b.is_empty())
+        .unwrap_or(base)
 }
 
 /// The body of an object: the buffer as is, or compressed. `entry` names
@@ -158,7 +160,8 @@ pub(crate) fn encode_body(
                 // Buffers may pass 4 GiB only in theory (128 MiB cap), but
                 // ZIP64 costs a few bytes and never fails a flush.
                 .large_file(data.len() as u64 >= u32::MAX as u64);
-            zip.start_file(entry, options).map_err(std::io::Error::other)?;
+            zip.start_file(entry, options)
+                .map_err(std::io::Error::other)?;
             zip.write_all(data)?;
             let out = zip.finish().map_err(std::io::Error::other)?;
             Ok(Bytes::from(out.into_inner()))
@@ -797,6 +800,7 @@ async fn flush(
             first_ms: buf.first_ms,
             range: buf.range,
             processing_errors: out.errors,
+            source: buf.data.clone(),
         };
         return match crate::redshift::deliver(inner, s, dest, staged).await {
             crate::redshift::Loaded::Done => Flushed::Done,
@@ -924,7 +928,8 @@ async fn flush(
                     .errors;
                     kind = Kind::Undeliverable;
                     key = key_for(kind);
-                    body = match encode_body(&Bytes::from(lines), dest.compression, zip_entry(&key)) {
+                    body = match encode_body(&Bytes::from(lines), dest.compression, zip_entry(&key))
+                    {
                         Ok(b) => b,
                         Err(e) => {
                             warn!(stream = %name, error = %e, "cannot compress the error output");

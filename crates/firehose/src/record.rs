@@ -166,7 +166,11 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         Some(z) => return Err(not_yet(&format!("CustomTimeZone {z} (only UTC)"))),
     }
     match d.get("CompressionFormat").and_then(Value::as_str) {
-        None | Some("UNCOMPRESSED") | Some("GZIP") | Some("ZIP") | Some("Snappy")
+        None
+        | Some("UNCOMPRESSED")
+        | Some("GZIP")
+        | Some("ZIP")
+        | Some("Snappy")
         | Some("HADOOP_SNAPPY") => {}
         Some(c) => return Err(not_yet(&format!("CompressionFormat {c}"))),
     }
@@ -278,8 +282,7 @@ pub fn valid_bucket_name(name: &str) -> bool {
     let b = name.as_bytes();
     let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|&c| edge(c) || c == b'.' || c == b'-')
+        && b.iter().all(|&c| edge(c) || c == b'.' || c == b'-')
         && edge(b[0])
         && edge(b[b.len() - 1])
         && !name.contains("..")

@@ -79,9 +79,7 @@ pub fn parse_jdbc_url(url: &str) -> std::result::Result<Cluster, String> {
         return Err(bad("unknown scheme"));
     };
     let rest = rest.split('?').next().unwrap_or("");
-    let (authority, database) = rest
-        .split_once('/')
-        .ok_or_else(|| bad("no database"))?;
+    let (authority, database) = rest.split_once('/').ok_or_else(|| bad("no database"))?;
     if database.is_empty() || database.contains('/') {
         return Err(bad("no database"));
     }
@@ -113,7 +111,7 @@ pub fn parse_jdbc_url(url: &str) -> std::result::Result<Cluster, String> {
 }
 
 /// What a loader needs to load one staged file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadTarget {
     pub cluster: Cluster,
     pub username: String,
@@ -122,6 +120,19 @@ pub struct LoadTarget {
     pub table: String,
     /// `CopyCommand.DataTableColumns`; `None`: the table's columns in order.
     pub columns: Option<Vec<String>>,
+}
+
+/// The password stays out of logs.
+impl std::fmt::Debug for LoadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadTarget")
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("table", &self.table)
+            .field("columns", &self.columns)
+            .finish()
+    }
 }
 
 /// One staged file to load.
@@ -174,7 +185,10 @@ impl LoadError {
 /// be committed, together with the manifest row of `job.object`; a job
 /// whose object is recorded already loads nothing (`already_loaded`).
 pub trait TableLoader: Send + Sync + std::fmt::Debug {
-    fn load<'a>(&'a self, job: LoadJob<'a>) -> BoxFuture<'a, std::result::Result<LoadOutcome, LoadError>>;
+    fn load<'a>(
+        &'a self,
+        job: LoadJob<'a>,
+    ) -> BoxFuture<'a, std::result::Result<LoadOutcome, LoadError>>;
 }
 
 fn invalid(m: impl Into<String>) -> Error {
@@ -244,14 +258,26 @@ pub fn normalize(cfg: &Value) -> Result<(Value, Value)> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let spec = copy::parse(options).map_err(invalid)?;
-    match text("S3BackupMode") {
-        None | Some("Disabled") => {}
-        Some(_) => {
+    // Source record backup: the records as they arrived (before a Lambda
+    // processor), to a second S3 destination of its own.
+    let backup = match (text("S3BackupMode"), c.get("S3BackupConfiguration")) {
+        (None | Some("Disabled"), None) => None,
+        (None | Some("Disabled"), Some(_)) => {
             return Err(invalid(
-                "S3BackupMode Enabled is not supported yet by this server for a Redshift destination.",
+                "S3BackupConfiguration is only allowed when S3BackupMode is Enabled.",
             ));
         }
-    }
+        (Some("Enabled"), Some(b)) => {
+            let b = b.as_object().cloned().unwrap_or_default();
+            Some(record::normalize_destination(b)?)
+        }
+        (Some("Enabled"), None) => {
+            return Err(invalid(
+                "S3BackupConfiguration is required when S3BackupMode is Enabled.",
+            ));
+        }
+        (Some(m), _) => return Err(invalid(format!("S3BackupMode {m} is not valid."))),
+    };
     let Some(s3) = c.get("S3Configuration").and_then(Value::as_object) else {
         return Err(invalid(
             "S3Configuration is required for a Redshift destination.",
@@ -296,6 +322,9 @@ pub fn normalize(cfg: &Value) -> Result<(Value, Value)> {
     }
     out.insert("RetryOptions".into(), json!({"DurationInSeconds": retry}));
     out.entry("S3BackupMode").or_insert(json!("Disabled"));
+    if let Some(b) = backup {
+        out.insert("S3BackupConfiguration".into(), b);
+    }
     out.entry("CloudWatchLoggingOptions")
         .or_insert(json!({"Enabled": false}));
     Ok((Value::Object(out), dest))
@@ -357,6 +386,9 @@ pub fn split_columns(cols: &str) -> Vec<String> {
 pub fn description(redshift: &Value, destination: &Value) -> Value {
     let mut out = redshift.as_object().cloned().unwrap_or_default();
     out.remove("Password");
+    if let Some(b) = out.remove("S3BackupConfiguration") {
+        out.insert("S3BackupDescription".into(), record::s3_description(&b));
+    }
     out.insert(
         "S3DestinationDescription".into(),
         record::s3_description(destination),
@@ -371,6 +403,8 @@ pub fn description(redshift: &Value, destination: &Value) -> Value {
 #[derive(Debug, Clone)]
 pub struct Redshift {
     pub target: LoadTarget,
+    /// Where source records are backed up (S3BackupMode Enabled).
+    pub backup: Option<Destination>,
     pub spec: CopySpec,
     pub retry_ms: i64,
 }
@@ -387,7 +421,12 @@ impl Redshift {
             .and_then(|r| r.get("DurationInSeconds"))
             .and_then(Value::as_u64)
             .unwrap_or(DEFAULT_RETRY_S);
+        let backup = match redshift.get("S3BackupConfiguration") {
+            Some(b) if text("S3BackupMode") == "Enabled" => Some(Destination::of(b)?),
+            _ => None,
+        };
         Ok(Redshift {
+            backup,
             target: LoadTarget {
                 cluster,
                 username: text("Username").to_string(),
@@ -464,7 +503,13 @@ fn batch_uuid(uid: u64, start: u64, end: u64) -> uuid::Uuid {
 
 /// The staged object's key, as AWS names S3 objects, with the batch's
 /// uuid (and `!{firehose:random-string}` drawn from it).
-fn staged_key(dest: &Destination, first_ms: i64, name: &str, version: u64, id: uuid::Uuid) -> String {
+fn staged_key(
+    dest: &Destination,
+    first_ms: i64,
+    name: &str,
+    version: u64,
+    id: uuid::Uuid,
+) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(id.as_u64_pair().0);
     let mut key = dest.prefix.render(first_ms, None, &mut rng);
     if !dest.prefix.has_expressions() {
@@ -488,11 +533,19 @@ fn object_name(first_ms: i64, name: &str, version: u64, id: uuid::Uuid) -> Strin
 /// in it) that prefix, `errors/` by default, then `redshift-failed/` and
 /// `sub` (`manifests/` for the failed-load manifests), then
 /// `YYYY/MM/dd/HH/` and an object name.
-fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64, sub: &str, ext: &str) -> String {
+fn error_key(
+    dest: &Destination,
+    first_ms: i64,
+    name: &str,
+    version: u64,
+    sub: &str,
+    ext: &str,
+) -> String {
     let rng = &mut rand::rng();
     let id = uuid::Uuid::new_v4();
     let mut key = if dest.error_prefix.has_expressions() {
-        dest.error_prefix.render(first_ms, Some(ERROR_OUTPUT_TYPE), rng)
+        dest.error_prefix
+            .render(first_ms, Some(ERROR_OUTPUT_TYPE), rng)
     } else {
         let mut k = dest.error_prefix.render(first_ms, None, rng);
         if k.is_empty() {
@@ -538,6 +591,9 @@ pub(crate) struct Staged<'a> {
     pub range: (u64, u64),
     /// Error output of processing, written before the load.
     pub processing_errors: Vec<u8>,
+    /// The records as they were buffered, before a Lambda processor (what
+    /// S3 backup keeps).
+    pub source: Bytes,
 }
 
 /// Stages the batch, loads it, and writes what could not be loaded to the
@@ -575,7 +631,13 @@ pub(crate) async fn deliver(
     if !save_pending(inner, uid, &pending).await {
         return Loaded::Retry;
     }
-    let key = staged_key(dest, batch.first_ms, name, s.rec.version, batch_uuid(uid, start, end));
+    let key = staged_key(
+        dest,
+        batch.first_ms,
+        name,
+        s.rec.version,
+        batch_uuid(uid, start, end),
+    );
     let object = format!("s3://{}/{key}", dest.bucket);
     let body = match crate::engine::encode_body(&batch.data, dest.compression, &key) {
         Ok(b) => b,
@@ -587,7 +649,11 @@ pub(crate) async fn deliver(
     if !batch.processing_errors.is_empty() {
         // Processing failures keep the engine's own layout.
         let key = crate::engine::error_key(dest, batch.first_ms, name, s.rec.version);
-        match crate::engine::encode_body(&Bytes::from(batch.processing_errors.clone()), dest.compression, &key) {
+        match crate::engine::encode_body(
+            &Bytes::from(batch.processing_errors.clone()),
+            dest.compression,
+            &key,
+        ) {
             Ok(b) => {
                 if let Err(e) = inner.sink.put(&dest.bucket, &key, b).await {
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the processing error output; retrying");
@@ -638,22 +704,21 @@ pub(crate) async fn deliver(
             if o.already_loaded {
                 info!(stream = %name, object = %object, "the staged file was loaded before the restart; not loaded again");
             } else {
-                inner
-                    .metrics
-                    .loaded(name, o.rows, batch.data.len() as u64);
+                inner.metrics.loaded(name, o.rows, batch.data.len() as u64);
                 info!(stream = %name, table = %rs.target.table, object = %object, rows = o.rows, bytes = staged_len, "loaded into the table");
             }
             if !o.errors.is_empty() {
                 let lines = row_error_lines(&o.errors, batch.ends, batch.first_ms, now);
                 let ext = dest.compression.extension();
                 let key = error_key(dest, batch.first_ms, name, s.rec.version, "", ext);
-                let body = match crate::engine::encode_body(&Bytes::from(lines), dest.compression, &key) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(stream = %name, error = %e, "cannot compress the error output");
-                        return Loaded::Retry;
-                    }
-                };
+                let body =
+                    match crate::engine::encode_body(&Bytes::from(lines), dest.compression, &key) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            warn!(stream = %name, error = %e, "cannot compress the error output");
+                            return Loaded::Retry;
+                        }
+                    };
                 if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
                     // The rows are committed: a retry finds the file
                     // recorded and writes only this again.
@@ -662,7 +727,7 @@ pub(crate) async fn deliver(
                 }
                 warn!(stream = %name, key = %key, records = o.errors.len(), "records that did not parse went to the error output");
             }
-            Loaded::Done
+            backup(inner, name, s.rec.version, &rs, &batch).await
         }
         Err(e) => {
             inner.metrics.load_failed(name);
@@ -675,10 +740,50 @@ pub(crate) async fn deliver(
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the failed-load manifest; retrying");
                     return Loaded::Retry;
                 }
-                return Loaded::Done;
+                return backup(inner, name, s.rec.version, &rs, &batch).await;
             }
             warn!(stream = %name, object = %object, code = e.code(), error = %e, "loading into the table failed; retrying");
             save_pending(inner, uid, &pending).await;
+            Loaded::Retry
+        }
+    }
+}
+
+/// Writes the batch's source records to the S3 backup destination, if
+/// enabled: once the batch is loaded or skipped, so a retried load does not
+/// back it up again (a crash in between backs it up after the restart).
+async fn backup(
+    inner: &Arc<Inner>,
+    name: &str,
+    version: u64,
+    rs: &Redshift,
+    batch: &Staged<'_>,
+) -> Loaded {
+    let Some(b) = &rs.backup else {
+        return Loaded::Done;
+    };
+    let key = prefix::object_key(
+        &b.prefix,
+        batch.first_ms,
+        name,
+        version,
+        &b.extension,
+        &mut rand::rng(),
+    );
+    let body = match crate::engine::encode_body(&batch.source, b.compression, &key) {
+        Ok(body) => body,
+        Err(e) => {
+            warn!(stream = %name, error = %e, "cannot compress the backup");
+            return Loaded::Retry;
+        }
+    };
+    match inner.sink.put(&b.bucket, &key, body).await {
+        Ok(()) => {
+            info!(stream = %name, bucket = %b.bucket, key = %key, "backed up the source records");
+            Loaded::Done
+        }
+        Err(e) => {
+            warn!(stream = %name, bucket = %b.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the S3 backup; retrying");
             Loaded::Retry
         }
     }
@@ -744,15 +849,24 @@ mod tests {
     #[test]
     fn jdbc_urls_parse() {
         assert_eq!(
-            parse_jdbc_url("jdbc:redshift://c.abc.us-east-1.redshift.amazonaws.com:5439/dev").unwrap(),
+            parse_jdbc_url("jdbc:redshift://c.abc.us-east-1.redshift.amazonaws.com:5439/dev")
+                .unwrap(),
             Cluster {
                 host: "c.abc.us-east-1.redshift.amazonaws.com".into(),
                 port: 5439,
                 database: "dev".into()
             }
         );
-        assert_eq!(parse_jdbc_url("jdbc:postgresql://localhost/db?ssl=false").unwrap().port, 5432);
-        assert_eq!(parse_jdbc_url("jdbc:redshift://[::1]:7/d").unwrap().host, "::1");
+        assert_eq!(
+            parse_jdbc_url("jdbc:postgresql://localhost/db?ssl=false")
+                .unwrap()
+                .port,
+            5432
+        );
+        assert_eq!(
+            parse_jdbc_url("jdbc:redshift://[::1]:7/d").unwrap().host,
+            "::1"
+        );
         for bad in [
             "postgres://h:1/d",
             "jdbc:mysql://h:1/d",
@@ -775,17 +889,43 @@ mod tests {
         let d = description(&rs, &dest);
         assert!(d.get("Password").is_none());
         assert_eq!(d["Username"], "loader");
-        assert_eq!(d["S3DestinationDescription"]["BucketARN"], "arn:aws:s3:::stage");
+        assert_eq!(
+            d["S3DestinationDescription"]["BucketARN"],
+            "arn:aws:s3:::stage"
+        );
         let r = Redshift::of(&rs).unwrap();
-        assert_eq!(r.target.columns, Some(vec!["id".to_string(), "name".to_string()]));
+        assert_eq!(
+            r.target.columns,
+            Some(vec!["id".to_string(), "name".to_string()])
+        );
         assert_eq!(r.target.table, "public.events");
+        assert!(!format!("{:?}", r.target).contains("secret-1"));
         for (patch, msg) in [
-            (json!({"ClusterJDBCURL": "jdbc:oracle://h:1/d"}), "ClusterJDBCURL"),
+            (
+                json!({"ClusterJDBCURL": "jdbc:oracle://h:1/d"}),
+                "ClusterJDBCURL",
+            ),
             (json!({"Password": ""}), "Password"),
-            (json!({"CopyCommand": {"DataTableName": "t; drop table x"}}), "valid name"),
-            (json!({"CopyCommand": {"DataTableName": "t", "CopyOptions": "MANIFEST"}}), "MANIFEST"),
-            (json!({"CopyCommand": {"DataTableName": "t", "CopyOptions": "GZIP"}}), "GZIP"),
-            (json!({"S3BackupMode": "Enabled"}), "S3BackupMode"),
+            (
+                json!({"CopyCommand": {"DataTableName": "t; drop table x"}}),
+                "valid name",
+            ),
+            (
+                json!({"CopyCommand": {"DataTableName": "t", "CopyOptions": "MANIFEST"}}),
+                "MANIFEST",
+            ),
+            (
+                json!({"CopyCommand": {"DataTableName": "t", "CopyOptions": "GZIP"}}),
+                "GZIP",
+            ),
+            (
+                json!({"S3BackupMode": "Enabled"}),
+                "S3BackupConfiguration is required",
+            ),
+            (
+                json!({"S3BackupConfiguration": {"BucketARN": "arn:aws:s3:::b"}}),
+                "only allowed",
+            ),
             (json!({"RetryOptions": {"DurationInSeconds": 9000}}), "7200"),
         ] {
             let mut c = cfg();
@@ -796,6 +936,14 @@ mod tests {
             assert_eq!(e.code(), "InvalidArgumentException");
             assert!(e.to_string().contains(msg), "{e}");
         }
+        let mut c = cfg();
+        c["S3BackupMode"] = json!("Enabled");
+        c["S3BackupConfiguration"] = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::backup", "CompressionFormat": "GZIP"});
+        let (rs, dest) = normalize(&c).unwrap();
+        let d = description(&rs, &dest);
+        assert_eq!(d["S3BackupDescription"]["BucketARN"], "arn:aws:s3:::backup");
+        assert!(d.get("S3BackupConfiguration").is_none());
+        assert_eq!(Redshift::of(&rs).unwrap().backup.unwrap().bucket, "backup");
         let mut c = cfg();
         c["S3Configuration"]["CompressionFormat"] = json!("Snappy");
         assert!(normalize(&c).unwrap_err().to_string().contains("Snappy"));
@@ -812,10 +960,19 @@ mod tests {
         let a = staged_key(&dest, t, "s", 1, batch_uuid(7, 10, 20));
         assert_eq!(a, staged_key(&dest, t, "s", 1, batch_uuid(7, 10, 20)));
         assert_ne!(a, staged_key(&dest, t, "s", 1, batch_uuid(7, 10, 21)));
-        assert!(a.starts_with("2026/12/03/17/s-1-2026-12-03-17-04-05-"), "{a}");
+        assert!(
+            a.starts_with("2026/12/03/17/s-1-2026-12-03-17-04-05-"),
+            "{a}"
+        );
         let e = error_key(&dest, t, "s", 1, "manifests/", "");
-        assert!(e.starts_with("errors/redshift-failed/manifests/2026/12/03/17/s-1-"), "{e}");
+        assert!(
+            e.starts_with("errors/redshift-failed/manifests/2026/12/03/17/s-1-"),
+            "{e}"
+        );
         let m: Value = serde_json::from_slice(&failed_manifest(&["s3://b/k".into()])).unwrap();
-        assert_eq!(m, json!({"entries": [{"url": "s3://b/k", "mandatory": true}]}));
+        assert_eq!(
+            m,
+            json!({"entries": [{"url": "s3://b/k", "mandatory": true}]})
+        );
     }
 }

@@ -152,7 +152,10 @@ impl Postgres {
             .map_err(err)?;
         // The names the COPY loads, and the names JSON keys are matched to.
         let (list, names) = match &t.columns {
-            Some(cols) => (cols.join(", "), cols.iter().map(|c| column_name(c)).collect()),
+            Some(cols) => (
+                cols.join(", "),
+                cols.iter().map(|c| column_name(c)).collect(),
+            ),
             None => {
                 let rows = client
                     .query(
@@ -196,10 +199,7 @@ impl Postgres {
         if translated.rows > 0 {
             // Table and column names were checked at create time: plain or
             // double-quoted identifiers only.
-            let stmt = format!(
-                "COPY {} ({list}) FROM STDIN WITH (FORMAT csv)",
-                t.table
-            );
+            let stmt = format!("COPY {} ({list}) FROM STDIN WITH (FORMAT csv)", t.table);
             let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(err)?;
             let mut sink = pin!(sink);
             let csv = Bytes::from(translated.csv);

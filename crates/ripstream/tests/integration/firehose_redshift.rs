@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_firehose::types::{
     BufferingHints, CompressionFormat, CopyCommand, RedshiftDestinationConfiguration,
-    RedshiftRetryOptions, S3DestinationConfiguration,
+    RedshiftRetryOptions, RedshiftS3BackupMode, S3DestinationConfiguration,
 };
 use base64::Engine;
 use tempfile::TempDir;
@@ -109,7 +109,15 @@ impl Pg {
             .command("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "-E", "UTF8", "--no-locale", "-A", "scram-sha-256"])
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-A",
+                "scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pw.display()))
             .output()
             .unwrap();
@@ -327,10 +335,7 @@ async fn wait_count(db: &tokio_postgres::Client, sql: &str, want: i64, srv: &Tes
         if n == want {
             return;
         }
-        assert!(
-            n < want,
-            "{sql}: {n} rows, more than the {want} expected"
-        );
+        assert!(n < want, "{sql}: {n} rows, more than the {want} expected");
         assert!(
             Instant::now() < deadline,
             "{sql}: {n} rows, not {want}; server log:\n{}",
@@ -357,9 +362,18 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
 
     // What cannot be translated is refused at create time, naming it.
     for (cfg, named) in [
-        (config(&url, "events", None, "JSON 'auto' MAXERROR 5", false, 60), "MAXERROR"),
-        (config(&url, "events", None, "JSON 's3://b/paths.json'", false, 60), "JSONPaths"),
-        (config("jdbc:mysql://127.0.0.1:1/x", "events", None, "", false, 60), "ClusterJDBCURL"),
+        (
+            config(&url, "events", None, "JSON 'auto' MAXERROR 5", false, 60),
+            "MAXERROR",
+        ),
+        (
+            config(&url, "events", None, "JSON 's3://b/paths.json'", false, 60),
+            "JSONPaths",
+        ),
+        (
+            config("jdbc:mysql://127.0.0.1:1/x", "events", None, "", false, 60),
+            "ClusterJDBCURL",
+        ),
         (config(&url, "events", None, "CSV", true, 60), "GZIP"),
     ] {
         let e = c
@@ -378,23 +392,52 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
     create(
         &c,
         "json",
-        config(&pg.jdbc("redshift", "warehouse"), "public.events", None, "JSON 'auto ignorecase' TIMEFORMAT 'auto'", false, 3600),
+        config(
+            &pg.jdbc("redshift", "warehouse"),
+            "public.events",
+            None,
+            "JSON 'auto ignorecase' TIMEFORMAT 'auto'",
+            false,
+            3600,
+        ),
     )
     .await;
     // CSV with a delimiter, GZIP-staged files and NULL AS.
     create(
         &c,
         "csv",
-        config(&url, "lines", Some("id, label, note"), "FORMAT AS CSV DELIMITER ';' GZIP NULL AS 'NA'", true, 3600),
+        config(
+            &url,
+            "lines",
+            Some("id, label, note"),
+            "FORMAT AS CSV DELIMITER ';' GZIP NULL AS 'NA'",
+            true,
+            3600,
+        ),
     )
     .await;
-    // Redshift's default text format: pipes, no quoting.
-    create(
-        &c,
-        "text",
-        config(&url, "lines", Some("id,label,note"), "DELIMITER '|' NULL AS 'nil'", false, 3600),
-    )
-    .await;
+    // Redshift's default text format: pipes, no quoting; the source
+    // records backed up to a bucket of their own.
+    let backup = bucket_dir(&srv, "backup");
+    let mut text = config(
+        &url,
+        "lines",
+        Some("id,label,note"),
+        "DELIMITER '|' NULL AS 'nil'",
+        false,
+        3600,
+    );
+    text.s3_backup_mode = Some(RedshiftS3BackupMode::Enabled);
+    text.s3_backup_configuration = Some(
+        S3DestinationConfiguration::builder()
+            .role_arn(ROLE)
+            .bucket_arn("arn:aws:s3:::backup")
+            .prefix("source/")
+            .compression_format(CompressionFormat::Gzip)
+            .build()
+            .unwrap(),
+    );
+    create(&c, "text", text).await;
 
     let d = c
         .describe_delivery_stream()
@@ -406,8 +449,14 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
     let rs = dest.redshift_destination_description().unwrap();
     assert_eq!(rs.cluster_jdbcurl(), url);
     assert_eq!(rs.username(), Some("postgres"));
-    assert_eq!(rs.copy_command().unwrap().data_table_columns(), Some("id, label, note"));
-    assert_eq!(rs.retry_options().unwrap().duration_in_seconds(), Some(3600));
+    assert_eq!(
+        rs.copy_command().unwrap().data_table_columns(),
+        Some("id, label, note")
+    );
+    assert_eq!(
+        rs.retry_options().unwrap().duration_in_seconds(),
+        Some(3600)
+    );
     let s3 = rs.s3_destination_description().unwrap();
     assert_eq!(s3.bucket_arn(), "arn:aws:s3:::stage");
     assert_eq!(s3.compression_format(), &CompressionFormat::Gzip);
@@ -418,7 +467,10 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
         r#"{"DeliveryStreamName": "csv"}"#,
     )
     .await;
-    assert!(!String::from_utf8_lossy(&described.body).contains(PASSWORD), "Describe must never return the password");
+    assert!(
+        !String::from_utf8_lossy(&described.body).contains(PASSWORD),
+        "Describe must never return the password"
+    );
 
     put(
         &c,
@@ -446,7 +498,10 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
     assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("ann"));
     assert_eq!(row.get::<_, Option<f64>>(1), Some(1.5));
     assert_eq!(row.get::<_, Option<i64>>(2), Some(1_796_378_400));
-    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some(r#"["x","y"]"#));
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some(r#"["x","y"]"#)
+    );
     let names: Vec<Option<String>> = db
         .query("SELECT name FROM events ORDER BY id", &[])
         .await
@@ -475,7 +530,10 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
 
     // The load manifest: one row per staged file, keyed by its S3 URL.
     let manifest = db
-        .query("SELECT stream, object_key FROM ripstream_firehose_loads", &[])
+        .query(
+            "SELECT stream, object_key FROM ripstream_firehose_loads",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(manifest.len(), 3, "one staged file per stream");
@@ -506,11 +564,40 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
         .filter(|(k, _)| k.starts_with("errors/redshift-failed/"))
         .collect();
     assert_eq!(errors.len(), 1, "{staged:?}");
-    let line: serde_json::Value = serde_json::from_slice(errors[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_slice(errors[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line["errorCode"], "Redshift.InvalidRecord");
     assert_eq!(
         line["rawData"],
         base64::engine::general_purpose::STANDARD.encode(b"not json")
+    );
+
+    let mut backed_up = Vec::new();
+    wait_until("the source backup", Duration::from_secs(30), || {
+        backed_up = objects(&backup);
+        !backed_up.is_empty()
+    })
+    .await;
+    assert_eq!(backed_up.len(), 1);
+    assert!(
+        backed_up[0].0.starts_with("source/") && backed_up[0].0.ends_with(".gz"),
+        "{}",
+        backed_up[0].0
+    );
+    assert_eq!(backed_up[0].1, b"10|ten|nil\n11|\"q\"|\n");
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("text")
+        .send()
+        .await
+        .unwrap();
+    let rs = d.delivery_stream_description().unwrap().destinations()[0]
+        .redshift_destination_description()
+        .unwrap();
+    assert_eq!(rs.s3_backup_mode(), Some(&RedshiftS3BackupMode::Enabled));
+    assert_eq!(
+        rs.s3_backup_description().unwrap().bucket_arn(),
+        "arn:aws:s3:::backup"
     );
 
     // Counted right after the commit the rows became visible with.
@@ -518,9 +605,11 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
     loop {
         let m = raw(&srv.addr, false, "GET", "/metrics", &[], Vec::new()).await;
         let text = String::from_utf8_lossy(&m.body).into_owned();
-        if text.contains(r#"ripstream_firehose_delivery_to_redshift_records_total{delivery_stream="json"} 3"#)
-            && text.contains(r#"ripstream_firehose_delivery_to_redshift_success_total{delivery_stream="csv"} 1"#)
-        {
+        if text.contains(
+            r#"ripstream_firehose_delivery_to_redshift_records_total{delivery_stream="json"} 3"#,
+        ) && text.contains(
+            r#"ripstream_firehose_delivery_to_redshift_success_total{delivery_stream="csv"} 1"#,
+        ) {
             break;
         }
         assert!(Instant::now() < deadline, "{text}");
@@ -536,28 +625,47 @@ async fn a_crash_between_copy_and_checkpoint_loads_nothing_twice() {
     db.batch_execute("CREATE TABLE t (id int, v text)")
         .await
         .unwrap();
-    let mut srv =
-        TestServer::start_with_env(&[], &[("RIPSTREAM_TEST_ABORT_AFTER_COPY", "1")]);
+    let mut srv = TestServer::start_with_env(&[], &[("RIPSTREAM_TEST_ABORT_AFTER_COPY", "1")]);
     bucket_dir(&srv, "stage");
     let c = firehose(&srv.url());
     create(
         &c,
         "crashy",
-        config(&pg.jdbc("postgresql", "warehouse"), "t", None, "json 'auto'", false, 3600),
+        config(
+            &pg.jdbc("postgresql", "warehouse"),
+            "t",
+            None,
+            "json 'auto'",
+            false,
+            3600,
+        ),
     )
     .await;
     let first: Vec<Vec<u8>> = (0..100)
         .map(|i| format!(r#"{{"id": {i}, "v": "first"}}"#).into_bytes())
         .collect();
-    put(&c, "crashy", &first.iter().map(Vec::as_slice).collect::<Vec<_>>()).await;
+    put(
+        &c,
+        "crashy",
+        &first.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    )
+    .await;
     // The debug-only hook aborts the server right after the COPY commits.
     assert!(
         srv.wait_exit(Duration::from_secs(90)),
         "the server did not abort after the COPY; log:\n{}",
         srv.log()
     );
-    assert!(srv.log().contains("aborting after the COPY commit"), "{}", srv.log());
-    assert_eq!(count(&db, "SELECT count(*) FROM t").await, 100, "the COPY committed before the abort");
+    assert!(
+        srv.log().contains("aborting after the COPY commit"),
+        "{}",
+        srv.log()
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM t").await,
+        100,
+        "the COPY committed before the abort"
+    );
 
     srv.set_env(&[]);
     srv.restart();
@@ -565,12 +673,21 @@ async fn a_crash_between_copy_and_checkpoint_loads_nothing_twice() {
     let second: Vec<Vec<u8>> = (100..150)
         .map(|i| format!(r#"{{"id": {i}, "v": "second"}}"#).into_bytes())
         .collect();
-    put(&c, "crashy", &second.iter().map(Vec::as_slice).collect::<Vec<_>>()).await;
+    put(
+        &c,
+        "crashy",
+        &second.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    )
+    .await;
     wait_count(&db, "SELECT count(*) FROM t", 150, &srv).await;
     assert_eq!(count(&db, "SELECT count(DISTINCT id) FROM t").await, 150);
-    assert_eq!(count(&db, "SELECT count(*) FROM ripstream_firehose_loads").await, 2);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM ripstream_firehose_loads").await,
+        2
+    );
     assert!(
-        srv.log().contains("loaded before the restart; not loaded again"),
+        srv.log()
+            .contains("loaded before the restart; not loaded again"),
         "{}",
         srv.log()
     );
@@ -588,8 +705,18 @@ async fn delivery_waits_for_postgresql_then_skips_or_resumes() {
     let c = firehose(&srv.url());
     let url = pg.jdbc("postgresql", "warehouse");
     // Retries for an hour (AWS's default), or not at all.
-    create(&c, "patient", config(&url, "t", Some("id, v"), "JSON 'auto'", false, 3600)).await;
-    create(&c, "hasty", config(&url, "t", Some("id, v"), "JSON 'auto'", false, 0)).await;
+    create(
+        &c,
+        "patient",
+        config(&url, "t", Some("id, v"), "JSON 'auto'", false, 3600),
+    )
+    .await;
+    create(
+        &c,
+        "hasty",
+        config(&url, "t", Some("id, v"), "JSON 'auto'", false, 0),
+    )
+    .await;
     put(&c, "patient", &[br#"{"id": 1, "v": "up"}"#]).await;
     wait_count(&db, "SELECT count(*) FROM t", 1, &srv).await;
     drop(db);
@@ -619,15 +746,23 @@ async fn delivery_waits_for_postgresql_then_skips_or_resumes() {
         br#"{"id": 100, "v": "skipped"}"#
     );
     // The patient stream keeps retrying while the records wait on disk.
-    wait_until("failed loads of the patient stream", Duration::from_secs(60), || {
-        srv.log()
-            .lines()
-            .any(|l| l.contains("Redshift.ConnectionFailed") && l.contains("patient"))
-    })
+    wait_until(
+        "failed loads of the patient stream",
+        Duration::from_secs(60),
+        || {
+            srv.log()
+                .lines()
+                .any(|l| l.contains("Redshift.ConnectionFailed") && l.contains("patient"))
+        },
+    )
     .await;
 
     pg.spawn();
     let db = pg.client("warehouse").await;
     wait_count(&db, "SELECT count(*) FROM t WHERE id = 2", 1, &srv).await;
-    assert_eq!(count(&db, "SELECT count(*) FROM t").await, 2, "the skipped batch is not loaded");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM t").await,
+        2,
+        "the skipped batch is not loaded"
+    );
 }
