@@ -12,7 +12,9 @@
 //! This increment serves DirectPut and KinesisStreamAsSource streams (module
 //! [`source`]) with an S3 / ExtendedS3 destination, record format conversion
 //! to Parquet included (module [`conversion`], schemas read through its
-//! `SchemaSource`). Everything else the API can express (other
+//! `SchemaSource`), or a Redshift destination loaded through a
+//! [`redshift::TableLoader`] (module [`redshift`], its COPY options
+//! translated by [`copy`]). Everything else the API can express (other
 //! destinations, processors other than RecordDeAggregation and
 //! AppendDelimiterToRecord (module `processing`), ORC output, S3 backup) is
 //! refused with an InvalidArgumentException saying it is not supported
