@@ -211,14 +211,14 @@ async fn what_aws_refuses_of_a_stream_sourced_delivery_stream() {
     let k = srv.client();
     create_stream(&k, "src", 1).await;
     let c = firehose(&srv.url());
-    bucket_dir(&srv, "b");
+    bucket_dir(&srv, "bkt");
     // A source stream that does not exist.
     let e = c
         .create_delivery_stream()
         .delivery_stream_name("nosuch")
         .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
         .kinesis_stream_source_configuration(source("missing"))
-        .extended_s3_destination_configuration(extended("b", 1).build().unwrap())
+        .extended_s3_destination_configuration(extended("bkt", 1).build().unwrap())
         .send()
         .await
         .unwrap_err();
@@ -228,7 +228,7 @@ async fn what_aws_refuses_of_a_stream_sourced_delivery_stream() {
         .create_delivery_stream()
         .delivery_stream_name("nosource")
         .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
-        .extended_s3_destination_configuration(extended("b", 1).build().unwrap())
+        .extended_s3_destination_configuration(extended("bkt", 1).build().unwrap())
         .send()
         .await
         .unwrap_err();
@@ -237,7 +237,7 @@ async fn what_aws_refuses_of_a_stream_sourced_delivery_stream() {
         .create_delivery_stream()
         .delivery_stream_name("mixed")
         .kinesis_stream_source_configuration(source("src"))
-        .extended_s3_destination_configuration(extended("b", 1).build().unwrap())
+        .extended_s3_destination_configuration(extended("bkt", 1).build().unwrap())
         .send()
         .await
         .unwrap_err();
@@ -253,12 +253,12 @@ async fn what_aws_refuses_of_a_stream_sourced_delivery_stream() {
         .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
         .kinesis_stream_source_configuration(source("src"))
         .delivery_stream_encryption_configuration_input(sse.clone())
-        .extended_s3_destination_configuration(extended("b", 1).build().unwrap())
+        .extended_s3_destination_configuration(extended("bkt", 1).build().unwrap())
         .send()
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidArgumentException");
-    create_sourced(&srv.url(), "ok", "src", "b").await;
+    create_sourced(&srv.url(), "ok", "src", "bkt").await;
     let e = c
         .put_record()
         .delivery_stream_name("ok")
