@@ -122,6 +122,7 @@ impl Buffer {
             first_ms: self.first_ms,
             failures: self.failures,
             meta: self.meta,
+            range: (0, 0),
         }
     }
 }
@@ -136,6 +137,8 @@ pub(crate) struct Batch {
     pub first_ms: i64,
     pub failures: Vec<(&'static str, Vec<u8>)>,
     pub meta: Vec<Bytes>,
+    /// The log offsets the batch spans, `[start, end)`.
+    pub range: (u64, u64),
 }
 
 /// A request record's JSON beyond its data: `{"recordId": "...",
@@ -393,7 +396,20 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     // Where the buffer's first record is in the log: a failed batch is
     // re-read from there.
     let mut batch_start = next;
-    let mut retry: Option<Retry> = None;
+    // A Redshift load under way when delivery stopped: that very batch
+    // first, so its staged file (and load manifest row) is the same one.
+    let resume = {
+        let i = inner.clone();
+        tokio::task::spawn_blocking(move || crate::redshift::resume(&i, uid, next))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut retry: Option<Retry> = resume.map(|end| Retry {
+        end,
+        done: 0,
+        backoff: inner.cfg.retry_initial,
+    });
     loop {
         let Some(s) = current(&inner, &name, uid) else {
             return;
@@ -558,7 +574,8 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             Some(r) if next == r.end => r.done,
             _ => 0,
         };
-        let batch = std::mem::take(&mut buf).freeze();
+        let mut batch = std::mem::take(&mut buf).freeze();
+        batch.range = (batch_start, next);
         let flushed = flush(&inner, &s, &dest, &batch, skip).await;
         drop(batch);
         held.shrink_to(0);
@@ -614,7 +631,7 @@ struct Output {
 /// The key of an error output object: ErrorOutputPrefix with
 /// `!{firehose:error-output-type}`, or (no expressions in it) followed by
 /// `processing-failed/YYYY/MM/dd/HH/` as AWS lays it out.
-fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
+pub(crate) fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
     error_key_for(dest, first_ms, name, version, "processing-failed")
 }
 
@@ -941,6 +958,29 @@ async fn flush(
             None => return Flushed::Gone,
         },
     };
+    if s.rec.redshift.is_some() {
+        let staged = crate::redshift::Staged {
+            data: out.data,
+            records: out.records,
+            ends: dest.processing.lambda.is_none().then_some(&buf.ends[..]),
+            first_ms: buf.first_ms,
+            range: buf.range,
+            // Records Decompression or CloudWatchLogProcessing could not
+            // read join the processing errors (one error output here).
+            processing_errors: {
+                let mut e = out.errors;
+                for (_, lines) in &buf.failures {
+                    e.extend_from_slice(lines);
+                }
+                e
+            },
+            source: buf.data.clone(),
+        };
+        return match crate::redshift::deliver(inner, s, dest, staged).await {
+            crate::redshift::Loaded::Done => Flushed::Done,
+            crate::redshift::Loaded::Retry => Flushed::Failed { done: 0 },
+        };
+    }
     let now = inner.now_ms();
     let schemas = inner.schemas.as_deref();
     let mut objects: Vec<Obj> = Vec::new();

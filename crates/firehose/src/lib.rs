@@ -12,9 +12,11 @@
 //! This increment serves DirectPut and KinesisStreamAsSource streams (module
 //! [`source`]) with an S3 / ExtendedS3 destination, record format conversion
 //! to Parquet included (module [`conversion`], schemas read through its
-//! `SchemaSource`), and the push destinations HTTP endpoint, Splunk,
+//! `SchemaSource`), the push destinations HTTP endpoint, Splunk,
 //! OpenSearch and Elasticsearch (module [`endpoints`], over
-//! `ripstream-delivery`). Everything else the API can express (other
+//! `ripstream-delivery`), and Redshift loaded through a
+//! [`redshift::TableLoader`] (module [`redshift`], its COPY options
+//! translated by [`copy`]). Everything else the API can express (other
 //! destinations, processors other than RecordDeAggregation and
 //! AppendDelimiterToRecord (module `processing`), ORC output, S3 backup) is
 //! refused with an InvalidArgumentException saying it is not supported
@@ -23,6 +25,7 @@
 pub mod api;
 mod budget;
 pub mod conversion;
+pub mod copy;
 pub mod cwlogs;
 pub mod endpoints;
 mod engine;
@@ -36,6 +39,7 @@ pub mod prefix;
 pub mod processing;
 pub mod quota;
 pub mod record;
+pub mod redshift;
 pub mod sink;
 pub mod source;
 
@@ -143,6 +147,9 @@ pub struct Connections {
     /// Where record format conversion reads its Glue tables; `None`:
     /// conversions fail at delivery and are retried.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+    /// The database Redshift destinations load into; `None`: their loads
+    /// wait (retried) until a server with one delivers them.
+    pub tables: Option<Arc<dyn redshift::TableLoader>>,
 }
 
 impl Connections {
@@ -152,6 +159,7 @@ impl Connections {
             objects,
             kinesis: None,
             schemas: None,
+            tables: None,
         }
     }
 }
@@ -185,6 +193,8 @@ pub(crate) struct Inner {
     pub kinesis: Option<Arc<dyn source::KinesisSource>>,
     /// Where record format conversion reads its schemas.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
+    /// Where Redshift destinations load their staged files.
+    pub tables: Option<Arc<dyn redshift::TableLoader>>,
     pub keyring: ripstream_keyring::Keyring,
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
@@ -240,6 +250,7 @@ impl Firehose {
             sink: connections.objects,
             kinesis: connections.kinesis,
             schemas: connections.schemas,
+            tables: connections.tables,
             keyring,
             metrics: metrics::FirehoseMetrics::register(registry),
             changed: tokio::sync::Notify::new(),
@@ -355,6 +366,10 @@ impl Inner {
             catalog.write_documents(CHECKPOINTS_SPACE, &[(uid.to_string().as_bytes(), None)])?;
             catalog.write_documents(
                 source::SOURCE_CHECKPOINTS_SPACE,
+                &[(uid.to_string().as_bytes(), None)],
+            )?;
+            catalog.write_documents(
+                redshift::PENDING_SPACE,
                 &[(uid.to_string().as_bytes(), None)],
             )?;
             Ok(())

@@ -22,7 +22,6 @@ pub const MAX_TAGS: usize = 50;
 /// The destination kinds of CreateDeliveryStream besides S3 and the push
 /// destinations (module `endpoints`), each refused.
 const OTHER_DESTINATIONS: &[&str] = &[
-    "RedshiftDestinationConfiguration",
     "AmazonOpenSearchServerlessDestinationConfiguration",
     "SnowflakeDestinationConfiguration",
     "IcebergDestinationConfiguration",
@@ -120,13 +119,15 @@ impl Firehose {
         for k in OTHER_DESTINATIONS {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3, ExtendedS3, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination configurations."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, Redshift, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination configurations."
                 )));
             }
         }
+        let redshift_cfg = input.get("RedshiftDestinationConfiguration");
         let given = [
             "S3DestinationConfiguration",
             "ExtendedS3DestinationConfiguration",
+            "RedshiftDestinationConfiguration",
         ]
         .iter()
         .filter(|k| input.get(**k).is_some())
@@ -140,13 +141,22 @@ impl Firehose {
                 "Only one destination configuration can be specified.",
             ));
         }
-        let (destination, endpoint) = match crate::endpoints::configuration_in(&input) {
-            Some((kind, cfg)) => {
+        // A Redshift or push destination: its own part stored aside, its
+        // intermediate S3 configuration the destination the engine uses.
+        let (destination, endpoint, redshift) = match (
+            crate::endpoints::configuration_in(&input),
+            redshift_cfg,
+        ) {
+            (Some((kind, cfg)), _) => {
                 let (d, ep) =
                     crate::endpoints::create(kind, cfg, inner.cfg.allow_http_destinations)?;
-                (d, Some(ep))
+                (d, Some(ep), None)
             }
-            None => {
+            (None, Some(r)) => {
+                let (r, d) = crate::redshift::normalize(r)?;
+                (d, None, Some(r))
+            }
+            (None, None) => {
                 let dest = match (
                     input.get("S3DestinationConfiguration"),
                     input.get("ExtendedS3DestinationConfiguration"),
@@ -165,7 +175,7 @@ impl Firehose {
                     }
                     (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
                 };
-                (record::normalize_destination(dest)?, None)
+                (record::normalize_destination(dest)?, None, None)
             }
         };
         record::Destination::of(&destination)?
@@ -225,6 +235,7 @@ impl Firehose {
             tags,
             encryption,
             endpoint,
+            redshift,
         };
         // The partition first: a crash before the commit leaves an orphan
         // partition, which the next start removes.
@@ -380,6 +391,11 @@ impl Firehose {
             vec![]
         } else if let Some(ep) = &rec.endpoint {
             vec![crate::endpoints::description(rec, ep, DESTINATION_ID)]
+        } else if let Some(r) = &rec.redshift {
+            vec![json!({
+                "DestinationId": DESTINATION_ID,
+                "RedshiftDestinationDescription": crate::redshift::description(r, &rec.destination),
+            })]
         } else {
             vec![json!({
                 "DestinationId": DESTINATION_ID,
@@ -466,6 +482,11 @@ impl Firehose {
             return Err(Error::ConcurrentModification(format!(
                 "Cannot update firehose: {name} since the current version id: {} and specified version id: {given} do not match",
                 s.rec.version
+            )));
+        }
+        if s.rec.redshift.is_some() {
+            return Err(invalid(format!(
+                "UpdateDestination is not supported yet by this server for Firehose {name}, whose destination is Redshift: delete and re-create it."
             )));
         }
         let dest_id = text(&input, "DestinationId").unwrap_or("");

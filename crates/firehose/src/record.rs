@@ -80,6 +80,10 @@ pub struct StreamRecord {
     /// Elasticsearch); `destination` is then its S3 configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<crate::endpoints::Endpoint>,
+    /// A Redshift destination's own configuration (`destination` is then
+    /// its intermediate S3 configuration); see [`crate::redshift`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redshift: Option<Value>,
 }
 
 impl StreamRecord {

@@ -177,6 +177,8 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
                 glue.clone(),
                 &ctx.region,
             ))),
+            // Redshift destinations load into PostgreSQL.
+            tables: Some(Arc::new(ripstream_warehouse::Postgres::new())),
         },
         &mut registry,
     )
