@@ -146,7 +146,7 @@ def test_update_destination(firehose, name):
         firehose.update_destination(
             DeliveryStreamName=name, CurrentDeliveryStreamVersionId="2",
             DestinationId="destinationId-000000000001",
-            ExtendedS3DestinationUpdate={"CompressionFormat": "ZIP"},
+            ExtendedS3DestinationUpdate={"S3BackupMode": "Enabled"},
         )
 
 

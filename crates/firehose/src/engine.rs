@@ -41,14 +41,32 @@ pub(crate) struct Buffer {
     /// Per record: its arrival time and where it ends in `data` (what a
     /// Lambda processor needs to send records one by one).
     pub ends: Vec<(i64, usize)>,
+    /// Per record: its source record's log offset and its index among
+    /// what that record became (push destinations' stable ids).
+    pub positions: Vec<(u64, u32)>,
     pub records: u64,
     /// Arrival (log append) time of the first record.
     pub first_ms: i64,
+    /// The error output of records processing could not read (Decompression,
+    /// CloudWatchLogProcessing), by error-output type.
+    pub failures: Vec<(&'static str, Vec<u8>)>,
+    /// Per record, its source record's metadata (the log key a stream
+    /// source stored), kept only for a Lambda processor of a stream-sourced
+    /// delivery stream: the `kinesisRecordMetadata` its request carries.
+    pub meta: Vec<Bytes>,
 }
 
 impl Buffer {
+    /// As [`Buffer::push_all`], noting each record's source metadata.
+    fn push_all_with(&mut self, arrival_ms: i64, offset: u64, values: Vec<Vec<u8>>, meta: &Bytes) {
+        for _ in 0..values.len() {
+            self.meta.push(meta.clone());
+        }
+        self.push_all(arrival_ms, offset, values);
+    }
+
     fn push(&mut self, arrival_ms: i64, value: &[u8]) {
-        if self.records == 0 {
+        if self.is_empty() {
             self.first_ms = arrival_ms;
         }
         self.data.extend_from_slice(value);
@@ -56,16 +74,34 @@ impl Buffer {
         self.records += 1;
     }
 
-    /// The records one source record became (none: the arrival time of
-    /// an empty result does not start the buffer).
-    fn push_all(&mut self, arrival_ms: i64, values: Vec<Vec<u8>>) {
-        for v in values {
+    /// The records one source record (at `offset`) became (none: the
+    /// arrival time of an empty result does not start the buffer).
+    fn push_all(&mut self, arrival_ms: i64, offset: u64, values: Vec<Vec<u8>>) {
+        for (i, v) in values.into_iter().enumerate() {
             self.push(arrival_ms, &v);
+            self.positions.push((offset, i as u32));
+        }
+    }
+
+    /// A record that failed processing: its error output line.
+    fn push_failure(&mut self, arrival_ms: i64, f: &crate::cwlogs::Failure, raw: &[u8], now: i64) {
+        if self.is_empty() {
+            self.first_ms = arrival_ms;
+        }
+        let line = crate::partition::error_line(arrival_ms, f.code, &f.message, now, raw);
+        match self.failures.iter_mut().find(|(t, _)| *t == f.error_type) {
+            Some((_, lines)) => lines.extend(line),
+            None => self.failures.push((f.error_type, line)),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.records == 0
+        self.records == 0 && self.failures.is_empty()
+    }
+
+    /// Records and failures, for the flush decision.
+    fn entries(&self) -> u64 {
+        self.records + self.failures.len() as u64
     }
 
     /// What the buffer costs in memory: its bytes, and per record the
@@ -81,8 +117,12 @@ impl Buffer {
         Batch {
             data: Bytes::from(self.data),
             ends: self.ends,
+            positions: self.positions,
             records: self.records,
             first_ms: self.first_ms,
+            failures: self.failures,
+            meta: self.meta,
+            range: (0, 0),
         }
     }
 }
@@ -92,8 +132,13 @@ impl Buffer {
 pub(crate) struct Batch {
     pub data: Bytes,
     pub ends: Vec<(i64, usize)>,
+    pub positions: Vec<(u64, u32)>,
     pub records: u64,
     pub first_ms: i64,
+    pub failures: Vec<(&'static str, Vec<u8>)>,
+    pub meta: Vec<Bytes>,
+    /// The log offsets the batch spans, `[start, end)`.
+    pub range: (u64, u64),
 }
 
 /// A request record's JSON beyond its data: `{"recordId": "...",
@@ -195,16 +240,24 @@ pub(crate) fn encode_body(
     }
 }
 
-/// One record through the destination's processing pipeline.
-fn process(name: &str, dest: &Destination, value: &[u8]) -> Vec<Vec<u8>> {
+/// One record through the destination's processing pipeline (`Err`: it
+/// goes to the error output).
+fn process(
+    name: &str,
+    dest: &Destination,
+    value: &[u8],
+) -> Result<Vec<Vec<u8>>, crate::cwlogs::Failure> {
     if dest.processing.is_identity() {
-        return vec![value.to_vec()];
+        return Ok(vec![value.to_vec()]);
     }
     let mut out = Vec::new();
-    if dest.processing.apply(value, |r| out.push(r.to_vec())) {
+    if dest
+        .processing
+        .apply_checked(value, |r| out.push(r.to_vec()))?
+    {
         warn!(stream = %name, bytes = value.len(), "record is not a run of JSON objects; delivered without de-aggregation");
     }
-    out
+    Ok(out)
 }
 
 /// The stream a task delivers, while it should: same uid, not deleting.
@@ -344,12 +397,28 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     // Where the buffer's first record is in the log: a failed batch is
     // re-read from there.
     let mut batch_start = next;
-    let mut retry: Option<Retry> = None;
+    // A Redshift load under way when delivery stopped: that very batch
+    // first, so its staged file (and load manifest row) is the same one.
+    let resume = {
+        let i = inner.clone();
+        tokio::task::spawn_blocking(move || crate::redshift::resume(&i, uid, next))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut retry: Option<Retry> = resume.map(|end| Retry {
+        end,
+        done: 0,
+        backoff: inner.cfg.retry_initial,
+    });
     loop {
         let Some(s) = current(&inner, &name, uid) else {
             return;
         };
-        let dest = match Destination::of(&s.rec.destination) {
+        let dest = match s.rec.endpoint.as_ref().map_or_else(
+            || Destination::of(&s.rec.destination),
+            |ep| crate::endpoints::engine_destination(&s.rec, ep),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 warn!(stream = %name, error = %e, "unusable destination; waiting for an update");
@@ -358,6 +427,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             }
         };
         let end = retry.as_ref().map(|r| r.end);
+        let keep_meta = s.rec.kinesis_source.is_some() && dest.processing.lambda.is_some();
         // Subscribed before reading, so records appended meanwhile wake us.
         let mut watch = s.part.watch();
         let mut overflow = false;
@@ -391,7 +461,17 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                             }
                             // Processed before buffering, so the size hint
                             // counts what is written (as AWS counts it).
-                            let processed = process(&name, &dest, &r.value);
+                            let processed = match process(&name, &dest, &r.value) {
+                                Ok(p) => p,
+                                Err(f) => {
+                                    if buf.is_empty() {
+                                        batch_start = r.offset;
+                                    }
+                                    buf.push_failure(r.timestamp_ms, &f, &r.value, inner.now_ms());
+                                    next = r.offset + 1;
+                                    continue;
+                                }
+                            };
                             let len: usize = processed.iter().map(Vec::len).sum();
                             if !buf.is_empty()
                                 && (buf.data.len() + len > dest.size_bytes
@@ -414,7 +494,11 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                             if buf.is_empty() {
                                 batch_start = r.offset;
                             }
-                            buf.push_all(r.timestamp_ms, processed);
+                            if keep_meta {
+                                buf.push_all_with(r.timestamp_ms, r.offset, processed, &r.key);
+                            } else {
+                                buf.push_all(r.timestamp_ms, r.offset, processed);
+                            }
                             next = r.offset + 1;
                         }
                         if read_nothing && let Some(r) = retry.as_mut() {
@@ -466,7 +550,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                 starved
                     || should_flush(
                         buf.data.len(),
-                        buf.records,
+                        buf.entries(),
                         dest.size_bytes,
                         overflow,
                         buf.first_ms,
@@ -491,8 +575,9 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             Some(r) if next == r.end => r.done,
             _ => 0,
         };
-        let batch = std::mem::take(&mut buf).freeze();
-        let flushed = flush(&inner, &s, &dest, &batch, skip, batch_start..next).await;
+        let mut batch = std::mem::take(&mut buf).freeze();
+        batch.range = (batch_start, next);
+        let flushed = flush(&inner, &s, &dest, &batch, skip).await;
         drop(batch);
         held.shrink_to(0);
         match flushed {
@@ -539,12 +624,15 @@ struct Output {
     data: Bytes,
     records: u64,
     errors: Vec<u8>,
+    /// Dynamic partitioning: the function's records one by one (with their
+    /// partition keys) instead of `data`.
+    recs: Vec<crate::partition::Rec>,
 }
 
 /// The key of an error output object: ErrorOutputPrefix with
 /// `!{firehose:error-output-type}`, or (no expressions in it) followed by
 /// `processing-failed/YYYY/MM/dd/HH/` as AWS lays it out.
-fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
+pub(crate) fn error_key(dest: &Destination, first_ms: i64, name: &str, version: u64) -> String {
     error_key_for(dest, first_ms, name, version, "processing-failed")
 }
 
@@ -557,24 +645,30 @@ pub(crate) fn error_key_for(
     error_type: &str,
 ) -> String {
     let rng = &mut rand::rng();
+    let r = prefix::Render {
+        zone: dest.zone.as_ref(),
+        ..prefix::Render::utc(first_ms, Some(error_type))
+    };
     if dest.error_prefix.has_expressions() {
-        return prefix::object_key_for(
+        return prefix::object_key_with(
             &dest.error_prefix,
-            first_ms,
+            &r,
             name,
             version,
             &dest.error_extension,
-            Some(error_type),
             rng,
         );
     }
-    let mut key = dest.error_prefix.render(first_ms, Some(error_type), rng);
+    let mut key = dest.error_prefix.render_with(&r, rng);
     key.push_str(error_type);
     key.push('/');
     let empty = prefix::Template::parse("").unwrap_or_else(|_| dest.error_prefix.clone());
-    key.push_str(&prefix::object_key(
+    key.push_str(&prefix::object_key_with(
         &empty,
-        first_ms,
+        &prefix::Render {
+            error_type: None,
+            ..r
+        },
         name,
         version,
         &dest.error_extension,
@@ -598,6 +692,7 @@ async fn transform(
         data: Bytes::new(),
         records: 0,
         errors: Vec::new(),
+        recs: Vec::new(),
     };
     let mut delivered = Vec::new();
     let Some(function) = inner.cfg.functions.get(&l.function) else {
@@ -641,20 +736,31 @@ async fn transform(
             batch.push(InRecord {
                 arrival_ms: arrival,
                 data: buf.data[start..end].to_vec(),
+                metadata: buf
+                    .meta
+                    .get(i)
+                    .and_then(|k| crate::source::RecordMetadata::of_key(k)),
             });
             bytes += len;
             start = end;
             i += 1;
         }
         let invocation = uuid::Uuid::new_v4().to_string();
-        let body = serde_json::to_vec(&lambda::request(&invocation, &arn, &inner.region, &batch))
-            .unwrap_or_default();
+        let source_arn = s.rec.kinesis_source.as_ref().map(|k| k.stream_arn.as_str());
+        let body = serde_json::to_vec(&lambda::request(
+            &invocation,
+            &arn,
+            source_arn,
+            &inner.region,
+            &batch,
+        ))
+        .unwrap_or_default();
         let mut attempts = 0;
         let mut backoff = inner.cfg.retry_initial;
         let outcomes = loop {
             attempts += 1;
             let r = match lambda::invoke(function, &body).await {
-                Ok(resp) => lambda::parse_response(&resp, batch.len()),
+                Ok(resp) => lambda::parse_response_with_keys(&resp, batch.len()),
                 Err(e) => Err(e),
             };
             match r {
@@ -671,8 +777,16 @@ async fn transform(
         let ending = inner.now_ms();
         match outcomes {
             Ok(outcomes) => {
-                for (rec, o) in batch.iter().zip(outcomes) {
+                for (rec, (o, keys)) in batch.iter().zip(outcomes) {
                     match o {
+                        Outcome::Ok(d) if dest.partitioned => {
+                            out.recs.push(crate::partition::Rec {
+                                arrival_ms: rec.arrival_ms,
+                                data: Bytes::from(d),
+                                lambda_keys: keys,
+                            });
+                            out.records += 1;
+                        }
                         Outcome::Ok(d) => {
                             dest.processing.finish(&d, &mut delivered);
                             out.records += 1;
@@ -720,17 +834,30 @@ fn fail_all(
     now: i64,
     mut out: Output,
 ) -> Output {
+    out.errors.extend(fail_lines(
+        &buf.data, &buf.ends, attempts, code, msg, arn, now,
+    ));
+    out
+}
+
+/// The error output of records (`data`, each ending where `ends` says).
+fn fail_lines(
+    data: &[u8],
+    ends: &[(i64, usize)],
+    attempts: u32,
+    code: &str,
+    msg: &str,
+    arn: &str,
+    now: i64,
+) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut start = 0;
-    for &(arrival, end) in &buf.ends {
-        out.errors.extend(crate::lambda::error_line(
-            attempts,
-            arrival,
-            code,
-            msg,
-            now,
-            &buf.data[start..end],
-            arn,
-        ));
+    for &(arrival, end) in ends {
+        if let Some(raw) = data.get(start..end) {
+            out.extend(crate::lambda::error_line(
+                attempts, arrival, code, msg, now, raw, arn,
+            ));
+        }
         start = end;
     }
     out
@@ -739,139 +866,322 @@ fn fail_all(
 /// What one object of a flush holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// The batch's records, processed.
+    /// The batch's records (or one partition's), processed.
     Data,
     /// The error output of the records that failed processing.
     ProcessingErrors,
-    /// The error output of the whole batch, whose own keys the store
-    /// refused.
+    /// The error output of the whole batch (or partition), whose own keys
+    /// the store refused.
     Undeliverable,
-    /// The error output of the records format conversion could not read.
-    ConversionErrors,
+    /// The error output of records of another type (format conversion,
+    /// decompression, partitioning), named by it.
+    TypedErrors(&'static str),
 }
 
-/// Writes the batch as one object (and the error output of what failed
-/// processing as another), skipping the first `skip` objects (stored by an
-/// earlier attempt at the same batch). A key the store refuses is not
-/// retried as is: the object gets a fresh key once (the refusal may be of
-/// the key's last segment alone), then the batch goes to the error output
-/// (its prefix is in the way). Any other failure answers `Failed`: the
-/// caller drops the batch and re-reads it from the log to retry.
+/// One object of a flush, with what names it.
+struct Obj {
+    data: Bytes,
+    kind: Kind,
+    /// The arrival of its oldest record (of the batch's, for error output).
+    first_ms: i64,
+    /// Its partition's keys (dynamic partitioning).
+    keys: Option<prefix::PartitionKeys>,
+    /// Records in a data object.
+    records: u64,
+    /// A data object's records as delivered (and where each ends): its
+    /// error output should its keys be refused. `None`: the batch's.
+    source: Option<(Bytes, Vec<(i64, usize)>)>,
+}
+
+impl Obj {
+    fn errors(data: Vec<u8>, kind: Kind, first_ms: i64) -> Obj {
+        Obj {
+            data: Bytes::from(data),
+            kind,
+            first_ms,
+            keys: None,
+            records: 0,
+            source: None,
+        }
+    }
+}
+
+/// The records of a flush one by one, for partitioning: the function's
+/// output, or the batch's records.
+fn partition_input(buf: &Batch, out: &mut Output, lambda: bool) -> Vec<crate::partition::Rec> {
+    if lambda {
+        return std::mem::take(&mut out.recs);
+    }
+    let mut recs = Vec::with_capacity(buf.ends.len());
+    let mut start = 0;
+    for &(arrival, end) in &buf.ends {
+        if start <= end && end <= buf.data.len() {
+            recs.push(crate::partition::Rec {
+                arrival_ms: arrival,
+                data: buf.data.slice(start..end),
+                lambda_keys: None,
+            });
+        }
+        start = end;
+    }
+    recs
+}
+
+/// Writes the batch as its objects: one (or, with dynamic partitioning, one
+/// per partition) of the records, and the error output of what failed,
+/// skipping the first `skip` objects (stored by an earlier attempt at the
+/// same batch). A key the store refuses is not retried as is: the object
+/// gets a fresh key once (the refusal may be of the key's last segment
+/// alone), then its records go to the error output (its prefix is in the
+/// way). Any other failure answers `Failed`: the caller drops the batch and
+/// re-reads it from the log to retry. The caller checkpoints only after
+/// `Done`, when every object of the batch is stored.
 async fn flush(
     inner: &Arc<Inner>,
     s: &Stream,
     dest: &Destination,
     buf: &Batch,
     skip: usize,
-    range: std::ops::Range<u64>,
 ) -> Flushed {
+    if let Some(ep) = &s.rec.endpoint {
+        return crate::endpoints::flush(inner, s, dest, ep, buf, skip).await;
+    }
     let name = &s.rec.name;
-    let out = match &dest.processing.lambda {
+    let mut out = match &dest.processing.lambda {
         None => Output {
             data: buf.data.clone(),
             records: buf.records,
             errors: Vec::new(),
+            recs: Vec::new(),
         },
         Some(l) => match transform(inner, s, dest, l, buf).await {
             Some(o) => o,
             None => return Flushed::Gone,
         },
     };
-    let mut out = out;
     if let Some(t) = &dest.iceberg {
         let lambda = dest.processing.lambda.is_some();
-        return crate::iceberg::flush(
-            inner, s, dest, t, buf, out.data, out.errors, lambda, skip, range,
-        )
-        .await;
+        // Records Decompression or CloudWatchLogProcessing could not read
+        // join the processing errors, as for Redshift.
+        let mut errors = out.errors;
+        for (_, lines) in &buf.failures {
+            errors.extend_from_slice(lines);
+        }
+        return crate::iceberg::flush(inner, s, dest, t, buf, out.data, errors, lambda, skip).await;
     }
-    // Record format conversion: the records become one Parquet file, and
-    // those that do not convert a `format-conversion-failed` object.
-    let mut conversion_errors = Vec::new();
-    if let Some(c) = &dest.conversion {
-        let input = crate::conversion::FlushData {
-            data: out.data.clone(),
-            ends: dest.processing.lambda.is_none().then(|| buf.ends.clone()),
+    if s.rec.redshift.is_some() {
+        let staged = crate::redshift::Staged {
+            data: out.data,
+            records: out.records,
+            ends: dest.processing.lambda.is_none().then_some(&buf.ends[..]),
             first_ms: buf.first_ms,
+            range: buf.range,
+            // Records Decompression or CloudWatchLogProcessing could not
+            // read join the processing errors (one error output here).
+            processing_errors: {
+                let mut e = out.errors;
+                for (_, lines) in &buf.failures {
+                    e.extend_from_slice(lines);
+                }
+                e
+            },
+            source: buf.data.clone(),
         };
-        let schemas = inner.schemas.as_deref();
-        let now = inner.now_ms();
-        match crate::conversion::convert(schemas, c, input, &inner.account, &inner.region, now)
-            .await
+        return match crate::redshift::deliver(inner, s, dest, staged).await {
+            crate::redshift::Loaded::Done => Flushed::Done,
+            crate::redshift::Loaded::Retry => Flushed::Failed { done: 0 },
+        };
+    }
+    let now = inner.now_ms();
+    let schemas = inner.schemas.as_deref();
+    let mut objects: Vec<Obj> = Vec::new();
+    if dest.partitioned {
+        let recs = partition_input(buf, &mut out, dest.processing.lambda.is_some());
+        let (prefix_t, pipeline, zone) = (
+            dest.prefix.clone(),
+            dest.processing.clone(),
+            dest.zone.clone(),
+        );
+        let limit = inner.cfg.active_partition_limit;
+        // JQ runs over every record: off the async workers.
+        let split = match tokio::task::spawn_blocking(move || {
+            crate::partition::split(recs, &prefix_t, &pipeline, zone.as_ref(), limit, now)
+        })
+        .await
         {
-            Ok(conv) => {
-                out.data = Bytes::from(conv.body);
-                out.records = conv.rows;
-                conversion_errors = conv.errors;
-            }
+            Ok(split) => split,
             Err(e) => {
-                // Retried with backoff: the records wait in the log until
-                // the table can be read.
-                inner.metrics.failed(name);
-                warn!(stream = %name, database = %c.table.database, table = %c.table.table, code = e.code(), error = %e, "cannot read the conversion schema; retrying");
+                warn!(stream = %name, error = %e, "the partitioning task failed; retrying");
                 return Flushed::Failed { done: skip };
             }
+        };
+        if !split.errors.is_empty() {
+            warn!(stream = %name, bytes = split.errors.len(), "records could not be partitioned; they go to the error output");
+        }
+        let mut conversion_errors = Vec::new();
+        for part in split.parts {
+            let source = Bytes::from(part.data);
+            let records = part.ends.len() as u64;
+            let (data, records) = match &dest.conversion {
+                None => (source.clone(), records),
+                Some(c) => {
+                    let input = crate::conversion::FlushData {
+                        data: source.clone(),
+                        ends: Some(part.ends.clone()),
+                        first_ms: part.first_ms,
+                    };
+                    match crate::conversion::convert(
+                        schemas,
+                        c,
+                        input,
+                        &inner.account,
+                        &inner.region,
+                        now,
+                    )
+                    .await
+                    {
+                        Ok(conv) => {
+                            conversion_errors.extend(conv.errors);
+                            (Bytes::from(conv.body), conv.rows)
+                        }
+                        Err(e) => {
+                            inner.metrics.failed(name);
+                            warn!(stream = %name, database = %c.table.database, table = %c.table.table, code = e.code(), error = %e, "cannot read the conversion schema; retrying");
+                            return Flushed::Failed { done: skip };
+                        }
+                    }
+                }
+            };
+            if !data.is_empty() {
+                objects.push(Obj {
+                    data,
+                    kind: Kind::Data,
+                    first_ms: part.first_ms,
+                    keys: Some(part.keys),
+                    records,
+                    source: Some((source, part.ends)),
+                });
+            }
+        }
+        for (data, kind) in [
+            (std::mem::take(&mut out.errors), Kind::ProcessingErrors),
+            (
+                conversion_errors,
+                Kind::TypedErrors(crate::conversion::ERROR_OUTPUT_TYPE),
+            ),
+            (
+                split.errors,
+                Kind::TypedErrors(crate::partition::ERROR_OUTPUT_TYPE),
+            ),
+        ] {
+            if !data.is_empty() {
+                objects.push(Obj::errors(data, kind, buf.first_ms));
+            }
+        }
+    } else {
+        // Record format conversion: the records become one Parquet file,
+        // and those that do not convert a `format-conversion-failed` object.
+        let mut conversion_errors = Vec::new();
+        if let Some(c) = &dest.conversion {
+            let input = crate::conversion::FlushData {
+                data: out.data.clone(),
+                ends: dest.processing.lambda.is_none().then(|| buf.ends.clone()),
+                first_ms: buf.first_ms,
+            };
+            match crate::conversion::convert(schemas, c, input, &inner.account, &inner.region, now)
+                .await
+            {
+                Ok(conv) => {
+                    out.data = Bytes::from(conv.body);
+                    out.records = conv.rows;
+                    conversion_errors = conv.errors;
+                }
+                Err(e) => {
+                    // Retried with backoff: the records wait in the log
+                    // until the table can be read.
+                    inner.metrics.failed(name);
+                    warn!(stream = %name, database = %c.table.database, table = %c.table.table, code = e.code(), error = %e, "cannot read the conversion schema; retrying");
+                    return Flushed::Failed { done: skip };
+                }
+            }
+        }
+        if !out.data.is_empty() {
+            objects.push(Obj {
+                data: out.data.clone(),
+                kind: Kind::Data,
+                first_ms: buf.first_ms,
+                keys: None,
+                records: out.records,
+                source: None,
+            });
+        }
+        for (data, kind) in [
+            (std::mem::take(&mut out.errors), Kind::ProcessingErrors),
+            (
+                conversion_errors,
+                Kind::TypedErrors(crate::conversion::ERROR_OUTPUT_TYPE),
+            ),
+        ] {
+            if !data.is_empty() {
+                objects.push(Obj::errors(data, kind, buf.first_ms));
+            }
         }
     }
-    let data_len = out.data.len() as u64;
-    let mut objects = Vec::new();
-    for (data, kind) in [
-        (out.data, Kind::Data),
-        (Bytes::from(out.errors), Kind::ProcessingErrors),
-        (Bytes::from(conversion_errors), Kind::ConversionErrors),
-    ] {
-        if !data.is_empty() {
-            objects.push((data, kind));
-        }
+    // What processing could not read (Decompression, CloudWatch Logs).
+    for (ty, lines) in &buf.failures {
+        let kind = if *ty == "processing-failed" {
+            Kind::ProcessingErrors
+        } else {
+            Kind::TypedErrors(ty)
+        };
+        objects.push(Obj::errors(lines.clone(), kind, buf.first_ms));
     }
-    let key_for = |kind: Kind| match kind {
-        Kind::Data => prefix::object_key(
+    let key_for = |o: &Obj, kind: Kind| match kind {
+        Kind::Data => prefix::object_key_with(
             &dest.prefix,
-            buf.first_ms,
+            &prefix::Render {
+                zone: dest.zone.as_ref(),
+                keys: o.keys.as_ref(),
+                ..prefix::Render::utc(o.first_ms, None)
+            },
             name,
             s.rec.version,
             &dest.extension,
             &mut rand::rng(),
         ),
         Kind::ProcessingErrors | Kind::Undeliverable => {
-            error_key(dest, buf.first_ms, name, s.rec.version)
+            error_key(dest, o.first_ms, name, s.rec.version)
         }
-        Kind::ConversionErrors => error_key_for(
-            dest,
-            buf.first_ms,
-            name,
-            s.rec.version,
-            crate::conversion::ERROR_OUTPUT_TYPE,
-        ),
+        Kind::TypedErrors(ty) => error_key_for(dest, o.first_ms, name, s.rec.version, ty),
     };
-    for (i, (data, kind)) in objects.into_iter().enumerate().skip(skip) {
-        let mut kind = kind;
-        let mut key = key_for(kind);
-        let mut body = match encode_body(&data, dest.compression, zip_entry(&key)) {
+    for (i, o) in objects.into_iter().enumerate().skip(skip) {
+        let mut kind = o.kind;
+        let mut key = key_for(&o, kind);
+        let mut body = match encode_body(&o.data, dest.compression, zip_entry(&key)) {
             Ok(b) => b,
             Err(e) => {
                 warn!(stream = %name, error = %e, "cannot compress the buffer");
                 return Flushed::Failed { done: i };
             }
         };
-        drop(data);
+        let data_len = o.data.len() as u64;
         let mut refused = false;
         loop {
             match inner.sink.put(&dest.bucket, &key, body.clone()).await {
                 Ok(()) => {
                     match kind {
                         Kind::Data => {
-                            inner.metrics.delivered(name, out.records, data_len);
-                            info!(stream = %name, bucket = %dest.bucket, key = %key, records = out.records, bytes = body.len(), "delivered");
+                            inner.metrics.delivered(name, o.records, data_len);
+                            info!(stream = %name, bucket = %dest.bucket, key = %key, records = o.records, bytes = body.len(), "delivered");
                         }
                         Kind::ProcessingErrors => {
                             info!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), "wrote the processing error output")
                         }
                         Kind::Undeliverable => {
-                            warn!(stream = %name, bucket = %dest.bucket, key = %key, records = buf.records, "wrote the batch whose keys were refused to the error output")
+                            warn!(stream = %name, bucket = %dest.bucket, key = %key, records = o.records, "wrote the records whose keys were refused to the error output")
                         }
-                        Kind::ConversionErrors => {
-                            warn!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), "wrote the records that could not be converted to the error output")
+                        Kind::TypedErrors(ty) => {
+                            warn!(stream = %name, bucket = %dest.bucket, key = %key, bytes = body.len(), error_type = ty, "wrote records that failed to the error output")
                         }
                     }
                     break;
@@ -881,30 +1191,24 @@ async fn flush(
                     // differs in its last segment.
                     warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "the object store refused the key; trying a fresh one");
                     refused = true;
-                    key = key_for(kind);
+                    key = key_for(&o, kind);
                 }
                 Err(e @ SinkError::InvalidKey { .. }) if kind == Kind::Data => {
                     inner.metrics.failed(name);
-                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), records = buf.records, "the object store refuses the delivery prefix's keys; the batch goes to the error output");
-                    let lines = fail_all(
-                        buf,
-                        1,
-                        e.code(),
-                        &e.to_string(),
-                        dest.processing
-                            .lambda
-                            .as_ref()
-                            .map_or("", |l| l.arn.as_str()),
-                        inner.now_ms(),
-                        Output {
-                            data: Bytes::new(),
-                            records: 0,
-                            errors: Vec::new(),
-                        },
-                    )
-                    .errors;
+                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), records = o.records, "the object store refuses the delivery prefix's keys; the records go to the error output");
+                    let arn = dest
+                        .processing
+                        .lambda
+                        .as_ref()
+                        .map_or("", |l| l.arn.as_str());
+                    let (data, ends) = match &o.source {
+                        Some((d, e)) => (&d[..], &e[..]),
+                        None => (&buf.data[..], &buf.ends[..]),
+                    };
+                    let lines =
+                        fail_lines(data, ends, 1, e.code(), &e.to_string(), arn, inner.now_ms());
                     kind = Kind::Undeliverable;
-                    key = key_for(kind);
+                    key = key_for(&o, kind);
                     body = match encode_body(&Bytes::from(lines), dest.compression, zip_entry(&key))
                     {
                         Ok(b) => b,

@@ -408,8 +408,8 @@ pub(crate) async fn flush(
     processing_errors: Vec<u8>,
     lambda: bool,
     skip: usize,
-    range: std::ops::Range<u64>,
 ) -> Flushed {
+    let range = buf.range.0..buf.range.1;
     let name = &s.rec.name;
     let Some(tables) = &inner.iceberg else {
         warn!(stream = %name, "no Iceberg catalog on this server; retrying");

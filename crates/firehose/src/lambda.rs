@@ -48,6 +48,8 @@ pub fn function_name(arn: &str) -> Option<&str> {
 pub struct InRecord {
     pub arrival_ms: i64,
     pub data: Vec<u8>,
+    /// The source record's metadata, for a stream-sourced delivery stream.
+    pub metadata: Option<crate::source::RecordMetadata>,
 }
 
 /// What became of one record.
@@ -71,30 +73,88 @@ fn b64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
 }
 
-/// The request body for a batch.
-pub fn request(invocation_id: &str, stream_arn: &str, region: &str, records: &[InRecord]) -> Value {
+/// The request body for a batch: AWS's shape, with `sourceKinesisStreamArn`
+/// and each record's `kinesisRecordMetadata` when the delivery stream reads
+/// a Kinesis stream.
+pub fn request(
+    invocation_id: &str,
+    stream_arn: &str,
+    source_stream_arn: Option<&str>,
+    region: &str,
+    records: &[InRecord],
+) -> Value {
     let recs: Vec<Value> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            json!({
+            let mut rec = json!({
                 "recordId": i.to_string(),
                 "approximateArrivalTimestamp": r.arrival_ms,
                 "data": b64().encode(&r.data),
-            })
+            });
+            if let Some(m) = &r.metadata {
+                rec["kinesisRecordMetadata"] = serde_json::to_value(m).unwrap_or(Value::Null);
+            }
+            rec
         })
         .collect();
-    json!({
+    let mut req = json!({
         "invocationId": invocation_id,
         "deliveryStreamArn": stream_arn,
         "region": region,
         "records": recs,
-    })
+    });
+    if let Some(arn) = source_stream_arn {
+        req["sourceKinesisStreamArn"] = json!(arn);
+    }
+    req
 }
 
 /// Reads a response: one outcome per request record, in order. Records the
 /// response does not mention are failed, as AWS fails them.
 pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError> {
+    Ok(parse_response_with_keys(body, n)?
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect())
+}
+
+/// A record's `metadata.partitionKeys` (dynamic partitioning): scalar
+/// values as strings; `Err` names what is wrong.
+fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String> {
+    let Some(keys) = r.get("metadata").and_then(|m| m.get("partitionKeys")) else {
+        return Ok(None);
+    };
+    let Some(obj) = keys.as_object() else {
+        return Err("metadata.partitionKeys is not an object".into());
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in obj {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => continue,
+            _ => return Err(format!("metadata.partitionKeys.{k} is not a string")),
+        };
+        if s.len() > crate::jq::MAX_VALUE_BYTES {
+            return Err(format!(
+                "metadata.partitionKeys.{k} is longer than {} bytes",
+                crate::jq::MAX_VALUE_BYTES
+            ));
+        }
+        out.insert(k.clone(), s);
+    }
+    Ok(Some(out))
+}
+
+/// [`parse_response`] with each record's `metadata.partitionKeys`.
+#[allow(clippy::type_complexity)]
+pub fn parse_response_with_keys(
+    body: &[u8],
+    n: usize,
+) -> Result<Vec<(Outcome, Option<BTreeMap<String, String>>)>, InvokeError> {
+    let mut keys: Vec<Option<BTreeMap<String, String>>> = vec![None; n];
     let bad = |m: String| InvokeError {
         code: "Lambda.JsonProcessingException",
         message: m,
@@ -121,12 +181,20 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
             });
         }
         let outcome = match r.get("result").and_then(Value::as_str) {
-            Some("Ok") => match r
-                .get("data")
-                .and_then(Value::as_str)
-                .map(|d| b64().decode(d))
-            {
-                Some(Ok(d)) => Outcome::Ok(d),
+            Some("Ok") => match (
+                r.get("data")
+                    .and_then(Value::as_str)
+                    .map(|d| b64().decode(d)),
+                partition_keys(r),
+            ) {
+                (_, Err(m)) => Outcome::Failed(
+                    "Lambda.InvalidPartitionKeys".into(),
+                    format!("The function returned result Ok with invalid {m}."),
+                ),
+                (Some(Ok(d)), Ok(k)) => {
+                    keys[i] = k;
+                    Outcome::Ok(d)
+                }
                 _ => Outcome::Failed(
                     "Lambda.JsonProcessingException".into(),
                     "The function returned result Ok without base64 data.".into(),
@@ -149,11 +217,15 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
     }
     Ok(out
         .into_iter()
-        .map(|o| {
-            o.unwrap_or(Outcome::Failed(
-                "Lambda.MissingRecordId".into(),
-                "The function's response did not include the record.".into(),
-            ))
+        .zip(keys)
+        .map(|(o, k)| {
+            (
+                o.unwrap_or(Outcome::Failed(
+                    "Lambda.MissingRecordId".into(),
+                    "The function's response did not include the record.".into(),
+                )),
+                k,
+            )
         })
         .collect())
 }
@@ -378,16 +450,61 @@ mod tests {
         let r = request(
             "inv",
             "arn:s",
+            None,
             "us-east-1",
             &[InRecord {
                 arrival_ms: 5,
                 data: b"x".to_vec(),
+                metadata: None,
             }],
         );
         assert_eq!(
             r["records"][0],
             json!({"recordId": "0", "approximateArrivalTimestamp": 5, "data": "eA=="})
         );
+        assert!(r.get("sourceKinesisStreamArn").is_none());
+    }
+
+    #[test]
+    fn stream_sourced_requests_carry_the_kinesis_metadata() {
+        let meta = crate::source::RecordMetadata {
+            shard_id: "shardId-000000000001".into(),
+            partition_key: "pk".into(),
+            approximate_arrival_timestamp: 7,
+            sequence_number: "4959".into(),
+            subsequence_number: 2,
+        };
+        let r = request(
+            "inv",
+            "arn:s",
+            Some("arn:aws:kinesis:us-east-1:1:stream/src"),
+            "us-east-1",
+            &[InRecord {
+                arrival_ms: 5,
+                data: b"x".to_vec(),
+                metadata: Some(meta),
+            }],
+        );
+        assert_eq!(
+            r["sourceKinesisStreamArn"],
+            "arn:aws:kinesis:us-east-1:1:stream/src"
+        );
+        assert_eq!(
+            r["records"][0]["kinesisRecordMetadata"],
+            json!({"shardId": "shardId-000000000001", "partitionKey": "pk",
+                   "approximateArrivalTimestamp": 7, "sequenceNumber": "4959",
+                   "subsequenceNumber": 2})
+        );
+    }
+
+    #[test]
+    fn partition_keys_come_with_ok_records() {
+        let body = br#"{"records":[{"recordId":"0","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"a":"x","n":3}}},{"recordId":"1","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"a":[1]}}},{"recordId":"2","result":"Ok","data":"eA=="}]}"#;
+        let o = parse_response_with_keys(body, 3).unwrap();
+        let k = o[0].1.clone().unwrap();
+        assert_eq!((k["a"].as_str(), k["n"].as_str()), ("x", "3"));
+        assert!(matches!(&o[1].0, Outcome::Failed(c, _) if c == "Lambda.InvalidPartitionKeys"));
+        assert_eq!(o[2], (Outcome::Ok(b"x".to_vec()), None));
     }
 
     #[tokio::test]

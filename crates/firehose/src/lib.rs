@@ -12,7 +12,11 @@
 //! This increment serves DirectPut and KinesisStreamAsSource streams (module
 //! [`source`]) with an S3 / ExtendedS3 destination, record format conversion
 //! to Parquet included (module [`conversion`], schemas read through its
-//! `SchemaSource`). Everything else the API can express (other
+//! `SchemaSource`), the push destinations HTTP endpoint, Splunk,
+//! OpenSearch and Elasticsearch (module [`endpoints`], over
+//! `ripstream-delivery`), and Redshift loaded through a
+//! [`redshift::TableLoader`] (module [`redshift`], its COPY options
+//! translated by [`copy`]). Everything else the API can express (other
 //! destinations, processors other than RecordDeAggregation and
 //! AppendDelimiterToRecord (module `processing`), ORC output, S3 backup) is
 //! refused with an InvalidArgumentException saying it is not supported
@@ -21,16 +25,22 @@
 pub mod api;
 mod budget;
 pub mod conversion;
+pub mod copy;
+pub mod cwlogs;
+pub mod endpoints;
 mod engine;
 pub mod error;
 pub mod iceberg;
+pub mod jq;
 pub mod lambda;
 mod metrics;
 mod ops;
+pub mod partition;
 pub mod prefix;
 pub mod processing;
 pub mod quota;
 pub mod record;
+pub mod redshift;
 pub mod sink;
 pub mod source;
 
@@ -87,11 +97,24 @@ pub struct FirehoseConfig {
     /// finds the budget spent flushes early or waits: its records are
     /// durable in its log meanwhile.
     pub buffer_memory_bytes: usize,
+    /// Most partitions a dynamically partitioned stream's flush holds
+    /// (AWS's quota: 500, raised on request up to 5,000); records of
+    /// partitions past it go to the error output.
+    pub active_partition_limit: usize,
+    /// Whether push destinations may have http:// URLs (AWS admits only
+    /// https; `firehose_allow_http_destinations`).
+    pub allow_http_destinations: bool,
+    /// The longest a push destination has to answer one request (and
+    /// Splunk to acknowledge one): AWS's 3 minutes by default.
+    pub endpoint_timeout: Duration,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
 /// the largest BufferingHints size (128 MiB).
 pub const DEFAULT_BUFFER_MEMORY_BYTES: usize = 512 << 20;
+
+/// AWS's HTTP endpoint response timeout.
+pub const DEFAULT_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Default for FirehoseConfig {
     fn default() -> FirehoseConfig {
@@ -106,6 +129,9 @@ impl Default for FirehoseConfig {
             quotas: ripstream_runtime::quota::QuotaMode::Off,
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY_BYTES,
             kinesis_start: source::SourceStart::TrimHorizon,
+            active_partition_limit: partition::DEFAULT_ACTIVE_PARTITIONS,
+            allow_http_destinations: false,
+            endpoint_timeout: DEFAULT_ENDPOINT_TIMEOUT,
         }
     }
 }
@@ -125,6 +151,9 @@ pub struct Connections {
     /// The Iceberg tables Iceberg destinations append to; `None`: such
     /// destinations are refused.
     pub iceberg: Option<Arc<dyn iceberg::IcebergTables>>,
+    /// The database Redshift destinations load into; `None`: their loads
+    /// wait (retried) until a server with one delivers them.
+    pub tables: Option<Arc<dyn redshift::TableLoader>>,
 }
 
 impl Connections {
@@ -135,6 +164,7 @@ impl Connections {
             kinesis: None,
             schemas: None,
             iceberg: None,
+            tables: None,
         }
     }
 }
@@ -169,6 +199,8 @@ pub(crate) struct Inner {
     /// Where record format conversion reads its schemas.
     pub schemas: Option<Arc<dyn conversion::SchemaSource>>,
     pub iceberg: Option<Arc<dyn iceberg::IcebergTables>>,
+    /// Where Redshift destinations load their staged files.
+    pub tables: Option<Arc<dyn redshift::TableLoader>>,
     pub keyring: ripstream_keyring::Keyring,
     pub metrics: metrics::FirehoseMetrics,
     /// Wakes the engine's supervisor when streams come or go.
@@ -176,6 +208,8 @@ pub(crate) struct Inner {
     pub quotas: quota::StreamQuotas,
     /// The memory every delivery stream's buffer comes out of.
     pub budget: Arc<budget::Budget>,
+    /// The HTTP client of push destinations.
+    pub client: ripstream_delivery::Client,
 }
 
 /// Runs blocking work (redb commits, partition creation, log reads) off the
@@ -207,7 +241,9 @@ impl Firehose {
             .map_err(Error::internal)?;
         let quotas = quota::StreamQuotas::new(cfg.quotas, quota::Rates::for_region(&ctx.region));
         let budget = budget::Budget::new(cfg.buffer_memory_bytes);
+        let client = ripstream_delivery::Client::new().map_err(Error::internal)?;
         let inner = Inner {
+            client,
             budget,
             cfg,
             region: ctx.region.clone(),
@@ -221,6 +257,7 @@ impl Firehose {
             kinesis: connections.kinesis,
             schemas: connections.schemas,
             iceberg: connections.iceberg,
+            tables: connections.tables,
             keyring,
             metrics: metrics::FirehoseMetrics::register(registry),
             changed: tokio::sync::Notify::new(),
@@ -336,6 +373,10 @@ impl Inner {
             catalog.write_documents(CHECKPOINTS_SPACE, &[(uid.to_string().as_bytes(), None)])?;
             catalog.write_documents(
                 source::SOURCE_CHECKPOINTS_SPACE,
+                &[(uid.to_string().as_bytes(), None)],
+            )?;
+            catalog.write_documents(
+                redshift::PENDING_SPACE,
                 &[(uid.to_string().as_bytes(), None)],
             )?;
             Ok(())

@@ -23,11 +23,21 @@ pub struct FirehoseMetrics {
     throttled: Family<DeliveryStreamLabel, Counter>,
     kinesis_records: Family<DeliveryStreamLabel, Counter>,
     kinesis_bytes: Family<DeliveryStreamLabel, Counter>,
+    /// DeliveryToHttpEndpoint / Splunk / AmazonOpenSearchService /
+    /// Elasticsearch.
+    pub push: crate::endpoints::PushMetrics,
+    redshift_records: Family<DeliveryStreamLabel, Counter>,
+    redshift_bytes: Family<DeliveryStreamLabel, Counter>,
+    redshift_success: Family<DeliveryStreamLabel, Counter>,
+    redshift_failures: Family<DeliveryStreamLabel, Counter>,
 }
 
 impl FirehoseMetrics {
     pub fn register(registry: &mut Registry) -> FirehoseMetrics {
-        let m = FirehoseMetrics::default();
+        let m = FirehoseMetrics {
+            push: crate::endpoints::PushMetrics::register(registry),
+            ..Default::default()
+        };
         for (name, help, family) in [
             (
                 "ripstream_firehose_incoming_records",
@@ -74,6 +84,26 @@ impl FirehoseMetrics {
                 "Bytes read from the source Kinesis stream (DataReadFromKinesisStream.Bytes)",
                 &m.kinesis_bytes,
             ),
+            (
+                "ripstream_firehose_delivery_to_redshift_records",
+                "Rows loaded into the Redshift destination's table (DeliveryToRedshift.Records)",
+                &m.redshift_records,
+            ),
+            (
+                "ripstream_firehose_delivery_to_redshift_bytes",
+                "Bytes of staged files loaded into the table (DeliveryToRedshift.Bytes)",
+                &m.redshift_bytes,
+            ),
+            (
+                "ripstream_firehose_delivery_to_redshift_success",
+                "Staged files loaded (DeliveryToRedshift.Success numerator)",
+                &m.redshift_success,
+            ),
+            (
+                "ripstream_firehose_delivery_to_redshift_failures",
+                "Failed loads into the table, each retried for RetryOptions",
+                &m.redshift_failures,
+            ),
         ] {
             registry.register(name, help, family.clone());
         }
@@ -111,6 +141,19 @@ impl FirehoseMetrics {
         self.s3_success.get_or_create(&l).inc();
     }
 
+    pub fn loaded(&self, stream: &str, rows: u64, bytes: u64) {
+        let l = Self::label(stream);
+        self.redshift_records.get_or_create(&l).inc_by(rows);
+        self.redshift_bytes.get_or_create(&l).inc_by(bytes);
+        self.redshift_success.get_or_create(&l).inc();
+    }
+
+    pub fn load_failed(&self, stream: &str) {
+        self.redshift_failures
+            .get_or_create(&Self::label(stream))
+            .inc();
+    }
+
     pub fn failed(&self, stream: &str) {
         self.s3_failures.get_or_create(&Self::label(stream)).inc();
     }
@@ -118,6 +161,7 @@ impl FirehoseMetrics {
     /// Drops a deleted stream's series.
     pub fn forget(&self, stream: &str) {
         let l = Self::label(stream);
+        self.push.forget(stream);
         for f in [
             &self.incoming_records,
             &self.incoming_bytes,
@@ -128,6 +172,10 @@ impl FirehoseMetrics {
             &self.throttled,
             &self.kinesis_records,
             &self.kinesis_bytes,
+            &self.redshift_records,
+            &self.redshift_bytes,
+            &self.redshift_success,
+            &self.redshift_failures,
         ] {
             f.remove(&l);
         }

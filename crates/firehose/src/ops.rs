@@ -19,23 +19,15 @@ pub const MAX_RECORD_BYTES: usize = 1_024_000;
 /// Tags per delivery stream.
 pub const MAX_TAGS: usize = 50;
 
-/// The destination kinds of CreateDeliveryStream besides S3, each refused.
+/// The destination kinds of CreateDeliveryStream besides S3 and the push
+/// destinations (module `endpoints`), each refused.
 const OTHER_DESTINATIONS: &[&str] = &[
-    "RedshiftDestinationConfiguration",
-    "ElasticsearchDestinationConfiguration",
-    "AmazonopensearchserviceDestinationConfiguration",
-    "SplunkDestinationConfiguration",
-    "HttpEndpointDestinationConfiguration",
     "AmazonOpenSearchServerlessDestinationConfiguration",
     "SnowflakeDestinationConfiguration",
 ];
 
 const OTHER_UPDATES: &[&str] = &[
     "RedshiftDestinationUpdate",
-    "ElasticsearchDestinationUpdate",
-    "AmazonopensearchserviceDestinationUpdate",
-    "SplunkDestinationUpdate",
-    "HttpEndpointDestinationUpdate",
     "AmazonOpenSearchServerlessDestinationUpdate",
     "SnowflakeDestinationUpdate",
     "IcebergDestinationUpdate",
@@ -126,34 +118,72 @@ impl Firehose {
         for k in OTHER_DESTINATIONS {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3DestinationConfiguration, ExtendedS3DestinationConfiguration and IcebergDestinationConfiguration."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, Redshift, HttpEndpoint, Splunk, Amazonopensearchservice, Elasticsearch and Iceberg destination configurations."
                 )));
             }
         }
+        let redshift_cfg = input.get("RedshiftDestinationConfiguration");
         let iceberg = input.get("IcebergDestinationConfiguration");
-        let dest = match (
-            input.get("S3DestinationConfiguration"),
-            input.get("ExtendedS3DestinationConfiguration"),
+        let given = [
+            "S3DestinationConfiguration",
+            "ExtendedS3DestinationConfiguration",
+            "RedshiftDestinationConfiguration",
+            "IcebergDestinationConfiguration",
+        ]
+        .iter()
+        .filter(|k| input.get(**k).is_some())
+        .count()
+            + crate::endpoints::ALL
+                .iter()
+                .filter(|k| input.get(k.configuration_key()).is_some())
+                .count();
+        if given > 1 {
+            return Err(invalid(
+                "Only one destination configuration can be specified.",
+            ));
+        }
+        // A Redshift or push destination: its own part stored aside, its
+        // intermediate S3 configuration the destination the engine uses.
+        let (destination, endpoint, redshift) = match (
+            crate::endpoints::configuration_in(&input),
+            redshift_cfg,
+            iceberg,
         ) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "Only one destination configuration can be specified.",
-                ));
+            (Some((kind, cfg)), _, _) => {
+                let (d, ep) =
+                    crate::endpoints::create(kind, cfg, inner.cfg.allow_http_destinations)?;
+                (d, Some(ep), None)
             }
-            (None, None) if iceberg.is_none() => {
-                return Err(invalid("A destination configuration must be specified."));
+            (None, Some(r), _) => {
+                let (r, d) = crate::redshift::normalize(r)?;
+                (d, None, Some(r))
             }
-            (None, None) => Map::new(),
-            (Some(d), None) | (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
-        };
-        let destination = match iceberg {
-            Some(_) if !dest.is_empty() => {
-                return Err(invalid(
-                    "Only one destination configuration can be specified.",
-                ));
+            (None, None, Some(c)) => (
+                crate::iceberg::normalize(c, &inner.region, &inner.account)?,
+                None,
+                None,
+            ),
+            (None, None, None) => {
+                let dest = match (
+                    input.get("S3DestinationConfiguration"),
+                    input.get("ExtendedS3DestinationConfiguration"),
+                ) {
+                    (None, None) => {
+                        return Err(invalid("A destination configuration must be specified."));
+                    }
+                    (Some(d), _) => {
+                        // Dynamic partitioning is an ExtendedS3 member only.
+                        if d.get("DynamicPartitioningConfiguration").is_some() {
+                            return Err(invalid(
+                                "DynamicPartitioningConfiguration is only supported for ExtendedS3DestinationConfiguration.",
+                            ));
+                        }
+                        d.as_object().cloned().unwrap_or_default()
+                    }
+                    (None, Some(d)) => d.as_object().cloned().unwrap_or_default(),
+                };
+                (record::normalize_destination(dest)?, None, None)
             }
-            Some(c) => crate::iceberg::normalize(c, &inner.region, &inner.account)?,
-            None => record::normalize_destination(dest)?,
         };
         record::Destination::of(&destination)?
             .processing
@@ -212,6 +242,8 @@ impl Firehose {
             kinesis_source,
             tags,
             encryption,
+            endpoint,
+            redshift,
         };
         // The partition first: a crash before the commit leaves an orphan
         // partition, which the next start removes.
@@ -365,6 +397,13 @@ impl Firehose {
         };
         let destinations = if exclusive_start.is_some_and(|id| id >= DESTINATION_ID) {
             vec![]
+        } else if let Some(ep) = &rec.endpoint {
+            vec![crate::endpoints::description(rec, ep, DESTINATION_ID)]
+        } else if let Some(r) = &rec.redshift {
+            vec![json!({
+                "DestinationId": DESTINATION_ID,
+                "RedshiftDestinationDescription": crate::redshift::description(r, &rec.destination),
+            })]
         } else {
             vec![match crate::iceberg::description(&rec.destination) {
                 Some(d) => {
@@ -439,7 +478,7 @@ impl Firehose {
         for k in OTHER_UPDATES {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3DestinationUpdate and ExtendedS3DestinationUpdate."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination updates."
                 )));
             }
         }
@@ -463,28 +502,51 @@ impl Firehose {
                 "UpdateDestination of an Iceberg destination is not supported yet by this server.",
             ));
         }
+        if s.rec.redshift.is_some() {
+            return Err(invalid(format!(
+                "UpdateDestination is not supported yet by this server for Firehose {name}, whose destination is Redshift: delete and re-create it."
+            )));
+        }
         let dest_id = text(&input, "DestinationId").unwrap_or("");
         if dest_id != DESTINATION_ID {
             return Err(invalid(format!(
                 "Destination Id {dest_id} not found for Firehose {name}."
             )));
         }
-        let destination = match (
+        let pushes = crate::endpoints::ALL
+            .iter()
+            .filter(|k| input.get(k.update_key()).is_some())
+            .count();
+        let (destination, endpoint) = match (
             input.get("S3DestinationUpdate"),
             input.get("ExtendedS3DestinationUpdate"),
+            crate::endpoints::update_in(&input),
         ) {
-            (Some(_), Some(_)) => {
+            _ if pushes > 1 => {
                 return Err(invalid("Only one destination update can be specified."));
             }
-            (None, None) => return Err(invalid("A destination update must be specified.")),
-            (Some(u), None) => record::merge_update(&s.rec.destination, u, false)?,
-            (None, Some(u)) => record::merge_update(&s.rec.destination, u, true)?,
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(invalid("Only one destination update can be specified."));
+            }
+            (None, None, None) => {
+                return Err(invalid("A destination update must be specified."));
+            }
+            (None, None, Some((kind, u))) => {
+                let (d, ep) =
+                    crate::endpoints::update(&s.rec, kind, u, inner.cfg.allow_http_destinations)?;
+                (d, Some(ep))
+            }
+            // An S3 update of a push destination's stream makes it an S3
+            // stream on the S3 configuration it had.
+            (Some(u), None, None) => (record::merge_update(&s.rec.destination, u, false)?, None),
+            (None, Some(u), None) => (record::merge_update(&s.rec.destination, u, true)?, None),
         };
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
         let mut rec = s.rec.clone();
         rec.destination = destination;
+        rec.endpoint = endpoint;
         rec.version += 1;
         rec.updated_ms = Some(inner.now_ms());
         inner.replace(&s, rec).await?;

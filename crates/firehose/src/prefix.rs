@@ -24,6 +24,28 @@ pub struct UtcTime {
 }
 
 impl UtcTime {
+    /// The civil time of a Unix time in milliseconds in a zone
+    /// (CustomTimeZone); UTC when `None`.
+    pub fn in_zone(ms: i64, zone: Option<&jiff::tz::TimeZone>) -> UtcTime {
+        let Some(tz) = zone else {
+            return UtcTime::from_ms(ms);
+        };
+        match jiff::Timestamp::from_millisecond(ms) {
+            Ok(t) => {
+                let z = t.to_zoned(tz.clone());
+                UtcTime {
+                    year: i64::from(z.year()),
+                    month: z.month() as u32,
+                    day: z.day() as u32,
+                    hour: z.hour() as u32,
+                    minute: z.minute() as u32,
+                    second: z.second() as u32,
+                }
+            }
+            Err(_) => UtcTime::from_ms(ms),
+        }
+    }
+
     /// The civil time of a Unix time in milliseconds, in UTC (Firehose's
     /// default zone).
     pub fn from_ms(ms: i64) -> UtcTime {
@@ -153,7 +175,23 @@ enum Part {
     Timestamp(Vec<Field>),
     RandomString,
     ErrorOutputType,
+    /// `!{partitionKeyFromQuery:k}`: a key of the MetadataExtraction query.
+    QueryKey(String),
+    /// `!{partitionKeyFromLambda:k}`: a key of the function's
+    /// `metadata.partitionKeys`.
+    LambdaKey(String),
 }
+
+/// Where a partition key comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeySource {
+    Query,
+    Lambda,
+}
+
+/// The partition keys of one record (or one partition): by source and
+/// name, the values as they go into the prefix.
+pub type PartitionKeys = std::collections::BTreeMap<(KeySource, String), String>;
 
 /// A parsed Prefix or ErrorOutputPrefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,11 +234,13 @@ impl Template {
                         "'{other}' is not a valid firehose expression: expected random-string or error-output-type."
                     ));
                 }
-                ("partitionKeyFromQuery" | "partitionKeyFromLambda", _) => {
+                ("partitionKeyFromQuery" | "partitionKeyFromLambda", "") => {
                     return Err(format!(
-                        "The expression '!{{{expr}}}' needs dynamic partitioning, which this server does not support yet."
+                        "The expression '!{{{expr}}}' names no partition key."
                     ));
                 }
+                ("partitionKeyFromQuery", k) => Part::QueryKey(k.to_string()),
+                ("partitionKeyFromLambda", k) => Part::LambdaKey(k.to_string()),
                 (other, _) => {
                     return Err(format!(
                         "'{other}' is not a valid expression namespace: expected timestamp, firehose, partitionKeyFromQuery or partitionKeyFromLambda."
@@ -225,10 +265,38 @@ impl Template {
         self.parts.contains(&Part::ErrorOutputType)
     }
 
+    /// The partition keys the template uses, by source.
+    pub fn partition_keys(&self) -> impl Iterator<Item = (KeySource, &str)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::QueryKey(k) => Some((KeySource::Query, k.as_str())),
+            Part::LambdaKey(k) => Some((KeySource::Lambda, k.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Whether a `!{partitionKeyFrom...}` expression is in it.
+    pub fn has_partition_keys(&self) -> bool {
+        self.partition_keys().next().is_some()
+    }
+
     /// The prefix for a buffer whose first record arrived at `ms`;
     /// `error_type` fills `!{firehose:error-output-type}`.
     pub fn render(&self, ms: i64, error_type: Option<&str>, rng: &mut impl Rng) -> String {
-        let t = UtcTime::from_ms(ms);
+        self.render_with(&Render::utc(ms, error_type), rng)
+    }
+
+    /// The prefix with everything a dynamically partitioned stream fills:
+    /// the zone timestamps are in, and the partition's keys (a key missing
+    /// renders empty; the engine checks keys before rendering).
+    pub fn render_with(&self, r: &Render<'_>, rng: &mut impl Rng) -> String {
+        let t = UtcTime::in_zone(r.ms, r.zone);
+        let error_type = r.error_type;
+        let key = |src: KeySource, k: &str| {
+            r.keys
+                .and_then(|m| m.get(&(src, k.to_string())))
+                .map(String::as_str)
+                .unwrap_or("")
+        };
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -241,22 +309,79 @@ impl Template {
                     }
                 }
                 Part::ErrorOutputType => out.push_str(error_type.unwrap_or("processing-failed")),
+                Part::QueryKey(k) => out.push_str(key(KeySource::Query, k)),
+                Part::LambdaKey(k) => out.push_str(key(KeySource::Lambda, k)),
             }
         }
         out
     }
 }
 
+/// What a prefix is rendered with.
+#[derive(Debug, Clone, Copy)]
+pub struct Render<'a> {
+    /// The arrival of the object's oldest record.
+    pub ms: i64,
+    /// CustomTimeZone; UTC when `None`.
+    pub zone: Option<&'a jiff::tz::TimeZone>,
+    pub error_type: Option<&'a str>,
+    pub keys: Option<&'a PartitionKeys>,
+}
+
+impl<'a> Render<'a> {
+    pub fn utc(ms: i64, error_type: Option<&'a str>) -> Render<'a> {
+        Render {
+            ms,
+            zone: None,
+            error_type,
+            keys: None,
+        }
+    }
+}
+
+/// Reads a CustomTimeZone: an IANA zone name (`America/New_York`), or
+/// UTC for none. The error is the InvalidArgumentException's message.
+pub fn time_zone(name: Option<&str>) -> Result<Option<jiff::tz::TimeZone>, String> {
+    match name {
+        None | Some("") | Some("UTC") => Ok(None),
+        Some(z) => jiff::tz::TimeZone::get(z)
+            .map(Some)
+            .map_err(|_| format!("CustomTimeZone {z} is not a valid time zone.")),
+    }
+}
+
+/// A rendered prefix (dynamic partitioning) as the embedded store can hold
+/// it: its path segments checked.
+pub fn check_rendered(prefix: &str) -> Result<(), String> {
+    check_key_segments(prefix).map_err(|why| format!("The evaluated prefix '{prefix}' {why}"))
+}
+
 /// The prefix AWS puts before object names when Prefix has no expression:
 /// `YYYY/MM/dd/HH/` of the first record's arrival, in UTC.
 pub fn default_time_prefix(ms: i64) -> String {
-    let t = UtcTime::from_ms(ms);
+    default_time_prefix_in(ms, None)
+}
+
+/// [`default_time_prefix`] in a CustomTimeZone.
+pub fn default_time_prefix_in(ms: i64, zone: Option<&jiff::tz::TimeZone>) -> String {
+    let t = UtcTime::in_zone(ms, zone);
     format!("{:04}/{:02}/{:02}/{:02}/", t.year, t.month, t.day, t.hour)
 }
 
 /// Checks Prefix and ErrorOutputPrefix by AWS's rules for custom prefixes,
 /// and that the keys they make are ones the object store can hold.
 pub fn validate(prefix: Option<&str>, error_prefix: Option<&str>) -> Result<(), String> {
+    validate_with(prefix, error_prefix, false)
+}
+
+/// [`validate`] with dynamic partitioning on or off: on, Prefix must use a
+/// partition key and ErrorOutputPrefix must be given (and use none); off,
+/// partition keys are refused.
+pub fn validate_with(
+    prefix: Option<&str>,
+    error_prefix: Option<&str>,
+    partitioning: bool,
+) -> Result<(), String> {
     let prefix = prefix.unwrap_or("");
     let error_prefix = error_prefix.unwrap_or("");
     let p = Template::parse(prefix)?;
@@ -272,6 +397,25 @@ pub fn validate(prefix: Option<&str>, error_prefix: Option<&str>) -> Result<(), 
             "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions.".into(),
         );
     }
+    if partitioning {
+        if !p.has_partition_keys() {
+            return Err("Prefix must contain a !{partitionKeyFromQuery:key} or !{partitionKeyFromLambda:key} expression when dynamic partitioning is enabled.".into());
+        }
+        if error_prefix.is_empty() {
+            return Err(
+                "ErrorOutputPrefix cannot be null or empty when dynamic partitioning is enabled."
+                    .into(),
+            );
+        }
+    } else if p.has_partition_keys() {
+        return Err("The partitionKeyFromQuery and partitionKeyFromLambda namespaces can only be used when dynamic partitioning is enabled.".into());
+    }
+    if e.has_partition_keys() {
+        return Err(
+            "ErrorOutputPrefix cannot contain partitionKeyFromQuery or partitionKeyFromLambda expressions."
+                .into(),
+        );
+    }
     if e.has_expressions() && !e.has_error_output_type() {
         return Err(
             "ErrorOutputPrefix must contain !{firehose:error-output-type} when it contains expressions."
@@ -279,7 +423,17 @@ pub fn validate(prefix: Option<&str>, error_prefix: Option<&str>) -> Result<(), 
         );
     }
     for (name, t) in [("Prefix", &p), ("ErrorOutputPrefix", &e)] {
-        let sample = t.render(0, Some("processing-failed"), &mut rand::rng());
+        let sample_keys: PartitionKeys = t
+            .partition_keys()
+            .map(|(s, k)| ((s, k.to_string()), "k".to_string()))
+            .collect();
+        let sample = t.render_with(
+            &Render {
+                keys: Some(&sample_keys),
+                ..Render::utc(0, Some("processing-failed"))
+            },
+            &mut rand::rng(),
+        );
         check_key_segments(&sample).map_err(|why| {
             format!(
                 "{name} '{}' {why}",
@@ -342,11 +496,31 @@ pub fn object_key_for(
     error_type: Option<&str>,
     rng: &mut impl Rng,
 ) -> String {
-    let mut key = prefix.render(first_arrival_ms, error_type, rng);
+    object_key_with(
+        prefix,
+        &Render::utc(first_arrival_ms, error_type),
+        stream,
+        version,
+        extension,
+        rng,
+    )
+}
+
+/// [`object_key_for`] in a CustomTimeZone and with a partition's keys.
+pub fn object_key_with(
+    prefix: &Template,
+    r: &Render<'_>,
+    stream: &str,
+    version: u64,
+    extension: &str,
+    rng: &mut impl Rng,
+) -> String {
+    let first_arrival_ms = r.ms;
+    let mut key = prefix.render_with(r, rng);
     if !prefix.has_expressions() {
-        key.push_str(&default_time_prefix(first_arrival_ms));
+        key.push_str(&default_time_prefix_in(first_arrival_ms, r.zone));
     }
-    let t = UtcTime::from_ms(first_arrival_ms);
+    let t = UtcTime::in_zone(first_arrival_ms, r.zone);
     let id = uuid::Uuid::new_v4();
     key.push_str(&format!(
         "{stream}-{version}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{id}{extension}",
@@ -414,7 +588,19 @@ mod tests {
             "err/processing-failed/"
         );
         assert!(Template::parse("!{firehose:nope}").is_err());
-        assert!(Template::parse("!{partitionKeyFromQuery:id}").is_err());
+        assert!(Template::parse("!{partitionKeyFromQuery:}").is_err());
+        let t = Template::parse("c=!{partitionKeyFromQuery:id}/d=!{partitionKeyFromLambda:d}/")
+            .unwrap();
+        let keys: PartitionKeys = [
+            ((KeySource::Query, "id".to_string()), "7".to_string()),
+            ((KeySource::Lambda, "d".to_string()), "x".to_string()),
+        ]
+        .into();
+        let r = Render {
+            keys: Some(&keys),
+            ..Render::utc(T, None)
+        };
+        assert_eq!(t.render_with(&r, &mut rand::rng()), "c=7/d=x/");
         assert!(Template::parse("!{other:x}").is_err());
         assert!(Template::parse("!{timestamp:yyyy").is_err());
         assert!(Template::parse("!{nonamespace}").is_err());
@@ -444,6 +630,68 @@ mod tests {
         assert!(validate(Some("a//b/"), None).is_err());
         assert!(validate(Some("../up/"), None).is_err());
         assert!(validate(Some("logs"), None).is_ok());
+    }
+
+    #[test]
+    fn partitioning_prefix_rules() {
+        let q = Some("c=!{partitionKeyFromQuery:c}/");
+        assert!(validate(q, Some("e/")).is_err(), "keys need partitioning");
+        assert!(validate_with(q, Some("e/"), true).is_ok());
+        assert!(
+            validate_with(q, None, true).is_err(),
+            "an error prefix is required"
+        );
+        assert!(
+            validate_with(Some("plain/"), Some("e/"), true).is_err(),
+            "a key is required"
+        );
+        assert!(
+            validate_with(
+                q,
+                Some("e/!{partitionKeyFromQuery:c}/!{firehose:error-output-type}/"),
+                true
+            )
+            .is_err()
+        );
+        assert!(
+            validate_with(
+                Some("!{partitionKeyFromLambda:x}/!{timestamp:yyyy}/"),
+                Some("e/!{firehose:error-output-type}/"),
+                true
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn custom_time_zones() {
+        let ny = time_zone(Some("America/New_York")).unwrap();
+        assert!(ny.is_some());
+        assert!(time_zone(Some("Mars/Olympus")).is_err());
+        assert_eq!(time_zone(Some("UTC")).unwrap(), None);
+        // 2026-12-03T17:04:05Z is 12:04:05 in New York (EST, UTC-5).
+        let t = UtcTime::in_zone(T, ny.as_ref());
+        assert_eq!((t.day, t.hour, t.minute), (3, 12, 4));
+        assert_eq!(default_time_prefix_in(T, ny.as_ref()), "2026/12/03/12/");
+        let tokyo = time_zone(Some("Asia/Tokyo")).unwrap();
+        let p = Template::parse("!{timestamp:yyyy-MM-dd HH}/").unwrap();
+        let r = Render {
+            zone: tokyo.as_ref(),
+            ..Render::utc(T, None)
+        };
+        assert_eq!(p.render_with(&r, &mut rand::rng()), "2026-12-04 02/");
+        let key = object_key_with(
+            &Template::parse("").unwrap(),
+            &r,
+            "s",
+            1,
+            "",
+            &mut rand::rng(),
+        );
+        assert!(
+            key.starts_with("2026/12/04/02/s-1-2026-12-04-02-04-05-"),
+            "{key}"
+        );
     }
 
     #[test]

@@ -2,15 +2,19 @@
 //! time and the per-record pipeline the delivery engine applies before a
 //! record enters the buffer.
 //!
-//! This server applies RecordDeAggregation, Lambda (a configured function,
-//! the `lambda` module) and AppendDelimiterToRecord. The other processor
-//! types the model names (Decompression,
-//! CloudWatchLogProcessing, MetadataExtraction) are refused with an
-//! InvalidArgumentException saying they are not supported yet, never
-//! accepted and ignored.
+//! Every processor type the model names is applied, in AWS's order
+//! whatever the order they are listed in: Decompression,
+//! CloudWatchLogProcessing (module `cwlogs`), RecordDeAggregation, Lambda
+//! (a configured function, module `lambda`), MetadataExtraction (a JQ
+//! query, module `jq`, for dynamic partitioning; applied by module
+//! `partition` at flush time) and AppendDelimiterToRecord last.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::Value;
+
+use crate::cwlogs::{self, Failure};
 
 use crate::error::{Error, Result};
 
@@ -75,10 +79,19 @@ pub enum DeAggregation {
 /// de-aggregation first, the delimiter last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pipeline {
+    /// Decompression (GZIP, the only CompressionFormat AWS has for it).
+    pub decompression: bool,
+    /// CloudWatchLogProcessing with DataMessageExtraction true.
+    pub cloudwatch_extraction: bool,
     pub deaggregation: Option<DeAggregation>,
     /// Between the two: the configured function.
     pub lambda: Option<LambdaProcessor>,
+    /// MetadataExtraction's compiled query.
+    pub metadata: Option<Arc<crate::jq::Query>>,
     pub append_delimiter: Option<Vec<u8>>,
+    /// The delimiter waits for the flush (dynamic partitioning reads each
+    /// record as it was before the delimiter).
+    pub defer_delimiter: bool,
 }
 
 /// A Lambda processor's parameters, AWS's defaults filled in.
@@ -307,12 +320,56 @@ pub fn pipeline(p: Option<&Value>) -> Result<Pipeline> {
                     batch_bytes,
                 });
             }
+            "Decompression" => match param("CompressionFormat") {
+                None | Some("GZIP") => out.decompression = true,
+                Some(o) => {
+                    return Err(invalid(format!(
+                        "CompressionFormat {o} is not valid for the Decompression processor: expected GZIP."
+                    )));
+                }
+            },
+            "CloudWatchLogProcessing" => match param("DataMessageExtraction") {
+                Some("true") => out.cloudwatch_extraction = true,
+                Some("false") => {}
+                Some(o) => {
+                    return Err(invalid(format!(
+                        "DataMessageExtraction must be true or false, not {o}."
+                    )));
+                }
+                None => {
+                    return Err(invalid(
+                        "The CloudWatchLogProcessing processor needs a DataMessageExtraction parameter.",
+                    ));
+                }
+            },
+            "MetadataExtraction" => {
+                let q = param("MetadataExtractionQuery").ok_or_else(|| {
+                    invalid("The MetadataExtraction processor needs a MetadataExtractionQuery parameter.")
+                })?;
+                match param("JsonParsingEngine") {
+                    Some("JQ-1.6") => {}
+                    Some(o) => {
+                        return Err(invalid(format!(
+                            "JsonParsingEngine {o} is not valid: expected JQ-1.6."
+                        )));
+                    }
+                    None => {
+                        return Err(invalid(
+                            "The MetadataExtraction processor needs a JsonParsingEngine parameter (JQ-1.6).",
+                        ));
+                    }
+                }
+                out.metadata = Some(crate::jq::compile(q).map_err(invalid)?);
+            }
             other => {
-                return Err(invalid(format!(
-                    "Processor type {other} is not supported yet by this server: only RecordDeAggregation, Lambda and AppendDelimiterToRecord."
-                )));
+                return Err(invalid(format!("Processor type {other} is not supported.")));
             }
         }
+    }
+    if out.cloudwatch_extraction && !out.decompression {
+        return Err(invalid(
+            "The CloudWatchLogProcessing processor needs a Decompression processor before it.",
+        ));
     }
     Ok(out)
 }
@@ -337,7 +394,10 @@ fn split_json(record: &[u8]) -> Option<Vec<&[u8]>> {
 
 impl Pipeline {
     pub fn is_identity(&self) -> bool {
-        self.deaggregation.is_none() && self.append_delimiter.is_none() && self.lambda.is_none()
+        self.deaggregation.is_none()
+            && self.append_delimiter.is_none()
+            && self.lambda.is_none()
+            && !self.decompression
     }
 
     /// Checks that the function a Lambda processor names is configured.
@@ -362,9 +422,36 @@ impl Pipeline {
     /// Processes one record, handing each resulting record to `out`.
     /// Returns whether a JSON de-aggregation failed (the record then
     /// passes whole).
-    pub fn apply(&self, record: &[u8], mut out: impl FnMut(&[u8])) -> bool {
-        // With a function, the delimiter waits until after it (`finish`).
-        let delimiter = if self.lambda.is_some() {
+    pub fn apply(&self, record: &[u8], out: impl FnMut(&[u8])) -> bool {
+        self.apply_checked(record, out).unwrap_or(false)
+    }
+
+    /// [`Pipeline::apply`] with Decompression and CloudWatchLogProcessing
+    /// first: a record they cannot read is a [`Failure`] (for the error
+    /// output), and hands nothing to `out`.
+    pub fn apply_checked(
+        &self,
+        record: &[u8],
+        mut out: impl FnMut(&[u8]),
+    ) -> std::result::Result<bool, Failure> {
+        if !self.decompression {
+            return Ok(self.apply_plain(record, &mut out));
+        }
+        let inflated = cwlogs::gunzip(record)?;
+        if !self.cloudwatch_extraction {
+            return Ok(self.apply_plain(&inflated, &mut out));
+        }
+        let mut failed = false;
+        for m in cwlogs::extract_messages(&inflated)? {
+            failed |= self.apply_plain(&m, &mut out);
+        }
+        Ok(failed)
+    }
+
+    fn apply_plain(&self, record: &[u8], mut out: impl FnMut(&[u8])) -> bool {
+        // With a function (or dynamic partitioning), the delimiter waits
+        // until after it (`finish`).
+        let delimiter = if self.lambda.is_some() || self.defer_delimiter {
             &None
         } else {
             &self.append_delimiter
@@ -479,6 +566,32 @@ mod tests {
     }
 
     #[test]
+    fn cloudwatch_logs_are_inflated_and_extracted_in_awss_order() {
+        use std::io::Write;
+        // Listed out of order: applied Decompression, CloudWatch, delimiter.
+        let p = pipeline(Some(&cfg(json!([
+            {"Type": "AppendDelimiterToRecord"},
+            {"Type": "CloudWatchLogProcessing", "Parameters": [{"ParameterName": "DataMessageExtraction", "ParameterValue": "true"}]},
+            {"Type": "Decompression", "Parameters": [{"ParameterName": "CompressionFormat", "ParameterValue": "GZIP"}]}
+        ]))))
+        .unwrap();
+        let doc = br#"{"messageType":"DATA_MESSAGE","logEvents":[{"id":"1","timestamp":1,"message":"a"},{"id":"2","timestamp":2,"message":"b"}]}"#;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(doc).unwrap();
+        let gz = e.finish().unwrap();
+        let mut v = Vec::new();
+        assert_eq!(p.apply_checked(&gz, |r| v.push(r.to_vec())), Ok(false));
+        assert_eq!(v, vec![b"a\n".to_vec(), b"b\n".to_vec()]);
+        let f = p.apply_checked(b"not gzip", |_| panic!()).unwrap_err();
+        assert_eq!(f.error_type, "decompression-failed");
+        // Decompression alone: the inflated document is the record.
+        let p = pipeline(Some(&cfg(json!([{"Type": "Decompression"}])))).unwrap();
+        let mut v = Vec::new();
+        p.apply_checked(&gz, |r| v.push(r.to_vec())).unwrap();
+        assert_eq!(v, vec![doc.to_vec()]);
+    }
+
+    #[test]
     fn bad_configurations_are_refused() {
         for (procs, msg) in [
             (json!([{"Type": "Nope"}]), "Unknown processor Type"),
@@ -499,8 +612,20 @@ mod tests {
                 "needs a Delimiter",
             ),
             (
-                json!([{"Type": "Decompression", "Parameters": [{"ParameterName": "CompressionFormat", "ParameterValue": "GZIP"}]}]),
-                "not supported yet",
+                json!([{"Type": "Decompression", "Parameters": [{"ParameterName": "CompressionFormat", "ParameterValue": "ZIP"}]}]),
+                "expected GZIP",
+            ),
+            (
+                json!([{"Type": "CloudWatchLogProcessing", "Parameters": [{"ParameterName": "DataMessageExtraction", "ParameterValue": "true"}]}]),
+                "needs a Decompression",
+            ),
+            (
+                json!([{"Type": "MetadataExtraction", "Parameters": [{"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{a: .a}"}]}]),
+                "JsonParsingEngine",
+            ),
+            (
+                json!([{"Type": "MetadataExtraction", "Parameters": [{"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{a: ..}"}, {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]),
+                "not allowed",
             ),
             (
                 json!([{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:s3:::x"}]}]),

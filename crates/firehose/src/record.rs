@@ -76,6 +76,14 @@ pub struct StreamRecord {
     pub tags: Vec<Tag>,
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// A push destination (HTTP endpoint, Splunk, OpenSearch,
+    /// Elasticsearch); `destination` is then its S3 configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::endpoints::Endpoint>,
+    /// A Redshift destination's own configuration (`destination` is then
+    /// its intermediate S3 configuration); see [`crate::redshift`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redshift: Option<Value>,
 }
 
 impl StreamRecord {
@@ -142,13 +150,12 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     // What this server cannot do yet is refused, never stored and ignored.
     // Processing: checked here (types, parameters, what is supported yet);
     // applied by the engine from the stored configuration.
-    processing::pipeline(d.get("ProcessingConfiguration"))?;
+    let pipeline = processing::pipeline(d.get("ProcessingConfiguration"))?;
     // Record format conversion: checked and defaulted in its own module.
     crate::conversion::normalize(&mut d)?;
     let converting = crate::conversion::enabled(&d);
-    if enabled(d.get("DynamicPartitioningConfiguration"), false) {
-        return Err(not_yet("Dynamic partitioning"));
-    }
+    // Dynamic partitioning: with the prefixes' rules (it checks them).
+    let partitioned = crate::partition::normalize(&mut d, &pipeline)?;
     if d.get("S3BackupMode").and_then(Value::as_str) == Some("Enabled")
         || d.contains_key("S3BackupConfiguration")
         || d.contains_key("S3BackupUpdate")
@@ -157,10 +164,7 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
             "S3 backup (S3BackupMode Enabled, S3BackupConfiguration)",
         ));
     }
-    match d.get("CustomTimeZone").and_then(Value::as_str) {
-        None | Some("") | Some("UTC") => {}
-        Some(z) => return Err(not_yet(&format!("CustomTimeZone {z} (only UTC)"))),
-    }
+    prefix::time_zone(d.get("CustomTimeZone").and_then(Value::as_str)).map_err(invalid)?;
     match d.get("CompressionFormat").and_then(Value::as_str) {
         None
         | Some("UNCOMPRESSED")
@@ -206,24 +210,20 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
         }
     }
     let text = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_str).map(String::from);
-    prefix::validate(
-        text(&d, "Prefix").as_deref(),
-        text(&d, "ErrorOutputPrefix").as_deref(),
-    )
-    .map_err(invalid)?;
     if bucket_name(text(&d, "BucketARN").as_deref().unwrap_or("")).is_none() {
         return Err(invalid("BucketARN must be arn:aws:s3:::<bucket>."));
     }
     // BufferingHints: either member alone takes the other's default.
     let hints = d.get("BufferingHints").cloned().unwrap_or(json!({}));
-    let size = hints
-        .get("SizeInMBs")
-        .and_then(Value::as_u64)
-        .unwrap_or(if converting {
-            crate::conversion::DEFAULT_SIZE_MB
-        } else {
-            DEFAULT_SIZE_MB
-        });
+    let size =
+        hints
+            .get("SizeInMBs")
+            .and_then(Value::as_u64)
+            .unwrap_or(if converting || partitioned {
+                crate::conversion::DEFAULT_SIZE_MB.max(crate::partition::DEFAULT_SIZE_MB)
+            } else {
+                DEFAULT_SIZE_MB
+            });
     let interval = hints
         .get("IntervalInSeconds")
         .and_then(Value::as_u64)
@@ -236,6 +236,16 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     if converting && size < crate::conversion::MIN_SIZE_MB {
         return Err(invalid(
             "BufferingHints.SizeInMBs must be at least 64 when data format conversion is enabled.",
+        ));
+    }
+    if partitioned && size < crate::partition::MIN_SIZE_MB {
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be at least 64 when dynamic partitioning is enabled.",
+        ));
+    }
+    if partitioned && interval == 0 {
+        return Err(invalid(
+            "BufferingHints.IntervalInSeconds cannot be 0 when dynamic partitioning is enabled: zero buffering is not available for dynamic partitioning.",
         ));
     }
     if interval > 900 {
@@ -298,6 +308,7 @@ pub fn merge_update(current: &Value, update: &Value, extended: bool) -> Result<V
         }
         d.insert(k.clone(), v.clone());
     }
+    crate::partition::check_update(current, &d)?;
     normalize_destination(d)
 }
 
@@ -361,6 +372,10 @@ pub struct Destination {
     pub conversion: Option<crate::conversion::Conversion>,
     /// The Iceberg table records go to instead of objects, if any.
     pub iceberg: Option<crate::iceberg::Target>,
+    /// Dynamic partitioning: one object per partition of each flush.
+    pub partitioned: bool,
+    /// CustomTimeZone (UTC when `None`).
+    pub zone: Option<jiff::tz::TimeZone>,
 }
 
 impl Destination {
@@ -400,11 +415,16 @@ impl Destination {
             (Some(e), None) => e.to_string(),
             _ => compression.extension().to_string(),
         };
-        let processing = processing::pipeline(dest.get("ProcessingConfiguration"))?;
+        let mut processing = processing::pipeline(dest.get("ProcessingConfiguration"))?;
+        let partitioned = dest.as_object().is_some_and(crate::partition::enabled);
+        processing.defer_delimiter = partitioned;
+        let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
         let error_prefix =
             prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
         Ok(Destination {
             iceberg: crate::iceberg::of(dest)?,
+            partitioned,
+            zone,
             conversion,
             error_extension,
             processing,
@@ -461,11 +481,7 @@ mod tests {
     #[test]
     fn unsupported_features_are_refused_not_ignored() {
         for extra in [
-            json!({"ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Decompression"}]}}),
-            json!({"ProcessingConfiguration": {"Processors": [{"Type": "MetadataExtraction"}]}}),
-            json!({"DynamicPartitioningConfiguration": {"Enabled": true}}),
             json!({"S3BackupMode": "Enabled"}),
-            json!({"CustomTimeZone": "Europe/Paris"}),
             json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}),
         ] {
             let e = normalize_destination(cfg(extra.clone())).unwrap_err();
@@ -493,6 +509,52 @@ mod tests {
         assert!(
             normalize_destination(cfg(json!({"CloudWatchLoggingOptions": {"Enabled": true}})))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn partitioning_has_awss_destination_rules() {
+        let dp = json!({
+            "Prefix": "c=!{partitionKeyFromQuery:c}/",
+            "ErrorOutputPrefix": "e/!{firehose:error-output-type}/",
+            "DynamicPartitioningConfiguration": {"Enabled": true},
+            "CustomTimeZone": "America/New_York",
+            "ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "MetadataExtraction", "Parameters": [
+                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{c: .c}"},
+                {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]}});
+        let d = normalize_destination(cfg(dp.clone())).unwrap();
+        assert_eq!(d["BufferingHints"]["SizeInMBs"], 128);
+        let e = Destination::of(&d).unwrap();
+        assert!(e.partitioned && e.zone.is_some() && e.processing.defer_delimiter);
+        for (hints, msg) in [
+            (
+                json!({"SizeInMBs": 63, "IntervalInSeconds": 60}),
+                "at least 64",
+            ),
+            (
+                json!({"SizeInMBs": 64, "IntervalInSeconds": 0}),
+                "zero buffering",
+            ),
+        ] {
+            let mut x = dp.clone();
+            x["BufferingHints"] = hints;
+            let err = normalize_destination(cfg(x)).unwrap_err();
+            assert!(err.to_string().contains(msg), "{err}");
+        }
+        let mut bad_zone = dp.clone();
+        bad_zone["CustomTimeZone"] = json!("Nowhere/Land");
+        assert!(normalize_destination(cfg(bad_zone)).is_err());
+        // Not on an existing stream without it.
+        let plain = normalize_destination(cfg(json!({}))).unwrap();
+        let err = merge_update(&plain, &dp, true).unwrap_err();
+        assert!(err.to_string().contains("cannot be enabled"), "{err}");
+        assert!(
+            merge_update(
+                &d,
+                &json!({"Prefix": "k=!{partitionKeyFromQuery:c}/"}),
+                true
+            )
+            .is_ok()
         );
     }
 

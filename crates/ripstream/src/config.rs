@@ -157,6 +157,19 @@ pub struct ServeArgs {
     /// its DeliveryStartTimestamp) [default: trim-horizon]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_KINESIS_START")]
     pub firehose_kinesis_start: Option<String>,
+    /// Most active partitions of a dynamically partitioned Firehose stream
+    /// (AWS's quota, which AWS raises on request up to 5000); records of
+    /// partitions past it go to the error output [default: 500]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_ACTIVE_PARTITION_LIMIT")]
+    pub firehose_active_partition_limit: Option<usize>,
+    /// Let Firehose push destinations (HTTP endpoint, Splunk, OpenSearch)
+    /// use http:// URLs; AWS admits only https [default: false]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_ALLOW_HTTP_DESTINATIONS")]
+    pub firehose_allow_http_destinations: Option<bool>,
+    /// The longest a Firehose push destination has to answer one request,
+    /// or Splunk to acknowledge one, in milliseconds [default: 180000]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_ENDPOINT_TIMEOUT_MS")]
+    pub firehose_endpoint_timeout_ms: Option<u64>,
     /// Directory of the embedded object store that the S3 API serves and
     /// Firehose delivers into [default: <data-dir>/objects]
     #[arg(long, env = "RIPSTREAM_OBJECT_STORE_ROOT")]
@@ -238,6 +251,9 @@ pub struct FileConfig {
     pub firehose_stream_limit: Option<usize>,
     pub firehose_buffer_memory_bytes: Option<usize>,
     pub firehose_kinesis_start: Option<String>,
+    pub firehose_active_partition_limit: Option<usize>,
+    pub firehose_allow_http_destinations: Option<bool>,
+    pub firehose_endpoint_timeout_ms: Option<u64>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
     /// `[functions.NAME]`: the transformation functions Firehose's Lambda
@@ -639,6 +655,31 @@ pub fn firehose(
         cfg.kinesis_start = s
             .parse()
             .map_err(|e| anyhow::anyhow!("firehose_kinesis_start: {e}"))?;
+    }
+    if let Some(n) = args
+        .firehose_active_partition_limit
+        .or(file.firehose_active_partition_limit)
+    {
+        let max = ripstream_firehose::partition::MAX_ACTIVE_PARTITIONS;
+        if !(1..=max).contains(&n) {
+            bail!("firehose_active_partition_limit must be from 1 to {max} (AWS's most), not {n}");
+        }
+        cfg.active_partition_limit = n;
+    }
+    if let Some(b) = args
+        .firehose_allow_http_destinations
+        .or(file.firehose_allow_http_destinations)
+    {
+        cfg.allow_http_destinations = b;
+    }
+    if let Some(ms) = args
+        .firehose_endpoint_timeout_ms
+        .or(file.firehose_endpoint_timeout_ms)
+    {
+        if ms == 0 {
+            bail!("firehose_endpoint_timeout_ms must be at least 1");
+        }
+        cfg.endpoint_timeout = Duration::from_millis(ms);
     }
     for (name, f) in &file.functions {
         match (&f.command, &f.url) {

@@ -178,6 +178,8 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
                 glue.clone(),
                 &ctx.region,
             ))),
+            // Redshift destinations load into PostgreSQL.
+            tables: Some(Arc::new(ripstream_warehouse::Postgres::new())),
             // Iceberg tables live in the embedded store only: their
             // metadata and data files are read back through it.
             iceberg: match &external_store {

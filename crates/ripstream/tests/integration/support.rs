@@ -20,6 +20,7 @@ pub struct TestServer {
     pub addr: String,
     dir: TempDir,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     stderr_path: PathBuf,
     scheme: &'static str,
 }
@@ -43,11 +44,57 @@ impl TestServer {
             addr: String::new(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             stderr_path,
             scheme: "http",
         };
         s.spawn(listen);
         s
+    }
+
+    /// Starts with extra flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr_path = dir.path().join("server.log");
+        let mut s = TestServer {
+            child: None,
+            addr: String::new(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            stderr_path,
+            scheme: "http",
+        };
+        s.spawn("127.0.0.1:0");
+        s
+    }
+
+    /// Replaces the environment variables of the next [`TestServer::restart`].
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Waits for the server to exit by itself; `false` if it still runs
+    /// after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     fn spawn(&mut self, listen: &str) {
@@ -67,6 +114,7 @@ impl TestServer {
             .arg(self.data_dir())
             .args(&self.extra)
             .env("RIPSTREAM_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

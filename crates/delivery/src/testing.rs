@@ -1,0 +1,96 @@
+//! A scripted HTTP receiver for the clients' tests: 127.0.0.1 on an
+//! ephemeral port, answering each request with the next reply of a
+//! handler, and recording what it received.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+pub type Handler = Arc<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
+
+pub enum Reply {
+    Json(u16, String),
+    /// Never answers (the client's timeout fires).
+    Hang,
+}
+
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn serve(handler: Handler) -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let seen = got.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (handler, seen) = (handler.clone(), seen.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (handler, seen) = (handler.clone(), seen.clone());
+                    async move {
+                        let path = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        let headers = req.headers().clone();
+                        let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                        let r = Received {
+                            path,
+                            headers,
+                            body,
+                        };
+                        let n = {
+                            let mut g = seen.lock().unwrap();
+                            g.push(r.clone());
+                            g.len() - 1
+                        };
+                        match handler(n, &r) {
+                            Reply::Json(status, body) => Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            ),
+                            Reply::Hang => {
+                                std::future::pending::<()>().await;
+                                unreachable!()
+                            }
+                        }
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Receiver { url, got, task }
+}
