@@ -8,12 +8,26 @@ use ripstream_firehose::iceberg::{
 use ripstream_firehose::sink::BoxFuture;
 use ripstream_iceberg::{TableError as IcebergError, Tables};
 
+/// The environment variable of the crash test (debug builds only): when
+/// set at start-up, the process aborts right after an append commits,
+/// before Firehose's checkpoint, as a `kill -9` there would.
+pub const ABORT_AFTER_COMMIT_ENV: &str = "RIPSTREAM_TEST_ABORT_AFTER_ICEBERG_COMMIT";
+
 #[derive(Debug, Clone)]
-pub struct GlueIcebergTables(Tables);
+pub struct GlueIcebergTables {
+    tables: Tables,
+    abort_after_commit: bool,
+}
 
 impl GlueIcebergTables {
     pub fn new(tables: Tables) -> GlueIcebergTables {
-        GlueIcebergTables(tables)
+        GlueIcebergTables {
+            tables,
+            // Read once at start-up, never from a request, and compiled
+            // out of release builds.
+            abort_after_commit: cfg!(debug_assertions)
+                && std::env::var_os(ABORT_AFTER_COMMIT_ENV).is_some(),
+        }
     }
 }
 
@@ -27,7 +41,12 @@ fn error(e: IcebergError) -> TableError {
 
 impl IcebergTables for GlueIcebergTables {
     fn check<'a>(&'a self, t: &'a TableRef) -> BoxFuture<'a, Result<(), TableError>> {
-        Box::pin(async move { self.0.check(&t.database, &t.table).await.map_err(error) })
+        Box::pin(async move {
+            self.tables
+                .check(&t.database, &t.table)
+                .await
+                .map_err(error)
+        })
     }
 
     fn committed<'a>(
@@ -36,7 +55,7 @@ impl IcebergTables for GlueIcebergTables {
         writer: &'a str,
     ) -> BoxFuture<'a, Result<Option<(u64, u64)>, TableError>> {
         Box::pin(async move {
-            self.0
+            self.tables
                 .committed(&t.database, &t.table, writer)
                 .await
                 .map_err(error)
@@ -56,10 +75,14 @@ impl IcebergTables for GlueIcebergTables {
                 end: tag.end,
             };
             let out = self
-                .0
+                .tables
                 .append(&t.database, &t.table, records, &tag)
                 .await
                 .map_err(error)?;
+            if self.abort_after_commit && out.snapshot_id.is_some() && !out.duplicate {
+                tracing::warn!(database = %t.database, table = %t.table, "{ABORT_AFTER_COMMIT_ENV} is set: aborting after the Iceberg commit, before the checkpoint");
+                std::process::abort();
+            }
             Ok(Appended {
                 rows: out.rows,
                 duplicate: out.duplicate,

@@ -378,3 +378,88 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_crash_between_commit_and_checkpoint_appends_nothing_twice() {
+    let mut srv =
+        TestServer::start_with_env(&[], &[("RIPSTREAM_TEST_ABORT_AFTER_ICEBERG_COMMIT", "1")]);
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    std::fs::create_dir_all(srv.data_dir().join("objects/lake")).unwrap();
+    g.create_database()
+        .database_input(DatabaseInput::builder().name("lake").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut sd = StorageDescriptor::builder().location("s3://lake/events/");
+    for (n, t) in [
+        ("id", "bigint"),
+        ("name", "string"),
+        ("tags", "array<string>"),
+    ] {
+        sd = sd.columns(Column::builder().name(n).r#type(t).build().unwrap());
+    }
+    g.create_table()
+        .database_name("lake")
+        .table_input(
+            TableInput::builder()
+                .name("events")
+                .parameters("table_type", "ICEBERG")
+                .storage_descriptor(sd.build())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    fh.create_delivery_stream()
+        .delivery_stream_name("crashy")
+        .iceberg_destination_configuration(iceberg_destination(events_table()))
+        .send()
+        .await
+        .unwrap();
+    fh.put_record_batch()
+        .delivery_stream_name("crashy")
+        .set_records(Some(
+            (1..=3).map(|i| put(&format!(r#"{{"id": {i}}}"#))).collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    // The debug-only hook aborts the server right after the commit.
+    assert!(
+        srv.wait_exit(Duration::from_secs(60)),
+        "the server did not abort after the commit; log:\n{}",
+        srv.log()
+    );
+    assert!(
+        srv.log().contains("aborting after the Iceberg commit"),
+        "{}",
+        srv.log()
+    );
+
+    srv.set_env(&[]);
+    srv.restart();
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    fh.put_record()
+        .delivery_stream_name("crashy")
+        .record(put(r#"{"id": 4}"#))
+        .send()
+        .await
+        .unwrap();
+    let table = wait_for_snapshots(&srv, &g, 2).await;
+    let ids: Vec<i64> = rows(&table).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4], "nothing appended twice");
+    let props = &table
+        .metadata()
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    assert_eq!(
+        props.get("ripstream.firehose.range").map(String::as_str),
+        Some("3-4")
+    );
+    assert!(srv.log().contains("resuming after it"), "{}", srv.log());
+}
