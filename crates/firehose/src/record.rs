@@ -51,7 +51,7 @@ pub struct Encryption {
 
 /// One delivery stream, stored as JSON in the `firehose/streams` space under
 /// its name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct StreamRecord {
     pub name: String,
     /// Unique across the server's life: names the log partition, so a
@@ -84,6 +84,39 @@ pub struct StreamRecord {
     /// its intermediate S3 configuration); see [`crate::redshift`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redshift: Option<Value>,
+}
+
+// Written out so a Redshift password never reaches a log line: the
+// Redshift part is shown without its `Password`.
+impl std::fmt::Debug for StreamRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redshift = self.redshift.as_ref().map(|r| {
+            let mut r = r.clone();
+            if let Some(o) = r.as_object_mut()
+                && o.contains_key("Password")
+            {
+                o.insert("Password".into(), Value::from("<redacted>"));
+            }
+            r
+        });
+        f.debug_struct("StreamRecord")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .field("stream_type", &self.stream_type)
+            .field("status", &self.status)
+            .field("status_until_ms", &self.status_until_ms)
+            .field("created_ms", &self.created_ms)
+            .field("updated_ms", &self.updated_ms)
+            .field("version", &self.version)
+            .field("destination", &self.destination)
+            .field("direct_put", &self.direct_put)
+            .field("kinesis_source", &self.kinesis_source)
+            .field("tags", &self.tags)
+            .field("encryption", &self.encryption)
+            .field("endpoint", &self.endpoint)
+            .field("redshift", &redshift)
+            .finish()
+    }
 }
 
 impl StreamRecord {
