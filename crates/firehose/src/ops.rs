@@ -400,7 +400,7 @@ impl Firehose {
             vec![json!({
                 "DestinationId": DESTINATION_ID,
                 "S3DestinationDescription": record::s3_description(&rec.destination),
-                "ExtendedS3DestinationDescription": rec.destination,
+                "ExtendedS3DestinationDescription": record::extended_description(&rec.destination),
             })]
         };
         let mut d = json!({
