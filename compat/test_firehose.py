@@ -80,6 +80,7 @@ def test_unsupported_configurations_are_refused(firehose, name):
         {"DeliveryStreamType": "KinesisStreamAsSource", "KinesisStreamSourceConfiguration": {
             "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/compat-no-such-stream", "RoleARN": ROLE},
          "ExtendedS3DestinationConfiguration": dest("bkt")},
+        # S3BackupMode Enabled needs its backup destination.
         {"ExtendedS3DestinationConfiguration": dest("bkt", S3BackupMode="Enabled")},
         {"ExtendedS3DestinationConfiguration": dest("bkt", ProcessingConfiguration={
             "Enabled": True, "Processors": [{"Type": "Lambda"}]})},
@@ -146,7 +147,7 @@ def test_update_destination(firehose, name):
         firehose.update_destination(
             DeliveryStreamName=name, CurrentDeliveryStreamVersionId="2",
             DestinationId="destinationId-000000000001",
-            ExtendedS3DestinationUpdate={"S3BackupMode": "Enabled"},
+            ExtendedS3DestinationUpdate={"S3BackupMode": "Enabled"},  # no S3BackupUpdate
         )
 
 
@@ -243,3 +244,42 @@ def test_zip_objects_hold_one_file_named_after_the_object(firehose, server, name
             assert info.compress_type == zipfile.ZIP_DEFLATED
             got.extend(z.read(info).splitlines(keepends=True))
     assert sorted(got) == sorted(sent)
+
+
+def test_source_records_are_backed_up(firehose, server, name):
+    bucket = "compat-" + uuid.uuid4().hex[:8]
+    backup = bucket + "-raw"
+    for b in (bucket, backup):
+        os.makedirs(os.path.join(server.dir, "data", "objects", b))
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=dest(
+            bucket, Prefix="main/", S3BackupMode="Enabled",
+            S3BackupConfiguration={"RoleARN": ROLE, "BucketARN": f"arn:aws:s3:::{backup}",
+                                   "Prefix": "raw/", "CompressionFormat": "GZIP"}),
+    )
+    ext = firehose.describe_delivery_stream(DeliveryStreamName=name)[
+        "DeliveryStreamDescription"]["Destinations"][0]["ExtendedS3DestinationDescription"]
+    assert ext["S3BackupMode"] == "Enabled"
+    assert ext["S3BackupDescription"]["BucketARN"] == f"arn:aws:s3:::{backup}"
+    assert ext["S3BackupDescription"]["CompressionFormat"] == "GZIP"
+    sent = [f"b-{i}\n".encode() for i in range(20)]
+    assert firehose.put_record_batch(
+        DeliveryStreamName=name, Records=[{"Data": d} for d in sent])["FailedPutCount"] == 0
+    roots = [os.path.join(server.dir, "data", "objects", b) for b in (bucket, backup)]
+    deadline = time.time() + 20
+    while not all(objects(r) for r in roots) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    main_objs, raw_objs = objects(roots[0]), objects(roots[1])
+    assert all(k.startswith("main/") for k, _ in main_objs)
+    assert raw_objs and all(k.startswith("raw/") and k.endswith(".gz") for k, _ in raw_objs)
+    for objs in (main_objs, raw_objs):
+        assert sorted(b"".join(d for _, d in objs).splitlines(keepends=True)) == sorted(sent)
+    # Backup can be turned on, not off.
+    v = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]["VersionId"]
+    with pytest.raises(firehose.exceptions.InvalidArgumentException):
+        firehose.update_destination(
+            DeliveryStreamName=name, CurrentDeliveryStreamVersionId=v,
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate={"S3BackupMode": "Disabled"})

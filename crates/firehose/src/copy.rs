@@ -280,6 +280,10 @@ pub struct Translated {
     pub errors: Vec<RowError>,
 }
 
+/// PostgreSQL's text types cannot hold NUL: a row with one would fail the
+/// whole COPY, so it goes to the error output alone.
+const NUL_REFUSED: &str = "The record holds a NUL character, which PostgreSQL text cannot store.";
+
 /// Writes one row: every value quoted (so an empty string stays one), NULL
 /// as an unquoted empty field (PostgreSQL CSV's default NULL).
 fn write_row(out: &mut Vec<u8>, fields: &[Option<&str>]) {
@@ -342,6 +346,10 @@ fn translate_json(ignorecase: bool, columns: &[String], records: &[&[u8]]) -> Tr
                         if let Some(at) = at {
                             fields[at] = json_text(v);
                         }
+                    }
+                    if fields.iter().flatten().any(|f| f.contains('\0')) {
+                        failure = Some(NUL_REFUSED.to_string());
+                        break;
                     }
                     rows.push(fields);
                 }
@@ -432,6 +440,10 @@ fn translate_delimited(spec: &CopySpec, columns: &[String], records: &[&[u8]]) -
                 let mut bad = None;
                 for f in row.iter() {
                     match std::str::from_utf8(f) {
+                        Ok(s) if s.contains('\0') => {
+                            bad = Some(NUL_REFUSED.to_string());
+                            break;
+                        }
                         Ok(s) if s == spec.null_as => fields.push(None),
                         Ok(s) => fields.push(Some(s)),
                         Err(_) => {
@@ -540,6 +552,13 @@ mod tests {
             t.errors.iter().map(|e| e.record).collect::<Vec<_>>(),
             [2, 3]
         );
+        // A NUL would fail the whole COPY: that record goes alone.
+        let nul: Vec<&[u8]> = vec![br#"{"id": 1, "name": "a\u0000b"}"#, br#"{"id": 2}"#];
+        let t = translate(&parse("JSON 'auto'").unwrap(), &c, &nul);
+        assert_eq!((t.rows, t.errors.len(), t.errors[0].record), (1, 1, 0));
+        let text: Vec<&[u8]> = vec![b"1|a\0b\n", b"2|c\n"];
+        let t = translate(&CopySpec::default(), &c[..2], &text);
+        assert_eq!((t.rows, t.errors.len()), (1, 1));
         let t = translate(&parse("JSON 'auto ignorecase'").unwrap(), &c, &recs[1..2]);
         assert_eq!(
             String::from_utf8(t.csv).unwrap(),

@@ -493,6 +493,16 @@ pub fn update(
             "S3BackupMode cannot be changed after the Firehose stream is created.",
         ));
     }
+    // A token goes only where it was given for: an update that points
+    // Splunk elsewhere must give the token again (else anyone allowed to
+    // update could send the stored token to a host of their own).
+    if kind == Kind::Splunk
+        && let Some(new_url) = text(u, "HECEndpoint")
+        && merged.get("HECEndpoint").and_then(Value::as_str) != Some(new_url)
+        && !um.contains_key("HECToken")
+    {
+        merged.remove("HECToken");
+    }
     for (k, v) in um {
         if k == "S3Update" {
             continue;

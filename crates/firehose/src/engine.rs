@@ -876,6 +876,9 @@ enum Kind {
     /// The error output of records of another type (format conversion,
     /// decompression, partitioning), named by it.
     TypedErrors(&'static str),
+    /// The batch's source records (before a Lambda processor and
+    /// conversion), to the S3 backup destination (S3BackupMode Enabled).
+    Backup,
 }
 
 /// One object of a flush, with what names it.
@@ -1136,6 +1139,24 @@ async fn flush(
         };
         objects.push(Obj::errors(lines.clone(), kind, buf.first_ms));
     }
+    // Source record backup: last, so the objects before it keep their
+    // places when a flush is retried.
+    if dest.backup.is_some() && !buf.data.is_empty() {
+        objects.push(Obj {
+            data: buf.data.clone(),
+            kind: Kind::Backup,
+            first_ms: buf.first_ms,
+            keys: None,
+            records: buf.records,
+            source: None,
+        });
+    }
+    // Where each kind goes: the backup to its own bucket, in its own
+    // compression.
+    let target = |kind: Kind| match (kind, dest.backup.as_deref()) {
+        (Kind::Backup, Some(b)) => (b.bucket.as_str(), b.compression),
+        _ => (dest.bucket.as_str(), dest.compression),
+    };
     let key_for = |o: &Obj, kind: Kind| match kind {
         Kind::Data => prefix::object_key_with(
             &dest.prefix,
@@ -1153,11 +1174,26 @@ async fn flush(
             error_key(dest, o.first_ms, name, s.rec.version)
         }
         Kind::TypedErrors(ty) => error_key_for(dest, o.first_ms, name, s.rec.version, ty),
+        Kind::Backup => {
+            let b = dest.backup.as_deref().unwrap_or(dest);
+            prefix::object_key_with(
+                &b.prefix,
+                &prefix::Render {
+                    zone: dest.zone.as_ref(),
+                    ..prefix::Render::utc(o.first_ms, None)
+                },
+                name,
+                s.rec.version,
+                &b.extension,
+                &mut rand::rng(),
+            )
+        }
     };
     for (i, o) in objects.into_iter().enumerate().skip(skip) {
         let mut kind = o.kind;
         let mut key = key_for(&o, kind);
-        let mut body = match encode_body(&o.data, dest.compression, zip_entry(&key)) {
+        let (bucket, compression) = target(kind);
+        let mut body = match encode_body(&o.data, compression, zip_entry(&key)) {
             Ok(b) => b,
             Err(e) => {
                 warn!(stream = %name, error = %e, "cannot compress the buffer");
@@ -1167,9 +1203,12 @@ async fn flush(
         let data_len = o.data.len() as u64;
         let mut refused = false;
         loop {
-            match inner.sink.put(&dest.bucket, &key, body.clone()).await {
+            match inner.sink.put(bucket, &key, body.clone()).await {
                 Ok(()) => {
                     match kind {
+                        Kind::Backup => {
+                            info!(stream = %name, bucket = %bucket, key = %key, records = o.records, "backed up the source records")
+                        }
                         Kind::Data => {
                             inner.metrics.delivered(name, o.records, data_len);
                             info!(stream = %name, bucket = %dest.bucket, key = %key, records = o.records, bytes = body.len(), "delivered");
@@ -1224,7 +1263,7 @@ async fn flush(
                     // whose keys are refused too waits for an operator to
                     // move what is in the way, within the log's retention.
                     inner.metrics.failed(name);
-                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "delivery to S3 failed; retrying");
+                    warn!(stream = %name, bucket = %bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "delivery to S3 failed; retrying");
                     return Flushed::Failed { done: i };
                 }
             }

@@ -59,7 +59,57 @@ const DENIED_WORDS: &[&str] = &[
     "stderr",
     "halt",
     "halt_error",
+    // Bindings multiply generators (`.[] as $a | .[] as $b | ...`).
+    "as",
+    // Serializing can double a value per call; time functions make a
+    // retried flush split records differently from its first attempt.
+    "tojson",
+    "fromjson",
+    "now",
+    "localtime",
+    "strflocaltime",
+    "mktime",
+    "input_line_number",
 ];
+
+/// The deepest nesting of brackets a query or a record may have: jaq reads
+/// and parses recursively, and a stack overflow aborts the process (a
+/// record that did so would do it again on every restart).
+pub const MAX_NESTING: usize = 128;
+
+/// The most `+` a query may hold: `.+.` repeated doubles a value each time.
+const MAX_PLUS: usize = 8;
+
+/// Whether brackets in `text` nest deeper than `max`. With `json`, brackets
+/// inside JSON strings are not counted; a query's brackets all count (a
+/// query that deep is not one anybody writes).
+pub fn nests_deeper_than(text: &[u8], max: usize, json: bool) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' if json => in_string = true,
+            b'[' | b'{' | b'(' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 const DENIED_VARS: &[&str] = &["$ENV", "$__loc__", "$__prog_args"];
 
@@ -147,6 +197,17 @@ fn cache() -> &'static Mutex<HashMap<String, Arc<Query>>> {
 pub fn compile(text: &str) -> Result<Arc<Query>, String> {
     if let Some(q) = cache().lock().get(text) {
         return Ok(q.clone());
+    }
+    if nests_deeper_than(text.as_bytes(), MAX_NESTING / 2, false) {
+        return Err(format!(
+            "The MetadataExtractionQuery nests brackets deeper than {}.",
+            MAX_NESTING / 2
+        ));
+    }
+    if text.matches('+').count() > MAX_PLUS {
+        return Err(format!(
+            "The MetadataExtractionQuery uses + more than {MAX_PLUS} times (each can double a value)."
+        ));
     }
     let tokens = jaq_core::load::lex::Lexer::new(text).lex().map_err(|_| {
         format!("The MetadataExtractionQuery {text:?} is not a valid jq expression.")
@@ -237,6 +298,14 @@ fn render(key: &str, v: &Val) -> Result<String, EvalError> {
     if s.len() > MAX_VALUE_BYTES {
         return Err(EvalError::TooLong(key.to_string()));
     }
+    // Control characters in a key would forge log lines and break the XML
+    // of a bucket listing.
+    if s.chars().any(char::is_control) {
+        return Err(EvalError::BadValue(
+            key.to_string(),
+            "a string with control characters".into(),
+        ));
+    }
     Ok(s)
 }
 
@@ -248,6 +317,11 @@ impl Query {
     /// The partition keys of one record: the query's first output, an
     /// object of scalar values.
     pub fn eval(&self, record: &[u8]) -> Result<BTreeMap<String, String>, EvalError> {
+        if nests_deeper_than(record, MAX_NESTING, true) {
+            return Err(EvalError::NotJson(format!(
+                "the record nests deeper than {MAX_NESTING} levels"
+            )));
+        }
         let input = jaq_json::read::parse_single(record.trim_ascii())
             .map_err(|e| EvalError::NotJson(e.to_string()))?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
@@ -334,6 +408,10 @@ mod tests {
         assert!(matches!(keys("empty", "{}"), Err(EvalError::NoOutput)));
         let long = format!(r#"{{"a": "{}"}}"#, "x".repeat(MAX_VALUE_BYTES + 1));
         assert!(matches!(keys("{a: .a}", &long), Err(EvalError::TooLong(_))));
+        assert!(matches!(
+            keys("{a: .a}", r#"{"a": "x\ny"}"#),
+            Err(EvalError::BadValue(..))
+        ));
     }
 
     #[test]
@@ -353,6 +431,9 @@ mod tests {
             "{a: [limit(3; .[])]}",
             "{a: (\"\\(..)\")}",
             "{a: .a | until(. > 3; . + 1)}",
+            "{a: ([.[] as $a | .[] as $b | 1] | length)}",
+            "{a: (.s | tojson | tojson)}",
+            "{a: (now | tostring)}",
         ] {
             let e = compile(q).unwrap_err();
             assert!(e.contains("not allowed"), "{q}: {e}");
@@ -361,6 +442,20 @@ mod tests {
             let e = compile(q).unwrap_err();
             assert!(e.contains("MetadataExtractionQuery"), "{q}: {e}");
         }
+        let doubling = format!("{{a: (.s{})}}", "|.+.".repeat(MAX_PLUS + 1));
+        assert!(compile(&doubling).unwrap_err().contains("uses +"));
+        let deep = format!(
+            "{{a: {}{}}}",
+            "[".repeat(MAX_NESTING),
+            "]".repeat(MAX_NESTING)
+        );
+        assert!(compile(&deep).unwrap_err().contains("nests"));
+        // A record too deep for the recursive reader fails as not JSON,
+        // without reaching it (it would overflow the stack).
+        let bomb = "[".repeat(100_000);
+        assert!(matches!(keys("{a: .a}", &bomb), Err(EvalError::NotJson(_))));
+        let quoted = format!(r#"{{"a": "{}"}}"#, "[".repeat(1000));
+        assert_eq!(keys("{a: .a | length}", &quoted).unwrap()["a"], "1000");
         // A field named like a denied function is fine.
         assert!(compile("{r: .range}").is_ok());
         assert!(compile("{r: .range}").unwrap() == compile("{r: .range}").unwrap());

@@ -143,6 +143,11 @@ fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String>
                 crate::jq::MAX_VALUE_BYTES
             ));
         }
+        if s.chars().any(char::is_control) {
+            return Err(format!(
+                "metadata.partitionKeys.{k} holds control characters, which an object key cannot"
+            ));
+        }
         out.insert(k.clone(), s);
     }
     Ok(Some(out))

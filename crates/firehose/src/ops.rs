@@ -412,7 +412,7 @@ impl Firehose {
                 None => json!({
                     "DestinationId": DESTINATION_ID,
                     "S3DestinationDescription": record::s3_description(&rec.destination),
-                    "ExtendedS3DestinationDescription": rec.destination,
+                    "ExtendedS3DestinationDescription": record::extended_description(&rec.destination),
                 }),
             }]
         };

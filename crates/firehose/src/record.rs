@@ -51,7 +51,7 @@ pub struct Encryption {
 
 /// One delivery stream, stored as JSON in the `firehose/streams` space under
 /// its name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct StreamRecord {
     pub name: String,
     /// Unique across the server's life: names the log partition, so a
@@ -84,6 +84,39 @@ pub struct StreamRecord {
     /// its intermediate S3 configuration); see [`crate::redshift`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redshift: Option<Value>,
+}
+
+// Written out so a Redshift password never reaches a log line: the
+// Redshift part is shown without its `Password`.
+impl std::fmt::Debug for StreamRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redshift = self.redshift.as_ref().map(|r| {
+            let mut r = r.clone();
+            if let Some(o) = r.as_object_mut()
+                && o.contains_key("Password")
+            {
+                o.insert("Password".into(), Value::from("<redacted>"));
+            }
+            r
+        });
+        f.debug_struct("StreamRecord")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .field("stream_type", &self.stream_type)
+            .field("status", &self.status)
+            .field("status_until_ms", &self.status_until_ms)
+            .field("created_ms", &self.created_ms)
+            .field("updated_ms", &self.updated_ms)
+            .field("version", &self.version)
+            .field("destination", &self.destination)
+            .field("direct_put", &self.direct_put)
+            .field("kinesis_source", &self.kinesis_source)
+            .field("tags", &self.tags)
+            .field("encryption", &self.encryption)
+            .field("endpoint", &self.endpoint)
+            .field("redshift", &redshift)
+            .finish()
+    }
 }
 
 impl StreamRecord {
@@ -156,13 +189,34 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
     let converting = crate::conversion::enabled(&d);
     // Dynamic partitioning: with the prefixes' rules (it checks them).
     let partitioned = crate::partition::normalize(&mut d, &pipeline)?;
-    if d.get("S3BackupMode").and_then(Value::as_str) == Some("Enabled")
-        || d.contains_key("S3BackupConfiguration")
-        || d.contains_key("S3BackupUpdate")
-    {
-        return Err(not_yet(
-            "S3 backup (S3BackupMode Enabled, S3BackupConfiguration)",
-        ));
+    // Source record backup: a second S3 destination of its own (the
+    // S3DestinationConfiguration shape, so no backup of its own).
+    let backup_mode = d
+        .get("S3BackupMode")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match (backup_mode.as_deref(), d.remove("S3BackupConfiguration")) {
+        (None | Some("Disabled"), None) => {}
+        (None | Some("Disabled"), Some(_)) => {
+            return Err(invalid(
+                "S3BackupConfiguration is only allowed when S3BackupMode is Enabled.",
+            ));
+        }
+        (Some("Enabled"), Some(b)) => {
+            let mut b = b.as_object().cloned().unwrap_or_default();
+            b.remove("S3BackupMode");
+            let mut b = normalize_destination(b)?;
+            if let Some(o) = b.as_object_mut() {
+                o.remove("S3BackupMode");
+            }
+            d.insert("S3BackupConfiguration".into(), b);
+        }
+        (Some("Enabled"), None) => {
+            return Err(invalid(
+                "S3BackupConfiguration is required when S3BackupMode is Enabled.",
+            ));
+        }
+        (Some(m), _) => return Err(invalid(format!("S3BackupMode {m} is not valid."))),
     }
     prefix::time_zone(d.get("CustomTimeZone").and_then(Value::as_str)).map_err(invalid)?;
     match d.get("CompressionFormat").and_then(Value::as_str) {
@@ -306,10 +360,46 @@ pub fn merge_update(current: &Value, update: &Value, extended: bool) -> Result<V
         if !extended && !S3_MEMBERS.contains(&k.as_str()) {
             continue;
         }
+        if k == "S3BackupUpdate" {
+            // Merged member by member into the backup destination, or the
+            // backup destination when there was none.
+            let merged = match d.get("S3BackupConfiguration") {
+                Some(cur) => {
+                    let mut b = cur.as_object().cloned().unwrap_or_default();
+                    for (bk, bv) in v.as_object().into_iter().flatten() {
+                        b.insert(bk.clone(), bv.clone());
+                    }
+                    Value::Object(b)
+                }
+                None => v.clone(),
+            };
+            d.insert("S3BackupConfiguration".into(), merged);
+            continue;
+        }
         d.insert(k.clone(), v.clone());
+    }
+    // AWS: a stream's backup can be enabled, never disabled again.
+    if current.get("S3BackupMode").and_then(Value::as_str) == Some("Enabled")
+        && d.get("S3BackupMode").and_then(Value::as_str) != Some("Enabled")
+    {
+        return Err(invalid(
+            "S3BackupMode cannot be changed from Enabled to Disabled.",
+        ));
     }
     crate::partition::check_update(current, &d)?;
     normalize_destination(d)
+}
+
+/// `ExtendedS3DestinationDescription`: the stored destination, its backup
+/// destination as the `S3BackupDescription` shape.
+pub fn extended_description(dest: &Value) -> Value {
+    let mut d = dest.clone();
+    if let Some(o) = d.as_object_mut()
+        && let Some(b) = o.remove("S3BackupConfiguration")
+    {
+        o.insert("S3BackupDescription".into(), s3_description(&b));
+    }
+    d
 }
 
 /// `S3DestinationDescription`: the members the plain S3 shape has.
@@ -376,6 +466,8 @@ pub struct Destination {
     pub partitioned: bool,
     /// CustomTimeZone (UTC when `None`).
     pub zone: Option<jiff::tz::TimeZone>,
+    /// Where source records are backed up (S3BackupMode Enabled).
+    pub backup: Option<Box<Destination>>,
 }
 
 impl Destination {
@@ -421,8 +513,13 @@ impl Destination {
         let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
         let error_prefix =
             prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
+        let backup = match (text("S3BackupMode"), dest.get("S3BackupConfiguration")) {
+            (Some("Enabled"), Some(b)) => Some(Box::new(Destination::of(b)?)),
+            _ => None,
+        };
         Ok(Destination {
             iceberg: crate::iceberg::of(dest)?,
+            backup,
             partitioned,
             zone,
             conversion,
@@ -479,15 +576,53 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_features_are_refused_not_ignored() {
-        for extra in [
+    fn source_backup_is_a_destination_of_its_own() {
+        let b = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::copies", "CompressionFormat": "GZIP", "Prefix": "raw/"});
+        let d = normalize_destination(cfg(
+            json!({"S3BackupMode": "Enabled", "S3BackupConfiguration": b}),
+        ))
+        .unwrap();
+        let e = Destination::of(&d).unwrap();
+        let backup = e.backup.as_deref().unwrap();
+        assert_eq!(
+            (backup.bucket.as_str(), backup.compression),
+            ("copies", Compression::Gzip)
+        );
+        assert_eq!(backup.extension, ".gz");
+        let described = extended_description(&d);
+        assert_eq!(
+            described["S3BackupDescription"]["BucketARN"],
+            "arn:aws:s3:::copies"
+        );
+        assert_eq!(
+            described["S3BackupDescription"]["BufferingHints"]["SizeInMBs"],
+            5
+        );
+        assert!(described.get("S3BackupConfiguration").is_none());
+        // An update merges into the backup; disabling it is refused.
+        let u = merge_update(&d, &json!({"S3BackupUpdate": {"Prefix": "again/"}}), true).unwrap();
+        assert_eq!(u["S3BackupConfiguration"]["Prefix"], "again/");
+        assert_eq!(
+            u["S3BackupConfiguration"]["BucketARN"],
+            "arn:aws:s3:::copies"
+        );
+        assert!(merge_update(&d, &json!({"S3BackupMode": "Disabled"}), true).is_err());
+        for bad in [
             json!({"S3BackupMode": "Enabled"}),
-            json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}}),
+            json!({"S3BackupConfiguration": {"RoleARN": "r", "BucketARN": "arn:aws:s3:::copies"}}),
         ] {
-            let e = normalize_destination(cfg(extra.clone())).unwrap_err();
-            assert_eq!(e.code(), "InvalidArgumentException", "{extra}");
-            assert!(e.to_string().contains("not supported yet"), "{e}");
+            assert!(normalize_destination(cfg(bad.clone())).is_err(), "{bad}");
         }
+        let plain = normalize_destination(cfg(json!({}))).unwrap();
+        assert!(Destination::of(&plain).unwrap().backup.is_none());
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_not_ignored() {
+        let kms = json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}});
+        let e = normalize_destination(cfg(kms)).unwrap_err();
+        assert_eq!(e.code(), "InvalidArgumentException");
+        assert!(e.to_string().contains("not supported yet"), "{e}");
         // Disabled features are stored as given.
         assert!(
             normalize_destination(cfg(json!({"ProcessingConfiguration": {"Enabled": false}})))

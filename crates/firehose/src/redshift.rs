@@ -83,6 +83,9 @@ pub fn parse_jdbc_url(url: &str) -> std::result::Result<Cluster, String> {
     if database.is_empty() || database.contains('/') {
         return Err(bad("no database"));
     }
+    if database.chars().any(char::is_control) {
+        return Err(bad("control characters in the database name"));
+    }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [host]"))?;
         (h, after.strip_prefix(':'))
@@ -237,6 +240,11 @@ pub fn normalize(cfg: &Value) -> Result<(Value, Value)> {
                 "{m} is required for a Redshift destination."
             )));
         }
+    }
+    // The user name travels in the connection's startup packet: control
+    // characters there serve only to smuggle lines into another protocol.
+    if text("Username").is_some_and(|u| u.chars().any(char::is_control)) {
+        return Err(invalid("Username must not contain control characters."));
     }
     let copy_cmd = c.get("CopyCommand");
     let table = copy_cmd

@@ -162,7 +162,8 @@ impl Postgres {
                         "SELECT attname::text FROM pg_attribute
                           WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
                             AND attgenerated = ''
-                          ORDER BY attnum",
+                          ORDER BY attnum
+                          LIMIT 1600",
                         &[&t.table],
                     )
                     .await
