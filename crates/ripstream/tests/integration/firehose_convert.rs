@@ -13,7 +13,6 @@ use arrow_array::types::{
     Date32Type, Decimal128Type, Float64Type, Int32Type, TimestampMicrosecondType,
 };
 use arrow_array::{Array, RecordBatch};
-use aws_sdk_firehose::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{
     BufferingHints, CompressionFormat, DataFormatConversionConfiguration, Deserializer,
@@ -25,33 +24,11 @@ use aws_sdk_glue::types::{Column, DatabaseInput, StorageDescriptor, TableInput};
 use base64::Engine as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::firehose::firehose;
+use crate::glue::glue;
 use crate::support::TestServer;
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
-
-fn firehose(url: &str) -> aws_sdk_firehose::Client {
-    let conf = aws_sdk_firehose::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_firehose::Client::from_conf(conf)
-}
-
-fn glue(url: &str) -> aws_sdk_glue::Client {
-    let conf = aws_sdk_glue::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(aws_sdk_glue::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_glue::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "test",
-        ))
-        .retry_config(aws_sdk_glue::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_glue::Client::from_conf(conf)
-}
 
 fn table(columns: &[(&str, &str)]) -> TableInput {
     let mut sd = StorageDescriptor::builder().location("s3://lake/events/");

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, RecordBatch};
-use aws_sdk_firehose::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{
     BufferingHints, CatalogConfiguration, DestinationTableConfiguration,
@@ -23,34 +22,12 @@ use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{NamespaceIdent, TableIdent};
 
+use crate::firehose::firehose;
+use crate::glue::glue;
 use crate::support::TestServer;
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
 const CATALOG: &str = "arn:aws:glue:us-east-1:000000000000:catalog";
-
-fn firehose(url: &str) -> aws_sdk_firehose::Client {
-    let conf = aws_sdk_firehose::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_firehose::Client::from_conf(conf)
-}
-
-fn glue(url: &str) -> aws_sdk_glue::Client {
-    let conf = aws_sdk_glue::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(aws_sdk_glue::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_glue::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "test",
-        ))
-        .retry_config(aws_sdk_glue::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_glue::Client::from_conf(conf)
-}
 
 fn iceberg_destination(table: DestinationTableConfiguration) -> IcebergDestinationConfiguration {
     IcebergDestinationConfiguration::builder()

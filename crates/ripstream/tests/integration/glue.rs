@@ -12,7 +12,7 @@ use aws_sdk_glue::types::{
 
 use crate::support::TestServer;
 
-fn glue(url: &str) -> Client {
+pub(crate) fn glue(url: &str) -> Client {
     glue_as(url, "AKIDTEST", "secret")
 }
 
