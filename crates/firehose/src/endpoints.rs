@@ -295,13 +295,7 @@ pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> 
         }
         c.remove(unsupported);
     }
-    let pipeline = crate::processing::pipeline(c.get("ProcessingConfiguration"))?;
-    if pipeline.lambda.is_some() {
-        return Err(invalid(format!(
-            "A Lambda processor is not supported yet by this server for a {} destination (only RecordDeAggregation and AppendDelimiterToRecord).",
-            kind.label()
-        )));
-    }
+    crate::processing::pipeline(c.get("ProcessingConfiguration"))?;
     match kind {
         Kind::HttpEndpoint => {
             let ec = c
@@ -1033,9 +1027,12 @@ pub(crate) async fn flush(
     let uid = s.rec.uid;
     let (_, all) = ep.kind.backup_modes();
     let backup_all = text(&ep.config, "S3BackupMode") == Some(all);
+    // The batch's objects, each with a fixed place whatever a retry's
+    // function answers, so `skip` always names the same ones: the AllData
+    // backup, then one error object per processing error type.
     let mut done = 0;
     if backup_all {
-        if skip == 0 {
+        if skip <= done {
             let key = prefix::object_key(
                 &dest.prefix,
                 buf.first_ms,
@@ -1046,16 +1043,63 @@ pub(crate) async fn flush(
             );
             if !put(inner, dest, &key, &buf.data).await {
                 inner.metrics.failed(name);
-                return Flushed::Failed { done: 0 };
+                return Flushed::Failed { done };
             }
             inner
                 .metrics
                 .delivered(name, buf.records, buf.data.len() as u64);
             info!(stream = %name, bucket = %dest.bucket, key = %key, records = buf.records, "wrote the S3 backup of every record");
         }
-        done = 1;
+        done += 1;
     }
-    let recs = records_of(buf);
+    let transformed = match &dest.processing.lambda {
+        None => None,
+        Some(l) => match crate::engine::transform(inner, s, dest, l, buf, true).await {
+            Some(o) => Some(o),
+            None => return Flushed::Gone,
+        },
+    };
+    // What processing could not read (Decompression, CloudWatch Logs) and
+    // what the function failed go to the error output before delivery.
+    let mut processing_errors: Vec<(&str, &[u8])> = buf
+        .failures
+        .iter()
+        .map(|(ty, lines)| (*ty, &lines[..]))
+        .collect();
+    if let Some(o) = &transformed {
+        processing_errors.push(("processing-failed", &o.errors[..]));
+    }
+    for (ty, lines) in processing_errors {
+        if skip <= done && !lines.is_empty() {
+            let key = error_key_for(dest, buf.first_ms, name, s.rec.version, ty);
+            if !put(inner, dest, &key, &Bytes::copy_from_slice(lines)).await {
+                inner.metrics.failed(name);
+                return Flushed::Failed { done };
+            }
+            warn!(stream = %name, bucket = %dest.bucket, key = %key, error_type = ty, "wrote records that failed processing to the error output");
+        }
+        done += 1;
+    }
+    let recs = match &transformed {
+        None => records_of(buf),
+        Some(o) => o
+            .recs
+            .iter()
+            .map(|r| Rec {
+                data: &r.data[..],
+                arrival_ms: r.arrival_ms,
+                position: buf
+                    .positions
+                    .get(r.source)
+                    .copied()
+                    .unwrap_or((0, r.source as u32)),
+            })
+            .collect(),
+    };
+    if recs.is_empty() {
+        // Every record was dropped or failed processing.
+        return Flushed::Done;
+    }
     let t = match target(inner, s, ep) {
         Ok(t) => t,
         Err(e) => {
@@ -1252,7 +1296,9 @@ mod tests {
         assert!(create(Kind::HttpEndpoint, &no_s3, false).is_err());
         let lambda = json!({"EndpointConfiguration": {"Url": "https://x"}, "S3Configuration": s3(),
             "ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:1:function:f"}]}]}});
-        assert!(create(Kind::HttpEndpoint, &lambda, false).is_err());
+        let (_, ep) = create(Kind::HttpEndpoint, &lambda, false).unwrap();
+        let p = crate::processing::pipeline(ep.config.get("ProcessingConfiguration")).unwrap();
+        assert_eq!(p.lambda.map(|l| l.function), Some("f".to_string()));
     }
 
     #[test]

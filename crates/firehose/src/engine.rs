@@ -620,13 +620,13 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
 
 /// What a flush writes: the records to deliver (processed), and the error
 /// output of those that failed processing.
-struct Output {
-    data: Bytes,
-    records: u64,
-    errors: Vec<u8>,
-    /// Dynamic partitioning: the function's records one by one (with their
-    /// partition keys) instead of `data`.
-    recs: Vec<crate::partition::Rec>,
+pub(crate) struct Output {
+    pub(crate) data: Bytes,
+    pub(crate) records: u64,
+    pub(crate) errors: Vec<u8>,
+    /// Dynamic partitioning and push destinations: the function's records
+    /// one by one (with their partition keys) instead of `data`.
+    pub(crate) recs: Vec<crate::partition::Rec>,
 }
 
 /// The key of an error output object: ErrorOutputPrefix with
@@ -679,12 +679,16 @@ pub(crate) fn error_key_for(
 
 /// Runs the buffer's records through the Lambda processor, batch by batch,
 /// then the delimiter. `None`: the stream went away meanwhile.
-async fn transform(
+/// `one_by_one`: the records are kept apart in `recs`, each finished
+/// (AppendDelimiterToRecord), for a destination that sends records one by
+/// one (push destinations).
+pub(crate) async fn transform(
     inner: &Arc<Inner>,
     s: &Stream,
     dest: &Destination,
     l: &crate::processing::LambdaProcessor,
     buf: &Batch,
+    one_by_one: bool,
 ) -> Option<Output> {
     use crate::lambda::{self, InRecord, Outcome};
     let name = &s.rec.name;
@@ -717,6 +721,7 @@ async fn transform(
     while i < buf.ends.len() {
         // One batch: records up to the processor's batch size (at least one).
         let mut batch = Vec::new();
+        let first = i;
         let mut bytes = 0;
         let mut request_bytes = 0;
         while i < buf.ends.len() {
@@ -777,13 +782,25 @@ async fn transform(
         let ending = inner.now_ms();
         match outcomes {
             Ok(outcomes) => {
-                for (rec, (o, keys)) in batch.iter().zip(outcomes) {
+                for (j, (rec, (o, keys))) in batch.iter().zip(outcomes).enumerate() {
                     match o {
+                        Outcome::Ok(d) if one_by_one => {
+                            let mut finished = Vec::with_capacity(d.len() + 1);
+                            dest.processing.finish(&d, &mut finished);
+                            out.recs.push(crate::partition::Rec {
+                                arrival_ms: rec.arrival_ms,
+                                data: Bytes::from(finished),
+                                lambda_keys: keys,
+                                source: first + j,
+                            });
+                            out.records += 1;
+                        }
                         Outcome::Ok(d) if dest.partitioned => {
                             out.recs.push(crate::partition::Rec {
                                 arrival_ms: rec.arrival_ms,
                                 data: Bytes::from(d),
                                 lambda_keys: keys,
+                                source: first + j,
                             });
                             out.records += 1;
                         }
@@ -917,12 +934,13 @@ fn partition_input(buf: &Batch, out: &mut Output, lambda: bool) -> Vec<crate::pa
     }
     let mut recs = Vec::with_capacity(buf.ends.len());
     let mut start = 0;
-    for &(arrival, end) in &buf.ends {
+    for (i, &(arrival, end)) in buf.ends.iter().enumerate() {
         if start <= end && end <= buf.data.len() {
             recs.push(crate::partition::Rec {
                 arrival_ms: arrival,
                 data: buf.data.slice(start..end),
                 lambda_keys: None,
+                source: i,
             });
         }
         start = end;
@@ -957,7 +975,7 @@ async fn flush(
             errors: Vec::new(),
             recs: Vec::new(),
         },
-        Some(l) => match transform(inner, s, dest, l, buf).await {
+        Some(l) => match transform(inner, s, dest, l, buf, false).await {
             Some(o) => o,
             None => return Flushed::Gone,
         },

@@ -188,6 +188,10 @@ impl Firehose {
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
+        if let Some(ep) = &endpoint {
+            crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
+                .check_functions(&inner.cfg.functions)?;
+        }
         crate::iceberg::check(inner, &destination).await?;
         let tags = parse_tags(input.get("Tags"))?;
         if tags.len() > MAX_TAGS {
@@ -544,6 +548,10 @@ impl Firehose {
         record::Destination::of(&destination)?
             .processing
             .check_functions(&inner.cfg.functions)?;
+        if let Some(ep) = &endpoint {
+            crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
+                .check_functions(&inner.cfg.functions)?;
+        }
         let mut rec = s.rec.clone();
         rec.destination = destination;
         rec.endpoint = endpoint;

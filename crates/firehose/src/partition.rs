@@ -155,6 +155,9 @@ pub struct Rec {
     pub data: bytes::Bytes,
     /// The function's `metadata.partitionKeys`, when it gave them.
     pub lambda_keys: Option<BTreeMap<String, String>>,
+    /// The index in its buffer of the record it came from (a function's
+    /// output record keeps its source's place).
+    pub source: usize,
 }
 
 /// One partition of a flush: its keys, its records (delimited) and where
@@ -331,6 +334,7 @@ mod tests {
             arrival_ms: ms,
             data: bytes::Bytes::copy_from_slice(d.as_bytes()),
             lambda_keys: None,
+            source: 0,
         }
     }
 
@@ -401,6 +405,7 @@ mod tests {
         let t = Template::parse("!{partitionKeyFromLambda:k}/").unwrap();
         let with = |k: &str| Rec {
             lambda_keys: Some([("k".to_string(), k.to_string())].into()),
+            source: 0,
             ..rec(1, "x")
         };
         let s = split(

@@ -1018,7 +1018,7 @@ async fn deliveries_are_read_back_through_the_s3_api() {
     assert_eq!(delivered.concat(), records.concat());
 }
 
-fn processor(
+pub(crate) fn processor(
     ty: aws_sdk_firehose::types::ProcessorType,
     params: &[(aws_sdk_firehose::types::ProcessorParameterName, &str)],
 ) -> aws_sdk_firehose::types::Processor {
@@ -1187,7 +1187,7 @@ async fn records_are_deaggregated_and_delimited_before_delivery() {
 /// A transformation function as Firehose's data-transformation format
 /// has it: upper-cases records, drops those saying "drop", fails those
 /// saying "fail", and leaves out those saying "skip".
-const TRANSFORM_PY: &str = r#"
+pub(crate) const TRANSFORM_PY: &str = r#"
 import base64, json, sys
 req = json.load(sys.stdin)
 assert req["deliveryStreamArn"].endswith(":deliverystream/fn"), req

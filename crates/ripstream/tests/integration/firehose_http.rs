@@ -826,3 +826,167 @@ async fn elasticsearch_items_refused_until_retry_duration_go_to_elasticsearch_fa
     assert_eq!(sent[0]["index"]["_type"], "_doc");
     assert_eq!(l["esDocumentId"], sent[0]["index"]["_id"]);
 }
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A push destination runs the whole processing pipeline: Decompression,
+/// then a Lambda processor (a command function here), then
+/// AppendDelimiterToRecord. The endpoint receives the function's records
+/// one by one; what the function fails and what cannot be decompressed
+/// go to the S3 error output under their error types.
+#[tokio::test]
+async fn http_endpoint_records_pass_decompression_and_a_lambda_processor() {
+    use crate::firehose::{TRANSFORM_PY, processor};
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("t.py");
+    std::fs::write(&script, TRANSFORM_PY).unwrap();
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.upper]\ncommand = [\"python3\", {:?}]\n",
+            script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--firehose-allow-http-destinations",
+        "true",
+        "--firehose-endpoint-timeout-ms",
+        "500",
+    ]);
+    let bucket = bucket_dir(&srv, "lambdab");
+    let c = firehose(&srv.url());
+    let rx = Receiver::start(Arc::new(|_, g| {
+        let body: Value = serde_json::from_slice(&g.body).unwrap();
+        Answer::Json(200, json!({"requestId": body["requestId"], "timestamp": 1}))
+    }))
+    .await;
+    let processing = |function: &str| {
+        ProcessingConfiguration::builder()
+            .enabled(true)
+            .processors(processor(T::AppendDelimiterToRecord, &[]))
+            .processors(processor(
+                T::Lambda,
+                &[(
+                    N::LambdaArn,
+                    &format!("arn:aws:lambda:us-east-1:000000000000:function:{function}"),
+                )],
+            ))
+            .processors(processor(
+                T::Decompression,
+                &[(N::CompressionFormat, "GZIP")],
+            ))
+            .build()
+    };
+    let destination = |function: &str| {
+        HttpEndpointDestinationConfiguration::builder()
+            .endpoint_configuration(
+                HttpEndpointConfiguration::builder()
+                    .url(format!("{}/in", rx.url))
+                    .build()
+                    .unwrap(),
+            )
+            .buffering_hints(
+                HttpEndpointBufferingHints::builder()
+                    .size_in_mbs(1)
+                    .interval_in_seconds(1)
+                    .build(),
+            )
+            .processing_configuration(processing(function))
+            .s3_configuration(s3("lambdab", "errs/"))
+            .build()
+    };
+    // A function this server does not have is refused, naming it.
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("nofn")
+        .http_endpoint_destination_configuration(destination("missing"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    assert!(message(&e).contains("missing"), "{}", message(&e));
+
+    c.create_delivery_stream()
+        .delivery_stream_name("fn")
+        .http_endpoint_destination_configuration(destination("upper"))
+        .send()
+        .await
+        .unwrap();
+    let one = gzip(b"one");
+    let drop = gzip(b"drop");
+    let fail = gzip(b"fail");
+    let two = gzip(b"two");
+    put_all(
+        &c,
+        "fn",
+        &[&one, &drop, &fail, b"not gzip at all", &two],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rx.got().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery; server log:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until("both error outputs", Duration::from_secs(60), || {
+        let keys: Vec<String> = objects(&bucket).into_iter().map(|(k, _)| k).collect();
+        keys.iter()
+            .any(|k| k.starts_with("errs/processing-failed/"))
+            && keys
+                .iter()
+                .any(|k| k.starts_with("errs/decompression-failed/"))
+    })
+    .await;
+    let got = rx.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    let data: Vec<String> = body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8(STANDARD.decode(r["data"].as_str().unwrap()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(data, vec!["ONE\n", "TWO\n"]);
+    let failed = error_lines(&bucket, "errs/processing-failed/");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["errorCode"], "Lambda.ProcessingFailed");
+    assert_eq!(
+        STANDARD
+            .decode(failed[0]["rawData"].as_str().unwrap())
+            .unwrap(),
+        b"fail"
+    );
+    assert_eq!(
+        failed[0]["lambdaArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:upper"
+    );
+    let unreadable = error_lines(&bucket, "errs/decompression-failed/");
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(
+        STANDARD
+            .decode(unreadable[0]["rawData"].as_str().unwrap())
+            .unwrap(),
+        b"not gzip at all"
+    );
+    // Nothing was delivered twice, and no delivery failure was written.
+    assert!(
+        !objects(&bucket)
+            .iter()
+            .any(|(k, _)| k.starts_with("errs/http-endpoint-failed/")),
+    );
+}
