@@ -27,7 +27,6 @@ const OTHER_DESTINATIONS: &[&str] = &[
 ];
 
 const OTHER_UPDATES: &[&str] = &[
-    "RedshiftDestinationUpdate",
     "AmazonOpenSearchServerlessDestinationUpdate",
     "SnowflakeDestinationUpdate",
     "IcebergDestinationUpdate",
@@ -482,7 +481,7 @@ impl Firehose {
         for k in OTHER_UPDATES {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3, ExtendedS3, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination updates."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, Redshift, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination updates."
                 )));
             }
         }
@@ -506,15 +505,38 @@ impl Firehose {
                 "UpdateDestination of an Iceberg destination is not supported yet by this server.",
             ));
         }
-        if s.rec.redshift.is_some() {
-            return Err(invalid(format!(
-                "UpdateDestination is not supported yet by this server for Firehose {name}, whose destination is Redshift: delete and re-create it."
-            )));
-        }
         let dest_id = text(&input, "DestinationId").unwrap_or("");
         if dest_id != DESTINATION_ID {
             return Err(invalid(format!(
                 "Destination Id {dest_id} not found for Firehose {name}."
+            )));
+        }
+        let redshift_update = input.get("RedshiftDestinationUpdate");
+        if let Some(r) = &s.rec.redshift {
+            let others =
+                input.as_object().into_iter().flatten().any(|(k, _)| {
+                    k.ends_with("DestinationUpdate") && k != "RedshiftDestinationUpdate"
+                });
+            let Some(u) = redshift_update.filter(|_| !others) else {
+                return Err(invalid(format!(
+                    "Firehose {name} delivers to Redshift: only a RedshiftDestinationUpdate can update it on this server (switching destination types is not supported yet)."
+                )));
+            };
+            let (redshift, destination) = crate::redshift::merge_update(r, &s.rec.destination, u)?;
+            record::Destination::of(&destination)?
+                .processing
+                .check_functions(&inner.cfg.functions)?;
+            let mut rec = s.rec.clone();
+            rec.destination = destination;
+            rec.redshift = Some(redshift);
+            rec.version += 1;
+            rec.updated_ms = Some(inner.now_ms());
+            inner.replace(&s, rec).await?;
+            return Ok(json!({}));
+        }
+        if redshift_update.is_some() {
+            return Err(invalid(format!(
+                "Firehose {name} does not deliver to Redshift: switching destination types to Redshift is not supported yet by this server."
             )));
         }
         let pushes = crate::endpoints::ALL

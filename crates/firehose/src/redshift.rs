@@ -338,6 +338,71 @@ pub fn normalize(cfg: &Value) -> Result<(Value, Value)> {
     Ok((Value::Object(out), dest))
 }
 
+/// Applies a RedshiftDestinationUpdate to a stream's stored Redshift part
+/// and intermediate S3 destination, member by member as AWS merges it
+/// (`S3Update` and `S3BackupUpdate` into their configurations, the rest
+/// replacing what was there), and checks the result as CreateDeliveryStream
+/// would.
+pub fn merge_update(
+    redshift: &Value,
+    destination: &Value,
+    update: &Value,
+) -> Result<(Value, Value)> {
+    let Some(u) = update.as_object() else {
+        return Err(invalid("RedshiftDestinationUpdate must be an object."));
+    };
+    let mut cfg = redshift.as_object().cloned().unwrap_or_default();
+    let mut s3 = destination.as_object().cloned().unwrap_or_default();
+    if let Some(p) = s3.remove("ProcessingConfiguration") {
+        cfg.insert("ProcessingConfiguration".into(), p);
+    }
+    let merge = |into: &mut Map<String, Value>, v: &Value| {
+        for (k, v) in v.as_object().into_iter().flatten() {
+            into.insert(k.clone(), v.clone());
+        }
+    };
+    for (k, v) in u {
+        match k.as_str() {
+            "S3Update" => merge(&mut s3, v),
+            "S3BackupUpdate" => {
+                let mut b = cfg
+                    .get("S3BackupConfiguration")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                merge(&mut b, v);
+                cfg.insert("S3BackupConfiguration".into(), Value::Object(b));
+            }
+            _ => {
+                cfg.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if redshift.get("S3BackupMode").and_then(Value::as_str) == Some("Enabled")
+        && cfg.get("S3BackupMode").and_then(Value::as_str) != Some("Enabled")
+    {
+        return Err(invalid(
+            "S3BackupMode cannot be changed from Enabled to Disabled.",
+        ));
+    }
+    // The stored password is sent to whatever host the URL names: a caller
+    // who moves the destination elsewhere must know the credentials, as
+    // for Splunk's token.
+    let cluster = |v: &Value| {
+        v.get("ClusterJDBCURL")
+            .and_then(Value::as_str)
+            .and_then(|url| parse_jdbc_url(url).ok())
+            .map(|c| (c.host.to_ascii_lowercase(), c.port))
+    };
+    if cluster(&Value::Object(cfg.clone())) != cluster(redshift) && !u.contains_key("Password") {
+        return Err(invalid(
+            "Password must be given again when ClusterJDBCURL moves the destination to another host or port.",
+        ));
+    }
+    cfg.insert("S3Configuration".into(), Value::Object(s3));
+    normalize(&Value::Object(cfg))
+}
+
 /// A table or column name as COPY takes it: plain identifiers (letters,
 /// digits, `_`, `$`), or double-quoted ones; a table may be `schema.table`.
 fn check_identifier(what: &str, name: &str, qualified: bool) -> Result<()> {
@@ -886,6 +951,53 @@ mod tests {
         ] {
             assert!(parse_jdbc_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn updates_merge_member_by_member_and_keep_the_rules() {
+        let (r, d) = normalize(&cfg()).unwrap();
+        // The table and the intermediate prefix change; the rest stays.
+        let (r2, d2) = merge_update(
+            &r,
+            &d,
+            &json!({"CopyCommand": {"DataTableName": "public.other", "CopyOptions": "JSON 'auto'"},
+                    "S3Update": {"Prefix": "staged/"},
+                    "RetryOptions": {"DurationInSeconds": 60}}),
+        )
+        .unwrap();
+        assert_eq!(r2["CopyCommand"]["DataTableName"], "public.other");
+        assert_eq!(r2["Username"], "loader");
+        assert_eq!(r2["Password"], "secret-1");
+        assert_eq!(r2["RetryOptions"]["DurationInSeconds"], 60);
+        assert_eq!(d2["Prefix"], "staged/");
+        assert_eq!(d2["BucketARN"], "arn:aws:s3:::stage");
+        // The update is checked as a creation is.
+        let bad = json!({"CopyCommand": {"DataTableName": "t; drop table x"}});
+        assert!(merge_update(&r, &d, &bad).is_err());
+        let gz = json!({"S3Update": {"CompressionFormat": "GZIP"}});
+        assert!(
+            merge_update(&r, &d, &gz).is_err(),
+            "GZIP staging needs GZIP in CopyOptions"
+        );
+        // A new host needs the password again; the same host does not.
+        let moved = json!({"ClusterJDBCURL": "jdbc:postgresql://db.example.com:5432/db"});
+        let e = merge_update(&r, &d, &moved).unwrap_err();
+        assert!(e.to_string().contains("Password"), "{e}");
+        let mut with_password = moved.clone();
+        with_password["Password"] = json!("secret-2");
+        let (r3, _) = merge_update(&r, &d, &with_password).unwrap();
+        assert_eq!(r3["Password"], "secret-2");
+        let other_db = json!({"ClusterJDBCURL": "jdbc:postgresql://127.0.0.1:5432/db2"});
+        assert!(merge_update(&r, &d, &other_db).is_ok());
+        // Source backup, once enabled, stays enabled.
+        let on = json!({"S3BackupMode": "Enabled", "S3BackupUpdate": {"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::backup"}});
+        let (r4, d4) = merge_update(&r, &d, &on).unwrap();
+        assert_eq!(
+            r4["S3BackupConfiguration"]["BucketARN"],
+            "arn:aws:s3:::backup"
+        );
+        let off = json!({"S3BackupMode": "Disabled"});
+        assert!(merge_update(&r4, &d4, &off).is_err());
     }
 
     #[test]

@@ -928,12 +928,7 @@ async fn http_endpoint_records_pass_decompression_and_a_lambda_processor() {
     let drop = gzip(b"drop");
     let fail = gzip(b"fail");
     let two = gzip(b"two");
-    put_all(
-        &c,
-        "fn",
-        &[&one, &drop, &fail, b"not gzip at all", &two],
-    )
-    .await;
+    put_all(&c, "fn", &[&one, &drop, &fail, b"not gzip at all", &two]).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while rx.got().is_empty() {
         assert!(

@@ -615,6 +615,62 @@ async fn rows_arrive_through_json_csv_and_text_copy_options() {
         assert!(Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // UpdateDestination moves the csv stream to another table; the
+    // records after it load there, those before it stay where they are.
+    db.batch_execute("CREATE TABLE moved (id int, label text, note text);")
+        .await
+        .unwrap();
+    let update = |copy: CopyCommand| {
+        aws_sdk_firehose::types::RedshiftDestinationUpdate::builder().copy_command(copy)
+    };
+    let copy = CopyCommand::builder()
+        .data_table_name("moved")
+        .data_table_columns("id, label, note")
+        .copy_options("FORMAT AS CSV DELIMITER ';' GZIP NULL AS 'NA'")
+        .build()
+        .unwrap();
+    // A new host needs the password again (it would be sent there).
+    let e = c
+        .update_destination()
+        .delivery_stream_name("csv")
+        .current_delivery_stream_version_id("1")
+        .destination_id("destinationId-000000000001")
+        .redshift_destination_update(
+            update(copy.clone())
+                .cluster_jdbcurl("jdbc:postgresql://elsewhere.example.com:5432/warehouse")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_invalid_argument_exception(), "{e:?}");
+    assert!(format!("{e:?}").contains("Password"), "{e:?}");
+    c.update_destination()
+        .delivery_stream_name("csv")
+        .current_delivery_stream_version_id("1")
+        .destination_id("destinationId-000000000001")
+        .redshift_destination_update(update(copy).build())
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("csv")
+        .send()
+        .await
+        .unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    assert_eq!(d.version_id(), "2");
+    let rs = d.destinations()[0]
+        .redshift_destination_description()
+        .unwrap();
+    assert_eq!(rs.copy_command().unwrap().data_table_name(), "moved");
+    assert_eq!(rs.cluster_jdbcurl(), url);
+    put(&c, "csv", &[b"3;three;NA\n"]).await;
+    wait_count(&db, "SELECT count(*) FROM moved", 1, &srv).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM lines").await, 4);
 }
 
 #[tokio::test]
