@@ -1207,6 +1207,15 @@ async fn flush(
             )
         }
     };
+    // A function may answer a retry differently from the attempt that
+    // stored the first objects (other records fail, other partition keys),
+    // so a position names nothing stable then: every object is written
+    // again (at least once, never a record lost).
+    let skip = if dest.processing.lambda.is_some() {
+        0
+    } else {
+        skip
+    };
     for (i, o) in objects.into_iter().enumerate().skip(skip) {
         let mut kind = o.kind;
         let mut key = key_for(&o, kind);
