@@ -511,8 +511,13 @@ impl Destination {
         let partitioned = dest.as_object().is_some_and(crate::partition::enabled);
         processing.defer_delimiter = partitioned;
         let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
-        let error_prefix =
-            prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
+        // AWS: without ErrorOutputPrefix (allowed only when Prefix has no
+        // expressions) failed records go under Prefix, then the error type.
+        let error_prefix = match text("ErrorOutputPrefix").filter(|e| !e.is_empty()) {
+            Some(e) => prefix::Template::parse(e).map_err(invalid)?,
+            None if !prefix.has_expressions() => prefix.clone(),
+            None => prefix::Template::parse("").map_err(invalid)?,
+        };
         let backup = match (text("S3BackupMode"), dest.get("S3BackupConfiguration")) {
             (Some("Enabled"), Some(b)) => Some(Box::new(Destination::of(b)?)),
             _ => None,

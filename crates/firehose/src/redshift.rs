@@ -585,7 +585,7 @@ fn staged_key(
 ) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(id.as_u64_pair().0);
     let mut key = dest.prefix.render(first_ms, None, &mut rng);
-    if !dest.prefix.has_expressions() {
+    if dest.prefix.appends_default_time() {
         key.push_str(&prefix::default_time_prefix(first_ms));
     }
     key.push_str(&object_name(first_ms, name, version, id));
