@@ -487,6 +487,18 @@ pub fn update(
             "S3BackupMode cannot be changed after the Firehose stream is created.",
         ));
     }
+    // AWS: Splunk's backup can go from FailedEventsOnly to AllEvents,
+    // never back.
+    if let Some(ep) = &rec.endpoint
+        && ep.kind == kind
+        && kind == Kind::Splunk
+        && text(&ep.config, "S3BackupMode") == Some("AllEvents")
+        && text(u, "S3BackupMode").is_some_and(|m| m != "AllEvents")
+    {
+        return Err(invalid(
+            "S3BackupMode cannot be changed from AllEvents to FailedEventsOnly.",
+        ));
+    }
     // A token goes only where it was given for: an update that points
     // Splunk elsewhere must give the token again (else anyone allowed to
     // update could send the stored token to a host of their own).
@@ -1326,6 +1338,30 @@ mod tests {
         let arn = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "DomainARN": "arn:aws:es:us-east-1:123456789012:domain/d", "S3Configuration": s3()});
         let e = create(Kind::Elasticsearch, &arn, false).unwrap_err();
         assert!(e.to_string().contains("ClusterEndpoint"), "{e}");
+    }
+
+    #[test]
+    fn splunk_backup_of_all_events_cannot_be_turned_back() {
+        let cfg = json!({"HECEndpoint": "https://splunk:8088", "HECEndpointType": "Raw", "HECToken": "t", "S3BackupMode": "AllEvents", "S3Configuration": s3()});
+        let (destination, ep) = create(Kind::Splunk, &cfg, false).unwrap();
+        let rec: StreamRecord = serde_json::from_value(json!({
+            "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
+            "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
+            "destination": destination, "endpoint": ep,
+        }))
+        .unwrap();
+        let back = json!({"S3BackupMode": "FailedEventsOnly"});
+        let e = update(&rec, Kind::Splunk, &back, false).unwrap_err();
+        assert!(e.to_string().contains("AllEvents"), "{e}");
+        assert!(
+            update(
+                &rec,
+                Kind::Splunk,
+                &json!({"S3BackupMode": "AllEvents"}),
+                false
+            )
+            .is_ok()
+        );
     }
 
     #[test]

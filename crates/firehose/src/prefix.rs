@@ -270,10 +270,7 @@ impl Template {
         !self.parts.iter().any(|p| {
             matches!(
                 p,
-                Part::Timestamp(_)
-                    | Part::QueryKey(_)
-                    | Part::LambdaKey(_)
-                    | Part::ErrorOutputType
+                Part::Timestamp(_) | Part::QueryKey(_) | Part::LambdaKey(_) | Part::ErrorOutputType
             )
         })
     }
