@@ -775,6 +775,17 @@ fn search_code(kind: Kind, e: &DeliveryError) -> String {
     format!("{p}.{s}")
 }
 
+/// An error record's `errorMessage`: AWS's words for an HTTP endpoint's
+/// answer (the receiver's body after them), the error itself otherwise.
+fn message_of(kind: Kind, e: &DeliveryError) -> String {
+    match (kind, e) {
+        (Kind::HttpEndpoint, DeliveryError::Status { body, .. }) => {
+            format!("Received the following response from the endpoint destination. {body}")
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn code_of(kind: Kind, e: &DeliveryError) -> String {
     match kind {
         Kind::HttpEndpoint => http_code(e).to_string(),
@@ -1001,7 +1012,12 @@ fn extra_for(kind: Kind, uid: u64, rec: &Rec<'_>, search: Option<&Search>) -> Ma
                 );
             }
         }
-        Kind::HttpEndpoint => {}
+        Kind::HttpEndpoint => {
+            // AWS's HTTP endpoint error record names the record by its
+            // place: a data id and its subsequence number.
+            m.insert("subsequenceNumber".into(), json!(rec.position.1));
+            m.insert("dataId".into(), json!(event_id(uid, rec.position)));
+        }
     }
     m
 }
@@ -1201,7 +1217,7 @@ pub(crate) async fn flush(
         let now = Instant::now();
         if now + backoff > deadline {
             let (code, message) = match &retry {
-                Some(e) => (code_of(ep.kind, e), e.to_string()),
+                Some(e) => (code_of(ep.kind, e), message_of(ep.kind, e)),
                 // Items the cluster kept refusing with 429/5xx: their own
                 // status and error, as for items refused for good.
                 None => (item_status.to_string(), err),

@@ -411,7 +411,10 @@ async fn an_endpoint_that_never_answers_sends_records_to_the_error_output_after_
                 >= l["arrivalTimestamp"].as_i64().unwrap()
         );
         assert!(l["errorMessage"].as_str().unwrap().contains("respond"));
+        assert_eq!(l["subsequenceNumber"], 0);
+        assert!(l["dataId"].as_str().unwrap().ends_with(".0"), "{l}");
     }
+    assert_ne!(lines[0]["dataId"], lines[1]["dataId"]);
     // AllData: every record is in the backup too, under Prefix.
     let backup: Vec<(String, Vec<u8>)> = objects(&bucket)
         .into_iter()
