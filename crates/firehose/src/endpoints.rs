@@ -744,7 +744,9 @@ enum Attempt {
 fn http_code(e: &DeliveryError) -> &'static str {
     match e {
         DeliveryError::Status { .. } => "HttpEndpoint.DestinationException",
-        DeliveryError::InvalidResponse(_) => "HttpEndpoint.InvalidResponseFromDestination",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => {
+            "HttpEndpoint.InvalidResponseFromDestination"
+        }
         DeliveryError::Timeout(_) => "HttpEndpoint.RequestTimeout",
         DeliveryError::Connect(_) => "HttpEndpoint.ConnectionFailed",
         DeliveryError::AckTimeout(_) | DeliveryError::Request(_) => "HttpEndpoint.ConnectionReset",
@@ -755,7 +757,7 @@ fn search_code(kind: Kind, e: &DeliveryError) -> String {
     let p = kind.code_prefix();
     let s = match e {
         DeliveryError::Status { .. } => "ServiceException",
-        DeliveryError::InvalidResponse(_) => "InvalidResponse",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => "InvalidResponse",
         DeliveryError::Timeout(_) => "RequestTimeout",
         DeliveryError::Connect(_) => "ConnectionFailed",
         DeliveryError::AckTimeout(_) | DeliveryError::Request(_) => "ConnectionReset",
