@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use reqwest::Url;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Networks outbound connections may go to. An IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`) is the IPv4 address it maps, since that is where
@@ -130,18 +130,26 @@ impl Networks {
     }
 
     /// The permitted addresses of `addrs` (what `host` resolved to); none
-    /// permitted is [`NotAllowed`]. Each refused address is logged.
+    /// permitted is [`NotAllowed`], each refused address logged as a
+    /// warning. When some are permitted the connection goes ahead through
+    /// them, and the others are only a debug line (a name with an IPv6
+    /// address beside an allowed IPv4 one is common, and no failure).
     pub fn filter(
         &self,
         host: &str,
         addrs: impl IntoIterator<Item = SocketAddr>,
     ) -> Result<Vec<SocketAddr>, NotAllowed> {
-        let permitted: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| self.check(host, a.ip()).is_ok())
-            .collect();
+        let (permitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            addrs.into_iter().partition(|a| self.permits(a.ip()));
         if permitted.is_empty() {
+            for a in &refused {
+                // Logs the refusal.
+                let _ = self.check(host, a.ip());
+            }
             return Err(NotAllowed);
+        }
+        for a in &refused {
+            debug!(host = %host, address = %a.ip(), networks = %self, "skipping an address outside firehose_destination_networks");
         }
         Ok(permitted)
     }
