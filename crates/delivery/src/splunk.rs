@@ -92,7 +92,9 @@ pub fn error_code(e: &DeliveryError) -> &'static str {
         DeliveryError::Status { status: 400, .. } => "Splunk.InvalidDataFormat",
         DeliveryError::Status { status: 503, .. } => "Splunk.ServerBusy",
         DeliveryError::Status { .. } => "Splunk.ServerError",
-        DeliveryError::InvalidResponse(_) => "Splunk.InvalidResponse",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => {
+            "Splunk.InvalidResponse"
+        }
         DeliveryError::Request(_) => "Splunk.ConnectionClosed",
     }
 }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use ripstream_delivery::{DeliveryError, bulk, http_endpoint, splunk};
+use ripstream_delivery::{DeliveryError, Networks, bulk, http_endpoint, splunk};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
@@ -263,8 +263,16 @@ fn s3_of(v: Option<&Value>, kind: Kind) -> Result<Value> {
 
 /// Checks a push destination's configuration (or an update merged into
 /// one) and fills AWS's defaults; `allow_http`: the server admits http://
-/// URLs (`firehose_allow_http_destinations`).
-pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> {
+/// URLs (`firehose_allow_http_destinations`); `networks`: the addresses
+/// destinations may have (`firehose_destination_networks`), checked here
+/// on IP-literal hosts (names are checked on each connection's resolved
+/// address, since what a name resolves to can change).
+pub fn normalize(
+    kind: Kind,
+    cfg: &Value,
+    allow_http: bool,
+    networks: Option<&Networks>,
+) -> Result<Endpoint> {
     let Some(src) = cfg.as_object() else {
         return Err(invalid(format!(
             "{} must be an object.",
@@ -275,9 +283,12 @@ pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> 
     c.remove("S3Configuration");
     c.remove("S3Update");
     let url_check = |what: &str, raw: &str| -> Result<()> {
-        ripstream_delivery::parse_url(raw, allow_http)
-            .map(|_| ())
-            .map_err(|e| invalid(format!("{what} {raw} is not allowed: {e}.")))
+        let url = ripstream_delivery::parse_url(raw, allow_http)
+            .map_err(|e| invalid(format!("{what} {raw} is not allowed: {e}.")))?;
+        match networks.map(|n| n.check_url(&url)) {
+            Some(Err(e)) => Err(invalid(format!("{what} {raw} is not allowed: {e}."))),
+            _ => Ok(()),
+        }
     };
     for unsupported in ["SecretsManagerConfiguration", "VpcConfiguration"] {
         let on = match c.get(unsupported) {
@@ -444,9 +455,14 @@ pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> 
 
 /// A CreateDeliveryStream's push destination: the stream's S3
 /// destination (the backup and error output) and the endpoint.
-pub fn create(kind: Kind, cfg: &Value, allow_http: bool) -> Result<(Value, Endpoint)> {
+pub fn create(
+    kind: Kind,
+    cfg: &Value,
+    allow_http: bool,
+    networks: Option<&Networks>,
+) -> Result<(Value, Endpoint)> {
     let s3 = s3_of(cfg.get("S3Configuration"), kind)?;
-    let ep = normalize(kind, cfg, allow_http)?;
+    let ep = normalize(kind, cfg, allow_http, networks)?;
     Ok((s3, ep))
 }
 
@@ -458,6 +474,7 @@ pub fn update(
     kind: Kind,
     u: &Value,
     allow_http: bool,
+    networks: Option<&Networks>,
 ) -> Result<(Value, Endpoint)> {
     let Some(um) = u.as_object() else {
         return Err(invalid("The destination update must be an object."));
@@ -521,7 +538,7 @@ pub fn update(
     {
         merged.remove("ClusterEndpoint");
     }
-    let ep = normalize(kind, &Value::Object(merged), allow_http)?;
+    let ep = normalize(kind, &Value::Object(merged), allow_http, networks)?;
     Ok((s3, ep))
 }
 
@@ -756,7 +773,9 @@ enum Attempt {
 fn http_code(e: &DeliveryError) -> &'static str {
     match e {
         DeliveryError::Status { .. } => "HttpEndpoint.DestinationException",
-        DeliveryError::InvalidResponse(_) => "HttpEndpoint.InvalidResponseFromDestination",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => {
+            "HttpEndpoint.InvalidResponseFromDestination"
+        }
         DeliveryError::Timeout(_) => "HttpEndpoint.RequestTimeout",
         DeliveryError::Connect(_) => "HttpEndpoint.ConnectionFailed",
         DeliveryError::AckTimeout(_) | DeliveryError::Request(_) => "HttpEndpoint.ConnectionReset",
@@ -767,7 +786,7 @@ fn search_code(kind: Kind, e: &DeliveryError) -> String {
     let p = kind.code_prefix();
     let s = match e {
         DeliveryError::Status { .. } => "ServiceException",
-        DeliveryError::InvalidResponse(_) => "InvalidResponse",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => "InvalidResponse",
         DeliveryError::Timeout(_) => "RequestTimeout",
         DeliveryError::Connect(_) => "ConnectionFailed",
         DeliveryError::AckTimeout(_) | DeliveryError::Request(_) => "ConnectionReset",
@@ -1302,7 +1321,7 @@ mod tests {
     #[test]
     fn http_endpoint_defaults_and_url_policy() {
         let cfg = json!({"EndpointConfiguration": {"Url": "https://example.com/in", "AccessKey": "k"}, "S3Configuration": s3()});
-        let (d, ep) = create(Kind::HttpEndpoint, &cfg, false).unwrap();
+        let (d, ep) = create(Kind::HttpEndpoint, &cfg, false, None).unwrap();
         assert_eq!(d["BucketARN"], "arn:aws:s3:::bkt");
         assert_eq!(
             ep.config["BufferingHints"],
@@ -1315,16 +1334,16 @@ mod tests {
             json!({"ContentEncoding": "NONE"})
         );
         let http = json!({"EndpointConfiguration": {"Url": "http://127.0.0.1:9/"}, "S3Configuration": s3()});
-        let e = create(Kind::HttpEndpoint, &http, false).unwrap_err();
+        let e = create(Kind::HttpEndpoint, &http, false, None).unwrap_err();
         assert!(e.to_string().contains("https"), "{e}");
-        assert!(create(Kind::HttpEndpoint, &http, true).is_ok());
+        assert!(create(Kind::HttpEndpoint, &http, true, None).is_ok());
         let big = json!({"EndpointConfiguration": {"Url": "https://x"}, "BufferingHints": {"SizeInMBs": 65}, "S3Configuration": s3()});
-        assert!(create(Kind::HttpEndpoint, &big, false).is_err());
+        assert!(create(Kind::HttpEndpoint, &big, false, None).is_err());
         let no_s3 = json!({"EndpointConfiguration": {"Url": "https://x"}});
-        assert!(create(Kind::HttpEndpoint, &no_s3, false).is_err());
+        assert!(create(Kind::HttpEndpoint, &no_s3, false, None).is_err());
         let lambda = json!({"EndpointConfiguration": {"Url": "https://x"}, "S3Configuration": s3(),
             "ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:1:function:f"}]}]}});
-        let (_, ep) = create(Kind::HttpEndpoint, &lambda, false).unwrap();
+        let (_, ep) = create(Kind::HttpEndpoint, &lambda, false, None).unwrap();
         let p = crate::processing::pipeline(ep.config.get("ProcessingConfiguration")).unwrap();
         assert_eq!(p.lambda.map(|l| l.function), Some("f".to_string()));
     }
@@ -1332,7 +1351,7 @@ mod tests {
     #[test]
     fn splunk_and_search_rules() {
         let sp = json!({"HECEndpoint": "https://splunk:8088", "HECEndpointType": "Event", "HECToken": "t", "S3Configuration": s3()});
-        let (_, ep) = create(Kind::Splunk, &sp, false).unwrap();
+        let (_, ep) = create(Kind::Splunk, &sp, false, None).unwrap();
         assert_eq!(ep.config["HECAcknowledgmentTimeoutInSeconds"], 180);
         assert_eq!(ep.config["RetryOptions"]["DurationInSeconds"], 3600);
         assert_eq!(ep.config["S3BackupMode"], "FailedEventsOnly");
@@ -1342,9 +1361,9 @@ mod tests {
         );
         let mut bad = sp.clone();
         bad["HECEndpointType"] = json!("Json");
-        assert!(create(Kind::Splunk, &bad, false).is_err());
+        assert!(create(Kind::Splunk, &bad, false, None).is_err());
         let os = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "ClusterEndpoint": "https://search:9200", "S3Configuration": s3()});
-        let (_, ep) = create(Kind::Opensearch, &os, false).unwrap();
+        let (_, ep) = create(Kind::Opensearch, &os, false, None).unwrap();
         assert_eq!(ep.config["IndexRotationPeriod"], "OneDay");
         assert_eq!(
             ep.config["DocumentIdOptions"],
@@ -1352,7 +1371,7 @@ mod tests {
         );
         assert_eq!(ep.config["S3BackupMode"], "FailedDocumentsOnly");
         let arn = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "DomainARN": "arn:aws:es:us-east-1:123456789012:domain/d", "S3Configuration": s3()});
-        let e = create(Kind::Elasticsearch, &arn, false).unwrap_err();
+        let e = create(Kind::Elasticsearch, &arn, false, None).unwrap_err();
         assert!(e.to_string().contains("ClusterEndpoint"), "{e}");
     }
 
@@ -1383,7 +1402,7 @@ mod tests {
     #[test]
     fn descriptions_never_show_the_access_key() {
         let cfg = json!({"EndpointConfiguration": {"Url": "https://example.com/in", "Name": "n", "AccessKey": "secret"}, "S3Configuration": s3()});
-        let (destination, ep) = create(Kind::HttpEndpoint, &cfg, false).unwrap();
+        let (destination, ep) = create(Kind::HttpEndpoint, &cfg, false, None).unwrap();
         let rec: StreamRecord = serde_json::from_value(json!({
             "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
             "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
@@ -1412,9 +1431,57 @@ mod tests {
             Kind::HttpEndpoint,
             &json!({"RetryOptions": {"DurationInSeconds": 60}}),
             false,
+            None,
         )
         .unwrap();
         assert_eq!(up.config["RetryOptions"]["DurationInSeconds"], 60);
         assert_eq!(up.config["EndpointConfiguration"]["AccessKey"], "secret");
+    }
+
+    #[test]
+    fn ip_literal_hosts_outside_the_networks_are_refused_at_create_and_update() {
+        let nets = Networks::parse(["10.0.0.0/8", "fd00::/8"]).unwrap();
+        let with_url =
+            |url: &str| json!({"EndpointConfiguration": {"Url": url}, "S3Configuration": s3()});
+        for url in [
+            "https://127.0.0.1/in",
+            "https://[::1]/in",
+            "https://2130706433/in",
+        ] {
+            let e = create(Kind::HttpEndpoint, &with_url(url), false, Some(&nets)).unwrap_err();
+            assert_eq!(e.code(), "InvalidArgumentException");
+            assert!(e.to_string().contains("outside the networks"), "{url}: {e}");
+            // Without an allow-list, any address.
+            assert!(create(Kind::HttpEndpoint, &with_url(url), false, None).is_ok());
+        }
+        for url in [
+            "https://10.1.2.3/in",
+            "https://[fd00::5]:8443/",
+            "https://example.com/",
+        ] {
+            create(Kind::HttpEndpoint, &with_url(url), false, Some(&nets))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let sp = json!({"HECEndpoint": "https://192.168.0.9:8088", "HECEndpointType": "Raw", "HECToken": "t", "S3Configuration": s3()});
+        assert!(create(Kind::Splunk, &sp, false, Some(&nets)).is_err());
+        let os = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "ClusterEndpoint": "https://169.254.169.254", "S3Configuration": s3()});
+        assert!(create(Kind::Opensearch, &os, false, Some(&nets)).is_err());
+        // An update to such a URL is refused too.
+        let (destination, ep) = create(
+            Kind::HttpEndpoint,
+            &with_url("https://10.0.0.1/"),
+            false,
+            Some(&nets),
+        )
+        .unwrap();
+        let rec: StreamRecord = serde_json::from_value(json!({
+            "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
+            "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
+            "destination": destination, "endpoint": ep,
+        }))
+        .unwrap();
+        let u = json!({"EndpointConfiguration": {"Url": "https://127.0.0.1/"}});
+        assert!(update(&rec, Kind::HttpEndpoint, &u, false, Some(&nets)).is_err());
+        assert!(update(&rec, Kind::HttpEndpoint, &u, false, None).is_ok());
     }
 }

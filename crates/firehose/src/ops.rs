@@ -149,12 +149,17 @@ impl Firehose {
             iceberg,
         ) {
             (Some((kind, cfg)), _, _) => {
-                let (d, ep) =
-                    crate::endpoints::create(kind, cfg, inner.cfg.allow_http_destinations)?;
+                let (d, ep) = crate::endpoints::create(
+                    kind,
+                    cfg,
+                    inner.cfg.allow_http_destinations,
+                    inner.cfg.destination_networks.as_ref(),
+                )?;
                 (d, Some(ep), None)
             }
             (None, Some(r), _) => {
-                let (r, d) = crate::redshift::normalize(r)?;
+                let (r, d) =
+                    crate::redshift::normalize(r, inner.cfg.destination_networks.as_ref())?;
                 (d, None, Some(r))
             }
             (None, None, Some(c)) => (
@@ -522,7 +527,12 @@ impl Firehose {
                     "Firehose {name} delivers to Redshift: only a RedshiftDestinationUpdate can update it on this server (switching destination types is not supported yet)."
                 )));
             };
-            let (redshift, destination) = crate::redshift::merge_update(r, &s.rec.destination, u)?;
+            let (redshift, destination) = crate::redshift::merge_update(
+                r,
+                &s.rec.destination,
+                u,
+                inner.cfg.destination_networks.as_ref(),
+            )?;
             record::Destination::of(&destination)?
                 .processing
                 .check_functions(&inner.cfg.functions)?;
@@ -558,8 +568,13 @@ impl Firehose {
                 return Err(invalid("A destination update must be specified."));
             }
             (None, None, Some((kind, u))) => {
-                let (d, ep) =
-                    crate::endpoints::update(&s.rec, kind, u, inner.cfg.allow_http_destinations)?;
+                let (d, ep) = crate::endpoints::update(
+                    &s.rec,
+                    kind,
+                    u,
+                    inner.cfg.allow_http_destinations,
+                    inner.cfg.destination_networks.as_ref(),
+                )?;
                 (d, Some(ep))
             }
             // An S3 update of a push destination's stream makes it an S3

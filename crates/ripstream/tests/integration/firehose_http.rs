@@ -34,24 +34,24 @@ use crate::support::*;
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Got {
-    path: String,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Got {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Json(u16, Value),
     /// Never answers: the server's endpoint timeout fires.
     Hang,
 }
 
-type Handler = Arc<dyn Fn(usize, &Got) -> Answer + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(usize, &Got) -> Answer + Send + Sync>;
 
 /// A receiver: answers each request with its handler, keeps what it got,
 /// stops when dropped.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub url: String,
     got: Arc<Mutex<Vec<Got>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -63,15 +63,22 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    async fn start(handler: Handler) -> Receiver {
+    pub async fn start(handler: Handler) -> Receiver {
+        Receiver::start_with(handler, None).await
+    }
+
+    /// [`Receiver::start`], over TLS when given an acceptor (the URL is
+    /// then `https://127.0.0.1:<port>`).
+    pub async fn start_with(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let seen = got.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
-                let (handler, seen) = (handler.clone(), seen.clone());
+                let (handler, seen, tls) = (handler.clone(), seen.clone(), tls.clone());
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (handler, seen) = (handler.clone(), seen.clone());
@@ -104,16 +111,26 @@ impl Receiver {
                             }
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        // A client that refuses the certificate sends no
+                        // request.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Receiver { url, got, task }
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
 }
@@ -127,7 +144,7 @@ fn server() -> TestServer {
     ])
 }
 
-fn s3(bucket: &str, prefix: &str) -> S3DestinationConfiguration {
+pub(crate) fn s3(bucket: &str, prefix: &str) -> S3DestinationConfiguration {
     S3DestinationConfiguration::builder()
         .role_arn(ROLE)
         .bucket_arn(format!("arn:aws:s3:::{bucket}"))
@@ -152,7 +169,7 @@ fn header(g: &Got, k: &str) -> String {
 }
 
 /// The JSON lines of every object whose key starts with `prefix`.
-fn error_lines(bucket: &std::path::Path, prefix: &str) -> Vec<Value> {
+pub(crate) fn error_lines(bucket: &std::path::Path, prefix: &str) -> Vec<Value> {
     objects(bucket)
         .into_iter()
         .filter(|(k, _)| k.starts_with(prefix))
@@ -166,7 +183,7 @@ fn error_lines(bucket: &std::path::Path, prefix: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn put_all(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
+pub(crate) async fn put_all(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
     let out = c
         .put_record_batch()
         .delivery_stream_name(name)
