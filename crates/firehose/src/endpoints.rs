@@ -1378,7 +1378,7 @@ mod tests {
     #[test]
     fn splunk_backup_of_all_events_cannot_be_turned_back() {
         let cfg = json!({"HECEndpoint": "https://splunk:8088", "HECEndpointType": "Raw", "HECToken": "t", "S3BackupMode": "AllEvents", "S3Configuration": s3()});
-        let (destination, ep) = create(Kind::Splunk, &cfg, false).unwrap();
+        let (destination, ep) = create(Kind::Splunk, &cfg, false, None).unwrap();
         let rec: StreamRecord = serde_json::from_value(json!({
             "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
             "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
@@ -1386,14 +1386,15 @@ mod tests {
         }))
         .unwrap();
         let back = json!({"S3BackupMode": "FailedEventsOnly"});
-        let e = update(&rec, Kind::Splunk, &back, false).unwrap_err();
+        let e = update(&rec, Kind::Splunk, &back, false, None).unwrap_err();
         assert!(e.to_string().contains("AllEvents"), "{e}");
         assert!(
             update(
                 &rec,
                 Kind::Splunk,
                 &json!({"S3BackupMode": "AllEvents"}),
-                false
+                false,
+                None
             )
             .is_ok()
         );
