@@ -553,6 +553,22 @@ impl Firehose {
             .iter()
             .filter(|k| input.get(k.update_key()).is_some())
             .count();
+        // AWS: an OpenSearch Service (or Elasticsearch) destination can
+        // only be updated to one of its own kind, and no other destination
+        // to one.
+        let search = |k: Option<crate::endpoints::Kind>| {
+            matches!(
+                k,
+                Some(crate::endpoints::Kind::Opensearch | crate::endpoints::Kind::Elasticsearch)
+            )
+        };
+        let current = s.rec.endpoint.as_ref().map(|e| e.kind);
+        let next = crate::endpoints::update_in(&input).map(|(k, _)| k);
+        if (search(current) || search(next)) && current != next {
+            return Err(invalid(format!(
+                "Switching between Amazon OpenSearch Service (or Elasticsearch) and other destinations is not supported: Firehose {name} can only be updated with an update of its own destination type."
+            )));
+        }
         let (destination, endpoint) = match (
             input.get("S3DestinationUpdate"),
             input.get("ExtendedS3DestinationUpdate"),

@@ -658,3 +658,47 @@ json.dump({{"records": out}}, sys.stdout)
     );
     engine.abort();
 }
+
+#[tokio::test]
+async fn an_opensearch_destination_is_only_updated_to_its_own_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, svc) = open(dir.path()).await;
+    let role = "arn:aws:iam::000000000000:role/firehose";
+    svc.create_delivery_stream(json!({
+        "DeliveryStreamName": "search",
+        "AmazonopensearchserviceDestinationConfiguration": {
+            "RoleARN": role, "IndexName": "logs", "ClusterEndpoint": "https://search.example.com:9200",
+            "S3Configuration": s3("bkt", json!({})),
+        },
+    }))
+    .await
+    .unwrap();
+    svc.create_delivery_stream(
+        json!({"DeliveryStreamName": "plain", "S3DestinationConfiguration": s3("bkt", json!({}))}),
+    )
+    .await
+    .unwrap();
+    let update = |name: &str, body: Value| {
+        let mut u = json!({"DeliveryStreamName": name, "CurrentDeliveryStreamVersionId": "1",
+            "DestinationId": "destinationId-000000000001"});
+        u.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().cloned().unwrap());
+        u
+    };
+    let to_s3 = update("search", json!({"S3DestinationUpdate": {"Prefix": "p/"}}));
+    let e = svc.update_destination(to_s3).await.unwrap_err();
+    assert_eq!(e.code(), "InvalidArgumentException");
+    let to_search = update(
+        "plain",
+        json!({"AmazonopensearchserviceDestinationUpdate": {"IndexName": "x"}}),
+    );
+    let e = svc.update_destination(to_search).await.unwrap_err();
+    assert_eq!(e.code(), "InvalidArgumentException");
+    // Its own kind is fine.
+    let same = update(
+        "search",
+        json!({"AmazonopensearchserviceDestinationUpdate": {"IndexName": "logs2"}}),
+    );
+    svc.update_destination(same).await.unwrap();
+}
