@@ -678,7 +678,12 @@ impl PushMetrics {
     }
 }
 
+/// The most records one HTTP endpoint request holds (AWS's request
+/// specification: `records` has at most 10,000 items).
+const HTTP_MAX_RECORDS: usize = 10_000;
+
 /// One record of a batch.
+#[derive(Clone, Copy)]
 struct Rec<'a> {
     data: &'a [u8],
     arrival_ms: i64,
@@ -760,6 +765,12 @@ enum Attempt {
     Done,
     /// The whole attempt failed: retry all pending records.
     Failed(DeliveryError),
+    /// The records `sent` were delivered, then a request failed: retry
+    /// the others.
+    FailedAfter {
+        sent: Vec<usize>,
+        error: DeliveryError,
+    },
     /// Some records delivered, some failed for good, some to retry.
     Partial {
         failed: Vec<Failure>,
@@ -929,10 +940,31 @@ async fn attempt(
             let Some(ep) = &t.http else {
                 return Attempt::Done;
             };
-            match client.send_http_endpoint(ep, rid, now_ms, &data).await {
-                Ok(()) => Attempt::Done,
-                Err(e) => Attempt::Failed(e),
+            if pending.len() <= HTTP_MAX_RECORDS {
+                return match client.send_http_endpoint(ep, rid, now_ms, &data).await {
+                    Ok(()) => Attempt::Done,
+                    Err(e) => Attempt::Failed(e),
+                };
             }
+            // AWS's protocol caps a request at 10,000 records: a larger
+            // buffer goes as several requests, each with the request id of
+            // its own records (the same on every retry: a retry starts at
+            // the request that failed, so the requests split the same way).
+            let mut sent = Vec::new();
+            for chunk in pending.chunks(HTTP_MAX_RECORDS) {
+                let part: Vec<Rec<'_>> = chunk.iter().map(|&i| recs[i]).collect();
+                let data: Vec<&[u8]> = part.iter().map(|r| r.data).collect();
+                let id = request_id(uid, &part);
+                if let Err(error) = client.send_http_endpoint(ep, &id, now_ms, &data).await {
+                    return if sent.is_empty() {
+                        Attempt::Failed(error)
+                    } else {
+                        Attempt::FailedAfter { sent, error }
+                    };
+                }
+                sent.extend_from_slice(chunk);
+            }
+            Attempt::Done
         }
         Kind::Splunk => {
             let Some(hec) = &t.hec else {
@@ -1179,9 +1211,10 @@ pub(crate) async fn flush(
     let mut backoff = inner.cfg.retry_initial;
     let delivered_bytes = |idx: &[usize], failed: &[Failure]| -> (u64, u64) {
         let n = idx.len() as u64 - failed.len() as u64;
+        let failed: std::collections::HashSet<usize> = failed.iter().map(|f| f.index).collect();
         let b: u64 = idx
             .iter()
-            .filter(|i| !failed.iter().any(|f| f.index == **i))
+            .filter(|i| !failed.contains(i))
             .map(|&i| recs[i].data.len() as u64)
             .sum();
         (n, b)
@@ -1211,16 +1244,24 @@ pub(crate) async fn flush(
                 break;
             }
             Attempt::Failed(e) => (e.to_string(), Some(e), 0),
+            Attempt::FailedAfter { sent, error } => {
+                let (n, b) = delivered_bytes(&sent, &[]);
+                inner.metrics.push.delivered(ep.kind, name, n, b, false);
+                // `sent` is the head of `pending`, in its order.
+                pending.drain(..sent.len().min(pending.len()));
+                (error.to_string(), Some(error), 0)
+            }
             Attempt::Partial {
                 failed,
                 retry,
                 status,
                 error,
             } => {
+                let again: std::collections::HashSet<usize> = retry.iter().copied().collect();
                 let settled: Vec<usize> = before
                     .iter()
                     .copied()
-                    .filter(|i| !retry.contains(i))
+                    .filter(|i| !again.contains(i))
                     .collect();
                 let (n, b) = delivered_bytes(&settled, &failed);
                 inner.metrics.push.delivered(ep.kind, name, n, b, false);

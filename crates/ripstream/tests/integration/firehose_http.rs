@@ -1005,3 +1005,102 @@ async fn http_endpoint_records_pass_decompression_and_a_lambda_processor() {
             .any(|(k, _)| k.starts_with("errs/http-endpoint-failed/")),
     );
 }
+
+/// AWS's request specification caps `records` at 10,000: a larger buffer
+/// goes as several requests, and a failed one is retried alone (the
+/// requests before it are not sent again), with its own stable id.
+#[tokio::test]
+async fn http_endpoint_buffers_past_10000_records_go_as_several_requests() {
+    let srv = server();
+    let _bucket = bucket_dir(&srv, "manyb");
+    let c = firehose(&srv.url());
+    let rx = Receiver::start(Arc::new(|n, g| {
+        let body: Value = serde_json::from_slice(&g.body).unwrap();
+        if n == 1 {
+            return Answer::Json(503, json!({"errorMessage": "busy"}));
+        }
+        Answer::Json(200, json!({"requestId": body["requestId"], "timestamp": 1}))
+    }))
+    .await;
+    c.create_delivery_stream()
+        .delivery_stream_name("many")
+        .http_endpoint_destination_configuration(
+            HttpEndpointDestinationConfiguration::builder()
+                .endpoint_configuration(
+                    HttpEndpointConfiguration::builder()
+                        .url(format!("{}/in", rx.url))
+                        .build()
+                        .unwrap(),
+                )
+                .buffering_hints(
+                    HttpEndpointBufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(5)
+                        .build(),
+                )
+                .s3_configuration(s3("manyb", ""))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    const N: usize = 25_000;
+    let all: Vec<Vec<u8>> = (0..N).map(|i| format!("{i:05}").into_bytes()).collect();
+    for chunk in all.chunks(500) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|r| &r[..]).collect();
+        put_all(&c, "many", &refs).await;
+    }
+    let delivered = |got: &[Got]| -> Vec<(usize, String, Vec<String>)> {
+        got.iter()
+            .enumerate()
+            .map(|(n, g)| {
+                let body: Value = serde_json::from_slice(&g.body).unwrap();
+                let recs = body["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        String::from_utf8(STANDARD.decode(r["data"].as_str().unwrap()).unwrap())
+                            .unwrap()
+                    })
+                    .collect();
+                (n, body["requestId"].as_str().unwrap().to_string(), recs)
+            })
+            .collect()
+    };
+    wait_until("every record", Duration::from_secs(90), || {
+        let d = delivered(&rx.got());
+        d.iter()
+            .filter(|(n, ..)| *n != 1)
+            .map(|(_, _, r)| r.len())
+            .sum::<usize>()
+            >= N
+    })
+    .await;
+    let d = delivered(&rx.got());
+    assert!(
+        d.iter().all(|(_, _, r)| r.len() <= 10_000),
+        "a request over 10,000 records"
+    );
+    // The failed request was sent again as it was, with its id.
+    assert_eq!(d[1].2, d[2].2);
+    assert_eq!(d[1].1, d[2].1);
+    // Every record delivered once by the requests that succeeded.
+    let mut ok: Vec<String> = d
+        .iter()
+        .filter(|(n, ..)| *n != 1)
+        .flat_map(|(_, _, r)| r.clone())
+        .collect();
+    ok.sort();
+    let want: Vec<String> = all
+        .iter()
+        .map(|r| String::from_utf8(r.clone()).unwrap())
+        .collect();
+    assert_eq!(ok, want);
+    let ids: std::collections::HashSet<&str> = d
+        .iter()
+        .filter(|(n, ..)| *n != 1)
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    assert_eq!(ids.len(), d.len() - 1, "each request has its own id");
+}
