@@ -1082,7 +1082,11 @@ async fn put(inner: &Arc<Inner>, dest: &Destination, key: &str, data: &Bytes) ->
             return false;
         }
     };
-    match inner.sink.put(&dest.bucket, key, body).await {
+    match inner
+        .sink
+        .put_as(&dest.bucket, key, body, dest.kms_key.as_deref())
+        .await
+    {
         Ok(()) => true,
         Err(e) => {
             warn!(bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "S3 write of a push destination failed; retrying");

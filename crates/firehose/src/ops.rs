@@ -189,9 +189,9 @@ impl Firehose {
                 (record::normalize_destination(dest)?, None, None)
             }
         };
-        record::Destination::of(&destination)?
-            .processing
-            .check_functions(&inner.cfg.functions)?;
+        let parsed = record::Destination::of(&destination)?;
+        parsed.processing.check_functions(&inner.cfg.functions)?;
+        self.check_object_keys(&parsed)?;
         if let Some(ep) = &endpoint {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;
@@ -322,6 +322,25 @@ impl Firehose {
             stream_arn: stream_arn.to_string(),
             role_arn: role_arn.to_string(),
         })
+    }
+
+    /// The KMS keys an S3 configuration stores its objects under (its
+    /// own, its backup's), each resolved through the keyring as AWS checks
+    /// them at create and update: a key it cannot find or use is refused.
+    fn check_object_keys(&self, dest: &record::Destination) -> Result<()> {
+        let keys = [
+            dest.kms_key.as_deref(),
+            dest.backup.as_ref().and_then(|b| b.kms_key.as_deref()),
+        ];
+        for key in keys.into_iter().flatten() {
+            self.inner.keyring.resolve(key).map_err(|e| match e {
+                ripstream_keyring::KeyringError::File { .. } => Error::internal(e),
+                other => invalid(format!(
+                    "KMSEncryptionConfig.AWSKMSKeyARN {key} cannot be used: {other}"
+                )),
+            })?;
+        }
+        Ok(())
     }
 
     fn encryption_of(&self, e: &Value) -> Result<Encryption> {
@@ -533,9 +552,9 @@ impl Firehose {
                 u,
                 inner.cfg.destination_networks.as_ref(),
             )?;
-            record::Destination::of(&destination)?
-                .processing
-                .check_functions(&inner.cfg.functions)?;
+            let parsed = record::Destination::of(&destination)?;
+            parsed.processing.check_functions(&inner.cfg.functions)?;
+            self.check_object_keys(&parsed)?;
             let mut rec = s.rec.clone();
             rec.destination = destination;
             rec.redshift = Some(redshift);
@@ -598,9 +617,9 @@ impl Firehose {
             (Some(u), None, None) => (record::merge_update(&s.rec.destination, u, false)?, None),
             (None, Some(u), None) => (record::merge_update(&s.rec.destination, u, true)?, None),
         };
-        record::Destination::of(&destination)?
-            .processing
-            .check_functions(&inner.cfg.functions)?;
+        let parsed = record::Destination::of(&destination)?;
+        parsed.processing.check_functions(&inner.cfg.functions)?;
+        self.check_object_keys(&parsed)?;
         if let Some(ep) = &endpoint {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;

@@ -747,7 +747,11 @@ pub(crate) async fn deliver(
             &key,
         ) {
             Ok(b) => {
-                if let Err(e) = inner.sink.put(&dest.bucket, &key, b).await {
+                if let Err(e) = inner
+                    .sink
+                    .put_as(&dest.bucket, &key, b, dest.kms_key.as_deref())
+                    .await
+                {
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the processing error output; retrying");
                     inner.metrics.failed(name);
                     return Loaded::Retry;
@@ -760,7 +764,11 @@ pub(crate) async fn deliver(
         }
     }
     let staged_len = body.len();
-    if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
+    if let Err(e) = inner
+        .sink
+        .put_as(&dest.bucket, &key, body, dest.kms_key.as_deref())
+        .await
+    {
         inner.metrics.failed(name);
         warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot stage the batch in the intermediate bucket; retrying");
         return Loaded::Retry;
@@ -812,7 +820,11 @@ pub(crate) async fn deliver(
                             return Loaded::Retry;
                         }
                     };
-                if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
+                if let Err(e) = inner
+                    .sink
+                    .put_as(&dest.bucket, &key, body, dest.kms_key.as_deref())
+                    .await
+                {
                     // The rows are committed: a retry finds the file
                     // recorded and writes only this again.
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the rows that did not parse to the error output; retrying");
@@ -829,7 +841,11 @@ pub(crate) async fn deliver(
                 warn!(stream = %name, object = %object, code = e.code(), error = %e, retry_s = rs.retry_ms / 1000, "the load kept failing for the retry duration; the batch is skipped and its manifest written to the error output");
                 let key = error_key(dest, batch.first_ms, name, s.rec.version, "manifests/", "");
                 let body = Bytes::from(failed_manifest(std::slice::from_ref(&object)));
-                if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
+                if let Err(e) = inner
+                    .sink
+                    .put_as(&dest.bucket, &key, body, dest.kms_key.as_deref())
+                    .await
+                {
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the failed-load manifest; retrying");
                     return Loaded::Retry;
                 }
@@ -870,7 +886,11 @@ async fn backup(
             return Loaded::Retry;
         }
     };
-    match inner.sink.put(&b.bucket, &key, body).await {
+    match inner
+        .sink
+        .put_as(&b.bucket, &key, body, b.kms_key.as_deref())
+        .await
+    {
         Ok(()) => {
             info!(stream = %name, bucket = %b.bucket, key = %key, "backed up the source records");
             Loaded::Done

@@ -46,7 +46,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIPSTREAM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Keyring of master keys for server-side encryption, standing in for KMS
-    /// (created with a key for alias/aws/kinesis if missing) [default: <data-dir>/keyring.toml]
+    /// (keys for alias/aws/kinesis, alias/aws/s3 and alias/ripstream/sse-s3 added if missing)
+    /// [default: <data-dir>/keyring.toml]
     #[arg(long, env = "RIPSTREAM_KEYRING")]
     pub keyring: Option<PathBuf>,
     /// Most connections served at once [default: 10000]
