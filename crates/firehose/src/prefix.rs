@@ -448,6 +448,14 @@ pub fn validate_with(
             },
             &mut rand::rng(),
         );
+        // AWS: neither may be longer than 512 characters once evaluated
+        // (partition keys counted at one character each here, so this
+        // refuses only what can never fit).
+        if sample.chars().count() > MAX_EVALUATED_PREFIX {
+            return Err(format!(
+                "{name} cannot be greater than {MAX_EVALUATED_PREFIX} characters after it is evaluated."
+            ));
+        }
         check_key_segments(&sample).map_err(|why| {
             format!(
                 "{name} '{}' {why}",
@@ -461,6 +469,9 @@ pub fn validate_with(
     }
     Ok(())
 }
+
+/// The longest a Prefix or ErrorOutputPrefix may be once evaluated.
+pub const MAX_EVALUATED_PREFIX: usize = 512;
 
 /// The embedded object store keeps objects as files, so a key cannot have
 /// empty, `.` or `..` path segments (S3 itself would accept them).
@@ -643,6 +654,10 @@ mod tests {
     #[test]
     fn prefix_rules() {
         assert!(validate(None, None).is_ok());
+        let long = "a/".repeat(257);
+        let e = validate(Some(&long), None).unwrap_err();
+        assert!(e.contains("512"), "{e}");
+        assert!(validate(Some(&long[..512]), None).is_ok());
         assert!(validate(Some("logs/"), None).is_ok());
         // Expressions in Prefix need an ErrorOutputPrefix.
         assert!(validate(Some("!{timestamp:yyyy}/"), None).is_err());

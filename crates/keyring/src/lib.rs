@@ -191,9 +191,11 @@ impl Keyring {
             message: format!("keyring {}: {e}", path.display()),
             source: Some(e),
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        // An existing but empty file (an operator emptied it) is appended
+        // to, not recreated: only a missing file is created private.
+        let (text, exists) = match std::fs::read_to_string(path) {
+            Ok(t) => (t, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), false),
             Err(e) => return Err(failed(e.into())),
         };
         let file: KeyringFile = toml::from_str(&text).map_err(|e| failed(e.into()))?;
@@ -220,7 +222,7 @@ impl Keyring {
         if !text.is_empty() && !text.ends_with('\n') {
             block.insert(0, '\n');
         }
-        if text.is_empty() {
+        if !exists {
             return write_private(path, &block).map_err(|e| failed(e.into()));
         }
         let mut f = std::fs::OpenOptions::new()
@@ -465,5 +467,15 @@ mod tests {
         // Idempotent.
         Keyring::ensure_aliases(&path, &[S3_MANAGED_ALIAS]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+    }
+
+    #[test]
+    fn an_emptied_keyring_gets_the_managed_aliases_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.toml");
+        std::fs::write(&path, "").unwrap();
+        Keyring::ensure_aliases(&path, &[S3_MANAGED_ALIAS]).unwrap();
+        let r = Keyring::open(&path, "us-east-1", "000000000000").unwrap();
+        assert!(r.resolve(S3_MANAGED_ALIAS).is_ok());
     }
 }
