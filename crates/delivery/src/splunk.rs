@@ -80,19 +80,35 @@ pub fn batch_body(kind: EndpointType, records: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// HEC's error answers as Firehose names them in its error output.
+/// HEC's error answers as Firehose names them in its error output
+/// (AWS's Splunk data delivery errors): by HEC's own status `code` in the
+/// answer where it gives one, else by the HTTP status.
 pub fn error_code(e: &DeliveryError) -> &'static str {
     match e {
         DeliveryError::AckTimeout(_) => "Splunk.AckTimeout",
         DeliveryError::Timeout(_) => "Splunk.ConnectionTimeout",
-        DeliveryError::Connect(_) => "Splunk.ConnectionRefused",
-        DeliveryError::Status { status: 401, .. } | DeliveryError::Status { status: 403, .. } => {
-            "Splunk.InvalidToken"
+        DeliveryError::Connect(_) => "Splunk.InvalidEndpoint",
+        DeliveryError::Status { status, body } => {
+            let hec = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("code").and_then(serde_json::Value::as_u64));
+            match (hec, status) {
+                (Some(1), _) => "Splunk.DisabledToken",
+                (Some(2..=4), _) => "Splunk.InvalidToken",
+                (Some(5 | 6 | 12 | 13), _) => "Splunk.InvalidDataFormat",
+                (Some(7), _) => "Splunk.InvalidIndex",
+                (Some(14), _) => "Splunk.DisabledAck",
+                (Some(8 | 9), _) => "Splunk.ServerError",
+                (_, 401 | 403) => "Splunk.InvalidToken",
+                (_, 400) => "Splunk.InvalidDataFormat",
+                (_, 404) => "Splunk.URLNotFound",
+                (_, 413) => "Splunk.PayloadTooLarge",
+                _ => "Splunk.ServerError",
+            }
         }
-        DeliveryError::Status { status: 400, .. } => "Splunk.InvalidDataFormat",
-        DeliveryError::Status { status: 503, .. } => "Splunk.ServerBusy",
-        DeliveryError::Status { .. } => "Splunk.ServerError",
-        DeliveryError::InvalidResponse(_) => "Splunk.InvalidResponse",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => {
+            "Splunk.ServerError"
+        }
         DeliveryError::Request(_) => "Splunk.ConnectionClosed",
     }
 }
@@ -281,5 +297,40 @@ mod tests {
         );
         let e = c.send_splunk(&h, &[b"x"]).await.unwrap_err();
         assert_eq!(error_code(&e), "Splunk.InvalidToken");
+    }
+
+    #[test]
+    fn error_codes_are_awss_from_hec_codes_then_statuses() {
+        let st = |status: u16, body: &str| DeliveryError::Status {
+            status,
+            body: body.to_string(),
+        };
+        assert_eq!(
+            error_code(&st(403, r#"{"text":"Token disabled","code":1}"#)),
+            "Splunk.DisabledToken"
+        );
+        assert_eq!(
+            error_code(&st(400, r#"{"text":"Incorrect index","code":7}"#)),
+            "Splunk.InvalidIndex"
+        );
+        assert_eq!(
+            error_code(&st(400, r#"{"text":"ACK is disabled","code":14}"#)),
+            "Splunk.DisabledAck"
+        );
+        assert_eq!(
+            error_code(&st(400, r#"{"text":"Invalid data format","code":6}"#)),
+            "Splunk.InvalidDataFormat"
+        );
+        assert_eq!(
+            error_code(&st(503, r#"{"text":"Server is busy","code":9}"#)),
+            "Splunk.ServerError"
+        );
+        assert_eq!(error_code(&st(401, "no json")), "Splunk.InvalidToken");
+        assert_eq!(error_code(&st(404, "")), "Splunk.URLNotFound");
+        assert_eq!(error_code(&st(413, "")), "Splunk.PayloadTooLarge");
+        assert_eq!(
+            error_code(&DeliveryError::Connect("refused".into())),
+            "Splunk.InvalidEndpoint"
+        );
     }
 }

@@ -40,8 +40,41 @@ impl Drop for Receiver {
 }
 
 pub async fn serve(handler: Handler) -> Receiver {
+    serve_with(handler, None).await
+}
+
+/// A test CA (its PEM) and a TLS acceptor for a certificate it issued for
+/// 127.0.0.1 and localhost.
+pub fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = params
+        .signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// [`serve`], over TLS when given an acceptor (the URL is then https).
+pub async fn serve_with(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let got: Arc<Mutex<Vec<Received>>> = Arc::default();
     let seen = got.clone();
     let task = tokio::spawn(async move {
@@ -49,7 +82,7 @@ pub async fn serve(handler: Handler) -> Receiver {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (handler, seen) = (handler.clone(), seen.clone());
+            let (handler, seen, tls) = (handler.clone(), seen.clone(), tls.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (handler, seen) = (handler.clone(), seen.clone());
@@ -86,9 +119,18 @@ pub async fn serve(handler: Handler) -> Receiver {
                         }
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                    }
+                    // A handshake the client gives up on is no request.
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                }
             });
         }
     });

@@ -82,6 +82,18 @@ impl FirehoseApi {
             for (action, resource) in deputy_actions(&input, &inner.region, &inner.account)? {
                 request.authorize.authorize_action(action, &[resource])?;
             }
+            // Objects stored under a KMS key are a kms:GenerateDataKey of
+            // it each, checked on the key's own ARN (so an alias cannot
+            // dodge a Deny); a key the keyring lacks is refused by the
+            // operation itself.
+            for named in kms_keys(&input) {
+                if let Ok(id) = inner.keyring.resolve(named) {
+                    let arn = inner.keyring.key_arn(&id);
+                    request
+                        .authorize
+                        .authorize_action("kms:GenerateDataKey", &[arn])?;
+                }
+            }
         }
         let svc = &self.service;
         let out = match op {
@@ -149,6 +161,30 @@ const GLUE_SCHEMA_ACTIONS: [&str; 3] = [
 /// bucket ARN must be `arn:<partition>:s3:::<bucket>`, a function ARN must
 /// name this server's region and account (a function is resolved by name
 /// alone), and Glue names are folded as Glue folds them.
+/// Every KMSEncryptionConfig.AWSKMSKeyARN of a configuration (the
+/// destination's S3 configuration, its backup's).
+fn kms_keys(input: &Value) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut pending = vec![input];
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(k) = map
+                    .get("KMSEncryptionConfig")
+                    .and_then(|c| c.get("AWSKMSKeyARN"))
+                    .and_then(Value::as_str)
+                {
+                    out.push(k);
+                }
+                pending.extend(map.values());
+            }
+            Value::Array(a) => pending.extend(a),
+            _ => {}
+        }
+    }
+    out
+}
+
 fn deputy_actions(
     input: &Value,
     region: &str,

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use ripstream_delivery::{DeliveryError, bulk, http_endpoint, splunk};
+use ripstream_delivery::{DeliveryError, Networks, bulk, http_endpoint, splunk};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
@@ -263,8 +263,16 @@ fn s3_of(v: Option<&Value>, kind: Kind) -> Result<Value> {
 
 /// Checks a push destination's configuration (or an update merged into
 /// one) and fills AWS's defaults; `allow_http`: the server admits http://
-/// URLs (`firehose_allow_http_destinations`).
-pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> {
+/// URLs (`firehose_allow_http_destinations`); `networks`: the addresses
+/// destinations may have (`firehose_destination_networks`), checked here
+/// on IP-literal hosts (names are checked on each connection's resolved
+/// address, since what a name resolves to can change).
+pub fn normalize(
+    kind: Kind,
+    cfg: &Value,
+    allow_http: bool,
+    networks: Option<&Networks>,
+) -> Result<Endpoint> {
     let Some(src) = cfg.as_object() else {
         return Err(invalid(format!(
             "{} must be an object.",
@@ -275,9 +283,12 @@ pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> 
     c.remove("S3Configuration");
     c.remove("S3Update");
     let url_check = |what: &str, raw: &str| -> Result<()> {
-        ripstream_delivery::parse_url(raw, allow_http)
-            .map(|_| ())
-            .map_err(|e| invalid(format!("{what} {raw} is not allowed: {e}.")))
+        let url = ripstream_delivery::parse_url(raw, allow_http)
+            .map_err(|e| invalid(format!("{what} {raw} is not allowed: {e}.")))?;
+        match networks.map(|n| n.check_url(&url)) {
+            Some(Err(e)) => Err(invalid(format!("{what} {raw} is not allowed: {e}."))),
+            _ => Ok(()),
+        }
     };
     for unsupported in ["SecretsManagerConfiguration", "VpcConfiguration"] {
         let on = match c.get(unsupported) {
@@ -444,9 +455,14 @@ pub fn normalize(kind: Kind, cfg: &Value, allow_http: bool) -> Result<Endpoint> 
 
 /// A CreateDeliveryStream's push destination: the stream's S3
 /// destination (the backup and error output) and the endpoint.
-pub fn create(kind: Kind, cfg: &Value, allow_http: bool) -> Result<(Value, Endpoint)> {
+pub fn create(
+    kind: Kind,
+    cfg: &Value,
+    allow_http: bool,
+    networks: Option<&Networks>,
+) -> Result<(Value, Endpoint)> {
     let s3 = s3_of(cfg.get("S3Configuration"), kind)?;
-    let ep = normalize(kind, cfg, allow_http)?;
+    let ep = normalize(kind, cfg, allow_http, networks)?;
     Ok((s3, ep))
 }
 
@@ -458,6 +474,7 @@ pub fn update(
     kind: Kind,
     u: &Value,
     allow_http: bool,
+    networks: Option<&Networks>,
 ) -> Result<(Value, Endpoint)> {
     let Some(um) = u.as_object() else {
         return Err(invalid("The destination update must be an object."));
@@ -487,6 +504,18 @@ pub fn update(
             "S3BackupMode cannot be changed after the Firehose stream is created.",
         ));
     }
+    // AWS: Splunk's backup can go from FailedEventsOnly to AllEvents,
+    // never back.
+    if let Some(ep) = &rec.endpoint
+        && ep.kind == kind
+        && kind == Kind::Splunk
+        && text(&ep.config, "S3BackupMode") == Some("AllEvents")
+        && text(u, "S3BackupMode").is_some_and(|m| m != "AllEvents")
+    {
+        return Err(invalid(
+            "S3BackupMode cannot be changed from AllEvents to FailedEventsOnly.",
+        ));
+    }
     // A token goes only where it was given for: an update that points
     // Splunk elsewhere must give the token again (else anyone allowed to
     // update could send the stored token to a host of their own).
@@ -509,7 +538,7 @@ pub fn update(
     {
         merged.remove("ClusterEndpoint");
     }
-    let ep = normalize(kind, &Value::Object(merged), allow_http)?;
+    let ep = normalize(kind, &Value::Object(merged), allow_http, networks)?;
     Ok((s3, ep))
 }
 
@@ -649,7 +678,12 @@ impl PushMetrics {
     }
 }
 
+/// The most records one HTTP endpoint request holds (AWS's request
+/// specification: `records` has at most 10,000 items).
+const HTTP_MAX_RECORDS: usize = 10_000;
+
 /// One record of a batch.
+#[derive(Clone, Copy)]
 struct Rec<'a> {
     data: &'a [u8],
     arrival_ms: i64,
@@ -731,6 +765,12 @@ enum Attempt {
     Done,
     /// The whole attempt failed: retry all pending records.
     Failed(DeliveryError),
+    /// The records `sent` were delivered, then a request failed: retry
+    /// the others.
+    FailedAfter {
+        sent: Vec<usize>,
+        error: DeliveryError,
+    },
     /// Some records delivered, some failed for good, some to retry.
     Partial {
         failed: Vec<Failure>,
@@ -744,7 +784,9 @@ enum Attempt {
 fn http_code(e: &DeliveryError) -> &'static str {
     match e {
         DeliveryError::Status { .. } => "HttpEndpoint.DestinationException",
-        DeliveryError::InvalidResponse(_) => "HttpEndpoint.InvalidResponseFromDestination",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => {
+            "HttpEndpoint.InvalidResponseFromDestination"
+        }
         DeliveryError::Timeout(_) => "HttpEndpoint.RequestTimeout",
         DeliveryError::Connect(_) => "HttpEndpoint.ConnectionFailed",
         DeliveryError::AckTimeout(_) | DeliveryError::Request(_) => "HttpEndpoint.ConnectionReset",
@@ -755,12 +797,23 @@ fn search_code(kind: Kind, e: &DeliveryError) -> String {
     let p = kind.code_prefix();
     let s = match e {
         DeliveryError::Status { .. } => "ServiceException",
-        DeliveryError::InvalidResponse(_) => "InvalidResponse",
+        DeliveryError::InvalidResponse(_) | DeliveryError::ResponseTooLarge(_) => "InvalidResponse",
         DeliveryError::Timeout(_) => "RequestTimeout",
         DeliveryError::Connect(_) => "ConnectionFailed",
         DeliveryError::AckTimeout(_) | DeliveryError::Request(_) => "ConnectionReset",
     };
     format!("{p}.{s}")
+}
+
+/// An error record's `errorMessage`: AWS's words for an HTTP endpoint's
+/// answer (the receiver's body after them), the error itself otherwise.
+fn message_of(kind: Kind, e: &DeliveryError) -> String {
+    match (kind, e) {
+        (Kind::HttpEndpoint, DeliveryError::Status { body, .. }) => {
+            format!("Received the following response from the endpoint destination. {body}")
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn code_of(kind: Kind, e: &DeliveryError) -> String {
@@ -887,10 +940,31 @@ async fn attempt(
             let Some(ep) = &t.http else {
                 return Attempt::Done;
             };
-            match client.send_http_endpoint(ep, rid, now_ms, &data).await {
-                Ok(()) => Attempt::Done,
-                Err(e) => Attempt::Failed(e),
+            if pending.len() <= HTTP_MAX_RECORDS {
+                return match client.send_http_endpoint(ep, rid, now_ms, &data).await {
+                    Ok(()) => Attempt::Done,
+                    Err(e) => Attempt::Failed(e),
+                };
             }
+            // AWS's protocol caps a request at 10,000 records: a larger
+            // buffer goes as several requests, each with the request id of
+            // its own records (the same on every retry: a retry starts at
+            // the request that failed, so the requests split the same way).
+            let mut sent = Vec::new();
+            for chunk in pending.chunks(HTTP_MAX_RECORDS) {
+                let part: Vec<Rec<'_>> = chunk.iter().map(|&i| recs[i]).collect();
+                let data: Vec<&[u8]> = part.iter().map(|r| r.data).collect();
+                let id = request_id(uid, &part);
+                if let Err(error) = client.send_http_endpoint(ep, &id, now_ms, &data).await {
+                    return if sent.is_empty() {
+                        Attempt::Failed(error)
+                    } else {
+                        Attempt::FailedAfter { sent, error }
+                    };
+                }
+                sent.extend_from_slice(chunk);
+            }
+            Attempt::Done
         }
         Kind::Splunk => {
             let Some(hec) = &t.hec else {
@@ -989,7 +1063,12 @@ fn extra_for(kind: Kind, uid: u64, rec: &Rec<'_>, search: Option<&Search>) -> Ma
                 );
             }
         }
-        Kind::HttpEndpoint => {}
+        Kind::HttpEndpoint => {
+            // AWS's HTTP endpoint error record names the record by its
+            // place: a data id and its subsequence number.
+            m.insert("subsequenceNumber".into(), json!(rec.position.1));
+            m.insert("dataId".into(), json!(event_id(uid, rec.position)));
+        }
     }
     m
 }
@@ -1003,7 +1082,11 @@ async fn put(inner: &Arc<Inner>, dest: &Destination, key: &str, data: &Bytes) ->
             return false;
         }
     };
-    match inner.sink.put(&dest.bucket, key, body).await {
+    match inner
+        .sink
+        .put_as(&dest.bucket, key, body, dest.kms_key.as_deref())
+        .await
+    {
         Ok(()) => true,
         Err(e) => {
             warn!(bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "S3 write of a push destination failed; retrying");
@@ -1132,9 +1215,10 @@ pub(crate) async fn flush(
     let mut backoff = inner.cfg.retry_initial;
     let delivered_bytes = |idx: &[usize], failed: &[Failure]| -> (u64, u64) {
         let n = idx.len() as u64 - failed.len() as u64;
+        let failed: std::collections::HashSet<usize> = failed.iter().map(|f| f.index).collect();
         let b: u64 = idx
             .iter()
-            .filter(|i| !failed.iter().any(|f| f.index == **i))
+            .filter(|i| !failed.contains(i))
             .map(|&i| recs[i].data.len() as u64)
             .sum();
         (n, b)
@@ -1164,16 +1248,24 @@ pub(crate) async fn flush(
                 break;
             }
             Attempt::Failed(e) => (e.to_string(), Some(e), 0),
+            Attempt::FailedAfter { sent, error } => {
+                let (n, b) = delivered_bytes(&sent, &[]);
+                inner.metrics.push.delivered(ep.kind, name, n, b, false);
+                // `sent` is the head of `pending`, in its order.
+                pending.drain(..sent.len().min(pending.len()));
+                (error.to_string(), Some(error), 0)
+            }
             Attempt::Partial {
                 failed,
                 retry,
                 status,
                 error,
             } => {
+                let again: std::collections::HashSet<usize> = retry.iter().copied().collect();
                 let settled: Vec<usize> = before
                     .iter()
                     .copied()
-                    .filter(|i| !retry.contains(i))
+                    .filter(|i| !again.contains(i))
                     .collect();
                 let (n, b) = delivered_bytes(&settled, &failed);
                 inner.metrics.push.delivered(ep.kind, name, n, b, false);
@@ -1189,7 +1281,7 @@ pub(crate) async fn flush(
         let now = Instant::now();
         if now + backoff > deadline {
             let (code, message) = match &retry {
-                Some(e) => (code_of(ep.kind, e), e.to_string()),
+                Some(e) => (code_of(ep.kind, e), message_of(ep.kind, e)),
                 // Items the cluster kept refusing with 429/5xx: their own
                 // status and error, as for items refused for good.
                 None => (item_status.to_string(), err),
@@ -1274,7 +1366,7 @@ mod tests {
     #[test]
     fn http_endpoint_defaults_and_url_policy() {
         let cfg = json!({"EndpointConfiguration": {"Url": "https://example.com/in", "AccessKey": "k"}, "S3Configuration": s3()});
-        let (d, ep) = create(Kind::HttpEndpoint, &cfg, false).unwrap();
+        let (d, ep) = create(Kind::HttpEndpoint, &cfg, false, None).unwrap();
         assert_eq!(d["BucketARN"], "arn:aws:s3:::bkt");
         assert_eq!(
             ep.config["BufferingHints"],
@@ -1287,16 +1379,16 @@ mod tests {
             json!({"ContentEncoding": "NONE"})
         );
         let http = json!({"EndpointConfiguration": {"Url": "http://127.0.0.1:9/"}, "S3Configuration": s3()});
-        let e = create(Kind::HttpEndpoint, &http, false).unwrap_err();
+        let e = create(Kind::HttpEndpoint, &http, false, None).unwrap_err();
         assert!(e.to_string().contains("https"), "{e}");
-        assert!(create(Kind::HttpEndpoint, &http, true).is_ok());
+        assert!(create(Kind::HttpEndpoint, &http, true, None).is_ok());
         let big = json!({"EndpointConfiguration": {"Url": "https://x"}, "BufferingHints": {"SizeInMBs": 65}, "S3Configuration": s3()});
-        assert!(create(Kind::HttpEndpoint, &big, false).is_err());
+        assert!(create(Kind::HttpEndpoint, &big, false, None).is_err());
         let no_s3 = json!({"EndpointConfiguration": {"Url": "https://x"}});
-        assert!(create(Kind::HttpEndpoint, &no_s3, false).is_err());
+        assert!(create(Kind::HttpEndpoint, &no_s3, false, None).is_err());
         let lambda = json!({"EndpointConfiguration": {"Url": "https://x"}, "S3Configuration": s3(),
             "ProcessingConfiguration": {"Enabled": true, "Processors": [{"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:1:function:f"}]}]}});
-        let (_, ep) = create(Kind::HttpEndpoint, &lambda, false).unwrap();
+        let (_, ep) = create(Kind::HttpEndpoint, &lambda, false, None).unwrap();
         let p = crate::processing::pipeline(ep.config.get("ProcessingConfiguration")).unwrap();
         assert_eq!(p.lambda.map(|l| l.function), Some("f".to_string()));
     }
@@ -1304,7 +1396,7 @@ mod tests {
     #[test]
     fn splunk_and_search_rules() {
         let sp = json!({"HECEndpoint": "https://splunk:8088", "HECEndpointType": "Event", "HECToken": "t", "S3Configuration": s3()});
-        let (_, ep) = create(Kind::Splunk, &sp, false).unwrap();
+        let (_, ep) = create(Kind::Splunk, &sp, false, None).unwrap();
         assert_eq!(ep.config["HECAcknowledgmentTimeoutInSeconds"], 180);
         assert_eq!(ep.config["RetryOptions"]["DurationInSeconds"], 3600);
         assert_eq!(ep.config["S3BackupMode"], "FailedEventsOnly");
@@ -1314,9 +1406,9 @@ mod tests {
         );
         let mut bad = sp.clone();
         bad["HECEndpointType"] = json!("Json");
-        assert!(create(Kind::Splunk, &bad, false).is_err());
+        assert!(create(Kind::Splunk, &bad, false, None).is_err());
         let os = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "ClusterEndpoint": "https://search:9200", "S3Configuration": s3()});
-        let (_, ep) = create(Kind::Opensearch, &os, false).unwrap();
+        let (_, ep) = create(Kind::Opensearch, &os, false, None).unwrap();
         assert_eq!(ep.config["IndexRotationPeriod"], "OneDay");
         assert_eq!(
             ep.config["DocumentIdOptions"],
@@ -1324,14 +1416,39 @@ mod tests {
         );
         assert_eq!(ep.config["S3BackupMode"], "FailedDocumentsOnly");
         let arn = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "DomainARN": "arn:aws:es:us-east-1:123456789012:domain/d", "S3Configuration": s3()});
-        let e = create(Kind::Elasticsearch, &arn, false).unwrap_err();
+        let e = create(Kind::Elasticsearch, &arn, false, None).unwrap_err();
         assert!(e.to_string().contains("ClusterEndpoint"), "{e}");
+    }
+
+    #[test]
+    fn splunk_backup_of_all_events_cannot_be_turned_back() {
+        let cfg = json!({"HECEndpoint": "https://splunk:8088", "HECEndpointType": "Raw", "HECToken": "t", "S3BackupMode": "AllEvents", "S3Configuration": s3()});
+        let (destination, ep) = create(Kind::Splunk, &cfg, false, None).unwrap();
+        let rec: StreamRecord = serde_json::from_value(json!({
+            "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
+            "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
+            "destination": destination, "endpoint": ep,
+        }))
+        .unwrap();
+        let back = json!({"S3BackupMode": "FailedEventsOnly"});
+        let e = update(&rec, Kind::Splunk, &back, false, None).unwrap_err();
+        assert!(e.to_string().contains("AllEvents"), "{e}");
+        assert!(
+            update(
+                &rec,
+                Kind::Splunk,
+                &json!({"S3BackupMode": "AllEvents"}),
+                false,
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn descriptions_never_show_the_access_key() {
         let cfg = json!({"EndpointConfiguration": {"Url": "https://example.com/in", "Name": "n", "AccessKey": "secret"}, "S3Configuration": s3()});
-        let (destination, ep) = create(Kind::HttpEndpoint, &cfg, false).unwrap();
+        let (destination, ep) = create(Kind::HttpEndpoint, &cfg, false, None).unwrap();
         let rec: StreamRecord = serde_json::from_value(json!({
             "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
             "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
@@ -1360,9 +1477,57 @@ mod tests {
             Kind::HttpEndpoint,
             &json!({"RetryOptions": {"DurationInSeconds": 60}}),
             false,
+            None,
         )
         .unwrap();
         assert_eq!(up.config["RetryOptions"]["DurationInSeconds"], 60);
         assert_eq!(up.config["EndpointConfiguration"]["AccessKey"], "secret");
+    }
+
+    #[test]
+    fn ip_literal_hosts_outside_the_networks_are_refused_at_create_and_update() {
+        let nets = Networks::parse(["10.0.0.0/8", "fd00::/8"]).unwrap();
+        let with_url =
+            |url: &str| json!({"EndpointConfiguration": {"Url": url}, "S3Configuration": s3()});
+        for url in [
+            "https://127.0.0.1/in",
+            "https://[::1]/in",
+            "https://2130706433/in",
+        ] {
+            let e = create(Kind::HttpEndpoint, &with_url(url), false, Some(&nets)).unwrap_err();
+            assert_eq!(e.code(), "InvalidArgumentException");
+            assert!(e.to_string().contains("outside the networks"), "{url}: {e}");
+            // Without an allow-list, any address.
+            assert!(create(Kind::HttpEndpoint, &with_url(url), false, None).is_ok());
+        }
+        for url in [
+            "https://10.1.2.3/in",
+            "https://[fd00::5]:8443/",
+            "https://example.com/",
+        ] {
+            create(Kind::HttpEndpoint, &with_url(url), false, Some(&nets))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let sp = json!({"HECEndpoint": "https://192.168.0.9:8088", "HECEndpointType": "Raw", "HECToken": "t", "S3Configuration": s3()});
+        assert!(create(Kind::Splunk, &sp, false, Some(&nets)).is_err());
+        let os = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "IndexName": "logs", "ClusterEndpoint": "https://169.254.169.254", "S3Configuration": s3()});
+        assert!(create(Kind::Opensearch, &os, false, Some(&nets)).is_err());
+        // An update to such a URL is refused too.
+        let (destination, ep) = create(
+            Kind::HttpEndpoint,
+            &with_url("https://10.0.0.1/"),
+            false,
+            Some(&nets),
+        )
+        .unwrap();
+        let rec: StreamRecord = serde_json::from_value(json!({
+            "name": "s", "uid": 1, "stream_type": "DirectPut", "status": "Active",
+            "status_until_ms": 0, "created_ms": 0, "updated_ms": null, "version": 1,
+            "destination": destination, "endpoint": ep,
+        }))
+        .unwrap();
+        let u = json!({"EndpointConfiguration": {"Url": "https://127.0.0.1/"}});
+        assert!(update(&rec, Kind::HttpEndpoint, &u, false, Some(&nets)).is_err());
+        assert!(update(&rec, Kind::HttpEndpoint, &u, false, None).is_ok());
     }
 }

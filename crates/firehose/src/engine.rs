@@ -1171,9 +1171,14 @@ async fn flush(
     }
     // Where each kind goes: the backup to its own bucket, in its own
     // compression.
+    // Error output is encrypted as the destination's data is.
     let target = |kind: Kind| match (kind, dest.backup.as_deref()) {
-        (Kind::Backup, Some(b)) => (b.bucket.as_str(), b.compression),
-        _ => (dest.bucket.as_str(), dest.compression),
+        (Kind::Backup, Some(b)) => (b.bucket.as_str(), b.compression, b.kms_key.as_deref()),
+        _ => (
+            dest.bucket.as_str(),
+            dest.compression,
+            dest.kms_key.as_deref(),
+        ),
     };
     let key_for = |o: &Obj, kind: Kind| match kind {
         Kind::Data => prefix::object_key_with(
@@ -1207,10 +1212,19 @@ async fn flush(
             )
         }
     };
+    // A function may answer a retry differently from the attempt that
+    // stored the first objects (other records fail, other partition keys),
+    // so a position names nothing stable then: every object is written
+    // again (at least once, never a record lost).
+    let skip = if dest.processing.lambda.is_some() {
+        0
+    } else {
+        skip
+    };
     for (i, o) in objects.into_iter().enumerate().skip(skip) {
         let mut kind = o.kind;
         let mut key = key_for(&o, kind);
-        let (bucket, compression) = target(kind);
+        let (bucket, compression, kms_key) = target(kind);
         let mut body = match encode_body(&o.data, compression, zip_entry(&key)) {
             Ok(b) => b,
             Err(e) => {
@@ -1221,7 +1235,7 @@ async fn flush(
         let data_len = o.data.len() as u64;
         let mut refused = false;
         loop {
-            match inner.sink.put(bucket, &key, body.clone()).await {
+            match inner.sink.put_as(bucket, &key, body.clone(), kms_key).await {
                 Ok(()) => {
                     match kind {
                         Kind::Backup => {

@@ -377,7 +377,11 @@ async fn put(
                 return false;
             }
         };
-    match inner.sink.put(&dest.bucket, key, body).await {
+    match inner
+        .sink
+        .put_as(&dest.bucket, key, body, dest.kms_key.as_deref())
+        .await
+    {
         Ok(()) => {
             info!(stream = %name, bucket = %dest.bucket, key = %key, "wrote the {what}");
             true

@@ -1,10 +1,12 @@
 //! The Lambda processor without Lambda: a function configured in the
-//! server's TOML (`[functions.NAME] command = [...]`) that a LambdaArn
-//! `arn:aws:lambda:<region>:<account>:function:NAME[:qualifier]` resolves
-//! to. It speaks Firehose's data-transformation format exactly: one JSON
-//! request on stdin, one JSON response on stdout, per invocation.
+//! server's TOML (`[functions.NAME] command = [...]` or `url = "..."`) that
+//! a LambdaArn `arn:aws:lambda:<region>:<account>:function:NAME[:qualifier]`
+//! resolves to. It speaks Firehose's data-transformation format exactly:
+//! one JSON request, one JSON response, per invocation (on stdin and
+//! stdout, or as an HTTP POST and its answer).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,9 +20,71 @@ use tracing::warn;
 pub enum FunctionConfig {
     /// A program and its arguments, run once per invocation.
     Command(Vec<String>),
-    /// An `http://host:port/path` URL the request is POSTed to; the
-    /// response body is the function's response.
+    /// A URL the request is POSTed to; the response body is the
+    /// function's response.
+    Url(HttpFunction),
+}
+
+/// A function behind an `http://` or `https://` URL, with its HTTP client
+/// (`ripstream-delivery`'s: no redirects, no proxies, a 10 s connect
+/// timeout). The URL is the operator's, so plain http is allowed and no
+/// allow-list of networks applies.
+#[derive(Debug, Clone)]
+pub struct HttpFunction {
+    url: ripstream_delivery::Url,
+    ca_file: Option<PathBuf>,
+    client: ripstream_delivery::Client,
+}
+
+/// Equal when configured alike (the client is made from the same).
+impl PartialEq for HttpFunction {
+    fn eq(&self, other: &HttpFunction) -> bool {
+        self.url == other.url && self.ca_file == other.ca_file
+    }
+}
+
+impl Eq for HttpFunction {}
+
+/// Why a `[functions.NAME] url` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionUrlError {
+    #[error(
+        "url {0:?} is not an http:// or https:// URL with a host (and no user:password@ or #fragment)"
+    )]
     Url(String),
+    #[error("ca_file is for https:// URLs; {0:?} is not one")]
+    CaFileWithoutHttps(String),
+    #[error(transparent)]
+    Client(#[from] ripstream_delivery::ClientError),
+}
+
+impl HttpFunction {
+    /// A function at `url`, its server's certificate checked against the
+    /// platform's roots and those of `ca_file` (a PEM file, read now).
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpFunction, FunctionUrlError> {
+        let parsed = ripstream_delivery::parse_url(url, true)
+            .map_err(|_| FunctionUrlError::Url(url.to_string()))?;
+        let mut builder = ripstream_delivery::ClientBuilder::new();
+        if let Some(ca) = ca_file {
+            if parsed.scheme() != "https" {
+                return Err(FunctionUrlError::CaFileWithoutHttps(url.to_string()));
+            }
+            builder = builder.ca_file(ca)?;
+        }
+        Ok(HttpFunction {
+            url: parsed,
+            ca_file: ca_file.map(Path::to_path_buf),
+            client: builder.build()?,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
 }
 
 /// The configured functions by name.
@@ -239,18 +303,7 @@ pub fn parse_response_with_keys(
 pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
     let argv = match f {
         FunctionConfig::Command(argv) => argv,
-        FunctionConfig::Url(url) => {
-            return match tokio::time::timeout(INVOKE_TIMEOUT, post(url, body)).await {
-                Ok(r) => r,
-                Err(_) => Err(InvokeError {
-                    code: "Lambda.FunctionError",
-                    message: format!(
-                        "The function did not answer within {} seconds.",
-                        INVOKE_TIMEOUT.as_secs()
-                    ),
-                }),
-            };
-        }
+        FunctionConfig::Url(f) => return post(f, body).await,
     };
     let fail = |m: String| InvokeError {
         code: "Lambda.FunctionError",
@@ -319,14 +372,11 @@ pub async fn invoke(f: &FunctionConfig, body: &[u8]) -> Result<Vec<u8>, InvokeEr
     }
 }
 
-/// Whether a function URL is one `post` can call: `http://host[:port][/path]`
-/// (no `user:password@`, which would travel in the Host header).
+/// Whether a function URL is one `post` can call: `http://` or `https://`
+/// with a host, no `user:password@` (which would travel in a header) and
+/// no fragment.
 pub fn valid_url(url: &str) -> bool {
-    url.parse::<http::Uri>().is_ok_and(|u| {
-        u.scheme_str() == Some("http")
-            && u.host().is_some()
-            && !u.authority().is_some_and(|a| a.as_str().contains('@'))
-    })
+    ripstream_delivery::parse_url(url, true).is_ok()
 }
 
 /// A response past Lambda's 6 MB synchronous payload limit.
@@ -339,65 +389,39 @@ fn too_large() -> InvokeError {
     }
 }
 
-/// One HTTP/1.1 POST of the request; a 2xx answer's body is the response.
-async fn post(url: &str, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
-    use http_body_util::BodyExt;
+/// One POST of the request; a 2xx answer's body is the response.
+async fn post(f: &HttpFunction, body: &[u8]) -> Result<Vec<u8>, InvokeError> {
+    use ripstream_delivery::DeliveryError;
     let fail = |m: String| InvokeError {
         code: "Lambda.FunctionError",
         message: m,
     };
-    // The URL is the operator's: details are logged, never written into
-    // the caller's error output.
-    let unreachable = |e: &dyn std::fmt::Display| {
-        warn!(url = %url, error = %e, "a transformation function cannot be reached");
-        fail("The function cannot be reached.".into())
-    };
-    let uri: http::Uri = url.parse().map_err(|e| unreachable(&e))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| unreachable(&"the URL has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
+    let (status, out) = match f
+        .client
+        .post_json(&f.url, body.to_vec(), INVOKE_TIMEOUT, PAYLOAD_LIMIT)
         .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
-    let conn = tokio::spawn(conn);
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str())
-        .unwrap_or(host)
-        .to_string();
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let req = http::Request::post(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
-            body,
-        )))
-        .map_err(|e| unreachable(&e))?;
-    let resp = send.send_request(req).await.map_err(|e| unreachable(&e))?;
-    let status = resp.status();
-    let out = http_body_util::Limited::new(resp.into_body(), PAYLOAD_LIMIT)
-        .collect()
-        .await;
-    conn.abort();
-    let out = match out {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+    {
+        Ok(answer) => answer,
+        Err(DeliveryError::ResponseTooLarge(_)) => return Err(too_large()),
+        Err(DeliveryError::Timeout(_)) => {
+            return Err(fail(format!(
+                "The function did not answer within {} seconds.",
+                INVOKE_TIMEOUT.as_secs()
+            )));
+        }
+        // The URL is the operator's: details are logged, never written
+        // into the caller's error output.
         Err(e) => {
-            warn!(url = %url, error = %e, "cannot read a transformation function's response");
-            return Err(fail("Cannot read the function's response.".into()));
+            warn!(url = %f.url, error = %e, "a transformation function cannot be reached");
+            return Err(fail("The function cannot be reached.".into()));
         }
     };
-    if !status.is_success() {
+    if !(200..300).contains(&status) {
         return Err(fail(format!(
             "The function was invoked but returned an error result (HTTP {status})."
         )));
     }
-    Ok(out.to_vec())
+    Ok(out)
 }
 
 /// The error output line AWS writes for a record that failed processing.
@@ -525,62 +549,193 @@ mod tests {
         assert!(invoke(&f, b"{}").await.is_err());
     }
 
-    /// A minimal HTTP server answering one request with `status` and an
-    /// echo of the request body.
-    async fn echo_server(status: &'static str) -> String {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut req = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = s.read(&mut chunk).await.unwrap();
-                req.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&req).to_string();
-                if let Some(h) = text.find("\r\n\r\n") {
-                    let len: usize = text[..h]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if req.len() >= h + 4 + len {
-                        assert!(text.starts_with("POST /fn HTTP/1.1"), "{text}");
-                        let body = req[h + 4..h + 4 + len].to_vec();
-                        let head = format!(
-                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        s.write_all(head.as_bytes()).await.unwrap();
-                        s.write_all(&body).await.unwrap();
-                        return;
-                    }
-                }
-                if n == 0 {
+    /// Answers one request on `s`: `status`, the headers `extra` and an
+    /// echo of the request body (or `body`).
+    async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        mut s: S,
+        status: &str,
+        extra: &str,
+        body: Option<Vec<u8>>,
+    ) {
+        let mut req = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap_or(0);
+            req.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&req).to_string();
+            if let Some(h) = text.find("\r\n\r\n") {
+                let len: usize = text[..h]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if req.len() >= h + 4 + len {
+                    assert!(text.starts_with("POST /fn HTTP/1.1"), "{text}");
+                    assert!(
+                        text.to_ascii_lowercase()
+                            .contains("content-type: application/json"),
+                        "{text}"
+                    );
+                    let out = body.unwrap_or_else(|| req[h + 4..h + 4 + len].to_vec());
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        out.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&out).await;
+                    let _ = s.shutdown().await;
                     return;
                 }
             }
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// A server answering every request with [`answer`], over TLS when
+    /// given an acceptor: its URL, `<scheme>://127.0.0.1:<port>/fn`.
+    async fn serve(
+        status: &'static str,
+        extra: &'static str,
+        body: Option<Vec<u8>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let (tls, body) = (tls.clone(), body.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        None => answer(tcp, status, extra, body).await,
+                        Some(a) => {
+                            if let Ok(s) = a.accept(tcp).await {
+                                answer(s, status, extra, body).await;
+                            }
+                        }
+                    }
+                });
+            }
         });
-        format!("http://{addr}/fn")
+        format!("{scheme}://{addr}/fn")
+    }
+
+    fn url_function(url: &str, ca_file: Option<&Path>) -> FunctionConfig {
+        FunctionConfig::Url(HttpFunction::new(url, ca_file).unwrap())
+    }
+
+    /// A test CA (its PEM) and a TLS acceptor for a certificate it issued
+    /// for 127.0.0.1.
+    fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key))
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        (
+            ca.pem(),
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        )
     }
 
     #[tokio::test]
     async fn urls_are_invoked_with_a_post() {
-        let f = FunctionConfig::Url(echo_server("200 OK").await);
+        let f = url_function(&serve("200 OK", "", None, None).await, None);
         assert_eq!(
             invoke(&f, b"{\"records\":[]}").await.unwrap(),
             b"{\"records\":[]}"
         );
-        let f = FunctionConfig::Url(echo_server("500 Internal Server Error").await);
+        let url = serve("500 Internal Server Error", "", None, None).await;
+        let e = invoke(&url_function(&url, None), b"{}").await.unwrap_err();
+        assert_eq!(e.code, "Lambda.FunctionError");
+        assert!(e.message.contains("HTTP 500"), "{}", e.message);
+        // A redirect is not followed: it is an answer that is not 2xx.
+        let url = serve(
+            "302 Found",
+            "Location: http://127.0.0.1:1/elsewhere\r\n",
+            None,
+            None,
+        )
+        .await;
+        let e = invoke(&url_function(&url, None), b"{}").await.unwrap_err();
+        assert!(e.message.contains("HTTP 302"), "{}", e.message);
+        // Lambda's 6 MB payload limit holds for the response.
+        let big = vec![b' '; PAYLOAD_LIMIT + 1];
+        let url = serve("200 OK", "", Some(big), None).await;
+        let e = invoke(&url_function(&url, None), b"{}").await.unwrap_err();
+        assert!(e.message.contains("payload limit"), "{}", e.message);
+        let exact = vec![b' '; PAYLOAD_LIMIT];
+        let url = serve("200 OK", "", Some(exact), None).await;
         assert_eq!(
-            invoke(&f, b"{}").await.unwrap_err().code,
-            "Lambda.FunctionError"
+            invoke(&url_function(&url, None), b"{}")
+                .await
+                .unwrap()
+                .len(),
+            PAYLOAD_LIMIT
         );
         assert!(valid_url("http://127.0.0.1:8080/x"));
-        assert!(!valid_url("https://example.com/x"));
+        assert!(valid_url("https://example.com/x"));
+        assert!(!valid_url("ftp://example.com/x"));
+        assert!(!valid_url("http://u:p@example.com/x"));
         assert!(!valid_url("nope"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_url_is_not_repeated_to_the_caller() {
+        // Nothing listens on port 9 of 127.0.0.1 (discard; refused here).
+        let f = url_function("http://127.0.0.1:9/secret-path?token=t0k", None);
+        let e = invoke(&f, b"{}").await.unwrap_err();
+        assert_eq!(e.code, "Lambda.FunctionError");
+        assert_eq!(e.message, "The function cannot be reached.");
+    }
+
+    #[tokio::test]
+    async fn https_urls_are_invoked_trusting_the_platform_and_the_ca_file() {
+        let (ca_pem, acceptor) = test_pki();
+        let url = serve("200 OK", "", None, Some(acceptor)).await;
+        assert!(url.starts_with("https://"), "{url}");
+        // The platform's roots do not know the test CA.
+        let e = invoke(&url_function(&url, None), b"{}").await.unwrap_err();
+        assert_eq!(e.message, "The function cannot be reached.");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_pem).unwrap();
+        let f = url_function(&url, Some(&ca));
+        assert_eq!(invoke(&f, b"{\"a\":1}").await.unwrap(), b"{\"a\":1}");
+        // A CA file is for https only, and must hold a certificate.
+        assert!(matches!(
+            HttpFunction::new("http://127.0.0.1:1/", Some(&ca)),
+            Err(FunctionUrlError::CaFileWithoutHttps(_))
+        ));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(matches!(
+            HttpFunction::new(&url, Some(&empty)),
+            Err(FunctionUrlError::Client(_))
+        ));
+        assert!(matches!(
+            HttpFunction::new("https://u:p@127.0.0.1/", None),
+            Err(FunctionUrlError::Url(_))
+        ));
     }
 }

@@ -58,6 +58,9 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use record::StreamRecord;
+/// The outbound settings' types, for the binary and the loaders (which
+/// link no HTTP client of their own).
+pub use ripstream_delivery::{ClientBuilder, ClientError, Networks, NetworksError};
 pub use sink::{LocalObjects, ObjectSink, SinkError};
 
 /// Where delivery streams are stored in the catalog, by name.
@@ -107,6 +110,13 @@ pub struct FirehoseConfig {
     /// The longest a push destination has to answer one request (and
     /// Splunk to acknowledge one): AWS's 3 minutes by default.
     pub endpoint_timeout: Duration,
+    /// The networks connections to hosts that API callers name (push
+    /// destinations, Redshift databases) may go to, checked on the
+    /// resolved addresses; `None`: any (`firehose_destination_networks`).
+    pub destination_networks: Option<ripstream_delivery::Networks>,
+    /// A PEM file of roots push destinations' certificates may chain to,
+    /// besides the platform's (`firehose_destination_ca_file`).
+    pub destination_ca_file: Option<PathBuf>,
 }
 
 /// The default of [`FirehoseConfig::buffer_memory_bytes`]: four buffers of
@@ -132,6 +142,8 @@ impl Default for FirehoseConfig {
             active_partition_limit: partition::DEFAULT_ACTIVE_PARTITIONS,
             allow_http_destinations: false,
             endpoint_timeout: DEFAULT_ENDPOINT_TIMEOUT,
+            destination_networks: None,
+            destination_ca_file: None,
         }
     }
 }
@@ -241,7 +253,12 @@ impl Firehose {
             .map_err(Error::internal)?;
         let quotas = quota::StreamQuotas::new(cfg.quotas, quota::Rates::for_region(&ctx.region));
         let budget = budget::Budget::new(cfg.buffer_memory_bytes);
-        let client = ripstream_delivery::Client::new().map_err(Error::internal)?;
+        let mut client =
+            ripstream_delivery::ClientBuilder::new().networks(cfg.destination_networks.clone());
+        if let Some(ca) = &cfg.destination_ca_file {
+            client = client.ca_file(ca).map_err(Error::internal)?;
+        }
+        let client = client.build().map_err(Error::internal)?;
         let inner = Inner {
             client,
             budget,

@@ -149,12 +149,17 @@ impl Firehose {
             iceberg,
         ) {
             (Some((kind, cfg)), _, _) => {
-                let (d, ep) =
-                    crate::endpoints::create(kind, cfg, inner.cfg.allow_http_destinations)?;
+                let (d, ep) = crate::endpoints::create(
+                    kind,
+                    cfg,
+                    inner.cfg.allow_http_destinations,
+                    inner.cfg.destination_networks.as_ref(),
+                )?;
                 (d, Some(ep), None)
             }
             (None, Some(r), _) => {
-                let (r, d) = crate::redshift::normalize(r)?;
+                let (r, d) =
+                    crate::redshift::normalize(r, inner.cfg.destination_networks.as_ref())?;
                 (d, None, Some(r))
             }
             (None, None, Some(c)) => (
@@ -184,9 +189,9 @@ impl Firehose {
                 (record::normalize_destination(dest)?, None, None)
             }
         };
-        record::Destination::of(&destination)?
-            .processing
-            .check_functions(&inner.cfg.functions)?;
+        let parsed = record::Destination::of(&destination)?;
+        parsed.processing.check_functions(&inner.cfg.functions)?;
+        self.check_object_keys(&parsed)?;
         if let Some(ep) = &endpoint {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;
@@ -317,6 +322,25 @@ impl Firehose {
             stream_arn: stream_arn.to_string(),
             role_arn: role_arn.to_string(),
         })
+    }
+
+    /// The KMS keys an S3 configuration stores its objects under (its
+    /// own, its backup's), each resolved through the keyring as AWS checks
+    /// them at create and update: a key it cannot find or use is refused.
+    fn check_object_keys(&self, dest: &record::Destination) -> Result<()> {
+        let keys = [
+            dest.kms_key.as_deref(),
+            dest.backup.as_ref().and_then(|b| b.kms_key.as_deref()),
+        ];
+        for key in keys.into_iter().flatten() {
+            self.inner.keyring.resolve(key).map_err(|e| match e {
+                ripstream_keyring::KeyringError::File { .. } => Error::internal(e),
+                other => invalid(format!(
+                    "KMSEncryptionConfig.AWSKMSKeyARN {key} cannot be used: {other}"
+                )),
+            })?;
+        }
+        Ok(())
     }
 
     fn encryption_of(&self, e: &Value) -> Result<Encryption> {
@@ -522,10 +546,15 @@ impl Firehose {
                     "Firehose {name} delivers to Redshift: only a RedshiftDestinationUpdate can update it on this server (switching destination types is not supported yet)."
                 )));
             };
-            let (redshift, destination) = crate::redshift::merge_update(r, &s.rec.destination, u)?;
-            record::Destination::of(&destination)?
-                .processing
-                .check_functions(&inner.cfg.functions)?;
+            let (redshift, destination) = crate::redshift::merge_update(
+                r,
+                &s.rec.destination,
+                u,
+                inner.cfg.destination_networks.as_ref(),
+            )?;
+            let parsed = record::Destination::of(&destination)?;
+            parsed.processing.check_functions(&inner.cfg.functions)?;
+            self.check_object_keys(&parsed)?;
             let mut rec = s.rec.clone();
             rec.destination = destination;
             rec.redshift = Some(redshift);
@@ -543,6 +572,22 @@ impl Firehose {
             .iter()
             .filter(|k| input.get(k.update_key()).is_some())
             .count();
+        // AWS: an OpenSearch Service (or Elasticsearch) destination can
+        // only be updated to one of its own kind, and no other destination
+        // to one.
+        let search = |k: Option<crate::endpoints::Kind>| {
+            matches!(
+                k,
+                Some(crate::endpoints::Kind::Opensearch | crate::endpoints::Kind::Elasticsearch)
+            )
+        };
+        let current = s.rec.endpoint.as_ref().map(|e| e.kind);
+        let next = crate::endpoints::update_in(&input).map(|(k, _)| k);
+        if (search(current) || search(next)) && current != next {
+            return Err(invalid(format!(
+                "Switching between Amazon OpenSearch Service (or Elasticsearch) and other destinations is not supported: Firehose {name} can only be updated with an update of its own destination type."
+            )));
+        }
         let (destination, endpoint) = match (
             input.get("S3DestinationUpdate"),
             input.get("ExtendedS3DestinationUpdate"),
@@ -558,8 +603,13 @@ impl Firehose {
                 return Err(invalid("A destination update must be specified."));
             }
             (None, None, Some((kind, u))) => {
-                let (d, ep) =
-                    crate::endpoints::update(&s.rec, kind, u, inner.cfg.allow_http_destinations)?;
+                let (d, ep) = crate::endpoints::update(
+                    &s.rec,
+                    kind,
+                    u,
+                    inner.cfg.allow_http_destinations,
+                    inner.cfg.destination_networks.as_ref(),
+                )?;
                 (d, Some(ep))
             }
             // An S3 update of a push destination's stream makes it an S3
@@ -567,9 +617,9 @@ impl Firehose {
             (Some(u), None, None) => (record::merge_update(&s.rec.destination, u, false)?, None),
             (None, Some(u), None) => (record::merge_update(&s.rec.destination, u, true)?, None),
         };
-        record::Destination::of(&destination)?
-            .processing
-            .check_functions(&inner.cfg.functions)?;
+        let parsed = record::Destination::of(&destination)?;
+        parsed.processing.check_functions(&inner.cfg.functions)?;
+        self.check_object_keys(&parsed)?;
         if let Some(ep) = &endpoint {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;

@@ -261,6 +261,20 @@ impl Template {
         self.parts.iter().any(|p| !matches!(p, Part::Literal(_)))
     }
 
+    /// Whether an object's key gets the default `YYYY/MM/dd/HH/` after the
+    /// prefix: AWS appends it to a Prefix without a timestamp expression,
+    /// except a dynamically partitioned one (its keys place the objects),
+    /// and never to an ErrorOutputPrefix with expressions (those always
+    /// hold `!{firehose:error-output-type}`).
+    pub fn appends_default_time(&self) -> bool {
+        !self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Timestamp(_) | Part::QueryKey(_) | Part::LambdaKey(_) | Part::ErrorOutputType
+            )
+        })
+    }
+
     fn has_error_output_type(&self) -> bool {
         self.parts.contains(&Part::ErrorOutputType)
     }
@@ -434,6 +448,14 @@ pub fn validate_with(
             },
             &mut rand::rng(),
         );
+        // AWS: neither may be longer than 512 characters once evaluated
+        // (partition keys counted at one character each here, so this
+        // refuses only what can never fit).
+        if sample.chars().count() > MAX_EVALUATED_PREFIX {
+            return Err(format!(
+                "{name} cannot be greater than {MAX_EVALUATED_PREFIX} characters after it is evaluated."
+            ));
+        }
         check_key_segments(&sample).map_err(|why| {
             format!(
                 "{name} '{}' {why}",
@@ -447,6 +469,9 @@ pub fn validate_with(
     }
     Ok(())
 }
+
+/// The longest a Prefix or ErrorOutputPrefix may be once evaluated.
+pub const MAX_EVALUATED_PREFIX: usize = 512;
 
 /// The embedded object store keeps objects as files, so a key cannot have
 /// empty, `.` or `..` path segments (S3 itself would accept them).
@@ -517,7 +542,7 @@ pub fn object_key_with(
 ) -> String {
     let first_arrival_ms = r.ms;
     let mut key = prefix.render_with(r, rng);
-    if !prefix.has_expressions() {
+    if prefix.appends_default_time() {
         key.push_str(&default_time_prefix_in(first_arrival_ms, r.zone));
     }
     let t = UtcTime::in_zone(first_arrival_ms, r.zone);
@@ -608,8 +633,31 @@ mod tests {
     }
 
     #[test]
+    fn the_default_time_follows_a_prefix_without_a_timestamp() {
+        let rng = &mut rand::rng();
+        let mut key =
+            |p: &str| object_key_for(&Template::parse(p).unwrap(), T, "s", 1, "", None, rng);
+        // AWS's rule: no timestamp expression, the default time is appended
+        // (a random string is not a timestamp).
+        let k = key("r=!{firehose:random-string}/");
+        assert!(k.contains("/2026/12/03/17/s-1-2026-12-03-17-04-05-"), "{k}");
+        assert!(key("logs/").starts_with("logs/2026/12/03/17/s-1-"));
+        let k = key("y=!{timestamp:yyyy}/");
+        assert!(k.starts_with("y=2026/s-1-"), "{k}");
+        assert!(
+            !Template::parse("c=!{partitionKeyFromQuery:id}/")
+                .unwrap()
+                .appends_default_time()
+        );
+    }
+
+    #[test]
     fn prefix_rules() {
         assert!(validate(None, None).is_ok());
+        let long = "a/".repeat(257);
+        let e = validate(Some(&long), None).unwrap_err();
+        assert!(e.contains("512"), "{e}");
+        assert!(validate(Some(&long[..512]), None).is_ok());
         assert!(validate(Some("logs/"), None).is_ok());
         // Expressions in Prefix need an ErrorOutputPrefix.
         assert!(validate(Some("!{timestamp:yyyy}/"), None).is_err());

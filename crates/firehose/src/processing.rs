@@ -300,13 +300,10 @@ pub fn pipeline(p: Option<&Value>) -> Result<Pipeline> {
                         })?,
                 };
                 if let Some(n) = param("BufferIntervalInSeconds")
-                    && n.parse::<u32>()
-                        .ok()
-                        .filter(|n| (60..=900).contains(n))
-                        .is_none()
+                    && n.parse::<u32>().ok().filter(|n| *n <= 900).is_none()
                 {
                     return Err(invalid(format!(
-                        "BufferIntervalInSeconds must be an integer from 60 to 900, not {n}."
+                        "BufferIntervalInSeconds must be an integer from 0 to 900, not {n}."
                     )));
                 }
                 // base64 grows the data by 4/3: keep the request under

@@ -246,9 +246,15 @@ pub fn normalize_destination(mut d: Map<String, Value>) -> Result<Value> {
                 "EncryptionConfiguration cannot specify both NoEncryptionConfig and KMSEncryptionConfig.",
             ));
         }
-        if kms {
-            return Err(not_yet(
-                "SSE-KMS for delivered objects (KMSEncryptionConfig)",
+        // The key itself is resolved through the keyring by the
+        // operation (create and update), which has it.
+        if kms
+            && e.pointer("/KMSEncryptionConfig/AWSKMSKeyARN")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            return Err(invalid(
+                "KMSEncryptionConfig.AWSKMSKeyARN is required when KMSEncryptionConfig is specified.",
             ));
         }
     }
@@ -468,6 +474,10 @@ pub struct Destination {
     pub zone: Option<jiff::tz::TimeZone>,
     /// Where source records are backed up (S3BackupMode Enabled).
     pub backup: Option<Box<Destination>>,
+    /// The KMS key (KMSEncryptionConfig.AWSKMSKeyARN) this S3
+    /// configuration's objects are stored under (SSE-KMS): its data and
+    /// error output; a backup has its own.
+    pub kms_key: Option<String>,
 }
 
 impl Destination {
@@ -511,13 +521,23 @@ impl Destination {
         let partitioned = dest.as_object().is_some_and(crate::partition::enabled);
         processing.defer_delimiter = partitioned;
         let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
-        let error_prefix =
-            prefix::Template::parse(text("ErrorOutputPrefix").unwrap_or("")).map_err(invalid)?;
+        // AWS: without ErrorOutputPrefix (allowed only when Prefix has no
+        // expressions) failed records go under Prefix, then the error type.
+        let error_prefix = match text("ErrorOutputPrefix").filter(|e| !e.is_empty()) {
+            Some(e) => prefix::Template::parse(e).map_err(invalid)?,
+            None if !prefix.has_expressions() => prefix.clone(),
+            None => prefix::Template::parse("").map_err(invalid)?,
+        };
         let backup = match (text("S3BackupMode"), dest.get("S3BackupConfiguration")) {
             (Some("Enabled"), Some(b)) => Some(Box::new(Destination::of(b)?)),
             _ => None,
         };
+        let kms_key = dest
+            .pointer("/EncryptionConfiguration/KMSEncryptionConfig/AWSKMSKeyARN")
+            .and_then(Value::as_str)
+            .map(String::from);
         Ok(Destination {
+            kms_key,
             iceberg: crate::iceberg::of(dest)?,
             backup,
             partitioned,
@@ -619,10 +639,25 @@ mod tests {
 
     #[test]
     fn unsupported_features_are_refused_not_ignored() {
-        let kms = json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}}});
-        let e = normalize_destination(cfg(kms)).unwrap_err();
+        // SSE-KMS is kept for the engine, the backup's key its own.
+        let kms = json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/k"}},
+            "S3BackupMode": "Enabled",
+            "S3BackupConfiguration": {"RoleARN": "r", "BucketARN": "arn:aws:s3:::copies",
+                "EncryptionConfiguration": {"KMSEncryptionConfig": {"AWSKMSKeyARN": "arn:aws:kms:us-east-1:123456789012:key/b"}}}});
+        let d = Destination::of(&normalize_destination(cfg(kms)).unwrap()).unwrap();
+        assert_eq!(
+            d.kms_key.as_deref(),
+            Some("arn:aws:kms:us-east-1:123456789012:key/k")
+        );
+        assert_eq!(
+            d.backup.unwrap().kms_key.as_deref(),
+            Some("arn:aws:kms:us-east-1:123456789012:key/b")
+        );
+        let no_arn = json!({"EncryptionConfiguration": {"KMSEncryptionConfig": {}}});
+        let e = normalize_destination(cfg(no_arn)).unwrap_err();
         assert_eq!(e.code(), "InvalidArgumentException");
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let plain = normalize_destination(cfg(json!({}))).unwrap();
+        assert_eq!(Destination::of(&plain).unwrap().kms_key, None);
         // Disabled features are stored as given.
         assert!(
             normalize_destination(cfg(json!({"ProcessingConfiguration": {"Enabled": false}})))

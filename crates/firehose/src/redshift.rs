@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use crate::copy::{self, CopySpec, Translated};
 use crate::error::{Error, Result};
 use crate::record::{self, Destination};
-use crate::{Inner, Stream, prefix};
+use crate::{Inner, Networks, Stream, prefix};
 
 /// Per stream uid: the log range of the batch being loaded, and when its
 /// first load failed.
@@ -147,6 +147,11 @@ pub struct LoadJob<'a> {
     pub object: &'a str,
     /// Translates the file for the columns the COPY loads.
     pub translate: &'a (dyn Fn(&[String]) -> Translated + Sync),
+    /// The networks the loader may connect to (`None`: any): it must
+    /// resolve the cluster's host itself, keep the addresses inside them
+    /// ([`Networks::resolve`]) and connect to those, so that DNS cannot
+    /// point a load elsewhere between a check and the connection.
+    pub networks: Option<&'a Networks>,
 }
 
 /// What a load did.
@@ -214,7 +219,12 @@ const CONFIG_MEMBERS: &[&str] = &[
 /// Checks a RedshiftDestinationConfiguration: the stored Redshift part, and
 /// the intermediate S3 destination the engine delivers through (its
 /// S3Configuration, with the ProcessingConfiguration).
-pub fn normalize(cfg: &Value) -> Result<(Value, Value)> {
+///
+/// `networks` (`firehose_destination_networks`): a ClusterJDBCURL host that
+/// is an IP address outside them is refused here; a name is checked on
+/// what it resolves to at each connection (by the loader, given
+/// [`LoadJob::networks`]).
+pub fn normalize(cfg: &Value, networks: Option<&Networks>) -> Result<(Value, Value)> {
     let Some(c) = cfg.as_object() else {
         return Err(invalid(
             "RedshiftDestinationConfiguration must be an object.",
@@ -223,7 +233,15 @@ pub fn normalize(cfg: &Value) -> Result<(Value, Value)> {
     let text = |k: &str| c.get(k).and_then(Value::as_str);
     let url = text("ClusterJDBCURL")
         .ok_or_else(|| invalid("ClusterJDBCURL is required for a Redshift destination."))?;
-    parse_jdbc_url(url).map_err(invalid)?;
+    let cluster = parse_jdbc_url(url).map_err(invalid)?;
+    if let (Some(n), Ok(ip)) = (networks, cluster.host.parse::<std::net::IpAddr>())
+        && n.check(&cluster.host, ip).is_err()
+    {
+        return Err(invalid(format!(
+            "ClusterJDBCURL {url} is not allowed: {}.",
+            ripstream_delivery::NotAllowed
+        )));
+    }
     if c.contains_key("SecretsManagerConfiguration")
         && c["SecretsManagerConfiguration"]
             .get("Enabled")
@@ -347,6 +365,7 @@ pub fn merge_update(
     redshift: &Value,
     destination: &Value,
     update: &Value,
+    networks: Option<&Networks>,
 ) -> Result<(Value, Value)> {
     let Some(u) = update.as_object() else {
         return Err(invalid("RedshiftDestinationUpdate must be an object."));
@@ -400,7 +419,7 @@ pub fn merge_update(
         ));
     }
     cfg.insert("S3Configuration".into(), Value::Object(s3));
-    normalize(&Value::Object(cfg))
+    normalize(&Value::Object(cfg), networks)
 }
 
 /// A table or column name as COPY takes it: plain identifiers (letters,
@@ -585,7 +604,7 @@ fn staged_key(
 ) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(id.as_u64_pair().0);
     let mut key = dest.prefix.render(first_ms, None, &mut rng);
-    if !dest.prefix.has_expressions() {
+    if dest.prefix.appends_default_time() {
         key.push_str(&prefix::default_time_prefix(first_ms));
     }
     key.push_str(&object_name(first_ms, name, version, id));
@@ -728,7 +747,11 @@ pub(crate) async fn deliver(
             &key,
         ) {
             Ok(b) => {
-                if let Err(e) = inner.sink.put(&dest.bucket, &key, b).await {
+                if let Err(e) = inner
+                    .sink
+                    .put_as(&dest.bucket, &key, b, dest.kms_key.as_deref())
+                    .await
+                {
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the processing error output; retrying");
                     inner.metrics.failed(name);
                     return Loaded::Retry;
@@ -741,7 +764,11 @@ pub(crate) async fn deliver(
         }
     }
     let staged_len = body.len();
-    if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
+    if let Err(e) = inner
+        .sink
+        .put_as(&dest.bucket, &key, body, dest.kms_key.as_deref())
+        .await
+    {
         inner.metrics.failed(name);
         warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot stage the batch in the intermediate bucket; retrying");
         return Loaded::Retry;
@@ -769,6 +796,7 @@ pub(crate) async fn deliver(
         stream: name,
         object: &object,
         translate: &translate,
+        networks: inner.cfg.destination_networks.as_ref(),
     };
     let outcome = loader.load(job).await;
     let now = inner.now_ms();
@@ -792,7 +820,11 @@ pub(crate) async fn deliver(
                             return Loaded::Retry;
                         }
                     };
-                if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
+                if let Err(e) = inner
+                    .sink
+                    .put_as(&dest.bucket, &key, body, dest.kms_key.as_deref())
+                    .await
+                {
                     // The rows are committed: a retry finds the file
                     // recorded and writes only this again.
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the rows that did not parse to the error output; retrying");
@@ -809,7 +841,11 @@ pub(crate) async fn deliver(
                 warn!(stream = %name, object = %object, code = e.code(), error = %e, retry_s = rs.retry_ms / 1000, "the load kept failing for the retry duration; the batch is skipped and its manifest written to the error output");
                 let key = error_key(dest, batch.first_ms, name, s.rec.version, "manifests/", "");
                 let body = Bytes::from(failed_manifest(std::slice::from_ref(&object)));
-                if let Err(e) = inner.sink.put(&dest.bucket, &key, body).await {
+                if let Err(e) = inner
+                    .sink
+                    .put_as(&dest.bucket, &key, body, dest.kms_key.as_deref())
+                    .await
+                {
                     warn!(stream = %name, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "cannot write the failed-load manifest; retrying");
                     return Loaded::Retry;
                 }
@@ -850,7 +886,11 @@ async fn backup(
             return Loaded::Retry;
         }
     };
-    match inner.sink.put(&b.bucket, &key, body).await {
+    match inner
+        .sink
+        .put_as(&b.bucket, &key, body, b.kms_key.as_deref())
+        .await
+    {
         Ok(()) => {
             info!(stream = %name, bucket = %b.bucket, key = %key, "backed up the source records");
             Loaded::Done
@@ -955,7 +995,7 @@ mod tests {
 
     #[test]
     fn updates_merge_member_by_member_and_keep_the_rules() {
-        let (r, d) = normalize(&cfg()).unwrap();
+        let (r, d) = normalize(&cfg(), None).unwrap();
         // The table and the intermediate prefix change; the rest stays.
         let (r2, d2) = merge_update(
             &r,
@@ -963,6 +1003,7 @@ mod tests {
             &json!({"CopyCommand": {"DataTableName": "public.other", "CopyOptions": "JSON 'auto'"},
                     "S3Update": {"Prefix": "staged/"},
                     "RetryOptions": {"DurationInSeconds": 60}}),
+            None,
         )
         .unwrap();
         assert_eq!(r2["CopyCommand"]["DataTableName"], "public.other");
@@ -973,36 +1014,57 @@ mod tests {
         assert_eq!(d2["BucketARN"], "arn:aws:s3:::stage");
         // The update is checked as a creation is.
         let bad = json!({"CopyCommand": {"DataTableName": "t; drop table x"}});
-        assert!(merge_update(&r, &d, &bad).is_err());
+        assert!(merge_update(&r, &d, &bad, None).is_err());
         let gz = json!({"S3Update": {"CompressionFormat": "GZIP"}});
         assert!(
-            merge_update(&r, &d, &gz).is_err(),
+            merge_update(&r, &d, &gz, None).is_err(),
             "GZIP staging needs GZIP in CopyOptions"
         );
         // A new host needs the password again; the same host does not.
         let moved = json!({"ClusterJDBCURL": "jdbc:postgresql://db.example.com:5432/db"});
-        let e = merge_update(&r, &d, &moved).unwrap_err();
+        let e = merge_update(&r, &d, &moved, None).unwrap_err();
         assert!(e.to_string().contains("Password"), "{e}");
         let mut with_password = moved.clone();
         with_password["Password"] = json!("secret-2");
-        let (r3, _) = merge_update(&r, &d, &with_password).unwrap();
+        let (r3, _) = merge_update(&r, &d, &with_password, None).unwrap();
         assert_eq!(r3["Password"], "secret-2");
         let other_db = json!({"ClusterJDBCURL": "jdbc:postgresql://127.0.0.1:5432/db2"});
-        assert!(merge_update(&r, &d, &other_db).is_ok());
+        assert!(merge_update(&r, &d, &other_db, None).is_ok());
         // Source backup, once enabled, stays enabled.
         let on = json!({"S3BackupMode": "Enabled", "S3BackupUpdate": {"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::backup"}});
-        let (r4, d4) = merge_update(&r, &d, &on).unwrap();
+        let (r4, d4) = merge_update(&r, &d, &on, None).unwrap();
         assert_eq!(
             r4["S3BackupConfiguration"]["BucketARN"],
             "arn:aws:s3:::backup"
         );
         let off = json!({"S3BackupMode": "Disabled"});
-        assert!(merge_update(&r4, &d4, &off).is_err());
+        assert!(merge_update(&r4, &d4, &off, None).is_err());
+    }
+
+    #[test]
+    fn ip_literal_clusters_outside_the_networks_are_refused() {
+        let nets = Networks::parse(["10.0.0.0/8"]).unwrap();
+        // cfg() names 127.0.0.1.
+        let e = normalize(&cfg(), Some(&nets)).unwrap_err();
+        assert!(e.to_string().contains("outside the networks"), "{e}");
+        assert!(normalize(&cfg(), None).is_ok());
+        let mut c = cfg();
+        c["ClusterJDBCURL"] = json!("jdbc:redshift://[::1]:5439/db");
+        assert!(normalize(&c, Some(&nets)).is_err());
+        c["ClusterJDBCURL"] = json!("jdbc:redshift://10.9.8.7:5439/db");
+        let (r, d) = normalize(&c, Some(&nets)).unwrap();
+        // A name is left to the loader, which checks what it resolves to.
+        c["ClusterJDBCURL"] = json!("jdbc:redshift://db.example.com:5439/db");
+        assert!(normalize(&c, Some(&nets)).is_ok());
+        let back =
+            json!({"ClusterJDBCURL": "jdbc:postgresql://127.0.0.1:5432/db", "Password": "p"});
+        assert!(merge_update(&r, &d, &back, Some(&nets)).is_err());
+        assert!(merge_update(&r, &d, &back, None).is_ok());
     }
 
     #[test]
     fn configurations_normalize() {
-        let (rs, dest) = normalize(&cfg()).unwrap();
+        let (rs, dest) = normalize(&cfg(), None).unwrap();
         assert_eq!(rs["RetryOptions"], json!({"DurationInSeconds": 3600}));
         assert_eq!(rs["S3BackupMode"], "Disabled");
         assert_eq!(dest["BufferingHints"]["SizeInMBs"], 5);
@@ -1052,29 +1114,34 @@ mod tests {
             for (k, v) in patch.as_object().unwrap() {
                 c[k] = v.clone();
             }
-            let e = normalize(&c).unwrap_err();
+            let e = normalize(&c, None).unwrap_err();
             assert_eq!(e.code(), "InvalidArgumentException");
             assert!(e.to_string().contains(msg), "{e}");
         }
         let mut c = cfg();
         c["S3BackupMode"] = json!("Enabled");
         c["S3BackupConfiguration"] = json!({"RoleARN": "arn:aws:iam::123456789012:role/r", "BucketARN": "arn:aws:s3:::backup", "CompressionFormat": "GZIP"});
-        let (rs, dest) = normalize(&c).unwrap();
+        let (rs, dest) = normalize(&c, None).unwrap();
         let d = description(&rs, &dest);
         assert_eq!(d["S3BackupDescription"]["BucketARN"], "arn:aws:s3:::backup");
         assert!(d.get("S3BackupConfiguration").is_none());
         assert_eq!(Redshift::of(&rs).unwrap().backup.unwrap().bucket, "backup");
         let mut c = cfg();
         c["S3Configuration"]["CompressionFormat"] = json!("Snappy");
-        assert!(normalize(&c).unwrap_err().to_string().contains("Snappy"));
+        assert!(
+            normalize(&c, None)
+                .unwrap_err()
+                .to_string()
+                .contains("Snappy")
+        );
         c["S3Configuration"]["CompressionFormat"] = json!("GZIP");
         c["CopyCommand"]["CopyOptions"] = json!("json 'auto' gzip");
-        assert!(normalize(&c).is_ok());
+        assert!(normalize(&c, None).is_ok());
     }
 
     #[test]
     fn staged_keys_are_awss_and_stable() {
-        let (_, dest) = normalize(&cfg()).unwrap();
+        let (_, dest) = normalize(&cfg(), None).unwrap();
         let dest = Destination::of(&dest).unwrap();
         let t = 1_796_317_445_123;
         let a = staged_key(&dest, t, "s", 1, batch_uuid(7, 10, 20));

@@ -32,6 +32,11 @@ pub enum SinkError {
     /// object or key prefix in the way of its path).
     #[error("the object key {key} is not valid: {message}")]
     InvalidKey { key: String, message: String },
+    /// The KMS key the destination names cannot be used now (disabled or
+    /// gone since the stream was configured), or the sink cannot encrypt;
+    /// retried, as AWS retries, until the key is usable again.
+    #[error("{message}")]
+    Kms { code: &'static str, message: String },
     /// The write itself failed (disk full, permissions, I/O).
     #[error("could not write s3://{bucket}/{key}")]
     Write {
@@ -48,6 +53,7 @@ impl SinkError {
         match self {
             SinkError::NoSuchBucket(_) => "S3.NoSuchBucket",
             SinkError::InvalidKey { .. } => "S3.InvalidKey",
+            SinkError::Kms { code, .. } => code,
             SinkError::Write { .. } => "S3.InternalError",
         }
     }
@@ -62,6 +68,41 @@ pub trait ObjectSink: Send + Sync + std::fmt::Debug {
         key: &'a str,
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Stores an object with SSE-KMS under `kms_key` (an AWSKMSKeyARN).
+    /// A sink that cannot encrypt refuses: an object is never stored less
+    /// protected than its destination says.
+    fn put_encrypted<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+        _body: Bytes,
+        kms_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            Err(SinkError::Kms {
+                code: "KMS.UnsupportedOperationException",
+                message: format!(
+                    "this object store cannot store objects encrypted under {kms_key} (SSE-KMS)"
+                ),
+            })
+        })
+    }
+
+    /// Stores an object as its S3 configuration says: under its KMS key
+    /// (`Some`: SSE-KMS), or as it is.
+    fn put_as<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+        kms_key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        match kms_key {
+            Some(k) => self.put_encrypted(bucket, key, body, k),
+            None => self.put(bucket, key, body),
+        }
+    }
 }
 
 /// The embedded object store's files: bucket `B` is the directory

@@ -535,3 +535,170 @@ async fn a_key_the_store_refuses_sends_the_batch_to_the_error_output() {
     let _ = engine.await;
     ctx.close().await;
 }
+
+/// Fails the first put under `fail_prefix` (a transient S3 error), then
+/// stores as [`LocalObjects`] does.
+#[derive(Debug)]
+struct FailsOnce {
+    inner: LocalObjects,
+    fail_prefix: &'static str,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl crate::sink::ObjectSink for FailsOnce {
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: bytes::Bytes,
+    ) -> crate::sink::BoxFuture<'a, Result<(), crate::sink::SinkError>> {
+        use std::sync::atomic::Ordering;
+        if key.starts_with(self.fail_prefix) && !self.failed.swap(true, Ordering::SeqCst) {
+            return Box::pin(async move {
+                Err(crate::sink::SinkError::NoSuchBucket(bucket.to_string()))
+            });
+        }
+        self.inner.put(bucket, key, body)
+    }
+}
+
+/// A function that fails "x" on its first invocation only: the retry of a
+/// flush whose error output could not be stored gets another answer, and
+/// the record must still reach the destination (the data object the first
+/// attempt stored does not hold it).
+#[tokio::test]
+async fn a_retried_flush_with_a_function_loses_no_record_when_the_function_answers_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("f.py");
+    let count = dir.path().join("count");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import base64, json, os, sys
+path = {count:?}
+n = int(open(path).read()) if os.path.exists(path) else 0
+open(path, "w").write(str(n + 1))
+req = json.load(sys.stdin)
+out = []
+for r in req["records"]:
+    d = base64.b64decode(r["data"]).decode()
+    res = "ProcessingFailed" if d == "x" and n == 0 else "Ok"
+    out.append({{"recordId": r["recordId"], "result": res, "data": r["data"]}})
+json.dump({{"records": out}}, sys.stdout)
+"#
+        ),
+    )
+    .unwrap();
+    let ctx = ServiceContext::open(ContextConfig::new(dir.path())).unwrap();
+    let keyring = ripstream_keyring::Keyring::open(
+        &dir.path().join("keyring.toml"),
+        &ctx.region,
+        &ctx.account_id,
+    )
+    .unwrap();
+    ctx.log.set_cipher(Arc::new(keyring));
+    let root = dir.path().join("objects");
+    std::fs::create_dir_all(root.join("bkt")).unwrap();
+    let sink = Arc::new(FailsOnce {
+        inner: LocalObjects::new(&root),
+        fail_prefix: "errors/",
+        failed: Default::default(),
+    });
+    let mut functions = crate::lambda::Functions::new();
+    functions.insert(
+        "f".into(),
+        crate::lambda::FunctionConfig::Command(vec![
+            "python3".into(),
+            script.to_string_lossy().into_owned(),
+        ]),
+    );
+    let cfg = FirehoseConfig {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        functions,
+        ..FirehoseConfig::default()
+    };
+    let svc = Firehose::open_in(
+        &ctx,
+        cfg,
+        crate::Connections::objects(sink),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
+    svc.create_delivery_stream(json!({
+        "DeliveryStreamName": "fn",
+        "ExtendedS3DestinationConfiguration": s3("bkt", json!({
+            "Prefix": "data/",
+            "ErrorOutputPrefix": "errors/",
+            "ProcessingConfiguration": {"Enabled": true, "Processors": [
+                {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn",
+                    "ParameterValue": "arn:aws:lambda:us-east-1:000000000000:function:f"}]},
+                {"Type": "AppendDelimiterToRecord", "Parameters": []}]},
+        })),
+    }))
+    .await
+    .unwrap();
+    let engine = tokio::spawn(svc.background());
+    svc.put_record_batch(batch("fn", &[b"x", b"y"]))
+        .await
+        .unwrap();
+    let bucket = root.join("bkt");
+    wait_for(|| {
+        objects(&bucket)
+            .iter()
+            .any(|(k, d)| k.starts_with("data/") && d.windows(2).any(|w| w == b"x\n"))
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().trim(),
+        "2",
+        "the function ran once per attempt"
+    );
+    engine.abort();
+}
+
+#[tokio::test]
+async fn an_opensearch_destination_is_only_updated_to_its_own_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, svc) = open(dir.path()).await;
+    let role = "arn:aws:iam::000000000000:role/firehose";
+    svc.create_delivery_stream(json!({
+        "DeliveryStreamName": "search",
+        "AmazonopensearchserviceDestinationConfiguration": {
+            "RoleARN": role, "IndexName": "logs", "ClusterEndpoint": "https://search.example.com:9200",
+            "S3Configuration": s3("bkt", json!({})),
+        },
+    }))
+    .await
+    .unwrap();
+    svc.create_delivery_stream(
+        json!({"DeliveryStreamName": "plain", "S3DestinationConfiguration": s3("bkt", json!({}))}),
+    )
+    .await
+    .unwrap();
+    let update = |name: &str, body: Value| {
+        let mut u = json!({"DeliveryStreamName": name, "CurrentDeliveryStreamVersionId": "1",
+            "DestinationId": "destinationId-000000000001"});
+        u.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().cloned().unwrap());
+        u
+    };
+    let to_s3 = update("search", json!({"S3DestinationUpdate": {"Prefix": "p/"}}));
+    let e = svc.update_destination(to_s3).await.unwrap_err();
+    assert_eq!(e.code(), "InvalidArgumentException");
+    let to_search = update(
+        "plain",
+        json!({"AmazonopensearchserviceDestinationUpdate": {"IndexName": "x"}}),
+    );
+    let e = svc.update_destination(to_search).await.unwrap_err();
+    assert_eq!(e.code(), "InvalidArgumentException");
+    // Its own kind is fine.
+    let same = update(
+        "search",
+        json!({"AmazonopensearchserviceDestinationUpdate": {"IndexName": "logs2"}}),
+    );
+    svc.update_destination(same).await.unwrap();
+}

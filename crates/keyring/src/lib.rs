@@ -12,6 +12,11 @@
 //!
 //! so a batch names its master key and opens only with it: a missing,
 //! disabled or different key gives a KMS error, never garbage.
+//!
+//! Objects (S3's SSE-KMS and SSE-S3) are sealed the same way but in
+//! chunks, so a range opens only what it needs: see [`ObjectSealer`] and
+//! the format in the `object` module. The shard log's `BatchCipher` is the
+//! `log` feature's (on by default), so the object store links no log.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +24,7 @@ use std::path::Path;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+#[cfg(feature = "log")]
 use ripstream_log::{BatchCipher, CipherError};
 use serde::{Deserialize, Serialize};
 
@@ -43,11 +49,22 @@ pub enum KeyringError {
 
 type Result<T> = std::result::Result<T, KeyringError>;
 
+#[cfg(feature = "log")]
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
 const WRAPPED_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
 /// The alias AWS gives the Kinesis-managed key.
 pub const MANAGED_ALIAS: &str = "alias/aws/kinesis";
+/// The alias AWS gives the S3-managed KMS key: SSE-KMS without a key id.
+pub const S3_MANAGED_ALIAS: &str = "alias/aws/s3";
+/// The server's own key for SSE-S3 (`AES256`), which AWS keeps outside
+/// KMS: a keyring key here, so it is kept and rotated like the others.
+pub const SSE_S3_ALIAS: &str = "alias/ripstream/sse-s3";
+
+mod object;
+pub use object::{
+    CHUNK, MAX_HEADER_LEN, ObjectOpener, ObjectSealer, SealError, header_len, plain_len, sealed_len,
+};
 
 /// One master key of the keyring file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +182,58 @@ impl Keyring {
         Keyring::parse(&text, region, account).map_err(fail)
     }
 
+    /// Adds a generated key for each alias the keyring file (created if
+    /// missing) lacks, as AWS creates a managed key on its first use. The
+    /// key is appended as text, so the operator's comments stay.
+    pub fn ensure_aliases(path: &Path, aliases: &[&str]) -> Result<()> {
+        use std::io::Write;
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| KeyringError::File {
+            message: format!("keyring {}: {e}", path.display()),
+            source: Some(e),
+        };
+        // An existing but empty file (an operator emptied it) is appended
+        // to, not recreated: only a missing file is created private.
+        let (text, exists) = match std::fs::read_to_string(path) {
+            Ok(t) => (t, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), false),
+            Err(e) => return Err(failed(e.into())),
+        };
+        let file: KeyringFile = toml::from_str(&text).map_err(|e| failed(e.into()))?;
+        let missing: Vec<&str> = aliases
+            .iter()
+            .copied()
+            .filter(|a| !file.key.iter().any(|k| k.aliases.iter().any(|x| x == a)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let added = KeyringFile {
+            key: missing
+                .iter()
+                .map(|a| KeyEntry {
+                    id: uuid_like(),
+                    aliases: vec![a.to_string()],
+                    material: STANDARD.encode(random::<32>()),
+                    enabled: true,
+                })
+                .collect(),
+        };
+        let mut block = toml::to_string(&added).map_err(|e| failed(e.into()))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            block.insert(0, '\n');
+        }
+        if !exists {
+            return write_private(path, &block).map_err(|e| failed(e.into()));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| failed(e.into()))?;
+        f.write_all(block.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| failed(e.into()))
+    }
+
     /// Parses keyring TOML.
     pub fn parse(text: &str, region: &str, account: &str) -> std::result::Result<Keyring, String> {
         let file: KeyringFile = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -218,11 +287,13 @@ impl Keyring {
         Ok(id)
     }
 
-    fn key_arn(&self, id: &str) -> String {
+    /// The ARN of a key id.
+    pub fn key_arn(&self, id: &str) -> String {
         format!("arn:aws:kms:{}:{}:key/{id}", self.region, self.account)
     }
 }
 
+#[cfg(feature = "log")]
 impl BatchCipher for Keyring {
     fn seal(&self, key_id: &str, plaintext: &[u8]) -> std::result::Result<Vec<u8>, CipherError> {
         let master = self
@@ -313,6 +384,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "log")]
     fn ring(material: &str, enabled: bool) -> Keyring {
         Keyring::parse(
             &format!("[[key]]\nid = \"k1\"\naliases = [\"alias/aws/kinesis\", \"alias/app\"]\nmaterial = \"{material}\"\nenabled = {enabled}\n"),
@@ -322,6 +394,7 @@ mod tests {
         .unwrap()
     }
 
+    #[cfg(feature = "log")]
     #[test]
     fn seals_opens_and_refuses_the_wrong_key() {
         let m1 = STANDARD.encode([1u8; 32]);
@@ -372,5 +445,37 @@ mod tests {
             r.resolve(MANAGED_ALIAS).unwrap(),
             again.resolve(MANAGED_ALIAS).unwrap()
         );
+    }
+
+    #[test]
+    fn missing_managed_aliases_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.toml");
+        Keyring::open(&path, "us-east-1", "000000000000").unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.insert_str(0, "# operator's note\n");
+        std::fs::write(&path, &text).unwrap();
+        Keyring::ensure_aliases(&path, &[S3_MANAGED_ALIAS, SSE_S3_ALIAS]).unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with(&text), "{after}");
+        let r = Keyring::open(&path, "us-east-1", "000000000000").unwrap();
+        let ids: Vec<String> = [MANAGED_ALIAS, S3_MANAGED_ALIAS, SSE_S3_ALIAS]
+            .iter()
+            .map(|a| r.resolve(a).unwrap())
+            .collect();
+        assert!(ids[0] != ids[1] && ids[1] != ids[2]);
+        // Idempotent.
+        Keyring::ensure_aliases(&path, &[S3_MANAGED_ALIAS]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+    }
+
+    #[test]
+    fn an_emptied_keyring_gets_the_managed_aliases_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.toml");
+        std::fs::write(&path, "").unwrap();
+        Keyring::ensure_aliases(&path, &[S3_MANAGED_ALIAS]).unwrap();
+        let r = Keyring::open(&path, "us-east-1", "000000000000").unwrap();
+        assert!(r.resolve(S3_MANAGED_ALIAS).is_ok());
     }
 }

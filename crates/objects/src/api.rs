@@ -17,7 +17,10 @@ const SMALL_OBJECT: u64 = 1024 * 1024;
 use serde_json::{Map, Value, json};
 
 use crate::error::ObjectsError;
-use crate::store::{Entry, ListQuery, MAX_LIST_KEYS, ObjectInfo, Objects, PutOptions, RangeSpec};
+use crate::store::{
+    AWS_KMS, Encryption, Entry, ListQuery, MAX_LIST_KEYS, ObjectInfo, Objects, PutOptions,
+    RangeSpec, Sse,
+};
 
 /// The operations served, in the order the brief ranks them.
 pub const OPERATIONS: &[&str] = &[
@@ -180,6 +183,10 @@ impl S3Api {
                     Some(o) => o.info.clone(),
                     None => store.head(&bucket, &key).await?,
                 };
+                // Reading an SSE-KMS object is a kms:Decrypt of its key.
+                if !head {
+                    authorize_kms(&request, "kms:Decrypt", info.encryption.as_ref())?;
+                }
                 if let Some(status) = preconditions(&input, &info)? {
                     // 304: the object's validators, no body.
                     return Ok(Reply::Payload {
@@ -243,6 +250,12 @@ impl S3Api {
             }
             "PutObject" => {
                 let opts = put_options(&input)?;
+                let enc = opts
+                    .sse
+                    .as_ref()
+                    .map(|s| store.resolve_sse(s))
+                    .transpose()?;
+                authorize_kms(&request, "kms:GenerateDataKey", enc.as_ref())?;
                 let info = match request.body.take() {
                     Some(body) => store.put_stream(&bucket, &key, body, opts).await?,
                     None => {
@@ -250,7 +263,9 @@ impl S3Api {
                         store.put_with(&bucket, &key, bytes, opts).await?
                     }
                 };
-                ok(json!({"ETag": info.etag}))
+                let mut out = json!({"ETag": info.etag});
+                sse_headers(&mut out, info.encryption.as_ref());
+                ok(out)
             }
             "DeleteObject" => {
                 store.delete(&bucket, &key).await?;
@@ -313,26 +328,43 @@ impl S3Api {
                         )
                     })?;
                 let replace = text("MetadataDirective") == Some("REPLACE");
-                if src_bucket == bucket && src_key == key && !replace {
+                let sse = sse_of(&input)?;
+                if src_bucket == bucket && src_key == key && !replace && sse.is_none() {
                     return Err(ObjectsError::InvalidRequest(
                         "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
                     ));
                 }
                 let source = store.head(&src_bucket, &src_key).await?;
                 copy_preconditions(&input, &source)?;
+                authorize_kms(&request, "kms:Decrypt", source.encryption.as_ref())?;
+                let enc = sse.as_ref().map(|s| store.resolve_sse(s)).transpose()?;
+                authorize_kms(&request, "kms:GenerateDataKey", enc.as_ref())?;
                 let opts = replace.then(|| put_options(&input)).transpose()?;
                 let info = store
-                    .copy((&src_bucket, &src_key), (&bucket, &key), opts)
+                    .copy((&src_bucket, &src_key), (&bucket, &key), opts, sse)
                     .await?;
-                ok(json!({"CopyObjectResult": {
+                let mut out = json!({"CopyObjectResult": {
                     "ETag": info.etag,
                     "LastModified": epoch(info.last_modified),
-                }}))
+                }});
+                sse_headers(&mut out, info.encryption.as_ref());
+                ok(out)
             }
             "CreateMultipartUpload" => {
                 let opts = put_options(&input)?;
+                let enc = opts
+                    .sse
+                    .as_ref()
+                    .map(|s| store.resolve_sse(s))
+                    .transpose()?;
+                // S3 asks both of a multipart SSE-KMS upload: data keys for
+                // its parts, and decrypting them to join them.
+                authorize_kms(&request, "kms:GenerateDataKey", enc.as_ref())?;
+                authorize_kms(&request, "kms:Decrypt", enc.as_ref())?;
                 let id = store.create_upload(&bucket, &key, opts).await?;
-                ok(json!({"Bucket": bucket, "Key": key, "UploadId": id}))
+                let mut out = json!({"Bucket": bucket, "Key": key, "UploadId": id});
+                sse_headers(&mut out, enc.as_ref());
+                ok(out)
             }
             "UploadPart" => {
                 let upload_id = text("UploadId").unwrap_or_default();
@@ -380,12 +412,14 @@ impl S3Api {
                 let info = store
                     .complete_upload(&bucket, &key, upload_id, &parts)
                     .await?;
-                ok(json!({
+                let mut out = json!({
                     "Location": format!("/{bucket}/{key}"),
                     "Bucket": bucket,
                     "Key": key,
                     "ETag": info.etag,
-                }))
+                });
+                sse_headers(&mut out, info.encryption.as_ref());
+                ok(out)
             }
             "AbortMultipartUpload" => {
                 let upload_id = text("UploadId").unwrap_or_default();
@@ -707,7 +741,11 @@ impl ripstream_api::Service for S3Api {
                 e => {
                     if matches!(
                         e,
-                        ObjectsError::Io(_) | ObjectsError::Store(_) | ObjectsError::Task(_)
+                        ObjectsError::Io(_)
+                            | ObjectsError::Store(_)
+                            | ObjectsError::Task(_)
+                            | ObjectsError::Keyring(_)
+                            | ObjectsError::Sealed(_)
                     ) {
                         tracing::error!(
                             operation,
@@ -763,6 +801,12 @@ fn object_headers(info: &ObjectInfo) -> Map<String, Value> {
     out.insert("LastModified".into(), secs.into());
     out.insert("ContentLength".into(), info.size.into());
     out.insert("ContentType".into(), info.content_type.clone().into());
+    if let Some(e) = &info.encryption {
+        out.insert("ServerSideEncryption".into(), e.algorithm.clone().into());
+        if let Some(arn) = &e.key_arn {
+            out.insert("SSEKMSKeyId".into(), arn.clone().into());
+        }
+    }
     if !info.metadata.is_empty() {
         let m: Map<String, Value> = info
             .metadata
@@ -867,6 +911,7 @@ fn put_options(input: &Value) -> Result<PutOptions, ObjectsError> {
         })
         .unwrap_or_default();
     Ok(PutOptions {
+        sse: sse_of(input)?,
         content_type: input
             .get("ContentType")
             .and_then(Value::as_str)
@@ -875,6 +920,81 @@ fn put_options(input: &Value) -> Result<PutOptions, ObjectsError> {
         metadata,
         content_md5: content_md5(input)?,
     })
+}
+
+/// The server-side encryption a write's headers ask for, checked as S3
+/// checks them. SSE-C, encryption contexts and DSSE-KMS are refused, never
+/// ignored: an object must not be stored less protected than asked.
+/// `x-amz-server-side-encryption-bucket-key-enabled` changes only how S3
+/// bills KMS calls, so it is accepted and has no effect.
+fn sse_of(input: &Value) -> Result<Option<Sse>, ObjectsError> {
+    let text = |k: &str| input.get(k).and_then(Value::as_str);
+    if [
+        "SSECustomerAlgorithm",
+        "SSECustomerKey",
+        "SSECustomerKeyMD5",
+    ]
+    .iter()
+    .any(|k| input.get(*k).is_some())
+    {
+        return Err(ObjectsError::NotImplemented(
+            "server-side encryption with customer-provided keys (SSE-C)".into(),
+        ));
+    }
+    if input.get("SSEKMSEncryptionContext").is_some() {
+        return Err(ObjectsError::NotImplemented(
+            "x-amz-server-side-encryption-context".into(),
+        ));
+    }
+    let key_id = text("SSEKMSKeyId");
+    match text("ServerSideEncryption") {
+        None if key_id.is_some() => Err(ObjectsError::InvalidArgument(
+            "Server Side Encryption with AWS KMS managed key requires HTTP header x-amz-server-side-encryption : aws:kms".into(),
+        )),
+        None => Ok(None),
+        Some("AES256") if key_id.is_some() => Err(ObjectsError::InvalidArgument(
+            "Server Side Encryption with AWS KMS managed key requires HTTP header x-amz-server-side-encryption : aws:kms".into(),
+        )),
+        Some("AES256") => Ok(Some(Sse::S3)),
+        Some(AWS_KMS) => match key_id {
+            Some("") => Err(ObjectsError::InvalidArgument(
+                "KMS key ID must not be empty.".into(),
+            )),
+            k => Ok(Some(Sse::Kms(k.map(String::from)))),
+        },
+        Some(m @ ("aws:kms:dsse" | "aws:fsx" | "aws:backup")) => Err(
+            ObjectsError::NotImplemented(format!("x-amz-server-side-encryption: {m}")),
+        ),
+        Some(_) => Err(ObjectsError::InvalidArgument(
+            "The encryption method specified is not supported".into(),
+        )),
+    }
+}
+
+/// S3's encryption response headers for an object so encrypted.
+fn sse_headers(out: &mut Value, encryption: Option<&Encryption>) {
+    let Some(e) = encryption else { return };
+    out["ServerSideEncryption"] = e.algorithm.clone().into();
+    if let Some(arn) = &e.key_arn {
+        out["SSEKMSKeyId"] = arn.clone().into();
+    }
+}
+
+/// The KMS permission S3 needs of the caller to use an SSE-KMS object's
+/// key (none for SSE-S3, whose key is the server's own), checked as IAM
+/// checks it on the key's ARN.
+fn authorize_kms(
+    request: &Request<'_>,
+    action: &str,
+    encryption: Option<&Encryption>,
+) -> Result<(), ObjectsError> {
+    let Some(arn) = encryption.and_then(|e| e.key_arn.as_ref()) else {
+        return Ok(());
+    };
+    request
+        .authorize
+        .authorize_action(action, std::slice::from_ref(arn))
+        .map_err(ObjectsError::Body)
 }
 
 /// A blob member of the input (base64 in the JSON form).

@@ -54,6 +54,17 @@ pub enum ObjectsError {
         "The XML you provided was not well-formed or did not validate against our published schema"
     )]
     MalformedXml,
+    /// A header implies functionality this server does not have (SSE-C,
+    /// an encryption context, DSSE-KMS): S3's NotImplemented, 501.
+    #[error("A header you provided implies functionality that is not implemented: {0}")]
+    NotImplemented(String),
+    /// The KMS key a write or read names does not exist (S3 answers
+    /// KMS's NotFoundException as `KMS.NotFoundException`, 400).
+    #[error("{0}")]
+    KmsNotFound(String),
+    /// The KMS key is disabled (`KMS.DisabledException`, 400).
+    #[error("{0}")]
+    KmsDisabled(String),
     /// The request body's stream failed (cut short, a chunk signature that
     /// did not verify): the error the front door says the client is owed.
     #[error("{0}")]
@@ -66,6 +77,13 @@ pub enum ObjectsError {
     Store(#[from] object_store::Error),
     #[error("We encountered an internal error. Please try again.")]
     Task(#[from] tokio::task::JoinError),
+    /// The keyring file could not be used.
+    #[error("We encountered an internal error. Please try again.")]
+    Keyring(#[source] ripstream_keyring::KeyringError),
+    /// An encrypted object's bytes do not open: altered on disk, or its
+    /// master key's material is not what it was sealed under.
+    #[error("We encountered an internal error. Please try again.")]
+    Sealed(#[from] ripstream_keyring::SealError),
 }
 
 impl ServiceError for ObjectsError {
@@ -89,8 +107,15 @@ impl ServiceError for ObjectsError {
             ObjectsError::EntityTooSmall => "EntityTooSmall",
             ObjectsError::EntityTooLarge { .. } => "EntityTooLarge",
             ObjectsError::MalformedXml => "MalformedXML",
+            ObjectsError::NotImplemented(_) => "NotImplemented",
+            ObjectsError::KmsNotFound(_) => "KMS.NotFoundException",
+            ObjectsError::KmsDisabled(_) => "KMS.DisabledException",
             ObjectsError::Body(e) => e.code(),
-            ObjectsError::Io(_) | ObjectsError::Store(_) | ObjectsError::Task(_) => "InternalError",
+            ObjectsError::Io(_)
+            | ObjectsError::Store(_)
+            | ObjectsError::Task(_)
+            | ObjectsError::Keyring(_)
+            | ObjectsError::Sealed(_) => "InternalError",
         }
     }
 
@@ -104,10 +129,13 @@ impl ServiceError for ObjectsError {
             }
             ObjectsError::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ObjectsError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ObjectsError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ObjectsError::Body(e) => e.status(),
-            ObjectsError::Io(_) | ObjectsError::Store(_) | ObjectsError::Task(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ObjectsError::Io(_)
+            | ObjectsError::Store(_)
+            | ObjectsError::Task(_)
+            | ObjectsError::Keyring(_)
+            | ObjectsError::Sealed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }

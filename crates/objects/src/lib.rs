@@ -27,7 +27,7 @@ pub mod store;
 
 pub use api::S3Api;
 pub use error::ObjectsError;
-pub use store::{ObjectInfo, Objects, OpenObject, PutOptions};
+pub use store::{AES256, AWS_KMS, Encryption, ObjectInfo, Objects, OpenObject, PutOptions, Sse};
 
 /// The vendored botocore model of S3 (2006-03-01), its documentation
 /// strings left out: every operation is kept so that a request for one

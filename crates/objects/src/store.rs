@@ -38,6 +38,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use ripstream_api::BodyStream;
+use ripstream_keyring::{Keyring, KeyringError, ObjectOpener, ObjectSealer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ObjectsError;
@@ -70,6 +71,8 @@ pub struct ObjectInfo {
     pub content_type: String,
     /// User metadata (`x-amz-meta-*`), names in lower case.
     pub metadata: BTreeMap<String, String>,
+    /// How the object is encrypted at rest, if it is.
+    pub encryption: Option<Encryption>,
 }
 
 /// What a writer says about an object beyond its bytes.
@@ -80,6 +83,41 @@ pub struct PutOptions {
     /// The Content-MD5 the client sent, decoded; the write fails with
     /// BadDigest (and leaves the old object) when the bytes differ.
     pub content_md5: Option<[u8; 16]>,
+    /// Server-side encryption asked for (`x-amz-server-side-encryption`).
+    pub sse: Option<Sse>,
+}
+
+/// Server-side encryption a write asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`): the server's own keyring key.
+    S3,
+    /// SSE-KMS (`aws:kms`) under a key id, key ARN, alias or alias ARN of
+    /// the keyring; `None` is the AWS-managed `alias/aws/s3`.
+    Kms(Option<String>),
+}
+
+/// S3's name of SSE-KMS.
+pub const AWS_KMS: &str = "aws:kms";
+/// S3's name of SSE-S3.
+pub const AES256: &str = "AES256";
+
+/// How a stored object is encrypted: what its metadata records and S3's
+/// response headers say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// [`AWS_KMS`] or [`AES256`].
+    pub algorithm: String,
+    /// The master key's id in the keyring.
+    pub key_id: String,
+    /// The master key's ARN (SSE-KMS only: S3 names no key for SSE-S3).
+    pub key_arn: Option<String>,
+}
+
+impl Encryption {
+    fn is_kms(&self) -> bool {
+        self.algorithm == AWS_KMS
+    }
 }
 
 /// A bucket as ListBuckets reports it.
@@ -158,6 +196,9 @@ struct Upload {
     content_type: Option<String>,
     metadata: BTreeMap<String, String>,
     initiated_ms: u64,
+    /// The encryption of every part and of the object they make.
+    #[serde(default)]
+    encryption: Option<Encryption>,
 }
 
 /// The metadata file of one object.
@@ -171,6 +212,12 @@ struct Meta {
     /// The file this describes: its size and modification time (ns).
     size: u64,
     mtime_ns: u128,
+    /// An encrypted object's: how, and its plaintext's size (the file
+    /// holds the sealed chunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<Encryption>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plain_size: Option<u64>,
 }
 
 /// A part's sidecar (`<n>.json` beside the part `<n>`), written once the
@@ -181,6 +228,9 @@ struct PartMeta {
     etag: String,
     size: u64,
     mtime_ns: u128,
+    /// An encrypted part's plaintext size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plain_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +254,9 @@ pub struct Objects {
     /// How long an incomplete multipart upload is kept (S3 lifecycle's
     /// AbortIncompleteMultipartUpload): its parts are deleted after.
     upload_expiry: Duration,
+    /// The master keys of server-side encryption; without them the store
+    /// refuses encrypted writes and cannot read encrypted objects.
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// The default of [`Objects::with_upload_expiry`]: 7 days, the
@@ -237,7 +290,52 @@ impl Objects {
                     .collect(),
             ),
             upload_expiry: DEFAULT_UPLOAD_EXPIRY,
+            keyring: None,
         })
+    }
+
+    /// The same store encrypting and decrypting with `keyring`'s keys
+    /// (SSE-KMS and SSE-S3).
+    pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Objects {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    fn keyring(&self) -> Result<&Keyring, ObjectsError> {
+        self.keyring.as_deref().ok_or_else(|| {
+            ObjectsError::InvalidRequest(
+                "Server-side encryption is not configured on this server (no keyring).".into(),
+            )
+        })
+    }
+
+    /// The master key a write's SSE names, as the object will record it:
+    /// KMS's NotFound and Disabled are S3's `KMS.NotFoundException` and
+    /// `KMS.DisabledException`.
+    pub fn resolve_sse(&self, sse: &Sse) -> Result<Encryption, ObjectsError> {
+        let keyring = self.keyring()?;
+        let (name, algorithm) = match sse {
+            Sse::S3 => (ripstream_keyring::SSE_S3_ALIAS, AES256),
+            Sse::Kms(None) => (ripstream_keyring::S3_MANAGED_ALIAS, AWS_KMS),
+            Sse::Kms(Some(k)) => (k.as_str(), AWS_KMS),
+        };
+        let key_id = keyring.resolve(name).map_err(|e| match e {
+            // S3's own words for a key it cannot find.
+            KeyringError::NotFound(_) => ObjectsError::KmsNotFound(format!("Invalid keyId {name}")),
+            e => kms_error(e),
+        })?;
+        Ok(Encryption {
+            algorithm: algorithm.to_string(),
+            key_arn: (algorithm == AWS_KMS).then(|| keyring.key_arn(&key_id)),
+            key_id,
+        })
+    }
+
+    /// A sealer for a new object under `enc`, bound to `context`.
+    fn sealer(&self, enc: &Encryption, context: &str) -> Result<ObjectSealer, ObjectsError> {
+        self.keyring()?
+            .seal_object(&enc.key_id, context.as_bytes())
+            .map_err(kms_error)
     }
 
     /// The same store with incomplete multipart uploads kept `expiry`
@@ -587,6 +685,16 @@ impl Objects {
         if opts.content_md5.is_some_and(|want| want != digest) {
             return Err(ObjectsError::BadDigest);
         }
+        let encryption = opts.sse.as_ref().map(|s| self.resolve_sse(s)).transpose()?;
+        let plain_size = bytes.len() as u64;
+        let (bytes, etag) = match &encryption {
+            Some(enc) => {
+                let sealed = self.sealer(enc, &object_arn(bucket, key))?.seal_all(&bytes);
+                let stored: [u8; 16] = Md5::digest(&sealed).into();
+                (Bytes::from(sealed), etag_of(Some(enc), digest, stored))
+            }
+            None => (bytes, etag_of(None, digest, digest)),
+        };
         self.check_target(bucket, key)?;
         let target = self.file(bucket, key);
         let before = staged_beside(&target);
@@ -597,8 +705,8 @@ impl Objects {
             self.check_target(bucket, key)?;
             return Err(store_error(e, key));
         }
-        self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
-            .await
+        let sealed = encryption.map(|e| (e, plain_size));
+        self.record(bucket, key, etag, &opts, sealed).await
     }
 
     /// Copies a request body into a staged upload as it arrives, within the
@@ -608,9 +716,16 @@ impl Objects {
         &self,
         upload: Box<dyn object_store::MultipartUpload>,
         body: &mut BodyStream,
-    ) -> Result<(WriteMultipart, [u8; 16]), ObjectsError> {
+        sealer: Option<ObjectSealer>,
+    ) -> Result<Streamed, ObjectsError> {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 1 << 20);
         let mut md5 = Md5::new();
+        let mut stored = Md5::new();
+        let mut sealer = sealer;
+        if let Some(s) = &sealer {
+            stored.update(s.header());
+            writer.put(Bytes::copy_from_slice(s.header()));
+        }
         let mut total: u64 = 0;
         loop {
             match next(body).await {
@@ -621,17 +736,37 @@ impl Objects {
                         return Err(self.too_large());
                     }
                     md5.update(&chunk);
+                    let out = match sealer.as_mut() {
+                        Some(s) => Bytes::from(s.update(&chunk)),
+                        None => chunk,
+                    };
+                    if out.is_empty() {
+                        continue;
+                    }
+                    stored.update(&out);
                     if let Err(e) = writer.wait_for_capacity(4).await {
                         let _ = writer.abort().await;
                         return Err(e.into());
                     }
-                    writer.put(chunk);
+                    writer.put(out);
                 }
                 Some(Err(e)) => {
                     let _ = writer.abort().await;
                     return Err(ObjectsError::Body(e));
                 }
-                None => return Ok((writer, md5.finalize().into())),
+                None => {
+                    if let Some(s) = sealer.take() {
+                        let last = s.finish();
+                        stored.update(&last);
+                        writer.put(Bytes::from(last));
+                    }
+                    return Ok(Streamed {
+                        writer,
+                        plain_md5: md5.finalize().into(),
+                        stored_md5: stored.finalize().into(),
+                        plain_size: total,
+                    });
+                }
             }
         }
     }
@@ -650,6 +785,11 @@ impl Objects {
         let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.check_target(bucket, key)?;
+        let encryption = opts.sse.as_ref().map(|s| self.resolve_sse(s)).transpose()?;
+        let sealer = encryption
+            .as_ref()
+            .map(|e| self.sealer(e, &object_arn(bucket, key)))
+            .transpose()?;
         let target = self.file(bucket, key);
         let before = staged_beside(&target);
         let upload = self
@@ -657,8 +797,12 @@ impl Objects {
             .put_multipart(&location)
             .await
             .map_err(|e| store_error(e, key))?;
-        let (writer, digest) = self.stream_into(upload, &mut body).await?;
-        if opts.content_md5.is_some_and(|want| want != digest) {
+        let streamed = self.stream_into(upload, &mut body, sealer).await?;
+        let writer = streamed.writer;
+        if opts
+            .content_md5
+            .is_some_and(|want| want != streamed.plain_md5)
+        {
             let _ = writer.abort().await;
             return Err(ObjectsError::BadDigest);
         }
@@ -670,8 +814,9 @@ impl Objects {
             self.check_target(bucket, key)?;
             return Err(store_error(e, key));
         }
-        self.record(bucket, key, format!("\"{}\"", hex::encode(digest)), &opts)
-            .await
+        let etag = etag_of(encryption.as_ref(), streamed.plain_md5, streamed.stored_md5);
+        let sealed = encryption.map(|e| (e, streamed.plain_size));
+        self.record(bucket, key, etag, &opts, sealed).await
     }
 
     /// Writes the metadata of an object just written, and answers its info.
@@ -681,6 +826,7 @@ impl Objects {
         key: &str,
         etag: String,
         opts: &PutOptions,
+        sealed: Option<(Encryption, u64)>,
     ) -> Result<ObjectInfo, ObjectsError> {
         let file = self.file(bucket, key);
         let meta_path = self.meta_path(bucket, key);
@@ -698,6 +844,8 @@ impl Objects {
                 metadata: metadata.clone(),
                 size: stat.len(),
                 mtime_ns: nanos(mtime),
+                encryption: sealed.as_ref().map(|(e, _)| e.clone()),
+                plain_size: sealed.as_ref().map(|(_, n)| *n),
             };
             write_durable(&meta_path, &serde_json::to_vec(&meta).unwrap_or_default())?;
             // An older store's metadata of the key describes an older file.
@@ -708,11 +856,12 @@ impl Objects {
             }
             Ok(ObjectInfo {
                 key,
-                size: stat.len(),
+                size: sealed.as_ref().map_or(stat.len(), |(_, n)| *n),
                 etag,
                 last_modified: mtime,
                 content_type: content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
                 metadata,
+                encryption: sealed.map(|(e, _)| e),
             })
         })
         .await?
@@ -789,6 +938,8 @@ impl Objects {
                     metadata: BTreeMap::new(),
                     size: stat.len(),
                     mtime_ns: nanos(mtime),
+                    encryption: None,
+                    plain_size: None,
                 };
                 // A cache: losing it costs only the hash again.
                 if let Err(e) = write_plain(&meta_path, &serde_json::to_vec(&m).unwrap_or_default())
@@ -798,15 +949,20 @@ impl Objects {
                 m
             }
         };
+        let size = match (&meta.encryption, meta.plain_size) {
+            (Some(_), Some(n)) => n,
+            _ => stat.len(),
+        };
         Ok(ObjectInfo {
             key: key.to_string(),
-            size: stat.len(),
+            size,
             etag: meta.etag,
             last_modified: mtime,
             content_type: meta
                 .content_type
                 .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
             metadata: meta.metadata,
+            encryption: meta.encryption,
         })
     }
 
@@ -832,10 +988,18 @@ impl Objects {
                 Some((s, e)) => (s, e - s + 1),
                 None => (0, info.size),
             };
-            let mut f = std::fs::File::open(this.file(&bucket, &key))?;
-            f.seek(SeekFrom::Start(start))?;
+            let f = std::fs::File::open(this.file(&bucket, &key))?;
+            let context = object_arn(&bucket, &key);
+            let mut r = plain_reader(
+                this.keyring.as_deref(),
+                f,
+                info.encryption.is_some(),
+                &context,
+                start,
+                len,
+            )?;
             let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            f.take(len).read_to_end(&mut buf)?;
+            r.read_to_end(&mut buf)?;
             Ok((info, Bytes::from(buf), span))
         })
         .await?
@@ -880,7 +1044,12 @@ impl Objects {
             };
             let stat = file.metadata()?;
             let info = this.info_of(&bucket, &key, &path, &stat)?;
-            Ok(OpenObject { info, file })
+            Ok(OpenObject {
+                info,
+                file,
+                keyring: this.keyring.clone(),
+                context: object_arn(&bucket, &key),
+            })
         })
         .await?
     }
@@ -940,26 +1109,36 @@ impl Objects {
         from: (&str, &str),
         to: (&str, &str),
         replace: Option<PutOptions>,
+        sse: Option<Sse>,
     ) -> Result<ObjectInfo, ObjectsError> {
         self.location(from.0, from.1)?;
         self.require_bucket(from.0)?;
         self.location(to.0, to.1)?;
         let _writing = self.writing(to.0).await;
         self.require_bucket(to.0)?;
+        // As S3: the copy is encrypted as its request says, never merely
+        // because its source was.
+        let encryption = sse.as_ref().map(|s| self.resolve_sse(s)).transpose()?;
         let this = self.clone();
         let (fb, fk) = (from.0.to_string(), from.1.to_string());
         let (tb, tk) = (to.0.to_string(), to.1.to_string());
-        let info =
-            tokio::task::spawn_blocking(move || this.copy_blocking(&fb, &fk, &tb, &tk)).await??;
+        let enc = encryption.clone();
+        let (info, etag) = tokio::task::spawn_blocking(move || {
+            this.copy_blocking(&fb, &fk, &tb, &tk, enc.as_ref())
+        })
+        .await??;
         let opts = replace.unwrap_or(PutOptions {
             content_type: Some(info.content_type.clone()),
             metadata: info.metadata.clone(),
             content_md5: None,
+            sse: None,
         });
-        // A multipart object's ETag is kept by a copy (S3 computes a new
-        // one only for a copy it re-parts; a single copy keeps the MD5).
-        let etag = info.etag.clone();
-        self.record(to.0, to.1, etag, &opts).await
+        // A multipart object's ETag is kept by a byte-for-byte copy (S3
+        // computes a new one only for a copy it re-parts; a single copy
+        // keeps the MD5); a copy decrypted or sealed anew has its own.
+        let etag = etag.unwrap_or_else(|| info.etag.clone());
+        let sealed = encryption.map(|e| (e, info.size));
+        self.record(to.0, to.1, etag, &opts, sealed).await
     }
 
     /// Copies the source's file into a staging file beside the target,
@@ -971,7 +1150,8 @@ impl Objects {
         key: &str,
         to_bucket: &str,
         to_key: &str,
-    ) -> Result<ObjectInfo, ObjectsError> {
+        encryption: Option<&Encryption>,
+    ) -> Result<(ObjectInfo, Option<String>), ObjectsError> {
         let no_such_key = || ObjectsError::NoSuchKey {
             key: key.to_string(),
         };
@@ -987,7 +1167,7 @@ impl Objects {
         }
         // The source is opened first, so a concurrent overwrite of it
         // never gives the copy one version's bytes and another's ETag.
-        let mut src = match std::fs::File::open(&path) {
+        let src = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if is_missing(&e) => return Err(no_such_key()),
             Err(e) => return Err(e.into()),
@@ -1000,29 +1180,60 @@ impl Objects {
             .parent()
             .map(FsPath::to_path_buf)
             .ok_or_else(|| unsupported_key(to_key))?;
+        // Opened (the data key unwrapped) and sealed before any file is
+        // made: a key that cannot be used leaves nothing behind.
+        let source = if info.encryption.is_some() || encryption.is_some() {
+            let reader = plain_reader(
+                self.keyring.as_deref(),
+                src,
+                info.encryption.is_some(),
+                &object_arn(bucket, key),
+                0,
+                info.size,
+            )?;
+            let sealer = encryption
+                .map(|e| self.sealer(e, &object_arn(to_bucket, to_key)))
+                .transpose()?;
+            CopyFrom::Transform(reader, sealer)
+        } else {
+            CopyFrom::Raw(src)
+        };
         let made = self.make_dirs(to_bucket, &parent, to_key)?;
         let staging = staging_path(&target);
-        let result = (|| -> std::io::Result<()> {
+        let result = (|| -> std::io::Result<Option<String>> {
             let mut dst = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&staging)?;
-            std::io::copy(&mut (&mut src).take(stat.len()), &mut dst)?;
+            let etag = match source {
+                CopyFrom::Transform(mut reader, sealer) => {
+                    let (plain, stored) = seal_copy(&mut reader, sealer, &mut dst)?;
+                    Some(etag_of(encryption, plain, stored))
+                }
+                CopyFrom::Raw(mut src) => {
+                    std::io::copy(&mut (&mut src).take(stat.len()), &mut dst)?;
+                    None
+                }
+            };
             dst.sync_all()?;
             drop(dst);
             std::fs::rename(&staging, &target)?;
-            sync_dir(&parent)
+            sync_dir(&parent)?;
+            Ok(etag)
         })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&staging);
-            return Err(io_conflict(e, to_key));
-        }
+        let etag = match result {
+            Ok(etag) => etag,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staging);
+                return Err(io_conflict(e, to_key));
+            }
+        };
         for dir in made {
             if let Some(up) = dir.parent() {
                 sync_dir(up)?;
             }
         }
-        Ok(info)
+        Ok((info, etag))
     }
 
     /// Creates the directories up to `dir` inside the bucket; answers the
@@ -1214,6 +1425,7 @@ impl Objects {
         let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
         self.check_target(bucket, key)?;
+        let encryption = opts.sse.as_ref().map(|s| self.resolve_sse(s)).transpose()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.upload_dir(bucket, &id)?;
         let upload = Upload {
@@ -1221,6 +1433,7 @@ impl Objects {
             content_type: opts.content_type,
             metadata: opts.metadata,
             initiated_ms: millis(SystemTime::now()),
+            encryption,
         };
         std::fs::create_dir_all(&dir)?;
         write_durable(
@@ -1242,7 +1455,7 @@ impl Objects {
     ) -> Result<String, ObjectsError> {
         let _writing = self.writing(bucket).await;
         self.require_bucket(bucket)?;
-        self.upload(bucket, key, upload_id)?;
+        let (_, record) = self.upload(bucket, key, upload_id)?;
         if !(1..=MAX_PARTS).contains(&number) {
             return Err(ObjectsError::InvalidArgument(
                 "Part number must be an integer between 1 and 10000, inclusive".into(),
@@ -1250,15 +1463,24 @@ impl Objects {
         }
         let location = Path::parse(format!(".meta/uploads/{bucket}/{upload_id}/{number}"))
             .map_err(|_| unsupported_key(key))?;
+        // Each part is sealed under a data key of its own, bound to the
+        // upload and part number.
+        let encryption = record.encryption;
+        let sealer = encryption
+            .as_ref()
+            .map(|e| self.sealer(e, &part_context(bucket, key, upload_id, number)))
+            .transpose()?;
         let upload = self.fs.put_multipart(&location).await?;
         let mut body = body;
-        let (writer, digest) = self.stream_into(upload, &mut body).await?;
-        if content_md5.is_some_and(|want| want != digest) {
+        let streamed = self.stream_into(upload, &mut body, sealer).await?;
+        let writer = streamed.writer;
+        if content_md5.is_some_and(|want| want != streamed.plain_md5) {
             let _ = writer.abort().await;
             return Err(ObjectsError::BadDigest);
         }
         writer.finish().await?;
-        let etag = format!("\"{}\"", hex::encode(digest));
+        let etag = etag_of(encryption.as_ref(), streamed.plain_md5, streamed.stored_md5);
+        let plain_size = encryption.as_ref().map(|_| streamed.plain_size);
         let part = self
             .uploads_dir(bucket)
             .join(upload_id)
@@ -1271,6 +1493,7 @@ impl Objects {
                 etag: recorded,
                 size: stat.len(),
                 mtime_ns: nanos(stat.modified()?),
+                plain_size,
             };
             write_durable(&sidecar, &serde_json::to_vec(&meta).unwrap_or_default())?;
             Ok(())
@@ -1287,8 +1510,9 @@ impl Objects {
         upload_id: &str,
     ) -> Result<Vec<PartInfo>, ObjectsError> {
         self.require_bucket(bucket)?;
-        let (dir, _) = self.upload(bucket, key, upload_id)?;
-        tokio::task::spawn_blocking(move || parts_of(&dir)).await?
+        let (dir, upload) = self.upload(bucket, key, upload_id)?;
+        let sealed = upload.encryption.is_some();
+        tokio::task::spawn_blocking(move || parts_of(&dir, sealed)).await?
     }
 
     /// The bucket's multipart uploads in progress, in S3's order: by key,
@@ -1355,9 +1579,10 @@ impl Objects {
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(ObjectsError::InvalidPartOrder);
         }
+        let sealed = upload.encryption.is_some();
         let have = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || parts_of(&dir)).await??
+            tokio::task::spawn_blocking(move || parts_of(&dir, sealed)).await??
         };
         let mut chosen = Vec::with_capacity(parts.len());
         for (i, (number, etag)) in parts.iter().enumerate() {
@@ -1386,15 +1611,38 @@ impl Objects {
             .await
             .map_err(|e| store_error(e, key))?;
         let mut writer = WriteMultipart::new_with_chunk_size(writer_upload, 1 << 20);
+        // An encrypted upload's parts are opened and their plaintext sealed
+        // anew as one object: its chunks must run unbroken across parts.
+        let mut sealer = match &upload.encryption {
+            Some(e) => match self.sealer(e, &object_arn(bucket, key)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        if let Some(s) = &sealer {
+            writer.put(Bytes::copy_from_slice(s.header()));
+        }
+        let mut plain_total: u64 = 0;
         // Each part goes in in bounded pieces, never whole in memory.
         for p in &chosen {
             let path = dir.join(p.number.to_string());
-            let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path)).await?;
+            let keyring = self.keyring.clone();
+            let context = part_context(bucket, key, upload_id, p.number);
+            let size = p.size;
+            let opened = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(path)?;
+                plain_reader(keyring.as_deref(), f, sealed, &context, 0, size)
+            })
+            .await?;
             let mut file = match opened {
                 Ok(f) => Some(f),
                 Err(e) => {
                     let _ = writer.abort().await;
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             while let Some(f) = file.take() {
@@ -1412,7 +1660,14 @@ impl Objects {
                             let _ = writer.abort().await;
                             return Err(e.into());
                         }
-                        writer.put(Bytes::from(buf));
+                        plain_total += buf.len() as u64;
+                        let out = match sealer.as_mut() {
+                            Some(s) => Bytes::from(s.update(&buf)),
+                            None => Bytes::from(buf),
+                        };
+                        if !out.is_empty() {
+                            writer.put(out);
+                        }
                         file = Some(f);
                     }
                     (_, Err(e)) => {
@@ -1421,6 +1676,9 @@ impl Objects {
                     }
                 }
             }
+        }
+        if let Some(s) = sealer.take() {
+            writer.put(Bytes::from(s.finish()));
         }
         if let Err(e) = writer.finish().await {
             // object_store leaves its staging file when the rename fails.
@@ -1439,7 +1697,9 @@ impl Objects {
                     content_type: upload.content_type,
                     metadata: upload.metadata,
                     content_md5: None,
+                    sse: None,
                 },
+                upload.encryption.map(|e| (e, plain_total)),
             )
             .await?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -1465,6 +1725,9 @@ impl Objects {
 pub struct OpenObject {
     pub info: ObjectInfo,
     file: std::fs::File,
+    keyring: Option<Arc<Keyring>>,
+    /// What the object's data key is bound to (its ARN).
+    context: String,
 }
 
 impl OpenObject {
@@ -1474,15 +1737,22 @@ impl OpenObject {
         self,
         range: Option<RangeSpec>,
     ) -> Result<(ObjectInfo, u64, Option<(u64, u64)>, BodyStream), ObjectsError> {
-        let OpenObject { info, mut file } = self;
+        let OpenObject {
+            info,
+            file,
+            keyring,
+            context,
+        } = self;
         let span = range.map(|r| r.resolve(info.size)).transpose()?;
         let (start, len) = match span {
             Some((a, b)) => (a, b - a + 1),
             None => (0, info.size),
         };
+        let sealed = info.encryption.is_some();
+        // The data key is unwrapped here, before the answer's status: a
+        // missing or disabled key is an error reply, not a cut stream.
         let file = tokio::task::spawn_blocking(move || {
-            file.seek(SeekFrom::Start(start))?;
-            Ok::<_, std::io::Error>(file)
+            plain_reader(keyring.as_deref(), file, sealed, &context, start, len)
         })
         .await??;
         let stream: BodyStream = Box::pin(FileStream {
@@ -1496,10 +1766,10 @@ impl OpenObject {
 
 /// Reads a file in pieces on the blocking pool, as the reply is sent.
 struct FileStream {
-    file: Option<std::fs::File>,
+    file: Option<Reader>,
     remaining: u64,
     #[allow(clippy::type_complexity)]
-    pending: Option<tokio::task::JoinHandle<(std::fs::File, std::io::Result<Vec<u8>>)>>,
+    pending: Option<tokio::task::JoinHandle<(Reader, std::io::Result<Vec<u8>>)>>,
 }
 
 /// Piece size of a streamed read.
@@ -1566,7 +1836,7 @@ impl futures_core::Stream for FileStream {
 /// The parts in an upload's directory, by number, each with its MD5: from
 /// its sidecar, or (a part uploaded before sidecars, or one whose sidecar
 /// is stale or lost) hashed in pieces.
-fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
+fn parts_of(dir: &FsPath, sealed: bool) -> Result<Vec<PartInfo>, ObjectsError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -1582,21 +1852,237 @@ fn parts_of(dir: &FsPath) -> Result<Vec<PartInfo>, ObjectsError> {
         let recorded = std::fs::read(dir.join(format!("{number}.json")))
             .ok()
             .and_then(|b| serde_json::from_slice::<PartMeta>(&b).ok())
-            .filter(|m| m.size == stat.len() && m.mtime_ns == nanos(mtime))
-            .map(|m| m.etag);
-        let etag = match recorded {
-            Some(e) => e,
-            None => format!("\"{}\"", hex::encode(md5_of_file(&entry.path())?)),
+            .filter(|m| m.size == stat.len() && m.mtime_ns == nanos(mtime));
+        let (etag, size) = match recorded {
+            Some(m) => {
+                let size = m.plain_size.unwrap_or(stat.len());
+                (m.etag, size)
+            }
+            // A part whose sidecar a crash lost: its stored bytes' MD5 (an
+            // SSE-KMS part's ETag) and, sealed, its plaintext's size.
+            None => {
+                let etag = format!("\"{}\"", hex::encode(md5_of_file(&entry.path())?));
+                let size = if sealed {
+                    sealed_plain_size(&entry.path())?
+                } else {
+                    stat.len()
+                };
+                (etag, size)
+            }
         };
         out.push(PartInfo {
             number,
-            size: stat.len(),
+            size,
             etag,
             last_modified: mtime,
         });
     }
     out.sort_by_key(|p| p.number);
     Ok(out)
+}
+
+/// What a streamed write left: the upload to finish, the MD5s of the
+/// plaintext and of the bytes stored (the same when not sealed), and the
+/// plaintext's size.
+struct Streamed {
+    writer: WriteMultipart,
+    plain_md5: [u8; 16],
+    stored_md5: [u8; 16],
+    plain_size: u64,
+}
+
+/// A copy's source: the file as it is, or its plaintext to seal anew.
+enum CopyFrom {
+    Raw(std::fs::File),
+    Transform(Reader, Option<ObjectSealer>),
+}
+
+/// A source of an object's plaintext, moved to the blocking pool and back.
+type Reader = Box<dyn Read + Send>;
+
+/// The ETag S3 gives a single-part write: the plaintext's MD5, but for
+/// SSE-KMS, whose ETag is not (S3: "not an MD5 digest of their object
+/// data"): there it is the MD5 of the sealed bytes, so it still changes
+/// with the content and reveals nothing of the plaintext.
+fn etag_of(encryption: Option<&Encryption>, plain: [u8; 16], stored: [u8; 16]) -> String {
+    let digest = if encryption.is_some_and(Encryption::is_kms) {
+        stored
+    } else {
+        plain
+    };
+    format!("\"{}\"", hex::encode(digest))
+}
+
+/// What an object's data key is bound to: its ARN, as S3's encryption
+/// context names it.
+fn object_arn(bucket: &str, key: &str) -> String {
+    format!("arn:aws:s3:::{bucket}/{key}")
+}
+
+/// What a part's data key is bound to.
+fn part_context(bucket: &str, key: &str, upload_id: &str, number: u32) -> String {
+    format!("arn:aws:s3:::{bucket}/{key}?uploadId={upload_id}&partNumber={number}")
+}
+
+/// The keyring's refusals as S3 answers them.
+fn kms_error(e: KeyringError) -> ObjectsError {
+    match e {
+        KeyringError::NotFound(m) => ObjectsError::KmsNotFound(m),
+        KeyringError::Disabled(m) => ObjectsError::KmsDisabled(m),
+        e @ KeyringError::File { .. } => ObjectsError::Keyring(e),
+    }
+}
+
+/// `len` plaintext bytes from `start` of an object's file: the file itself,
+/// or, sealed, its chunks opened as they are read (only those the span
+/// touches). The data key is unwrapped here, so a key that cannot be
+/// used is an error before any byte.
+fn plain_reader(
+    keyring: Option<&Keyring>,
+    mut file: std::fs::File,
+    sealed: bool,
+    context: &str,
+    start: u64,
+    len: u64,
+) -> Result<Reader, ObjectsError> {
+    if !sealed {
+        file.seek(SeekFrom::Start(start))?;
+        return Ok(Box::new(file.take(len)));
+    }
+    let keyring = keyring.ok_or_else(|| {
+        ObjectsError::InvalidRequest(
+            "The object is encrypted, but server-side encryption is not configured on this server (no keyring).".into(),
+        )
+    })?;
+    let file_len = file.metadata()?.len();
+    let mut header = vec![0u8; ripstream_keyring::MAX_HEADER_LEN.min(file_len as usize)];
+    file.read_exact(&mut header)?;
+    let opener = keyring
+        .open_object(&header, context.as_bytes())
+        .map_err(kms_error)??;
+    let body = file_len.saturating_sub(opener.header_len() as u64);
+    let plain = opener
+        .plain_len(body)
+        .ok_or(ripstream_keyring::SealError::BadHeader)?;
+    let chunks = plain.div_ceil(opener.chunk_size() as u64).max(1);
+    Ok(Box::new(PlainReader {
+        file,
+        opener,
+        chunks,
+        pos: start,
+        end: start.saturating_add(len).min(plain),
+        buf: Vec::new(),
+        buf_at: 0,
+        buf_base: u64::MAX,
+    }))
+}
+
+/// The plaintext of a sealed file, chunk by chunk.
+struct PlainReader {
+    file: std::fs::File,
+    opener: ObjectOpener,
+    chunks: u64,
+    /// The next plaintext byte to answer, and the span's end.
+    pos: u64,
+    end: u64,
+    /// The open chunk's plaintext, and where it starts in the object.
+    buf: Vec<u8>,
+    buf_at: usize,
+    buf_base: u64,
+}
+
+impl Read for PlainReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.end || out.is_empty() {
+            return Ok(0);
+        }
+        let chunk = self.opener.chunk_size() as u64;
+        let index = self.pos / chunk;
+        if self.buf_base != index * chunk {
+            let at = self.opener.chunk_offset(index);
+            let sealed_len = chunk as usize + 16;
+            self.file.seek(SeekFrom::Start(at))?;
+            let mut sealed = Vec::with_capacity(sealed_len);
+            (&mut self.file)
+                .take(sealed_len as u64)
+                .read_to_end(&mut sealed)?;
+            let last = index + 1 == self.chunks;
+            let plain = self
+                .opener
+                .open_chunk(index, last, &mut sealed)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let n = plain.len();
+            sealed.truncate(n);
+            self.buf = sealed;
+            self.buf_base = index * chunk;
+        }
+        self.buf_at = (self.pos - self.buf_base) as usize;
+        let avail = &self.buf[self.buf_at.min(self.buf.len())..];
+        if avail.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the object's file ends before its recorded size",
+            ));
+        }
+        let want = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let n = avail.len().min(out.len()).min(want);
+        out[..n].copy_from_slice(&avail[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Copies a plaintext into `out`, sealed if `sealer`; answers the MD5s of
+/// the plaintext and of what was written.
+fn seal_copy(
+    reader: &mut Reader,
+    sealer: Option<ObjectSealer>,
+    out: &mut std::fs::File,
+) -> std::io::Result<([u8; 16], [u8; 16])> {
+    use std::io::Write;
+    let mut plain = Md5::new();
+    let mut stored = Md5::new();
+    let mut sealer = sealer;
+    if let Some(s) = &sealer {
+        stored.update(s.header());
+        out.write_all(s.header())?;
+    }
+    let mut buf = vec![0u8; READ_CHUNK as usize];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        plain.update(&buf[..n]);
+        match sealer.as_mut() {
+            Some(s) => {
+                let sealed = s.update(&buf[..n]);
+                stored.update(&sealed);
+                out.write_all(&sealed)?;
+            }
+            None => {
+                stored.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+            }
+        }
+    }
+    if let Some(s) = sealer {
+        let last = s.finish();
+        stored.update(&last);
+        out.write_all(&last)?;
+    }
+    Ok((plain.finalize().into(), stored.finalize().into()))
+}
+
+/// The plaintext size of a sealed file, from its header and length.
+fn sealed_plain_size(path: &FsPath) -> Result<u64, ObjectsError> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut start = vec![0u8; 16.min(len as usize)];
+    f.read_exact(&mut start)?;
+    let bad = || ObjectsError::Sealed(ripstream_keyring::SealError::BadHeader);
+    let h = ripstream_keyring::header_len(&start).ok_or_else(bad)? as u64;
+    ripstream_keyring::plain_len(len.saturating_sub(h)).ok_or_else(bad)
 }
 
 /// The MD5 of a file, read in pieces.

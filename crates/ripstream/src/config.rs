@@ -46,7 +46,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIPSTREAM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Keyring of master keys for server-side encryption, standing in for KMS
-    /// (created with a key for alias/aws/kinesis if missing) [default: <data-dir>/keyring.toml]
+    /// (keys for alias/aws/kinesis, alias/aws/s3 and alias/ripstream/sse-s3 added if missing)
+    /// [default: <data-dir>/keyring.toml]
     #[arg(long, env = "RIPSTREAM_KEYRING")]
     pub keyring: Option<PathBuf>,
     /// Most connections served at once [default: 10000]
@@ -166,6 +167,16 @@ pub struct ServeArgs {
     /// use http:// URLs; AWS admits only https [default: false]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_ALLOW_HTTP_DESTINATIONS")]
     pub firehose_allow_http_destinations: Option<bool>,
+    /// Networks (comma-separated CIDRs, IPv4 or IPv6) that connections to
+    /// hosts named by API callers (Firehose push destinations, Redshift
+    /// databases) may go to, checked on each connection's resolved address
+    /// [default: any address]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_DESTINATION_NETWORKS")]
+    pub firehose_destination_networks: Option<String>,
+    /// PEM file of CA certificates Firehose push destinations' certificates
+    /// may also chain to, besides the platform's roots [default: none]
+    #[arg(long, env = "RIPSTREAM_FIREHOSE_DESTINATION_CA_FILE")]
+    pub firehose_destination_ca_file: Option<PathBuf>,
     /// The longest a Firehose push destination has to answer one request,
     /// or Splunk to acknowledge one, in milliseconds [default: 180000]
     #[arg(long, env = "RIPSTREAM_FIREHOSE_ENDPOINT_TIMEOUT_MS")]
@@ -253,6 +264,8 @@ pub struct FileConfig {
     pub firehose_kinesis_start: Option<String>,
     pub firehose_active_partition_limit: Option<usize>,
     pub firehose_allow_http_destinations: Option<bool>,
+    pub firehose_destination_networks: Option<Vec<String>>,
+    pub firehose_destination_ca_file: Option<PathBuf>,
     pub firehose_endpoint_timeout_ms: Option<u64>,
     /// `[object_store]`: where S3 objects live.
     pub object_store: Option<ObjectStoreFile>,
@@ -263,13 +276,18 @@ pub struct FileConfig {
 }
 
 /// One `[functions.NAME]` table: `command = ["python3", "t.py"]` (one JSON
-/// request on stdin, one JSON response on stdout per invocation).
+/// request on stdin, one JSON response on stdout per invocation), or
+/// `url = "https://..."` (the request POSTed to it).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionFile {
     pub command: Option<Vec<String>>,
-    /// An HTTP function (`http://` only): the request is POSTed to it.
+    /// An HTTP function (`http://` or `https://`): the request is POSTed
+    /// to it.
     pub url: Option<String>,
+    /// A PEM file of CA certificates the `https://` function's certificate
+    /// may also chain to, besides the platform's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The `[object_store]` table: the embedded store's settings, or an external
@@ -681,24 +699,48 @@ pub fn firehose(
         }
         cfg.endpoint_timeout = Duration::from_millis(ms);
     }
+    let networks = match (
+        &args.firehose_destination_networks,
+        &file.firehose_destination_networks,
+    ) {
+        (Some(list), _) => Some(ripstream_firehose::Networks::parse_list(list)),
+        (None, Some(items)) => Some(ripstream_firehose::Networks::parse(items)),
+        (None, None) => None,
+    };
+    cfg.destination_networks = networks
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("firehose_destination_networks: {e}"))?;
+    if let Some(ca) = args
+        .firehose_destination_ca_file
+        .as_ref()
+        .or(file.firehose_destination_ca_file.as_ref())
+    {
+        // Read now, so that a bad file stops the start, not the first
+        // delivery.
+        ripstream_firehose::ClientBuilder::new()
+            .ca_file(ca)
+            .map_err(|e| anyhow::anyhow!("firehose_destination_ca_file: {e}"))?;
+        cfg.destination_ca_file = Some(ca.clone());
+    }
     for (name, f) in &file.functions {
+        use ripstream_firehose::lambda::{FunctionConfig, HttpFunction};
         match (&f.command, &f.url) {
             (Some(c), None) if !c.is_empty() => {
-                cfg.functions.insert(
-                    name.clone(),
-                    ripstream_firehose::lambda::FunctionConfig::Command(c.clone()),
-                );
+                if f.ca_file.is_some() {
+                    bail!("[functions.{name}]: ca_file is for url = \"https://...\" functions");
+                }
+                cfg.functions
+                    .insert(name.clone(), FunctionConfig::Command(c.clone()));
             }
-            (None, Some(u)) if ripstream_firehose::lambda::valid_url(u) => {
-                cfg.functions.insert(
-                    name.clone(),
-                    ripstream_firehose::lambda::FunctionConfig::Url(u.clone()),
-                );
+            (None, Some(u)) => {
+                let function = HttpFunction::new(u, f.ca_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("[functions.{name}]: {e}"))?;
+                cfg.functions
+                    .insert(name.clone(), FunctionConfig::Url(function));
             }
-            (None, Some(u)) => bail!(
-                "[functions.{name}]: url {u:?} is not an http:// URL (https is not supported yet by this server)"
+            _ => bail!(
+                "[functions.{name}] needs command = [\"program\", \"arg\", ...] or url = \"https://...\""
             ),
-            _ => bail!("[functions.{name}] needs command = [\"program\", \"arg\", ...]"),
         }
     }
     Ok(cfg)
@@ -783,16 +825,136 @@ mod tests {
             ])
         );
         let file: FileConfig =
-            toml::from_str("[functions.web]\nurl = \"https://127.0.0.1:1/\"\n").unwrap();
+            toml::from_str("[functions.web]\nurl = \"ftp://127.0.0.1:1/\"\n").unwrap();
         let e = firehose(&ServeArgs::default(), &file, &service).unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
-        let file: FileConfig =
-            toml::from_str("[functions.web]\nurl = \"http://127.0.0.1:1/t\"\n").unwrap();
+        assert!(e.to_string().contains("https://"), "{e}");
+        for url in ["http://127.0.0.1:1/t", "https://fn.example.com/t"] {
+            let file: FileConfig =
+                toml::from_str(&format!("[functions.web]\nurl = \"{url}\"\n")).unwrap();
+            let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+            let ripstream_firehose::lambda::FunctionConfig::Url(web) = &f.functions["web"] else {
+                panic!("{:?}", f.functions["web"]);
+            };
+            assert_eq!((web.url(), web.ca_file()), (url, None));
+        }
+    }
+
+    /// A test CA's certificate, PEM.
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn ca_files_are_read_at_start() {
+        let service = ServiceConfig::new("d");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_pem()).unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "junk").unwrap();
+        let toml_path = |p: &Path| format!("{:?}", p.display().to_string());
+        let file: FileConfig = toml::from_str(&format!(
+            "[functions.web]\nurl = \"https://fn.example.com/\"\nca_file = {}\n",
+            toml_path(&ca)
+        ))
+        .unwrap();
         let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
-        assert_eq!(
-            f.functions["web"],
-            ripstream_firehose::lambda::FunctionConfig::Url("http://127.0.0.1:1/t".into())
+        let ripstream_firehose::lambda::FunctionConfig::Url(web) = &f.functions["web"] else {
+            panic!("{:?}", f.functions["web"]);
+        };
+        assert_eq!(web.ca_file(), Some(ca.as_path()));
+        for (table, why) in [
+            (
+                format!(
+                    "url = \"https://fn.example.com/\"\nca_file = {}",
+                    toml_path(&junk)
+                ),
+                "no PEM certificate",
+            ),
+            (
+                format!(
+                    "url = \"http://fn.example.com/\"\nca_file = {}",
+                    toml_path(&ca)
+                ),
+                "https",
+            ),
+            (
+                format!("command = [\"cat\"]\nca_file = {}", toml_path(&ca)),
+                "ca_file",
+            ),
+        ] {
+            let file: FileConfig = toml::from_str(&format!("[functions.web]\n{table}\n")).unwrap();
+            let e = firehose(&ServeArgs::default(), &file, &service).unwrap_err();
+            assert!(e.to_string().contains(why), "{table}: {e}");
+        }
+        // The push destinations' CA file: flag over file, checked at start.
+        let file: FileConfig = toml::from_str(&format!(
+            "firehose_destination_ca_file = {}\n",
+            toml_path(&ca)
+        ))
+        .unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        assert_eq!(f.destination_ca_file.as_deref(), Some(ca.as_path()));
+        let args = ServeArgs {
+            firehose_destination_ca_file: Some(junk.clone()),
+            ..Default::default()
+        };
+        let e = firehose(&args, &file, &service).unwrap_err();
+        assert!(
+            e.to_string().contains("firehose_destination_ca_file"),
+            "{e}"
         );
+        let args = ServeArgs {
+            firehose_destination_ca_file: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        };
+        assert!(firehose(&args, &FileConfig::default(), &service).is_err());
+        assert!(
+            firehose(&ServeArgs::default(), &FileConfig::default(), &service)
+                .unwrap()
+                .destination_ca_file
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn destination_networks_come_from_flag_or_file() {
+        let service = ServiceConfig::new("d");
+        let none = firehose(&ServeArgs::default(), &FileConfig::default(), &service).unwrap();
+        assert!(none.destination_networks.is_none());
+        let file: FileConfig =
+            toml::from_str("firehose_destination_networks = [\"10.0.0.0/8\", \"fd00::/8\"]\n")
+                .unwrap();
+        let f = firehose(&ServeArgs::default(), &file, &service).unwrap();
+        let n = f.destination_networks.unwrap();
+        assert_eq!(n.to_string(), "10.0.0.0/8,fd00::/8");
+        assert!(n.permits("10.1.1.1".parse().unwrap()));
+        assert!(!n.permits("127.0.0.1".parse().unwrap()));
+        let args = ServeArgs {
+            firehose_destination_networks: Some("127.0.0.0/8, ::1/128".into()),
+            ..Default::default()
+        };
+        let f = firehose(&args, &file, &service).unwrap();
+        assert_eq!(
+            f.destination_networks.unwrap().to_string(),
+            "127.0.0.0/8,::1/128"
+        );
+        for bad in ["10.0.0.0/33", "", "example.com/8"] {
+            let args = ServeArgs {
+                firehose_destination_networks: Some(bad.into()),
+                ..Default::default()
+            };
+            let e = firehose(&args, &FileConfig::default(), &service).unwrap_err();
+            assert!(
+                e.to_string().contains("firehose_destination_networks"),
+                "{bad}: {e}"
+            );
+        }
+        let file: FileConfig = toml::from_str("firehose_destination_networks = []\n").unwrap();
+        assert!(firehose(&ServeArgs::default(), &file, &service).is_err());
     }
 
     #[test]

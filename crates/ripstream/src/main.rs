@@ -150,9 +150,27 @@ async fn serve(args: config::ServeArgs, log_level: Option<String>) -> Result<()>
         .context("cannot open the data directory")?;
     let dynamo = ripstream_dynamo::Dynamo::open_in(&ctx)
         .context("cannot open the DynamoDB-compatible tables")?;
+    // The object store's SSE keys live in the server's keyring (Data
+    // Streams created it if it was missing); the S3-managed ones are added
+    // on first start, as AWS creates aws/s3 on first use.
+    let keyring_path = service
+        .keyring
+        .clone()
+        .unwrap_or_else(|| service.data_dir.join("keyring.toml"));
+    ripstream_keyring::Keyring::ensure_aliases(
+        &keyring_path,
+        &[
+            ripstream_keyring::S3_MANAGED_ALIAS,
+            ripstream_keyring::SSE_S3_ALIAS,
+        ],
+    )
+    .context("cannot add the S3 keys to the keyring")?;
+    let object_keys = ripstream_keyring::Keyring::open(&keyring_path, &ctx.region, &ctx.account_id)
+        .context("cannot open the keyring")?;
     let objects = ripstream_objects::Objects::open_root(&objects_root)
         .with_context(|| format!("cannot open the object store at {}", objects_root.display()))?
-        .with_upload_expiry(upload_expiry);
+        .with_upload_expiry(upload_expiry)
+        .with_keyring(Arc::new(object_keys));
     tracing::info!(root = %objects.root().display(), "object store (S3 API)");
     let glue = ripstream_glue::Glue::open_in(&ctx).context("cannot open the Glue Data Catalog")?;
     // Firehose delivers into the same store the S3 API serves.

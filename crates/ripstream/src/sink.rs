@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use ripstream_firehose::sink::BoxFuture;
 use ripstream_firehose::{ObjectSink, SinkError};
-use ripstream_objects::{Objects, ObjectsError};
+use ripstream_objects::{Objects, ObjectsError, PutOptions, Sse};
 
 /// Delivered objects go through [`Objects::put_object`], as S3 PutObject's
 /// do: fsynced before the delivery engine moves its checkpoint, with their
@@ -18,6 +18,46 @@ impl EmbeddedObjects {
     }
 }
 
+impl EmbeddedObjects {
+    async fn store(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        kms_key: Option<&str>,
+    ) -> Result<(), SinkError> {
+        let opts = PutOptions {
+            sse: kms_key.map(|k| Sse::Kms(Some(k.to_string()))),
+            ..PutOptions::default()
+        };
+        match self.0.put_with(bucket, key, body, opts).await {
+            Ok(_) => Ok(()),
+            // A key disabled or removed since the stream was configured:
+            // retried until it is usable again, as AWS does.
+            Err(e @ (ObjectsError::KmsNotFound(_) | ObjectsError::KmsDisabled(_))) => {
+                Err(SinkError::Kms {
+                    code: ripstream_api::ServiceError::code(&e),
+                    message: e.to_string(),
+                })
+            }
+            Err(ObjectsError::NoSuchBucket { .. } | ObjectsError::InvalidBucketName { .. }) => {
+                Err(SinkError::NoSuchBucket(bucket.to_string()))
+            }
+            Err(e @ (ObjectsError::InvalidArgument(_) | ObjectsError::KeyTooLong)) => {
+                Err(SinkError::InvalidKey {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => Err(SinkError::Write {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+}
+
 impl ObjectSink for EmbeddedObjects {
     fn put<'a>(
         &'a self,
@@ -25,25 +65,17 @@ impl ObjectSink for EmbeddedObjects {
         key: &'a str,
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            match self.0.put_object(bucket, key, body).await {
-                Ok(_) => Ok(()),
-                Err(ObjectsError::NoSuchBucket { .. } | ObjectsError::InvalidBucketName { .. }) => {
-                    Err(SinkError::NoSuchBucket(bucket.to_string()))
-                }
-                Err(e @ (ObjectsError::InvalidArgument(_) | ObjectsError::KeyTooLong)) => {
-                    Err(SinkError::InvalidKey {
-                        key: key.to_string(),
-                        message: e.to_string(),
-                    })
-                }
-                Err(e) => Err(SinkError::Write {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    source: Box::new(e),
-                }),
-            }
-        })
+        Box::pin(self.store(bucket, key, body, None))
+    }
+
+    fn put_encrypted<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+        kms_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.store(bucket, key, body, Some(kms_key)))
     }
 }
 
@@ -57,8 +89,14 @@ pub struct ExternalS3 {
     region: String,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    /// One client per bucket and SSE-KMS key (object_store sets SSE on
+    /// the client, not per request).
+    #[allow(clippy::type_complexity)]
     buckets: parking_lot::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<object_store::aws::AmazonS3>>,
+        std::collections::HashMap<
+            (String, Option<String>),
+            std::sync::Arc<object_store::aws::AmazonS3>,
+        >,
     >,
 }
 
@@ -96,8 +134,10 @@ impl ExternalS3 {
     fn store(
         &self,
         bucket: &str,
+        kms_key: Option<&str>,
     ) -> Result<std::sync::Arc<object_store::aws::AmazonS3>, object_store::Error> {
-        if let Some(s) = self.buckets.lock().get(bucket) {
+        let id = (bucket.to_string(), kms_key.map(String::from));
+        if let Some(s) = self.buckets.lock().get(&id) {
             return Ok(s.clone());
         }
         let mut b = object_store::aws::AmazonS3Builder::new()
@@ -117,11 +157,44 @@ impl ExternalS3 {
             }
             _ => b = b.with_skip_signature(true),
         }
+        if let Some(k) = kms_key {
+            // The external store's own SSE-KMS, under the key as named.
+            b = b.with_sse_kms_encryption(k);
+        }
         let store = std::sync::Arc::new(b.build()?);
-        self.buckets
-            .lock()
-            .insert(bucket.to_string(), store.clone());
+        self.buckets.lock().insert(id, store.clone());
         Ok(store)
+    }
+
+    async fn store_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        kms_key: Option<&str>,
+    ) -> Result<(), SinkError> {
+        use object_store::ObjectStoreExt;
+        let write = |e: object_store::Error| SinkError::Write {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            source: Box::new(e),
+        };
+        let path = object_store::path::Path::parse(key).map_err(|e| SinkError::InvalidKey {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        let store = self.store(bucket, kms_key).map_err(write)?;
+        match store.put(&path, body.into()).await {
+            Ok(_) => Ok(()),
+            // A PUT answered 404 names a bucket that does not exist.
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(SinkError::NoSuchBucket(bucket.to_string()))
+            }
+            Err(e) if e.to_string().contains("NoSuchBucket") => {
+                Err(SinkError::NoSuchBucket(bucket.to_string()))
+            }
+            Err(e) => Err(write(e)),
+        }
     }
 }
 
@@ -132,29 +205,16 @@ impl ObjectSink for ExternalS3 {
         key: &'a str,
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        use object_store::ObjectStoreExt;
-        Box::pin(async move {
-            let write = |e: object_store::Error| SinkError::Write {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                source: Box::new(e),
-            };
-            let path = object_store::path::Path::parse(key).map_err(|e| SinkError::InvalidKey {
-                key: key.to_string(),
-                message: e.to_string(),
-            })?;
-            let store = self.store(bucket).map_err(write)?;
-            match store.put(&path, body.into()).await {
-                Ok(_) => Ok(()),
-                // A PUT answered 404 names a bucket that does not exist.
-                Err(object_store::Error::NotFound { .. }) => {
-                    Err(SinkError::NoSuchBucket(bucket.to_string()))
-                }
-                Err(e) if e.to_string().contains("NoSuchBucket") => {
-                    Err(SinkError::NoSuchBucket(bucket.to_string()))
-                }
-                Err(e) => Err(write(e)),
-            }
-        })
+        Box::pin(self.store_object(bucket, key, body, None))
+    }
+
+    fn put_encrypted<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Bytes,
+        kms_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.store_object(bucket, key, body, Some(kms_key)))
     }
 }

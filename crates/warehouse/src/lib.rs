@@ -3,7 +3,9 @@
 //! [`Postgres`] is the `ripstream_firehose::redshift::TableLoader` the
 //! binary wires: for each staged file it connects to the ClusterJDBCURL's
 //! host with the destination's Username and Password (plain TCP, no TLS:
-//! meant for a database on the same host or a trusted network), and in one
+//! meant for a database on the same host or a trusted network; under the
+//! operator's allow-list of networks, to the host's addresses inside it
+//! only, resolved and checked here), and in one
 //! transaction records the file in the load manifest table
 //! [`MANIFEST_TABLE`] (`stream`, `object_key` primary key, `loaded_at`) and
 //! runs `COPY table (columns) FROM STDIN (FORMAT csv)` with the rows
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use ripstream_firehose::Networks;
 use ripstream_firehose::redshift::{
     BoxFuture, LoadError, LoadJob, LoadOutcome, LoadTarget, MANIFEST_TABLE, TableLoader,
 };
@@ -118,10 +121,35 @@ fn column_name(col: &str) -> String {
     }
 }
 
-async fn connect(t: &LoadTarget) -> Result<Client, LoadError> {
+async fn connect(t: &LoadTarget, networks: Option<&Networks>) -> Result<Client, LoadError> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&t.cluster.host)
-        .port(t.cluster.port)
+    match networks {
+        None => {
+            cfg.host(&t.cluster.host);
+        }
+        Some(n) => {
+            // Resolved and checked here, then connected to by address
+            // (`hostaddr`, one per permitted address, tried in order): were
+            // tokio-postgres given the name, it would resolve it again,
+            // and the second answer need not be the first.
+            let unreachable = |message: String| LoadError::Unreachable {
+                host: t.cluster.host.clone(),
+                port: t.cluster.port,
+                message,
+            };
+            let addrs =
+                tokio::time::timeout(CONNECT_TIMEOUT, n.resolve(&t.cluster.host, t.cluster.port))
+                    .await
+                    .map_err(|_| {
+                        unreachable(format!("cannot resolve {}: timed out", t.cluster.host))
+                    })?
+                    .map_err(|e| unreachable(e.to_string()))?;
+            for a in addrs {
+                cfg.host(&t.cluster.host).hostaddr(a.ip());
+            }
+        }
+    }
+    cfg.port(t.cluster.port)
         .dbname(&t.cluster.database)
         .user(&t.username)
         .password(&t.password)
@@ -139,7 +167,7 @@ async fn connect(t: &LoadTarget) -> Result<Client, LoadError> {
 impl Postgres {
     async fn run(&self, job: LoadJob<'_>) -> Result<LoadOutcome, LoadError> {
         let t = job.target;
-        let mut client = connect(t).await?;
+        let mut client = connect(t, job.networks).await?;
         let err = |e: tokio_postgres::Error| refused(&e, t);
         client
             .batch_execute(&format!(

@@ -138,6 +138,7 @@ async fn metadata_lives_outside_the_bucket_and_goes_stale_with_the_file() {
         content_type: Some("text/plain".into()),
         metadata: [("color".to_string(), "blue".to_string())].into(),
         content_md5: None,
+        sse: None,
     };
     s.put_with("bk1", "k", b("one"), opts).await.unwrap();
     let info = s.head("bk1", "k").await.unwrap();
@@ -520,13 +521,14 @@ async fn copies_go_file_to_file_and_keep_etag_and_metadata() {
         content_type: Some("text/plain".into()),
         metadata: meta.clone(),
         content_md5: None,
+        sse: None,
     };
     let src = s
         .put_with("bk1", "src", Bytes::from(big.clone()), opts)
         .await
         .unwrap();
     let copied = s
-        .copy(("bk1", "src"), ("bk2", "a/b/dst"), None)
+        .copy(("bk1", "src"), ("bk2", "a/b/dst"), None, None)
         .await
         .unwrap();
     assert_eq!(copied.etag, src.etag);
@@ -544,20 +546,25 @@ async fn copies_go_file_to_file_and_keep_etag_and_metadata() {
     assert_eq!(names, ["dst"]);
     // Replacing the metadata; copying onto a path an object blocks.
     let replaced = s
-        .copy(("bk1", "src"), ("bk1", "src2"), Some(PutOptions::default()))
+        .copy(
+            ("bk1", "src"),
+            ("bk1", "src2"),
+            Some(PutOptions::default()),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(replaced.content_type, DEFAULT_CONTENT_TYPE);
     assert!(replaced.metadata.is_empty());
     assert_eq!(
-        s.copy(("bk1", "src"), ("bk1", "src/under"), None)
+        s.copy(("bk1", "src"), ("bk1", "src/under"), None, None)
             .await
             .unwrap_err()
             .code(),
         "InvalidArgument"
     );
     assert_eq!(
-        s.copy(("bk1", "none"), ("bk1", "x"), None)
+        s.copy(("bk1", "none"), ("bk1", "x"), None, None)
             .await
             .unwrap_err()
             .code(),
@@ -984,4 +991,421 @@ async fn metadata_under_an_old_md5_name_is_read_and_moved() {
     assert!(new.is_file() && !legacy.exists());
     s.delete("old", "a/b").await.unwrap();
     assert!(!new.exists());
+}
+
+// ------------------------------------------------------------ encryption
+
+const KEYS: &str = r#"
+[[key]]
+id = "s3-managed"
+aliases = ["alias/aws/s3"]
+material = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+
+[[key]]
+id = "sse-s3"
+aliases = ["alias/ripstream/sse-s3"]
+material = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+
+[[key]]
+id = "app"
+aliases = ["alias/app"]
+material = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+
+[[key]]
+id = "off"
+material = "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ="
+enabled = false
+"#;
+
+fn ring(text: &str) -> Arc<Keyring> {
+    Arc::new(Keyring::parse(text, "us-east-1", "000000000000").unwrap())
+}
+
+fn sealed_store() -> (tempfile::TempDir, Objects) {
+    let (dir, s) = store();
+    (dir, s.with_keyring(ring(KEYS)))
+}
+
+fn kms(key: Option<&str>) -> PutOptions {
+    PutOptions {
+        sse: Some(Sse::Kms(key.map(String::from))),
+        ..PutOptions::default()
+    }
+}
+
+/// A body arriving in the given pieces.
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl futures_core::Stream for Pieces {
+    type Item = Result<Bytes, ripstream_api::BoxError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+fn pieces(data: &[u8], size: usize) -> BodyStream {
+    Box::pin(Pieces(
+        data.chunks(size).map(Bytes::copy_from_slice).collect(),
+    ))
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+async fn read_all(mut stream: BodyStream) -> Result<Vec<u8>, ripstream_api::BoxError> {
+    let mut out = Vec::new();
+    while let Some(piece) = next(&mut stream).await {
+        out.extend_from_slice(&piece?);
+    }
+    Ok(out)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn sse_kms_objects_are_sealed_on_disk_and_ranges_open_only_their_chunks() {
+    let (dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let chunk = ripstream_keyring::CHUNK;
+    let data = pattern(3 * chunk + 77);
+    let info = s
+        .put_stream("enc", "k", pieces(&data, 10_007), kms(Some("alias/app")))
+        .await
+        .unwrap();
+    let enc = info.encryption.clone().unwrap();
+    assert_eq!(enc.algorithm, "aws:kms");
+    assert_eq!(
+        enc.key_arn.as_deref(),
+        Some("arn:aws:kms:us-east-1:000000000000:key/app")
+    );
+    assert_eq!(info.size, data.len() as u64);
+    // S3: an SSE-KMS object's ETag is not the MD5 of its data.
+    assert_ne!(
+        info.etag,
+        format!("\"{}\"", hex::encode(Md5::digest(&data)))
+    );
+    let on_disk = std::fs::read(dir.path().join("objects/enc/k")).unwrap();
+    assert!(!contains(&on_disk, &data[chunk..chunk + 64]));
+    let h = ripstream_keyring::header_len(&on_disk).unwrap();
+    assert_eq!(
+        on_disk.len() as u64,
+        h as u64 + ripstream_keyring::sealed_len(data.len() as u64)
+    );
+    let head = s.head("enc", "k").await.unwrap();
+    assert_eq!((head.size, &head.etag), (info.size, &info.etag));
+    assert_eq!(head.encryption, Some(enc));
+    let (_, whole, _) = s.get("enc", "k", None).await.unwrap();
+    assert_eq!(&whole[..], &data[..]);
+    let last = data.len() as u64 - 1;
+    for (a, z) in [
+        (chunk as u64 - 5, chunk as u64 + 5),
+        (chunk as u64, 2 * chunk as u64 - 1),
+        (1, 1),
+        (2 * chunk as u64 + 3, last),
+    ] {
+        let (_, got, span) = s
+            .get("enc", "k", Some(RangeSpec::From(a, Some(z))))
+            .await
+            .unwrap();
+        assert_eq!(span, Some((a, z)));
+        assert_eq!(&got[..], &data[a as usize..=z as usize], "{a}-{z}");
+        let (_, len, _, stream) = s
+            .get_stream("enc", "k", Some(RangeSpec::From(a, Some(z))))
+            .await
+            .unwrap();
+        assert_eq!(len, z - a + 1);
+        assert_eq!(
+            read_all(stream).await.unwrap(),
+            &data[a as usize..=z as usize]
+        );
+    }
+    let (_, got, _) = s
+        .get("enc", "k", Some(RangeSpec::Suffix(100)))
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[data.len() - 100..]);
+    // No key id: the AWS-managed alias/aws/s3. SSE-S3: the plaintext's
+    // MD5 as ETag, and no key named.
+    let info = s.put_with("enc", "d", b("x"), kms(None)).await.unwrap();
+    assert_eq!(
+        info.encryption.unwrap().key_arn.as_deref(),
+        Some("arn:aws:kms:us-east-1:000000000000:key/s3-managed")
+    );
+    let opts = PutOptions {
+        sse: Some(Sse::S3),
+        ..PutOptions::default()
+    };
+    let info = s.put_with("enc", "s3", b("hello"), opts).await.unwrap();
+    assert_eq!(info.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
+    let e = info.encryption.unwrap();
+    assert_eq!((e.algorithm.as_str(), e.key_arn), ("AES256", None));
+    assert_ne!(
+        std::fs::read(dir.path().join("objects/enc/s3")).unwrap(),
+        b"hello"
+    );
+    assert_eq!(&s.get("enc", "s3", None).await.unwrap().1[..], b"hello");
+    // An empty object is one sealed (empty) chunk.
+    s.put_with("enc", "empty", Bytes::new(), kms(None))
+        .await
+        .unwrap();
+    let (info, got, _) = s.get("enc", "empty", None).await.unwrap();
+    assert_eq!((info.size, got.len()), (0, 0));
+}
+
+#[tokio::test]
+async fn unknown_and_disabled_keys_are_s3s_kms_errors() {
+    let (dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let err = s
+        .put_with("enc", "k", b("x"), kms(Some("alias/none")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("KMS.NotFoundException", 400)
+    );
+    assert_eq!(err.to_string(), "Invalid keyId alias/none");
+    let err = s
+        .put_stream("enc", "k", pieces(b"x", 1), kms(Some("off")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("KMS.DisabledException", 400)
+    );
+    assert_eq!(
+        s.create_upload("enc", "m", kms(Some("alias/none")))
+            .await
+            .unwrap_err()
+            .code(),
+        "KMS.NotFoundException"
+    );
+    assert!(s.head("enc", "k").await.is_err(), "nothing was written");
+    // Without a keyring, SSE is refused and sealed objects do not open.
+    s.put_with("enc", "k", b("secret"), kms(Some("app")))
+        .await
+        .unwrap();
+    let bare = Objects::open(dir.path()).unwrap();
+    assert_eq!(
+        bare.put_with("enc", "x", b("x"), kms(None))
+            .await
+            .unwrap_err()
+            .code(),
+        "InvalidRequest"
+    );
+    assert!(bare.get("enc", "k", None).await.is_err());
+    // The key disabled, then gone, then other material under its id.
+    let disabled = KEYS.replace(
+        "aliases = [\"alias/app\"]",
+        "aliases = [\"alias/app\"]\nenabled = false",
+    );
+    let code = |o: Objects| async move {
+        let opened = o.open_object("enc", "k").await.unwrap();
+        // The info needs no key: HeadObject still answers.
+        assert_eq!(opened.info.size, 6);
+        let e = opened.stream(None).await.err().unwrap();
+        (e.code(), e.status().as_u16())
+    };
+    let reopen = |t: &str| Objects::open(dir.path()).unwrap().with_keyring(ring(t));
+    assert_eq!(
+        code(reopen(&disabled)).await,
+        ("KMS.DisabledException", 400)
+    );
+    let gone = KEYS.replace("id = \"app\"", "id = \"other\"");
+    assert_eq!(code(reopen(&gone)).await, ("KMS.NotFoundException", 400));
+    let other = KEYS.replace(
+        "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
+        "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=",
+    );
+    assert_eq!(code(reopen(&other)).await, ("InternalError", 500));
+}
+
+#[tokio::test]
+async fn a_tampered_chunk_fails_the_read_instead_of_answering_other_bytes() {
+    let (dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let chunk = ripstream_keyring::CHUNK;
+    let data = pattern(2 * chunk + 10);
+    s.put_with("enc", "k", Bytes::from(data.clone()), kms(None))
+        .await
+        .unwrap();
+    let path = dir.path().join("objects/enc/k");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let h = ripstream_keyring::header_len(&bytes).unwrap();
+    // A bit of the second chunk, the file's size and mtime kept, so the
+    // metadata still describes it.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    bytes[h + chunk + 16 + 3] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // The first chunk still opens; any read that needs the second fails.
+    let (_, got, _) = s
+        .get("enc", "k", Some(RangeSpec::From(0, Some(99))))
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[..100]);
+    assert!(s.get("enc", "k", None).await.is_err());
+    let (_, _, _, stream) = s
+        .get_stream("enc", "k", Some(RangeSpec::From(chunk as u64, None)))
+        .await
+        .unwrap();
+    assert!(read_all(stream).await.is_err());
+    // Two objects' chunks swapped: neither opens.
+    s.put_with("enc", "a", Bytes::from(data.clone()), kms(None))
+        .await
+        .unwrap();
+    s.put_with("enc", "b", Bytes::from(data.clone()), kms(None))
+        .await
+        .unwrap();
+    let (pa, pb) = (
+        dir.path().join("objects/enc/a"),
+        dir.path().join("objects/enc/b"),
+    );
+    let (a, bb) = (std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+    let mut mixed = a.clone();
+    mixed[h..h + chunk + 16].copy_from_slice(&bb[h..h + chunk + 16]);
+    let mtime = std::fs::metadata(&pa).unwrap().modified().unwrap();
+    std::fs::write(&pa, &mixed).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&pa)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert!(
+        s.get("enc", "a", Some(RangeSpec::From(0, Some(0))))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn copies_decrypt_and_seal_as_their_request_says() {
+    let (dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let data = pattern(ripstream_keyring::CHUNK + 5);
+    let plain_md5 = format!("\"{}\"", hex::encode(Md5::digest(&data)));
+    s.put_with("enc", "src", Bytes::from(data.clone()), kms(Some("app")))
+        .await
+        .unwrap();
+    // No SSE on the copy: stored plain (as S3 without a bucket default).
+    let info = s
+        .copy(("enc", "src"), ("enc", "plain"), None, None)
+        .await
+        .unwrap();
+    assert_eq!((info.encryption, &info.etag), (None, &plain_md5));
+    assert_eq!(
+        std::fs::read(dir.path().join("objects/enc/plain")).unwrap(),
+        data
+    );
+    // Plain to SSE-KMS under another key, and to SSE-S3.
+    let info = s
+        .copy(("enc", "plain"), ("enc", "kms"), None, Some(Sse::Kms(None)))
+        .await
+        .unwrap();
+    assert_eq!(
+        info.encryption.unwrap().key_arn.as_deref(),
+        Some("arn:aws:kms:us-east-1:000000000000:key/s3-managed")
+    );
+    assert_ne!(info.etag, plain_md5);
+    let info = s
+        .copy(("enc", "kms"), ("enc", "aes"), None, Some(Sse::S3))
+        .await
+        .unwrap();
+    assert_eq!(info.etag, plain_md5);
+    for k in ["kms", "aes"] {
+        assert!(!contains(
+            &std::fs::read(dir.path().join("objects/enc").join(k)).unwrap(),
+            &data[100..164]
+        ));
+        assert_eq!(&s.get("enc", k, None).await.unwrap().1[..], &data[..]);
+    }
+    // The sealed copy's data key is bound to its own name: its file moved
+    // over another object's does not open there.
+    let kms_file = dir.path().join("objects/enc/kms");
+    let stolen = std::fs::read(&kms_file).unwrap();
+    s.put_with("enc", "victim", Bytes::from(data.clone()), kms(None))
+        .await
+        .unwrap();
+    let victim = dir.path().join("objects/enc/victim");
+    let mtime = std::fs::metadata(&victim).unwrap().modified().unwrap();
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().len(),
+        stolen.len() as u64
+    );
+    std::fs::write(&victim, &stolen).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(
+        s.get("enc", "victim", None).await.unwrap_err().code(),
+        "InternalError"
+    );
+}
+
+#[tokio::test]
+async fn sse_kms_multipart_parts_are_sealed_and_joined_into_one_sealed_object() {
+    let (dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let id = s
+        .create_upload("enc", "mp", kms(Some("alias/app")))
+        .await
+        .unwrap();
+    let part1 = pattern(MIN_PART_BYTES as usize + 3);
+    let part2 = b"the tail of it".to_vec();
+    let e1 = s
+        .upload_part("enc", "mp", &id, 1, pieces(&part1, 100_003), None)
+        .await
+        .unwrap();
+    // A part's Content-MD5 is of its plaintext.
+    let md5 = Md5::digest(&part2).into();
+    let e2 = s
+        .upload_part("enc", "mp", &id, 2, pieces(&part2, 4), Some(md5))
+        .await
+        .unwrap();
+    let stored =
+        std::fs::read(dir.path().join(format!("objects/.meta/uploads/enc/{id}/1"))).unwrap();
+    assert!(!contains(&stored, &part1[5000..5064]));
+    let parts = s.list_parts("enc", "mp", &id).await.unwrap();
+    assert_eq!(
+        parts.iter().map(|p| p.size).collect::<Vec<_>>(),
+        [part1.len() as u64, part2.len() as u64]
+    );
+    let info = s
+        .complete_upload("enc", "mp", &id, &[(1, e1), (2, e2)])
+        .await
+        .unwrap();
+    assert!(info.etag.ends_with("-2\""), "{}", info.etag);
+    let all: Vec<u8> = [part1.clone(), part2.clone()].concat();
+    assert_eq!(info.size, all.len() as u64);
+    assert_eq!(
+        info.encryption.unwrap().key_arn.as_deref(),
+        Some("arn:aws:kms:us-east-1:000000000000:key/app")
+    );
+    let on_disk = std::fs::read(dir.path().join("objects/enc/mp")).unwrap();
+    assert!(!contains(&on_disk, &part1[5000..5064]));
+    assert!(!contains(&on_disk, b"the tail"));
+    let (_, got, _) = s.get("enc", "mp", None).await.unwrap();
+    assert!(got[..] == all[..]);
+    // Across the parts' boundary.
+    let a = part1.len() as u64 - 10;
+    let (_, got, _) = s
+        .get("enc", "mp", Some(RangeSpec::From(a, None)))
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &all[a as usize..]);
 }

@@ -1312,7 +1312,9 @@ async fn a_command_function_transforms_drops_and_fails_records() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = objects(&bucket);
     let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
-    // errs/processing-failed/broken-..., ok/YYYY/.../fn-..., processing-failed/YYYY/MM/dd/HH/fn-...
+    // errs/processing-failed/broken-..., ok/YYYY/.../fn-..., and (no
+    // ErrorOutputPrefix: under Prefix, as AWS's semantic rules say)
+    // ok/processing-failed/YYYY/MM/dd/HH/fn-...
     assert!(
         keys[0].starts_with("errs/processing-failed/broken-1-"),
         "{keys:?}"
@@ -1325,8 +1327,8 @@ async fn a_command_function_transforms_drops_and_fails_records() {
         got[1].1, b"A\nB\n",
         "only the Ok records, transformed, delimited after"
     );
-    assert!(keys[2].starts_with("processing-failed/"), "{keys:?}");
-    assert_eq!(keys[2].split('/').count(), 6, "{keys:?}");
+    assert!(keys[2].starts_with("ok/processing-failed/"), "{keys:?}");
+    assert_eq!(keys[2].split('/').count(), 7, "{keys:?}");
     let lines = |data: &[u8]| -> Vec<serde_json::Value> {
         String::from_utf8(data.to_vec())
             .unwrap()

@@ -34,24 +34,24 @@ use crate::support::*;
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Got {
-    path: String,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Got {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Json(u16, Value),
     /// Never answers: the server's endpoint timeout fires.
     Hang,
 }
 
-type Handler = Arc<dyn Fn(usize, &Got) -> Answer + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(usize, &Got) -> Answer + Send + Sync>;
 
 /// A receiver: answers each request with its handler, keeps what it got,
 /// stops when dropped.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub url: String,
     got: Arc<Mutex<Vec<Got>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -63,15 +63,22 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    async fn start(handler: Handler) -> Receiver {
+    pub async fn start(handler: Handler) -> Receiver {
+        Receiver::start_with(handler, None).await
+    }
+
+    /// [`Receiver::start`], over TLS when given an acceptor (the URL is
+    /// then `https://127.0.0.1:<port>`).
+    pub async fn start_with(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let seen = got.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
-                let (handler, seen) = (handler.clone(), seen.clone());
+                let (handler, seen, tls) = (handler.clone(), seen.clone(), tls.clone());
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (handler, seen) = (handler.clone(), seen.clone());
@@ -104,16 +111,26 @@ impl Receiver {
                             }
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        // A client that refuses the certificate sends no
+                        // request.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Receiver { url, got, task }
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
 }
@@ -127,7 +144,7 @@ fn server() -> TestServer {
     ])
 }
 
-fn s3(bucket: &str, prefix: &str) -> S3DestinationConfiguration {
+pub(crate) fn s3(bucket: &str, prefix: &str) -> S3DestinationConfiguration {
     S3DestinationConfiguration::builder()
         .role_arn(ROLE)
         .bucket_arn(format!("arn:aws:s3:::{bucket}"))
@@ -152,7 +169,7 @@ fn header(g: &Got, k: &str) -> String {
 }
 
 /// The JSON lines of every object whose key starts with `prefix`.
-fn error_lines(bucket: &std::path::Path, prefix: &str) -> Vec<Value> {
+pub(crate) fn error_lines(bucket: &std::path::Path, prefix: &str) -> Vec<Value> {
     objects(bucket)
         .into_iter()
         .filter(|(k, _)| k.starts_with(prefix))
@@ -166,7 +183,7 @@ fn error_lines(bucket: &std::path::Path, prefix: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn put_all(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
+pub(crate) async fn put_all(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
     let out = c
         .put_record_batch()
         .delivery_stream_name(name)
@@ -411,7 +428,10 @@ async fn an_endpoint_that_never_answers_sends_records_to_the_error_output_after_
                 >= l["arrivalTimestamp"].as_i64().unwrap()
         );
         assert!(l["errorMessage"].as_str().unwrap().contains("respond"));
+        assert_eq!(l["subsequenceNumber"], 0);
+        assert!(l["dataId"].as_str().unwrap().ends_with(".0"), "{l}");
     }
+    assert_ne!(lines[0]["dataId"], lines[1]["dataId"]);
     // AllData: every record is in the backup too, under Prefix.
     let backup: Vec<(String, Vec<u8>)> = objects(&bucket)
         .into_iter()
@@ -984,4 +1004,103 @@ async fn http_endpoint_records_pass_decompression_and_a_lambda_processor() {
             .iter()
             .any(|(k, _)| k.starts_with("errs/http-endpoint-failed/")),
     );
+}
+
+/// AWS's request specification caps `records` at 10,000: a larger buffer
+/// goes as several requests, and a failed one is retried alone (the
+/// requests before it are not sent again), with its own stable id.
+#[tokio::test]
+async fn http_endpoint_buffers_past_10000_records_go_as_several_requests() {
+    let srv = server();
+    let _bucket = bucket_dir(&srv, "manyb");
+    let c = firehose(&srv.url());
+    let rx = Receiver::start(Arc::new(|n, g| {
+        let body: Value = serde_json::from_slice(&g.body).unwrap();
+        if n == 1 {
+            return Answer::Json(503, json!({"errorMessage": "busy"}));
+        }
+        Answer::Json(200, json!({"requestId": body["requestId"], "timestamp": 1}))
+    }))
+    .await;
+    c.create_delivery_stream()
+        .delivery_stream_name("many")
+        .http_endpoint_destination_configuration(
+            HttpEndpointDestinationConfiguration::builder()
+                .endpoint_configuration(
+                    HttpEndpointConfiguration::builder()
+                        .url(format!("{}/in", rx.url))
+                        .build()
+                        .unwrap(),
+                )
+                .buffering_hints(
+                    HttpEndpointBufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(5)
+                        .build(),
+                )
+                .s3_configuration(s3("manyb", ""))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    const N: usize = 25_000;
+    let all: Vec<Vec<u8>> = (0..N).map(|i| format!("{i:05}").into_bytes()).collect();
+    for chunk in all.chunks(500) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|r| &r[..]).collect();
+        put_all(&c, "many", &refs).await;
+    }
+    let delivered = |got: &[Got]| -> Vec<(usize, String, Vec<String>)> {
+        got.iter()
+            .enumerate()
+            .map(|(n, g)| {
+                let body: Value = serde_json::from_slice(&g.body).unwrap();
+                let recs = body["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        String::from_utf8(STANDARD.decode(r["data"].as_str().unwrap()).unwrap())
+                            .unwrap()
+                    })
+                    .collect();
+                (n, body["requestId"].as_str().unwrap().to_string(), recs)
+            })
+            .collect()
+    };
+    wait_until("every record", Duration::from_secs(90), || {
+        let d = delivered(&rx.got());
+        d.iter()
+            .filter(|(n, ..)| *n != 1)
+            .map(|(_, _, r)| r.len())
+            .sum::<usize>()
+            >= N
+    })
+    .await;
+    let d = delivered(&rx.got());
+    assert!(
+        d.iter().all(|(_, _, r)| r.len() <= 10_000),
+        "a request over 10,000 records"
+    );
+    // The failed request was sent again as it was, with its id.
+    assert_eq!(d[1].2, d[2].2);
+    assert_eq!(d[1].1, d[2].1);
+    // Every record delivered once by the requests that succeeded.
+    let mut ok: Vec<String> = d
+        .iter()
+        .filter(|(n, ..)| *n != 1)
+        .flat_map(|(_, _, r)| r.clone())
+        .collect();
+    ok.sort();
+    let want: Vec<String> = all
+        .iter()
+        .map(|r| String::from_utf8(r.clone()).unwrap())
+        .collect();
+    assert_eq!(ok, want);
+    let ids: std::collections::HashSet<&str> = d
+        .iter()
+        .filter(|(n, ..)| *n != 1)
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    assert_eq!(ids.len(), d.len() - 1, "each request has its own id");
 }

@@ -67,7 +67,7 @@ fn free_port() -> u16 {
 }
 
 /// A PostgreSQL server of the test's own, stopped when dropped.
-struct Pg {
+pub(crate) struct Pg {
     dir: TempDir,
     bin: PathBuf,
     port: u16,
@@ -77,7 +77,7 @@ struct Pg {
 }
 
 impl Pg {
-    fn start() -> Pg {
+    pub fn start() -> Pg {
         let bin = pg_bindir();
         let as_root = unsafe { libc::geteuid() } == 0;
         // Under /tmp, which `nobody` can traverse.
@@ -239,7 +239,7 @@ impl Pg {
     }
 
     /// A database of its own, created through `postgres`.
-    async fn database(&self, name: &str) -> tokio_postgres::Client {
+    pub async fn database(&self, name: &str) -> tokio_postgres::Client {
         self.client("postgres")
             .await
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -248,7 +248,7 @@ impl Pg {
         self.client(name).await
     }
 
-    fn jdbc(&self, scheme: &str, db: &str) -> String {
+    pub fn jdbc(&self, scheme: &str, db: &str) -> String {
         format!("jdbc:{scheme}://127.0.0.1:{}/{db}", self.port)
     }
 }
@@ -259,7 +259,7 @@ impl Drop for Pg {
     }
 }
 
-fn config(
+pub(crate) fn config(
     url: &str,
     table: &str,
     columns: Option<&str>,
@@ -305,7 +305,11 @@ fn config(
         .unwrap()
 }
 
-async fn create(c: &aws_sdk_firehose::Client, name: &str, cfg: RedshiftDestinationConfiguration) {
+pub(crate) async fn create(
+    c: &aws_sdk_firehose::Client,
+    name: &str,
+    cfg: RedshiftDestinationConfiguration,
+) {
     c.create_delivery_stream()
         .delivery_stream_name(name)
         .redshift_destination_configuration(cfg)
@@ -314,7 +318,7 @@ async fn create(c: &aws_sdk_firehose::Client, name: &str, cfg: RedshiftDestinati
         .unwrap_or_else(|e| panic!("create {name}: {:?}", e.into_service_error()));
 }
 
-async fn put(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
+pub(crate) async fn put(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
     let mut req = c.put_record_batch().delivery_stream_name(name);
     for r in records {
         req = req.records(record(r));
@@ -323,12 +327,17 @@ async fn put(c: &aws_sdk_firehose::Client, name: &str, records: &[&[u8]]) {
     assert_eq!(out.failed_put_count(), 0);
 }
 
-async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+pub(crate) async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
 }
 
 /// Polls `sql` (a count) until it is `want`.
-async fn wait_count(db: &tokio_postgres::Client, sql: &str, want: i64, srv: &TestServer) {
+pub(crate) async fn wait_count(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    want: i64,
+    srv: &TestServer,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let n = count(db, sql).await;

@@ -16,6 +16,7 @@ mod firehose_convert;
 mod firehose_external;
 mod firehose_http;
 mod firehose_iceberg;
+mod firehose_outbound;
 mod firehose_partition;
 mod firehose_redshift;
 mod firehose_source;
