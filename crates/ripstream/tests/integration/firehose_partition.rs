@@ -450,6 +450,90 @@ async fn a_functions_partition_keys_partition_records() {
     );
 }
 
+/// A query is request input run on every record: constructs that can loop
+/// or grow without bound are refused at create, named in the message, and
+/// an accepted query whose output is too large for a partition sends the
+/// record to the error output, as a failing query does.
+#[tokio::test]
+async fn unbounded_queries_are_refused_and_oversized_outputs_go_to_the_error_output() {
+    let srv = TestServer::start();
+    let s3 = crate::s3::s3(&srv.url());
+    s3.create_bucket().bucket("bounded").send().await.unwrap();
+    let bucket = bucket_dir(&srv, "bounded");
+    let c = firehose(&srv.url());
+    let prefix = "k=!{partitionKeyFromQuery:k}/";
+    for (q, named) in [
+        ("{k: ([range(1e9)] | length)}", "`range/1`"),
+        ("{k: ([limit(3; .a[])] | length)}", "`limit/2`"),
+        ("{k: ([repeat(.)] | length)}", "`repeat/1`"),
+        ("{k: (.n | until(. > 3; . + 1))}", "`until/2`"),
+        ("{k: ([recurse] | length)}", "`recurse/0`"),
+        ("{k: ([..] | length)}", "`..`"),
+        ("def f: f; {k: f}", "`def`"),
+        ("{k: .a[]}", "more than one output as an object value"),
+        (r#"{k: ("x" * 1000000000)}"#, "`*`"),
+    ] {
+        let e = c
+            .create_delivery_stream()
+            .delivery_stream_name("unbounded")
+            .extended_s3_destination_configuration(
+                partitioned("bounded", prefix)
+                    .processing_configuration(processing(vec![jq(q)]))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "InvalidArgumentException", "{q}");
+        assert!(message(&e).contains(named), "{q}: {}", message(&e));
+    }
+    // `.` is accepted, and yields as many keys as the record has.
+    c.create_delivery_stream()
+        .delivery_stream_name("whole")
+        .extended_s3_destination_configuration(
+            partitioned("bounded", prefix)
+                .processing_configuration(processing(vec![
+                    jq("."),
+                    processor(T::AppendDelimiterToRecord, &[]),
+                ]))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let wide: Vec<String> = (0..60).map(|i| format!(r#""f{i}":{i}"#)).collect();
+    let wide = format!(r#"{{"k":"w",{}}}"#, wide.join(","));
+    let recs = [r#"{"k":"a","n":1}"#.to_string(), wide.clone()];
+    c.put_record_batch()
+        .delivery_stream_name("whole")
+        .set_records(Some(recs.iter().map(|r| record(r.as_bytes())).collect()))
+        .send()
+        .await
+        .unwrap();
+    wait_until(
+        "the partition and the error output",
+        Duration::from_secs(30),
+        || objects(&bucket).len() >= 2,
+    )
+    .await;
+    let all = objects(&bucket);
+    let parts: Vec<&(String, Vec<u8>)> = all.iter().filter(|(k, _)| k.starts_with("k=")).collect();
+    assert_eq!(parts.len(), 1, "{all:?}");
+    assert!(parts[0].0.starts_with("k=a/"), "{}", parts[0].0);
+    assert_eq!(parts[0].1, format!("{}\n", recs[0]).into_bytes());
+    let errs = error_docs(&all, "errors/partitioning-failed/");
+    assert_eq!(errs.len(), 1, "{all:?}");
+    assert_eq!(
+        errs[0]["errorCode"],
+        "DynamicPartitioning.MetadataExtractionFailed"
+    );
+    let msg = errs[0]["errorMessage"].as_str().unwrap();
+    assert!(msg.contains("more than 50 keys"), "{msg}");
+    assert_eq!(raw(&errs[0]), wide.into_bytes());
+}
+
 #[tokio::test]
 async fn records_past_the_active_partition_limit_go_to_the_error_output() {
     // AWS's quota is 500 (raised on request); the server's knob stands for
