@@ -433,6 +433,20 @@ mod tests {
         assert_eq!(k["year"], "2019");
         assert_eq!(k["month"], "08");
         assert_eq!(k["hour"], "20");
+        // As AWS's console writes them, without spaces.
+        let k = keys(
+            r#"{customer_id:.customer_id,device:.type.device,year:.event_timestamp|strftime("%Y")}"#,
+            r,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                k["customer_id"].as_str(),
+                k["device"].as_str(),
+                k["year"].as_str()
+            ),
+            ("1234567890", "mobile", "2019")
+        );
         // Numbers and booleans are rendered; a missing field is no key.
         let k = keys("{n: .n, b: .b, m: .missing}", r#"{"n": 42, "b": true}"#).unwrap();
         assert_eq!(
