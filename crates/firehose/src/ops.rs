@@ -250,6 +250,7 @@ impl Firehose {
             kinesis_source,
             tags,
             encryption,
+            encryption_changes_ms: Vec::new(),
             endpoint,
             redshift,
         };
@@ -837,6 +838,7 @@ impl Firehose {
             )));
         }
         let mut rec = s.rec.clone();
+        count_encryption_change(&mut rec, inner.now_ms())?;
         rec.encryption = Some(encryption);
         inner.replace(&s, rec).await?;
         Ok(json!({}))
@@ -854,10 +856,29 @@ impl Firehose {
             )));
         }
         let mut rec = s.rec.clone();
+        count_encryption_change(&mut rec, inner.now_ms())?;
         rec.encryption = None;
         inner.replace(&s, rec).await?;
         Ok(json!({}))
     }
+}
+
+/// Start- and StopDeliveryStreamEncryption calls a stream takes in 24 hours
+/// (AWS: a combined limit of 25 per Firehose stream).
+const ENCRYPTION_CHANGES_PER_DAY: usize = 25;
+
+/// Counts a Start/StopDeliveryStreamEncryption call against the day's limit.
+fn count_encryption_change(rec: &mut StreamRecord, now_ms: i64) -> Result<()> {
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    rec.encryption_changes_ms.retain(|&t| now_ms - t < DAY_MS);
+    if rec.encryption_changes_ms.len() >= ENCRYPTION_CHANGES_PER_DAY {
+        return Err(Error::LimitExceeded(format!(
+            "StartDeliveryStreamEncryption and StopDeliveryStreamEncryption have a combined limit of {ENCRYPTION_CHANGES_PER_DAY} calls per Firehose stream per 24 hours; {} has reached it.",
+            rec.name
+        )));
+    }
+    rec.encryption_changes_ms.push(now_ms);
+    Ok(())
 }
 
 /// AWS keeps a stream-sourced delivery stream's records under the source

@@ -76,6 +76,10 @@ pub struct StreamRecord {
     pub tags: Vec<Tag>,
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// When Start/StopDeliveryStreamEncryption last changed the stream,
+    /// within the last 24 hours (AWS allows 25 such calls a day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_changes_ms: Vec<i64>,
     /// A push destination (HTTP endpoint, Splunk, OpenSearch,
     /// Elasticsearch); `destination` is then its S3 configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,7 @@ impl std::fmt::Debug for StreamRecord {
             .field("kinesis_source", &self.kinesis_source)
             .field("tags", &self.tags)
             .field("encryption", &self.encryption)
+            .field("encryption_changes_ms", &self.encryption_changes_ms)
             .field("endpoint", &self.endpoint)
             .field("redshift", &redshift)
             .finish()
@@ -464,6 +469,8 @@ pub struct Destination {
     pub processing: Pipeline,
     /// Where records that failed processing go.
     pub error_prefix: prefix::Template,
+    /// No ErrorOutputPrefix was given, so `error_prefix` is Prefix.
+    pub error_prefix_defaulted: bool,
     /// Record format conversion, when enabled.
     pub conversion: Option<crate::conversion::Conversion>,
     /// The Iceberg table records go to instead of objects, if any.
@@ -523,6 +530,8 @@ impl Destination {
         let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
         // AWS: without ErrorOutputPrefix (allowed only when Prefix has no
         // expressions) failed records go under Prefix, then the error type.
+        let error_prefix_defaulted =
+            text("ErrorOutputPrefix").is_none_or(str::is_empty) && !prefix.has_expressions();
         let error_prefix = match text("ErrorOutputPrefix").filter(|e| !e.is_empty()) {
             Some(e) => prefix::Template::parse(e).map_err(invalid)?,
             None if !prefix.has_expressions() => prefix.clone(),
@@ -546,6 +555,7 @@ impl Destination {
             error_extension,
             processing,
             error_prefix,
+            error_prefix_defaulted,
             bucket,
             prefix,
             size_bytes: (n("SizeInMBs", DEFAULT_SIZE_MB) * 1024 * 1024) as usize,

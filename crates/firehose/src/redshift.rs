@@ -234,9 +234,15 @@ pub fn normalize(cfg: &Value, networks: Option<&Networks>) -> Result<(Value, Val
     let url = text("ClusterJDBCURL")
         .ok_or_else(|| invalid("ClusterJDBCURL is required for a Redshift destination."))?;
     let cluster = parse_jdbc_url(url).map_err(invalid)?;
-    if let (Some(n), Ok(ip)) = (networks, cluster.host.parse::<std::net::IpAddr>())
-        && n.check(&cluster.host, ip).is_err()
-    {
+    // An IP literal is checked now, in any spelling the resolver accepts
+    // (`127.1` is 127.0.0.1 to it): the URL parser reads those the same
+    // way. A name is checked on what it resolves to at each connection.
+    let literal_refused = |n: &Networks| match cluster.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => n.check(&cluster.host, ip).is_err(),
+        Err(_) => ripstream_delivery::Url::parse(&format!("http://{}/", cluster.host))
+            .is_ok_and(|u| n.check_url(&u).is_err()),
+    };
+    if networks.is_some_and(literal_refused) {
         return Err(invalid(format!(
             "ClusterJDBCURL {url} is not allowed: {}.",
             ripstream_delivery::NotAllowed
@@ -1051,6 +1057,10 @@ mod tests {
         let mut c = cfg();
         c["ClusterJDBCURL"] = json!("jdbc:redshift://[::1]:5439/db");
         assert!(normalize(&c, Some(&nets)).is_err());
+        for other_spelling in ["127.1", "2130706433", "0x7f.0.0.1"] {
+            c["ClusterJDBCURL"] = json!(format!("jdbc:redshift://{other_spelling}:5439/db"));
+            assert!(normalize(&c, Some(&nets)).is_err(), "{other_spelling}");
+        }
         c["ClusterJDBCURL"] = json!("jdbc:redshift://10.9.8.7:5439/db");
         let (r, d) = normalize(&c, Some(&nets)).unwrap();
         // A name is left to the loader, which checks what it resolves to.
