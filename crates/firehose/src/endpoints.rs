@@ -415,16 +415,7 @@ pub fn normalize(
         "BufferingHints".into(),
         json!({"SizeInMBs": size, "IntervalInSeconds": interval}),
     );
-    let retry = c
-        .get("RetryOptions")
-        .and_then(|r| r.get("DurationInSeconds"))
-        .and_then(Value::as_u64)
-        .unwrap_or(kind.default_retry_s());
-    if retry > 7200 {
-        return Err(invalid(
-            "RetryOptions.DurationInSeconds must be between 0 and 7200.",
-        ));
-    }
+    let retry = record::retry_duration_s(c.get("RetryOptions"), kind.default_retry_s())?;
     c.insert("RetryOptions".into(), json!({"DurationInSeconds": retry}));
     let (failed_only, all) = kind.backup_modes();
     let mode = text(cfg, "S3BackupMode").unwrap_or(failed_only);

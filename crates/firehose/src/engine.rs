@@ -401,7 +401,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     // first, so its staged file (and load manifest row) is the same one.
     let resume = {
         let i = inner.clone();
-        tokio::task::spawn_blocking(move || crate::redshift::resume(&i, uid, next))
+        tokio::task::spawn_blocking(move || crate::pending::resume(&i, uid, next))
             .await
             .ok()
             .flatten()

@@ -345,6 +345,18 @@ pub fn bucket_name(arn: &str) -> Option<&str> {
     .then_some(bucket)
 }
 
+/// `DurationInSeconds` of a destination's `RetryOptions`, `default` when
+/// it names none; AWS admits 0 to 7200.
+pub(crate) fn retry_duration_s(retry_options: Option<&Value>, default: u64) -> Result<u64> {
+    match retry_options.and_then(|r| r.get("DurationInSeconds")) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|s| *s <= 7200)
+            .ok_or_else(|| invalid("RetryOptions.DurationInSeconds must be between 0 and 7200.")),
+    }
+}
+
 /// S3's bucket naming rules (3 to 63 characters of lowercase letters,
 /// digits, dots and hyphens, starting and ending with a letter or digit, no
 /// two dots in a row), so a name never becomes a path segment such as `.`
