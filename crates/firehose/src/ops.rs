@@ -88,6 +88,18 @@ impl Firehose {
     }
 
     pub async fn create_delivery_stream(&self, input: Value) -> Result<Value> {
+        self.create_delivery_stream_with(input, None).await
+    }
+
+    /// CreateDeliveryStream, an Iceberg destination's table limited to
+    /// `iceberg_locations` (the caller was authorized to write there; the
+    /// front door checks): `None` trusts the caller with wherever the table
+    /// writes now.
+    pub async fn create_delivery_stream_with(
+        &self,
+        input: Value,
+        iceberg_locations: Option<Vec<String>>,
+    ) -> Result<Value> {
         let inner = &self.inner;
         let name = name_of(&input)?.to_string();
         let stream_type = text(&input, "DeliveryStreamType").unwrap_or("DirectPut");
@@ -143,7 +155,7 @@ impl Firehose {
         }
         // A Redshift or push destination: its own part stored aside, its
         // intermediate S3 configuration the destination the engine uses.
-        let (destination, endpoint, redshift) = match (
+        let (mut destination, endpoint, redshift) = match (
             crate::endpoints::configuration_in(&input),
             redshift_cfg,
             iceberg,
@@ -195,6 +207,13 @@ impl Firehose {
         if let Some(ep) = &endpoint {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;
+        }
+        if destination.get(crate::iceberg::STORED_KEY).is_some() {
+            let locations = match iceberg_locations {
+                Some(l) => l,
+                None => crate::iceberg::create_locations(inner, &input).await?,
+            };
+            crate::iceberg::pin(&mut destination, locations);
         }
         crate::iceberg::check(inner, &destination).await?;
         let tags = parse_tags(input.get("Tags"))?;
