@@ -82,7 +82,7 @@ impl Networks {
                     .map(IpNet::from)
                     .map_err(|_| NetworksError::Invalid(s.to_string()))?,
             };
-            nets.push(net);
+            nets.push(ipv4_of_mapped(net));
         }
         if nets.is_empty() {
             return Err(NetworksError::Empty);
@@ -95,10 +95,12 @@ impl Networks {
         Networks::parse(list.split(','))
     }
 
-    /// Whether a connection to `ip` is allowed.
+    /// Whether a connection to `ip` is allowed. The unspecified address
+    /// (`0.0.0.0`, `::`) never is: connecting to it reaches this host,
+    /// whatever network a list names it in.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.nets.iter().any(|n| n.contains(&ip))
+        !ip.is_unspecified() && self.nets.iter().any(|n| n.contains(&ip))
     }
 
     /// Checks an address, logging a refusal.
@@ -173,6 +175,20 @@ impl Networks {
             });
         }
         Ok(self.filter(host, found)?)
+    }
+}
+
+/// A network of IPv4-mapped IPv6 addresses (`::ffff:10.0.0.0/104`) is the
+/// IPv4 network it maps: addresses are checked in their IPv4 form.
+fn ipv4_of_mapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -266,6 +282,19 @@ mod tests {
         let v6 = Networks::parse(["::/0"]).unwrap();
         assert!(v6.permits(ip("2001:db8::1")));
         assert!(!v6.permits(ip("::ffff:127.0.0.1")));
+    }
+
+    #[test]
+    fn mapped_networks_and_the_unspecified_address() {
+        let n = Networks::parse(["::ffff:10.0.0.0/104"]).unwrap();
+        assert_eq!(n.to_string(), "10.0.0.0/8");
+        assert!(n.permits(ip("10.1.2.3")));
+        assert!(n.permits(ip("::ffff:10.1.2.3")));
+        let all = Networks::parse(["0.0.0.0/0", "::/0"]).unwrap();
+        assert!(all.permits(ip("192.0.2.1")));
+        for this_host in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
+            assert!(!all.permits(ip(this_host)), "{this_host}");
+        }
     }
 
     #[test]

@@ -95,9 +95,27 @@ impl FirehoseApi {
                 }
             }
         }
+        // An Iceberg table's files go where the table says, not where the
+        // request does: the caller must be allowed to write there itself,
+        // and the stream writes nowhere else later (the table's owner may
+        // move the table; the stream then refuses it).
+        let iceberg_locations = if op == "CreateDeliveryStream" {
+            let inner = &self.service.inner;
+            let locations = crate::iceberg::create_locations(inner, &input).await?;
+            for l in &locations {
+                let arn = crate::iceberg::objects_arn(&inner.region, l)?;
+                request.authorize.authorize_action("s3:PutObject", &[arn])?;
+            }
+            Some(locations)
+        } else {
+            None
+        };
         let svc = &self.service;
         let out = match op {
-            "CreateDeliveryStream" => svc.create_delivery_stream(input).await?,
+            "CreateDeliveryStream" => {
+                svc.create_delivery_stream_with(input, iceberg_locations)
+                    .await?
+            }
             "DeleteDeliveryStream" => svc.delete_delivery_stream(input).await?,
             "DescribeDeliveryStream" => svc.describe_delivery_stream(input).await?,
             "ListDeliveryStreams" => svc.list_delivery_streams(input).await?,
@@ -149,12 +167,20 @@ const GLUE_SCHEMA_ACTIONS: [&str; 3] = [
     "glue:GetTableVersions",
 ];
 
+/// What an Iceberg destination does to its Glue table (AWS's role for it:
+/// read the database and table, move the table's `metadata_location`).
+const ICEBERG_GLUE_ACTIONS: [&str; 3] = ["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable"];
+
 /// What a delivery stream configured by `input` will do on the caller's
 /// behalf, as (IAM action, resource): `s3:PutObject` into every bucket a
 /// destination or backup names (`BucketARN`), the reads of a source
 /// stream (`KinesisStreamARN`), `lambda:InvokeFunction` of every Lambda
-/// processor (`LambdaArn`) and the Glue reads of a conversion's schema
-/// (`SchemaConfiguration`), wherever in the configuration they appear.
+/// processor (`LambdaArn`), the Glue reads of a conversion's schema
+/// (`SchemaConfiguration`) and the Glue reads and update of an Iceberg
+/// destination's table (`DestinationDatabaseName` and
+/// `DestinationTableName`), wherever in the configuration they appear.
+/// (Where an Iceberg table's files go is the table's, not the request's:
+/// those buckets are checked once the table is read.)
 ///
 /// Each resource is checked in the one spelling this server stores and
 /// acts on, so a policy's Deny cannot be dodged by another spelling: a
@@ -192,6 +218,18 @@ fn deputy_actions(
 ) -> Result<Vec<(&'static str, String)>, crate::Error> {
     let partition = ripstream_iam::partition(region);
     let invalid = |m: String| crate::Error::InvalidArgument(m);
+    let glue_arn = format!("arn:{partition}:glue:{region}:{account}");
+    // Each action on the catalog, the database and the table, names
+    // folded as Glue folds them.
+    let glue_table =
+        |out: &mut Vec<(&'static str, String)>, actions: &[&'static str], db: &str, table: &str| {
+            let (db, table) = (db.to_lowercase(), table.to_lowercase());
+            for &action in actions {
+                out.push((action, format!("{glue_arn}:catalog")));
+                out.push((action, format!("{glue_arn}:database/{db}")));
+                out.push((action, format!("{glue_arn}:table/{db}/{table}")));
+            }
+        };
     let mut out = Vec::new();
     let mut pending = vec![input];
     while let Some(v) = pending.pop() {
@@ -224,15 +262,14 @@ fn deputy_actions(
                         && let Some(db) = v.get("DatabaseName").and_then(Value::as_str)
                         && let Some(table) = v.get("TableName").and_then(Value::as_str)
                     {
-                        let glue = format!("arn:{partition}:glue:{region}:{account}");
-                        let (db, table) = (db.to_lowercase(), table.to_lowercase());
-                        for action in GLUE_SCHEMA_ACTIONS {
-                            out.push((action, format!("{glue}:catalog")));
-                            out.push((action, format!("{glue}:database/{db}")));
-                            out.push((action, format!("{glue}:table/{db}/{table}")));
-                        }
+                        glue_table(&mut out, &GLUE_SCHEMA_ACTIONS, db, table);
                     }
                     pending.push(v);
+                }
+                if let Some(db) = map.get("DestinationDatabaseName").and_then(Value::as_str)
+                    && let Some(table) = map.get("DestinationTableName").and_then(Value::as_str)
+                {
+                    glue_table(&mut out, &ICEBERG_GLUE_ACTIONS, db, table);
                 }
                 if map.get("ParameterName").and_then(Value::as_str) == Some("LambdaArn")
                     && let Some(arn) = map.get("ParameterValue").and_then(Value::as_str)
@@ -328,5 +365,25 @@ mod deputy_tests {
             "arn:aws:glue:us-east-1:123456789012:table/logs/events".to_string()
         )));
         assert_eq!(got.len(), 9);
+    }
+
+    #[test]
+    fn an_iceberg_tables_glue_reads_and_update_are_checked() {
+        let input = serde_json::json!({"IcebergDestinationConfiguration": {
+            "DestinationTableConfigurationList": [
+                {"DestinationDatabaseName": "Lake", "DestinationTableName": "Events"}],
+            "S3Configuration": {"BucketARN": "arn:aws:s3:::errors"}}});
+        let got = deputy_actions(&input, "us-east-1", "123456789012").unwrap();
+        let glue = "arn:aws:glue:us-east-1:123456789012";
+        for action in ["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable"] {
+            for resource in ["catalog", "database/lake", "table/lake/events"] {
+                assert!(
+                    got.contains(&(action, format!("{glue}:{resource}"))),
+                    "{action} {resource}: {got:?}"
+                );
+            }
+        }
+        assert!(got.contains(&("s3:PutObject", "arn:aws:s3:::errors/*".to_string())));
+        assert_eq!(got.len(), 10);
     }
 }

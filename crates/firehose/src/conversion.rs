@@ -320,9 +320,11 @@ pub(crate) struct Converted {
 /// One record's error-output document, as AWS documents it for format
 /// conversion failures (note `ErrorCode` and `ErrorMessage`, capitalized
 /// unlike processing failures' members). DirectPut records have no
-/// sequence numbers, so those members are left out.
+/// sequence numbers, so those members are left out; a stream source's
+/// record (`source`) has its own.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn error_line(
+    source: Option<&crate::source::RecordMetadata>,
     arrival_ms: i64,
     code: &str,
     message: &str,
@@ -335,7 +337,7 @@ pub(crate) fn error_line(
 ) -> Vec<u8> {
     let catalog = table.catalog_id.as_deref().unwrap_or(account);
     let region = table.region.as_deref().unwrap_or(region);
-    let mut line = serde_json::to_vec(&json!({
+    let mut doc = json!({
         "attemptsMade": 1,
         "arrivalTimestamp": arrival_ms,
         "ErrorCode": code,
@@ -350,8 +352,12 @@ pub(crate) fn error_line(
             "versionId": version_id,
             "catalogArn": format!("arn:{}:glue:{region}:{catalog}:catalog", ripstream_iam::partition(region)),
         }
-    }))
-    .unwrap_or_default();
+    });
+    if let (Some(m), Some(o)) = (source, doc.as_object_mut()) {
+        o.insert("sequenceNumber".into(), json!(m.sequence_number));
+        o.insert("subSequenceNumber".into(), json!(m.subsequence_number));
+    }
+    let mut line = serde_json::to_vec(&doc).unwrap_or_default();
     line.push(b'\n');
     line
 }
@@ -415,6 +421,9 @@ pub(crate) struct FlushData {
     pub data: bytes::Bytes,
     pub ends: Option<Vec<(i64, usize)>>,
     pub first_ms: i64,
+    /// Per record of `ends`, a stream source's log key (its
+    /// [`crate::source::RecordMetadata`]); empty when not known.
+    pub meta: Vec<bytes::Bytes>,
 }
 
 /// Converts the records of a flush against the table's current schema.
@@ -451,7 +460,12 @@ pub(crate) async fn convert(
         let mut errors = Vec::new();
         for (i, e) in &out.failed {
             let (arrival, raw) = records[*i];
+            let source = input
+                .meta
+                .get(*i)
+                .and_then(|k| crate::source::RecordMetadata::of_key(k));
             errors.extend(error_line(
+                source.as_ref(),
                 arrival,
                 MALFORMED,
                 &e.to_string(),
@@ -604,6 +618,7 @@ mod tests {
             version_id: "LATEST".into(),
         };
         let line = error_line(
+            None,
             5,
             MALFORMED,
             "bad",

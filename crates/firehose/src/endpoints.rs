@@ -415,16 +415,7 @@ pub fn normalize(
         "BufferingHints".into(),
         json!({"SizeInMBs": size, "IntervalInSeconds": interval}),
     );
-    let retry = c
-        .get("RetryOptions")
-        .and_then(|r| r.get("DurationInSeconds"))
-        .and_then(Value::as_u64)
-        .unwrap_or(kind.default_retry_s());
-    if retry > 7200 {
-        return Err(invalid(
-            "RetryOptions.DurationInSeconds must be between 0 and 7200.",
-        ));
-    }
+    let retry = record::retry_duration_s(c.get("RetryOptions"), kind.default_retry_s())?;
     c.insert("RetryOptions".into(), json!({"DurationInSeconds": retry}));
     let (failed_only, all) = kind.backup_modes();
     let mode = text(cfg, "S3BackupMode").unwrap_or(failed_only);
@@ -941,7 +932,17 @@ async fn attempt(
                 return Attempt::Done;
             };
             if pending.len() <= HTTP_MAX_RECORDS {
-                return match client.send_http_endpoint(ep, rid, now_ms, &data).await {
+                // A split batch's retry may be down to its last request:
+                // that one keeps the id it was first sent with.
+                let split_id;
+                let id = if pending.len() == recs.len() {
+                    rid
+                } else {
+                    let part: Vec<Rec<'_>> = pending.iter().map(|&i| recs[i]).collect();
+                    split_id = request_id(uid, &part);
+                    &split_id
+                };
+                return match client.send_http_endpoint(ep, id, now_ms, &data).await {
                     Ok(()) => Attempt::Done,
                     Err(e) => Attempt::Failed(e),
                 };
@@ -1153,7 +1154,11 @@ pub(crate) async fn flush(
         processing_errors.push(("processing-failed", &o.errors[..]));
     }
     for (ty, lines) in processing_errors {
-        if skip <= done && !lines.is_empty() {
+        // The function's failures are whatever this attempt's answer says:
+        // an earlier attempt may have stored none where this one has some,
+        // so that slot is always written (at least once, never lost).
+        let rewritten = ty == "processing-failed";
+        if (skip <= done || rewritten) && !lines.is_empty() {
             let key = error_key_for(dest, buf.first_ms, name, s.rec.version, ty);
             if !put(inner, dest, &key, &Bytes::copy_from_slice(lines)).await {
                 inner.metrics.failed(name);

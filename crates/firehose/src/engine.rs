@@ -401,7 +401,7 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
     // first, so its staged file (and load manifest row) is the same one.
     let resume = {
         let i = inner.clone();
-        tokio::task::spawn_blocking(move || crate::redshift::resume(&i, uid, next))
+        tokio::task::spawn_blocking(move || crate::pending::resume(&i, uid, next))
             .await
             .ok()
             .flatten()
@@ -427,7 +427,11 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             }
         };
         let end = retry.as_ref().map(|r| r.end);
-        let keep_meta = s.rec.kinesis_source.is_some() && dest.processing.lambda.is_some();
+        // A stream source's record metadata goes to a function (its
+        // kinesisRecordMetadata) and into conversion failures' error
+        // records (their sequence numbers).
+        let keep_meta = s.rec.kinesis_source.is_some()
+            && (dest.processing.lambda.is_some() || dest.conversion.is_some());
         // Subscribed before reading, so records appended meanwhile wake us.
         let mut watch = s.part.watch();
         let mut overflow = false;
@@ -644,25 +648,39 @@ pub(crate) fn error_key_for(
     version: u64,
     error_type: &str,
 ) -> String {
-    let rng = &mut rand::rng();
+    error_key_under(
+        &dest.error_prefix,
+        dest,
+        first_ms,
+        name,
+        version,
+        error_type,
+        &mut rand::rng(),
+    )
+}
+
+/// The error output key under `template` (the destination's error prefix,
+/// or none: see the defaulted prefix's escape hatch in `flush`).
+fn error_key_under(
+    template: &prefix::Template,
+    dest: &Destination,
+    first_ms: i64,
+    name: &str,
+    version: u64,
+    error_type: &str,
+    rng: &mut impl rand::Rng,
+) -> String {
     let r = prefix::Render {
         zone: dest.zone.as_ref(),
         ..prefix::Render::utc(first_ms, Some(error_type))
     };
-    if dest.error_prefix.has_expressions() {
-        return prefix::object_key_with(
-            &dest.error_prefix,
-            &r,
-            name,
-            version,
-            &dest.error_extension,
-            rng,
-        );
+    if template.has_expressions() {
+        return prefix::object_key_with(template, &r, name, version, &dest.error_extension, rng);
     }
-    let mut key = dest.error_prefix.render_with(&r, rng);
+    let mut key = template.render_with(&r, rng);
     key.push_str(error_type);
     key.push('/');
-    let empty = prefix::Template::parse("").unwrap_or_else(|_| dest.error_prefix.clone());
+    let empty = prefix::Template::parse("").unwrap_or_else(|_| template.clone());
     key.push_str(&prefix::object_key_with(
         &empty,
         &prefix::Render {
@@ -1050,6 +1068,7 @@ async fn flush(
                         data: source.clone(),
                         ends: Some(part.ends.clone()),
                         first_ms: part.first_ms,
+                        meta: Vec::new(),
                     };
                     match crate::conversion::convert(
                         schemas,
@@ -1108,6 +1127,11 @@ async fn flush(
                 data: out.data.clone(),
                 ends: dest.processing.lambda.is_none().then(|| buf.ends.clone()),
                 first_ms: buf.first_ms,
+                meta: if dest.processing.lambda.is_none() {
+                    buf.meta.clone()
+                } else {
+                    Vec::new()
+                },
             };
             match crate::conversion::convert(schemas, c, input, &inner.account, &inner.region, now)
                 .await
@@ -1180,7 +1204,7 @@ async fn flush(
             dest.kms_key.as_deref(),
         ),
     };
-    let key_for = |o: &Obj, kind: Kind| match kind {
+    let key_for = |o: &Obj, kind: Kind, rng: &mut rand::rngs::StdRng| match kind {
         Kind::Data => prefix::object_key_with(
             &dest.prefix,
             &prefix::Render {
@@ -1191,12 +1215,26 @@ async fn flush(
             name,
             s.rec.version,
             &dest.extension,
-            &mut rand::rng(),
+            rng,
         ),
-        Kind::ProcessingErrors | Kind::Undeliverable => {
-            error_key(dest, o.first_ms, name, s.rec.version)
-        }
-        Kind::TypedErrors(ty) => error_key_for(dest, o.first_ms, name, s.rec.version, ty),
+        Kind::ProcessingErrors | Kind::Undeliverable => error_key_under(
+            &dest.error_prefix,
+            dest,
+            o.first_ms,
+            name,
+            s.rec.version,
+            "processing-failed",
+            rng,
+        ),
+        Kind::TypedErrors(ty) => error_key_under(
+            &dest.error_prefix,
+            dest,
+            o.first_ms,
+            name,
+            s.rec.version,
+            ty,
+            rng,
+        ),
         Kind::Backup => {
             let b = dest.backup.as_deref().unwrap_or(dest);
             prefix::object_key_with(
@@ -1208,7 +1246,7 @@ async fn flush(
                 name,
                 s.rec.version,
                 &b.extension,
-                &mut rand::rng(),
+                rng,
             )
         }
     };
@@ -1221,9 +1259,16 @@ async fn flush(
     } else {
         skip
     };
+    let bare_prefix = prefix::Template::parse("").unwrap_or_else(|_| dest.error_prefix.clone());
     for (i, o) in objects.into_iter().enumerate().skip(skip) {
+        // Keys drawn from the batch's place in the log and the object's in
+        // the batch: a retry (or a restart re-reading the batch) writes
+        // over what an earlier attempt stored instead of beside it, so a
+        // function's batch that keeps failing further on does not pile up
+        // copies.
+        let mut rng = object_rng(s.rec.uid, buf.range.0, i);
         let mut kind = o.kind;
-        let mut key = key_for(&o, kind);
+        let mut key = key_for(&o, kind, &mut rng);
         let (bucket, compression, kms_key) = target(kind);
         let mut body = match encode_body(&o.data, compression, zip_entry(&key)) {
             Ok(b) => b,
@@ -1234,6 +1279,7 @@ async fn flush(
         };
         let data_len = o.data.len() as u64;
         let mut refused = false;
+        let mut bare = false;
         loop {
             match inner.sink.put_as(bucket, &key, body.clone(), kms_key).await {
                 Ok(()) => {
@@ -1262,7 +1308,33 @@ async fn flush(
                     // differs in its last segment.
                     warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "the object store refused the key; trying a fresh one");
                     refused = true;
-                    key = key_for(&o, kind);
+                    key = key_for(&o, kind, &mut rng);
+                }
+                Err(e @ SinkError::InvalidKey { .. })
+                    if kind != Kind::Data
+                        && kind != Kind::Backup
+                        && dest.error_prefix_defaulted
+                        && !bare =>
+                {
+                    // The error prefix defaulted to Prefix, whose keys the
+                    // store refuses too (an object in the way of a folder):
+                    // without a way out the records would wait forever, so
+                    // they go under no prefix, their error type first.
+                    let ty = match kind {
+                        Kind::TypedErrors(ty) => ty,
+                        _ => "processing-failed",
+                    };
+                    warn!(stream = %name, bucket = %dest.bucket, key = %key, code = e.code(), error = %ripstream_api::Chain(&e), "the object store refuses the error output's keys under Prefix; writing them under the bucket's root");
+                    bare = true;
+                    key = error_key_under(
+                        &bare_prefix,
+                        dest,
+                        o.first_ms,
+                        name,
+                        s.rec.version,
+                        ty,
+                        &mut rng,
+                    );
                 }
                 Err(e @ SinkError::InvalidKey { .. }) if kind == Kind::Data => {
                     inner.metrics.failed(name);
@@ -1279,7 +1351,7 @@ async fn flush(
                     let lines =
                         fail_lines(data, ends, 1, e.code(), &e.to_string(), arn, inner.now_ms());
                     kind = Kind::Undeliverable;
-                    key = key_for(&o, kind);
+                    key = key_for(&o, kind, &mut rng);
                     body = match encode_body(&Bytes::from(lines), dest.compression, zip_entry(&key))
                     {
                         Ok(b) => b,
@@ -1302,6 +1374,16 @@ async fn flush(
         }
     }
     Flushed::Done
+}
+
+/// The random source of one object's key: the same for the same object
+/// of the same batch (see `flush`).
+fn object_rng(uid: u64, batch_start: u64, index: usize) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (uid, batch_start, index).hash(&mut h);
+    rand::rngs::StdRng::seed_from_u64(h.finish())
 }
 
 /// Stores the checkpoint, retrying until it is durable or the stream goes

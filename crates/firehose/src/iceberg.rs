@@ -13,6 +13,21 @@
 //! commit of the stream ([`resume`]), and an append of a committed batch is
 //! skipped.
 //!
+//! A table's files go where the table says (its Glue `metadata_location`,
+//! its metadata's `location` and `write.data.path`), which its owner can
+//! change at any time. CreateDeliveryStream reads where that is now
+//! ([`create_locations`]), the front door checks the caller may
+//! `s3:PutObject` there, and the stream keeps those directories
+//! ([`pin`]): every later call on the table is limited to them, and a
+//! table that moved elsewhere is refused.
+//!
+//! A failed append (the table unusable, storage or the catalog failing)
+//! is retried, the batch re-read from the log each time, for
+//! `RetryOptions.DurationInSeconds` from its first failure (kept with the
+//! batch, [`crate::pending`], so a restart does not reset it); then, as
+//! AWS does, its records go to the error output (`iceberg-failed`) and
+//! delivery moves on.
+//!
 //! Not yet: routing records to several tables (JSON query or Lambda
 //! metadata), UniqueKeys (upserts need equality deletes, which the `iceberg`
 //! crate cannot commit yet), PartitionSpec, schema evolution, automatic
@@ -28,6 +43,7 @@ use tracing::{info, warn};
 
 use crate::engine::{Batch, Flushed};
 use crate::error::{Error, Result};
+use crate::pending::Failing;
 use crate::record::Destination;
 use crate::sink::BoxFuture;
 use crate::{Inner, Stream, prefix};
@@ -38,6 +54,14 @@ pub const STORED_KEY: &str = "IcebergDestination";
 /// The error output type (`!{firehose:error-output-type}`) of records a
 /// table refused or that could not be delivered.
 pub const ERROR_OUTPUT_TYPE: &str = "iceberg-failed";
+
+/// Where the directories a stream's table may write are kept in the
+/// stored destination (beside the Iceberg configuration, so they are not
+/// described).
+pub const LOCATIONS_KEY: &str = "IcebergTableLocations";
+
+/// AWS's default RetryOptions.DurationInSeconds for Iceberg.
+pub const DEFAULT_RETRY_S: u64 = 300;
 
 /// The table a stream delivers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +116,25 @@ impl TableError {
     }
 }
 
-/// Iceberg tables, as the binary bridges them.
+/// Iceberg tables, as the binary bridges them. Locations are directories,
+/// `s3://bucket/prefix/`; `allowed` are those a stream may use.
 pub trait IcebergTables: Send + Sync + std::fmt::Debug {
-    /// Whether the table could take records now.
-    fn check<'a>(&'a self, t: &'a TableRef) -> BoxFuture<'a, std::result::Result<(), TableError>>;
+    /// The directories the table's commits write to now (nothing written).
+    fn locations<'a>(
+        &'a self,
+        t: &'a TableRef,
+    ) -> BoxFuture<'a, std::result::Result<Vec<String>, TableError>>;
+    /// Whether the table could take records now, within `allowed`.
+    fn check<'a>(
+        &'a self,
+        t: &'a TableRef,
+        allowed: &'a [String],
+    ) -> BoxFuture<'a, std::result::Result<(), TableError>>;
     /// The log offsets of `writer`'s last commit to the table.
     fn committed<'a>(
         &'a self,
         t: &'a TableRef,
+        allowed: &'a [String],
         writer: &'a str,
     ) -> BoxFuture<'a, std::result::Result<Option<(u64, u64)>, TableError>>;
     /// Appends JSON records as one snapshot (none when the tag's batch is
@@ -107,6 +142,7 @@ pub trait IcebergTables: Send + Sync + std::fmt::Debug {
     fn append<'a>(
         &'a self,
         t: &'a TableRef,
+        allowed: &'a [String],
         records: &'a [&'a [u8]],
         tag: &'a CommitTag,
     ) -> BoxFuture<'a, std::result::Result<Appended, TableError>>;
@@ -119,6 +155,12 @@ pub struct Target {
     pub catalog_arn: String,
     /// `AllData`: every record is also written to the S3 bucket.
     pub backup_all: bool,
+    /// The directories the table may write, as authorized at create;
+    /// `None` for a stream stored before they were kept (refused).
+    pub locations: Option<Vec<String>>,
+    /// How long a failing batch is retried before its records go to the
+    /// error output.
+    pub retry_ms: i64,
 }
 
 fn invalid(m: impl Into<String>) -> Error {
@@ -241,9 +283,8 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
         .or_insert(json!("FailedDataOnly"));
     stored.entry("AppendOnly").or_insert(json!(true));
     stored.insert("BufferingHints".into(), d["BufferingHints"].clone());
-    stored
-        .entry("RetryOptions")
-        .or_insert(json!({"DurationInSeconds": 300}));
+    let retry = crate::record::retry_duration_s(c.get("RetryOptions"), DEFAULT_RETRY_S)?;
+    stored.insert("RetryOptions".into(), json!({"DurationInSeconds": retry}));
     d.insert(STORED_KEY.into(), Value::Object(stored));
     Ok(Value::Object(d))
 }
@@ -269,7 +310,69 @@ pub fn of(dest: &Value) -> Result<Option<Target>> {
             .map(|cc| s(cc, "CatalogARN"))
             .unwrap_or_default(),
         backup_all: c.get("S3BackupMode").and_then(Value::as_str) == Some("AllData"),
+        locations: dest.get(LOCATIONS_KEY).and_then(Value::as_array).map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        }),
+        retry_ms: c
+            .get("RetryOptions")
+            .and_then(|r| r.get("DurationInSeconds"))
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_RETRY_S)
+            .saturating_mul(1000)
+            .try_into()
+            .unwrap_or(i64::MAX),
     }))
+}
+
+fn no_catalog() -> Error {
+    invalid(
+        "Iceberg destinations need this server's Glue Data Catalog and embedded object store, which this server does not offer (an external object store is configured).",
+    )
+}
+
+/// The directories the table of a CreateDeliveryStream input's Iceberg
+/// destination writes to now (none without one): what its caller must be
+/// allowed to write, and all the stream may write afterwards.
+pub(crate) async fn create_locations(inner: &Inner, input: &Value) -> Result<Vec<String>> {
+    let Some(cfg) = input.get("IcebergDestinationConfiguration") else {
+        return Ok(Vec::new());
+    };
+    let dest = normalize(cfg, &inner.region, &inner.account)?;
+    let Some(t) = of(&dest)? else {
+        return Ok(Vec::new());
+    };
+    let tables = inner.iceberg.as_ref().ok_or_else(no_catalog)?;
+    match tables.locations(&t.table).await {
+        Ok(l) => Ok(l),
+        Err(TableError::Unusable { message, .. }) => Err(invalid(message)),
+        Err(e @ TableError::Unavailable { .. }) => Err(Error::internal(e)),
+    }
+}
+
+/// Keeps the directories a stream's table may write in its destination.
+pub(crate) fn pin(dest: &mut Value, locations: Vec<String>) {
+    if let Some(d) = dest.as_object_mut() {
+        d.insert(LOCATIONS_KEY.into(), json!(locations));
+    }
+}
+
+/// The resource `s3:PutObject` into a directory is checked on:
+/// `arn:<partition>:s3:::<bucket>/<prefix>*`.
+pub(crate) fn objects_arn(region: &str, location: &str) -> Result<String> {
+    let partition = ripstream_iam::partition(region);
+    location
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(bucket, _)| crate::record::valid_bucket_name(bucket))
+        .map(|(bucket, prefix)| format!("arn:{partition}:s3:::{bucket}/{prefix}*"))
+        .ok_or_else(|| {
+            invalid(format!(
+                "The table writes to {location}, which is not s3://<bucket>/<prefix>."
+            ))
+        })
 }
 
 /// `IcebergDestinationDescription` of a stored destination.
@@ -290,11 +393,10 @@ pub(crate) async fn check(inner: &Inner, dest: &Value) -> Result<()> {
         return Ok(());
     };
     let Some(tables) = &inner.iceberg else {
-        return Err(invalid(
-            "Iceberg destinations need this server's Glue Data Catalog and embedded object store, which this server does not offer (an external object store is configured).",
-        ));
+        return Err(no_catalog());
     };
-    match tables.check(&t.table).await {
+    let allowed = t.locations.as_deref().unwrap_or_default();
+    match tables.check(&t.table, allowed).await {
         Ok(()) => Ok(()),
         Err(TableError::Unusable { message, .. }) => Err(invalid(message)),
         Err(e @ TableError::Unavailable { .. }) => Err(Error::internal(e)),
@@ -309,7 +411,9 @@ fn writer(inner: &Inner, s: &Stream) -> String {
 
 /// Where a stream's delivery resumes: after the table's last commit of the
 /// stream when that is past the checkpoint (a crash came between the
-/// commit and the checkpoint).
+/// commit and the checkpoint). A table whose commits cannot be read now
+/// is asked again, for as long as the stream's retry duration: going on
+/// without knowing could append the committed batch again.
 pub(crate) async fn resume(inner: &Arc<Inner>, name: &str, uid: u64, next: u64) -> u64 {
     let Some(s) = crate::engine::current(inner, name, uid) else {
         return next;
@@ -317,15 +421,39 @@ pub(crate) async fn resume(inner: &Arc<Inner>, name: &str, uid: u64, next: u64) 
     let (Ok(Some(t)), Some(tables)) = (of(&s.rec.destination), &inner.iceberg) else {
         return next;
     };
-    match tables.committed(&t.table, &writer(inner, &s)).await {
-        Ok(Some((start, end))) if start <= next && end > next => {
-            info!(stream = %name, from = next, to = end, "the table holds the batch delivered before the restart; resuming after it");
-            end
-        }
-        Ok(_) => next,
-        Err(e) => {
-            warn!(stream = %name, code = e.code(), error = %e, "cannot read the table's commits; a batch committed before a crash may be appended again");
-            next
+    let Some(allowed) = &t.locations else {
+        return next;
+    };
+    let writer = writer(inner, &s);
+    let until = inner.now_ms().saturating_add(t.retry_ms);
+    let mut backoff = inner.cfg.retry_initial;
+    loop {
+        match tables.committed(&t.table, allowed, &writer).await {
+            Ok(Some((start, end))) if start <= next && end > next => {
+                // Only offsets the stream's log has held: a snapshot
+                // anyone could write that names more would skip records
+                // never delivered.
+                let log_end = s.part.end_offset();
+                if end > log_end {
+                    warn!(stream = %name, from = next, to = end, log_end, "the table's last commit of the stream names offsets past the stream's log; not resuming after it");
+                    return next;
+                }
+                info!(stream = %name, from = next, to = end, "the table holds the batch delivered before the restart; resuming after it");
+                return end;
+            }
+            Ok(_) => return next,
+            Err(e @ TableError::Unavailable { .. }) if inner.now_ms() < until => {
+                warn!(stream = %name, code = e.code(), error = %e, "cannot read the table's commits; asking again before delivering");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(inner.cfg.retry_max);
+                if crate::engine::current(inner, name, uid).is_none() {
+                    return next;
+                }
+            }
+            Err(e) => {
+                warn!(stream = %name, code = e.code(), error = %e, "cannot read the table's commits; a batch committed before a crash may be appended again");
+                return next;
+            }
         }
     }
 }
@@ -338,6 +466,7 @@ fn b64() -> &'static base64::engine::GeneralPurpose {
 /// record, with the destination table).
 fn error_line(
     t: &Target,
+    attempts: u32,
     arrival_ms: i64,
     code: &str,
     message: &str,
@@ -345,7 +474,7 @@ fn error_line(
     raw: &[u8],
 ) -> Vec<u8> {
     let mut line = serde_json::to_vec(&json!({
-        "attemptsMade": 1,
+        "attemptsMade": attempts,
         "arrivalTimestamp": arrival_ms,
         "errorCode": code,
         "errorMessage": message,
@@ -400,7 +529,8 @@ async fn put(
 const STEP_BACKUP: usize = 1;
 
 /// One flush into the table: the AllData backup, the append (one
-/// snapshot), then the error output of the records the table refused.
+/// snapshot), then the error output of the records the table refused, or
+/// of every record once the append has failed for the retry duration.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn flush(
     inner: &Arc<Inner>,
@@ -415,10 +545,6 @@ pub(crate) async fn flush(
 ) -> Flushed {
     let range = buf.range.0..buf.range.1;
     let name = &s.rec.name;
-    let Some(tables) = &inner.iceberg else {
-        warn!(stream = %name, "no Iceberg catalog on this server; retrying");
-        return Flushed::Failed { done: skip };
-    };
     let mut done = skip;
     if t.backup_all && done < STEP_BACKUP && !data.is_empty() {
         let key = prefix::object_key(
@@ -442,12 +568,44 @@ pub(crate) async fn flush(
         start: range.start,
         end: range.end,
     };
-    let out = match tables.append(&t.table, &raw, &tag).await {
+    let appended = match (&inner.iceberg, &t.locations) {
+        (None, _) => Err(TableError::Unavailable {
+            code: "Iceberg.CatalogUnavailable".into(),
+            message: "This server has no Glue Data Catalog and embedded object store for Iceberg tables now (an external object store is configured).".into(),
+        }),
+        (_, None) => Err(TableError::Unusable {
+            code: "Iceberg.LocationNotAuthorized".into(),
+            message: "The delivery stream was created before this server kept the locations its table may write; re-create it to have them authorized.".into(),
+        }),
+        (Some(tables), Some(allowed)) => tables.append(&t.table, allowed, &raw, &tag).await,
+    };
+    let mut attempts = 1;
+    let out = match appended {
         Ok(o) => o,
         Err(e) => {
             inner.metrics.failed(name);
-            warn!(stream = %name, database = %t.table.database, table = %t.table.table, code = e.code(), error = %e, "delivery to the Iceberg table failed; retrying");
-            return Flushed::Failed { done };
+            match crate::pending::failed(inner, s.rec.uid, (range.start, range.end), t.retry_ms)
+                .await
+            {
+                Failing::Retry => {
+                    warn!(stream = %name, database = %t.table.database, table = %t.table.table, code = e.code(), error = %e, "delivery to the Iceberg table failed; retrying");
+                    return Flushed::Failed { done };
+                }
+                Failing::GiveUp { attempts: n } => {
+                    warn!(stream = %name, database = %t.table.database, table = %t.table.table, code = e.code(), error = %e, attempts = n, retry_s = t.retry_ms / 1000, "delivery to the Iceberg table failed for the whole retry duration; the records go to the error output");
+                    attempts = n;
+                    Appended {
+                        refused: (0..records.len())
+                            .map(|index| Refused {
+                                index,
+                                code: e.code().to_string(),
+                                message: e.to_string(),
+                            })
+                            .collect(),
+                        ..Appended::default()
+                    }
+                }
+            }
         }
     };
     if out.duplicate {
@@ -460,7 +618,9 @@ pub(crate) async fn flush(
     let mut errors = processing_errors;
     for r in &out.refused {
         if let Some((arrival, rec)) = records.get(r.index) {
-            errors.extend(error_line(t, *arrival, &r.code, &r.message, now, rec));
+            errors.extend(error_line(
+                t, attempts, *arrival, &r.code, &r.message, now, rec,
+            ));
         }
     }
     if !errors.is_empty() {
@@ -519,7 +679,7 @@ mod tests {
         );
         assert!(!t.backup_all);
         let e = Destination::of(&d).unwrap();
-        assert_eq!(e.iceberg, Some(t));
+        assert_eq!(e.iceberg, Some(t.clone()));
         let desc = description(&d).unwrap();
         assert_eq!(desc["S3BackupMode"], "FailedDataOnly");
         assert_eq!(
@@ -572,5 +732,329 @@ mod tests {
             &|c| c["BufferingHints"] = json!({"SizeInMBs": 500}),
             "SizeInMBs",
         );
+        refuse(
+            &|c| c["RetryOptions"] = json!({"DurationInSeconds": 7201}),
+            "7200",
+        );
+        assert_eq!(t.retry_ms, 300_000);
+        let mut c = good();
+        c["RetryOptions"] = json!({"DurationInSeconds": 0});
+        let d = normalize(&c, "us-east-1", "123456789012").unwrap();
+        assert_eq!(of(&d).unwrap().unwrap().retry_ms, 0);
+        // Stored before the locations were kept: none, which refuses.
+        assert_eq!(of(&d).unwrap().unwrap().locations, None);
+    }
+
+    #[test]
+    fn directories_are_checked_as_object_arns() {
+        assert_eq!(
+            objects_arn("us-east-1", "s3://lake/events/data/").unwrap(),
+            "arn:aws:s3:::lake/events/data/*"
+        );
+        assert_eq!(
+            objects_arn("cn-north-1", "s3://lake/").unwrap(),
+            "arn:aws-cn:s3:::lake/*"
+        );
+        assert!(objects_arn("us-east-1", "s3://*/x/").is_err());
+        assert!(objects_arn("us-east-1", "file:///x/").is_err());
+    }
+
+    use base64::Engine as _;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct ManualClock(AtomicI64);
+
+    impl ripstream_log::Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A table that answers as told and records what it is asked.
+    #[derive(Debug, Default)]
+    struct FakeTables {
+        /// Appends fail with this while set.
+        failing: Mutex<Option<TableError>>,
+        /// The last commit `committed` answers.
+        last: Mutex<Option<(u64, u64)>>,
+        /// Each append: the locations it was limited to and its tag.
+        appends: Mutex<Vec<(Vec<String>, CommitTag, usize)>>,
+    }
+
+    fn copy(e: &TableError) -> TableError {
+        match e {
+            TableError::Unusable { code, message } => TableError::Unusable {
+                code: code.clone(),
+                message: message.clone(),
+            },
+            TableError::Unavailable { code, message } => TableError::Unavailable {
+                code: code.clone(),
+                message: message.clone(),
+            },
+        }
+    }
+
+    impl IcebergTables for FakeTables {
+        fn locations<'a>(
+            &'a self,
+            _: &'a TableRef,
+        ) -> BoxFuture<'a, std::result::Result<Vec<String>, TableError>> {
+            Box::pin(async { Ok(vec!["s3://lake/t/".to_string()]) })
+        }
+        fn check<'a>(
+            &'a self,
+            _: &'a TableRef,
+            allowed: &'a [String],
+        ) -> BoxFuture<'a, std::result::Result<(), TableError>> {
+            Box::pin(async move {
+                assert_eq!(allowed, ["s3://lake/t/".to_string()]);
+                Ok(())
+            })
+        }
+        fn committed<'a>(
+            &'a self,
+            _: &'a TableRef,
+            _: &'a [String],
+            _: &'a str,
+        ) -> BoxFuture<'a, std::result::Result<Option<(u64, u64)>, TableError>> {
+            Box::pin(async { Ok(*self.last.lock().unwrap()) })
+        }
+        fn append<'a>(
+            &'a self,
+            _: &'a TableRef,
+            allowed: &'a [String],
+            records: &'a [&'a [u8]],
+            tag: &'a CommitTag,
+        ) -> BoxFuture<'a, std::result::Result<Appended, TableError>> {
+            Box::pin(async move {
+                self.appends
+                    .lock()
+                    .unwrap()
+                    .push((allowed.to_vec(), tag.clone(), records.len()));
+                match &*self.failing.lock().unwrap() {
+                    Some(e) => Err(copy(e)),
+                    None => Ok(Appended {
+                        rows: records.len() as u64,
+                        ..Appended::default()
+                    }),
+                }
+            })
+        }
+    }
+
+    struct Engine {
+        dir: tempfile::TempDir,
+        _ctx: ripstream_runtime::ServiceContext,
+        svc: crate::Firehose,
+        clock: Arc<ManualClock>,
+        tables: Arc<FakeTables>,
+        engine: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Engine {
+        fn drop(&mut self) {
+            self.engine.abort();
+        }
+    }
+
+    async fn engine(tables: FakeTables) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+        let mut cfg = ripstream_runtime::ContextConfig::new(dir.path());
+        cfg.clock = clock.clone();
+        let ctx = ripstream_runtime::ServiceContext::open(cfg).unwrap();
+        let tables = Arc::new(tables);
+        let sink = Arc::new(crate::LocalObjects::new(dir.path().join("objects")));
+        std::fs::create_dir_all(dir.path().join("objects/errors")).unwrap();
+        let svc = crate::Firehose::open_in(
+            &ctx,
+            crate::FirehoseConfig {
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(50),
+                ..crate::FirehoseConfig::default()
+            },
+            crate::Connections {
+                iceberg: Some(tables.clone()),
+                ..crate::Connections::objects(sink)
+            },
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .await
+        .unwrap();
+        let engine = tokio::spawn(svc.background());
+        Engine {
+            dir,
+            _ctx: ctx,
+            svc,
+            clock,
+            tables,
+            engine,
+        }
+    }
+
+    fn stream(retry_s: u64) -> Value {
+        let mut c = good();
+        c["BufferingHints"] = json!({"SizeInMBs": 1, "IntervalInSeconds": 0});
+        c["RetryOptions"] = json!({"DurationInSeconds": retry_s});
+        c["S3Configuration"]["ErrorOutputPrefix"] = json!("err/");
+        c["CatalogConfiguration"] = json!({});
+        json!({"DeliveryStreamName": "ice", "IcebergDestinationConfiguration": c})
+    }
+
+    async fn put(e: &Engine, records: &[&str]) {
+        e.svc
+            .put_record_batch(json!({"DeliveryStreamName": "ice", "Records": records
+                .iter()
+                .map(|r| json!({"Data": b64().encode(r)}))
+                .collect::<Vec<_>>()}))
+            .await
+            .unwrap();
+    }
+
+    /// The error output's lines, once there are `n`.
+    async fn error_lines(e: &Engine, n: usize) -> Vec<Value> {
+        for _ in 0..400 {
+            let mut lines = Vec::new();
+            let root = e.dir.path().join("objects/errors/err/iceberg-failed");
+            let mut stack = vec![root];
+            while let Some(d) = stack.pop() {
+                for f in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if f.path().is_dir() {
+                        stack.push(f.path());
+                    } else if !f.path().to_string_lossy().contains('#') {
+                        for l in std::fs::read(f.path()).unwrap().split(|b| *b == b'\n') {
+                            if !l.is_empty() {
+                                lines.push(serde_json::from_slice(l).unwrap());
+                            }
+                        }
+                    }
+                }
+            }
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no error output of {n} records");
+    }
+
+    async fn appends_at_least(e: &Engine, n: usize) {
+        for _ in 0..400 {
+            if e.tables.appends.lock().unwrap().len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} appends");
+    }
+
+    fn unavailable() -> TableError {
+        TableError::Unavailable {
+            code: "Iceberg.CommitFailed".into(),
+            message: "the catalog is down".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_keeps_the_locations_it_was_created_for() {
+        let e = engine(FakeTables::default()).await;
+        e.svc.create_delivery_stream(stream(300)).await.unwrap();
+        put(&e, &[r#"{"id": 1}"#]).await;
+        appends_at_least(&e, 1).await;
+        let (allowed, tag, n) = e.tables.appends.lock().unwrap()[0].clone();
+        assert_eq!(allowed, ["s3://lake/t/".to_string()]);
+        assert_eq!((tag.start, tag.end, n), (0, 1, 1));
+        // Not described: the destination's own members only.
+        let d = e
+            .svc
+            .describe_delivery_stream(json!({"DeliveryStreamName": "ice"}))
+            .await
+            .unwrap();
+        let text = d.to_string();
+        assert!(!text.contains(LOCATIONS_KEY), "{text}");
+        assert!(!text.contains("s3://lake/t/"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_table_failing_with_no_retry_duration_sends_the_records_to_the_error_output() {
+        let e = engine(FakeTables {
+            failing: Mutex::new(Some(unavailable())),
+            ..FakeTables::default()
+        })
+        .await;
+        e.svc.create_delivery_stream(stream(0)).await.unwrap();
+        put(&e, &[r#"{"id": 1}"#, r#"{"id": 2}"#]).await;
+        let lines = error_lines(&e, 2).await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for l in &lines {
+            assert_eq!(l["errorCode"], "Iceberg.CommitFailed");
+            assert_eq!(l["errorMessage"], "the catalog is down");
+            assert_eq!(l["attemptsMade"], 1);
+            assert_eq!(l["destinationTableName"], "t");
+        }
+        let raw: Vec<Vec<u8>> = lines
+            .iter()
+            .map(|l| b64().decode(l["rawData"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(raw, [br#"{"id": 1}"#.to_vec(), br#"{"id": 2}"#.to_vec()]);
+        // And delivery moves on: the next batch is the next records.
+        put(&e, &[r#"{"id": 3}"#]).await;
+        error_lines(&e, 3).await;
+        let appends = e.tables.appends.lock().unwrap().clone();
+        assert_eq!(appends.len(), 2, "each batch tried once");
+        assert_eq!((appends[1].1.start, appends[1].1.end), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_failing_table_is_retried_for_the_retry_duration_then_skipped() {
+        let e = engine(FakeTables {
+            failing: Mutex::new(Some(unavailable())),
+            ..FakeTables::default()
+        })
+        .await;
+        e.svc.create_delivery_stream(stream(60)).await.unwrap();
+        put(&e, &[r#"{"id": 1}"#]).await;
+        appends_at_least(&e, 3).await;
+        let root = e.dir.path().join("objects/errors");
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            0,
+            "nothing in the error output within the retry duration"
+        );
+        // The clock passes the retry duration: the batch is given up.
+        e.clock.0.fetch_add(61_000, Ordering::SeqCst);
+        let lines = error_lines(&e, 1).await;
+        assert_eq!(lines[0]["errorCode"], "Iceberg.CommitFailed");
+        let tried = lines[0]["attemptsMade"].as_u64().unwrap();
+        assert!(tried >= 3, "{tried}");
+        // The table back: the next records go in.
+        *e.tables.failing.lock().unwrap() = None;
+        let before = e.tables.appends.lock().unwrap().len();
+        put(&e, &[r#"{"id": 2}"#]).await;
+        appends_at_least(&e, before + 1).await;
+        let last = e.tables.appends.lock().unwrap().last().unwrap().1.clone();
+        assert_eq!((last.start, last.end), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_commit_naming_offsets_past_the_log_is_not_resumed_after() {
+        let e = engine(FakeTables::default()).await;
+        e.svc.create_delivery_stream(stream(300)).await.unwrap();
+        put(&e, &[r#"{"id": 1}"#]).await;
+        appends_at_least(&e, 1).await;
+        // Someone who can write the table forges a commit of the stream's
+        // that covers every offset; a restart must not skip to its end.
+        *e.tables.last.lock().unwrap() = Some((0, u64::MAX));
+        let (uid, part) = {
+            let s = e.svc.inner.stream("ice").unwrap();
+            (s.rec.uid, s.part.end_offset())
+        };
+        assert_eq!(resume(&e.svc.inner, "ice", uid, 1).await, 1);
+        // One that the log does hold is resumed after.
+        *e.tables.last.lock().unwrap() = Some((0, part));
+        assert_eq!(resume(&e.svc.inner, "ice", uid, 0).await, part);
     }
 }

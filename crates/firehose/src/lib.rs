@@ -36,6 +36,7 @@ pub mod lambda;
 mod metrics;
 mod ops;
 pub mod partition;
+mod pending;
 pub mod prefix;
 pub mod processing;
 pub mod quota;
@@ -393,7 +394,7 @@ impl Inner {
                 &[(uid.to_string().as_bytes(), None)],
             )?;
             catalog.write_documents(
-                redshift::PENDING_SPACE,
+                pending::PENDING_SPACE,
                 &[(uid.to_string().as_bytes(), None)],
             )?;
             Ok(())

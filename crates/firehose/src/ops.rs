@@ -88,6 +88,18 @@ impl Firehose {
     }
 
     pub async fn create_delivery_stream(&self, input: Value) -> Result<Value> {
+        self.create_delivery_stream_with(input, None).await
+    }
+
+    /// CreateDeliveryStream, an Iceberg destination's table limited to
+    /// `iceberg_locations` (the caller was authorized to write there; the
+    /// front door checks): `None` trusts the caller with wherever the table
+    /// writes now.
+    pub async fn create_delivery_stream_with(
+        &self,
+        input: Value,
+        iceberg_locations: Option<Vec<String>>,
+    ) -> Result<Value> {
         let inner = &self.inner;
         let name = name_of(&input)?.to_string();
         let stream_type = text(&input, "DeliveryStreamType").unwrap_or("DirectPut");
@@ -143,7 +155,7 @@ impl Firehose {
         }
         // A Redshift or push destination: its own part stored aside, its
         // intermediate S3 configuration the destination the engine uses.
-        let (destination, endpoint, redshift) = match (
+        let (mut destination, endpoint, redshift) = match (
             crate::endpoints::configuration_in(&input),
             redshift_cfg,
             iceberg,
@@ -195,6 +207,13 @@ impl Firehose {
         if let Some(ep) = &endpoint {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;
+        }
+        if destination.get(crate::iceberg::STORED_KEY).is_some() {
+            let locations = match iceberg_locations {
+                Some(l) => l,
+                None => crate::iceberg::create_locations(inner, &input).await?,
+            };
+            crate::iceberg::pin(&mut destination, locations);
         }
         crate::iceberg::check(inner, &destination).await?;
         let tags = parse_tags(input.get("Tags"))?;
@@ -250,6 +269,7 @@ impl Firehose {
             kinesis_source,
             tags,
             encryption,
+            encryption_changes_ms: Vec::new(),
             endpoint,
             redshift,
         };
@@ -837,6 +857,7 @@ impl Firehose {
             )));
         }
         let mut rec = s.rec.clone();
+        count_encryption_change(&mut rec, inner.now_ms())?;
         rec.encryption = Some(encryption);
         inner.replace(&s, rec).await?;
         Ok(json!({}))
@@ -854,10 +875,29 @@ impl Firehose {
             )));
         }
         let mut rec = s.rec.clone();
+        count_encryption_change(&mut rec, inner.now_ms())?;
         rec.encryption = None;
         inner.replace(&s, rec).await?;
         Ok(json!({}))
     }
+}
+
+/// Start- and StopDeliveryStreamEncryption calls a stream takes in 24 hours
+/// (AWS: a combined limit of 25 per Firehose stream).
+const ENCRYPTION_CHANGES_PER_DAY: usize = 25;
+
+/// Counts a Start/StopDeliveryStreamEncryption call against the day's limit.
+fn count_encryption_change(rec: &mut StreamRecord, now_ms: i64) -> Result<()> {
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    rec.encryption_changes_ms.retain(|&t| now_ms - t < DAY_MS);
+    if rec.encryption_changes_ms.len() >= ENCRYPTION_CHANGES_PER_DAY {
+        return Err(Error::LimitExceeded(format!(
+            "StartDeliveryStreamEncryption and StopDeliveryStreamEncryption have a combined limit of {ENCRYPTION_CHANGES_PER_DAY} calls per Firehose stream per 24 hours; {} has reached it.",
+            rec.name
+        )));
+    }
+    rec.encryption_changes_ms.push(now_ms);
+    Ok(())
 }
 
 /// AWS keeps a stream-sourced delivery stream's records under the source

@@ -546,7 +546,8 @@ pub fn object_key_with(
         key.push_str(&default_time_prefix_in(first_arrival_ms, r.zone));
     }
     let t = UtcTime::in_zone(first_arrival_ms, r.zone);
-    let id = uuid::Uuid::new_v4();
+    // From `rng`, so a caller that seeds it gets the same key again.
+    let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
     key.push_str(&format!(
         "{stream}-{version}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{id}{extension}",
         t.year, t.month, t.day, t.hour, t.minute, t.second

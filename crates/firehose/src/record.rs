@@ -76,6 +76,10 @@ pub struct StreamRecord {
     pub tags: Vec<Tag>,
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// When Start/StopDeliveryStreamEncryption last changed the stream,
+    /// within the last 24 hours (AWS allows 25 such calls a day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_changes_ms: Vec<i64>,
     /// A push destination (HTTP endpoint, Splunk, OpenSearch,
     /// Elasticsearch); `destination` is then its S3 configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,7 @@ impl std::fmt::Debug for StreamRecord {
             .field("kinesis_source", &self.kinesis_source)
             .field("tags", &self.tags)
             .field("encryption", &self.encryption)
+            .field("encryption_changes_ms", &self.encryption_changes_ms)
             .field("endpoint", &self.endpoint)
             .field("redshift", &redshift)
             .finish()
@@ -340,6 +345,18 @@ pub fn bucket_name(arn: &str) -> Option<&str> {
     .then_some(bucket)
 }
 
+/// `DurationInSeconds` of a destination's `RetryOptions`, `default` when
+/// it names none; AWS admits 0 to 7200.
+pub(crate) fn retry_duration_s(retry_options: Option<&Value>, default: u64) -> Result<u64> {
+    match retry_options.and_then(|r| r.get("DurationInSeconds")) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|s| *s <= 7200)
+            .ok_or_else(|| invalid("RetryOptions.DurationInSeconds must be between 0 and 7200.")),
+    }
+}
+
 /// S3's bucket naming rules (3 to 63 characters of lowercase letters,
 /// digits, dots and hyphens, starting and ending with a letter or digit, no
 /// two dots in a row), so a name never becomes a path segment such as `.`
@@ -464,6 +481,8 @@ pub struct Destination {
     pub processing: Pipeline,
     /// Where records that failed processing go.
     pub error_prefix: prefix::Template,
+    /// No ErrorOutputPrefix was given, so `error_prefix` is Prefix.
+    pub error_prefix_defaulted: bool,
     /// Record format conversion, when enabled.
     pub conversion: Option<crate::conversion::Conversion>,
     /// The Iceberg table records go to instead of objects, if any.
@@ -523,6 +542,8 @@ impl Destination {
         let zone = prefix::time_zone(text("CustomTimeZone")).map_err(invalid)?;
         // AWS: without ErrorOutputPrefix (allowed only when Prefix has no
         // expressions) failed records go under Prefix, then the error type.
+        let error_prefix_defaulted =
+            text("ErrorOutputPrefix").is_none_or(str::is_empty) && !prefix.has_expressions();
         let error_prefix = match text("ErrorOutputPrefix").filter(|e| !e.is_empty()) {
             Some(e) => prefix::Template::parse(e).map_err(invalid)?,
             None if !prefix.has_expressions() => prefix.clone(),
@@ -546,6 +567,7 @@ impl Destination {
             error_extension,
             processing,
             error_prefix,
+            error_prefix_defaulted,
             bucket,
             prefix,
             size_bytes: (n("SizeInMBs", DEFAULT_SIZE_MB) * 1024 * 1024) as usize,

@@ -35,12 +35,13 @@ use tracing::{info, warn};
 
 use crate::copy::{self, CopySpec, Translated};
 use crate::error::{Error, Result};
+use crate::pending::{self, Pending};
 use crate::record::{self, Destination};
 use crate::{Inner, Networks, Stream, prefix};
 
 /// Per stream uid: the log range of the batch being loaded, and when its
-/// first load failed.
-pub const PENDING_SPACE: &str = "firehose/redshift-pending";
+/// first load failed (the shared [`crate::pending`] record).
+pub use crate::pending::PENDING_SPACE;
 /// The load manifest table the loader keeps in the target database.
 pub const MANIFEST_TABLE: &str = "ripstream_firehose_loads";
 /// AWS's default RetryOptions.DurationInSeconds.
@@ -234,9 +235,15 @@ pub fn normalize(cfg: &Value, networks: Option<&Networks>) -> Result<(Value, Val
     let url = text("ClusterJDBCURL")
         .ok_or_else(|| invalid("ClusterJDBCURL is required for a Redshift destination."))?;
     let cluster = parse_jdbc_url(url).map_err(invalid)?;
-    if let (Some(n), Ok(ip)) = (networks, cluster.host.parse::<std::net::IpAddr>())
-        && n.check(&cluster.host, ip).is_err()
-    {
+    // An IP literal is checked now, in any spelling the resolver accepts
+    // (`127.1` is 127.0.0.1 to it): the URL parser reads those the same
+    // way. A name is checked on what it resolves to at each connection.
+    let literal_refused = |n: &Networks| match cluster.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => n.check(&cluster.host, ip).is_err(),
+        Err(_) => ripstream_delivery::Url::parse(&format!("http://{}/", cluster.host))
+            .is_ok_and(|u| n.check_url(&u).is_err()),
+    };
+    if networks.is_some_and(literal_refused) {
         return Err(invalid(format!(
             "ClusterJDBCURL {url} is not allowed: {}.",
             ripstream_delivery::NotAllowed
@@ -336,16 +343,7 @@ pub fn normalize(cfg: &Value, networks: Option<&Networks>) -> Result<(Value, Val
             out.insert((*m).to_string(), v.clone());
         }
     }
-    let retry = c
-        .get("RetryOptions")
-        .and_then(|r| r.get("DurationInSeconds"))
-        .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_RETRY_S);
-    if retry > 7200 {
-        return Err(invalid(
-            "RetryOptions.DurationInSeconds must be between 0 and 7200.",
-        ));
-    }
+    let retry = record::retry_duration_s(c.get("RetryOptions"), DEFAULT_RETRY_S)?;
     out.insert("RetryOptions".into(), json!({"DurationInSeconds": retry}));
     out.entry("S3BackupMode").or_insert(json!("Disabled"));
     if let Some(b) = backup {
@@ -534,47 +532,6 @@ impl Redshift {
     }
 }
 
-/// The batch being loaded, stored before its first attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Pending {
-    pub start: u64,
-    pub end: u64,
-    /// When the first attempt at this batch failed.
-    pub first_failure_ms: Option<i64>,
-}
-
-impl Inner {
-    pub(crate) fn pending(&self, uid: u64) -> Result<Option<Pending>> {
-        let key = uid.to_string();
-        Ok(self
-            .catalog
-            .documents(PENDING_SPACE)?
-            .into_iter()
-            .find(|(k, _)| k == key.as_bytes())
-            .and_then(|(_, v)| serde_json::from_slice(&v).ok()))
-    }
-
-    fn save_pending(&self, uid: u64, p: &Pending) -> Result<()> {
-        let raw = serde_json::to_vec(p).map_err(Error::internal)?;
-        self.catalog
-            .write_documents(PENDING_SPACE, &[(uid.to_string().as_bytes(), Some(&raw))])?;
-        Ok(())
-    }
-}
-
-/// The range a restarted delivery must re-read first: the batch whose load
-/// was under way, if delivery stopped before its checkpoint.
-pub(crate) fn resume(inner: &Inner, uid: u64, checkpoint: u64) -> Option<u64> {
-    match inner.pending(uid) {
-        Ok(Some(p)) if p.start == checkpoint && p.end > p.start => Some(p.end),
-        Ok(_) => None,
-        Err(e) => {
-            warn!(uid, error = %ripstream_api::Chain(&e), "cannot read the pending Redshift load; the next batch is made afresh");
-            None
-        }
-    }
-}
-
 /// A uuid that is the same whenever the same batch of the same stream is
 /// staged, so its key (and manifest row) is too.
 fn batch_uuid(uid: u64, start: u64, end: u64) -> uuid::Uuid {
@@ -712,15 +669,11 @@ pub(crate) async fn deliver(
     };
     let (start, end) = batch.range;
     // The range first, so a restart loads this very batch (same key).
-    let mut pending = match blocking_pending(inner, uid).await {
+    let mut pending = match pending::load(inner, uid).await {
         Some(p) if p.start == start && p.end == end => p,
-        _ => Pending {
-            start,
-            end,
-            first_failure_ms: None,
-        },
+        _ => Pending::new(start, end),
     };
-    if !save_pending(inner, uid, &pending).await {
+    if !pending::save(inner, uid, &pending).await {
         return Loaded::Retry;
     }
     let key = staged_key(
@@ -852,7 +805,7 @@ pub(crate) async fn deliver(
                 return backup(inner, name, s.rec.version, &rs, &batch).await;
             }
             warn!(stream = %name, object = %object, code = e.code(), error = %e, "loading into the table failed; retrying");
-            save_pending(inner, uid, &pending).await;
+            pending::save(inner, uid, &pending).await;
             Loaded::Retry
         }
     }
@@ -926,22 +879,6 @@ fn row_error_lines(
         ));
     }
     out
-}
-
-async fn blocking_pending(inner: &Arc<Inner>, uid: u64) -> Option<Pending> {
-    let i = inner.clone();
-    crate::blocking(move || i.pending(uid)).await.ok().flatten()
-}
-
-async fn save_pending(inner: &Arc<Inner>, uid: u64, p: &Pending) -> bool {
-    let (i, p) = (inner.clone(), *p);
-    match crate::blocking(move || i.save_pending(uid, &p)).await {
-        Ok(()) => true,
-        Err(e) => {
-            warn!(uid, error = %ripstream_api::Chain(&e), "cannot store the pending Redshift load; retrying");
-            false
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1051,6 +988,10 @@ mod tests {
         let mut c = cfg();
         c["ClusterJDBCURL"] = json!("jdbc:redshift://[::1]:5439/db");
         assert!(normalize(&c, Some(&nets)).is_err());
+        for other_spelling in ["127.1", "2130706433", "0x7f.0.0.1"] {
+            c["ClusterJDBCURL"] = json!(format!("jdbc:redshift://{other_spelling}:5439/db"));
+            assert!(normalize(&c, Some(&nets)).is_err(), "{other_spelling}");
+        }
         c["ClusterJDBCURL"] = json!("jdbc:redshift://10.9.8.7:5439/db");
         let (r, d) = normalize(&c, Some(&nets)).unwrap();
         // A name is left to the loader, which checks what it resolves to.

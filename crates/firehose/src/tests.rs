@@ -253,6 +253,30 @@ async fn create_describe_list_update_delete() {
     svc.stop_delivery_stream_encryption(json!({"DeliveryStreamName": "a"}))
         .await
         .unwrap();
+    // 25 changes a day, Start and Stop together (the refused call above
+    // does not count): two made, 23 more allowed, then none.
+    for i in 0..23 {
+        let call = json!({"DeliveryStreamName": "a"});
+        if i % 2 == 0 {
+            svc.start_delivery_stream_encryption(call).await.unwrap();
+        } else {
+            svc.stop_delivery_stream_encryption(call).await.unwrap();
+        }
+    }
+    let e = svc
+        .stop_delivery_stream_encryption(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "LimitExceededException");
+    let d = svc
+        .describe_delivery_stream(json!({"DeliveryStreamName": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        d["DeliveryStreamDescription"]["DeliveryStreamEncryptionConfiguration"]["Status"],
+        "ENABLED",
+        "the refused Stop left encryption on"
+    );
 
     svc.delete_delivery_stream(json!({"DeliveryStreamName": "a"}))
         .await
@@ -536,6 +560,33 @@ async fn a_key_the_store_refuses_sends_the_batch_to_the_error_output() {
     ctx.close().await;
 }
 
+#[tokio::test]
+async fn a_refused_prefix_without_an_error_prefix_still_has_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("objects/bkt");
+    std::fs::create_dir_all(&bucket).unwrap();
+    // No ErrorOutputPrefix: errors would go under `logs/` too, which the
+    // object `logs` blocks as well.
+    std::fs::write(bucket.join("logs"), b"in the way").unwrap();
+    let (ctx, svc) = open(dir.path()).await;
+    let engine = tokio::spawn(svc.background());
+    svc.create_delivery_stream(json!({"DeliveryStreamName": "s",
+        "ExtendedS3DestinationConfiguration": s3("bkt", json!({"Prefix": "logs/"}))}))
+        .await
+        .unwrap();
+    svc.put_record_batch(batch("s", &[b"one\n"])).await.unwrap();
+    let errors = bucket.join("processing-failed");
+    wait_for(|| errors.is_dir() && !objects(&errors).is_empty()).await;
+    let objs = objects(&errors);
+    assert!(objs[0].0.starts_with("20"), "{}", objs[0].0);
+    let line: Value = serde_json::from_slice(objs[0].1.trim_ascii_end()).unwrap();
+    assert_eq!(line["errorCode"], "S3.InvalidKey");
+    assert_eq!(line["rawData"], STANDARD.encode(b"one\n"));
+    engine.abort();
+    let _ = engine.await;
+    ctx.close().await;
+}
+
 /// Fails the first put under `fail_prefix` (a transient S3 error), then
 /// stores as [`LocalObjects`] does.
 #[derive(Debug)]
@@ -656,6 +707,14 @@ json.dump({{"records": out}}, sys.stdout)
         "2",
         "the function ran once per attempt"
     );
+    // The retry's data object took the first attempt's key: written over,
+    // not beside it.
+    let data: Vec<Vec<u8>> = objects(&bucket)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("data/"))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(data, [b"x\ny\n".to_vec()]);
     engine.abort();
 }
 

@@ -15,6 +15,17 @@
 //! and its checkpoint finds the batch committed ([`Tables::committed`]) and
 //! does not append it twice.
 //!
+//! Every call names the directories ([`Prefix`]es) its stream was
+//! authorized to write when it was created: a table whose files would go
+//! anywhere else (its `location`, `write.data.path` or `metadata_location`
+//! moved since) is refused ([`TableError::NotAuthorized`]), and the table's
+//! file I/O refuses every path outside them besides.
+//!
+//! A commit that fails leaves no data file behind: the table is read again
+//! and, unless it holds the commit after all (an answer lost on the way),
+//! the file is deleted; when the table cannot be read then, the file is
+//! remembered and settled by the writer's next append.
+//!
 //! Not here (yet): partitioned tables (refused), equality deletes (the
 //! `iceberg` crate's transactions cannot commit them, so UniqueKeys cannot
 //! be honoured), schema evolution.
@@ -24,10 +35,14 @@ pub mod schema;
 pub mod storage;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow_array::{ArrayRef, RecordBatch};
-use iceberg::spec::DataFileFormat;
+use futures::FutureExt;
+use iceberg::spec::{DataFileFormat, TableMetadata};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -43,27 +58,42 @@ use parquet::file::properties::WriterProperties;
 use ripstream_convert::{Converter, Deserializer, RecordError};
 use ripstream_glue::Glue;
 use ripstream_objects::Objects;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use catalog::GlueCatalog;
+pub use storage::Prefix;
 
 /// The snapshot summary property naming who committed it.
 pub const WRITER_PROPERTY: &str = "ripstream.firehose.writer";
 /// The snapshot summary property holding the committed log offsets,
 /// `start-end` (end exclusive).
 pub const RANGE_PROPERTY: &str = "ripstream.firehose.range";
+/// The snapshot summary property naming the append that made it (its data
+/// files are named after it too), so a commit whose answer was lost is
+/// recognized.
+pub const COMMIT_PROPERTY: &str = "ripstream.firehose.commit";
 
 /// How far back through a table's snapshots a writer's last commit is
 /// looked for: other writers' commits in between are passed over.
 const MAX_SNAPSHOT_WALK: usize = 10_000;
+
+/// Tries at a commit that loses races to other writers, and the first wait
+/// between them (doubled up to [`MAX_COMMIT_WAIT`]). Bounded here whatever
+/// the table's `commit.retry.*` properties say: the stream's RetryOptions
+/// decide how long a table may keep failing.
+const COMMIT_ATTEMPTS: u32 = 5;
+const FIRST_COMMIT_WAIT: Duration = Duration::from_millis(100);
+const MAX_COMMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Most data files of failed commits remembered for a later settling.
+const MAX_UNSETTLED: usize = 1_000;
 
 /// Error codes of records a table refuses, in the error output.
 pub const MALFORMED: &str = "Iceberg.MalformedRecord";
 pub const TYPE_MISMATCH: &str = "Iceberg.DataTypeMismatch";
 pub const MISSING_COLUMN: &str = "Iceberg.MissingColumnWithinRecord";
 
-/// Why a table cannot take records now. Both wait: the records stay in
-/// the writer's log and are retried.
+/// Why a table cannot take records now.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     /// The table is missing, not an Iceberg table, or of a shape this
@@ -73,6 +103,9 @@ pub enum TableError {
     /// Storage or the catalog failed, or the commit lost every retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The table's files would go where the stream may not write.
+    #[error("{0}")]
+    NotAuthorized(String),
 }
 
 impl TableError {
@@ -80,6 +113,7 @@ impl TableError {
         match self {
             TableError::Unusable(_) => "Iceberg.InvalidTable",
             TableError::Unavailable(_) => "Iceberg.CommitFailed",
+            TableError::NotAuthorized(_) => "Iceberg.LocationNotAuthorized",
         }
     }
 }
@@ -117,50 +151,150 @@ pub struct Appended {
     pub snapshot_id: Option<i64>,
 }
 
+/// The data files of a commit that failed with the table unreadable, kept
+/// until the writer's next append reads the table and settles them.
+#[derive(Debug, Clone)]
+struct Unsettled {
+    database: String,
+    table: String,
+    writer: String,
+    start: u64,
+    commit: String,
+    files: Vec<String>,
+}
+
+/// What the table says of a commit that seemed to fail.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// It took: a snapshot of the table is the commit's.
+    Committed(i64),
+    /// It did not, and no snapshot can refer to its files.
+    Unreferenced,
+    /// The table's history is cut short (expired snapshots): perhaps.
+    Unknown,
+}
+
 /// The Iceberg tables of the Glue subset, in the embedded store.
 #[derive(Debug, Clone)]
 pub struct Tables {
-    catalog: Arc<GlueCatalog>,
+    glue: Glue,
+    objects: Objects,
+    max_file_bytes: u64,
+    unsettled: Arc<Mutex<Vec<Unsettled>>>,
+    #[cfg(test)]
+    faults: Arc<catalog::Faults>,
+}
+
+/// Runs a call on a table whose metadata anyone who can write it made:
+/// a panic in the `iceberg` crate (arithmetic on a crafted sequence
+/// number, say) refuses the table instead of killing the delivery task
+/// that would only meet it again.
+async fn contained<T>(f: impl Future<Output = Result<T, TableError>>) -> Result<T, TableError> {
+    match AssertUnwindSafe(f).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(TableError::Unusable(format!(
+                "The Iceberg library failed on the table's metadata: {why}"
+            )))
+        }
+    }
 }
 
 impl Tables {
     pub fn new(glue: Glue, objects: Objects) -> Tables {
-        let io = storage::ObjectsStorage::file_io(objects);
         Tables {
-            catalog: Arc::new(GlueCatalog::new(glue, io)),
+            glue,
+            objects,
+            max_file_bytes: storage::MAX_FILE_BYTES,
+            unsettled: Arc::default(),
+            #[cfg(test)]
+            faults: Arc::default(),
         }
     }
 
-    pub fn catalog(&self) -> &Arc<GlueCatalog> {
-        &self.catalog
+    /// The same tables with another cap on whole-file reads (tests).
+    pub fn with_max_file_bytes(mut self, max: u64) -> Tables {
+        self.max_file_bytes = max;
+        self
     }
 
-    /// The table, its Iceberg metadata created first when the Glue table
-    /// is marked ICEBERG and has columns and a location but no metadata
-    /// yet (how this server's users make a table without an Iceberg
-    /// library).
-    pub async fn open(&self, database: &str, table: &str) -> Result<Table, TableError> {
-        let ident = TableIdent::new(NamespaceIdent::new(database.to_string()), table.to_string());
-        for _ in 0..3 {
-            let glue = match self.catalog.glue_table(database, table).await {
-                Ok(g) => g,
-                Err(e) if e.kind() == iceberg::ErrorKind::TableNotFound => {
-                    return Err(TableError::Unusable(format!(
-                        "Glue table {database}.{table} does not exist: {}",
-                        e.message()
-                    )));
+    /// A catalog whose file I/O touches `scope` only (`None`: anywhere,
+    /// for reads that decide what a stream must be authorized for).
+    pub fn catalog(&self, scope: Option<&[Prefix]>) -> GlueCatalog {
+        let storage = storage::ObjectsStorage::new(self.objects.clone())
+            .with_max_file_bytes(self.max_file_bytes);
+        let io = match scope {
+            Some(scope) => storage.scoped(scope),
+            None => storage,
+        }
+        .into_file_io();
+        #[allow(unused_mut)]
+        let mut c =
+            GlueCatalog::new(self.glue.clone(), io).with_max_file_bytes(self.max_file_bytes);
+        #[cfg(test)]
+        {
+            c.faults = self.faults.clone();
+        }
+        c
+    }
+
+    /// The directories the table's commits write to: its data directory,
+    /// its metadata directory (manifests) and the one its
+    /// `metadata_location` is in; for a Glue table with columns but no
+    /// metadata yet, those its first commit would write. Nothing is
+    /// written: this is what a stream for the table must be allowed.
+    pub async fn locations(&self, database: &str, table: &str) -> Result<Vec<Prefix>, TableError> {
+        contained(async {
+            let catalog = self.catalog(None);
+            let glue = glue_table(&catalog, database, table).await?;
+            match glue.metadata_location() {
+                Some(loc) => {
+                    let m = catalog::read_metadata(catalog.file_io(), loc, self.max_file_bytes)
+                        .await
+                        .map_err(unavailable)?;
+                    write_prefixes(loc, &m)
                 }
-                Err(e) => return Err(unavailable(e)),
-            };
-            if !glue.is_iceberg() {
-                return Err(TableError::Unusable(format!(
-                    "Glue table {database}.{table} is not an Iceberg table: its Parameters need table_type=ICEBERG."
-                )));
+                None => {
+                    let location = glue
+                        .location()
+                        .ok_or_else(|| no_location(database, table))?;
+                    initial_prefixes(location)
+                        .map_err(|e| bad_location(database, table, location, e))
+                }
             }
-            if glue.metadata_location().is_some() {
-                return iceberg::Catalog::load_table(self.catalog.as_ref(), &ident)
+        })
+        .await
+    }
+
+    /// The table as Glue points at it, its Iceberg metadata created first
+    /// when the Glue table is marked ICEBERG and has columns and a
+    /// location but no metadata yet (how this server's users make a table
+    /// without an Iceberg library), with the catalog to commit it through:
+    /// both refused unless every file the table's commits write is in
+    /// `scope`.
+    async fn open(
+        &self,
+        database: &str,
+        table: &str,
+        scope: &[Prefix],
+    ) -> Result<(Table, GlueCatalog), TableError> {
+        let ident = TableIdent::new(NamespaceIdent::new(database.to_string()), table.to_string());
+        let catalog = self.catalog(Some(scope));
+        for _ in 0..3 {
+            let glue = glue_table(&catalog, database, table).await?;
+            if let Some(loc) = glue.metadata_location() {
+                // Where the metadata file is, before it is read at all.
+                within(&[parent_dir(loc)?], scope, database, table)?;
+                let t = iceberg::Catalog::load_table(&catalog, &ident)
                     .await
-                    .map_err(unavailable);
+                    .map_err(unavailable)?;
+                within(&write_prefixes(loc, t.metadata())?, scope, database, table)?;
+                return Ok((t, catalog));
             }
             let schema = schema::from_hive(&glue.columns()).map_err(|e| {
                 TableError::Unusable(format!(
@@ -168,25 +302,20 @@ impl Tables {
                 ))
             })?;
             let Some(location) = glue.location() else {
-                return Err(TableError::Unusable(format!(
-                    "Glue table {database}.{table} has no metadata_location and no StorageDescriptor.Location to create the table at."
-                )));
+                return Err(no_location(database, table));
             };
-            storage::split_location(location).map_err(|e| {
-                TableError::Unusable(format!(
-                    "Glue table {database}.{table}: StorageDescriptor.Location {location}: {}",
-                    e.message()
-                ))
-            })?;
+            let prefixes = initial_prefixes(location)
+                .map_err(|e| bad_location(database, table, location, e))?;
+            within(&prefixes, scope, database, table)?;
             let creation = TableCreation::builder()
                 .name(table.to_string())
                 .location(location.trim_end_matches('/').to_string())
                 .schema(schema)
                 .build();
-            match self.catalog.initialize(&ident, &glue, creation).await {
+            match catalog.initialize(&ident, &glue, creation).await {
                 Ok(t) => {
                     info!(database, table, location = %t.metadata_location().unwrap_or(""), "created the Iceberg metadata of the Glue table");
-                    return Ok(t);
+                    return Ok((t, catalog));
                 }
                 // Another writer created it meanwhile: read theirs.
                 Err(e) if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts => continue,
@@ -199,11 +328,19 @@ impl Tables {
     }
 
     /// Checks that records could be appended now: the table exists (its
-    /// metadata created if need be), is unpartitioned and has a schema
-    /// Firehose can write.
-    pub async fn check(&self, database: &str, table: &str) -> Result<(), TableError> {
-        let t = self.open(database, table).await?;
-        usable(&t).map(|_| ())
+    /// metadata created if need be), writes within `scope`, is
+    /// unpartitioned and has a schema Firehose can write.
+    pub async fn check(
+        &self,
+        database: &str,
+        table: &str,
+        scope: &[Prefix],
+    ) -> Result<(), TableError> {
+        contained(async {
+            let (t, _) = self.open(database, table, scope).await?;
+            usable(&t).map(|_| ())
+        })
+        .await
     }
 
     /// The log offsets of `writer`'s last commit to the table, if any.
@@ -212,9 +349,13 @@ impl Tables {
         database: &str,
         table: &str,
         writer: &str,
+        scope: &[Prefix],
     ) -> Result<Option<(u64, u64)>, TableError> {
-        let t = self.open(database, table).await?;
-        Ok(last_range(&t, writer))
+        contained(async {
+            let (t, _) = self.open(database, table, scope).await?;
+            Ok(last_range(&t, writer))
+        })
+        .await
     }
 
     /// Appends a batch of JSON records as one data file and one snapshot,
@@ -225,8 +366,22 @@ impl Tables {
         table: &str,
         records: &[&[u8]],
         tag: &CommitTag,
+        scope: &[Prefix],
     ) -> Result<Appended, TableError> {
-        let t = self.open(database, table).await?;
+        contained(self.append_within(database, table, records, tag, scope)).await
+    }
+
+    async fn append_within(
+        &self,
+        database: &str,
+        table: &str,
+        records: &[&[u8]],
+        tag: &CommitTag,
+        scope: &[Prefix],
+    ) -> Result<Appended, TableError> {
+        let (t, catalog) = self.open(database, table, scope).await?;
+        self.settle_unsettled(database, table, &tag.writer, &t, &catalog)
+            .await;
         if let Some((_, end)) = last_range(&t, &tag.writer)
             && end >= tag.end
         {
@@ -306,33 +461,253 @@ impl Tables {
             }
         };
         let rows_n = batch.num_rows() as u64;
-        let files = write_data_file(&t, iceberg_schema, batch).await?;
-        let data_file = files.first().map(|f| f.file_path().to_string());
+        let commit = uuid::Uuid::new_v4().to_string();
+        let files = write_data_file(&t, iceberg_schema, batch, &commit).await?;
+        let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
         let props = HashMap::from([
             (WRITER_PROPERTY.to_string(), tag.writer.clone()),
             (
                 RANGE_PROPERTY.to_string(),
                 format!("{}-{}", tag.start, tag.end),
             ),
+            (COMMIT_PROPERTY.to_string(), commit.clone()),
         ]);
-        let tx = Transaction::new(&t);
-        let action = tx
-            .fast_append()
-            .add_data_files(files)
-            .set_snapshot_properties(props);
-        let tx = action.apply(tx).map_err(unavailable)?;
-        let committed = tx
-            .commit(self.catalog.as_ref())
-            .await
-            .map_err(unavailable)?;
-        Ok(Appended {
-            rows: rows_n,
-            rejected,
-            duplicate: false,
-            data_file,
-            snapshot_id: committed.metadata().current_snapshot_id(),
-        })
+        let ident = t.identifier().clone();
+        let mut t = t;
+        let mut wait = FIRST_COMMIT_WAIT;
+        let mut attempt = 1;
+        let failure = loop {
+            // The data files are new (their names hold a fresh uuid): the
+            // crate's check for files the table already has would read
+            // every manifest of the table on every commit.
+            let tx = Transaction::new(&t);
+            let action = tx
+                .fast_append()
+                .with_check_duplicate(false)
+                .add_data_files(files.clone())
+                .set_snapshot_properties(props.clone());
+            let outcome = match action.apply(tx) {
+                Ok(tx) => tx.commit(&catalog).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(committed) => {
+                    return Ok(Appended {
+                        rows: rows_n,
+                        rejected,
+                        duplicate: false,
+                        data_file: paths.first().cloned(),
+                        snapshot_id: committed.metadata().current_snapshot_id(),
+                    });
+                }
+                Err(e)
+                    if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts
+                        && attempt < COMMIT_ATTEMPTS =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_COMMIT_WAIT);
+                    attempt += 1;
+                    match iceberg::Catalog::load_table(&catalog, &ident).await {
+                        Ok(fresh) => t = fresh,
+                        Err(e) => break e,
+                    }
+                }
+                Err(e) => break e,
+            }
+        };
+        let unsettled = Unsettled {
+            database: database.to_string(),
+            table: table.to_string(),
+            writer: tag.writer.clone(),
+            start: tag.start,
+            commit,
+            files: paths,
+        };
+        match self.settle(&unsettled, &catalog, &ident).await {
+            Some(Fate::Committed(snapshot_id)) => {
+                info!(database, table, snapshot_id, error = %failure, "the commit failed as it was answered, yet the table holds it");
+                return Ok(Appended {
+                    rows: rows_n,
+                    rejected,
+                    duplicate: false,
+                    data_file: unsettled.files.first().cloned(),
+                    snapshot_id: Some(snapshot_id),
+                });
+            }
+            Some(Fate::Unreferenced) => {}
+            Some(Fate::Unknown) | None => self.remember(unsettled),
+        }
+        Err(unavailable(failure))
     }
+
+    /// Reads the table and, unless it holds the commit (or might: its
+    /// history is cut short), deletes the commit's data files. `None`: the
+    /// table cannot be read now.
+    async fn settle(
+        &self,
+        u: &Unsettled,
+        catalog: &GlueCatalog,
+        ident: &TableIdent,
+    ) -> Option<Fate> {
+        let t = match iceberg::Catalog::load_table(catalog, ident).await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(database = %u.database, table = %u.table, error = %e, "cannot read the table after a failed commit; its data file is settled later");
+                return None;
+            }
+        };
+        let fate = fate(t.metadata(), u);
+        if fate == Fate::Unreferenced {
+            catalog.discard(&u.files).await;
+        }
+        Some(fate)
+    }
+
+    fn remember(&self, u: Unsettled) {
+        let mut list = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= MAX_UNSETTLED {
+            let gone = list.remove(0);
+            warn!(files = ?gone.files, "too many data files of failed commits wait to be settled; the oldest stays as an orphan");
+        }
+        list.push(u);
+    }
+
+    /// Settles the data files of `writer`'s earlier failed commits to the
+    /// table, now that it could be read.
+    async fn settle_unsettled(
+        &self,
+        database: &str,
+        table: &str,
+        writer: &str,
+        t: &Table,
+        catalog: &GlueCatalog,
+    ) {
+        let mine: Vec<Unsettled> = {
+            let mut list = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
+            let (mine, rest) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition(|u| u.database == database && u.table == table && u.writer == writer);
+            *list = rest;
+            mine
+        };
+        for u in mine {
+            match fate(t.metadata(), &u) {
+                Fate::Unreferenced => catalog.discard(&u.files).await,
+                Fate::Committed(_) => {}
+                Fate::Unknown => {
+                    warn!(database, table, files = ?u.files, "the table's history is cut short: a failed commit's data file stays, as it may be referenced");
+                }
+            }
+        }
+    }
+}
+
+async fn glue_table(
+    catalog: &GlueCatalog,
+    database: &str,
+    table: &str,
+) -> Result<catalog::GlueTable, TableError> {
+    let glue = match catalog.glue_table(database, table).await {
+        Ok(g) => g,
+        Err(e) if e.kind() == iceberg::ErrorKind::TableNotFound => {
+            return Err(TableError::Unusable(format!(
+                "Glue table {database}.{table} does not exist: {}",
+                e.message()
+            )));
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !glue.is_iceberg() {
+        return Err(TableError::Unusable(format!(
+            "Glue table {database}.{table} is not an Iceberg table: its Parameters need table_type=ICEBERG."
+        )));
+    }
+    Ok(glue)
+}
+
+fn no_location(database: &str, table: &str) -> TableError {
+    TableError::Unusable(format!(
+        "Glue table {database}.{table} has no metadata_location and no StorageDescriptor.Location to create the table at."
+    ))
+}
+
+fn bad_location(database: &str, table: &str, location: &str, e: iceberg::Error) -> TableError {
+    TableError::Unusable(format!(
+        "Glue table {database}.{table}: StorageDescriptor.Location {location}: {}",
+        e.message()
+    ))
+}
+
+/// The directory a file is in.
+fn parent_dir(location: &str) -> Result<Prefix, TableError> {
+    let dir = location.rsplit_once('/').map_or("", |(d, _)| d);
+    Prefix::dir(dir)
+        .map_err(|e| TableError::Unusable(format!("metadata_location {location}: {}", e.message())))
+}
+
+/// Where a table's data files go: `write.data.path` (or the older
+/// `write.folder-storage.path`), else the table's `data/`.
+fn data_location(m: &TableMetadata) -> String {
+    let props = m.properties();
+    props
+        .get("write.data.path")
+        .or_else(|| props.get("write.folder-storage.path"))
+        .map(|p| p.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("{}/data", m.location()))
+}
+
+/// The directories a commit to the table writes: data files, manifests
+/// (the table's `metadata/`, where the crate puts them) and the next
+/// metadata file (beside the current one).
+fn write_prefixes(metadata_location: &str, m: &TableMetadata) -> Result<Vec<Prefix>, TableError> {
+    let bad = |what: &str, e: iceberg::Error| {
+        TableError::Unusable(format!("The table's {what}: {}", e.message()))
+    };
+    let mut out = vec![
+        Prefix::dir(&data_location(m)).map_err(|e| bad("data location", e))?,
+        Prefix::dir(&format!("{}/metadata", m.location())).map_err(|e| bad("location", e))?,
+        parent_dir(metadata_location)?,
+    ];
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// What a new table at `location` writes: its `data/` and `metadata/`.
+fn initial_prefixes(location: &str) -> iceberg::Result<Vec<Prefix>> {
+    let base = location.trim_end_matches('/');
+    storage::split_location(&format!("{base}/metadata"))?;
+    Ok(vec![
+        Prefix::dir(&format!("{base}/data"))?,
+        Prefix::dir(&format!("{base}/metadata"))?,
+    ])
+}
+
+/// Refuses a table that would write outside `scope`.
+fn within(
+    prefixes: &[Prefix],
+    scope: &[Prefix],
+    database: &str,
+    table: &str,
+) -> Result<(), TableError> {
+    let outside: Vec<String> = prefixes
+        .iter()
+        .filter(|p| !scope.iter().any(|s| s.covers(p)))
+        .map(Prefix::to_string)
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let allowed: Vec<String> = scope.iter().map(Prefix::to_string).collect();
+    Err(TableError::NotAuthorized(format!(
+        "Table {database}.{table} now writes to {}, outside the locations the delivery stream was authorized for when it was created ({}).",
+        outside.join(", "),
+        if allowed.is_empty() {
+            "none".to_string()
+        } else {
+            allowed.join(", ")
+        }
+    )))
 }
 
 /// The reader for the table's current schema, if Firehose can write it.
@@ -350,6 +725,13 @@ fn usable(t: &Table) -> Result<Converter, TableError> {
         .map_err(|e| TableError::Unusable(format!("Table {}: {e}", t.identifier())))
 }
 
+/// A snapshot's `start-end` range, if it has a well-formed one.
+fn range_of(props: &HashMap<String, String>) -> Option<(u64, u64)> {
+    let (a, b) = props.get(RANGE_PROPERTY)?.split_once('-')?;
+    let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+    (a < b).then_some((a, b))
+}
+
 /// `writer`'s newest commit: walks from the current snapshot back through
 /// its ancestors.
 fn last_range(t: &Table, writer: &str) -> Option<(u64, u64)> {
@@ -359,14 +741,48 @@ fn last_range(t: &Table, writer: &str) -> Option<(u64, u64)> {
         let s = at?;
         let props = &s.summary().additional_properties;
         if props.get(WRITER_PROPERTY).is_some_and(|w| w == writer)
-            && let Some((a, b)) = props.get(RANGE_PROPERTY).and_then(|r| r.split_once('-'))
-            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+            && let Some(r) = range_of(props)
         {
-            return Some((a, b));
+            return Some(r);
         }
         at = s.parent_snapshot_id().and_then(|p| m.snapshot_by_id(p));
     }
     None
+}
+
+/// Whether the table holds a commit that seemed to fail. Any snapshot
+/// naming it holds it (rolled back or not). None does when the table's
+/// history is whole back to the writer's commit before it (its commits
+/// are made one after the other) or to the table's first snapshot; when
+/// the history is cut short before that (expired snapshots), the commit
+/// may be among the expired ones with its files still live.
+fn fate(m: &TableMetadata, u: &Unsettled) -> Fate {
+    if let Some(s) = m
+        .snapshots()
+        .find(|s| s.summary().additional_properties.get(COMMIT_PROPERTY) == Some(&u.commit))
+    {
+        return Fate::Committed(s.snapshot_id());
+    }
+    let mut at = m.current_snapshot();
+    for _ in 0..MAX_SNAPSHOT_WALK {
+        let Some(s) = at else {
+            return Fate::Unreferenced;
+        };
+        let props = &s.summary().additional_properties;
+        if props.get(WRITER_PROPERTY) == Some(&u.writer)
+            && range_of(props).is_some_and(|(_, end)| end <= u.start)
+        {
+            return Fate::Unreferenced;
+        }
+        match s.parent_snapshot_id() {
+            None => return Fate::Unreferenced,
+            Some(p) => match m.snapshot_by_id(p) {
+                Some(parent) => at = Some(parent),
+                None => return Fate::Unknown,
+            },
+        }
+    }
+    Fate::Unknown
 }
 
 /// The reader's arrays as the table's Arrow schema (field ids, Iceberg's
@@ -387,21 +803,21 @@ fn retype(batch: RecordBatch, schema: &Arc<arrow_schema::Schema>) -> Result<Reco
     RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
 }
 
+/// Writes the batch as data files named after the commit, where
+/// [`write_prefixes`] says the table's data goes.
 async fn write_data_file(
     t: &Table,
     schema: iceberg::spec::SchemaRef,
     batch: RecordBatch,
+    commit: &str,
 ) -> Result<Vec<iceberg::spec::DataFile>, TableError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by("ripstream (Amazon Data Firehose Iceberg delivery)".into())
         .build();
-    let locations = DefaultLocationGenerator::new(t.metadata()).map_err(unavailable)?;
-    let names = DefaultFileNameGenerator::new(
-        format!("firehose-{}", uuid::Uuid::new_v4()),
-        None,
-        DataFileFormat::Parquet,
-    );
+    let locations = DefaultLocationGenerator::with_data_location(data_location(t.metadata()));
+    let names =
+        DefaultFileNameGenerator::new(format!("firehose-{commit}"), None, DataFileFormat::Parquet);
     let rolling = RollingFileWriterBuilder::new_with_default_file_size(
         ParquetWriterBuilder::new(props, schema),
         t.file_io().clone(),

@@ -2,6 +2,15 @@
 //! (and `s3a://`, `s3n://`) is object `key` of bucket `bucket`, so every
 //! data, manifest and metadata file a table has is an ordinary S3 object,
 //! readable through the S3 API by any Iceberg reader.
+//!
+//! Where a table's files are is the table's to say (its Glue
+//! `metadata_location`, its metadata's `location` and `write.data.path`),
+//! and whoever can update the table can change it. A storage for Firehose's
+//! writes is therefore scoped ([`ObjectsStorage::file_io_scoped`]): every
+//! read, write and delete outside the [`Prefix`]es its stream was
+//! authorized for is refused, whatever the metadata says. Whole-file reads
+//! (metadata, manifest lists) are capped, as the objects are anyone's who
+//! can write the bucket.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,9 +24,15 @@ use iceberg::io::{
     StorageConfig, StorageFactory,
 };
 use iceberg::{Error, ErrorKind, Result};
-use ripstream_objects::store::{Entry, ListQuery, RangeSpec};
+use ripstream_objects::store::{Entry, ListQuery, RangeSpec, valid_bucket_name};
 use ripstream_objects::{Objects, ObjectsError};
 use serde::{Deserialize, Serialize};
+
+/// The most bytes a whole-file read (a metadata file, a manifest list, a
+/// manifest) brings into memory, and the most a compressed metadata file
+/// inflates to. Iceberg's own metadata files stay far below it; a bigger
+/// object is refused rather than read.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// A table's files in the embedded store. Serializable because iceberg's
 /// storage trait asks for it (to ship storage across processes); the store
@@ -26,21 +41,50 @@ use serde::{Deserialize, Serialize};
 pub struct ObjectsStorage {
     #[serde(skip)]
     objects: Option<Objects>,
+    /// Where this storage may read and write; `None`: anywhere.
+    #[serde(skip)]
+    scope: Option<Arc<[Prefix]>>,
+    #[serde(skip, default = "max_file_bytes")]
+    max_file_bytes: u64,
+}
+
+fn max_file_bytes() -> u64 {
+    MAX_FILE_BYTES
 }
 
 impl ObjectsStorage {
     pub fn new(objects: Objects) -> ObjectsStorage {
         ObjectsStorage {
             objects: Some(objects),
+            scope: None,
+            max_file_bytes: MAX_FILE_BYTES,
         }
     }
 
     /// A [`FileIO`] over the store, what tables are loaded and written with.
     pub fn file_io(objects: Objects) -> FileIO {
-        FileIOBuilder::new(Arc::new(ObjectsStorageFactory {
-            storage: ObjectsStorage::new(objects),
-        }))
-        .build()
+        ObjectsStorage::new(objects).into_file_io()
+    }
+
+    /// A [`FileIO`] that touches nothing outside `scope`.
+    pub fn file_io_scoped(objects: Objects, scope: &[Prefix]) -> FileIO {
+        ObjectsStorage::new(objects).scoped(scope).into_file_io()
+    }
+
+    /// The same storage, touching nothing outside `scope`.
+    pub fn scoped(mut self, scope: &[Prefix]) -> ObjectsStorage {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The same storage with another cap on whole-file reads (tests).
+    pub fn with_max_file_bytes(mut self, max: u64) -> ObjectsStorage {
+        self.max_file_bytes = max;
+        self
+    }
+
+    pub fn into_file_io(self) -> FileIO {
+        FileIOBuilder::new(Arc::new(ObjectsStorageFactory { storage: self })).build()
     }
 
     fn objects(&self) -> Result<&Objects> {
@@ -51,10 +95,36 @@ impl ObjectsStorage {
             )
         })
     }
+
+    /// The bucket and key of `path`, if this storage may touch it.
+    fn locate<'a>(&self, path: &'a str) -> Result<(&'a str, &'a str)> {
+        let (b, k) = split_location(path)?;
+        if let Some(scope) = &self.scope
+            && !scope.iter().any(|p| p.holds(b, k))
+        {
+            return Err(outside(path, scope));
+        }
+        Ok((b, k))
+    }
 }
 
-/// Splits `s3://bucket/key` into its bucket and key.
-pub fn split_location(path: &str) -> Result<(&str, &str)> {
+/// The error of a path outside a storage's scope.
+fn outside(path: &str, scope: &[Prefix]) -> Error {
+    let allowed: Vec<String> = scope.iter().map(Prefix::to_string).collect();
+    Error::new(
+        ErrorKind::PreconditionFailed,
+        format!(
+            "{path} is outside the locations this delivery stream may use ({})",
+            allowed.join(", ")
+        ),
+    )
+}
+
+/// The scheme, bucket and key of an `s3://` (`s3a://`, `s3n://`) location,
+/// the bucket checked as S3 names buckets and the key free of `.` and `..`
+/// segments (which S3 keeps as they are but a path would resolve), so that
+/// a key under a [`Prefix`] is under it in every reading.
+fn parts(path: &str) -> Result<(&str, &str)> {
     let rest = ["s3://", "s3a://", "s3n://"]
         .iter()
         .find_map(|s| path.strip_prefix(s))
@@ -64,12 +134,79 @@ pub fn split_location(path: &str) -> Result<(&str, &str)> {
                 format!("{path} is not an s3:// location; tables live in the object store"),
             )
         })?;
-    match rest.split_once('/') {
-        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b, k)),
+    let (b, k) = rest.split_once('/').unwrap_or((rest, ""));
+    if !valid_bucket_name(b) {
+        return Err(Error::new(
+            ErrorKind::DataInvalid,
+            format!("{path} does not name a valid bucket"),
+        ));
+    }
+    if k.split('/').any(|s| s == "." || s == "..") {
+        return Err(Error::new(
+            ErrorKind::DataInvalid,
+            format!("{path} has `.` or `..` path segments"),
+        ));
+    }
+    Ok((b, k))
+}
+
+/// Splits `s3://bucket/key` into its bucket and key.
+pub fn split_location(path: &str) -> Result<(&str, &str)> {
+    match parts(path)? {
+        (b, k) if !k.is_empty() => Ok((b, k)),
         _ => Err(Error::new(
             ErrorKind::DataInvalid,
             format!("{path} names no object (s3://bucket/key)"),
         )),
+    }
+}
+
+/// A directory of the store: every key of `bucket` that starts with `key`
+/// (empty, or ending in `/`), written `s3://bucket/key`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl Prefix {
+    /// The directory `location` names (`s3://b/t/data` and `s3://b/t/data/`
+    /// alike).
+    pub fn dir(location: &str) -> Result<Prefix> {
+        let (b, k) = parts(location)?;
+        let k = k.trim_end_matches('/');
+        Ok(Prefix {
+            bucket: b.to_string(),
+            key: if k.is_empty() {
+                String::new()
+            } else {
+                format!("{k}/")
+            },
+        })
+    }
+
+    /// Whether object `key` of `bucket` is in the directory.
+    pub fn holds(&self, bucket: &str, key: &str) -> bool {
+        self.bucket == bucket && key.starts_with(&self.key)
+    }
+
+    /// Whether every key of `other` is in the directory.
+    pub fn covers(&self, other: &Prefix) -> bool {
+        self.holds(&other.bucket, &other.key)
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Prefix> {
+        Prefix::dir(s)
     }
 }
 
@@ -87,7 +224,7 @@ fn io_error(path: &str, e: ObjectsError) -> Error {
 #[typetag::serde(name = "ripstream-objects")]
 impl Storage for ObjectsStorage {
     async fn exists(&self, path: &str) -> Result<bool> {
-        let (b, k) = split_location(path)?;
+        let (b, k) = self.locate(path)?;
         match self.objects()?.head(b, k).await {
             Ok(_) => Ok(true),
             Err(ObjectsError::NoSuchKey { .. }) => Ok(false),
@@ -96,7 +233,7 @@ impl Storage for ObjectsStorage {
     }
 
     async fn metadata(&self, path: &str) -> Result<FileMetadata> {
-        let (b, k) = split_location(path)?;
+        let (b, k) = self.locate(path)?;
         let info = self
             .objects()?
             .head(b, k)
@@ -106,17 +243,32 @@ impl Storage for ObjectsStorage {
     }
 
     async fn read(&self, path: &str) -> Result<Bytes> {
-        let (b, k) = split_location(path)?;
-        let (_, bytes, _) = self
+        let (b, k) = self.locate(path)?;
+        // One byte past the cap tells a file that is too big from one that
+        // fits exactly, in one read (no size checked, then changed).
+        let max = self.max_file_bytes;
+        let bytes = match self
             .objects()?
-            .get(b, k, None)
+            .get(b, k, Some(RangeSpec::From(0, Some(max))))
             .await
-            .map_err(|e| io_error(path, e))?;
+        {
+            Ok((_, bytes, _)) => bytes,
+            Err(ObjectsError::InvalidRange { .. }) => Bytes::new(),
+            Err(e) => return Err(io_error(path, e)),
+        };
+        if bytes.len() as u64 > max {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                format!(
+                    "{path} is larger than {max} bytes, the most a table file read whole may be"
+                ),
+            ));
+        }
         Ok(bytes)
     }
 
     async fn reader(&self, path: &str) -> Result<Box<dyn FileRead>> {
-        split_location(path)?;
+        self.locate(path)?;
         Ok(Box::new(ObjectRead {
             storage: self.clone(),
             path: path.to_string(),
@@ -124,7 +276,7 @@ impl Storage for ObjectsStorage {
     }
 
     async fn write(&self, path: &str, bs: Bytes) -> Result<()> {
-        let (b, k) = split_location(path)?;
+        let (b, k) = self.locate(path)?;
         self.objects()?
             .put_object(b, k, bs)
             .await
@@ -133,7 +285,7 @@ impl Storage for ObjectsStorage {
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWrite>> {
-        split_location(path)?;
+        self.locate(path)?;
         Ok(Box::new(ObjectWrite {
             storage: self.clone(),
             path: path.to_string(),
@@ -142,7 +294,7 @@ impl Storage for ObjectsStorage {
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
-        let (b, k) = split_location(path)?;
+        let (b, k) = self.locate(path)?;
         match self.objects()?.delete(b, k).await {
             Ok(()) | Err(ObjectsError::NoSuchKey { .. }) => Ok(()),
             Err(e) => Err(io_error(path, e)),
@@ -150,7 +302,7 @@ impl Storage for ObjectsStorage {
     }
 
     async fn delete_prefix(&self, path: &str) -> Result<()> {
-        let (b, prefix) = split_location(path)?;
+        let (b, prefix) = self.locate(path)?;
         let objects = self.objects()?;
         // The prefix names a directory of the table: its keys, not keys
         // that merely start with the same characters.
@@ -199,12 +351,12 @@ impl Storage for ObjectsStorage {
     }
 
     fn new_input(&self, path: &str) -> Result<InputFile> {
-        split_location(path)?;
+        self.locate(path)?;
         Ok(InputFile::new(Arc::new(self.clone()), path.to_string()))
     }
 
     fn new_output(&self, path: &str) -> Result<OutputFile> {
-        split_location(path)?;
+        self.locate(path)?;
         Ok(OutputFile::new(Arc::new(self.clone()), path.to_string()))
     }
 }
@@ -234,7 +386,7 @@ impl FileRead for ObjectRead {
         if range.start >= range.end {
             return Ok(Bytes::new());
         }
-        let (b, k) = split_location(&self.path)?;
+        let (b, k) = self.storage.locate(&self.path)?;
         let (_, bytes, _) = self
             .storage
             .objects()?
@@ -291,13 +443,107 @@ mod tests {
     #[test]
     fn locations_are_bucket_and_key() {
         assert_eq!(
-            split_location("s3://b/t/metadata/x.json").unwrap(),
-            ("b", "t/metadata/x.json")
+            split_location("s3://bkt/t/metadata/x.json").unwrap(),
+            ("bkt", "t/metadata/x.json")
         );
-        assert_eq!(split_location("s3a://b/k").unwrap(), ("b", "k"));
+        assert_eq!(split_location("s3a://bkt/k").unwrap(), ("bkt", "k"));
         assert!(split_location("file:///tmp/x").is_err());
-        assert!(split_location("s3://b/").is_err());
-        assert!(split_location("s3://b").is_err());
+        assert!(split_location("s3://bkt/").is_err());
+        assert!(split_location("s3://bkt").is_err());
+        // Not a bucket S3 could have, or a key a path would resolve.
+        assert!(split_location("s3://../k").is_err());
+        assert!(split_location("s3://Bkt/k").is_err());
+        assert!(split_location("s3://bkt/t/../other/k").is_err());
+        assert!(split_location("s3://bkt/./k").is_err());
+        let d = Prefix::dir("s3://bkt/t/data").unwrap();
+        assert_eq!(d, Prefix::dir("s3a://bkt/t/data/").unwrap());
+        assert_eq!(d.to_string(), "s3://bkt/t/data/");
+        assert!(d.holds("bkt", "t/data/f.parquet"));
+        // A sibling whose name merely starts the same is not inside.
+        assert!(!d.holds("bkt", "t/data2/f.parquet"));
+        assert!(!d.holds("other", "t/data/f.parquet"));
+        let root = Prefix::dir("s3://bkt").unwrap();
+        assert_eq!(root.to_string(), "s3://bkt/");
+        assert!(root.covers(&d));
+        assert!(!d.covers(&root));
+    }
+
+    #[tokio::test]
+    async fn a_scoped_storage_touches_nothing_outside_its_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::open(dir.path()).unwrap();
+        objects.create_bucket("lake").unwrap();
+        objects.create_bucket("other").unwrap();
+        objects
+            .put_object("other", "secret/x", Bytes::from_static(b"theirs"))
+            .await
+            .unwrap();
+        let scope = [Prefix::dir("s3://lake/t/").unwrap()];
+        let io = ObjectsStorage::file_io_scoped(objects.clone(), &scope);
+        io.new_output("s3://lake/t/data/f")
+            .unwrap()
+            .write(Bytes::from_static(b"ours"))
+            .await
+            .unwrap();
+        assert_eq!(
+            &io.new_input("s3://lake/t/data/f")
+                .unwrap()
+                .read()
+                .await
+                .unwrap()[..],
+            b"ours"
+        );
+        for path in ["s3://other/secret/x", "s3://lake/t2/x", "s3://lake/x"] {
+            let e = io.new_input(path).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{e}");
+            assert!(io.new_output(path).is_err(), "{path}");
+            assert!(io.delete(path).await.is_err(), "{path}");
+        }
+        assert!(objects.head("lake", "t2/x").await.is_err());
+        objects.head("other", "secret/x").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn whole_file_reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::open(dir.path()).unwrap();
+        objects.create_bucket("lake").unwrap();
+        objects
+            .put_object("lake", "big", Bytes::from(vec![b'x'; 101]))
+            .await
+            .unwrap();
+        objects
+            .put_object("lake", "fits", Bytes::from(vec![b'x'; 100]))
+            .await
+            .unwrap();
+        objects
+            .put_object("lake", "empty", Bytes::new())
+            .await
+            .unwrap();
+        let io = ObjectsStorage::new(objects)
+            .with_max_file_bytes(100)
+            .into_file_io();
+        let e = io
+            .new_input("s3://lake/big")
+            .unwrap()
+            .read()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 100 bytes"), "{e}");
+        let fits = io
+            .new_input("s3://lake/fits")
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        assert_eq!(fits.len(), 100);
+        let empty = io
+            .new_input("s3://lake/empty")
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        assert!(empty.is_empty());
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use ripstream_firehose::iceberg::{
     Appended, CommitTag, IcebergTables, Refused, TableError, TableRef,
 };
 use ripstream_firehose::sink::BoxFuture;
-use ripstream_iceberg::{TableError as IcebergError, Tables};
+use ripstream_iceberg::{Prefix, TableError as IcebergError, Tables};
 
 /// The environment variable of the crash test (debug builds only): when
 /// set at start-up, the process aborts right after an append commits,
@@ -34,16 +34,51 @@ impl GlueIcebergTables {
 fn error(e: IcebergError) -> TableError {
     let code = e.code().to_string();
     match e {
-        IcebergError::Unusable(message) => TableError::Unusable { code, message },
+        IcebergError::Unusable(message) | IcebergError::NotAuthorized(message) => {
+            TableError::Unusable { code, message }
+        }
         IcebergError::Unavailable(message) => TableError::Unavailable { code, message },
     }
 }
 
+/// The directories a stream was authorized for, as stored.
+fn scope(allowed: &[String]) -> Result<Vec<Prefix>, TableError> {
+    allowed
+        .iter()
+        .map(|l| {
+            Prefix::dir(l).map_err(|e| TableError::Unusable {
+                code: IcebergError::NotAuthorized(String::new())
+                    .code()
+                    .to_string(),
+                message: format!(
+                    "The stream's stored location {l} is not one: {}",
+                    e.message()
+                ),
+            })
+        })
+        .collect()
+}
+
 impl IcebergTables for GlueIcebergTables {
-    fn check<'a>(&'a self, t: &'a TableRef) -> BoxFuture<'a, Result<(), TableError>> {
+    fn locations<'a>(&'a self, t: &'a TableRef) -> BoxFuture<'a, Result<Vec<String>, TableError>> {
+        Box::pin(async move {
+            let l = self
+                .tables
+                .locations(&t.database, &t.table)
+                .await
+                .map_err(error)?;
+            Ok(l.iter().map(Prefix::to_string).collect())
+        })
+    }
+
+    fn check<'a>(
+        &'a self,
+        t: &'a TableRef,
+        allowed: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TableError>> {
         Box::pin(async move {
             self.tables
-                .check(&t.database, &t.table)
+                .check(&t.database, &t.table, &scope(allowed)?)
                 .await
                 .map_err(error)
         })
@@ -52,11 +87,12 @@ impl IcebergTables for GlueIcebergTables {
     fn committed<'a>(
         &'a self,
         t: &'a TableRef,
+        allowed: &'a [String],
         writer: &'a str,
     ) -> BoxFuture<'a, Result<Option<(u64, u64)>, TableError>> {
         Box::pin(async move {
             self.tables
-                .committed(&t.database, &t.table, writer)
+                .committed(&t.database, &t.table, writer, &scope(allowed)?)
                 .await
                 .map_err(error)
         })
@@ -65,6 +101,7 @@ impl IcebergTables for GlueIcebergTables {
     fn append<'a>(
         &'a self,
         t: &'a TableRef,
+        allowed: &'a [String],
         records: &'a [&'a [u8]],
         tag: &'a CommitTag,
     ) -> BoxFuture<'a, Result<Appended, TableError>> {
@@ -76,7 +113,7 @@ impl IcebergTables for GlueIcebergTables {
             };
             let out = self
                 .tables
-                .append(&t.database, &t.table, records, &tag)
+                .append(&t.database, &t.table, records, &tag, &scope(allowed)?)
                 .await
                 .map_err(error)?;
             if self.abort_after_commit && out.snapshot_id.is_some() && !out.duplicate {

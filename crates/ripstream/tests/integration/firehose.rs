@@ -1629,3 +1629,164 @@ async fn an_object_in_the_way_of_the_prefix_sends_batches_to_the_error_output() 
     .await;
     assert_eq!(objects(&logs)[0].1, b"three\n");
 }
+
+/// SSE-KMS for delivered objects: the destination's key seals its data
+/// objects, the backup's key its backups, each read back through
+/// GetObject with S3's encryption headers; a key the keyring lacks is
+/// refused at create.
+#[tokio::test]
+async fn deliveries_to_an_sse_kms_destination_are_sealed_under_its_key() {
+    use aws_sdk_firehose::types::{EncryptionConfiguration, KmsEncryptionConfig, S3BackupMode};
+    use aws_sdk_s3::types::ServerSideEncryption;
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    std::fs::write(
+        &keyring,
+        r#"
+[[key]]
+id = "lake-key"
+material = "BgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgY="
+
+[[key]]
+id = "backup-key"
+aliases = ["alias/backups"]
+material = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+"#,
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--keyring", keyring.to_str().unwrap()]);
+    let s3 = crate::s3::s3(&srv.url());
+    for b in ["lake", "copies"] {
+        s3.create_bucket().bucket(b).send().await.unwrap();
+    }
+    let c = firehose(&srv.url());
+    let kms = |arn: &str| {
+        EncryptionConfiguration::builder()
+            .kms_encryption_config(
+                KmsEncryptionConfig::builder()
+                    .awskms_key_arn(arn)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let lake_arn = "arn:aws:kms:us-east-1:000000000000:key/lake-key";
+    let e = c
+        .create_delivery_stream()
+        .delivery_stream_name("nokey")
+        .extended_s3_destination_configuration(
+            extended("lake", 1)
+                .encryption_configuration(kms("arn:aws:kms:us-east-1:000000000000:key/none"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidArgumentException");
+    c.create_delivery_stream()
+        .delivery_stream_name("sealed")
+        .extended_s3_destination_configuration(
+            extended("lake", 1)
+                .prefix("events/")
+                .encryption_configuration(kms(lake_arn))
+                .s3_backup_mode(S3BackupMode::Enabled)
+                .s3_backup_configuration(
+                    S3DestinationConfiguration::builder()
+                        .role_arn(ROLE)
+                        .bucket_arn("arn:aws:s3:::copies")
+                        .encryption_configuration(kms(
+                            "arn:aws:kms:us-east-1:000000000000:alias/backups",
+                        ))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_delivery_stream()
+        .delivery_stream_name("sealed")
+        .send()
+        .await
+        .unwrap();
+    let described = d.delivery_stream_description().unwrap().destinations()[0]
+        .extended_s3_destination_description()
+        .unwrap();
+    assert_eq!(
+        described
+            .encryption_configuration()
+            .and_then(|e| e.kms_encryption_config())
+            .map(|k| k.awskms_key_arn()),
+        Some(lake_arn)
+    );
+    let records: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("{{\"secret\":\"TOPSECRET-{i:03}\"}}\n").into_bytes())
+        .collect();
+    let out = c
+        .put_record_batch()
+        .delivery_stream_name("sealed")
+        .set_records(Some(records.iter().map(|r| record(r)).collect()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_put_count(), 0);
+    let (lake, copies) = (bucket_dir(&srv, "lake"), bucket_dir(&srv, "copies"));
+    wait_until(
+        "the data object and its backup",
+        Duration::from_secs(20),
+        || !objects(&lake).is_empty() && !objects(&copies).is_empty(),
+    )
+    .await;
+    for (bucket, dir, key_arn) in [
+        ("lake", &lake, lake_arn.to_string()),
+        (
+            "copies",
+            &copies,
+            "arn:aws:kms:us-east-1:000000000000:key/backup-key".to_string(),
+        ),
+    ] {
+        let mut delivered = Vec::new();
+        for (key, on_disk) in objects(dir) {
+            assert!(
+                !crate::s3_sse::contains(&on_disk, b"TOPSECRET"),
+                "{bucket}/{key} is plaintext on disk"
+            );
+            let got = s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                got.server_side_encryption(),
+                Some(&ServerSideEncryption::AwsKms)
+            );
+            assert_eq!(
+                got.ssekms_key_id(),
+                Some(key_arn.as_str()),
+                "{bucket}/{key}"
+            );
+            delivered.push(got.body.collect().await.unwrap().into_bytes().to_vec());
+        }
+        assert_eq!(delivered.concat(), records.concat(), "{bucket}");
+    }
+    // A range of a delivered object opens only what it needs.
+    let (key, _) = objects(&lake).remove(0);
+    let got = s3
+        .get_object()
+        .bucket("lake")
+        .key(&key)
+        .range("bytes=12-20")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &got.body.collect().await.unwrap().into_bytes()[..],
+        &records.concat()[12..=20]
+    );
+}

@@ -527,3 +527,71 @@ async fn a_lambda_transform_output_is_converted() {
         b"{not json"
     );
 }
+
+/// A stream-sourced delivery stream's conversion failures name the source
+/// record, as AWS's error document does: its sequence number and
+/// subsequence number.
+#[tokio::test]
+async fn a_stream_sourced_conversion_failure_names_its_sequence_number() {
+    use aws_sdk_firehose::types::{DeliveryStreamType, KinesisStreamSourceConfiguration};
+    let srv = TestServer::start();
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    let k = srv.client();
+    let bucket = srv.data_dir().join("objects/lake");
+    std::fs::create_dir_all(&bucket).unwrap();
+    g.create_database()
+        .database_input(DatabaseInput::builder().name("lake").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    g.create_table()
+        .database_name("lake")
+        .table_input(table(&[("id", "int")]))
+        .send()
+        .await
+        .unwrap();
+    crate::support::create_stream(&k, "src", 1).await;
+    crate::firehose_source::wait_until_active(&k, "src").await;
+    fh.create_delivery_stream()
+        .delivery_stream_name("conv")
+        .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
+        .kinesis_stream_source_configuration(
+            KinesisStreamSourceConfiguration::builder()
+                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/src")
+                .role_arn(ROLE)
+                .build()
+                .unwrap(),
+        )
+        .extended_s3_destination_configuration(
+            destination(64)
+                .data_format_conversion_configuration(conversion(parquet_serializer()))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for data in [r#"{"id": 1}"#, r#"{"id": "one"}"#] {
+        let out = k
+            .put_record()
+            .stream_name("src")
+            .partition_key("p")
+            .data(aws_sdk_kinesis::primitives::Blob::new(data))
+            .send()
+            .await
+            .unwrap();
+        seqs.push(out.sequence_number().to_string());
+    }
+    let objs = wait_for(&bucket, "the Parquet object and the error output", |o| {
+        o.iter().any(|(k, _)| k.starts_with("events/"))
+            && o.iter().any(|(k, _)| k.starts_with("errors/"))
+    })
+    .await;
+    let (_, ebody) = objs.iter().find(|(k, _)| k.starts_with("errors/")).unwrap();
+    let l: serde_json::Value = serde_json::from_slice(ebody.trim_ascii_end()).unwrap();
+    assert_eq!(l["ErrorCode"], "DataFormatConversion.MalformedData");
+    assert_eq!(l["sequenceNumber"], seqs[1].as_str(), "{l}");
+    assert_eq!(l["subSequenceNumber"], 0, "{l}");
+}

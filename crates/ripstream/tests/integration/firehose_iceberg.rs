@@ -4,17 +4,19 @@
 //! a delivery stream appending to it, the table read back with the
 //! `iceberg` crate's scan from the metadata Glue points at, a record that
 //! does not fit in the `iceberg-failed` error output, AWS's refusals, and
-//! a restart that appends nothing twice.
+//! a restart that appends nothing twice; who may create such a stream, and
+//! a table moved where its stream may not write.
 
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, RecordBatch};
+use aws_sdk_firehose::error::ProvideErrorMetadata;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{
     BufferingHints, CatalogConfiguration, DestinationTableConfiguration,
-    IcebergDestinationConfiguration, Record, S3DestinationConfiguration,
+    IcebergDestinationConfiguration, Record, RetryOptions, S3DestinationConfiguration,
 };
 use aws_sdk_glue::types::{Column, DatabaseInput, StorageDescriptor, TableInput};
 use futures::TryStreamExt;
@@ -22,15 +24,27 @@ use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{NamespaceIdent, TableIdent};
 
-use crate::firehose::firehose;
-use crate::glue::glue;
+use crate::firehose::{firehose, firehose_as};
+use crate::glue::{glue, glue_as};
+use crate::s3::s3;
 use crate::support::TestServer;
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/firehose";
 const CATALOG: &str = "arn:aws:glue:us-east-1:000000000000:catalog";
 
 fn iceberg_destination(table: DestinationTableConfiguration) -> IcebergDestinationConfiguration {
+    destination_into(table, "lake", None)
+}
+
+/// An Iceberg destination with its error output in `bucket`, retried for
+/// `retry_s` (AWS's default when `None`).
+fn destination_into(
+    table: DestinationTableConfiguration,
+    bucket: &str,
+    retry_s: Option<i32>,
+) -> IcebergDestinationConfiguration {
     IcebergDestinationConfiguration::builder()
+        .set_retry_options(retry_s.map(|s| RetryOptions::builder().duration_in_seconds(s).build()))
         .role_arn(ROLE)
         .catalog_configuration(CatalogConfiguration::builder().catalog_arn(CATALOG).build())
         .destination_table_configuration_list(table)
@@ -43,7 +57,7 @@ fn iceberg_destination(table: DestinationTableConfiguration) -> IcebergDestinati
         .s3_configuration(
             S3DestinationConfiguration::builder()
                 .role_arn(ROLE)
-                .bucket_arn("arn:aws:s3:::lake")
+                .bucket_arn(format!("arn:aws:s3:::{bucket}"))
                 .error_output_prefix("errors/!{firehose:error-output-type}/")
                 .prefix("backup/")
                 .build()
@@ -439,4 +453,263 @@ async fn a_crash_between_commit_and_checkpoint_appends_nothing_twice() {
         Some("3-4")
     );
     assert!(srv.log().contains("resuming after it"), "{}", srv.log());
+}
+
+/// The Glue database `lake` and its table `events` at `s3://lake/events/`
+/// (columns, no metadata yet).
+async fn create_events_table(g: &aws_sdk_glue::Client) {
+    g.create_database()
+        .database_input(DatabaseInput::builder().name("lake").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut sd = StorageDescriptor::builder().location("s3://lake/events/");
+    for (n, t) in [
+        ("id", "bigint"),
+        ("name", "string"),
+        ("tags", "array<string>"),
+    ] {
+        sd = sd.columns(Column::builder().name(n).r#type(t).build().unwrap());
+    }
+    g.create_table()
+        .database_name("lake")
+        .table_input(
+            TableInput::builder()
+                .name("events")
+                .table_type("EXTERNAL_TABLE")
+                .parameters("table_type", "ICEBERG")
+                .storage_descriptor(sd.build())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+const CREDENTIALS: &str = r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "nobucket"
+access_key_id = "AKIDNOBUCKET00000001"
+secret_access_key = "nobucket-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": ["firehose:*", "glue:*"], "Resource": "*"},
+  {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::errors/*"}
+]}'''
+
+[[principal]]
+name = "notable"
+access_key_id = "AKIDNOTABLE000000001"
+secret_access_key = "notable-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": "firehose:*", "Resource": "*"},
+  {"Effect": "Allow", "Action": ["glue:GetTable", "glue:GetDatabase"], "Resource": "*"},
+  {"Effect": "Allow", "Action": "s3:PutObject", "Resource": ["arn:aws:s3:::errors/*", "arn:aws:s3:::lake/events/*"]}
+]}'''
+
+[[principal]]
+name = "owner"
+access_key_id = "AKIDOWNER00000000001"
+secret_access_key = "owner-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": "firehose:*", "Resource": "*"},
+  {"Effect": "Allow", "Action": ["glue:GetTable", "glue:GetDatabase", "glue:UpdateTable"], "Resource": "*"},
+  {"Effect": "Allow", "Action": "s3:PutObject", "Resource": ["arn:aws:s3:::errors/*", "arn:aws:s3:::lake/events/*"]}
+]}'''
+"#;
+
+/// Firehose writes the table for whoever configured the stream: the
+/// caller must be allowed to update the Glue table and to write where the
+/// table's files go (which the table says, not the request), or any
+/// caller could have the server append to any table and write into any
+/// bucket.
+#[tokio::test]
+async fn creating_a_stream_into_a_table_needs_its_glue_update_and_its_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.toml");
+    std::fs::write(&path, CREDENTIALS).unwrap();
+    let srv = TestServer::start_with(&["--credentials", path.to_str().unwrap()]);
+    for b in ["lake", "errors"] {
+        std::fs::create_dir_all(srv.data_dir().join("objects").join(b)).unwrap();
+    }
+    let admin = glue_as(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    create_events_table(&admin).await;
+    let dest = || destination_into(events_table(), "errors", None);
+    for (key, secret, needle) in [
+        ("AKIDNOBUCKET00000001", "nobucket-secret", "s3:PutObject"),
+        ("AKIDNOTABLE000000001", "notable-secret", "glue:UpdateTable"),
+    ] {
+        let e = firehose_as(&srv.url(), key, secret)
+            .create_delivery_stream()
+            .delivery_stream_name("ice")
+            .iceberg_destination_configuration(dest())
+            .send()
+            .await
+            .unwrap_err();
+        let se = e.as_service_error().expect("a service error");
+        assert_eq!(se.code(), Some("AccessDeniedException"), "{key}: {se:?}");
+        assert!(
+            se.message().is_some_and(|m| m.contains(needle)),
+            "{key}: {se:?}"
+        );
+        // Refused before the table was touched: it has no metadata yet.
+        assert_eq!(metadata_location(&admin).await, None, "{key}");
+    }
+    let owner = firehose_as(&srv.url(), "AKIDOWNER00000000001", "owner-secret");
+    owner
+        .create_delivery_stream()
+        .delivery_stream_name("ice")
+        .iceberg_destination_configuration(dest())
+        .send()
+        .await
+        .unwrap();
+    assert!(metadata_location(&admin).await.is_some());
+    owner
+        .put_record()
+        .delivery_stream_name("ice")
+        .record(put(r#"{"id": 1}"#))
+        .send()
+        .await
+        .unwrap();
+    let table = wait_for_snapshots(&srv, &admin, 1).await;
+    assert_eq!(rows(&table).await, vec![(1, None, 0)]);
+}
+
+/// Glue's table as `UpdateTable` takes it, `metadata_location` replaced.
+async fn point_at(g: &aws_sdk_glue::Client, location: &str) {
+    let t = g
+        .get_table()
+        .database_name("lake")
+        .name("events")
+        .send()
+        .await
+        .unwrap();
+    let t = t.table().unwrap();
+    let mut params = t.parameters().cloned().unwrap_or_default();
+    params.insert("metadata_location".into(), location.into());
+    g.update_table()
+        .database_name("lake")
+        .version_id(t.version_id().unwrap())
+        .table_input(
+            TableInput::builder()
+                .name("events")
+                .set_table_type(t.table_type().map(String::from))
+                .set_parameters(Some(params))
+                .set_storage_descriptor(t.storage_descriptor().cloned())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Whoever can update a Glue table can point it anywhere; the stream
+/// writes only where its creator was allowed to, so a table moved into
+/// another bucket is refused, its records go to the error output when the
+/// retry duration is over, and delivery goes on once the table is back.
+#[tokio::test]
+async fn a_table_moved_where_its_stream_may_not_write_is_refused() {
+    let srv = TestServer::start();
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    for b in ["lake", "other"] {
+        std::fs::create_dir_all(srv.data_dir().join("objects").join(b)).unwrap();
+    }
+    create_events_table(&g).await;
+    fh.create_delivery_stream()
+        .delivery_stream_name("ice")
+        .iceberg_destination_configuration(destination_into(events_table(), "lake", Some(0)))
+        .send()
+        .await
+        .unwrap();
+    fh.put_record()
+        .delivery_stream_name("ice")
+        .record(put(r#"{"id": 1}"#))
+        .send()
+        .await
+        .unwrap();
+    wait_for_snapshots(&srv, &g, 1).await;
+    let ours = metadata_location(&g).await.unwrap();
+
+    // The same table, its location now another bucket.
+    let s3 = s3(&srv.url());
+    let key = ours.strip_prefix("s3://lake/").unwrap();
+    let body = s3
+        .get_object()
+        .bucket("lake")
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let mut m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    m["location"] = serde_json::json!("s3://other/stolen");
+    let moved = "events/metadata/00009-11111111-2222-4333-8444-555555555555.metadata.json";
+    s3.put_object()
+        .bucket("lake")
+        .key(moved)
+        .body(serde_json::to_vec(&m).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    point_at(&g, &format!("s3://lake/{moved}")).await;
+    fh.put_record()
+        .delivery_stream_name("ice")
+        .record(put(r#"{"id": 2}"#))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let errs = loop {
+        let e = error_objects(&srv);
+        if !e.is_empty() {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error output; log:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&errs[0]).unwrap()).unwrap();
+    assert_eq!(line["errorCode"], "Iceberg.LocationNotAuthorized", "{line}");
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(line["rawData"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(raw, br#"{"id": 2}"#);
+    // Nothing was written into the other bucket, nor committed.
+    assert_eq!(
+        std::fs::read_dir(srv.data_dir().join("objects/other"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        metadata_location(&g).await.as_deref(),
+        Some(format!("s3://lake/{moved}").as_str())
+    );
+
+    // The table back where it was: delivery goes on with the next records.
+    point_at(&g, &ours).await;
+    fh.put_record()
+        .delivery_stream_name("ice")
+        .record(put(r#"{"id": 3}"#))
+        .send()
+        .await
+        .unwrap();
+    let table = wait_for_snapshots(&srv, &g, 2).await;
+    assert_eq!(rows(&table).await, vec![(1, None, 0), (3, None, 0)]);
 }

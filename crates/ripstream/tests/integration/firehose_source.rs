@@ -178,7 +178,7 @@ async fn a_stream_source_delivers_every_shard_through_a_split() {
     );
 }
 
-async fn wait_until_active(k: &aws_sdk_kinesis::Client, stream: &str) {
+pub(crate) async fn wait_until_active(k: &aws_sdk_kinesis::Client, stream: &str) {
     for _ in 0..100 {
         let s = k
             .describe_stream_summary()

@@ -16,7 +16,7 @@ pub(crate) fn glue(url: &str) -> Client {
     glue_as(url, "AKIDTEST", "secret")
 }
 
-fn glue_as(url: &str, key: &str, secret: &str) -> Client {
+pub(crate) fn glue_as(url: &str, key: &str, secret: &str) -> Client {
     let conf = aws_sdk_glue::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)

@@ -27,6 +27,7 @@ mod quotas;
 mod records;
 mod reshard;
 mod s3;
+mod s3_sse;
 mod security;
 mod seqnum;
 mod streams;

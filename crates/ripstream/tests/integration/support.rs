@@ -202,6 +202,11 @@ impl TestServer {
 
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
+        // A server still running holds the data directory: the new one
+        // could not open it, and the old one would outlive the test.
+        if self.child.is_some() {
+            self.terminate();
+        }
         let addr = self.addr.clone();
         for _ in 0..50 {
             self.spawn_or_retry(&addr);
