@@ -66,6 +66,20 @@ pub use object::{
     CHUNK, MAX_HEADER_LEN, ObjectOpener, ObjectSealer, SealError, header_len, plain_len, sealed_len,
 };
 
+/// A keyring parse error by line and column, without the source snippet
+/// toml's own message quotes: that line may hold key material.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
 /// One master key of the keyring file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,7 +212,8 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), false),
             Err(e) => return Err(failed(e.into())),
         };
-        let file: KeyringFile = toml::from_str(&text).map_err(|e| failed(e.into()))?;
+        let file: KeyringFile =
+            toml::from_str(&text).map_err(|e| failed(toml_error(&text, &e).into()))?;
         let missing: Vec<&str> = aliases
             .iter()
             .copied()
@@ -236,7 +251,7 @@ impl Keyring {
 
     /// Parses keyring TOML.
     pub fn parse(text: &str, region: &str, account: &str) -> std::result::Result<Keyring, String> {
-        let file: KeyringFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file: KeyringFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut keys = HashMap::new();
         let mut aliases = HashMap::new();
         for entry in file.key {
@@ -477,5 +492,13 @@ mod tests {
         Keyring::ensure_aliases(&path, &[S3_MANAGED_ALIAS]).unwrap();
         let r = Keyring::open(&path, "us-east-1", "000000000000").unwrap();
         assert!(r.resolve(S3_MANAGED_ALIAS).is_ok());
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_keyring() {
+        let text = "[[key]]\nid = \"k\"\nmaterial = \"c2VjcmV0LW1hdGVyaWFs\nenabled = true\n";
+        let e = Keyring::parse(text, "us-east-1", "000000000000").unwrap_err();
+        assert!(!e.contains("c2VjcmV0"), "{e}");
+        assert!(e.starts_with("line "), "{e}");
     }
 }

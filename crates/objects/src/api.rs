@@ -341,7 +341,13 @@ impl S3Api {
                 authorize_kms(&request, "kms:GenerateDataKey", enc.as_ref())?;
                 let opts = replace.then(|| put_options(&input)).transpose()?;
                 let info = store
-                    .copy((&src_bucket, &src_key), (&bucket, &key), opts, sse)
+                    .copy_judged(
+                        (&src_bucket, &src_key),
+                        (&bucket, &key),
+                        opts,
+                        sse,
+                        Some(source.encryption.clone()),
+                    )
                     .await?;
                 let mut out = json!({"CopyObjectResult": {
                     "ETag": info.etag,
@@ -374,6 +380,12 @@ impl S3Api {
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or(0);
                 let md5 = content_md5(&input)?;
+                // S3: a part of an SSE-KMS upload is sealed under a data
+                // key of its key, and the upload's parts are decrypted to
+                // join them; whoever adds a part needs both.
+                let enc = store.upload_encryption(&bucket, &key, upload_id)?;
+                authorize_kms(&request, "kms:GenerateDataKey", enc.as_ref())?;
+                authorize_kms(&request, "kms:Decrypt", enc.as_ref())?;
                 let body = match request.body.take() {
                     Some(b) => b,
                     None => {
@@ -409,6 +421,10 @@ impl S3Api {
                             .collect()
                     })
                     .unwrap_or_default();
+                // Completing opens every part and seals the object anew.
+                let enc = store.upload_encryption(&bucket, &key, upload_id)?;
+                authorize_kms(&request, "kms:GenerateDataKey", enc.as_ref())?;
+                authorize_kms(&request, "kms:Decrypt", enc.as_ref())?;
                 let info = store
                     .complete_upload(&bucket, &key, upload_id, &parts)
                     .await?;

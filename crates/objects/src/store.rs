@@ -924,14 +924,20 @@ impl Objects {
                 let mut f = std::fs::File::open(file)?;
                 let mut md5 = Md5::new();
                 let mut buf = vec![0u8; 1 << 16];
+                let mut head: Vec<u8> = Vec::new();
                 loop {
                     let n = f.read(&mut buf)?;
                     if n == 0 {
                         break;
                     }
+                    if head.len() < ripstream_keyring::MAX_HEADER_LEN {
+                        let take = n.min(ripstream_keyring::MAX_HEADER_LEN - head.len());
+                        head.extend_from_slice(&buf[..take]);
+                    }
                     md5.update(&buf[..n]);
                 }
-                let m = Meta {
+                let sealed = ripstream_keyring::header_len(&head).is_some();
+                let mut m = Meta {
                     key: key.to_string(),
                     etag: format!("\"{}\"", hex::encode(md5.finalize())),
                     content_type: None,
@@ -941,9 +947,17 @@ impl Objects {
                     encryption: None,
                     plain_size: None,
                 };
-                // A cache: losing it costs only the hash again.
-                if let Err(e) = write_plain(&meta_path, &serde_json::to_vec(&m).unwrap_or_default())
+                if sealed {
+                    // A sealed file whose record is not (yet) written: the
+                    // writer renamed it into place and records it next, or
+                    // crashed in between. Its encryption is read from its
+                    // own header, and nothing is cached, so the writer's
+                    // record is never overwritten by a lesser one.
+                    self.read_sealing(bucket, key, &head, stat.len(), &mut m);
+                } else if let Err(e) =
+                    write_plain(&meta_path, &serde_json::to_vec(&m).unwrap_or_default())
                 {
+                    // A cache: losing it costs only the hash again.
                     tracing::debug!(error = %e, key, "could not cache an object's ETag");
                 }
                 m
@@ -964,6 +978,32 @@ impl Objects {
             metadata: meta.metadata,
             encryption: meta.encryption,
         })
+    }
+
+    /// Fills in the encryption of a sealed file that has no record, from
+    /// its header (`head`, its first bytes), when the keyring opens it.
+    fn read_sealing(&self, bucket: &str, key: &str, head: &[u8], len: u64, m: &mut Meta) {
+        let Some(kr) = self.keyring.as_deref() else {
+            return;
+        };
+        let Ok(Ok(opener)) = kr.open_object(head, object_arn(bucket, key).as_bytes()) else {
+            tracing::warn!(
+                bucket,
+                key,
+                "a sealed object without its record cannot be opened with the keyring"
+            );
+            return;
+        };
+        let key_id = opener.key_id().to_string();
+        let sse_s3 = kr
+            .resolve(ripstream_keyring::SSE_S3_ALIAS)
+            .is_ok_and(|id| id == key_id);
+        m.plain_size = opener.plain_len(len.saturating_sub(opener.header_len() as u64));
+        m.encryption = Some(Encryption {
+            algorithm: if sse_s3 { AES256 } else { AWS_KMS }.to_string(),
+            key_arn: (!sse_s3).then(|| kr.key_arn(&key_id)),
+            key_id,
+        });
     }
 
     /// An object's bytes, all of them or `range` (start, end inclusive,
@@ -1111,6 +1151,21 @@ impl Objects {
         replace: Option<PutOptions>,
         sse: Option<Sse>,
     ) -> Result<ObjectInfo, ObjectsError> {
+        self.copy_judged(from, to, replace, sse, None).await
+    }
+
+    /// [`Objects::copy`] of a source whose encryption the caller was
+    /// judged on (`judged`: kms:Decrypt of its key): a source overwritten
+    /// since under other encryption is not copied (its key was never
+    /// judged), but answered `PreconditionFailed`.
+    pub async fn copy_judged(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        replace: Option<PutOptions>,
+        sse: Option<Sse>,
+        judged: Option<Option<Encryption>>,
+    ) -> Result<ObjectInfo, ObjectsError> {
         self.location(from.0, from.1)?;
         self.require_bucket(from.0)?;
         self.location(to.0, to.1)?;
@@ -1124,7 +1179,7 @@ impl Objects {
         let (tb, tk) = (to.0.to_string(), to.1.to_string());
         let enc = encryption.clone();
         let (info, etag) = tokio::task::spawn_blocking(move || {
-            this.copy_blocking(&fb, &fk, &tb, &tk, enc.as_ref())
+            this.copy_blocking(&fb, &fk, &tb, &tk, enc.as_ref(), judged.as_ref())
         })
         .await??;
         let opts = replace.unwrap_or(PutOptions {
@@ -1151,6 +1206,7 @@ impl Objects {
         to_bucket: &str,
         to_key: &str,
         encryption: Option<&Encryption>,
+        judged: Option<&Option<Encryption>>,
     ) -> Result<(ObjectInfo, Option<String>), ObjectsError> {
         let no_such_key = || ObjectsError::NoSuchKey {
             key: key.to_string(),
@@ -1174,6 +1230,11 @@ impl Objects {
         };
         let stat = src.metadata()?;
         let info = self.info_of(bucket, key, &path, &stat)?;
+        if judged.is_some_and(|j| *j != info.encryption) {
+            return Err(ObjectsError::PreconditionFailed {
+                condition: "x-amz-copy-source",
+            });
+        }
         let target = self.file(to_bucket, to_key);
         self.check_target(to_bucket, to_key)?;
         let parent = target
@@ -1412,6 +1473,17 @@ impl Objects {
             return Err(no_such());
         }
         Ok((dir, upload))
+    }
+
+    /// How a multipart upload's parts and object are encrypted (what its
+    /// KMS permissions are checked against).
+    pub fn upload_encryption(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Encryption>, ObjectsError> {
+        Ok(self.upload(bucket, key, upload_id)?.1.encryption)
     }
 
     /// Starts a multipart upload; answers its id.

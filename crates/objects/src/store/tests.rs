@@ -1409,3 +1409,71 @@ async fn sse_kms_multipart_parts_are_sealed_and_joined_into_one_sealed_object() 
         .unwrap();
     assert_eq!(&got[..], &all[a as usize..]);
 }
+
+#[tokio::test]
+async fn a_sealed_object_that_lost_its_record_is_still_read_as_sealed() {
+    let (dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let data = pattern(ripstream_keyring::CHUNK + 9);
+    let put = s
+        .put_with(
+            "enc",
+            "k",
+            Bytes::from(data.clone()),
+            kms(Some("alias/app")),
+        )
+        .await
+        .unwrap();
+    let aes = PutOptions {
+        sse: Some(Sse::S3),
+        ..PutOptions::default()
+    };
+    s.put_with("enc", "s", b("sse-s3 body"), aes).await.unwrap();
+    // A crash between the rename into place and the record: every record
+    // of the bucket gone.
+    let _ = &dir;
+    for e in std::fs::read_dir(s.meta_dir("enc")).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    for _ in 0..2 {
+        let head = s.head("enc", "k").await.unwrap();
+        assert_eq!(head.size, data.len() as u64);
+        assert_eq!(head.encryption, put.encryption);
+        let (_, whole, _) = s.get("enc", "k", None).await.unwrap();
+        assert_eq!(&whole[..], &data[..]);
+        let sse_s3 = s.head("enc", "s").await.unwrap().encryption.unwrap();
+        assert_eq!(
+            (sse_s3.algorithm.as_str(), sse_s3.key_arn),
+            ("AES256", None)
+        );
+        let (_, body, _) = s.get("enc", "s", None).await.unwrap();
+        assert_eq!(&body[..], b"sse-s3 body");
+    }
+}
+
+#[tokio::test]
+async fn a_copy_judged_on_other_encryption_than_its_source_has_is_refused() {
+    let (_dir, s) = sealed_store();
+    s.create_bucket("enc").unwrap();
+    let put = s
+        .put_with("enc", "k", b("secret"), kms(Some("alias/app")))
+        .await
+        .unwrap();
+    // Judged when the source was plaintext; overwritten since under a key.
+    let e = s
+        .copy_judged(("enc", "k"), ("enc", "c"), None, None, Some(None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ObjectsError::PreconditionFailed { .. }),
+        "{e:?}"
+    );
+    assert!(s.head("enc", "c").await.is_err(), "nothing copied");
+    let info = s
+        .copy_judged(("enc", "k"), ("enc", "c"), None, None, Some(put.encryption))
+        .await
+        .unwrap();
+    assert_eq!(info.encryption, None, "the copy is as its request says");
+    let (_, got, _) = s.get("enc", "c", None).await.unwrap();
+    assert_eq!(&got[..], b"secret");
+}

@@ -352,6 +352,12 @@ access_key_id = "AKIDREADER0000000001"
 secret_access_key = "reader-secret"
 policy = '''{{"Statement": [{{"Effect": "Allow", "Action": ["s3:*", "kms:Decrypt"], "Resource": "*"}},
   {{"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "{APP_ARN}"}}]}}'''
+
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+policy = '''{{"Statement": [{{"Effect": "Allow", "Action": ["s3:*", "kms:*"], "Resource": "*"}}]}}'''
 "#
         ),
     )
@@ -411,6 +417,67 @@ policy = '''{{"Statement": [{{"Effect": "Allow", "Action": ["s3:*", "kms:Decrypt
         &got.body.collect().await.unwrap().into_bytes()[..],
         b"secret"
     );
+    // A multipart upload under a key: adding a part or completing needs
+    // kms:Decrypt as well as kms:GenerateDataKey, whoever started it.
+    let admin = s3_as(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    let up = admin
+        .create_multipart_upload()
+        .bucket("vault")
+        .key("parts")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id("alias/app")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let e = writer
+        .upload_part()
+        .bucket("vault")
+        .key("parts")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"part"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((code(&e), status(&e)), ("AccessDenied".into(), 403));
+    let part = admin
+        .upload_part()
+        .bucket("vault")
+        .key("parts")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"part"))
+        .send()
+        .await
+        .unwrap();
+    let done = CompletedMultipartUpload::builder()
+        .parts(
+            CompletedPart::builder()
+                .part_number(1)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        )
+        .build();
+    let e = writer
+        .complete_multipart_upload()
+        .bucket("vault")
+        .key("parts")
+        .upload_id(id)
+        .multipart_upload(done.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    admin
+        .complete_multipart_upload()
+        .bucket("vault")
+        .key("parts")
+        .upload_id(id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
     // SSE-S3 is the server's own key: no kms: permission is asked.
     reader
         .put_object()
