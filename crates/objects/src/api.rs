@@ -169,6 +169,7 @@ impl S3Api {
             }
             "ListObjectsV2" | "ListObjects" => self.list(request.operation, &bucket, &input).await,
             "GetObject" | "HeadObject" => {
+                refuse_ssec(&input, SSEC_MEMBERS)?;
                 let range = text("Range").and_then(RangeSpec::parse);
                 let head = request.operation == "HeadObject";
                 // GetObject judges its conditions on the very file it then
@@ -319,6 +320,7 @@ impl S3Api {
                 ok(json!({"Deleted": deleted, "Errors": errors}))
             }
             "CopyObject" => {
+                refuse_ssec(&input, COPY_SOURCE_SSEC_MEMBERS)?;
                 let (src_bucket, src_key) = text("CopySource")
                     .and_then(parse_copy_source)
                     .ok_or_else(|| {
@@ -373,6 +375,7 @@ impl S3Api {
                 ok(out)
             }
             "UploadPart" => {
+                refuse_ssec(&input, SSEC_MEMBERS)?;
                 let upload_id = text("UploadId").unwrap_or_default();
                 let number = input
                     .get("PartNumber")
@@ -943,16 +946,34 @@ fn put_options(input: &Value) -> Result<PutOptions, ObjectsError> {
 /// ignored: an object must not be stored less protected than asked.
 /// `x-amz-server-side-encryption-bucket-key-enabled` changes only how S3
 /// bills KMS calls, so it is accepted and has no effect.
+/// SSE-C's request members (`x-amz-server-side-encryption-customer-*`).
+const SSEC_MEMBERS: &[&str] = &[
+    "SSECustomerAlgorithm",
+    "SSECustomerKey",
+    "SSECustomerKeyMD5",
+];
+
+/// CopyObject's SSE-C members for its source.
+const COPY_SOURCE_SSEC_MEMBERS: &[&str] = &[
+    "CopySourceSSECustomerAlgorithm",
+    "CopySourceSSECustomerKey",
+    "CopySourceSSECustomerKeyMD5",
+];
+
+/// Reads, parts and copy sources with SSE-C keys: no object here is
+/// SSE-C, so S3's answer for an object not so encrypted (never ignored).
+fn refuse_ssec(input: &Value, members: &[&str]) -> Result<(), ObjectsError> {
+    if members.iter().any(|k| input.get(*k).is_some()) {
+        return Err(ObjectsError::InvalidRequest(
+            "The encryption parameters are not applicable to this object.".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn sse_of(input: &Value) -> Result<Option<Sse>, ObjectsError> {
     let text = |k: &str| input.get(k).and_then(Value::as_str);
-    if [
-        "SSECustomerAlgorithm",
-        "SSECustomerKey",
-        "SSECustomerKeyMD5",
-    ]
-    .iter()
-    .any(|k| input.get(*k).is_some())
-    {
+    if SSEC_MEMBERS.iter().any(|k| input.get(*k).is_some()) {
         return Err(ObjectsError::NotImplemented(
             "server-side encryption with customer-provided keys (SSE-C)".into(),
         ));

@@ -320,6 +320,9 @@ impl Objects {
             Sse::Kms(Some(k)) => (k.as_str(), AWS_KMS),
         };
         let key_id = keyring.resolve(name).map_err(|e| match e {
+            // SSE-S3 is no KMS key to S3's callers: its key missing is
+            // the server's failure, never a KMS error naming it.
+            e if *sse == Sse::S3 => ObjectsError::Keyring(e),
             // S3's own words for a key it cannot find.
             KeyringError::NotFound(_) => ObjectsError::KmsNotFound(format!("Invalid keyId {name}")),
             e => kms_error(e),
@@ -335,7 +338,13 @@ impl Objects {
     fn sealer(&self, enc: &Encryption, context: &str) -> Result<ObjectSealer, ObjectsError> {
         self.keyring()?
             .seal_object(&enc.key_id, context.as_bytes())
-            .map_err(kms_error)
+            .map_err(|e| {
+                if enc.is_kms() {
+                    kms_error(e)
+                } else {
+                    ObjectsError::Keyring(e)
+                }
+            })
     }
 
     /// The same store with incomplete multipart uploads kept `expiry`

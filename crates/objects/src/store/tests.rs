@@ -1477,3 +1477,23 @@ async fn a_copy_judged_on_other_encryption_than_its_source_has_is_refused() {
     let (_, got, _) = s.get("enc", "c", None).await.unwrap();
     assert_eq!(&got[..], b"secret");
 }
+
+#[tokio::test]
+async fn a_missing_sse_s3_key_is_the_servers_failure_not_a_kms_error() {
+    let (_dir, s) = store();
+    let s = s.with_keyring(ring(
+        "[[key]]\nid = \"app\"\naliases = [\"alias/app\"]\nmaterial = \"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\"\n",
+    ));
+    s.create_bucket("enc").unwrap();
+    let opts = PutOptions {
+        sse: Some(Sse::S3),
+        ..PutOptions::default()
+    };
+    let e = s.put_with("enc", "k", b("x"), opts).await.unwrap_err();
+    assert_eq!(e.code(), "InternalError", "{e:?}");
+    let e = s
+        .put_with("enc", "k", b("x"), kms(Some("alias/none")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "KMS.NotFoundException");
+}

@@ -81,6 +81,19 @@ async fn sse_kms_objects_are_sealed_on_disk_and_read_back_by_range() {
     for at in [0, 65_530, 150_000] {
         assert!(!contains(&on_disk, &data[at..at + 32]), "plaintext at {at}");
     }
+    // No object here is SSE-C: a read with customer-key headers is S3's
+    // InvalidRequest for such an object, not served as if they were absent.
+    let e = c
+        .get_object()
+        .bucket("vault")
+        .key("docs/a.bin")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key("MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=")
+        .sse_customer_key_md5("dummy==")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((code(&e), status(&e)), ("InvalidRequest".into(), 400));
     // A range across the first chunk boundary (64 KiB), and one at the end.
     for (a, z) in [(65_530usize, 65_545usize), (131_000, 199_999), (0, 0)] {
         let got = c
