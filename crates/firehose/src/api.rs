@@ -85,14 +85,23 @@ impl FirehoseApi {
             // Objects stored under a KMS key are a kms:GenerateDataKey of
             // it each, checked on the key's own ARN (so an alias cannot
             // dodge a Deny); a key the keyring lacks is refused by the
-            // operation itself.
-            for named in kms_keys(&input) {
-                if let Ok(id) = inner.keyring.resolve(named) {
-                    let arn = inner.keyring.key_arn(&id);
-                    request
-                        .authorize
-                        .authorize_action("kms:GenerateDataKey", &[arn])?;
-                }
+            // operation itself. An update is checked on the keys the
+            // stream keeps too: whoever points it elsewhere has it seal
+            // with them there.
+            let mut arns: Vec<String> = kms_keys(&input)
+                .into_iter()
+                .filter_map(|named| inner.keyring.resolve(named).ok())
+                .map(|id| inner.keyring.key_arn(&id))
+                .collect();
+            if op == "UpdateDestination" {
+                arns.extend(self.service.key_arns_after_update(&input));
+            }
+            arns.sort();
+            arns.dedup();
+            for arn in arns {
+                request
+                    .authorize
+                    .authorize_action("kms:GenerateDataKey", &[arn])?;
             }
         }
         // An Iceberg table's files go where the table says, not where the

@@ -521,7 +521,46 @@ impl Firehose {
 
     pub async fn update_destination(&self, input: Value) -> Result<Value> {
         let inner = &self.inner;
-        let name = name_of(&input)?;
+        let _guard = inner.control.lock().await;
+        let s = inner.stream(name_of(&input)?)?;
+        let mut rec = self.planned_update(&s.rec, &input)?;
+        rec.version += 1;
+        rec.updated_ms = Some(inner.now_ms());
+        inner.replace(&s, rec).await?;
+        Ok(json!({}))
+    }
+
+    /// The KMS keys (their ARNs) the stream would store objects under
+    /// after this update, its unchanged parts included: whoever updates a
+    /// stream has it write with these keys on their behalf. An update that
+    /// would be refused names none; the update itself answers its error.
+    pub fn key_arns_after_update(&self, input: &Value) -> Vec<String> {
+        let inner = &self.inner;
+        let Ok(s) = name_of(input).and_then(|n| inner.stream(n)) else {
+            return Vec::new();
+        };
+        let Ok(rec) = self.planned_update(&s.rec, input) else {
+            return Vec::new();
+        };
+        let Ok(dest) = record::Destination::of(&rec.destination) else {
+            return Vec::new();
+        };
+        [
+            dest.kms_key.as_deref(),
+            dest.backup.as_ref().and_then(|b| b.kms_key.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|k| inner.keyring.resolve(k).ok())
+        .map(|id| inner.keyring.key_arn(&id))
+        .collect()
+    }
+
+    /// The stream's record as `input` would update it (version unchanged),
+    /// or why the update is refused.
+    fn planned_update(&self, current: &StreamRecord, input: &Value) -> Result<StreamRecord> {
+        let inner = &self.inner;
+        let name = name_of(input)?;
         for k in OTHER_UPDATES {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
@@ -529,34 +568,36 @@ impl Firehose {
                 )));
             }
         }
-        let _guard = inner.control.lock().await;
-        let s = inner.stream(name)?;
-        if s.rec.status_at(inner.now_ms()) != Some(Status::Active) {
+        if current.status_at(inner.now_ms()) != Some(Status::Active) {
             return Err(Error::ResourceInUse(format!(
                 "Firehose {name} under account {} is not ACTIVE.",
                 inner.account
             )));
         }
-        let given = text(&input, "CurrentDeliveryStreamVersionId").unwrap_or("");
-        if given != s.rec.version.to_string() {
+        let given = text(input, "CurrentDeliveryStreamVersionId").unwrap_or("");
+        if given != current.version.to_string() {
             return Err(Error::ConcurrentModification(format!(
                 "Cannot update firehose: {name} since the current version id: {} and specified version id: {given} do not match",
-                s.rec.version
+                current.version
             )));
         }
-        if s.rec.destination.get(crate::iceberg::STORED_KEY).is_some() {
+        if current
+            .destination
+            .get(crate::iceberg::STORED_KEY)
+            .is_some()
+        {
             return Err(invalid(
                 "UpdateDestination of an Iceberg destination is not supported yet by this server.",
             ));
         }
-        let dest_id = text(&input, "DestinationId").unwrap_or("");
+        let dest_id = text(input, "DestinationId").unwrap_or("");
         if dest_id != DESTINATION_ID {
             return Err(invalid(format!(
                 "Destination Id {dest_id} not found for Firehose {name}."
             )));
         }
         let redshift_update = input.get("RedshiftDestinationUpdate");
-        if let Some(r) = &s.rec.redshift {
+        if let Some(r) = &current.redshift {
             let others =
                 input.as_object().into_iter().flatten().any(|(k, _)| {
                     k.ends_with("DestinationUpdate") && k != "RedshiftDestinationUpdate"
@@ -568,20 +609,17 @@ impl Firehose {
             };
             let (redshift, destination) = crate::redshift::merge_update(
                 r,
-                &s.rec.destination,
+                &current.destination,
                 u,
                 inner.cfg.destination_networks.as_ref(),
             )?;
             let parsed = record::Destination::of(&destination)?;
             parsed.processing.check_functions(&inner.cfg.functions)?;
             self.check_object_keys(&parsed)?;
-            let mut rec = s.rec.clone();
+            let mut rec = current.clone();
             rec.destination = destination;
             rec.redshift = Some(redshift);
-            rec.version += 1;
-            rec.updated_ms = Some(inner.now_ms());
-            inner.replace(&s, rec).await?;
-            return Ok(json!({}));
+            return Ok(rec);
         }
         if redshift_update.is_some() {
             return Err(invalid(format!(
@@ -601,9 +639,9 @@ impl Firehose {
                 Some(crate::endpoints::Kind::Opensearch | crate::endpoints::Kind::Elasticsearch)
             )
         };
-        let current = s.rec.endpoint.as_ref().map(|e| e.kind);
-        let next = crate::endpoints::update_in(&input).map(|(k, _)| k);
-        if (search(current) || search(next)) && current != next {
+        let kind_now = current.endpoint.as_ref().map(|e| e.kind);
+        let kind_next = crate::endpoints::update_in(input).map(|(k, _)| k);
+        if (search(kind_now) || search(kind_next)) && kind_now != kind_next {
             return Err(invalid(format!(
                 "Switching between Amazon OpenSearch Service (or Elasticsearch) and other destinations is not supported: Firehose {name} can only be updated with an update of its own destination type."
             )));
@@ -611,7 +649,7 @@ impl Firehose {
         let (destination, endpoint) = match (
             input.get("S3DestinationUpdate"),
             input.get("ExtendedS3DestinationUpdate"),
-            crate::endpoints::update_in(&input),
+            crate::endpoints::update_in(input),
         ) {
             _ if pushes > 1 => {
                 return Err(invalid("Only one destination update can be specified."));
@@ -624,7 +662,7 @@ impl Firehose {
             }
             (None, None, Some((kind, u))) => {
                 let (d, ep) = crate::endpoints::update(
-                    &s.rec,
+                    current,
                     kind,
                     u,
                     inner.cfg.allow_http_destinations,
@@ -634,8 +672,8 @@ impl Firehose {
             }
             // An S3 update of a push destination's stream makes it an S3
             // stream on the S3 configuration it had.
-            (Some(u), None, None) => (record::merge_update(&s.rec.destination, u, false)?, None),
-            (None, Some(u), None) => (record::merge_update(&s.rec.destination, u, true)?, None),
+            (Some(u), None, None) => (record::merge_update(&current.destination, u, false)?, None),
+            (None, Some(u), None) => (record::merge_update(&current.destination, u, true)?, None),
         };
         let parsed = record::Destination::of(&destination)?;
         parsed.processing.check_functions(&inner.cfg.functions)?;
@@ -644,13 +682,10 @@ impl Firehose {
             crate::processing::pipeline(ep.config.get("ProcessingConfiguration"))?
                 .check_functions(&inner.cfg.functions)?;
         }
-        let mut rec = s.rec.clone();
+        let mut rec = current.clone();
         rec.destination = destination;
         rec.endpoint = endpoint;
-        rec.version += 1;
-        rec.updated_ms = Some(inner.now_ms());
-        inner.replace(&s, rec).await?;
-        Ok(json!({}))
+        Ok(rec)
     }
 
     /// Appends records to the stream's partition and answers once they are

@@ -49,6 +49,13 @@ pub enum SealError {
     /// taken from another object.
     #[error("chunk {0} of the object does not authenticate")]
     Tampered(u64),
+    /// More chunks than the nonce's 32-bit index can number (256 TiB at
+    /// the default chunk size): sealing stops rather than reuse a nonce.
+    #[error("the object is too large to encrypt")]
+    TooLarge,
+    /// The cipher refused to seal a chunk.
+    #[error("encryption failed")]
+    SealFailed,
 }
 
 /// Seals an object's plaintext as it arrives: [`ObjectSealer::header`]
@@ -58,7 +65,7 @@ pub struct ObjectSealer {
     key: LessSafeKey,
     prefix: [u8; PREFIX_LEN],
     header: Vec<u8>,
-    next: u32,
+    next: Option<u32>,
     pending: Vec<u8>,
 }
 
@@ -160,7 +167,7 @@ impl Keyring {
             key: aead_key(&data_key).ok_or_else(failed)?,
             prefix,
             header,
-            next: 0,
+            next: Some(0),
             pending: Vec::with_capacity(CHUNK),
         })
     }
@@ -222,56 +229,71 @@ impl ObjectSealer {
         &self.header
     }
 
-    fn seal_chunk(&mut self, plain: &[u8], last: bool, out: &mut Vec<u8>) {
-        let mut body = plain.to_vec();
-        // AES-GCM sealing cannot fail for chunks under 2^36 bytes.
-        if let Ok(tag) = self.key.seal_in_place_separate_tag(
-            nonce(&self.prefix, self.next, last),
-            Aad::from(CHUNK_AAD),
-            &mut body,
-        ) {
-            out.extend_from_slice(&body);
-            out.extend_from_slice(tag.as_ref());
-        }
-        self.next = self.next.wrapping_add(1);
+    /// Seals one chunk onto the end of `out`, in place.
+    fn seal_chunk(&mut self, plain: &[u8], last: bool, out: &mut Vec<u8>) -> Result<(), SealError> {
+        let index = self.next.ok_or(SealError::TooLarge)?;
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                nonce(&self.prefix, index, last),
+                Aad::from(CHUNK_AAD),
+                &mut out[start..],
+            )
+            .map_err(|_| {
+                out.truncate(start);
+                SealError::SealFailed
+            })?;
+        out.extend_from_slice(tag.as_ref());
+        // A nonce is never used twice: past the last index, no chunk seals.
+        self.next = index.checked_add(1);
+        Ok(())
     }
 
     /// Takes more plaintext; answers the chunks it completed, sealed. A
     /// full chunk is held back until more follows: only then is it known
     /// not to be the last.
-    pub fn update(&mut self, mut plain: &[u8]) -> Vec<u8> {
+    pub fn update(&mut self, mut plain: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut out = Vec::new();
         while !plain.is_empty() {
             if self.pending.len() == CHUNK {
                 let full = std::mem::take(&mut self.pending);
-                self.seal_chunk(&full, false, &mut out);
+                let sealed = self.seal_chunk(&full, false, &mut out);
                 self.pending = full;
                 self.pending.clear();
+                sealed?;
             }
             let take = (CHUNK - self.pending.len()).min(plain.len());
             self.pending.extend_from_slice(&plain[..take]);
             plain = &plain[take..];
         }
-        out
+        Ok(out)
     }
 
     /// Seals the last chunk (empty only if the object is).
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Result<Vec<u8>, SealError> {
         let mut out = Vec::with_capacity(self.pending.len() + TAG_LEN);
         let last = std::mem::take(&mut self.pending);
-        self.seal_chunk(&last, true, &mut out);
-        out
+        self.seal_chunk(&last, true, &mut out)?;
+        Ok(out)
     }
 
-    /// Seals a whole object in memory: header and chunks.
-    pub fn seal_all(mut self, plain: &[u8]) -> Vec<u8> {
+    /// Seals a whole object in memory, header and chunks, into one buffer
+    /// (the plaintext and the sealed copy are the only two in memory).
+    pub fn seal_all(mut self, plain: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut out =
             Vec::with_capacity(self.header.len() + sealed_len(plain.len() as u64) as usize);
         out.extend_from_slice(&self.header);
-        let body = self.update(plain);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&self.finish());
-        out
+        let mut chunks = plain.chunks(CHUNK).peekable();
+        if chunks.peek().is_none() {
+            self.seal_chunk(&[], true, &mut out)?;
+        }
+        while let Some(chunk) = chunks.next() {
+            let last = chunks.peek().is_none();
+            self.seal_chunk(chunk, last, &mut out)?;
+        }
+        Ok(out)
     }
 }
 
@@ -379,7 +401,8 @@ mod tests {
         let sealed = r
             .seal_object("k1", b"arn:aws:s3:::b/k")
             .unwrap()
-            .seal_all(&plain);
+            .seal_all(&plain)
+            .unwrap();
         assert_eq!(
             sealed.len() as u64,
             header_len(&sealed).unwrap() as u64 + sealed_len(plain.len() as u64)
@@ -389,9 +412,9 @@ mod tests {
         let mut s = r.seal_object("k1", b"arn:aws:s3:::b/k").unwrap();
         let mut streamed = s.header().to_vec();
         for piece in plain.chunks(10_007) {
-            streamed.extend(s.update(piece));
+            streamed.extend(s.update(piece).unwrap());
         }
-        streamed.extend(s.finish());
+        streamed.extend(s.finish().unwrap());
         assert_eq!(streamed.len(), sealed.len());
         for (a, b) in [
             (0, plain.len()),
@@ -413,7 +436,7 @@ mod tests {
         // Exactly one chunk, and empty: the layout's edge cases.
         for n in [0, 1, CHUNK, CHUNK + 1, 2 * CHUNK] {
             let p = &plain[..n];
-            let s = r.seal_object("k1", b"c").unwrap().seal_all(p);
+            let s = r.seal_object("k1", b"c").unwrap().seal_all(p).unwrap();
             let body = (s.len() - header_len(&s).unwrap()) as u64;
             assert_eq!(plain_len(body), Some(n as u64));
             assert_eq!(read_range(&r, &s, b"c", 0, n).unwrap(), p);
@@ -421,10 +444,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sealer_stops_at_the_last_chunk_index_instead_of_reusing_a_nonce() {
+        let r = ring([7; 32], true);
+        let mut s = r.seal_object("k1", b"c").unwrap();
+        s.next = Some(u32::MAX);
+        // The chunk at the last index seals; nothing after it does.
+        let first = s.update(&vec![1u8; CHUNK + 1]).unwrap();
+        assert_eq!(first.len(), CHUNK + TAG_LEN);
+        assert_eq!(s.next, None);
+        assert_eq!(s.finish().err(), Some(SealError::TooLarge));
+        let mut s = r.seal_object("k1", b"c").unwrap();
+        s.next = Some(u32::MAX);
+        assert_eq!(
+            s.update(&vec![1u8; 2 * CHUNK + 1]).err(),
+            Some(SealError::TooLarge)
+        );
+    }
+
+    #[test]
     fn tampering_reordering_truncation_and_swaps_are_detected() {
         let r = ring([7; 32], true);
         let plain = vec![42u8; 2 * CHUNK + 10];
-        let sealed = r.seal_object("k1", b"a").unwrap().seal_all(&plain);
+        let sealed = r.seal_object("k1", b"a").unwrap().seal_all(&plain).unwrap();
         let h = header_len(&sealed).unwrap();
         let step = CHUNK + TAG_LEN;
         // One bit of chunk 1.
@@ -453,7 +494,7 @@ mod tests {
             Err(SealError::Tampered(1))
         );
         // A chunk of another object under another data key.
-        let other = r.seal_object("k1", b"a").unwrap().seal_all(&plain);
+        let other = r.seal_object("k1", b"a").unwrap().seal_all(&plain).unwrap();
         let mut mixed = sealed.clone();
         mixed[h..h + step].copy_from_slice(&other[h..h + step]);
         assert_eq!(
@@ -476,7 +517,8 @@ mod tests {
         let sealed = ring([7; 32], true)
             .seal_object("k1", b"a")
             .unwrap()
-            .seal_all(b"secret");
+            .seal_all(b"secret")
+            .unwrap();
         assert_eq!(
             ring([8; 32], true)
                 .open_object(&sealed, b"a")

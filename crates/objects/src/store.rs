@@ -698,7 +698,9 @@ impl Objects {
         let plain_size = bytes.len() as u64;
         let (bytes, etag) = match &encryption {
             Some(enc) => {
-                let sealed = self.sealer(enc, &object_arn(bucket, key))?.seal_all(&bytes);
+                let sealed = self
+                    .sealer(enc, &object_arn(bucket, key))?
+                    .seal_all(&bytes)?;
                 let stored: [u8; 16] = Md5::digest(&sealed).into();
                 (Bytes::from(sealed), etag_of(Some(enc), digest, stored))
             }
@@ -745,8 +747,12 @@ impl Objects {
                         return Err(self.too_large());
                     }
                     md5.update(&chunk);
-                    let out = match sealer.as_mut() {
-                        Some(s) => Bytes::from(s.update(&chunk)),
+                    let out = match sealer.as_mut().map(|s| s.update(&chunk)) {
+                        Some(Ok(sealed)) => Bytes::from(sealed),
+                        Some(Err(e)) => {
+                            let _ = writer.abort().await;
+                            return Err(e.into());
+                        }
                         None => chunk,
                     };
                     if out.is_empty() {
@@ -765,7 +771,13 @@ impl Objects {
                 }
                 None => {
                     if let Some(s) = sealer.take() {
-                        let last = s.finish();
+                        let last = match s.finish() {
+                            Ok(last) => last,
+                            Err(e) => {
+                                let _ = writer.abort().await;
+                                return Err(e.into());
+                            }
+                        };
                         stored.update(&last);
                         writer.put(Bytes::from(last));
                     }
@@ -1023,30 +1035,22 @@ impl Objects {
         key: &str,
         range: Option<RangeSpec>,
     ) -> Result<(ObjectInfo, Bytes, Option<(u64, u64)>), ObjectsError> {
-        self.location(bucket, key)?;
-        self.require_bucket(bucket)?;
-        let this = self.clone();
-        let (bucket, key) = (bucket.to_string(), key.to_string());
+        // Opened before it is judged, as a streamed read: an overwrite in
+        // between cannot pair one version's info with another's bytes.
+        let OpenObject {
+            info,
+            file,
+            keyring,
+            context,
+        } = self.open_object(bucket, key).await?;
         tokio::task::spawn_blocking(move || {
-            let info = this.info_blocking(&bucket, &key)?;
-            let span = match range {
-                Some(r) => Some(r.resolve(info.size)?),
-                None => None,
-            };
+            let span = range.map(|r| r.resolve(info.size)).transpose()?;
             let (start, len) = match span {
                 Some((s, e)) => (s, e - s + 1),
                 None => (0, info.size),
             };
-            let f = std::fs::File::open(this.file(&bucket, &key))?;
-            let context = object_arn(&bucket, &key);
-            let mut r = plain_reader(
-                this.keyring.as_deref(),
-                f,
-                info.encryption.is_some(),
-                &context,
-                start,
-                len,
-            )?;
+            let sealed = info.encryption.is_some();
+            let mut r = plain_reader(keyring.as_deref(), file, sealed, &context, start, len)?;
             let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             r.read_to_end(&mut buf)?;
             Ok((info, Bytes::from(buf), span))
@@ -1592,8 +1596,25 @@ impl Objects {
     ) -> Result<Vec<PartInfo>, ObjectsError> {
         self.require_bucket(bucket)?;
         let (dir, upload) = self.upload(bucket, key, upload_id)?;
-        let sealed = upload.encryption.is_some();
-        tokio::task::spawn_blocking(move || parts_of(&dir, sealed)).await?
+        let sealing = self.part_sealing(&upload, bucket, key, upload_id);
+        tokio::task::spawn_blocking(move || parts_of(&dir, sealing.as_ref())).await?
+    }
+
+    /// How an upload's parts are sealed, for reading them back.
+    fn part_sealing(
+        &self,
+        upload: &Upload,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Option<PartSealing> {
+        upload.encryption.as_ref().map(|e| PartSealing {
+            kms: e.is_kms(),
+            keyring: self.keyring.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        })
     }
 
     /// The bucket's multipart uploads in progress, in S3's order: by key,
@@ -1660,10 +1681,10 @@ impl Objects {
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(ObjectsError::InvalidPartOrder);
         }
-        let sealed = upload.encryption.is_some();
+        let sealing = self.part_sealing(&upload, bucket, key, upload_id);
         let have = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || parts_of(&dir, sealed)).await??
+            tokio::task::spawn_blocking(move || parts_of(&dir, sealing.as_ref())).await??
         };
         let mut chosen = Vec::with_capacity(parts.len());
         for (i, (number, etag)) in parts.iter().enumerate() {
@@ -1707,6 +1728,7 @@ impl Objects {
         if let Some(s) = &sealer {
             writer.put(Bytes::copy_from_slice(s.header()));
         }
+        let sealed = upload.encryption.is_some();
         let mut plain_total: u64 = 0;
         // Each part goes in in bounded pieces, never whole in memory.
         for p in &chosen {
@@ -1742,8 +1764,12 @@ impl Objects {
                             return Err(e.into());
                         }
                         plain_total += buf.len() as u64;
-                        let out = match sealer.as_mut() {
-                            Some(s) => Bytes::from(s.update(&buf)),
+                        let out = match sealer.as_mut().map(|s| s.update(&buf)) {
+                            Some(Ok(sealed)) => Bytes::from(sealed),
+                            Some(Err(e)) => {
+                                let _ = writer.abort().await;
+                                return Err(e.into());
+                            }
                             None => Bytes::from(buf),
                         };
                         if !out.is_empty() {
@@ -1759,7 +1785,13 @@ impl Objects {
             }
         }
         if let Some(s) = sealer.take() {
-            writer.put(Bytes::from(s.finish()));
+            match s.finish() {
+                Ok(last) => writer.put(Bytes::from(last)),
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e.into());
+                }
+            }
         }
         if let Err(e) = writer.finish().await {
             // object_store leaves its staging file when the rename fails.
@@ -1914,10 +1946,21 @@ impl futures_core::Stream for FileStream {
     }
 }
 
+/// How the parts of an encrypted upload are sealed.
+struct PartSealing {
+    /// SSE-KMS: a part's ETag is its stored bytes' MD5; SSE-S3: its
+    /// plaintext's.
+    kms: bool,
+    keyring: Option<Arc<Keyring>>,
+    bucket: String,
+    key: String,
+    upload_id: String,
+}
+
 /// The parts in an upload's directory, by number, each with its MD5: from
 /// its sidecar, or (a part uploaded before sidecars, or one whose sidecar
 /// is stale or lost) hashed in pieces.
-fn parts_of(dir: &FsPath, sealed: bool) -> Result<Vec<PartInfo>, ObjectsError> {
+fn parts_of(dir: &FsPath, sealing: Option<&PartSealing>) -> Result<Vec<PartInfo>, ObjectsError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -1939,17 +1982,28 @@ fn parts_of(dir: &FsPath, sealed: bool) -> Result<Vec<PartInfo>, ObjectsError> {
                 let size = m.plain_size.unwrap_or(stat.len());
                 (m.etag, size)
             }
-            // A part whose sidecar a crash lost: its stored bytes' MD5 (an
-            // SSE-KMS part's ETag) and, sealed, its plaintext's size.
-            None => {
-                let etag = format!("\"{}\"", hex::encode(md5_of_file(&entry.path())?));
-                let size = if sealed {
-                    sealed_plain_size(&entry.path())?
-                } else {
-                    stat.len()
-                };
-                (etag, size)
-            }
+            // A part whose sidecar a crash lost: hashed again as its ETag
+            // was, from the stored bytes (plain, SSE-KMS) or the plaintext
+            // (SSE-S3, opened again under its data key).
+            None => match sealing {
+                None => {
+                    let etag = format!("\"{}\"", hex::encode(md5_of_file(&entry.path())?));
+                    (etag, stat.len())
+                }
+                Some(p) => {
+                    let size = sealed_plain_size(&entry.path())?;
+                    let digest = if p.kms {
+                        md5_of_file(&entry.path())?
+                    } else {
+                        let context = part_context(&p.bucket, &p.key, &p.upload_id, number);
+                        let file = std::fs::File::open(entry.path())?;
+                        let mut r =
+                            plain_reader(p.keyring.as_deref(), file, true, &context, 0, size)?;
+                        md5_of_reader(&mut r)?
+                    };
+                    (format!("\"{}\"", hex::encode(digest)), size)
+                }
+            },
         };
         out.push(PartInfo {
             number,
@@ -2137,7 +2191,7 @@ fn seal_copy(
         plain.update(&buf[..n]);
         match sealer.as_mut() {
             Some(s) => {
-                let sealed = s.update(&buf[..n]);
+                let sealed = s.update(&buf[..n]).map_err(std::io::Error::other)?;
                 stored.update(&sealed);
                 out.write_all(&sealed)?;
             }
@@ -2148,7 +2202,7 @@ fn seal_copy(
         }
     }
     if let Some(s) = sealer {
-        let last = s.finish();
+        let last = s.finish().map_err(std::io::Error::other)?;
         stored.update(&last);
         out.write_all(&last)?;
     }
@@ -2166,19 +2220,22 @@ fn sealed_plain_size(path: &FsPath) -> Result<u64, ObjectsError> {
     ripstream_keyring::plain_len(len.saturating_sub(h)).ok_or_else(bad)
 }
 
-/// The MD5 of a file, read in pieces.
-fn md5_of_file(path: &FsPath) -> std::io::Result<[u8; 16]> {
-    let mut f = std::fs::File::open(path)?;
+/// The MD5 of what a reader gives, read in pieces.
+fn md5_of_reader(r: &mut impl Read) -> std::io::Result<[u8; 16]> {
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(md5.finalize().into());
         }
         md5.update(&buf[..n]);
     }
-    Ok(md5.finalize().into())
+}
+
+/// The MD5 of a file, read in pieces.
+fn md5_of_file(path: &FsPath) -> std::io::Result<[u8; 16]> {
+    md5_of_reader(&mut std::fs::File::open(path)?)
 }
 
 /// A Range header's one byte range.

@@ -871,6 +871,145 @@ async fn a_stream_only_writes_where_its_creator_may_write() {
     );
 }
 
+/// A stream sealing its objects under a KMS key keeps doing so through an
+/// update that does not name the key: whoever points it elsewhere has it
+/// use the key there, so they need kms:GenerateDataKey on it too.
+#[tokio::test]
+async fn an_update_needs_the_key_the_stream_keeps_sealing_with() {
+    use aws_sdk_firehose::types::{
+        EncryptionConfiguration, ExtendedS3DestinationUpdate, KmsEncryptionConfig,
+        NoEncryptionConfig,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    std::fs::write(
+        &keyring,
+        "[[key]]\nid = \"lake-key\"\naliases = [\"alias/lake\"]\nmaterial = \"BgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgY=\"\n",
+    )
+    .unwrap();
+    let creds = dir.path().join("credentials.toml");
+    std::fs::write(
+        &creds,
+        r#"
+[[principal]]
+name = "admin"
+access_key_id = "AKIDADMIN00000000001"
+secret_access_key = "admin-secret"
+
+[[principal]]
+name = "updater"
+access_key_id = "AKIDUPDATER000000001"
+secret_access_key = "updater-secret"
+policy = '''{"Statement": [
+  {"Effect": "Allow", "Action": ["firehose:*", "s3:PutObject"], "Resource": "*"}
+]}'''
+"#,
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&[
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "--credentials",
+        creds.to_str().unwrap(),
+    ]);
+    let admin = firehose_as(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    let updater = firehose_as(&srv.url(), "AKIDUPDATER000000001", "updater-secret");
+    let sealed = EncryptionConfiguration::builder()
+        .kms_encryption_config(
+            KmsEncryptionConfig::builder()
+                .awskms_key_arn("arn:aws:kms:us-east-1:000000000000:alias/lake")
+                .build()
+                .unwrap(),
+        )
+        .build();
+    // Naming the key needs the key, at create as at update.
+    let e = updater
+        .create_delivery_stream()
+        .delivery_stream_name("theirs")
+        .extended_s3_destination_configuration(
+            extended("mine", 60)
+                .encryption_configuration(sealed.clone())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    admin
+        .create_delivery_stream()
+        .delivery_stream_name("sealed")
+        .extended_s3_destination_configuration(
+            extended("mine", 60)
+                .encryption_configuration(sealed)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let version = || async {
+        let d = admin
+            .describe_delivery_stream()
+            .delivery_stream_name("sealed")
+            .send()
+            .await
+            .unwrap();
+        d.delivery_stream_description()
+            .unwrap()
+            .version_id()
+            .to_string()
+    };
+    let update = |v: String, u: ExtendedS3DestinationUpdate| {
+        updater
+            .update_destination()
+            .delivery_stream_name("sealed")
+            .current_delivery_stream_version_id(v)
+            .destination_id("destinationId-000000000001")
+            .extended_s3_destination_update(u)
+            .send()
+    };
+    let elsewhere = ExtendedS3DestinationUpdate::builder()
+        .bucket_arn("arn:aws:s3:::elsewhere")
+        .build();
+    let e = update(version().await, elsewhere).await.unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    let message = e
+        .as_service_error()
+        .and_then(|s| aws_sdk_firehose::error::ProvideErrorMetadata::message(s).map(String::from));
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("kms:GenerateDataKey") && m.contains("key/lake-key")),
+        "{message:?}"
+    );
+    // Once the update stops the sealing, the key is not the updater's to need.
+    let plain = ExtendedS3DestinationUpdate::builder()
+        .bucket_arn("arn:aws:s3:::elsewhere")
+        .encryption_configuration(
+            EncryptionConfiguration::builder()
+                .no_encryption_config(NoEncryptionConfig::NoEncryption)
+                .build(),
+        )
+        .build();
+    update(version().await, plain).await.unwrap();
+    let d = admin
+        .describe_delivery_stream()
+        .delivery_stream_name("sealed")
+        .send()
+        .await
+        .unwrap();
+    let dest = d.delivery_stream_description().unwrap().destinations()[0]
+        .extended_s3_destination_description()
+        .unwrap();
+    assert_eq!(dest.bucket_arn(), "arn:aws:s3:::elsewhere");
+    assert!(
+        dest.encryption_configuration()
+            .and_then(|e| e.kms_encryption_config())
+            .is_none()
+    );
+}
+
 #[tokio::test]
 async fn policies_apply_to_delivery_stream_arns_before_acting() {
     let dir = tempfile::tempdir().unwrap();
