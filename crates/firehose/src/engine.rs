@@ -993,20 +993,35 @@ async fn flush(
             errors: Vec::new(),
             recs: Vec::new(),
         },
-        Some(l) => match transform(inner, s, dest, l, buf, false).await {
+        // A function's records one by one for Iceberg: each may carry
+        // its own otfMetadata.
+        Some(l) => match transform(inner, s, dest, l, buf, dest.iceberg.is_some()).await {
             Some(o) => o,
             None => return Flushed::Gone,
         },
     };
     if let Some(t) = &dest.iceberg {
-        let lambda = dest.processing.lambda.is_some();
         // Records Decompression or CloudWatchLogProcessing could not read
         // join the processing errors, as for Redshift.
-        let mut errors = out.errors;
+        let mut errors = std::mem::take(&mut out.errors);
         for (_, lines) in &buf.failures {
             errors.extend_from_slice(lines);
         }
-        return crate::iceberg::flush(inner, s, dest, t, buf, out.data, errors, lambda, skip).await;
+        let (data, ends, keys) = if dest.processing.lambda.is_some() {
+            let mut data = Vec::new();
+            let mut ends = Vec::with_capacity(out.recs.len());
+            let mut keys = Vec::with_capacity(out.recs.len());
+            for r in std::mem::take(&mut out.recs) {
+                data.extend_from_slice(&r.data);
+                ends.push((r.arrival_ms, data.len()));
+                keys.push(r.lambda_keys);
+            }
+            (Bytes::from(data), ends, keys)
+        } else {
+            (out.data, buf.ends.clone(), Vec::new())
+        };
+        return crate::iceberg::flush(inner, s, dest, t, buf, data, &ends, &keys, errors, skip)
+            .await;
     }
     if s.rec.redshift.is_some() {
         let staged = crate::redshift::Staged {

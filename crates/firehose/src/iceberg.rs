@@ -28,12 +28,18 @@
 //! AWS does, its records go to the error output (`iceberg-failed`) and
 //! delivery moves on.
 //!
-//! Not yet: routing records to several tables (JSON query or Lambda
-//! metadata), UniqueKeys (upserts need equality deletes, which the `iceberg`
-//! crate cannot commit yet), PartitionSpec, schema evolution, automatic
-//! table creation, and UpdateDestination of an Iceberg stream: each is
-//! refused with an InvalidArgumentException.
+//! Each record's operation (`insert`, `update`, `delete`) comes, as on
+//! AWS, from a MetadataExtraction query's output or a function's
+//! `metadata.otfMetadata` ([`route`]); updates and deletes find the rows
+//! by the table configuration's UniqueKeys (or the table's identifier
+//! fields). A record naming another table than the configured one goes
+//! to the error output: only that table's locations were authorized.
+//!
+//! Not yet: routing records to several tables, PartitionSpec, schema
+//! evolution, automatic table creation, and UpdateDestination of an
+//! Iceberg stream: each is refused with an InvalidArgumentException.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -68,7 +74,42 @@ pub const DEFAULT_RETRY_S: u64 = 300;
 pub struct TableRef {
     pub database: String,
     pub table: String,
+    /// `UniqueKeys`: the columns updates and deletes find rows by (empty:
+    /// the table's identifier fields).
+    pub unique_keys: Vec<String>,
 }
+
+/// What a record does to the table: AWS's `operation`, from the JSON
+/// query's output or the function's `otfMetadata` (insert without one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Operation {
+    #[default]
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    /// `insert`, `update` or `delete`, in any case.
+    pub fn parse(s: &str) -> Option<Operation> {
+        match s.to_ascii_lowercase().as_str() {
+            "insert" => Some(Operation::Insert),
+            "update" => Some(Operation::Update),
+            "delete" => Some(Operation::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// The routing fields of a JSON query's output and of a function's
+/// `metadata.otfMetadata`.
+pub const ROUTE_DATABASE: &str = "destinationDatabaseName";
+pub const ROUTE_TABLE: &str = "destinationTableName";
+pub const ROUTE_OPERATION: &str = "operation";
+
+/// Error codes of records whose routing this server cannot follow.
+pub const INVALID_OPERATION: &str = "Iceberg.InvalidOperation";
+pub const TABLE_NOT_CONFIGURED: &str = "Iceberg.TableNotConfigured";
 
 /// Who commits a batch and the log offsets `[start, end)` it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,13 +178,16 @@ pub trait IcebergTables: Send + Sync + std::fmt::Debug {
         allowed: &'a [String],
         writer: &'a str,
     ) -> BoxFuture<'a, std::result::Result<Option<(u64, u64)>, TableError>>;
-    /// Appends JSON records as one snapshot (none when the tag's batch is
-    /// committed already); the records it refuses are answered either way.
+    /// Writes JSON records as one snapshot (none when the tag's batch is
+    /// committed already): `ops[i]` is record i's operation (insert when
+    /// `ops` is shorter), updates and deletes by the table's unique keys.
+    /// The records it refuses are answered either way.
     fn append<'a>(
         &'a self,
         t: &'a TableRef,
         allowed: &'a [String],
         records: &'a [&'a [u8]],
+        ops: &'a [Operation],
         tag: &'a CommitTag,
     ) -> BoxFuture<'a, std::result::Result<Appended, TableError>>;
 }
@@ -161,6 +205,10 @@ pub struct Target {
     /// How long a failing batch is retried before its records go to the
     /// error output.
     pub retry_ms: i64,
+    /// The MetadataExtraction query giving each record's routing and
+    /// operation (`destinationDatabaseName`, `destinationTableName`,
+    /// `operation`).
+    pub routing: Option<Arc<crate::jq::Query>>,
 }
 
 fn invalid(m: impl Into<String>) -> Error {
@@ -218,17 +266,21 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
         .unwrap_or_default();
     let [table] = tables.as_slice() else {
         return Err(not_yet(
-            "Routing records to tables by JSON query or Lambda metadata (DestinationTableConfigurationList must name exactly one table)",
+            "Routing records to several tables (DestinationTableConfigurationList must name exactly one table; a JSON query or Lambda metadata may give each record's operation on it)",
         ));
     };
-    if table
-        .get("UniqueKeys")
-        .and_then(Value::as_array)
-        .is_some_and(|k| !k.is_empty())
-    {
-        return Err(not_yet(
-            "UniqueKeys (updates and deletes need Iceberg equality deletes, which this server cannot commit yet; appends only)",
-        ));
+    if let Some(keys) = table.get("UniqueKeys") {
+        let ok = keys.as_array().is_some_and(|k| {
+            k.iter().all(|n| {
+                n.as_str()
+                    .is_some_and(|n| !n.is_empty() && !n.contains(char::is_whitespace))
+            })
+        });
+        if !ok {
+            return Err(invalid(
+                "UniqueKeys must be a list of column names without whitespace.",
+            ));
+        }
     }
     if table.get("PartitionSpec").is_some() {
         return Err(not_yet("PartitionSpec (automatic table creation)"));
@@ -251,10 +303,21 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
     let mut d: Map<String, Value> = s3.clone();
     // The bucket's buffering is the Iceberg destination's.
     d.remove("BufferingHints");
-    for k in ["BufferingHints", "ProcessingConfiguration"] {
-        if let Some(v) = c.get(k) {
-            d.insert(k.into(), v.clone());
+    if let Some(v) = c.get("BufferingHints") {
+        d.insert("BufferingHints".into(), v.clone());
+    }
+    // The processing is the S3 path's but for MetadataExtraction, which
+    // gives each record's routing here (not partition keys): it is read
+    // from the Iceberg configuration ([`of`]), checked now.
+    if let Some(p) = c.get("ProcessingConfiguration") {
+        crate::processing::pipeline(Some(p))?;
+        let mut p = p.clone();
+        if let Some(list) = p.get_mut("Processors").and_then(Value::as_array_mut) {
+            list.retain(|proc_| {
+                proc_.get("Type").and_then(Value::as_str) != Some("MetadataExtraction")
+            });
         }
+        d.insert("ProcessingConfiguration".into(), p);
     }
     // The table's error prefix is where its failures go.
     if let Some(p) = table
@@ -300,11 +363,28 @@ pub fn of(dest: &Value) -> Result<Option<Target>> {
         .and_then(|l| l.first())
         .ok_or_else(|| invalid("The Iceberg destination names no table."))?;
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let routing = match c.get("ProcessingConfiguration") {
+        Some(p) if crate::processing::is_enabled(p) => {
+            crate::processing::pipeline(Some(p))?.metadata
+        }
+        _ => None,
+    };
     Ok(Some(Target {
         table: TableRef {
             database: s(t, "DestinationDatabaseName"),
             table: s(t, "DestinationTableName"),
+            unique_keys: t
+                .get("UniqueKeys")
+                .and_then(Value::as_array)
+                .map(|k| {
+                    k.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
         },
+        routing,
         catalog_arn: c
             .get("CatalogConfiguration")
             .map(|cc| s(cc, "CatalogARN"))
@@ -489,6 +569,52 @@ fn error_line(
     line
 }
 
+/// A record's operation on the stream's table, from the JSON query's
+/// output and the function's `otfMetadata` (which wins); the error code
+/// and message of a record routed to another table (only the configured
+/// one was authorized at create) or with no valid operation.
+fn route(
+    t: &Target,
+    record: &[u8],
+    lambda: Option<&BTreeMap<String, String>>,
+) -> std::result::Result<Operation, (&'static str, String)> {
+    let mut fields = BTreeMap::new();
+    if let Some(q) = &t.routing {
+        match q.eval(record) {
+            Ok(k) => fields.extend(k),
+            Err(e) => return Err((crate::partition::EXTRACTION_FAILED, e.to_string())),
+        }
+    }
+    if let Some(l) = lambda {
+        fields.extend(l.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    for (key, configured) in [
+        (ROUTE_DATABASE, &t.table.database),
+        (ROUTE_TABLE, &t.table.table),
+    ] {
+        if let Some(v) = fields.get(key)
+            && !v.eq_ignore_ascii_case(configured)
+        {
+            return Err((
+                TABLE_NOT_CONFIGURED,
+                format!(
+                    "The record's {key} is {v}, but the delivery stream writes to {}.{} only (the one table of its DestinationTableConfigurationList).",
+                    t.table.database, t.table.table
+                ),
+            ));
+        }
+    }
+    match fields.get(ROUTE_OPERATION) {
+        None => Ok(Operation::Insert),
+        Some(op) => Operation::parse(op).ok_or_else(|| {
+            (
+                INVALID_OPERATION,
+                format!("The record's operation {op} is not insert, update or delete."),
+            )
+        }),
+    }
+}
+
 /// Writes one object of the flush to the destination's bucket.
 async fn put(
     inner: &Inner,
@@ -539,8 +665,9 @@ pub(crate) async fn flush(
     t: &Target,
     buf: &Batch,
     data: Bytes,
+    ends: &[(i64, usize)],
+    lambda_keys: &[Option<BTreeMap<String, String>>],
     processing_errors: Vec<u8>,
-    lambda: bool,
     skip: usize,
 ) -> Flushed {
     let range = buf.range.0..buf.range.1;
@@ -560,9 +687,29 @@ pub(crate) async fn flush(
         }
         done = STEP_BACKUP;
     }
-    let ends = (!lambda).then(|| buf.ends.clone());
-    let records = crate::conversion::records(&data, ends.as_deref(), buf.first_ms);
-    let raw: Vec<&[u8]> = records.iter().map(|(_, r)| *r).collect();
+    let records = crate::conversion::records(&data, Some(ends), buf.first_ms);
+    let now = inner.now_ms();
+    let mut errors = processing_errors;
+    // Each record's operation; records routed elsewhere, or with an
+    // operation that is none, go to the error output now.
+    let mut raw: Vec<&[u8]> = Vec::with_capacity(records.len());
+    let mut ops: Vec<Operation> = Vec::with_capacity(records.len());
+    let mut index: Vec<usize> = Vec::with_capacity(records.len());
+    for (i, (arrival, rec)) in records.iter().enumerate() {
+        match route(t, rec, lambda_keys.get(i).and_then(Option::as_ref)) {
+            Ok(op) => {
+                raw.push(rec);
+                ops.push(op);
+                index.push(i);
+            }
+            Err((code, message)) => {
+                errors.extend(error_line(t, 1, *arrival, code, &message, now, rec));
+            }
+        }
+    }
+    if !ops.iter().any(|o| *o != Operation::Insert) {
+        ops.clear();
+    }
     let tag = CommitTag {
         writer: writer(inner, s),
         start: range.start,
@@ -577,7 +724,7 @@ pub(crate) async fn flush(
             code: "Iceberg.LocationNotAuthorized".into(),
             message: "The delivery stream was created before this server kept the locations its table may write; re-create it to have them authorized.".into(),
         }),
-        (Some(tables), Some(allowed)) => tables.append(&t.table, allowed, &raw, &tag).await,
+        (Some(tables), Some(allowed)) => tables.append(&t.table, allowed, &raw, &ops, &tag).await,
     };
     let mut attempts = 1;
     let out = match appended {
@@ -595,7 +742,7 @@ pub(crate) async fn flush(
                     warn!(stream = %name, database = %t.table.database, table = %t.table.table, code = e.code(), error = %e, attempts = n, retry_s = t.retry_ms / 1000, "delivery to the Iceberg table failed for the whole retry duration; the records go to the error output");
                     attempts = n;
                     Appended {
-                        refused: (0..records.len())
+                        refused: (0..raw.len())
                             .map(|index| Refused {
                                 index,
                                 code: e.code().to_string(),
@@ -615,9 +762,8 @@ pub(crate) async fn flush(
         info!(stream = %name, database = %t.table.database, table = %t.table.table, records = out.rows, "delivered to the Iceberg table");
     }
     let now = inner.now_ms();
-    let mut errors = processing_errors;
     for r in &out.refused {
-        if let Some((arrival, rec)) = records.get(r.index) {
+        if let Some((arrival, rec)) = index.get(r.index).and_then(|&i| records.get(i)) {
             errors.extend(error_line(
                 t, attempts, *arrival, &r.code, &r.message, now, rec,
             ));
@@ -674,7 +820,8 @@ mod tests {
             t.table,
             TableRef {
                 database: "db".into(),
-                table: "t".into()
+                table: "t".into(),
+                unique_keys: Vec::new(),
             }
         );
         assert!(!t.backup_all);
@@ -704,7 +851,7 @@ mod tests {
             assert!(e.to_string().contains(needle), "{e}");
         };
         refuse(
-            &|c| c["DestinationTableConfigurationList"][0]["UniqueKeys"] = json!(["id"]),
+            &|c| c["DestinationTableConfigurationList"][0]["UniqueKeys"] = json!(["a b"]),
             "UniqueKeys",
         );
         refuse(
@@ -737,6 +884,56 @@ mod tests {
             "7200",
         );
         assert_eq!(t.retry_ms, 300_000);
+        assert!(t.routing.is_none());
+
+        // UniqueKeys and a MetadataExtraction query giving the operation:
+        // the query is the routing, not the S3 path's partitioning.
+        let mut c = good();
+        c["DestinationTableConfigurationList"][0]["UniqueKeys"] = json!(["id"]);
+        c["ProcessingConfiguration"] = json!({"Enabled": true, "Processors": [
+            {"Type": "MetadataExtraction", "Parameters": [
+                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{destinationDatabaseName: \"db\", destinationTableName: \"t\", operation: .op}"},
+                {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]});
+        let d = normalize(&c, "us-east-1", "123456789012").unwrap();
+        assert_eq!(
+            d["ProcessingConfiguration"]["Processors"],
+            json!([]),
+            "the S3 path does not run the routing query"
+        );
+        let t = of(&d).unwrap().unwrap();
+        assert_eq!(t.table.unique_keys, vec!["id".to_string()]);
+        assert!(t.routing.is_some());
+        assert_eq!(
+            description(&d).unwrap()["DestinationTableConfigurationList"][0]["UniqueKeys"],
+            json!(["id"])
+        );
+        assert_eq!(
+            route(&t, br#"{"op": "UPDATE"}"#, None),
+            Ok(Operation::Update)
+        );
+        assert_eq!(route(&t, br#"{"id": 1}"#, None), Ok(Operation::Insert));
+        assert_eq!(
+            route(&t, br#"{"op": "upsert"}"#, None).unwrap_err().0,
+            INVALID_OPERATION
+        );
+        assert_eq!(
+            route(&t, b"not json", None).unwrap_err().0,
+            crate::partition::EXTRACTION_FAILED
+        );
+        // A function's otfMetadata wins over the query.
+        let otf = BTreeMap::from([
+            (ROUTE_OPERATION.to_string(), "delete".to_string()),
+            (ROUTE_TABLE.to_string(), "T".to_string()),
+        ]);
+        assert_eq!(
+            route(&t, br#"{"op": "insert"}"#, Some(&otf)),
+            Ok(Operation::Delete)
+        );
+        let elsewhere = BTreeMap::from([(ROUTE_TABLE.to_string(), "other".to_string())]);
+        assert_eq!(
+            route(&t, br#"{}"#, Some(&elsewhere)).unwrap_err().0,
+            TABLE_NOT_CONFIGURED
+        );
         let mut c = good();
         c["RetryOptions"] = json!({"DurationInSeconds": 0});
         let d = normalize(&c, "us-east-1", "123456789012").unwrap();
@@ -827,6 +1024,7 @@ mod tests {
             _: &'a TableRef,
             allowed: &'a [String],
             records: &'a [&'a [u8]],
+            _: &'a [Operation],
             tag: &'a CommitTag,
         ) -> BoxFuture<'a, std::result::Result<Appended, TableError>> {
             Box::pin(async move {

@@ -186,13 +186,33 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
 /// A record's `metadata.partitionKeys` (dynamic partitioning): scalar
 /// values as strings; `Err` names what is wrong.
 fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String> {
+    let mut out = BTreeMap::new();
+    // An Iceberg destination's routing (`metadata.otfMetadata`), kept
+    // with the partition keys: a stream has one or the other.
+    if let Some(otf) = r.get("metadata").and_then(|m| m.get("otfMetadata")) {
+        let Some(obj) = otf.as_object() else {
+            return Err("metadata.otfMetadata is not an object".into());
+        };
+        for k in [
+            crate::iceberg::ROUTE_DATABASE,
+            crate::iceberg::ROUTE_TABLE,
+            crate::iceberg::ROUTE_OPERATION,
+        ] {
+            match obj.get(k) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(v)) if v.len() <= crate::jq::MAX_VALUE_BYTES => {
+                    out.insert(k.to_string(), v.clone());
+                }
+                Some(_) => return Err(format!("metadata.otfMetadata.{k} is not a string")),
+            }
+        }
+    }
     let Some(keys) = r.get("metadata").and_then(|m| m.get("partitionKeys")) else {
-        return Ok(None);
+        return Ok((!out.is_empty()).then_some(out));
     };
     let Some(obj) = keys.as_object() else {
         return Err("metadata.partitionKeys is not an object".into());
     };
-    let mut out = BTreeMap::new();
     for (k, v) in obj {
         let s = match v {
             Value::String(s) => s.clone(),

@@ -25,7 +25,7 @@ use iceberg::spec::{SnapshotRef, TableMetadata};
 use iceberg::table::Table;
 use iceberg::{
     Catalog, Error, ErrorKind, MetadataLocation, Namespace, NamespaceIdent, Result, TableCommit,
-    TableCreation, TableIdent, TableUpdate,
+    TableCreation, TableIdent, TableRequirement, TableUpdate,
 };
 use ripstream_glue::{Error as GlueError, Glue};
 use serde_json::{Map, Value, json};
@@ -314,6 +314,18 @@ impl GlueCatalog {
         let ident = commit.identifier().clone();
         let requirements = commit.take_requirements();
         let updates = commit.take_updates();
+        self.commit_changes(&ident, requirements, updates).await
+    }
+
+    /// [`GlueCatalog::commit`] of updates made here rather than by the
+    /// crate's transactions (which make data-only snapshots).
+    pub(crate) async fn commit_changes(
+        &self,
+        ident: &TableIdent,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> Result<Table> {
+        let ident = ident.clone();
         // The snapshot the commit adds: its manifest list and new manifests
         // were written already, by the transaction.
         let added: Option<SnapshotRef> = updates.iter().find_map(|u| match u {

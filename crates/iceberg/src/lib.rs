@@ -26,21 +26,23 @@
 //! the file is deleted; when the table cannot be read then, the file is
 //! remembered and settled by the writer's next append.
 //!
-//! Not here (yet): partitioned tables (refused), equality deletes (the
-//! `iceberg` crate's transactions cannot commit them, so UniqueKeys cannot
-//! be honoured), schema evolution.
+//! [`Tables::write`] adds Firehose's `update` and `delete` operations by
+//! unique keys, committed as position deletes ([`delta`]).
+//!
+//! Not here (yet): partitioned tables (refused), schema evolution.
 
 pub mod catalog;
+mod delta;
 pub mod schema;
 pub mod storage;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use futures::FutureExt;
 use iceberg::spec::{DataFileFormat, TableMetadata};
 use iceberg::table::Table;
@@ -61,6 +63,7 @@ use ripstream_objects::Objects;
 use tracing::{info, warn};
 
 pub use catalog::GlueCatalog;
+pub use delta::Op;
 pub use storage::Prefix;
 
 /// The snapshot summary property naming who committed it.
@@ -92,6 +95,11 @@ const MAX_UNSETTLED: usize = 1_000;
 pub const MALFORMED: &str = "Iceberg.MalformedRecord";
 pub const TYPE_MISMATCH: &str = "Iceberg.DataTypeMismatch";
 pub const MISSING_COLUMN: &str = "Iceberg.MissingColumnWithinRecord";
+/// An update or delete whose unique key columns are missing or null.
+pub const MISSING_UNIQUE_KEY: &str = "Iceberg.MissingUniqueKey";
+/// An update or delete to a table with no UniqueKeys and no identifier
+/// fields.
+pub const NO_UNIQUE_KEYS: &str = "Iceberg.UniqueKeysNotConfigured";
 
 /// Why a table cannot take records now.
 #[derive(Debug, thiserror::Error)]
@@ -329,16 +337,26 @@ impl Tables {
 
     /// Checks that records could be appended now: the table exists (its
     /// metadata created if need be), writes within `scope`, is
-    /// unpartitioned and has a schema Firehose can write.
+    /// unpartitioned and has a schema Firehose can write, with the
+    /// `unique_keys` (if any) among its top-level primitive columns.
     pub async fn check(
         &self,
         database: &str,
         table: &str,
+        unique_keys: &[String],
         scope: &[Prefix],
     ) -> Result<(), TableError> {
         contained(async {
             let (t, _) = self.open(database, table, scope).await?;
-            usable(&t).map(|_| ())
+            usable(&t)?;
+            if !unique_keys.is_empty() {
+                let schema = t.metadata().current_schema();
+                let arrow = arrow_form(schema)?;
+                delta::key_columns(schema, &arrow, unique_keys).map_err(|why| {
+                    TableError::Unusable(format!("Table {database}.{table}: {why}."))
+                })?;
+            }
+            Ok(())
         })
         .await
     }
@@ -368,14 +386,37 @@ impl Tables {
         tag: &CommitTag,
         scope: &[Prefix],
     ) -> Result<Appended, TableError> {
-        contained(self.append_within(database, table, records, tag, scope)).await
+        self.write(database, table, records, &[], &[], tag, scope)
+            .await
     }
 
-    async fn append_within(
+    /// [`Tables::append`] with each record's operation (`ops[i]`, insert
+    /// when `ops` is shorter): updates and deletes replace or remove the
+    /// table's rows with their values of `unique_keys` (the table's
+    /// identifier fields when empty), all in one snapshot (see
+    /// [`delta`]). Within the batch the later operation on a key wins.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write(
         &self,
         database: &str,
         table: &str,
         records: &[&[u8]],
+        ops: &[Op],
+        unique_keys: &[String],
+        tag: &CommitTag,
+        scope: &[Prefix],
+    ) -> Result<Appended, TableError> {
+        contained(self.write_within(database, table, records, ops, unique_keys, tag, scope)).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_within(
+        &self,
+        database: &str,
+        table: &str,
+        records: &[&[u8]],
+        ops: &[Op],
+        unique_keys: &[String],
         tag: &CommitTag,
         scope: &[Prefix],
     ) -> Result<Appended, TableError> {
@@ -392,11 +433,14 @@ impl Tables {
         }
         let converter = usable(&t)?;
         let iceberg_schema = t.metadata().current_schema().clone();
-        let arrow_schema = Arc::new(
-            iceberg::arrow::schema_to_arrow_schema(&iceberg_schema).map_err(|e| {
-                TableError::Unusable(format!("the table's schema has no Arrow form: {e}"))
-            })?,
-        );
+        let arrow_schema = Arc::new(arrow_form(&iceberg_schema)?);
+        let op_of = |i: usize| ops.get(i).copied().unwrap_or_default();
+        let keys = if (0..records.len()).any(|i| op_of(i).by_key()) {
+            delta::key_columns(&iceberg_schema, &arrow_schema, unique_keys)
+                .map_err(|why| TableError::Unusable(format!("Table {database}.{table}: {why}.")))?
+        } else {
+            None
+        };
         let required: Vec<(usize, String)> = iceberg_schema
             .as_struct()
             .fields()
@@ -405,65 +449,184 @@ impl Tables {
             .filter(|(_, f)| f.required)
             .map(|(i, f)| (i, f.name.clone()))
             .collect();
+        // Rows written (inserts and updates) and rows that only name keys
+        // (deletes), each with its record's index.
         let mut rows = Vec::with_capacity(records.len());
         let mut kept = Vec::with_capacity(records.len());
+        let mut delete_rows = Vec::new();
+        let mut deleted = Vec::new();
         let mut rejected = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            match converter.read(r) {
-                Ok(row) => {
-                    if let Some((_, name)) = required.iter().find(|(c, _)| row.is_null(*c)) {
-                        rejected.push(Rejected {
-                            index: i,
-                            code: MISSING_COLUMN,
-                            message: format!("The record has no value for required column {name}."),
-                        });
-                    } else {
-                        rows.push(row);
-                        kept.push(i);
-                    }
+            let op = op_of(i);
+            let reject = |code: &'static str, message: String| Rejected {
+                index: i,
+                code,
+                message,
+            };
+            let row = match converter.read(r) {
+                Ok(row) => row,
+                Err(e) => {
+                    rejected.push(reject(
+                        match e {
+                            RecordError::NotJson(_) | RecordError::NotObject => MALFORMED,
+                            RecordError::Value { .. } => TYPE_MISMATCH,
+                        },
+                        e.to_string(),
+                    ));
+                    continue;
                 }
-                Err(e) => rejected.push(Rejected {
-                    index: i,
-                    code: match e {
-                        RecordError::NotJson(_) | RecordError::NotObject => MALFORMED,
-                        RecordError::Value { .. } => TYPE_MISMATCH,
-                    },
-                    message: e.to_string(),
-                }),
+            };
+            if op.by_key() {
+                let Some(k) = &keys else {
+                    rejected.push(reject(
+                        NO_UNIQUE_KEYS,
+                        "The record's operation updates or deletes by unique key, but the destination table configuration names no UniqueKeys and the table has no identifier fields.".into(),
+                    ));
+                    continue;
+                };
+                if let Some(n) = k.index.iter().position(|c| row.is_null(*c)) {
+                    rejected.push(reject(
+                        MISSING_UNIQUE_KEY,
+                        format!("The record has no value for unique key {}.", k.names[n]),
+                    ));
+                    continue;
+                }
             }
+            if op == Op::Delete {
+                delete_rows.push(row);
+                deleted.push(i);
+                continue;
+            }
+            if let Some((_, name)) = required.iter().find(|(c, _)| row.is_null(*c)) {
+                rejected.push(reject(
+                    MISSING_COLUMN,
+                    format!("The record has no value for required column {name}."),
+                ));
+                continue;
+            }
+            rows.push(row);
+            kept.push(i);
         }
-        if rows.is_empty() {
+        if rows.is_empty() && delete_rows.is_empty() {
             return Ok(Appended {
                 rejected,
                 ..Appended::default()
             });
         }
-        let batch = match converter
-            .record_batch(&rows)
-            .map_err(|e| e.to_string())
-            .and_then(|b| retype(b, &arrow_schema))
-        {
-            Ok(b) => b,
-            Err(why) => {
-                // A batch the table's Arrow form refuses as a whole would
-                // be refused on every retry: its records go to the error
-                // output instead of stalling the stream.
-                rejected.extend(kept.into_iter().map(|index| Rejected {
-                    index,
-                    code: TYPE_MISMATCH,
-                    message: format!("The records do not fit the table's schema: {why}"),
-                }));
-                rejected.sort_by_key(|r| r.index);
-                return Ok(Appended {
-                    rejected,
-                    ..Appended::default()
-                });
+        let batch = if rows.is_empty() {
+            None
+        } else {
+            match converter
+                .record_batch(&rows)
+                .map_err(|e| e.to_string())
+                .and_then(|b| retype(b, &arrow_schema))
+            {
+                Ok(b) => Some(b),
+                Err(why) => {
+                    // A batch the table's Arrow form refuses as a whole
+                    // would be refused on every retry: its records go to
+                    // the error output instead of stalling the stream.
+                    rejected.extend(kept.iter().map(|&index| Rejected {
+                        index,
+                        code: TYPE_MISMATCH,
+                        message: format!("The records do not fit the table's schema: {why}"),
+                    }));
+                    rejected.sort_by_key(|r| r.index);
+                    if delete_rows.is_empty() {
+                        return Ok(Appended {
+                            rejected,
+                            ..Appended::default()
+                        });
+                    }
+                    kept.clear();
+                    None
+                }
             }
         };
-        let rows_n = batch.num_rows() as u64;
+        let accepted = (kept.len() + deleted.len()) as u64;
+        // The keys to delete from the table, and which written rows a
+        // later operation on their key supersedes.
+        let (batch, wanted) = match &keys {
+            None => (batch, HashSet::new()),
+            Some(k) => {
+                let bad = |why: String| {
+                    TableError::Unusable(format!(
+                        "Table {database}.{table}: reading the unique keys: {why}"
+                    ))
+                };
+                let written_keys = match &batch {
+                    Some(b) => delta::batch_keys(b, k).map_err(bad)?,
+                    None => Vec::new(),
+                };
+                let delete_keys = if delete_rows.is_empty() {
+                    Vec::new()
+                } else {
+                    let b = converter
+                        .record_batch(&delete_rows)
+                        .map_err(|e| bad(e.to_string()))?;
+                    let cols = k
+                        .index
+                        .iter()
+                        .zip(&k.types)
+                        .map(|(&c, ty)| {
+                            arrow_cast::cast(b.column(c), ty).map_err(|e| bad(e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    delta::keys_of(&cols).map_err(bad)?
+                };
+                // Every accepted record in order: (op, key, written row).
+                let mut order: Vec<(usize, Op, Option<&String>, Option<usize>)> = kept
+                    .iter()
+                    .enumerate()
+                    .map(|(w, &i)| {
+                        (
+                            i,
+                            op_of(i),
+                            written_keys.get(w).and_then(Option::as_ref),
+                            Some(w),
+                        )
+                    })
+                    .chain(deleted.iter().enumerate().map(|(d, &i)| {
+                        (
+                            i,
+                            Op::Delete,
+                            delete_keys.get(d).and_then(Option::as_ref),
+                            None,
+                        )
+                    }))
+                    .collect();
+                order.sort_by_key(|o| o.0);
+                let mut later: HashSet<&String> = HashSet::new();
+                let mut keep = vec![true; kept.len()];
+                for &(_, op, key, w) in order.iter().rev() {
+                    let superseded = key.is_some_and(|k| later.contains(k));
+                    if let Some(w) = w {
+                        keep[w] = !superseded;
+                    }
+                    if op.by_key()
+                        && let Some(k) = key
+                    {
+                        later.insert(k);
+                    }
+                }
+                let wanted: HashSet<String> = later.into_iter().cloned().collect();
+                let batch = match batch {
+                    Some(b) if keep.iter().all(|k| *k) => Some(b),
+                    Some(b) => Some(
+                        arrow_select::filter::filter_record_batch(&b, &BooleanArray::from(keep))
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                (batch.filter(|b| b.num_rows() > 0), wanted)
+            }
+        };
         let commit = uuid::Uuid::new_v4().to_string();
-        let files = write_data_file(&t, iceberg_schema, batch, &commit).await?;
-        let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
+        let files = match batch {
+            Some(b) => write_data_file(&t, iceberg_schema, b, &commit).await?,
+            None => Vec::new(),
+        };
+        let mut paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
         let props = HashMap::from([
             (WRITER_PROPERTY.to_string(), tag.writer.clone()),
             (
@@ -477,23 +640,82 @@ impl Tables {
         let mut wait = FIRST_COMMIT_WAIT;
         let mut attempt = 1;
         let failure = loop {
-            // The data files are new (their names hold a fresh uuid): the
-            // crate's check for files the table already has would read
-            // every manifest of the table on every commit.
-            let tx = Transaction::new(&t);
-            let action = tx
-                .fast_append()
-                .with_check_duplicate(false)
-                .add_data_files(files.clone())
-                .set_snapshot_properties(props.clone());
-            let outcome = match action.apply(tx) {
-                Ok(tx) => tx.commit(&catalog).await,
-                Err(e) => Err(e),
+            let mut delete_file = None;
+            let outcome = match &keys {
+                Some(k) if !wanted.is_empty() => {
+                    // The rows to delete, in the table as it is now (read
+                    // again after a lost race: the winner may have added
+                    // some).
+                    let positions = match delta::positions(&t, k, &wanted).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            catalog.discard(&paths).await;
+                            return Err(e);
+                        }
+                    };
+                    let name = format!("{commit}-{attempt}");
+                    let mut deletes = Vec::new();
+                    if !positions.is_empty() {
+                        match delta::write_position_deletes(
+                            &t,
+                            &data_location(t.metadata()),
+                            &name,
+                            &positions,
+                        )
+                        .await
+                        {
+                            Ok(f) => {
+                                delete_file = Some(f.file_path().to_string());
+                                deletes.push(f);
+                            }
+                            Err(e) => {
+                                catalog.discard(&paths).await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                    if files.is_empty() && deletes.is_empty() {
+                        // Deletes of keys the table does not hold.
+                        return Ok(Appended {
+                            rows: accepted,
+                            rejected,
+                            ..Appended::default()
+                        });
+                    }
+                    let action = delta::RowDelta {
+                        data_files: files.clone(),
+                        delete_files: deletes,
+                        properties: props.clone(),
+                        commit: name,
+                    };
+                    match action.prepare(&t).await {
+                        Ok((requirements, updates)) => {
+                            catalog.commit_changes(&ident, requirements, updates).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => {
+                    // The data files are new (their names hold a fresh
+                    // uuid): the crate's check for files the table already
+                    // has would read every manifest of the table on every
+                    // commit.
+                    let tx = Transaction::new(&t);
+                    let action = tx
+                        .fast_append()
+                        .with_check_duplicate(false)
+                        .add_data_files(files.clone())
+                        .set_snapshot_properties(props.clone());
+                    match action.apply(tx) {
+                        Ok(tx) => tx.commit(&catalog).await,
+                        Err(e) => Err(e),
+                    }
+                }
             };
             match outcome {
                 Ok(committed) => {
                     return Ok(Appended {
-                        rows: rows_n,
+                        rows: accepted,
                         rejected,
                         duplicate: false,
                         data_file: paths.first().cloned(),
@@ -504,6 +726,9 @@ impl Tables {
                     if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts
                         && attempt < COMMIT_ATTEMPTS =>
                 {
+                    if let Some(p) = delete_file.take() {
+                        catalog.discard(&[p]).await;
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(MAX_COMMIT_WAIT);
                     attempt += 1;
@@ -512,7 +737,10 @@ impl Tables {
                         Err(e) => break e,
                     }
                 }
-                Err(e) => break e,
+                Err(e) => {
+                    paths.extend(delete_file);
+                    break e;
+                }
             }
         };
         let unsettled = Unsettled {
@@ -527,7 +755,7 @@ impl Tables {
             Some(Fate::Committed(snapshot_id)) => {
                 info!(database, table, snapshot_id, error = %failure, "the commit failed as it was answered, yet the table holds it");
                 return Ok(Appended {
-                    rows: rows_n,
+                    rows: accepted,
                     rejected,
                     duplicate: false,
                     data_file: unsettled.files.first().cloned(),
@@ -708,6 +936,12 @@ fn within(
             allowed.join(", ")
         }
     )))
+}
+
+/// The table's schema as Arrow (field ids, Iceberg's names).
+fn arrow_form(schema: &iceberg::spec::Schema) -> Result<arrow_schema::Schema, TableError> {
+    iceberg::arrow::schema_to_arrow_schema(schema)
+        .map_err(|e| TableError::Unusable(format!("the table's schema has no Arrow form: {e}")))
 }
 
 /// The reader for the table's current schema, if Firehose can write it.

@@ -120,7 +120,7 @@ async fn appends_are_snapshots_readable_by_iceberg() {
     create(&e.glue, "events", json!({"table_type": "ICEBERG"})).await;
     // The first open writes the metadata and points Glue at it.
     e.tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
     let t = e
@@ -216,14 +216,14 @@ async fn tables_that_cannot_take_records_are_named() {
     let e = env().await;
     let err = e
         .tables
-        .check("db", "missing", &scope("missing"))
+        .check("db", "missing", &[], &scope("missing"))
         .await
         .unwrap_err();
     assert!(matches!(err, TableError::Unusable(_)), "{err}");
     create(&e.glue, "hive", json!({"classification": "json"})).await;
     let err = e
         .tables
-        .check("db", "hive", &scope("hive"))
+        .check("db", "hive", &[], &scope("hive"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("table_type=ICEBERG"), "{err}");
@@ -336,7 +336,7 @@ async fn locations_are_the_directories_a_commit_writes() {
     assert_eq!(e.tables.locations("db", "events").await.unwrap(), want);
     assert!(keys(&e.objects, "lake", "events/").await.is_empty());
     e.tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
     assert_eq!(e.tables.locations("db", "events").await.unwrap(), want);
@@ -367,13 +367,13 @@ async fn a_table_that_moved_outside_the_streams_locations_is_refused() {
     // created.
     let err = e
         .tables
-        .check("db", "events", &scope("elsewhere"))
+        .check("db", "events", &[], &scope("elsewhere"))
         .await
         .unwrap_err();
     assert!(matches!(err, TableError::NotAuthorized(_)), "{err}");
     assert!(keys(&e.objects, "lake", "events/").await.is_empty());
     e.tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
 
@@ -439,7 +439,7 @@ async fn metadata_files_are_read_within_a_bound() {
     let tables = e.tables.clone().with_max_file_bytes(64 << 10);
     create(&e.glue, "events", json!({"table_type": "ICEBERG"})).await;
     tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
     // A small gzip file that inflates past the bound (whitespace is JSON).
@@ -481,7 +481,7 @@ async fn a_metadata_version_that_cannot_be_incremented_refuses_the_table() {
     let e = env().await;
     create(&e.glue, "events", json!({"table_type": "ICEBERG"})).await;
     e.tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
     repoint(
@@ -634,7 +634,7 @@ async fn lost_races_are_retried_and_leave_no_files() {
     let e = env().await;
     create(&e.glue, "events", json!({"table_type": "ICEBERG"})).await;
     e.tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
     let before = keys(&e.objects, "lake", "events/metadata/").await;
@@ -667,7 +667,7 @@ async fn the_tables_own_retry_properties_do_not_govern_its_commits() {
     let e = env().await;
     create(&e.glue, "events", json!({"table_type": "ICEBERG"})).await;
     e.tables
-        .check("db", "events", &scope("events"))
+        .check("db", "events", &[], &scope("events"))
         .await
         .unwrap();
     // Whoever writes the table's metadata sets its commit retries (here a
@@ -714,4 +714,159 @@ fn ranges_are_start_before_end() {
     assert_eq!(r("7-3"), None);
     assert_eq!(r("5-5"), None);
     assert_eq!(r("x-3"), None);
+}
+
+#[tokio::test]
+async fn updates_and_deletes_by_unique_key_are_position_deletes() {
+    use crate::{MISSING_UNIQUE_KEY, NO_UNIQUE_KEYS, Op};
+    let e = env().await;
+    create(&e.glue, "users", json!({"table_type": "ICEBERG"})).await;
+    let keys = vec!["ID".to_string()];
+    e.tables
+        .check("db", "users", &keys, &scope("users"))
+        .await
+        .unwrap();
+    let bad = e
+        .tables
+        .check("db", "users", &["nope".to_string()], &scope("users"))
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("unique key nope"), "{bad}");
+
+    let first: Vec<&[u8]> = vec![
+        br#"{"id": 1, "name": "a"}"#,
+        br#"{"id": 2, "name": "b"}"#,
+        br#"{"id": 3, "name": "c"}"#,
+    ];
+    e.tables
+        .append("db", "users", &first, &tag(0, 3), &scope("users"))
+        .await
+        .unwrap();
+    // A second file holding key 2 again (inserts do not replace).
+    let second: Vec<&[u8]> = vec![br#"{"id": 2, "name": "b-again"}"#];
+    e.tables
+        .append("db", "users", &second, &tag(3, 4), &scope("users"))
+        .await
+        .unwrap();
+
+    let changes: Vec<&[u8]> = vec![
+        br#"{"id": 2, "name": "b2"}"#,
+        br#"{"id": 3}"#,
+        br#"{"id": 4, "name": "d"}"#,
+        br#"{"id": 6, "name": "gone"}"#,
+        br#"{"id": 6}"#,
+        br#"{"id": 7, "name": "first"}"#,
+        br#"{"id": 7, "name": "last"}"#,
+        br#"{"name": "no key"}"#,
+        br#"{"id": 9}"#,
+    ];
+    let ops = [
+        Op::Update,
+        Op::Delete,
+        Op::Insert,
+        Op::Insert,
+        Op::Delete,
+        Op::Update,
+        Op::Update,
+        Op::Delete,
+        Op::Delete,
+    ];
+    let out = e
+        .tables
+        .write(
+            "db",
+            "users",
+            &changes,
+            &ops,
+            &keys,
+            &tag(4, 13),
+            &scope("users"),
+        )
+        .await
+        .unwrap();
+    let codes: Vec<_> = out.rejected.iter().map(|r| (r.index, r.code)).collect();
+    assert_eq!(codes, vec![(7, MISSING_UNIQUE_KEY)]);
+    assert_eq!(out.rows, 8);
+    assert_eq!(
+        scan(&e.tables, "users").await,
+        vec![
+            (1, Some("a".into())),
+            (2, Some("b2".into())),
+            (4, Some("d".into())),
+            (7, Some("last".into())),
+        ]
+    );
+    let (t, _) = e.tables.open("db", "users", &scope("users")).await.unwrap();
+    let s = t.metadata().current_snapshot().unwrap();
+    let props = &s.summary().additional_properties;
+    // Keys 2 (twice) and 3 were in the table.
+    assert_eq!(props["added-position-deletes"], "3");
+    assert_eq!(props["added-delete-files"], "1");
+    assert_eq!(props["total-records"], "7");
+
+    // The batch again after a lost checkpoint: nothing changes.
+    let again = e
+        .tables
+        .write(
+            "db",
+            "users",
+            &changes,
+            &ops,
+            &keys,
+            &tag(4, 13),
+            &scope("users"),
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+
+    // A later update of a row an earlier update wrote, and deletes only.
+    let more: Vec<&[u8]> = vec![br#"{"id": 2, "name": "b3"}"#, br#"{"id": 1}"#];
+    e.tables
+        .write(
+            "db",
+            "users",
+            &more,
+            &[Op::Update, Op::Delete],
+            &keys,
+            &tag(13, 15),
+            &scope("users"),
+        )
+        .await
+        .unwrap();
+    let gone: Vec<&[u8]> = vec![br#"{"id": 4}"#];
+    e.tables
+        .write(
+            "db",
+            "users",
+            &gone,
+            &[Op::Delete],
+            &keys,
+            &tag(15, 16),
+            &scope("users"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        scan(&e.tables, "users").await,
+        vec![(2, Some("b3".into())), (7, Some("last".into()))]
+    );
+
+    // Without unique keys (and no identifier fields) updates are refused.
+    let out = e
+        .tables
+        .write(
+            "db",
+            "users",
+            &more,
+            &[Op::Update],
+            &[],
+            &tag(16, 18),
+            &scope("users"),
+        )
+        .await
+        .unwrap();
+    let codes: Vec<_> = out.rejected.iter().map(|r| (r.index, r.code)).collect();
+    assert_eq!(codes, vec![(0, NO_UNIQUE_KEYS)]);
+    assert_eq!(scan(&e.tables, "users").await.len(), 3);
 }

@@ -3,10 +3,10 @@
 //! the crates, so Firehose knows neither Glue nor the `iceberg` crate.
 
 use ripstream_firehose::iceberg::{
-    Appended, CommitTag, IcebergTables, Refused, TableError, TableRef,
+    Appended, CommitTag, IcebergTables, Operation, Refused, TableError, TableRef,
 };
 use ripstream_firehose::sink::BoxFuture;
-use ripstream_iceberg::{Prefix, TableError as IcebergError, Tables};
+use ripstream_iceberg::{Op, Prefix, TableError as IcebergError, Tables};
 
 /// The environment variable of the crash test (debug builds only): when
 /// set at start-up, the process aborts right after an append commits,
@@ -78,7 +78,7 @@ impl IcebergTables for GlueIcebergTables {
     ) -> BoxFuture<'a, Result<(), TableError>> {
         Box::pin(async move {
             self.tables
-                .check(&t.database, &t.table, &scope(allowed)?)
+                .check(&t.database, &t.table, &t.unique_keys, &scope(allowed)?)
                 .await
                 .map_err(error)
         })
@@ -103,6 +103,7 @@ impl IcebergTables for GlueIcebergTables {
         t: &'a TableRef,
         allowed: &'a [String],
         records: &'a [&'a [u8]],
+        ops: &'a [Operation],
         tag: &'a CommitTag,
     ) -> BoxFuture<'a, Result<Appended, TableError>> {
         Box::pin(async move {
@@ -111,9 +112,25 @@ impl IcebergTables for GlueIcebergTables {
                 start: tag.start,
                 end: tag.end,
             };
+            let ops: Vec<Op> = ops
+                .iter()
+                .map(|o| match o {
+                    Operation::Insert => Op::Insert,
+                    Operation::Update => Op::Update,
+                    Operation::Delete => Op::Delete,
+                })
+                .collect();
             let out = self
                 .tables
-                .append(&t.database, &t.table, records, &tag, &scope(allowed)?)
+                .write(
+                    &t.database,
+                    &t.table,
+                    records,
+                    &ops,
+                    &t.unique_keys,
+                    &tag,
+                    &scope(allowed)?,
+                )
                 .await
                 .map_err(error)?;
             if self.abort_after_commit && out.snapshot_id.is_some() && !out.duplicate {

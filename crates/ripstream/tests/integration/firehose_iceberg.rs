@@ -237,7 +237,7 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
         .await
         .unwrap();
 
-    // UniqueKeys (upserts) cannot be honoured: refused, not ignored.
+    // UniqueKeys that are no column of the table: refused at create.
     let e = fh
         .create_delivery_stream()
         .delivery_stream_name("upserts")
@@ -245,7 +245,7 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
             DestinationTableConfiguration::builder()
                 .destination_database_name("lake")
                 .destination_table_name("events")
-                .unique_keys("id")
+                .unique_keys("nope")
                 .build()
                 .unwrap(),
         ))
@@ -257,7 +257,7 @@ async fn records_are_appended_to_an_iceberg_table_in_glue() {
         aws_sdk_firehose::error::ProvideErrorMetadata::code(se),
         Some("InvalidArgumentException")
     );
-    assert!(format!("{se:?}").contains("UniqueKeys"), "{se:?}");
+    assert!(format!("{se:?}").contains("unique key nope"), "{se:?}");
 
     fh.create_delivery_stream()
         .delivery_stream_name("ice")
@@ -712,4 +712,127 @@ async fn a_table_moved_where_its_stream_may_not_write_is_refused() {
         .unwrap();
     let table = wait_for_snapshots(&srv, &g, 2).await;
     assert_eq!(rows(&table).await, vec![(1, None, 0), (3, None, 0)]);
+}
+
+/// A function that gives each record's operation in `otfMetadata` (from
+/// the record's `op`, which it strips) and its data otherwise unchanged.
+const OTF_PY: &str = r#"
+import base64, json, sys
+req = json.load(sys.stdin)
+out = []
+for r in req["records"]:
+    d = json.loads(base64.b64decode(r["data"]))
+    op = d.pop("op", None)
+    rec = {"recordId": r["recordId"], "result": "Ok",
+           "data": base64.b64encode(json.dumps(d).encode()).decode()}
+    if op:
+        rec["metadata"] = {"otfMetadata": {"destinationDatabaseName": "lake",
+                                           "destinationTableName": "events",
+                                           "operation": op}}
+    out.append(rec)
+json.dump({"records": out}, sys.stdout)
+"#;
+
+/// Updates and deletes by UniqueKeys with the operation from a Lambda's
+/// `otfMetadata`, read back with the `iceberg` crate's scan (which applies
+/// the position deletes the server wrote).
+#[tokio::test]
+async fn a_functions_otf_metadata_updates_and_deletes_rows_by_unique_key() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let fdir = tempfile::tempdir().unwrap();
+    let script = fdir.path().join("otf.py");
+    std::fs::write(&script, OTF_PY).unwrap();
+    let conf = fdir.path().join("ripstream.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[functions.otf]\ncommand = [\"python3\", {:?}]\n",
+            script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(&["--config", conf.to_str().unwrap()]);
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    std::fs::create_dir_all(srv.data_dir().join("objects/lake")).unwrap();
+    create_events_table(&g).await;
+    let mut dest = destination_into(
+        DestinationTableConfiguration::builder()
+            .destination_database_name("lake")
+            .destination_table_name("events")
+            .unique_keys("id")
+            .build()
+            .unwrap(),
+        "lake",
+        None,
+    );
+    dest.processing_configuration = Some(
+        ProcessingConfiguration::builder()
+            .enabled(true)
+            .processors(crate::firehose::processor(
+                T::Lambda,
+                &[(
+                    N::LambdaArn,
+                    "arn:aws:lambda:us-east-1:000000000000:function:otf",
+                )],
+            ))
+            .build(),
+    );
+    fh.create_delivery_stream()
+        .delivery_stream_name("otf")
+        .iceberg_destination_configuration(dest)
+        .send()
+        .await
+        .unwrap();
+    let batch = |recs: &[&str]| {
+        fh.put_record_batch()
+            .delivery_stream_name("otf")
+            .set_records(Some(recs.iter().map(|r| put(r)).collect()))
+            .send()
+    };
+    let out = batch(&[
+        r#"{"id": 1, "name": "a", "tags": ["x"]}"#,
+        r#"{"id": 2, "name": "b"}"#,
+        r#"{"id": 3, "name": "c"}"#,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.failed_put_count(), 0);
+    wait_for_snapshots(&srv, &g, 1).await;
+    batch(&[
+        r#"{"op": "update", "id": 2, "name": "b2", "tags": ["y", "z"]}"#,
+        r#"{"op": "delete", "id": 3}"#,
+        r#"{"op": "delete", "name": "no key"}"#,
+    ])
+    .await
+    .unwrap();
+    let t = wait_for_snapshots(&srv, &g, 2).await;
+    assert_eq!(
+        rows(&t).await,
+        vec![(1, Some("a".into()), 1), (2, Some("b2".into()), 2)]
+    );
+    let snap = t.metadata().current_snapshot().unwrap();
+    assert_eq!(
+        snap.summary().additional_properties["added-position-deletes"],
+        "2"
+    );
+    // The delete without its key is in the error output.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body: String = error_objects(&srv)
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        if body.contains("Iceberg.MissingUniqueKey") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error output; log:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
