@@ -61,16 +61,7 @@ pub enum Op {
 }
 
 impl Op {
-    /// AWS's operation names, in any case.
-    pub fn parse(s: &str) -> Option<Op> {
-        match s.to_ascii_lowercase().as_str() {
-            "insert" => Some(Op::Insert),
-            "update" => Some(Op::Update),
-            "delete" => Some(Op::Delete),
-            _ => None,
-        }
-    }
-
+    /// Whether it finds rows by unique key.
     pub fn by_key(self) -> bool {
         self != Op::Insert
     }
