@@ -58,6 +58,34 @@ def catalog(server):
     )
 
 
+def routing(query):
+    """A ProcessingConfiguration whose MetadataExtraction JSON query gives
+    each record's routing (table, operation), as on AWS."""
+    return {
+        "Enabled": True,
+        "Processors": [
+            {
+                "Type": "MetadataExtraction",
+                "Parameters": [
+                    {"ParameterName": "MetadataExtractionQuery", "ParameterValue": query},
+                    {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"},
+                ],
+            }
+        ],
+    }
+
+
+def error_body(s3, bucket, prefix, deadline_s=20):
+    """The error output objects under `prefix`, once there are any."""
+    deadline = time.time() + deadline_s
+    while True:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        if listed:
+            return b"".join(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed)
+        assert time.time() < deadline, f"no error output under {prefix}"
+        time.sleep(0.2)
+
+
 def wait_for_rows(cat, ident, n, deadline_s=30):
     deadline = time.time() + deadline_s
     while True:
@@ -173,18 +201,7 @@ def test_updates_and_deletes_by_unique_key(server):
             "DestinationTableConfigurationList": [
                 {"DestinationDatabaseName": db, "DestinationTableName": "users", "UniqueKeys": ["id"]}
             ],
-            "ProcessingConfiguration": {
-                "Enabled": True,
-                "Processors": [
-                    {
-                        "Type": "MetadataExtraction",
-                        "Parameters": [
-                            {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{operation: .op}"},
-                            {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"},
-                        ],
-                    }
-                ],
-            },
+            "ProcessingConfiguration": routing("{operation: .op}"),
             "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
             "S3Configuration": {
                 "RoleARN": ROLE,
@@ -227,15 +244,7 @@ def test_updates_and_deletes_by_unique_key(server):
     assert snap.summary["added-position-deletes"] == "2"
 
     # The record with an operation that is none is in the error output.
-    deadline = time.time() + 20
-    while True:
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix="errors/iceberg-failed/").get("Contents", [])
-        if listed:
-            break
-        assert time.time() < deadline, "no error output"
-        time.sleep(0.2)
-    body = s3.get_object(Bucket=bucket, Key=listed[0]["Key"])["Body"].read()
-    assert b"Iceberg.InvalidOperation" in body
+    assert b"Iceberg.InvalidOperation" in error_body(s3, bucket, "errors/iceberg-failed/")
 
     # DataFusion applies the same deletes (iceberg-rust's table provider).
     import datafusion
@@ -243,3 +252,103 @@ def test_updates_and_deletes_by_unique_key(server):
     ctx.register_table("users", table)
     got = ctx.sql("SELECT id, name FROM users ORDER BY id").to_pylist()
     assert [(r["id"], r["name"]) for r in got] == expected
+
+
+def test_records_are_routed_to_several_tables(server):
+    """A DestinationTableConfigurationList of two tables with a JSON query
+    giving each record's table and operation (AWS's "route incoming
+    records to different Iceberg tables"): pyiceberg reads each table's
+    own records; a record for a table not listed goes to the error output,
+    and a table's own S3ErrorOutputPrefix takes its refused records."""
+    suffix = uuid.uuid4().hex[:8]
+    db, bucket, stream = f"lake_{suffix}", f"lake-{suffix}", f"route-{suffix}"
+    s3 = client(server, "s3", s3={"addressing_style": "path"})
+    firehose = client(server, "firehose")
+    s3.create_bucket(Bucket=bucket)
+    cat = catalog(server)
+    cat.create_namespace(db)
+    schema = Schema(
+        NestedField(1, "id", LongType(), required=False),
+        NestedField(2, "name", StringType(), required=False),
+    )
+    for name in ("spawns", "boots"):
+        cat.create_table(f"{db}.{name}", schema=schema, location=f"s3://{bucket}/{name}")
+    query = '{destinationDatabaseName: "%s", destinationTableName: .event, operation: .op}' % db
+    firehose.create_delivery_stream(
+        DeliveryStreamName=stream,
+        IcebergDestinationConfiguration={
+            "RoleARN": ROLE,
+            "CatalogConfiguration": {"CatalogARN": "arn:aws:glue:us-east-1:000000000000:catalog"},
+            "DestinationTableConfigurationList": [
+                {"DestinationDatabaseName": db, "DestinationTableName": "spawns", "UniqueKeys": ["id"]},
+                {
+                    "DestinationDatabaseName": db,
+                    "DestinationTableName": "boots",
+                    "S3ErrorOutputPrefix": "boots-errors/!{firehose:error-output-type}/",
+                },
+            ],
+            "ProcessingConfiguration": routing(query),
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
+            "S3Configuration": {
+                "RoleARN": ROLE,
+                "BucketARN": f"arn:aws:s3:::{bucket}",
+                "ErrorOutputPrefix": "errors/!{firehose:error-output-type}/",
+            },
+        },
+    )
+    ice = firehose.describe_delivery_stream(DeliveryStreamName=stream)["DeliveryStreamDescription"][
+        "Destinations"
+    ][0]["IcebergDestinationDescription"]
+    assert [t["DestinationTableName"] for t in ice["DestinationTableConfigurationList"]] == ["spawns", "boots"]
+
+    out = firehose.put_record_batch(
+        DeliveryStreamName=stream,
+        Records=[
+            {"Data": b'{"event": "spawns", "id": 1, "name": "a"}'},
+            {"Data": b'{"event": "BOOTS", "id": 10, "name": "pc"}'},
+            {"Data": b'{"event": "spawns", "id": 2, "name": "b"}'},
+            {"Data": b'{"event": "quits", "id": 3}'},
+            {"Data": b'{"event": "boots", "id": {"not": "a number"}}'},
+        ],
+    )
+    assert out["FailedPutCount"] == 0
+    _, spawns = wait_for_rows(cat, f"{db}.spawns", 2)
+    _, boots = wait_for_rows(cat, f"{db}.boots", 1)
+    assert sorted(spawns.column("id").to_pylist()) == [1, 2]
+    assert boots.column("id").to_pylist() == [10]
+
+    # Each table its own updates: spawns' row 2 replaced, boots untouched.
+    firehose.put_record(
+        DeliveryStreamName=stream, Record={"Data": b'{"event": "spawns", "op": "update", "id": 2, "name": "b2"}'}
+    )
+    deadline = time.time() + 30
+    while True:
+        rows = sorted((r["id"], r["name"]) for r in cat.load_table(f"{db}.spawns").scan().to_arrow().to_pylist())
+        if rows == [(1, "a"), (2, "b2")]:
+            break
+        assert time.time() < deadline, rows
+        time.sleep(0.2)
+    assert cat.load_table(f"{db}.boots").scan().to_arrow().num_rows == 1
+
+    stream_errors = error_body(s3, bucket, "errors/iceberg-failed/")
+    assert b"Iceberg.TableNotConfigured" in stream_errors
+    assert b'"destinationTableName":"quits"' in stream_errors
+    boots_errors = error_body(s3, bucket, "boots-errors/iceberg-failed/")
+    assert b"Iceberg.DataTypeMismatch" in boots_errors
+    assert b'"destinationTableName":"boots"' in boots_errors
+
+    # The same table twice is refused, as is a list without a table.
+    for tables in (
+        [{"DestinationDatabaseName": db, "DestinationTableName": "boots"}] * 2,
+        [],
+    ):
+        with pytest.raises(firehose.exceptions.InvalidArgumentException):
+            firehose.create_delivery_stream(
+                DeliveryStreamName=f"{stream}-bad",
+                IcebergDestinationConfiguration={
+                    "RoleARN": ROLE,
+                    "CatalogConfiguration": {"CatalogARN": "arn:aws:glue:us-east-1:000000000000:catalog"},
+                    "DestinationTableConfigurationList": tables,
+                    "S3Configuration": {"RoleARN": ROLE, "BucketARN": f"arn:aws:s3:::{bucket}"},
+                },
+            )

@@ -111,7 +111,7 @@ impl FirehoseApi {
         let iceberg_locations = if op == "CreateDeliveryStream" {
             let inner = &self.service.inner;
             let locations = crate::iceberg::create_locations(inner, &input).await?;
-            for l in &locations {
+            for l in locations.iter().flatten() {
                 let arn = crate::iceberg::objects_arn(&inner.region, l)?;
                 request.authorize.authorize_action("s3:PutObject", &[arn])?;
             }

@@ -406,6 +406,9 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
             .ok()
             .flatten()
     };
+    if let Some(end) = resume {
+        info!(stream = %name, from = next, to = end, "reading again the batch under way before the restart");
+    }
     let mut retry: Option<Retry> = resume.map(|end| Retry {
         end,
         done: 0,
@@ -661,7 +664,7 @@ pub(crate) fn error_key_for(
 
 /// The error output key under `template` (the destination's error prefix,
 /// or none: see the defaulted prefix's escape hatch in `flush`).
-fn error_key_under(
+pub(crate) fn error_key_under(
     template: &prefix::Template,
     dest: &Destination,
     first_ms: i64,

@@ -5,39 +5,44 @@
 //! bucket of the error output and the AllData backup, with the Iceberg
 //! configuration's BufferingHints and ProcessingConfiguration, so buffering
 //! and processing are the S3 path's) plus the Iceberg configuration under
-//! [`STORED_KEY`]. Each flush appends its records to the one table as one
-//! snapshot through [`IcebergTables`] (the binary's bridge to the Glue
-//! subset and the object store; this crate knows neither), tagged with the
-//! stream and the log offsets it holds, so a batch committed before a crash
-//! is not committed again: the delivery task resumes after the table's last
-//! commit of the stream ([`resume`]), and an append of a committed batch is
-//! skipped.
+//! [`STORED_KEY`]. Each flush writes each table's records as one snapshot
+//! through [`IcebergTables`] (the binary's bridge to the Glue subset and
+//! the object store; this crate knows neither), tagged with the stream and
+//! the log offsets the batch holds, so a batch a table committed before a
+//! crash is not committed to it again: with one table the delivery task
+//! resumes after the table's last commit of the stream ([`resume`]); with
+//! several the batch's range is kept before its first commit
+//! ([`crate::pending`]), so a restart re-reads that very batch and each
+//! table that holds it already skips it.
 //!
 //! A table's files go where the table says (its Glue `metadata_location`,
 //! its metadata's `location` and `write.data.path`), which its owner can
-//! change at any time. CreateDeliveryStream reads where that is now
+//! change at any time. CreateDeliveryStream reads where that is now for
+//! every table of the DestinationTableConfigurationList
 //! ([`create_locations`]), the front door checks the caller may
-//! `s3:PutObject` there, and the stream keeps those directories
-//! ([`pin`]): every later call on the table is limited to them, and a
+//! `s3:PutObject` there, and the stream keeps each table's directories
+//! ([`pin`]): every later call on a table is limited to its own, and a
 //! table that moved elsewhere is refused.
 //!
-//! A failed append (the table unusable, storage or the catalog failing)
+//! A failed write (the table unusable, storage or the catalog failing)
 //! is retried, the batch re-read from the log each time, for
 //! `RetryOptions.DurationInSeconds` from its first failure (kept with the
 //! batch, [`crate::pending`], so a restart does not reset it); then, as
-//! AWS does, its records go to the error output (`iceberg-failed`) and
-//! delivery moves on.
+//! AWS does, the failing tables' records go to the error output
+//! (`iceberg-failed`, under the table's S3ErrorOutputPrefix when it has
+//! one) and delivery moves on.
 //!
-//! Each record's operation (`insert`, `update`, `delete`) comes, as on
-//! AWS, from a MetadataExtraction query's output or a function's
-//! `metadata.otfMetadata` ([`route`]); updates and deletes find the rows
-//! by the table configuration's UniqueKeys (or the table's identifier
-//! fields). A record naming another table than the configured one goes
-//! to the error output: only that table's locations were authorized.
+//! Each record's table and operation (`insert`, `update`, `delete`) come,
+//! as on AWS, from a MetadataExtraction query's output or a function's
+//! `metadata.otfMetadata` ([`route`]); with a single table a record needs
+//! neither. Updates and deletes find the rows by the table
+//! configuration's UniqueKeys (or the table's identifier fields). A
+//! record naming a table the configuration does not list goes to the
+//! error output: only the listed tables' locations were authorized.
 //!
-//! Not yet: routing records to several tables, PartitionSpec, schema
-//! evolution, automatic table creation, and UpdateDestination of an
-//! Iceberg stream: each is refused with an InvalidArgumentException.
+//! Not yet: PartitionSpec, schema evolution, automatic table creation,
+//! and UpdateDestination of an Iceberg stream: each is refused with an
+//! InvalidArgumentException.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -192,16 +197,27 @@ pub trait IcebergTables: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, std::result::Result<Appended, TableError>>;
 }
 
-/// The engine's view of the Iceberg part of a stored destination.
+/// One table of a stream's DestinationTableConfigurationList.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct TableTarget {
     pub table: TableRef,
-    pub catalog_arn: String,
-    /// `AllData`: every record is also written to the S3 bucket.
-    pub backup_all: bool,
     /// The directories the table may write, as authorized at create;
     /// `None` for a stream stored before they were kept (refused).
     pub locations: Option<Vec<String>>,
+    /// `S3ErrorOutputPrefix`: where the failures of the table's records
+    /// go (the S3 configuration's ErrorOutputPrefix without one).
+    pub error_prefix: Option<String>,
+}
+
+/// The engine's view of the Iceberg part of a stored destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The tables records are routed to, in the configuration's order
+    /// (at least one).
+    pub tables: Vec<TableTarget>,
+    pub catalog_arn: String,
+    /// `AllData`: every record is also written to the S3 bucket.
+    pub backup_all: bool,
     /// How long a failing batch is retried before its records go to the
     /// error output.
     pub retry_ms: i64,
@@ -264,26 +280,50 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let [table] = tables.as_slice() else {
-        return Err(not_yet(
-            "Routing records to several tables (DestinationTableConfigurationList must name exactly one table; a JSON query or Lambda metadata may give each record's operation on it)",
+    if tables.is_empty() {
+        return Err(invalid(
+            "DestinationTableConfigurationList must name at least one table.",
         ));
-    };
-    if let Some(keys) = table.get("UniqueKeys") {
-        let ok = keys.as_array().is_some_and(|k| {
-            k.iter().all(|n| {
-                n.as_str()
-                    .is_some_and(|n| !n.is_empty() && !n.contains(char::is_whitespace))
-            })
-        });
-        if !ok {
-            return Err(invalid(
-                "UniqueKeys must be a list of column names without whitespace.",
-            ));
-        }
     }
-    if table.get("PartitionSpec").is_some() {
-        return Err(not_yet("PartitionSpec (automatic table creation)"));
+    let mut seen = std::collections::BTreeSet::new();
+    for table in &tables {
+        let name = |k: &str| {
+            table
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_ascii_lowercase)
+                .ok_or_else(|| invalid(format!("{k} is required for each destination table.")))
+        };
+        let (db, t) = (
+            name("DestinationDatabaseName")?,
+            name("DestinationTableName")?,
+        );
+        if !seen.insert((db.clone(), t.clone())) {
+            return Err(invalid(format!(
+                "DestinationTableConfigurationList names {db}.{t} more than once."
+            )));
+        }
+        if let Some(keys) = table.get("UniqueKeys") {
+            let ok = keys.as_array().is_some_and(|k| {
+                k.iter().all(|n| {
+                    n.as_str()
+                        .is_some_and(|n| !n.is_empty() && !n.contains(char::is_whitespace))
+                })
+            });
+            if !ok {
+                return Err(invalid(
+                    "UniqueKeys must be a list of column names without whitespace.",
+                ));
+            }
+        }
+        if table.get("PartitionSpec").is_some() {
+            return Err(not_yet("PartitionSpec (automatic table creation)"));
+        }
+        if let Some(p) = table.get("S3ErrorOutputPrefix").and_then(Value::as_str) {
+            prefix::Template::parse(p)
+                .map_err(|e| invalid(format!("S3ErrorOutputPrefix of {db}.{t}: {e}")))?;
+        }
     }
     if enabled(c.get("SchemaEvolutionConfiguration")) {
         return Err(not_yet("SchemaEvolutionConfiguration"));
@@ -319,11 +359,13 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
         }
         d.insert("ProcessingConfiguration".into(), p);
     }
-    // The table's error prefix is where its failures go.
-    if let Some(p) = table
-        .get("S3ErrorOutputPrefix")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty())
+    // A single table's error prefix is where the stream's failures go
+    // (several tables each keep theirs: [`TableTarget::error_prefix`]).
+    if let [table] = tables.as_slice()
+        && let Some(p) = table
+            .get("S3ErrorOutputPrefix")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
     {
         d.insert("ErrorOutputPrefix".into(), json!(p));
     }
@@ -357,12 +399,48 @@ pub fn of(dest: &Value) -> Result<Option<Target>> {
     let Some(c) = dest.get(STORED_KEY) else {
         return Ok(None);
     };
-    let t = c
+    let list = c
         .get("DestinationTableConfigurationList")
         .and_then(Value::as_array)
-        .and_then(|l| l.first())
+        .filter(|l| !l.is_empty())
         .ok_or_else(|| invalid("The Iceberg destination names no table."))?;
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array().map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+    };
+    // Each table's directories, in the list's order; a stream stored when
+    // one table was all there was keeps one flat list.
+    let kept = dest.get(LOCATIONS_KEY).and_then(Value::as_array);
+    let locations_of = |i: usize| -> Option<Vec<String>> {
+        let kept = kept?;
+        if kept.iter().all(Value::is_string) {
+            let flat = kept.iter().filter_map(Value::as_str).map(str::to_string);
+            return (i == 0 && list.len() == 1).then(|| flat.collect());
+        }
+        kept.get(i).and_then(strings)
+    };
+    let tables = list
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TableTarget {
+            table: TableRef {
+                database: s(t, "DestinationDatabaseName"),
+                table: s(t, "DestinationTableName"),
+                unique_keys: t.get("UniqueKeys").and_then(strings).unwrap_or_default(),
+            },
+            locations: locations_of(i),
+            error_prefix: t
+                .get("S3ErrorOutputPrefix")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        })
+        .collect();
     let routing = match c.get("ProcessingConfiguration") {
         Some(p) if crate::processing::is_enabled(p) => {
             crate::processing::pipeline(Some(p))?.metadata
@@ -370,32 +448,13 @@ pub fn of(dest: &Value) -> Result<Option<Target>> {
         _ => None,
     };
     Ok(Some(Target {
-        table: TableRef {
-            database: s(t, "DestinationDatabaseName"),
-            table: s(t, "DestinationTableName"),
-            unique_keys: t
-                .get("UniqueKeys")
-                .and_then(Value::as_array)
-                .map(|k| {
-                    k.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        },
+        tables,
         routing,
         catalog_arn: c
             .get("CatalogConfiguration")
             .map(|cc| s(cc, "CatalogARN"))
             .unwrap_or_default(),
         backup_all: c.get("S3BackupMode").and_then(Value::as_str) == Some("AllData"),
-        locations: dest.get(LOCATIONS_KEY).and_then(Value::as_array).map(|l| {
-            l.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        }),
         retry_ms: c
             .get("RetryOptions")
             .and_then(|r| r.get("DurationInSeconds"))
@@ -413,10 +472,11 @@ fn no_catalog() -> Error {
     )
 }
 
-/// The directories the table of a CreateDeliveryStream input's Iceberg
-/// destination writes to now (none without one): what its caller must be
-/// allowed to write, and all the stream may write afterwards.
-pub(crate) async fn create_locations(inner: &Inner, input: &Value) -> Result<Vec<String>> {
+/// The directories each table of a CreateDeliveryStream input's Iceberg
+/// destination writes to now, in the list's order (none without one):
+/// what its caller must be allowed to write, and all the stream may write
+/// afterwards.
+pub(crate) async fn create_locations(inner: &Inner, input: &Value) -> Result<Vec<Vec<String>>> {
     let Some(cfg) = input.get("IcebergDestinationConfiguration") else {
         return Ok(Vec::new());
     };
@@ -425,15 +485,20 @@ pub(crate) async fn create_locations(inner: &Inner, input: &Value) -> Result<Vec
         return Ok(Vec::new());
     };
     let tables = inner.iceberg.as_ref().ok_or_else(no_catalog)?;
-    match tables.locations(&t.table).await {
-        Ok(l) => Ok(l),
-        Err(TableError::Unusable { message, .. }) => Err(invalid(message)),
-        Err(e @ TableError::Unavailable { .. }) => Err(Error::internal(e)),
+    let mut all = Vec::with_capacity(t.tables.len());
+    for tt in &t.tables {
+        match tables.locations(&tt.table).await {
+            Ok(l) => all.push(l),
+            Err(TableError::Unusable { message, .. }) => return Err(invalid(message)),
+            Err(e @ TableError::Unavailable { .. }) => return Err(Error::internal(e)),
+        }
     }
+    Ok(all)
 }
 
-/// Keeps the directories a stream's table may write in its destination.
-pub(crate) fn pin(dest: &mut Value, locations: Vec<String>) {
+/// Keeps the directories each of a stream's tables may write in its
+/// destination.
+pub(crate) fn pin(dest: &mut Value, locations: Vec<Vec<String>>) {
     if let Some(d) = dest.as_object_mut() {
         d.insert(LOCATIONS_KEY.into(), json!(locations));
     }
@@ -466,8 +531,8 @@ pub fn description(dest: &Value) -> Option<Value> {
     Some(Value::Object(c))
 }
 
-/// Checks at create that the table can take records (AWS reads it with
-/// glue:GetTable before it accepts the stream).
+/// Checks at create that every table can take records (AWS reads each
+/// with glue:GetTable before it accepts the stream).
 pub(crate) async fn check(inner: &Inner, dest: &Value) -> Result<()> {
     let Some(t) = of(dest)? else {
         return Ok(());
@@ -475,12 +540,15 @@ pub(crate) async fn check(inner: &Inner, dest: &Value) -> Result<()> {
     let Some(tables) = &inner.iceberg else {
         return Err(no_catalog());
     };
-    let allowed = t.locations.as_deref().unwrap_or_default();
-    match tables.check(&t.table, allowed).await {
-        Ok(()) => Ok(()),
-        Err(TableError::Unusable { message, .. }) => Err(invalid(message)),
-        Err(e @ TableError::Unavailable { .. }) => Err(Error::internal(e)),
+    for tt in &t.tables {
+        let allowed = tt.locations.as_deref().unwrap_or_default();
+        match tables.check(&tt.table, allowed).await {
+            Ok(()) => {}
+            Err(TableError::Unusable { message, .. }) => return Err(invalid(message)),
+            Err(e @ TableError::Unavailable { .. }) => return Err(Error::internal(e)),
+        }
     }
+    Ok(())
 }
 
 /// The writer a stream's commits are tagged with: the stream and its uid,
@@ -501,14 +569,19 @@ pub(crate) async fn resume(inner: &Arc<Inner>, name: &str, uid: u64, next: u64) 
     let (Ok(Some(t)), Some(tables)) = (of(&s.rec.destination), &inner.iceberg) else {
         return next;
     };
-    let Some(allowed) = &t.locations else {
+    // Several tables: the pending batch is re-read instead (see the
+    // module docs), as one table's last commit says nothing of the others.
+    let [tt] = t.tables.as_slice() else {
+        return next;
+    };
+    let Some(allowed) = &tt.locations else {
         return next;
     };
     let writer = writer(inner, &s);
     let until = inner.now_ms().saturating_add(t.retry_ms);
     let mut backoff = inner.cfg.retry_initial;
     loop {
-        match tables.committed(&t.table, allowed, &writer).await {
+        match tables.committed(&tt.table, allowed, &writer).await {
             Ok(Some((start, end))) if start <= next && end > next => {
                 // Only offsets the stream's log has held: a snapshot
                 // anyone could write that names more would skip records
@@ -542,10 +615,12 @@ fn b64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
 }
 
-/// The error output line of a record the table refused (AWS's error
-/// record, with the destination table).
+/// The error output line of a record a table refused or that no table
+/// takes (AWS's error record, with the destination table it names).
+#[allow(clippy::too_many_arguments)]
 fn error_line(
     t: &Target,
+    (database, table): (&str, &str),
     attempts: u32,
     arrival_ms: i64,
     code: &str,
@@ -561,55 +636,106 @@ fn error_line(
         "attemptEndingTimestamp": now,
         "rawData": b64().encode(raw),
         "catalogARN": t.catalog_arn,
-        "destinationDatabaseName": t.table.database,
-        "destinationTableName": t.table.table,
+        "destinationDatabaseName": database,
+        "destinationTableName": table,
     }))
     .unwrap_or_default();
     line.push(b'\n');
     line
 }
 
-/// A record's operation on the stream's table, from the JSON query's
-/// output and the function's `otfMetadata` (which wins); the error code
-/// and message of a record routed to another table (only the configured
-/// one was authorized at create) or with no valid operation.
+/// Why a record goes to no table: the error code and message, and the
+/// database and table it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unrouted {
+    code: &'static str,
+    message: String,
+    database: String,
+    table: String,
+}
+
+/// A record's table (its index in [`Target::tables`]) and operation, from
+/// the JSON query's output and the function's `otfMetadata` (which wins).
+/// Names are matched as Glue matches them, in any case; a name not given
+/// matches every table, and the two given must single out one listed
+/// table: only the listed tables' locations were authorized at create.
 fn route(
     t: &Target,
     record: &[u8],
     lambda: Option<&BTreeMap<String, String>>,
-) -> std::result::Result<Operation, (&'static str, String)> {
+) -> std::result::Result<(usize, Operation), Unrouted> {
     let mut fields = BTreeMap::new();
+    let unrouted = |code, message, fields: &BTreeMap<String, String>| {
+        let named = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        Unrouted {
+            code,
+            message,
+            database: named(ROUTE_DATABASE),
+            table: named(ROUTE_TABLE),
+        }
+    };
     if let Some(q) = &t.routing {
         match q.eval(record) {
             Ok(k) => fields.extend(k),
-            Err(e) => return Err((crate::partition::EXTRACTION_FAILED, e.to_string())),
+            Err(e) => {
+                return Err(unrouted(
+                    crate::partition::EXTRACTION_FAILED,
+                    e.to_string(),
+                    &fields,
+                ));
+            }
         }
     }
     if let Some(l) = lambda {
         fields.extend(l.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    for (key, configured) in [
-        (ROUTE_DATABASE, &t.table.database),
-        (ROUTE_TABLE, &t.table.table),
-    ] {
-        if let Some(v) = fields.get(key)
-            && !v.eq_ignore_ascii_case(configured)
-        {
-            return Err((
+    let (db, table) = (fields.get(ROUTE_DATABASE), fields.get(ROUTE_TABLE));
+    let matches = |given: Option<&String>, configured: &str| {
+        given.is_none_or(|g| g.eq_ignore_ascii_case(configured))
+    };
+    let mut candidates = t
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(_, tt)| matches(db, &tt.table.database) && matches(table, &tt.table.table));
+    let index = match (candidates.next(), candidates.next()) {
+        (Some((i, _)), None) => i,
+        (None, _) => {
+            let listed: Vec<String> = t
+                .tables
+                .iter()
+                .map(|tt| format!("{}.{}", tt.table.database, tt.table.table))
+                .collect();
+            let message = format!(
+                "The record is routed to {}.{}, which is not in the delivery stream's DestinationTableConfigurationList ({}).",
+                db.map_or("<any>", String::as_str),
+                table.map_or("<any>", String::as_str),
+                listed.join(", ")
+            );
+            return Err(unrouted(TABLE_NOT_CONFIGURED, message, &fields));
+        }
+        (Some(_), Some(_)) => {
+            return Err(unrouted(
                 TABLE_NOT_CONFIGURED,
                 format!(
-                    "The record's {key} is {v}, but the delivery stream writes to {}.{} only (the one table of its DestinationTableConfigurationList).",
-                    t.table.database, t.table.table
+                    "The delivery stream writes to several tables, and the record names no {}: a MetadataExtraction query or a function's otfMetadata must give its {ROUTE_DATABASE} and {ROUTE_TABLE}.",
+                    if db.is_none() {
+                        ROUTE_DATABASE
+                    } else {
+                        ROUTE_TABLE
+                    }
                 ),
+                &fields,
             ));
         }
-    }
+    };
     match fields.get(ROUTE_OPERATION) {
-        None => Ok(Operation::Insert),
-        Some(op) => Operation::parse(op).ok_or_else(|| {
-            (
+        None => Ok((index, Operation::Insert)),
+        Some(op) => Operation::parse(op).map(|o| (index, o)).ok_or_else(|| {
+            unrouted(
                 INVALID_OPERATION,
                 format!("The record's operation {op} is not insert, update or delete."),
+                &fields,
             )
         }),
     }
@@ -654,9 +780,26 @@ async fn put(
 /// count: a committed batch is recognized by its tag.
 const STEP_BACKUP: usize = 1;
 
-/// One flush into the table: the AllData backup, the append (one
-/// snapshot), then the error output of the records the table refused, or
-/// of every record once the append has failed for the retry duration.
+/// The records of a flush one table takes: each one's bytes, operation
+/// and index in the batch.
+#[derive(Default)]
+struct Share<'a> {
+    raw: Vec<&'a [u8]>,
+    ops: Vec<Operation>,
+    index: Vec<usize>,
+}
+
+/// Where a table's failures go: its own S3ErrorOutputPrefix when several
+/// tables are listed (a single table's is the stream's error prefix
+/// already), else the stream's (`None`).
+fn error_sink(t: &Target, table: usize) -> Option<usize> {
+    (t.tables.len() > 1 && t.tables.get(table)?.error_prefix.is_some()).then_some(table)
+}
+
+/// One flush into the tables: the AllData backup, one snapshot per table
+/// that has records, then the error output of the records no table takes,
+/// of those a table refused, and of every record of a table whose writes
+/// have failed for the retry duration.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn flush(
     inner: &Arc<Inner>,
@@ -689,100 +832,175 @@ pub(crate) async fn flush(
     }
     let records = crate::conversion::records(&data, Some(ends), buf.first_ms);
     let now = inner.now_ms();
-    let mut errors = processing_errors;
-    // Each record's operation; records routed elsewhere, or with an
-    // operation that is none, go to the error output now.
-    let mut raw: Vec<&[u8]> = Vec::with_capacity(records.len());
-    let mut ops: Vec<Operation> = Vec::with_capacity(records.len());
-    let mut index: Vec<usize> = Vec::with_capacity(records.len());
+    // The error output, by where it goes (see [`error_sink`]).
+    let mut errors: BTreeMap<Option<usize>, Vec<u8>> = BTreeMap::new();
+    errors.insert(None, processing_errors);
+    // Each record's table and operation; records no table takes, or with
+    // an operation that is none, go to the error output now.
+    let mut shares: Vec<Share> = t.tables.iter().map(|_| Share::default()).collect();
     for (i, (arrival, rec)) in records.iter().enumerate() {
         match route(t, rec, lambda_keys.get(i).and_then(Option::as_ref)) {
-            Ok(op) => {
-                raw.push(rec);
-                ops.push(op);
-                index.push(i);
+            Ok((table, op)) => {
+                if let Some(share) = shares.get_mut(table) {
+                    share.raw.push(rec);
+                    share.ops.push(op);
+                    share.index.push(i);
+                }
             }
-            Err((code, message)) => {
-                errors.extend(error_line(t, 1, *arrival, code, &message, now, rec));
-            }
+            Err(u) => errors.entry(None).or_default().extend(error_line(
+                t,
+                (&u.database, &u.table),
+                1,
+                *arrival,
+                u.code,
+                &u.message,
+                now,
+                rec,
+            )),
         }
     }
-    if !ops.iter().any(|o| *o != Operation::Insert) {
-        ops.clear();
+    // Several tables are committed one after the other: the batch's range
+    // is kept before the first commit, so a restart re-reads that very
+    // batch and the tables that committed it skip it (its tag).
+    if t.tables.len() > 1 && shares.iter().any(|sh| !sh.raw.is_empty()) {
+        let kept = crate::pending::load(inner, s.rec.uid)
+            .await
+            .is_some_and(|p| p.start == range.start && p.end == range.end);
+        if !kept
+            && !crate::pending::save(
+                inner,
+                s.rec.uid,
+                &crate::pending::Pending::new(range.start, range.end),
+            )
+            .await
+        {
+            return Flushed::Failed { done };
+        }
     }
     let tag = CommitTag {
         writer: writer(inner, s),
         start: range.start,
         end: range.end,
     };
-    let appended = match (&inner.iceberg, &t.locations) {
-        (None, _) => Err(TableError::Unavailable {
-            code: "Iceberg.CatalogUnavailable".into(),
-            message: "This server has no Glue Data Catalog and embedded object store for Iceberg tables now (an external object store is configured).".into(),
-        }),
-        (_, None) => Err(TableError::Unusable {
-            code: "Iceberg.LocationNotAuthorized".into(),
-            message: "The delivery stream was created before this server kept the locations its table may write; re-create it to have them authorized.".into(),
-        }),
-        (Some(tables), Some(allowed)) => tables.append(&t.table, allowed, &raw, &ops, &tag).await,
-    };
-    let mut attempts = 1;
-    let out = match appended {
-        Ok(o) => o,
-        Err(e) => {
-            inner.metrics.failed(name);
-            match crate::pending::failed(inner, s.rec.uid, (range.start, range.end), t.retry_ms)
-                .await
-            {
-                Failing::Retry => {
-                    warn!(stream = %name, database = %t.table.database, table = %t.table.table, code = e.code(), error = %e, "delivery to the Iceberg table failed; retrying");
-                    return Flushed::Failed { done };
+    let mut outcomes: Vec<Option<Appended>> = t.tables.iter().map(|_| None).collect();
+    let mut failures: Vec<(usize, TableError)> = Vec::new();
+    for (i, (tt, share)) in t.tables.iter().zip(&shares).enumerate() {
+        if share.raw.is_empty() {
+            continue;
+        }
+        let ops: &[Operation] = if share.ops.iter().all(|o| *o == Operation::Insert) {
+            &[]
+        } else {
+            &share.ops
+        };
+        let written = match (&inner.iceberg, &tt.locations) {
+            (None, _) => Err(TableError::Unavailable {
+                code: "Iceberg.CatalogUnavailable".into(),
+                message: "This server has no Glue Data Catalog and embedded object store for Iceberg tables now (an external object store is configured).".into(),
+            }),
+            (_, None) => Err(TableError::Unusable {
+                code: "Iceberg.LocationNotAuthorized".into(),
+                message: "The delivery stream was created before this server kept the locations its table may write; re-create it to have them authorized.".into(),
+            }),
+            (Some(tables), Some(allowed)) => {
+                tables.append(&tt.table, allowed, &share.raw, ops, &tag).await
+            }
+        };
+        let (database, table) = (&tt.table.database, &tt.table.table);
+        match written {
+            Ok(out) => {
+                if out.duplicate {
+                    info!(stream = %name, %database, %table, start = range.start, end = range.end, "the batch is in the table already; not written again");
+                } else if out.rows > 0 {
+                    let bytes = share.raw.iter().map(|r| r.len() as u64).sum();
+                    inner.metrics.delivered(name, out.rows, bytes);
+                    info!(stream = %name, %database, %table, records = out.rows, "delivered to the Iceberg table");
                 }
-                Failing::GiveUp { attempts: n } => {
-                    warn!(stream = %name, database = %t.table.database, table = %t.table.table, code = e.code(), error = %e, attempts = n, retry_s = t.retry_ms / 1000, "delivery to the Iceberg table failed for the whole retry duration; the records go to the error output");
-                    attempts = n;
-                    Appended {
-                        refused: (0..raw.len())
-                            .map(|index| Refused {
-                                index,
-                                code: e.code().to_string(),
-                                message: e.to_string(),
-                            })
-                            .collect(),
+                if let Some(o) = outcomes.get_mut(i) {
+                    *o = Some(out);
+                }
+            }
+            Err(e) => failures.push((i, e)),
+        }
+    }
+    let mut attempts: Vec<u32> = t.tables.iter().map(|_| 1).collect();
+    if !failures.is_empty() {
+        inner.metrics.failed(name);
+        match crate::pending::failed(inner, s.rec.uid, (range.start, range.end), t.retry_ms).await {
+            Failing::Retry => {
+                for (i, e) in &failures {
+                    let tt = &t.tables[*i];
+                    warn!(stream = %name, database = %tt.table.database, table = %tt.table.table, code = e.code(), error = %e, "delivery to the Iceberg table failed; retrying");
+                }
+                return Flushed::Failed { done };
+            }
+            Failing::GiveUp { attempts: n } => {
+                for (i, e) in failures {
+                    let tt = &t.tables[i];
+                    warn!(stream = %name, database = %tt.table.database, table = %tt.table.table, code = e.code(), error = %e, attempts = n, retry_s = t.retry_ms / 1000, "delivery to the Iceberg table failed for the whole retry duration; its records go to the error output");
+                    let refused = (0..shares[i].raw.len())
+                        .map(|index| Refused {
+                            index,
+                            code: e.code().to_string(),
+                            message: e.to_string(),
+                        })
+                        .collect();
+                    attempts[i] = n;
+                    outcomes[i] = Some(Appended {
+                        refused,
                         ..Appended::default()
-                    }
+                    });
                 }
             }
         }
-    };
-    if out.duplicate {
-        info!(stream = %name, database = %t.table.database, table = %t.table.table, start = range.start, end = range.end, "the batch is in the table already; not appended again");
-    } else if out.rows > 0 {
-        inner.metrics.delivered(name, out.rows, data.len() as u64);
-        info!(stream = %name, database = %t.table.database, table = %t.table.table, records = out.rows, "delivered to the Iceberg table");
     }
     let now = inner.now_ms();
-    for r in &out.refused {
-        if let Some((arrival, rec)) = index.get(r.index).and_then(|&i| records.get(i)) {
-            errors.extend(error_line(
-                t, attempts, *arrival, &r.code, &r.message, now, rec,
-            ));
+    for (i, out) in outcomes.iter().enumerate() {
+        let (Some(out), Some(tt), Some(share)) = (out, t.tables.get(i), shares.get(i)) else {
+            continue;
+        };
+        for r in &out.refused {
+            if let Some((arrival, rec)) = share.index.get(r.index).and_then(|&j| records.get(j)) {
+                errors
+                    .entry(error_sink(t, i))
+                    .or_default()
+                    .extend(error_line(
+                        t,
+                        (&tt.table.database, &tt.table.table),
+                        attempts[i],
+                        *arrival,
+                        &r.code,
+                        &r.message,
+                        now,
+                        rec,
+                    ));
+            }
         }
     }
-    if !errors.is_empty() {
-        let key = crate::engine::error_key_for(
+    for (sink, lines) in errors {
+        if lines.is_empty() {
+            continue;
+        }
+        let own = sink
+            .and_then(|i| t.tables.get(i))
+            .and_then(|tt| tt.error_prefix.as_deref())
+            .and_then(|p| prefix::Template::parse(p).ok());
+        let template = own.as_ref().unwrap_or(&dest.error_prefix);
+        let key = crate::engine::error_key_under(
+            template,
             dest,
             buf.first_ms,
             name,
             s.rec.version,
             ERROR_OUTPUT_TYPE,
+            &mut rand::rng(),
         );
         if !put(
             inner,
             name,
             dest,
             &key,
-            &Bytes::from(errors),
+            &Bytes::from(lines),
             "Iceberg error output",
         )
         .await
@@ -817,12 +1035,16 @@ mod tests {
         );
         let t = of(&d).unwrap().unwrap();
         assert_eq!(
-            t.table,
-            TableRef {
-                database: "db".into(),
-                table: "t".into(),
-                unique_keys: Vec::new(),
-            }
+            t.tables,
+            [TableTarget {
+                table: TableRef {
+                    database: "db".into(),
+                    table: "t".into(),
+                    unique_keys: Vec::new(),
+                },
+                locations: None,
+                error_prefix: None,
+            }]
         );
         assert!(!t.backup_all);
         let e = Destination::of(&d).unwrap();
@@ -856,7 +1078,22 @@ mod tests {
         );
         refuse(
             &|c| c["DestinationTableConfigurationList"] = json!([]),
-            "exactly one table",
+            "at least one table",
+        );
+        refuse(
+            &|c| {
+                c["DestinationTableConfigurationList"] = json!([
+                    {"DestinationDatabaseName": "db", "DestinationTableName": "t"},
+                    {"DestinationDatabaseName": "DB", "DestinationTableName": "T"}])
+            },
+            "more than once",
+        );
+        refuse(
+            &|c| {
+                c["DestinationTableConfigurationList"] =
+                    json!([{"DestinationDatabaseName": "db", "DestinationTableName": ""}])
+            },
+            "DestinationTableName is required",
         );
         refuse(
             &|c| {
@@ -901,7 +1138,7 @@ mod tests {
             "the S3 path does not run the routing query"
         );
         let t = of(&d).unwrap().unwrap();
-        assert_eq!(t.table.unique_keys, vec!["id".to_string()]);
+        assert_eq!(t.tables[0].table.unique_keys, vec!["id".to_string()]);
         assert!(t.routing.is_some());
         assert_eq!(
             description(&d).unwrap()["DestinationTableConfigurationList"][0]["UniqueKeys"],
@@ -909,15 +1146,15 @@ mod tests {
         );
         assert_eq!(
             route(&t, br#"{"op": "UPDATE"}"#, None),
-            Ok(Operation::Update)
+            Ok((0, Operation::Update))
         );
-        assert_eq!(route(&t, br#"{"id": 1}"#, None), Ok(Operation::Insert));
+        assert_eq!(route(&t, br#"{"id": 1}"#, None), Ok((0, Operation::Insert)));
         assert_eq!(
-            route(&t, br#"{"op": "upsert"}"#, None).unwrap_err().0,
+            route(&t, br#"{"op": "upsert"}"#, None).unwrap_err().code,
             INVALID_OPERATION
         );
         assert_eq!(
-            route(&t, b"not json", None).unwrap_err().0,
+            route(&t, b"not json", None).unwrap_err().code,
             crate::partition::EXTRACTION_FAILED
         );
         // A function's otfMetadata wins over the query.
@@ -927,19 +1164,81 @@ mod tests {
         ]);
         assert_eq!(
             route(&t, br#"{"op": "insert"}"#, Some(&otf)),
-            Ok(Operation::Delete)
+            Ok((0, Operation::Delete))
         );
         let elsewhere = BTreeMap::from([(ROUTE_TABLE.to_string(), "other".to_string())]);
-        assert_eq!(
-            route(&t, br#"{}"#, Some(&elsewhere)).unwrap_err().0,
-            TABLE_NOT_CONFIGURED
-        );
+        let u = route(&t, br#"{}"#, Some(&elsewhere)).unwrap_err();
+        assert_eq!(u.code, TABLE_NOT_CONFIGURED);
+        assert_eq!((u.database.as_str(), u.table.as_str()), ("db", "other"));
         let mut c = good();
         c["RetryOptions"] = json!({"DurationInSeconds": 0});
         let d = normalize(&c, "us-east-1", "123456789012").unwrap();
         assert_eq!(of(&d).unwrap().unwrap().retry_ms, 0);
         // Stored before the locations were kept: none, which refuses.
-        assert_eq!(of(&d).unwrap().unwrap().locations, None);
+        assert_eq!(of(&d).unwrap().unwrap().tables[0].locations, None);
+        // Kept when one table was all there was: a flat list.
+        let mut old = d.clone();
+        old[LOCATIONS_KEY] = json!(["s3://lake/t/"]);
+        assert_eq!(
+            of(&old).unwrap().unwrap().tables[0].locations,
+            Some(vec!["s3://lake/t/".to_string()])
+        );
+    }
+
+    #[test]
+    fn several_tables_route_by_the_names_each_record_gives() {
+        let mut c = good();
+        c["DestinationTableConfigurationList"] = json!([
+            {"DestinationDatabaseName": "db", "DestinationTableName": "t"},
+            {"DestinationDatabaseName": "db", "DestinationTableName": "u", "UniqueKeys": ["id"], "S3ErrorOutputPrefix": "u-errors/"},
+            {"DestinationDatabaseName": "other", "DestinationTableName": "u"}]);
+        c["ProcessingConfiguration"] = json!({"Enabled": true, "Processors": [
+            {"Type": "MetadataExtraction", "Parameters": [
+                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{destinationDatabaseName: .db, destinationTableName: .table, operation: .op}"},
+                {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]});
+        let mut d = normalize(&c, "us-east-1", "123456789012").unwrap();
+        // The stream's own error prefix stays the S3 configuration's.
+        assert_eq!(d["ErrorOutputPrefix"], "err/");
+        pin(
+            &mut d,
+            vec![
+                vec!["s3://lake/t/".into()],
+                vec!["s3://lake/u/".into()],
+                vec!["s3://other/u/".into()],
+            ],
+        );
+        let t = of(&d).unwrap().unwrap();
+        assert_eq!(t.tables.len(), 3);
+        assert_eq!(t.tables[1].error_prefix.as_deref(), Some("u-errors/"));
+        assert_eq!(
+            t.tables[2].locations,
+            Some(vec!["s3://other/u/".to_string()])
+        );
+        assert_eq!((error_sink(&t, 0), error_sink(&t, 1)), (None, Some(1)));
+        let r = |rec: &str| route(&t, rec.as_bytes(), None);
+        assert_eq!(
+            r(r#"{"db": "db", "table": "T"}"#),
+            Ok((0, Operation::Insert))
+        );
+        assert_eq!(
+            r(r#"{"db": "db", "table": "u", "op": "delete"}"#),
+            Ok((1, Operation::Delete))
+        );
+        assert_eq!(
+            r(r#"{"db": "other", "table": "u"}"#),
+            Ok((2, Operation::Insert))
+        );
+        // A table name alone singles out t, not u (two databases have one).
+        assert_eq!(r(r#"{"table": "t"}"#), Ok((0, Operation::Insert)));
+        let u = r(r#"{"table": "u"}"#).unwrap_err();
+        assert_eq!(u.code, TABLE_NOT_CONFIGURED);
+        assert!(u.message.contains(ROUTE_DATABASE), "{}", u.message);
+        // No routing at all with several tables: no table takes it.
+        assert_eq!(r(r#"{}"#).unwrap_err().code, TABLE_NOT_CONFIGURED);
+        let u = r(r#"{"db": "db", "table": "v"}"#).unwrap_err();
+        assert_eq!(u.code, TABLE_NOT_CONFIGURED);
+        assert!(u.message.contains("db.t, db.u, other.u"), "{}", u.message);
+        assert_eq!(u.table, "v");
     }
 
     #[test]
@@ -979,6 +1278,10 @@ mod tests {
         last: Mutex<Option<(u64, u64)>>,
         /// Each append: the locations it was limited to and its tag.
         appends: Mutex<Vec<(Vec<String>, CommitTag, usize)>>,
+        /// `failing` applies to this table only while set.
+        fail_only: Mutex<Option<String>>,
+        /// Each append's table.
+        written: Mutex<Vec<String>>,
     }
 
     fn copy(e: &TableError) -> TableError {
@@ -997,17 +1300,17 @@ mod tests {
     impl IcebergTables for FakeTables {
         fn locations<'a>(
             &'a self,
-            _: &'a TableRef,
+            t: &'a TableRef,
         ) -> BoxFuture<'a, std::result::Result<Vec<String>, TableError>> {
-            Box::pin(async { Ok(vec!["s3://lake/t/".to_string()]) })
+            Box::pin(async move { Ok(vec![format!("s3://lake/{}/", t.table)]) })
         }
         fn check<'a>(
             &'a self,
-            _: &'a TableRef,
+            t: &'a TableRef,
             allowed: &'a [String],
         ) -> BoxFuture<'a, std::result::Result<(), TableError>> {
             Box::pin(async move {
-                assert_eq!(allowed, ["s3://lake/t/".to_string()]);
+                assert_eq!(allowed, [format!("s3://lake/{}/", t.table)]);
                 Ok(())
             })
         }
@@ -1021,7 +1324,7 @@ mod tests {
         }
         fn append<'a>(
             &'a self,
-            _: &'a TableRef,
+            t: &'a TableRef,
             allowed: &'a [String],
             records: &'a [&'a [u8]],
             _: &'a [Operation],
@@ -1032,9 +1335,16 @@ mod tests {
                     .lock()
                     .unwrap()
                     .push((allowed.to_vec(), tag.clone(), records.len()));
+                self.written.lock().unwrap().push(t.table.clone());
+                let this_one = self
+                    .fail_only
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_none_or(|only| *only == t.table);
                 match &*self.failing.lock().unwrap() {
-                    Some(e) => Err(copy(e)),
-                    None => Ok(Appended {
+                    Some(e) if this_one => Err(copy(e)),
+                    _ => Ok(Appended {
                         rows: records.len() as u64,
                         ..Appended::default()
                     }),
@@ -1114,9 +1424,14 @@ mod tests {
 
     /// The error output's lines, once there are `n`.
     async fn error_lines(e: &Engine, n: usize) -> Vec<Value> {
+        error_lines_under(e, "err/iceberg-failed", n).await
+    }
+
+    /// The lines of the error output under `dir` of the bucket.
+    async fn error_lines_under(e: &Engine, dir: &str, n: usize) -> Vec<Value> {
         for _ in 0..400 {
             let mut lines = Vec::new();
-            let root = e.dir.path().join("objects/errors/err/iceberg-failed");
+            let root = e.dir.path().join("objects/errors").join(dir);
             let mut stack = vec![root];
             while let Some(d) = stack.pop() {
                 for f in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -1254,5 +1569,76 @@ mod tests {
         // One that the log does hold is resumed after.
         *e.tables.last.lock().unwrap() = Some((0, part));
         assert_eq!(resume(&e.svc.inner, "ice", uid, 0).await, part);
+    }
+
+    #[tokio::test]
+    async fn several_tables_each_take_their_records_and_keep_the_batch_for_a_restart() {
+        let e = engine(FakeTables {
+            failing: Mutex::new(Some(unavailable())),
+            fail_only: Mutex::new(Some("u".into())),
+            ..FakeTables::default()
+        })
+        .await;
+        let mut input = stream(300);
+        let c = &mut input["IcebergDestinationConfiguration"];
+        c["DestinationTableConfigurationList"] = json!([
+            {"DestinationDatabaseName": "db", "DestinationTableName": "t"},
+            {"DestinationDatabaseName": "db", "DestinationTableName": "u", "S3ErrorOutputPrefix": "u-err/"}]);
+        c["ProcessingConfiguration"] = json!({"Enabled": true, "Processors": [
+            {"Type": "MetadataExtraction", "Parameters": [
+                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{destinationDatabaseName: \"db\", destinationTableName: .to}"},
+                {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]});
+        e.svc.create_delivery_stream(input).await.unwrap();
+        put(
+            &e,
+            &[
+                r#"{"to": "t", "id": 1}"#,
+                r#"{"to": "u", "id": 2}"#,
+                r#"{"to": "t", "id": 3}"#,
+                r#"{"to": "x", "id": 4}"#,
+            ],
+        )
+        .await;
+        // t commits, u fails: the batch is retried as the same range.
+        appends_at_least(&e, 4).await;
+        let uid = e.svc.inner.stream("ice").unwrap().rec.uid;
+        let p = e.svc.inner.pending(uid).unwrap().unwrap();
+        assert_eq!((p.start, p.end), (0, 4), "kept for a restart to re-read");
+        {
+            let appends = e.tables.appends.lock().unwrap();
+            let written = e.tables.written.lock().unwrap();
+            for ((allowed, tag, n), table) in appends.iter().zip(written.iter()) {
+                assert_eq!(
+                    allowed,
+                    &[format!("s3://lake/{table}/")],
+                    "each table its own directories"
+                );
+                assert_eq!((tag.start, tag.end), (0, 4));
+                assert_eq!(*n, if table == "t" { 2 } else { 1 });
+            }
+            assert_eq!(&written[..2], ["t", "u"]);
+        }
+        // Once u is given up on, its record goes to u's error prefix and
+        // the one for a table not listed to the stream's.
+        e.clock.0.fetch_add(301_000, Ordering::SeqCst);
+        let lines = error_lines(&e, 1).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["errorCode"], TABLE_NOT_CONFIGURED);
+        assert_eq!(lines[0]["destinationTableName"], "x");
+        let lines = error_lines_under(&e, "u-err/iceberg-failed", 1).await;
+        assert_eq!(lines[0]["errorCode"], "Iceberg.CommitFailed");
+        assert_eq!(lines[0]["destinationTableName"], "u");
+        assert_eq!(
+            b64().decode(lines[0]["rawData"].as_str().unwrap()).unwrap(),
+            br#"{"to": "u", "id": 2}"#
+        );
+        // Delivery moves on to the next batch.
+        *e.tables.failing.lock().unwrap() = None;
+        let before = e.tables.appends.lock().unwrap().len();
+        put(&e, &[r#"{"to": "u", "id": 5}"#]).await;
+        appends_at_least(&e, before + 1).await;
+        let last = e.tables.appends.lock().unwrap().last().unwrap().1.clone();
+        assert_eq!((last.start, last.end), (4, 5));
+        assert_eq!(e.tables.written.lock().unwrap().last().unwrap(), "u");
     }
 }

@@ -187,33 +187,15 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
 /// values as strings; `Err` names what is wrong.
 fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String> {
     let mut out = BTreeMap::new();
-    // An Iceberg destination's routing (`metadata.otfMetadata`), kept
-    // with the partition keys: a stream has one or the other.
-    if let Some(otf) = r.get("metadata").and_then(|m| m.get("otfMetadata")) {
-        let Some(obj) = otf.as_object() else {
-            return Err("metadata.otfMetadata is not an object".into());
-        };
-        for k in [
-            crate::iceberg::ROUTE_DATABASE,
-            crate::iceberg::ROUTE_TABLE,
-            crate::iceberg::ROUTE_OPERATION,
-        ] {
-            match obj.get(k) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(v)) if v.len() <= crate::jq::MAX_VALUE_BYTES => {
-                    out.insert(k.to_string(), v.clone());
-                }
-                Some(_) => return Err(format!("metadata.otfMetadata.{k} is not a string")),
-            }
-        }
-    }
-    let Some(keys) = r.get("metadata").and_then(|m| m.get("partitionKeys")) else {
-        return Ok((!out.is_empty()).then_some(out));
+    let keys = r.get("metadata").and_then(|m| m.get("partitionKeys"));
+    let obj = match keys {
+        None => None,
+        Some(k) => Some(
+            k.as_object()
+                .ok_or("metadata.partitionKeys is not an object")?,
+        ),
     };
-    let Some(obj) = keys.as_object() else {
-        return Err("metadata.partitionKeys is not an object".into());
-    };
-    for (k, v) in obj {
+    for (k, v) in obj.into_iter().flatten() {
         let s = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -234,7 +216,36 @@ fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String>
         }
         out.insert(k.clone(), s);
     }
-    Ok(Some(out))
+    // An Iceberg destination's routing (`metadata.otfMetadata`), kept
+    // with the partition keys (a stream has one or the other) and after
+    // them, so a function's `operation` partition key cannot pass for it.
+    if let Some(otf) = r.get("metadata").and_then(|m| m.get("otfMetadata")) {
+        let Some(obj) = otf.as_object() else {
+            return Err("metadata.otfMetadata is not an object".into());
+        };
+        for k in [
+            crate::iceberg::ROUTE_DATABASE,
+            crate::iceberg::ROUTE_TABLE,
+            crate::iceberg::ROUTE_OPERATION,
+        ] {
+            match obj.get(k) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(v))
+                    if v.len() <= crate::jq::MAX_VALUE_BYTES
+                        && !v.chars().any(char::is_control) =>
+                {
+                    out.insert(k.to_string(), v.clone());
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "metadata.otfMetadata.{k} is not a string of at most {} bytes without control characters",
+                        crate::jq::MAX_VALUE_BYTES
+                    ));
+                }
+            }
+        }
+    }
+    Ok((keys.is_some() || !out.is_empty()).then_some(out))
 }
 
 /// [`parse_response`] with each record's `metadata.partitionKeys`.
@@ -554,6 +565,24 @@ mod tests {
         assert_eq!((k["a"].as_str(), k["n"].as_str()), ("x", "3"));
         assert!(matches!(&o[1].0, Outcome::Failed(c, _) if c == "Lambda.InvalidPartitionKeys"));
         assert_eq!(o[2], (Outcome::Ok(b"x".to_vec()), None));
+    }
+
+    #[test]
+    fn otf_metadata_wins_over_partition_keys_and_is_checked() {
+        let body = br#"{"records":[
+            {"recordId":"0","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"operation":"delete"},"otfMetadata":{"operation":"update","destinationTableName":"t"}}},
+            {"recordId":"1","result":"Ok","data":"eA==","metadata":{"otfMetadata":{"destinationTableName":"a\nb"}}},
+            {"recordId":"2","result":"Ok","data":"eA==","metadata":{"otfMetadata":{"operation":1}}}]}"#;
+        let o = parse_response_with_keys(body, 3).unwrap();
+        let k = o[0].1.clone().unwrap();
+        assert_eq!(k["operation"], "update");
+        assert_eq!(k["destinationTableName"], "t");
+        for bad in &o[1..] {
+            assert!(
+                matches!(&bad.0, Outcome::Failed(c, _) if c == "Lambda.InvalidPartitionKeys"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -98,7 +98,7 @@ impl Firehose {
     pub async fn create_delivery_stream_with(
         &self,
         input: Value,
-        iceberg_locations: Option<Vec<String>>,
+        iceberg_locations: Option<Vec<Vec<String>>>,
     ) -> Result<Value> {
         let inner = &self.inner;
         let name = name_of(&input)?.to_string();

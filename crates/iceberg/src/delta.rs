@@ -176,13 +176,34 @@ fn unavailable(e: impl std::fmt::Display) -> TableError {
     TableError::Unavailable(e.to_string())
 }
 
+/// The most rows of a table's data (and position delete) files one flush
+/// reads the key columns of: a bound on the work an update or delete does
+/// (each file's footer is read first, so a file claiming more is refused
+/// before it is decoded). A bigger table takes inserts only.
+pub(crate) const MAX_SCANNED_ROWS: u64 = 100_000_000;
+
+/// The most rows one flush deletes.
+pub(crate) const MAX_POSITIONS: usize = 10_000_000;
+
+/// A data file's path, shared by its rows' positions.
+pub(crate) type Path = Arc<str>;
+
+fn too_big(what: String) -> TableError {
+    TableError::Unusable(format!(
+        "{what}: updates and deletes by key read a bounded number of rows of a table's files and delete at most {MAX_POSITIONS} rows per flush (compact the table, or deliver inserts only)"
+    ))
+}
+
 /// The live rows of the table's current snapshot whose keys are in
-/// `wanted`, as (data file, position), sorted.
+/// `wanted`, as (data file, position), sorted: rows an existing position
+/// delete file deletes already are not live. At most `max_rows` rows of
+/// the table's files are read ([`MAX_SCANNED_ROWS`] but in tests).
 pub(crate) async fn positions(
     t: &Table,
     keys: &KeyColumns,
     wanted: &HashSet<String>,
-) -> Result<Vec<(String, i64)>, TableError> {
+    max_rows: u64,
+) -> Result<Vec<(Path, i64)>, TableError> {
     let m = t.metadata();
     let Some(snapshot) = m.current_snapshot() else {
         return Ok(Vec::new());
@@ -193,9 +214,25 @@ pub(crate) async fn positions(
         .await
         .map_err(unavailable)?;
     let mut out = Vec::new();
+    let mut scanned = Budget {
+        used: 0,
+        max: max_rows,
+    };
+    let mut delete_manifests = Vec::new();
     for mf in list.entries() {
         if mf.content != ManifestContentType::Data {
+            delete_manifests.push(mf);
             continue;
+        }
+        // A delete file applies within its data file's partition: the
+        // one written here is unpartitioned.
+        if m.partition_spec_by_id(mf.partition_spec_id)
+            .is_none_or(|spec| !spec.is_unpartitioned())
+        {
+            return Err(TableError::Unusable(format!(
+                "Manifest {} holds data files written under a partitioned spec: this server updates and deletes rows of unpartitioned tables only.",
+                mf.manifest_path
+            )));
         }
         let manifest = mf.load_manifest(t.file_io()).await.map_err(unavailable)?;
         for e in manifest.entries() {
@@ -209,12 +246,97 @@ pub(crate) async fn positions(
                     f.file_path()
                 )));
             }
-            positions_in(t, f.file_path(), keys, wanted, &mut out).await?;
+            positions_in(t, f.file_path(), keys, wanted, &mut scanned, &mut out).await?;
         }
     }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let mut found: HashMap<Path, HashSet<i64>> = HashMap::new();
+    for (path, pos) in &out {
+        found.entry(path.clone()).or_default().insert(*pos);
+    }
+    // Rows deleted already: a delete of them again would only make each
+    // later update of the key delete more.
+    let mut gone: HashMap<Path, HashSet<i64>> = HashMap::new();
+    for mf in delete_manifests {
+        let manifest = mf.load_manifest(t.file_io()).await.map_err(unavailable)?;
+        for e in manifest.entries() {
+            let f = e.data_file();
+            if !e.is_alive()
+                || f.content_type() != DataContentType::PositionDeletes
+                || f.file_format() != DataFileFormat::Parquet
+                || f.referenced_data_file()
+                    .is_some_and(|r| !found.contains_key(r.as_str()))
+            {
+                continue;
+            }
+            deleted_in(t, f.file_path(), &found, &mut scanned, &mut gone).await?;
+        }
+    }
+    out.retain(|(path, pos)| !gone.get(path).is_some_and(|g| g.contains(pos)));
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The rows of the table's files a flush has read, and may.
+struct Budget {
+    used: u64,
+    max: u64,
+}
+
+/// The reader of one of the table's Parquet files, once its footer says
+/// it is within what is left of the flush's budget of rows.
+async fn open_parquet(
+    t: &Table,
+    path: &str,
+    scanned: &mut Budget,
+) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>, TableError> {
+    let input = t.file_io().new_input(path).map_err(unavailable)?;
+    let meta = input.metadata().await.map_err(unavailable)?;
+    let reader = input.reader().await.map_err(unavailable)?;
+    let builder = ParquetRecordBatchStreamBuilder::new(ArrowFileReader::new(meta, reader))
+        .await
+        .map_err(|e| unavailable(format!("data file {path}: {e}")))?;
+    // The reader decodes no more rows than the row groups say they hold.
+    let rows: u64 = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| u64::try_from(g.num_rows()).unwrap_or(u64::MAX))
+        .fold(0, u64::saturating_add);
+    scanned.used = scanned.used.saturating_add(rows);
+    if scanned.used > scanned.max {
+        return Err(too_big(format!(
+            "The table's files hold more than {} rows",
+            scanned.max
+        )));
+    }
+    Ok(builder)
+}
+
+/// The index of the column with field id `id` (or, in files written
+/// without field ids, named `name`) among `schema`'s top-level fields.
+fn column(schema: &ArrowSchema, id: i32, name: &str) -> Option<usize> {
+    let fields = schema.fields();
+    let any_ids = fields
+        .iter()
+        .any(|f| f.metadata().contains_key(PARQUET_FIELD_ID_META_KEY));
+    // Files with field ids are matched by them (a renamed column is the
+    // same column); files without, by name.
+    if any_ids {
+        fields.iter().position(|f| {
+            f.metadata()
+                .get(PARQUET_FIELD_ID_META_KEY)
+                .and_then(|v| v.parse::<i32>().ok())
+                == Some(id)
+        })
+    } else {
+        fields
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// Reads the key columns of one data file.
@@ -223,38 +345,14 @@ async fn positions_in(
     path: &str,
     keys: &KeyColumns,
     wanted: &HashSet<String>,
-    out: &mut Vec<(String, i64)>,
+    scanned: &mut Budget,
+    out: &mut Vec<(Path, i64)>,
 ) -> Result<(), TableError> {
-    let input = t.file_io().new_input(path).map_err(unavailable)?;
-    let meta = input.metadata().await.map_err(unavailable)?;
-    let reader = input.reader().await.map_err(unavailable)?;
-    let builder = ParquetRecordBatchStreamBuilder::new(ArrowFileReader::new(meta, reader))
-        .await
-        .map_err(|e| unavailable(format!("data file {path}: {e}")))?;
+    let builder = open_parquet(t, path, scanned).await?;
     let schema = builder.schema().clone();
     let mut roots = Vec::with_capacity(keys.ids.len());
     for (id, name) in keys.ids.iter().zip(&keys.names) {
-        let by_id = schema.fields().iter().position(|f| {
-            f.metadata()
-                .get(PARQUET_FIELD_ID_META_KEY)
-                .and_then(|v| v.parse::<i32>().ok())
-                == Some(*id)
-        });
-        let any_ids = schema
-            .fields()
-            .iter()
-            .any(|f| f.metadata().contains_key(PARQUET_FIELD_ID_META_KEY));
-        // Files with field ids are matched by them (a renamed column is
-        // the same column); files without, by name.
-        let found = if any_ids {
-            by_id
-        } else {
-            schema
-                .fields()
-                .iter()
-                .position(|f| f.name().eq_ignore_ascii_case(name))
-        };
-        match found {
+        match column(&schema, *id, name) {
             Some(i) => roots.push(i),
             // Written before the column existed: its rows have no key.
             None => return Ok(()),
@@ -273,6 +371,7 @@ async fn positions_in(
         .with_batch_size(8192)
         .build()
         .map_err(|e| unavailable(format!("data file {path}: {e}")))?;
+    let shared: Path = Arc::from(path);
     let mut pos: i64 = 0;
     while let Some(b) = stream
         .try_next()
@@ -297,10 +396,71 @@ async fn positions_in(
         let found = keys_of(&cols).map_err(TableError::Unusable)?;
         for (i, k) in found.into_iter().enumerate() {
             if k.is_some_and(|k| wanted.contains(&k)) {
-                out.push((path.to_string(), pos + i as i64));
+                if out.len() >= MAX_POSITIONS {
+                    return Err(too_big(format!(
+                        "The flush deletes more than {MAX_POSITIONS} rows"
+                    )));
+                }
+                out.push((shared.clone(), pos + i as i64));
             }
         }
         pos += b.num_rows() as i64;
+    }
+    Ok(())
+}
+
+/// The positions of `found` a position delete file deletes.
+async fn deleted_in(
+    t: &Table,
+    path: &str,
+    found: &HashMap<Path, HashSet<i64>>,
+    scanned: &mut Budget,
+    gone: &mut HashMap<Path, HashSet<i64>>,
+) -> Result<(), TableError> {
+    let builder = open_parquet(t, path, scanned).await?;
+    let schema = builder.schema().clone();
+    let (Some(file_col), Some(pos_col)) = (
+        column(&schema, FILE_PATH_FIELD_ID, "file_path"),
+        column(&schema, POS_FIELD_ID, "pos"),
+    ) else {
+        return Err(TableError::Unusable(format!(
+            "Position delete file {path} has no file_path and pos columns."
+        )));
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [file_col, pos_col]);
+    let (file_at, pos_at) = if file_col < pos_col { (0, 1) } else { (1, 0) };
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| unavailable(format!("delete file {path}: {e}")))?;
+    let unreadable = |e: arrow_schema::ArrowError| {
+        TableError::Unusable(format!("Position delete file {path}: {e}"))
+    };
+    while let Some(b) = stream
+        .try_next()
+        .await
+        .map_err(|e| unavailable(format!("delete file {path}: {e}")))?
+    {
+        let files = arrow_cast::cast(b.column(file_at), &DataType::Utf8).map_err(unreadable)?;
+        let positions = arrow_cast::cast(b.column(pos_at), &DataType::Int64).map_err(unreadable)?;
+        let (Some(files), Some(positions)) = (
+            files.as_any().downcast_ref::<StringArray>(),
+            positions.as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if files.is_null(i) || positions.is_null(i) {
+                continue;
+            }
+            let (file, pos) = (files.value(i), positions.value(i));
+            if let Some((shared, rows)) = found.get_key_value(file)
+                && rows.contains(&pos)
+            {
+                gone.entry(shared.clone()).or_default().insert(pos);
+            }
+        }
     }
     Ok(())
 }
@@ -311,7 +471,7 @@ pub(crate) async fn write_position_deletes(
     t: &Table,
     data_location: &str,
     commit: &str,
-    positions: &[(String, i64)],
+    positions: &[(Path, i64)],
 ) -> Result<DataFile, TableError> {
     let field = |name: &str, ty: DataType, id: i32| {
         Field::new(name, ty, false).with_metadata(HashMap::from([(
@@ -327,7 +487,7 @@ pub(crate) async fn write_position_deletes(
         schema.clone(),
         vec![
             Arc::new(StringArray::from_iter_values(
-                positions.iter().map(|(p, _)| p.as_str()),
+                positions.iter().map(|(p, _)| &**p),
             )),
             Arc::new(Int64Array::from_iter_values(
                 positions.iter().map(|(_, p)| *p),
@@ -362,7 +522,7 @@ pub(crate) async fn write_position_deletes(
     if let (Some((first, _)), Some((last, _))) = (positions.first(), positions.last())
         && first == last
     {
-        b.referenced_data_file(Some(first.clone()));
+        b.referenced_data_file(Some(first.to_string()));
     }
     b.build().map_err(unavailable)
 }

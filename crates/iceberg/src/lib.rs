@@ -31,6 +31,7 @@
 //!
 //! Not here (yet): partitioned tables (refused), schema evolution.
 
+mod avro_bound;
 pub mod catalog;
 mod delta;
 pub mod schema;
@@ -188,6 +189,8 @@ pub struct Tables {
     glue: Glue,
     objects: Objects,
     max_file_bytes: u64,
+    /// The most rows of a table's files an update or delete reads.
+    max_scanned_rows: u64,
     unsettled: Arc<Mutex<Vec<Unsettled>>>,
     #[cfg(test)]
     faults: Arc<catalog::Faults>,
@@ -219,6 +222,7 @@ impl Tables {
             glue,
             objects,
             max_file_bytes: storage::MAX_FILE_BYTES,
+            max_scanned_rows: delta::MAX_SCANNED_ROWS,
             unsettled: Arc::default(),
             #[cfg(test)]
             faults: Arc::default(),
@@ -228,6 +232,13 @@ impl Tables {
     /// The same tables with another cap on whole-file reads (tests).
     pub fn with_max_file_bytes(mut self, max: u64) -> Tables {
         self.max_file_bytes = max;
+        self
+    }
+
+    /// The same tables with another bound on the rows an update or delete
+    /// reads (tests).
+    pub fn with_max_scanned_rows(mut self, max: u64) -> Tables {
+        self.max_scanned_rows = max;
         self
     }
 
@@ -436,6 +447,13 @@ impl Tables {
         let arrow_schema = Arc::new(arrow_form(&iceberg_schema)?);
         let op_of = |i: usize| ops.get(i).copied().unwrap_or_default();
         let keys = if (0..records.len()).any(|i| op_of(i).by_key()) {
+            // Known before anything is written: a retry cannot change it.
+            let version = t.metadata().format_version();
+            if version != iceberg::spec::FormatVersion::V2 {
+                return Err(TableError::Unusable(format!(
+                    "Table {database}.{table} is Iceberg format {version:?}: updates and deletes are written as format 2 position deletes."
+                )));
+            }
             delta::key_columns(&iceberg_schema, &arrow_schema, unique_keys)
                 .map_err(|why| TableError::Unusable(format!("Table {database}.{table}: {why}.")))?
         } else {
@@ -646,13 +664,14 @@ impl Tables {
                     // The rows to delete, in the table as it is now (read
                     // again after a lost race: the winner may have added
                     // some).
-                    let positions = match delta::positions(&t, k, &wanted).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            catalog.discard(&paths).await;
-                            return Err(e);
-                        }
-                    };
+                    let positions =
+                        match delta::positions(&t, k, &wanted, self.max_scanned_rows).await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                catalog.discard(&paths).await;
+                                return Err(e);
+                            }
+                        };
                     let name = format!("{commit}-{attempt}");
                     let mut deletes = Vec::new();
                     if !positions.is_empty() {

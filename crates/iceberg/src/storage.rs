@@ -264,6 +264,21 @@ impl Storage for ObjectsStorage {
                 ),
             ));
         }
+        // Manifest lists and manifests: refused before they are parsed if
+        // they would inflate past the cap.
+        if crate::avro_bound::is_container(&bytes) {
+            let b = bytes.clone();
+            let measured =
+                tokio::task::spawn_blocking(move || crate::avro_bound::inflated_len(&b, max))
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
+            if let Err(why) = measured {
+                return Err(Error::new(
+                    ErrorKind::DataInvalid,
+                    format!("{path} is not a table file this server reads: {why}"),
+                ));
+            }
+        }
         Ok(bytes)
     }
 

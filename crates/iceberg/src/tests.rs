@@ -834,6 +834,14 @@ async fn updates_and_deletes_by_unique_key_are_position_deletes() {
         )
         .await
         .unwrap();
+    // Only live rows are deleted: the rows of key 2 the first delete file
+    // deleted already are not deleted again (b2's row and 1's only).
+    let (t, _) = e.tables.open("db", "users", &scope("users")).await.unwrap();
+    let s = t.metadata().current_snapshot().unwrap();
+    assert_eq!(
+        s.summary().additional_properties["added-position-deletes"],
+        "2"
+    );
     let gone: Vec<&[u8]> = vec![br#"{"id": 4}"#];
     e.tables
         .write(
@@ -852,6 +860,28 @@ async fn updates_and_deletes_by_unique_key_are_position_deletes() {
         vec![(2, Some("b3".into())), (7, Some("last".into()))]
     );
 
+    // A table bigger than the rows an update may read takes none: it is
+    // refused before its files are decoded, and nothing is committed.
+    let current =
+        |t: &iceberg::table::Table| t.metadata().current_snapshot().unwrap().snapshot_id();
+    let (t, _) = e.tables.open("db", "users", &scope("users")).await.unwrap();
+    let before = current(&t);
+    let small = e.tables.clone().with_max_scanned_rows(2);
+    let e2 = small
+        .write(
+            "db",
+            "users",
+            &more,
+            &[Op::Update],
+            &keys,
+            &tag(16, 17),
+            &scope("users"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e2.to_string().contains("more than 2 rows"), "{e2}");
+    let (t, _) = e.tables.open("db", "users", &scope("users")).await.unwrap();
+    assert_eq!(current(&t), before);
     // Without unique keys (and no identifier fields) updates are refused.
     let out = e
         .tables

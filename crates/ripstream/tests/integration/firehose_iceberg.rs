@@ -83,10 +83,14 @@ fn put(data: &str) -> Record {
 }
 
 async fn metadata_location(g: &aws_sdk_glue::Client) -> Option<String> {
+    metadata_location_of(g, "events").await
+}
+
+async fn metadata_location_of(g: &aws_sdk_glue::Client, table: &str) -> Option<String> {
     let t = g
         .get_table()
         .database_name("lake")
-        .name("events")
+        .name(table)
         .send()
         .await
         .unwrap();
@@ -154,9 +158,18 @@ async fn rows(t: &Table) -> Vec<(i64, Option<String>, usize)> {
 
 /// Waits until Glue points at metadata holding `snapshots` snapshots.
 async fn wait_for_snapshots(srv: &TestServer, g: &aws_sdk_glue::Client, snapshots: usize) -> Table {
+    wait_for_snapshots_of(srv, g, "events", snapshots).await
+}
+
+async fn wait_for_snapshots_of(
+    srv: &TestServer,
+    g: &aws_sdk_glue::Client,
+    table: &str,
+    snapshots: usize,
+) -> Table {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(loc) = metadata_location(g).await {
+        if let Some(loc) = metadata_location_of(g, table).await {
             let t = load(srv, &loc).await;
             if t.metadata().snapshots().len() >= snapshots {
                 return t;
@@ -463,7 +476,13 @@ async fn create_events_table(g: &aws_sdk_glue::Client) {
         .send()
         .await
         .unwrap();
-    let mut sd = StorageDescriptor::builder().location("s3://lake/events/");
+    create_table(g, "events").await;
+}
+
+/// Table `name` of database `lake` at `s3://lake/<name>/`, with the
+/// columns of `events`.
+async fn create_table(g: &aws_sdk_glue::Client, name: &str) {
+    let mut sd = StorageDescriptor::builder().location(format!("s3://lake/{name}/"));
     for (n, t) in [
         ("id", "bigint"),
         ("name", "string"),
@@ -475,7 +494,7 @@ async fn create_events_table(g: &aws_sdk_glue::Client) {
         .database_name("lake")
         .table_input(
             TableInput::builder()
-                .name("events")
+                .name(name)
                 .table_type("EXTERNAL_TABLE")
                 .parameters("table_type", "ICEBERG")
                 .storage_descriptor(sd.build())
@@ -819,20 +838,146 @@ async fn a_functions_otf_metadata_updates_and_deletes_rows_by_unique_key() {
         "2"
     );
     // The delete without its key is in the error output.
+    error_output_with(&srv, "Iceberg.MissingUniqueKey").await;
+}
+
+/// The error output's text, once it holds `needle`.
+async fn error_output_with(srv: &TestServer, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body: String = error_objects(&srv)
+        let body: String = error_objects(srv)
             .iter()
             .map(|p| std::fs::read_to_string(p).unwrap_or_default())
             .collect();
-        if body.contains("Iceberg.MissingUniqueKey") {
-            break;
+        if body.contains(needle) {
+            return body;
         }
         assert!(
             Instant::now() < deadline,
-            "no error output; log:\n{}",
+            "no error output with {needle}; log:\n{}",
             srv.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Records routed to two tables by a JSON query, and a crash right after
+/// the first table's commit: the restart reads that very batch again, the
+/// table that committed it skips it and the other takes its records, so
+/// each record is in its table once; one naming no listed table goes to
+/// the error output.
+#[tokio::test]
+async fn a_crash_between_two_tables_commits_delivers_each_record_once() {
+    use aws_sdk_firehose::types::{
+        ProcessingConfiguration, ProcessorParameterName as N, ProcessorType as T,
+    };
+    let mut srv =
+        TestServer::start_with_env(&[], &[("RIPSTREAM_TEST_ABORT_AFTER_ICEBERG_COMMIT", "1")]);
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    std::fs::create_dir_all(srv.data_dir().join("objects/lake")).unwrap();
+    create_events_table(&g).await;
+    create_table(&g, "audit").await;
+    let table = |name: &str| {
+        DestinationTableConfiguration::builder()
+            .destination_database_name("lake")
+            .destination_table_name(name)
+            .build()
+            .unwrap()
+    };
+    let mut dest = iceberg_destination(table("events"));
+    dest.destination_table_configuration_list
+        .get_or_insert_with(Vec::new)
+        .push(table("audit"));
+    dest.processing_configuration = Some(
+        ProcessingConfiguration::builder()
+            .enabled(true)
+            .processors(crate::firehose::processor(
+                T::MetadataExtraction,
+                &[
+                    (
+                        N::MetadataExtractionQuery,
+                        r#"{destinationDatabaseName: "lake", destinationTableName: .to}"#,
+                    ),
+                    (N::JsonParsingEngine, "JQ-1.6"),
+                ],
+            ))
+            .build(),
+    );
+    fh.create_delivery_stream()
+        .delivery_stream_name("two")
+        .iceberg_destination_configuration(dest)
+        .send()
+        .await
+        .unwrap();
+    let described = fh
+        .describe_delivery_stream()
+        .delivery_stream_name("two")
+        .send()
+        .await
+        .unwrap();
+    let d = &described
+        .delivery_stream_description()
+        .unwrap()
+        .destinations()[0];
+    let listed: Vec<&str> = d
+        .iceberg_destination_description()
+        .unwrap()
+        .destination_table_configuration_list()
+        .iter()
+        .map(|t| t.destination_table_name())
+        .collect();
+    assert_eq!(listed, ["events", "audit"]);
+    fh.put_record_batch()
+        .delivery_stream_name("two")
+        .set_records(Some(vec![
+            put(r#"{"id": 1, "to": "events"}"#),
+            put(r#"{"id": 2, "to": "AUDIT"}"#),
+            put(r#"{"id": 3, "to": "events"}"#),
+            put(r#"{"id": 4, "to": "nowhere"}"#),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        srv.wait_exit(Duration::from_secs(60)),
+        "the server did not abort after the first commit; log:\n{}",
+        srv.log()
+    );
+    srv.set_env(&[]);
+    srv.restart();
+    let fh = firehose(&srv.url());
+    let g = glue(&srv.url());
+    let audit = wait_for_snapshots_of(&srv, &g, "audit", 1).await;
+    let ids = |rows: Vec<(i64, Option<String>, usize)>| -> Vec<i64> {
+        rows.into_iter().map(|r| r.0).collect()
+    };
+    assert_eq!(ids(rows(&audit).await), vec![2]);
+    fh.put_record()
+        .delivery_stream_name("two")
+        .record(put(r#"{"id": 5, "to": "events"}"#))
+        .send()
+        .await
+        .unwrap();
+    let events = wait_for_snapshots_of(&srv, &g, "events", 2).await;
+    assert_eq!(
+        ids(rows(&events).await),
+        vec![1, 3, 5],
+        "nothing appended twice; log:\n{}",
+        srv.log()
+    );
+    for said in [
+        "reading again the batch under way before the restart",
+        "the batch is in the table already",
+    ] {
+        assert!(srv.log().contains(said), "{said}: {}", srv.log());
+    }
+    let audit = wait_for_snapshots_of(&srv, &g, "audit", 1).await;
+    assert_eq!(audit.metadata().snapshots().len(), 1);
+    let body = error_output_with(&srv, "Iceberg.TableNotConfigured").await;
+    assert!(
+        body.contains(r#""destinationTableName":"nowhere""#),
+        "{body}"
+    );
+    assert_eq!(body.lines().count(), 1, "{body}");
 }
