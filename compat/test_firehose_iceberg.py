@@ -337,6 +337,46 @@ def test_records_are_routed_to_several_tables(server):
     assert b"Iceberg.DataTypeMismatch" in boots_errors
     assert b'"destinationTableName":"boots"' in boots_errors
 
+    # UpdateDestination adds a table: records for it land there from then on.
+    cat.create_table(f"{db}.quits", schema=schema, location=f"s3://{bucket}/quits")
+    desc = firehose.describe_delivery_stream(DeliveryStreamName=stream)["DeliveryStreamDescription"]
+    tables = desc["Destinations"][0]["IcebergDestinationDescription"]["DestinationTableConfigurationList"]
+    firehose.update_destination(
+        DeliveryStreamName=stream,
+        CurrentDeliveryStreamVersionId=desc["VersionId"],
+        DestinationId=desc["Destinations"][0]["DestinationId"],
+        IcebergDestinationUpdate={
+            "DestinationTableConfigurationList": tables
+            + [{"DestinationDatabaseName": db, "DestinationTableName": "quits"}],
+        },
+    )
+    desc = firehose.describe_delivery_stream(DeliveryStreamName=stream)["DeliveryStreamDescription"]
+    assert desc["VersionId"] == "2"
+    ice = desc["Destinations"][0]["IcebergDestinationDescription"]
+    assert [t["DestinationTableName"] for t in ice["DestinationTableConfigurationList"]] == [
+        "spawns",
+        "boots",
+        "quits",
+    ]
+    assert ice["BufferingHints"] == {"SizeInMBs": 1, "IntervalInSeconds": 1}
+    firehose.put_record(DeliveryStreamName=stream, Record={"Data": b'{"event": "quits", "id": 30}'})
+    _, quits = wait_for_rows(cat, f"{db}.quits", 1)
+    assert quits.column("id").to_pylist() == [30]
+    with pytest.raises(firehose.exceptions.ConcurrentModificationException):
+        firehose.update_destination(
+            DeliveryStreamName=stream,
+            CurrentDeliveryStreamVersionId="1",
+            DestinationId=desc["Destinations"][0]["DestinationId"],
+            IcebergDestinationUpdate={"BufferingHints": {"SizeInMBs": 2, "IntervalInSeconds": 5}},
+        )
+    with pytest.raises(firehose.exceptions.InvalidArgumentException):
+        firehose.update_destination(
+            DeliveryStreamName=stream,
+            CurrentDeliveryStreamVersionId="2",
+            DestinationId=desc["Destinations"][0]["DestinationId"],
+            ExtendedS3DestinationUpdate={"Prefix": "elsewhere/"},
+        )
+
     # The same table twice is refused, as is a list without a table.
     for tables in (
         [{"DestinationDatabaseName": db, "DestinationTableName": "boots"}] * 2,

@@ -108,17 +108,21 @@ impl FirehoseApi {
         // request does: the caller must be allowed to write there itself,
         // and the stream writes nowhere else later (the table's owner may
         // move the table; the stream then refuses it).
-        let iceberg_locations = if op == "CreateDeliveryStream" {
-            let inner = &self.service.inner;
-            let locations = crate::iceberg::create_locations(inner, &input).await?;
-            for l in locations.iter().flatten() {
-                let arn = crate::iceberg::objects_arn(&inner.region, l)?;
-                request.authorize.authorize_action("s3:PutObject", &[arn])?;
+        // An update is checked on every table the stream would write,
+        // those it keeps included, as its keys are.
+        let iceberg_locations = match op {
+            "CreateDeliveryStream" => {
+                Some(crate::iceberg::create_locations(&self.service.inner, &input).await?)
             }
-            Some(locations)
-        } else {
-            None
+            "UpdateDestination" if input.get("IcebergDestinationUpdate").is_some() => {
+                Some(self.service.iceberg_update_locations(&input).await?)
+            }
+            _ => None,
         };
+        for l in iceberg_locations.iter().flatten().flatten() {
+            let arn = crate::iceberg::objects_arn(&self.service.inner.region, l)?;
+            request.authorize.authorize_action("s3:PutObject", &[arn])?;
+        }
         let svc = &self.service;
         let out = match op {
             "CreateDeliveryStream" => {
@@ -128,7 +132,10 @@ impl FirehoseApi {
             "DeleteDeliveryStream" => svc.delete_delivery_stream(input).await?,
             "DescribeDeliveryStream" => svc.describe_delivery_stream(input).await?,
             "ListDeliveryStreams" => svc.list_delivery_streams(input).await?,
-            "UpdateDestination" => svc.update_destination(input).await?,
+            "UpdateDestination" => {
+                svc.update_destination_with(input, iceberg_locations)
+                    .await?
+            }
             "PutRecord" => svc.put_record(input).await?,
             "PutRecordBatch" => svc.put_record_batch(input).await?,
             "TagDeliveryStream" => svc.tag_delivery_stream(input).await?,

@@ -608,8 +608,11 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
                 match current(&inner, &name, uid) {
                     None => return,
                     Some(now) if now.rec.version != s.rec.version => {
-                        // A new destination: the batch is made afresh for it.
-                        retry = None;
+                        // A new destination: the same batch, but none of
+                        // its objects are the new destination's. (Tables
+                        // that committed it recognize it by its range.)
+                        r.done = 0;
+                        retry = Some(r);
                     }
                     Some(_) => retry = Some(r),
                 }
@@ -620,7 +623,15 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
         if !save_checkpoint(&inner, &name, uid, next).await {
             return;
         }
-        retry = None;
+        // A failed batch flushed in parts (the budget let in only some of
+        // it): the next batch ends where it did, so a destination that
+        // took the whole batch before (an Iceberg table, by its range)
+        // still recognizes the rest.
+        retry = retry.filter(|r| next < r.end).map(|r| Retry {
+            end: r.end,
+            done: 0,
+            backoff: inner.cfg.retry_initial,
+        });
         batch_start = next;
     }
 }

@@ -40,9 +40,12 @@
 //! record naming a table the configuration does not list goes to the
 //! error output: only the listed tables' locations were authorized.
 //!
-//! Not yet: PartitionSpec, schema evolution, automatic table creation,
-//! and UpdateDestination of an Iceberg stream: each is refused with an
-//! InvalidArgumentException.
+//! UpdateDestination takes an `IcebergDestinationUpdate` ([`merge_update`]):
+//! a table the stream had keeps the directories authorized at create, a
+//! new one's are read and authorized as at create.
+//!
+//! Not yet: PartitionSpec, schema evolution and automatic table creation:
+//! each is refused with an InvalidArgumentException.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -292,7 +295,7 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
                 .get(k)
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
-                .map(str::to_ascii_lowercase)
+                .map(str::to_lowercase)
                 .ok_or_else(|| invalid(format!("{k} is required for each destination table.")))
         };
         let (db, t) = (
@@ -320,8 +323,17 @@ pub fn normalize(cfg: &Value, region: &str, account: &str) -> Result<Value> {
         if table.get("PartitionSpec").is_some() {
             return Err(not_yet("PartitionSpec (automatic table creation)"));
         }
-        if let Some(p) = table.get("S3ErrorOutputPrefix").and_then(Value::as_str) {
-            prefix::Template::parse(p)
+        // Checked as the stream's ErrorOutputPrefix is: its failures go
+        // under it.
+        if let Some(p) = table
+            .get("S3ErrorOutputPrefix")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            && let Some(s3) = c.get("S3Configuration").and_then(Value::as_object)
+        {
+            let mut probe = s3.clone();
+            probe.insert("ErrorOutputPrefix".into(), json!(p));
+            crate::record::normalize_destination(probe)
                 .map_err(|e| invalid(format!("S3ErrorOutputPrefix of {db}.{t}: {e}")))?;
         }
     }
@@ -491,6 +503,70 @@ pub(crate) async fn create_locations(inner: &Inner, input: &Value) -> Result<Vec
             Ok(l) => all.push(l),
             Err(TableError::Unusable { message, .. }) => return Err(invalid(message)),
             Err(e @ TableError::Unavailable { .. }) => return Err(Error::internal(e)),
+        }
+    }
+    Ok(all)
+}
+
+/// The stored destination an `IcebergDestinationUpdate` makes of a
+/// stream's: the update's members replace the configuration's (as AWS
+/// merges updates, member by member), checked as at create; its tables'
+/// directories are pinned afterwards ([`update_locations`], [`pin`]).
+pub fn merge_update(current: &Value, update: &Value, region: &str, account: &str) -> Result<Value> {
+    let Some(stored) = current.get(STORED_KEY).and_then(Value::as_object) else {
+        return Err(invalid(
+            "The delivery stream does not deliver to Apache Iceberg tables.",
+        ));
+    };
+    let Some(u) = update.as_object() else {
+        return Err(invalid("IcebergDestinationUpdate must be an object."));
+    };
+    let mut merged = stored.clone();
+    for (k, v) in u {
+        merged.insert(k.clone(), v.clone());
+    }
+    // AWS: the backup of every record, once on, stays on.
+    if stored.get("S3BackupMode").and_then(Value::as_str) == Some("AllData")
+        && merged.get("S3BackupMode").and_then(Value::as_str) != Some("AllData")
+    {
+        return Err(invalid(
+            "S3BackupMode cannot be changed from AllData to FailedDataOnly.",
+        ));
+    }
+    normalize(&Value::Object(merged), region, account)
+}
+
+/// The directories each table of an updated destination may write, in
+/// its list's order: a table the stream had keeps those it was authorized
+/// for at create; a new one's (and those of a table the stream kept none
+/// for) are read now, and the caller must be allowed to write there.
+pub(crate) async fn update_locations(
+    inner: &Inner,
+    current: &Value,
+    next: &Value,
+) -> Result<Vec<Vec<String>>> {
+    let (Some(now), Some(then)) = (of(current)?, of(next)?) else {
+        return Ok(Vec::new());
+    };
+    let tables = inner.iceberg.as_ref().ok_or_else(no_catalog)?;
+    let same = |a: &TableRef, b: &TableRef| {
+        a.database.to_lowercase() == b.database.to_lowercase()
+            && a.table.to_lowercase() == b.table.to_lowercase()
+    };
+    let mut all = Vec::with_capacity(then.tables.len());
+    for tt in &then.tables {
+        let kept = now
+            .tables
+            .iter()
+            .find(|old| same(&old.table, &tt.table))
+            .and_then(|old| old.locations.clone());
+        match kept {
+            Some(l) => all.push(l),
+            None => match tables.locations(&tt.table).await {
+                Ok(l) => all.push(l),
+                Err(TableError::Unusable { message, .. }) => return Err(invalid(message)),
+                Err(e @ TableError::Unavailable { .. }) => return Err(Error::internal(e)),
+            },
         }
     }
     Ok(all)
@@ -687,11 +763,15 @@ fn route(
         }
     }
     if let Some(l) = lambda {
-        fields.extend(l.iter().map(|(k, v)| (k.clone(), v.clone())));
+        fields.extend(l.iter().filter_map(|(k, v)| {
+            k.strip_prefix(crate::lambda::OTF_KEY_PREFIX)
+                .map(|k| (k.to_string(), v.clone()))
+        }));
     }
     let (db, table) = (fields.get(ROUTE_DATABASE), fields.get(ROUTE_TABLE));
+    // Folded as Glue folds names.
     let matches = |given: Option<&String>, configured: &str| {
-        given.is_none_or(|g| g.eq_ignore_ascii_case(configured))
+        given.is_none_or(|g| g.to_lowercase() == configured.to_lowercase())
     };
     let mut candidates = t
         .tables
@@ -701,11 +781,15 @@ fn route(
     let index = match (candidates.next(), candidates.next()) {
         (Some((i, _)), None) => i,
         (None, _) => {
-            let listed: Vec<String> = t
+            let mut listed: Vec<String> = t
                 .tables
                 .iter()
+                .take(5)
                 .map(|tt| format!("{}.{}", tt.table.database, tt.table.table))
                 .collect();
+            if t.tables.len() > listed.len() {
+                listed.push(format!("and {} more", t.tables.len() - listed.len()));
+            }
             let message = format!(
                 "The record is routed to {}.{}, which is not in the delivery stream's DestinationTableConfigurationList ({}).",
                 db.map_or("<any>", String::as_str),
@@ -1158,15 +1242,18 @@ mod tests {
             crate::partition::EXTRACTION_FAILED
         );
         // A function's otfMetadata wins over the query.
+        let otf_key = |k: &str| format!("{}{k}", crate::lambda::OTF_KEY_PREFIX);
         let otf = BTreeMap::from([
-            (ROUTE_OPERATION.to_string(), "delete".to_string()),
-            (ROUTE_TABLE.to_string(), "T".to_string()),
+            (otf_key(ROUTE_OPERATION), "delete".to_string()),
+            (otf_key(ROUTE_TABLE), "T".to_string()),
+            // A partition key of the same name is not the routing.
+            (ROUTE_TABLE.to_string(), "other".to_string()),
         ]);
         assert_eq!(
             route(&t, br#"{"op": "insert"}"#, Some(&otf)),
             Ok((0, Operation::Delete))
         );
-        let elsewhere = BTreeMap::from([(ROUTE_TABLE.to_string(), "other".to_string())]);
+        let elsewhere = BTreeMap::from([(otf_key(ROUTE_TABLE), "other".to_string())]);
         let u = route(&t, br#"{}"#, Some(&elsewhere)).unwrap_err();
         assert_eq!(u.code, TABLE_NOT_CONFIGURED);
         assert_eq!((u.database.as_str(), u.table.as_str()), ("db", "other"));
@@ -1640,5 +1727,79 @@ mod tests {
         let last = e.tables.appends.lock().unwrap().last().unwrap().1.clone();
         assert_eq!((last.start, last.end), (4, 5));
         assert_eq!(e.tables.written.lock().unwrap().last().unwrap(), "u");
+    }
+
+    #[tokio::test]
+    async fn an_update_adds_a_table_and_keeps_the_directories_of_those_it_had() {
+        let e = engine(FakeTables::default()).await;
+        e.svc.create_delivery_stream(stream(300)).await.unwrap();
+        let update = |version: &str, u: Value| {
+            e.svc.update_destination(json!({
+                "DeliveryStreamName": "ice",
+                "CurrentDeliveryStreamVersionId": version,
+                "DestinationId": crate::record::DESTINATION_ID,
+                "IcebergDestinationUpdate": u,
+            }))
+        };
+        let two = json!({
+            "DestinationTableConfigurationList": [
+                {"DestinationDatabaseName": "db", "DestinationTableName": "t"},
+                {"DestinationDatabaseName": "db", "DestinationTableName": "u", "UniqueKeys": ["id"]}],
+            "ProcessingConfiguration": {"Enabled": true, "Processors": [
+                {"Type": "MetadataExtraction", "Parameters": [
+                    {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{destinationTableName: .to}"},
+                    {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]},
+            "S3BackupMode": "AllData",
+        });
+        let e2 = update("7", two.clone()).await.unwrap_err();
+        assert_eq!(e2.code(), "ConcurrentModificationException");
+        let e2 = e
+            .svc
+            .update_destination(json!({
+                "DeliveryStreamName": "ice",
+                "CurrentDeliveryStreamVersionId": "1",
+                "DestinationId": crate::record::DESTINATION_ID,
+                "S3DestinationUpdate": {"Prefix": "x/"},
+            }))
+            .await
+            .unwrap_err();
+        assert!(e2.to_string().contains("IcebergDestinationUpdate"), "{e2}");
+        update("1", two).await.unwrap();
+        let d = e
+            .svc
+            .describe_delivery_stream(json!({"DeliveryStreamName": "ice"}))
+            .await
+            .unwrap();
+        let desc = &d["DeliveryStreamDescription"];
+        assert_eq!(desc["VersionId"], "2");
+        let ice = &desc["Destinations"][0]["IcebergDestinationDescription"];
+        assert_eq!(
+            ice["DestinationTableConfigurationList"][1]["UniqueKeys"],
+            json!(["id"])
+        );
+        assert_eq!(ice["S3BackupMode"], "AllData");
+        // Kept: the buffering and the S3 configuration the update did not name.
+        assert_eq!(ice["BufferingHints"]["IntervalInSeconds"], 0);
+        assert_eq!(ice["S3DestinationDescription"]["ErrorOutputPrefix"], "err/");
+        let t = of(&e.svc.inner.stream("ice").unwrap().rec.destination)
+            .unwrap()
+            .unwrap();
+        let dirs: Vec<_> = t.tables.iter().map(|tt| tt.locations.clone()).collect();
+        assert_eq!(
+            dirs,
+            [
+                Some(vec!["s3://lake/t/".to_string()]),
+                Some(vec!["s3://lake/u/".to_string()])
+            ]
+        );
+        put(&e, &[r#"{"to": "u", "id": 1}"#, r#"{"to": "t", "id": 2}"#]).await;
+        appends_at_least(&e, 2).await;
+        let written = e.tables.written.lock().unwrap().clone();
+        assert_eq!(written, ["t", "u"]);
+        // The backup of every record, once on, stays on.
+        let e2 = update("2", json!({"S3BackupMode": "FailedDataOnly"}))
+            .await
+            .unwrap_err();
+        assert!(e2.to_string().contains("AllData"), "{e2}");
     }
 }

@@ -183,8 +183,15 @@ pub fn parse_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, InvokeError
         .collect())
 }
 
+/// Where a function's `metadata.otfMetadata` members are kept among a
+/// record's partition keys: under names no partition key can have (those
+/// with control characters are refused), so a partition key cannot pass
+/// for an Iceberg record's table or operation.
+pub const OTF_KEY_PREFIX: &str = "\u{0}otfMetadata.";
+
 /// A record's `metadata.partitionKeys` (dynamic partitioning): scalar
-/// values as strings; `Err` names what is wrong.
+/// values as strings, with its `metadata.otfMetadata` under
+/// [`OTF_KEY_PREFIX`]; `Err` names what is wrong.
 fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String> {
     let mut out = BTreeMap::new();
     let keys = r.get("metadata").and_then(|m| m.get("partitionKeys"));
@@ -196,6 +203,12 @@ fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String>
         ),
     };
     for (k, v) in obj.into_iter().flatten() {
+        if k.chars().any(char::is_control) {
+            return Err(
+                "metadata.partitionKeys has a key with control characters, which no prefix can name"
+                    .into(),
+            );
+        }
         let s = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -217,8 +230,8 @@ fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String>
         out.insert(k.clone(), s);
     }
     // An Iceberg destination's routing (`metadata.otfMetadata`), kept
-    // with the partition keys (a stream has one or the other) and after
-    // them, so a function's `operation` partition key cannot pass for it.
+    // with the partition keys (a stream has one or the other) under names
+    // of its own.
     if let Some(otf) = r.get("metadata").and_then(|m| m.get("otfMetadata")) {
         let Some(obj) = otf.as_object() else {
             return Err("metadata.otfMetadata is not an object".into());
@@ -234,7 +247,7 @@ fn partition_keys(r: &Value) -> Result<Option<BTreeMap<String, String>>, String>
                     if v.len() <= crate::jq::MAX_VALUE_BYTES
                         && !v.chars().any(char::is_control) =>
                 {
-                    out.insert(k.to_string(), v.clone());
+                    out.insert(format!("{OTF_KEY_PREFIX}{k}"), v.clone());
                 }
                 Some(_) => {
                     return Err(format!(
@@ -568,15 +581,17 @@ mod tests {
     }
 
     #[test]
-    fn otf_metadata_wins_over_partition_keys_and_is_checked() {
+    fn otf_metadata_is_kept_apart_from_partition_keys_and_checked() {
         let body = br#"{"records":[
             {"recordId":"0","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"operation":"delete"},"otfMetadata":{"operation":"update","destinationTableName":"t"}}},
             {"recordId":"1","result":"Ok","data":"eA==","metadata":{"otfMetadata":{"destinationTableName":"a\nb"}}},
-            {"recordId":"2","result":"Ok","data":"eA==","metadata":{"otfMetadata":{"operation":1}}}]}"#;
-        let o = parse_response_with_keys(body, 3).unwrap();
+            {"recordId":"2","result":"Ok","data":"eA==","metadata":{"otfMetadata":{"operation":1}}},
+            {"recordId":"3","result":"Ok","data":"eA==","metadata":{"partitionKeys":{"\u0000otfMetadata.operation":"delete"}}}]}"#;
+        let o = parse_response_with_keys(body, 4).unwrap();
         let k = o[0].1.clone().unwrap();
-        assert_eq!(k["operation"], "update");
-        assert_eq!(k["destinationTableName"], "t");
+        assert_eq!(k["operation"], "delete", "the partition key, for S3");
+        assert_eq!(k[&format!("{OTF_KEY_PREFIX}operation")], "update");
+        assert_eq!(k[&format!("{OTF_KEY_PREFIX}destinationTableName")], "t");
         for bad in &o[1..] {
             assert!(
                 matches!(&bad.0, Outcome::Failed(c, _) if c == "Lambda.InvalidPartitionKeys"),

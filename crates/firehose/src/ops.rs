@@ -29,7 +29,6 @@ const OTHER_DESTINATIONS: &[&str] = &[
 const OTHER_UPDATES: &[&str] = &[
     "AmazonOpenSearchServerlessDestinationUpdate",
     "SnowflakeDestinationUpdate",
-    "IcebergDestinationUpdate",
 ];
 
 fn invalid(m: impl Into<String>) -> Error {
@@ -520,14 +519,58 @@ impl Firehose {
     }
 
     pub async fn update_destination(&self, input: Value) -> Result<Value> {
+        self.update_destination_with(input, None).await
+    }
+
+    /// UpdateDestination, an Iceberg destination's tables limited to
+    /// `iceberg_locations` (the caller was authorized to write there; the
+    /// front door checks, [`Firehose::iceberg_update_locations`]): `None`
+    /// trusts the caller with wherever new tables write now.
+    pub async fn update_destination_with(
+        &self,
+        input: Value,
+        iceberg_locations: Option<Vec<Vec<String>>>,
+    ) -> Result<Value> {
         let inner = &self.inner;
         let _guard = inner.control.lock().await;
         let s = inner.stream(name_of(&input)?)?;
         let mut rec = self.planned_update(&s.rec, &input)?;
+        if rec.destination.get(crate::iceberg::STORED_KEY).is_some() {
+            let locations = match iceberg_locations {
+                Some(l) => l,
+                None => {
+                    crate::iceberg::update_locations(inner, &s.rec.destination, &rec.destination)
+                        .await?
+                }
+            };
+            let tables = crate::iceberg::of(&rec.destination)?.map_or(0, |t| t.tables.len());
+            if locations.len() != tables {
+                return Err(Error::ConcurrentModification(format!(
+                    "Firehose {} changed while it was being updated; describe it and try again.",
+                    s.rec.name
+                )));
+            }
+            crate::iceberg::pin(&mut rec.destination, locations);
+            crate::iceberg::check(inner, &rec.destination).await?;
+        }
         rec.version += 1;
         rec.updated_ms = Some(inner.now_ms());
         inner.replace(&s, rec).await?;
         Ok(json!({}))
+    }
+
+    /// The directories the tables of the Iceberg destination an
+    /// UpdateDestination makes would write (none for other updates): what
+    /// its caller must be allowed to write. An update that would be
+    /// refused answers its error.
+    pub async fn iceberg_update_locations(&self, input: &Value) -> Result<Vec<Vec<String>>> {
+        let inner = &self.inner;
+        if input.get("IcebergDestinationUpdate").is_none() {
+            return Ok(Vec::new());
+        }
+        let s = inner.stream(name_of(input)?)?;
+        let rec = self.planned_update(&s.rec, input)?;
+        crate::iceberg::update_locations(inner, &s.rec.destination, &rec.destination).await
     }
 
     /// The KMS keys (their ARNs) the stream would store objects under
@@ -564,7 +607,7 @@ impl Firehose {
         for k in OTHER_UPDATES {
             if input.get(*k).is_some() {
                 return Err(invalid(format!(
-                    "{k} is not supported yet by this server: only S3, ExtendedS3, Redshift, HttpEndpoint, Splunk, Amazonopensearchservice and Elasticsearch destination updates."
+                    "{k} is not supported yet by this server: only S3, ExtendedS3, Redshift, HttpEndpoint, Splunk, Amazonopensearchservice, Elasticsearch and Iceberg destination updates."
                 )));
             }
         }
@@ -581,19 +624,49 @@ impl Firehose {
                 current.version
             )));
         }
+        let dest_id = text(input, "DestinationId").unwrap_or("");
+        if dest_id != DESTINATION_ID {
+            return Err(invalid(format!(
+                "Destination Id {dest_id} not found for Firehose {name}."
+            )));
+        }
+        let iceberg_update = input.get("IcebergDestinationUpdate");
         if current
             .destination
             .get(crate::iceberg::STORED_KEY)
             .is_some()
         {
-            return Err(invalid(
-                "UpdateDestination of an Iceberg destination is not supported yet by this server.",
-            ));
+            let others =
+                input.as_object().into_iter().flatten().any(|(k, _)| {
+                    k.ends_with("DestinationUpdate") && k != "IcebergDestinationUpdate"
+                });
+            let Some(u) = iceberg_update.filter(|_| !others) else {
+                return Err(invalid(format!(
+                    "Firehose {name} delivers to Apache Iceberg tables: only an IcebergDestinationUpdate can update it on this server (switching destination types is not supported yet)."
+                )));
+            };
+            let mut destination = crate::iceberg::merge_update(
+                &current.destination,
+                u,
+                &inner.region,
+                &inner.account,
+            )?;
+            // Kept until the update pins them anew.
+            if let Some(kept) = current.destination.get(crate::iceberg::LOCATIONS_KEY)
+                && let Some(d) = destination.as_object_mut()
+            {
+                d.insert(crate::iceberg::LOCATIONS_KEY.into(), kept.clone());
+            }
+            let parsed = record::Destination::of(&destination)?;
+            parsed.processing.check_functions(&inner.cfg.functions)?;
+            self.check_object_keys(&parsed)?;
+            let mut rec = current.clone();
+            rec.destination = destination;
+            return Ok(rec);
         }
-        let dest_id = text(input, "DestinationId").unwrap_or("");
-        if dest_id != DESTINATION_ID {
+        if iceberg_update.is_some() {
             return Err(invalid(format!(
-                "Destination Id {dest_id} not found for Firehose {name}."
+                "Firehose {name} does not deliver to Apache Iceberg tables: switching destination types to Iceberg is not supported yet by this server."
             )));
         }
         let redshift_update = input.get("RedshiftDestinationUpdate");

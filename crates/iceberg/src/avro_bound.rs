@@ -9,6 +9,7 @@
 //! Only the framing is read here (Avro's object container spec); the
 //! records are left to `apache-avro`.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -26,6 +27,7 @@ pub(crate) fn inflated_len(bytes: &[u8], max: u64) -> Result<u64, String> {
         return Err("not an Avro object container file".into());
     }
     let mut codec = b"null".to_vec();
+    let mut schema = None;
     // The metadata map: blocks of entries up to an empty one.
     loop {
         let count = r.long()?;
@@ -41,8 +43,17 @@ pub(crate) fn inflated_len(bytes: &[u8], max: u64) -> Result<u64, String> {
             if key == b"avro.codec" {
                 codec = value.to_vec();
             }
+            if key == b"avro.schema" {
+                schema = Some(value);
+            }
         }
     }
+    // The records are decoded with the file's own (writer) schema: an
+    // array of items that take no bytes would make any number of values
+    // out of a few bytes.
+    let schema: serde_json::Value = serde_json::from_slice(schema.ok_or("it has no schema")?)
+        .map_err(|e| format!("its schema is not JSON: {e}"))?;
+    min_len(&schema, &mut HashMap::new())?;
     let sync = r.take(SYNC_LEN)?;
     let mut total: u64 = 0;
     while r.at < bytes.len() {
@@ -61,6 +72,77 @@ pub(crate) fn inflated_len(bytes: &[u8], max: u64) -> Result<u64, String> {
         }
     }
     Ok(total)
+}
+
+/// The fewest bytes a value of `schema` is encoded in; `Err` for a schema
+/// with an array whose items can take none. `named`: the sizes of the
+/// named types defined so far (a reference to one still being defined,
+/// which only a union or an array can hold, counts as one byte).
+fn min_len(schema: &serde_json::Value, named: &mut HashMap<String, u64>) -> Result<u64, String> {
+    use serde_json::Value;
+    Ok(match schema {
+        Value::String(t) => match t.as_str() {
+            "null" => 0,
+            "boolean" | "int" | "long" | "bytes" | "string" => 1,
+            "float" => 4,
+            "double" => 8,
+            other => named.get(other).copied().unwrap_or(1),
+        },
+        // A union: the branch's index, then the branch.
+        Value::Array(branches) => {
+            let mut least = u64::MAX;
+            for b in branches {
+                least = least.min(min_len(b, named)?);
+            }
+            1u64.saturating_add(if branches.is_empty() { 0 } else { least })
+        }
+        Value::Object(o) => {
+            let name = o.get("name").and_then(Value::as_str).map(str::to_string);
+            let full = match (&name, o.get("namespace").and_then(Value::as_str)) {
+                (Some(n), Some(ns)) if !n.contains('.') => Some(format!("{ns}.{n}")),
+                _ => None,
+            };
+            let len = match o.get("type") {
+                Some(Value::String(t)) if t == "record" || t == "error" => {
+                    let mut sum: u64 = 0;
+                    for f in o
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let ty = f.get("type").ok_or("a record field without a type")?;
+                        sum = sum.saturating_add(min_len(ty, named)?);
+                    }
+                    sum
+                }
+                Some(Value::String(t)) if t == "enum" => 1,
+                Some(Value::String(t)) if t == "fixed" => o
+                    .get("size")
+                    .and_then(Value::as_u64)
+                    .ok_or("a fixed type without a size")?,
+                Some(Value::String(t)) if t == "array" => {
+                    let items = o.get("items").ok_or("an array without items")?;
+                    if min_len(items, named)? == 0 {
+                        return Err("its schema has an array of items that take no bytes".into());
+                    }
+                    1
+                }
+                // Each entry's key takes a byte at least.
+                Some(Value::String(t)) if t == "map" => {
+                    min_len(o.get("values").ok_or("a map without values")?, named)?;
+                    1
+                }
+                Some(t) => min_len(t, named)?,
+                None => return Err("a schema object without a type".into()),
+            };
+            for n in [name, full].into_iter().flatten() {
+                named.insert(n, len);
+            }
+            len
+        }
+        _ => return Err("a schema that is neither a name, a union nor an object".into()),
+    })
 }
 
 /// What one block inflates to, counted up to one byte past `room`.
@@ -157,9 +239,17 @@ mod tests {
     }
 
     fn container(codec: &str, blocks: &[Vec<u8>]) -> Vec<u8> {
+        container_of(
+            r#"{"type": "record", "name": "r", "fields": [{"name": "a", "type": "long"}]}"#,
+            codec,
+            blocks,
+        )
+    }
+
+    fn container_of(schema: &str, codec: &str, blocks: &[Vec<u8>]) -> Vec<u8> {
         let mut f = MAGIC.to_vec();
-        f.extend(long(1));
-        for s in ["avro.codec", codec] {
+        f.extend(long(2));
+        for s in ["avro.codec", codec, "avro.schema", schema] {
             f.extend(long(s.len() as i64));
             f.extend(s.as_bytes());
         }
@@ -211,6 +301,32 @@ mod tests {
                 .unwrap_err()
                 .contains("codec xz")
         );
+    }
+
+    #[test]
+    fn a_schema_making_values_of_no_bytes_is_refused() {
+        let refused = [
+            r#"{"type": "array", "items": "null"}"#,
+            r#"{"type": "record", "name": "r", "fields": [{"name": "a", "type": {"type": "array", "items": {"type": "record", "name": "e", "fields": [{"name": "n", "type": "null"}]}}}]}"#,
+            r#"{"type": "record", "name": "r", "fields": [{"name": "z", "type": {"type": "fixed", "name": "z0", "size": 0}}, {"name": "a", "type": {"type": "array", "items": "z0"}}]}"#,
+        ];
+        for schema in refused {
+            let f = container_of(schema, "null", &[vec![1]]);
+            let e = inflated_len(&f, 100).unwrap_err();
+            assert!(e.contains("take no bytes"), "{schema}: {e}");
+        }
+        // What Iceberg's manifests hold: unions with null, maps, arrays of
+        // records and longs.
+        let manifest = r#"{"type": "record", "name": "manifest_entry", "fields": [
+            {"name": "status", "type": "int"},
+            {"name": "data_file", "type": {"type": "record", "name": "r2", "fields": [
+                {"name": "column_sizes", "type": ["null", {"type": "array", "items": {"type": "record", "name": "k117_v118", "fields": [{"name": "key", "type": "int"}, {"name": "value", "type": "long"}]}}]},
+                {"name": "split_offsets", "type": ["null", {"type": "array", "items": "long"}]},
+                {"name": "partition", "type": {"type": "record", "name": "r102", "fields": []}},
+                {"name": "props", "type": {"type": "map", "values": "null"}}]}}]}"#;
+        assert!(inflated_len(&container_of(manifest, "null", &[vec![1]]), 100).is_ok());
+        let f = container_of("not json", "null", &[]);
+        assert!(inflated_len(&f, 100).unwrap_err().contains("not JSON"));
     }
 
     #[test]

@@ -220,6 +220,14 @@ pub(crate) async fn positions(
     };
     let mut delete_manifests = Vec::new();
     for mf in list.entries() {
+        // Decrypted by the `iceberg` crate past this server's bounds on
+        // what a table file may hold.
+        if mf.key_metadata.is_some() {
+            return Err(TableError::Unusable(format!(
+                "Manifest {} is encrypted: this server updates and deletes rows of tables with plain manifests only.",
+                mf.manifest_path
+            )));
+        }
         if mf.content != ManifestContentType::Data {
             delete_manifests.push(mf);
             continue;
@@ -299,7 +307,6 @@ async fn open_parquet(
     let builder = ParquetRecordBatchStreamBuilder::new(ArrowFileReader::new(meta, reader))
         .await
         .map_err(|e| unavailable(format!("data file {path}: {e}")))?;
-    // The reader decodes no more rows than the row groups say they hold.
     let rows: u64 = builder
         .metadata()
         .row_groups()
@@ -313,7 +320,8 @@ async fn open_parquet(
             scanned.max
         )));
     }
-    Ok(builder)
+    // Pages past what the footer says are not decoded.
+    Ok(builder.with_limit(usize::try_from(rows).unwrap_or(usize::MAX)))
 }
 
 /// The index of the column with field id `id` (or, in files written

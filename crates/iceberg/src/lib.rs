@@ -153,7 +153,8 @@ pub struct Appended {
     pub rows: u64,
     pub rejected: Vec<Rejected>,
     /// The batch was committed before (by an attempt whose checkpoint was
-    /// lost): nothing was written.
+    /// lost): nothing was written; `rejected` are the records the table
+    /// refused then, read again.
     pub duplicate: bool,
     /// The data file and snapshot written, if any rows were.
     pub data_file: Option<String>,
@@ -216,8 +217,14 @@ async fn contained<T>(f: impl Future<Output = Result<T, TableError>>) -> Result<
     }
 }
 
+/// The most bytes `apache-avro` allocates for one byte string or one
+/// block of array items while decoding a manifest (its default is 512 MiB).
+const AVRO_MAX_ALLOCATION: usize = 16 << 20;
+
 impl Tables {
     pub fn new(glue: Glue, objects: Objects) -> Tables {
+        // Process-wide and set once: before any manifest is decoded.
+        apache_avro::util::max_allocation_bytes(AVRO_MAX_ALLOCATION);
         Tables {
             glue,
             objects,
@@ -434,30 +441,41 @@ impl Tables {
         let (t, catalog) = self.open(database, table, scope).await?;
         self.settle_unsettled(database, table, &tag.writer, &t, &catalog)
             .await;
-        if let Some((_, end)) = last_range(&t, &tag.writer)
-            && end >= tag.end
-        {
-            return Ok(Appended {
-                duplicate: true,
-                ..Appended::default()
-            });
-        }
-        let converter = usable(&t)?;
-        let iceberg_schema = t.metadata().current_schema().clone();
-        let arrow_schema = Arc::new(arrow_form(&iceberg_schema)?);
+        // A batch committed already is not written again, but the records
+        // the table refused are answered again: the answer of the commit
+        // may have been lost before they reached the error output (a
+        // crash, or another table of the stream failing).
+        let duplicate = last_range(&t, &tag.writer).is_some_and(|(_, end)| end >= tag.end);
+        let committed = || Appended {
+            duplicate: true,
+            ..Appended::default()
+        };
         let op_of = |i: usize| ops.get(i).copied().unwrap_or_default();
-        let keys = if (0..records.len()).any(|i| op_of(i).by_key()) {
-            // Known before anything is written: a retry cannot change it.
-            let version = t.metadata().format_version();
-            if version != iceberg::spec::FormatVersion::V2 {
-                return Err(TableError::Unusable(format!(
-                    "Table {database}.{table} is Iceberg format {version:?}: updates and deletes are written as format 2 position deletes."
-                )));
-            }
-            delta::key_columns(&iceberg_schema, &arrow_schema, unique_keys)
-                .map_err(|why| TableError::Unusable(format!("Table {database}.{table}: {why}.")))?
-        } else {
-            None
+        let by_key = (0..records.len()).any(|i| op_of(i).by_key());
+        let prepared = (|| {
+            let converter = usable(&t)?;
+            let iceberg_schema = t.metadata().current_schema().clone();
+            let arrow_schema = Arc::new(arrow_form(&iceberg_schema)?);
+            let keys = if by_key {
+                // Known before anything is written: a retry cannot change it.
+                let version = t.metadata().format_version();
+                if version != iceberg::spec::FormatVersion::V2 {
+                    return Err(TableError::Unusable(format!(
+                        "Table {database}.{table} is Iceberg format {version:?}: updates and deletes are written as format 2 position deletes."
+                    )));
+                }
+                delta::key_columns(&iceberg_schema, &arrow_schema, unique_keys).map_err(|why| {
+                    TableError::Unusable(format!("Table {database}.{table}: {why}."))
+                })?
+            } else {
+                None
+            };
+            Ok((converter, iceberg_schema, arrow_schema, keys))
+        })();
+        let (converter, iceberg_schema, arrow_schema, keys) = match prepared {
+            Ok(p) => p,
+            Err(_) if duplicate => return Ok(committed()),
+            Err(e) => return Err(e),
         };
         let required: Vec<(usize, String)> = iceberg_schema
             .as_struct()
@@ -524,6 +542,12 @@ impl Tables {
             }
             rows.push(row);
             kept.push(i);
+        }
+        if duplicate {
+            return Ok(Appended {
+                rejected,
+                ..committed()
+            });
         }
         if rows.is_empty() && delete_rows.is_empty() {
             return Ok(Appended {

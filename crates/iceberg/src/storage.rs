@@ -34,6 +34,10 @@ use serde::{Deserialize, Serialize};
 /// object is refused rather than read.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
+/// The most bytes a manifest list or manifest inflates to: its records
+/// are decoded into values many times their size.
+pub const MAX_AVRO_INFLATED: u64 = 32 << 20;
+
 /// A table's files in the embedded store. Serializable because iceberg's
 /// storage trait asks for it (to ship storage across processes); the store
 /// handle itself cannot travel, so a deserialized copy refuses every call.
@@ -268,8 +272,9 @@ impl Storage for ObjectsStorage {
         // they would inflate past the cap.
         if crate::avro_bound::is_container(&bytes) {
             let b = bytes.clone();
+            let cap = max.min(MAX_AVRO_INFLATED);
             let measured =
-                tokio::task::spawn_blocking(move || crate::avro_bound::inflated_len(&b, max))
+                tokio::task::spawn_blocking(move || crate::avro_bound::inflated_len(&b, cap))
                     .await
                     .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
             if let Err(why) = measured {
@@ -395,11 +400,26 @@ struct ObjectRead {
     path: String,
 }
 
+/// The most bytes one ranged read of a table file (a Parquet column chunk,
+/// say) brings into memory: a file's footer, which anyone who can write
+/// the table makes, says how big its chunks are.
+pub const MAX_RANGE_BYTES: u64 = 1 << 30;
+
 #[async_trait]
 impl FileRead for ObjectRead {
     async fn read(&self, range: Range<u64>) -> Result<Bytes> {
         if range.start >= range.end {
             return Ok(Bytes::new());
+        }
+        if range.end - range.start > MAX_RANGE_BYTES {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                format!(
+                    "{}: a read of {} bytes, more than the {MAX_RANGE_BYTES} one read of a table file may be",
+                    self.path,
+                    range.end - range.start
+                ),
+            ));
         }
         let (b, k) = self.storage.locate(&self.path)?;
         let (_, bytes, _) = self

@@ -819,6 +819,10 @@ async fn updates_and_deletes_by_unique_key_are_position_deletes() {
         .await
         .unwrap();
     assert!(again.duplicate);
+    // Its refused record answered again, for the error output the first
+    // answer may not have reached.
+    let codes: Vec<_> = again.rejected.iter().map(|r| (r.index, r.code)).collect();
+    assert_eq!(codes, vec![(7, MISSING_UNIQUE_KEY)]);
 
     // A later update of a row an earlier update wrote, and deletes only.
     let more: Vec<&[u8]> = vec![br#"{"id": 2, "name": "b3"}"#, br#"{"id": 1}"#];

@@ -597,6 +597,57 @@ async fn creating_a_stream_into_a_table_needs_its_glue_update_and_its_bucket() {
         .unwrap();
     let table = wait_for_snapshots(&srv, &admin, 1).await;
     assert_eq!(rows(&table).await, vec![(1, None, 0)]);
+
+    // An update adding a table needs its directories too: the owner may
+    // write lake/events/ only, the administrator anywhere.
+    create_table(&admin, "audit").await;
+    let update = |fh: aws_sdk_firehose::Client, version: &str| {
+        let more = aws_sdk_firehose::types::IcebergDestinationUpdate::builder()
+            .destination_table_configuration_list(events_table())
+            .destination_table_configuration_list(
+                DestinationTableConfiguration::builder()
+                    .destination_database_name("lake")
+                    .destination_table_name("audit")
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let version = version.to_string();
+        async move {
+            fh.update_destination()
+                .delivery_stream_name("ice")
+                .current_delivery_stream_version_id(version)
+                .destination_id("destinationId-000000000001")
+                .iceberg_destination_update(more)
+                .send()
+                .await
+        }
+    };
+    let e = update(owner.clone(), "1").await.unwrap_err();
+    let se = e.as_service_error().expect("a service error");
+    assert_eq!(se.code(), Some("AccessDeniedException"), "{se:?}");
+    assert!(
+        se.message().is_some_and(|m| m.contains("lake/audit")),
+        "{se:?}"
+    );
+    let fh_admin = firehose_as(&srv.url(), "AKIDADMIN00000000001", "admin-secret");
+    update(fh_admin.clone(), "1").await.unwrap();
+    let d = fh_admin
+        .describe_delivery_stream()
+        .delivery_stream_name("ice")
+        .send()
+        .await
+        .unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    assert_eq!(d.version_id(), "2");
+    assert_eq!(
+        d.destinations()[0]
+            .iceberg_destination_description()
+            .unwrap()
+            .destination_table_configuration_list()
+            .len(),
+        2
+    );
 }
 
 /// Glue's table as `UpdateTable` takes it, `metadata_location` replaced.
