@@ -551,8 +551,9 @@ async fn deliver(inner: Arc<Inner>, name: String, uid: u64) {
         let now = inner.now_ms();
         let due = match &retry {
             // A failed batch is flushed again once re-read whole (or as
-            // much of it as the budget lets in).
-            Some(r) => next >= r.end || starved,
+            // much of it as the budget or, after an update, the buffer
+            // size lets in: the rest of its range follows).
+            Some(r) => next >= r.end || starved || overflow,
             None => {
                 starved
                     || should_flush(
