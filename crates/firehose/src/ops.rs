@@ -524,8 +524,9 @@ impl Firehose {
 
     /// UpdateDestination, an Iceberg destination's tables limited to
     /// `iceberg_locations` (the caller was authorized to write there; the
-    /// front door checks, [`Firehose::iceberg_update_locations`]): `None`
-    /// trusts the caller with wherever new tables write now.
+    /// front door checks, [`Firehose::iceberg_update_locations`]), which
+    /// must still be where they write: `None` trusts the caller with
+    /// wherever new tables write now.
     pub async fn update_destination_with(
         &self,
         input: Value,
@@ -536,17 +537,15 @@ impl Firehose {
         let s = inner.stream(name_of(&input)?)?;
         let mut rec = self.planned_update(&s.rec, &input)?;
         if rec.destination.get(crate::iceberg::STORED_KEY).is_some() {
-            let locations = match iceberg_locations {
-                Some(l) => l,
-                None => {
-                    crate::iceberg::update_locations(inner, &s.rec.destination, &rec.destination)
-                        .await?
-                }
-            };
-            let tables = crate::iceberg::of(&rec.destination)?.map_or(0, |t| t.tables.len());
-            if locations.len() != tables {
+            // Read again under the lock: what the front door authorized
+            // must be what is pinned (the stream re-created meanwhile, or a
+            // table moved, would make them differ).
+            let locations =
+                crate::iceberg::update_locations(inner, &s.rec.destination, &rec.destination)
+                    .await?;
+            if iceberg_locations.is_some_and(|authorized| authorized != locations) {
                 return Err(Error::ConcurrentModification(format!(
-                    "Firehose {} changed while it was being updated; describe it and try again.",
+                    "Firehose {} or its tables changed while it was being updated; describe it and try again.",
                     s.rec.name
                 )));
             }
